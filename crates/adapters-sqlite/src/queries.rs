@@ -6,8 +6,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
 use domain::{
     Conversation, ConversationCursor, ConversationId, ConversationTitle, Exchange, Message,
-    MessageCursor, MessageWindow, NewExchange, NewMessage, Page, PageLimit, Role,
-    Timestamp,
+    MessageCursor, MessageWindow, NewExchange, NewMessage, Page, PageLimit, Role, Timestamp,
 };
 
 type QueryResult<T> = Result<T, diesel::result::Error>;
@@ -215,7 +214,11 @@ pub(crate) fn list_messages(
     let more = items.len() > limit.get() as usize;
     items.truncate(limit.get() as usize);
     let next_cursor = more
-        .then(|| items.last().map(|last| MessageCursor { position: last.position }))
+        .then(|| {
+            items.last().map(|last| MessageCursor {
+                position: last.position,
+            })
+        })
         .flatten();
     if order == "DESC" {
         items.reverse();

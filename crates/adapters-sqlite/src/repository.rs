@@ -89,7 +89,9 @@ impl SqliteChatRepository {
             .map_err(from_diesel)?;
         writer_connection
             .run_pending_migrations(MIGRATIONS)
-            .map_err(|error| RepositoryError::Unknown(anyhow::anyhow!("migration failed: {error}")))?;
+            .map_err(|error| {
+                RepositoryError::Unknown(anyhow::anyhow!("migration failed: {error}"))
+            })?;
 
         let readers = Pool::builder()
             .max_size(settings.read_pool_size.max(1))
@@ -127,7 +129,10 @@ impl SqliteChatRepository {
 
 #[async_trait]
 impl ChatRepository for SqliteChatRepository {
-    async fn create_conversation(&self, conversation: &Conversation) -> Result<(), RepositoryError> {
+    async fn create_conversation(
+        &self,
+        conversation: &Conversation,
+    ) -> Result<(), RepositoryError> {
         let conversation = conversation.clone();
         self.writer
             .write(move |conn| queries::insert_conversation(conn, &conversation))

@@ -137,11 +137,13 @@ fn run(
             }
         }
         state.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        metrics::gauge!("storage_writer_queue_depth").set(state.queued.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("storage_writer_queue_depth")
+            .set(state.queued.load(Ordering::Relaxed) as f64);
         metrics::histogram!("storage_writer_batch_size").record(batch.len() as f64);
         let started = Instant::now();
         commit_batch(&mut connection, &mut batch, state);
-        metrics::histogram!("storage_writer_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("storage_writer_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
     }
 }
 
