@@ -119,7 +119,7 @@ impl OpenAiAssistant {
                             let response =
                                 inner.check_status(inner.send(body, false).await?).await?;
                             let bytes = response.bytes().await.map_err(|error| {
-                                Failure::retry(RetryReason::Connection, describe(&error))
+                                Failure::retry(RetryReason::Connection, describe(error))
                             })?;
                             let completion: Completion =
                                 serde_json::from_slice(&bytes).map_err(|error| {
@@ -278,9 +278,10 @@ impl RetryReason {
 }
 
 /// The error chain of a reqwest error, without the URL (it may carry credentials).
-fn describe(error: &reqwest::Error) -> String {
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
@@ -352,10 +353,7 @@ impl Inner {
             };
             Failure::retry(
                 reason,
-                format!(
-                    "could not reach the provider: {}",
-                    describe(&error.without_url())
-                ),
+                format!("could not reach the provider: {}", describe(error)),
             )
         })
     }
@@ -543,14 +541,13 @@ impl PieceStream {
             let events = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
                 Err(_) => return Err(StreamFailure::Idle),
                 Ok(Some(Ok(bytes))) => self.parser.feed(&bytes),
-                Ok(Some(Err(error))) => {
-                    return Err(StreamFailure::Cut(describe(&error.without_url())))
-                }
+                Ok(Some(Err(error))) => return Err(StreamFailure::Cut(describe(error))),
                 Ok(None) => {
                     let events = self.parser.finish();
+                    // Pieces after the last complete event would be dropped anyway: a stream
+                    // without its end marker is a failure, whatever it carried.
                     if let Ok(events) = &events {
                         if !events.iter().any(|data| data.trim() == "[DONE]") {
-                            self.handle(events.clone())?;
                             return Err(StreamFailure::Cut(
                                 "the stream ended without [DONE]".to_owned(),
                             ));
