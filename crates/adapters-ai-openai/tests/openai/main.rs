@@ -637,3 +637,47 @@ async fn metrics_describe_latency_first_token_rate_and_retries() {
     assert_eq!(retries.len(), 1);
     assert_eq!(retries[0].label("reason"), Some("server_error"));
 }
+
+/// What the testkit's assistant conformance suite checks, until that crate is in this branch:
+/// many callers at once, each getting a whole reply and a streamed one.
+#[tokio::test]
+async fn replies_concurrently_in_both_forms() {
+    let fake = FakeProvider::start(|_, request| {
+        if request.body["stream"] == true {
+            Reply::Stream(vec![
+                Part::Data(event("streamed ")),
+                Part::Pause(Duration::from_millis(20)),
+                Part::Data(event("reply")),
+                Part::Data(done()),
+            ])
+        } else {
+            Reply::completion("whole reply")
+        }
+    })
+    .await;
+    let mut settings = settings(&fake.base_url);
+    settings.max_concurrency = 3;
+    let assistant = assistant(settings);
+    let tasks: Vec<_> = (0..8)
+        .map(|index| {
+            let assistant = assistant.clone();
+            tokio::spawn(async move {
+                let context = context(&[], &format!("Question {index}?"));
+                let whole = assistant.reply(&context).await.unwrap();
+                let stream = assistant.reply_stream(&context).await.unwrap();
+                let streamed: Vec<String> = collect(stream)
+                    .await
+                    .into_iter()
+                    .map(Result::unwrap)
+                    .collect();
+                (whole, streamed.concat())
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (whole, streamed) = task.await.unwrap();
+        assert_eq!(whole, "whole reply");
+        assert_eq!(streamed, "streamed reply");
+    }
+    assert_eq!(fake.requests().len(), 16);
+}
