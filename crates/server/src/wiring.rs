@@ -60,8 +60,26 @@ pub fn build_assistant(settings: &AssistantSettings) -> anyhow::Result<Arc<dyn A
                 Duration::from_millis(settings.dummy.word_delay_ms),
             )))
         }
-        AssistantKind::Openai => bail!(
-            "assistant.kind = \"openai\", but this chat-server was built without the OpenAI adapter"
-        ),
+        AssistantKind::Openai => build_openai(settings),
     }
+}
+
+#[cfg(feature = "openai")]
+fn build_openai(settings: &AssistantSettings) -> anyhow::Result<Arc<dyn Assistant>> {
+    use adapters_ai_openai::{OpenAiAssistant, OpenAiSettings};
+
+    let mut openai = OpenAiSettings::new(&settings.base_url, &settings.model);
+    openai.api_key = settings.api_key.clone();
+    openai.system_prompt = Some(settings.system_prompt.clone()).filter(|prompt| !prompt.trim().is_empty());
+    openai.timeout = Duration::from_secs(settings.timeout_secs);
+    openai.max_retries = settings.max_retries;
+    openai.context_messages = settings.context_messages;
+    openai.max_concurrency = settings.max_concurrency;
+    openai.max_queue = settings.max_queue;
+    Ok(Arc::new(OpenAiAssistant::new(openai)?))
+}
+
+#[cfg(not(feature = "openai"))]
+fn build_openai(_: &AssistantSettings) -> anyhow::Result<Arc<dyn Assistant>> {
+    bail!("assistant.kind = \"openai\", but this chat-server was built without the OpenAI adapter")
 }
