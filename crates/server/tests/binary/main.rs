@@ -1,0 +1,226 @@
+//! Black-box tests of the built binary over real HTTP: start-up, configuration errors,
+//! concurrency, crash durability and graceful shutdown.
+
+mod process;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use process::{run_to_exit, ServerProcess};
+use serde_json::{json, Value};
+
+fn deterministic() -> Vec<(&'static str, String)> {
+    vec![("CHAT__ASSISTANT__DUMMY__MODE", "deterministic".to_owned())]
+}
+
+async fn history(server: &ServerProcess) -> Vec<Value> {
+    reqwest::get(server.url("/chat/history"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn starts_from_any_directory_with_built_in_defaults() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(directory.path(), &[]);
+    let response = reqwest::get(server.url("/readyz")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The default storage is chat.db in the working directory.
+    assert!(directory.path().join("chat.db").exists());
+}
+
+#[tokio::test]
+async fn config_files_and_environment_override_the_defaults() {
+    let directory = tempfile::tempdir().unwrap();
+    let config = directory.path().join("settings");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join("default.toml"), "[storage]\nurl = \"from-file.db\"\n").unwrap();
+    std::fs::write(config.join("staging.toml"), "[limits]\nmax_message_chars = 5\n").unwrap();
+    let server = ServerProcess::start(
+        directory.path(),
+        &[
+            ("CHAT_CONFIG_DIR", config.display().to_string()),
+            ("CHAT_ENV", "staging".to_owned()),
+        ],
+    );
+    assert!(directory.path().join("from-file.db").exists());
+    let client = reqwest::Client::new();
+    let response = client
+        .post(server.url("/chat/message"))
+        .json(&json!({"message": "too long"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+}
+
+#[test]
+fn bad_configuration_stops_the_start_naming_the_key() {
+    let directory = tempfile::tempdir().unwrap();
+    for (variables, key) in [
+        (vec![("CHAT__SERVER__PORT", "eighty")], "server.port"),
+        (vec![("CHAT__STORAGE__BACKEND", "mongodb")], "storage.backend"),
+        (
+            vec![("CHAT__STORAGE__BACKEND", "postgres"), ("CHAT__STORAGE__URL", "chat.db")],
+            "storage.url",
+        ),
+        (vec![("CHAT__STORAGE__URL", "postgres://db/chat")], "storage.url"),
+        (vec![("CHAT__LOG__FORMAT", "xml")], "log.format"),
+        (vec![("CHAT__LIMITS__MAX_MESSAGE_CHARS", "0")], "limits.max_message_chars"),
+        (vec![("CHAT__CORS__ALLOWED_ORIGINS", "localhost:3000")], "cors.allowed_origins"),
+    ] {
+        let (status, stderr) = run_to_exit(directory.path(), &variables);
+        assert_eq!(status.code(), Some(2), "{variables:?}: {stderr}");
+        assert!(stderr.contains(key), "{variables:?} should name {key}: {stderr}");
+    }
+    assert!(!directory.path().join("chat.db").exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_posts_all_succeed_once_each() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(directory.path(), &deterministic());
+    let client = reqwest::Client::new();
+    let sends = (0..100).map(|i| {
+        let client = client.clone();
+        let url = server.url("/chat/message");
+        async move {
+            let response = client
+                .post(url)
+                .json(&json!({"message": format!("parallel {i}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    });
+    futures::future::join_all(sends).await;
+    let history = history(&server).await;
+    assert_eq!(history.len(), 100);
+    let mut seen = HashMap::new();
+    for entry in &history {
+        let user = entry["user"].as_str().unwrap();
+        assert!(entry["AI"].as_str().unwrap().ends_with(&format!("You said: {user}")));
+        *seen.entry(user.to_owned()).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|count| *count == 1));
+}
+
+#[tokio::test]
+async fn every_acknowledged_exchange_survives_kill_9() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(directory.path(), &deterministic());
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let client = reqwest::Client::new();
+    let mut senders = Vec::new();
+    for worker in 0..32 {
+        let (client, url, acknowledged) =
+            (client.clone(), server.url("/chat/message"), Arc::clone(&acknowledged));
+        senders.push(tokio::spawn(async move {
+            for i in 0.. {
+                let text = format!("durable {worker}-{i}");
+                let sent = client.post(&url).json(&json!({"message": text})).send().await;
+                match sent {
+                    Ok(response) if response.status() == 200 => {
+                        if response.bytes().await.is_ok() {
+                            acknowledged.lock().unwrap().push(text);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.kill_hard();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 50, "load ran: {}", acknowledged.len());
+
+    let restarted = ServerProcess::start(directory.path(), &deterministic());
+    let history = history(&restarted).await;
+    let mut stored = HashMap::new();
+    for entry in &history {
+        let user = entry["user"].as_str().unwrap().to_owned();
+        assert!(entry["AI"].as_str().unwrap().ends_with(&format!("You said: {user}")));
+        *stored.entry(user).or_insert(0) += 1;
+    }
+    for text in &acknowledged {
+        assert_eq!(stored.get(text), Some(&1), "{text} acknowledged but not stored once");
+    }
+    // No half-written exchange: messages alternate user, assistant from the start.
+    let page: Value = reqwest::get(restarted.url(
+        "/api/v1/conversations/00000000-0000-7000-8000-000000000000/messages?limit=200",
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len() % 2, 0);
+    for pair in items.chunks(2) {
+        assert_eq!(pair[0]["role"], "user");
+        assert_eq!(pair[1]["role"], "assistant");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_and_streams_finish() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut variables = deterministic();
+    variables.push(("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "60".to_owned()));
+    let mut server = ServerProcess::start(directory.path(), &variables);
+    let client = reqwest::Client::new();
+    let conversation: Value = client
+        .post(server.url("/api/v1/conversations"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let messages = server.url(&format!(
+        "/api/v1/conversations/{}/messages",
+        conversation["id"].as_str().unwrap()
+    ));
+    let mut streams = Vec::new();
+    for i in 0..8 {
+        let response = client
+            .post(&messages)
+            .header("accept", "text/event-stream")
+            .json(&json!({"content": format!("stream {i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        streams.push(tokio::spawn(async move { response.text().await.unwrap() }));
+    }
+    let mut posts = Vec::new();
+    for i in 0..8 {
+        let request = client
+            .post(server.url("/chat/message"))
+            .json(&json!({"message": format!("post {i}")}));
+        posts.push(tokio::spawn(async move { request.send().await.map(|r| r.status()) }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.terminate();
+    for stream in streams {
+        let body = stream.await.unwrap();
+        assert!(body.contains("event: done"), "stream finished: {body}");
+    }
+    for post in posts {
+        assert_eq!(post.await.unwrap().unwrap(), 200);
+    }
+    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
