@@ -1,0 +1,62 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything they need they
+# install themselves (npm packages, Debian's Chromium for browser tests, Python lint tools).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+NPM ?= npm
+export CHAT_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+export CHAT_TEST_REDIS_URL ?= redis://127.0.0.1:6379
+
+.PHONY: run test build web-install web-build lint rust-test web-test e2e deploy-check audit bench soak clean
+
+## run: build the web client and the release server, then serve both on http://127.0.0.1:8000
+run: web-build
+	$(CARGO) build --release -p server --bin chat-server
+	$(CARGO) run --release -p server --bin chat-server
+
+## test: every test and check of the repository
+test: lint rust-test web-test e2e deploy-check
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && $(NPM) ci --no-audit --no-fund
+	touch $@
+
+web-install: web/node_modules/.package-lock.json
+
+web-build: web-install
+	cd web && $(NPM) run build
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+
+rust-test:
+	@if command -v cargo-nextest >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --all-features --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --all-features --no-fail-fast; \
+	fi
+
+web-test: web-install
+	cd web && $(NPM) run lint && $(NPM) test
+
+## e2e: browser tests in Debian's Chromium against the real chat-server on a fresh database
+e2e: web-install
+	bash web/scripts/ensure-chromium.sh
+	$(CARGO) build -p server --bin chat-server
+	cd web && CHAT_SERVER_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/debug/chat-server" $(NPM) run e2e
+
+deploy-check:
+	bash scripts/check-deploy.sh
+
+## bench: release binaries, fresh databases, the load generator; prints a table (not part of test)
+bench:
+	bash tests/bench/run.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf web/dist web/node_modules .tools
