@@ -25,35 +25,38 @@ pub mod __private {
     pub use tokio;
 }
 
+/// Whatever must outlive a test's subject (a temporary database, say); dropped after it.
+pub type Guard = Box<dyn Send>;
+
 /// What a conformance macro's expression may yield: a repository for one test, with whatever must
 /// stay alive while it runs.
 pub trait TestSubject {
     type Subject: ?Sized + Send + Sync + 'static;
 
     /// The subject and its guard, or `None` when the test must be skipped.
-    fn into_subject(self) -> Option<(Arc<Self::Subject>, Box<dyn Send>)>;
+    fn into_subject(self) -> Option<(Arc<Self::Subject>, Guard)>;
 }
 
 impl<R: ?Sized + Send + Sync + 'static> TestSubject for Arc<R> {
     type Subject = R;
 
-    fn into_subject(self) -> Option<(Arc<R>, Box<dyn Send>)> {
-        Some((self, Box::new(())))
+    fn into_subject(self) -> Option<(Arc<R>, Guard)> {
+        Some((self, Box::new(()) as Guard))
     }
 }
 
 impl<R: ?Sized + Send + Sync + 'static, G: Send + 'static> TestSubject for (Arc<R>, G) {
     type Subject = R;
 
-    fn into_subject(self) -> Option<(Arc<R>, Box<dyn Send>)> {
-        Some((self.0, Box::new(self.1)))
+    fn into_subject(self) -> Option<(Arc<R>, Guard)> {
+        Some((self.0, Box::new(self.1) as Guard))
     }
 }
 
 impl<T: TestSubject> TestSubject for Option<T> {
     type Subject = T::Subject;
 
-    fn into_subject(self) -> Option<(Arc<T::Subject>, Box<dyn Send>)> {
+    fn into_subject(self) -> Option<(Arc<T::Subject>, Guard)> {
         self.and_then(TestSubject::into_subject)
     }
 }

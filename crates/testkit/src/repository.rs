@@ -335,7 +335,7 @@ async fn seed_conversations<R: ChatRepository + ?Sized>(
         create(repo, &conversation).await;
         conversations.push(conversation);
     }
-    conversations.sort_by(|a, b| (b.updated_at, b.id).cmp(&(a.updated_at, a.id)));
+    conversations.sort_by_key(|c| std::cmp::Reverse((c.updated_at, c.id)));
     conversations
 }
 
