@@ -1,4 +1,4 @@
-//! Behaviour specific to running several replicas against one PostgreSQL, and to start-up.
+//! What only PostgreSQL deployments see: several replicas on one database, start-up, outages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +9,8 @@ use domain::{
     MessageWindow, NewExchange, NewMessage, PageLimit, RepositoryError, Role, Timestamp,
 };
 use testkit::postgres::TestDatabase;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
 
 async fn connect(database: &TestDatabase) -> PostgresChatRepository {
     let mut settings = PostgresSettings::new(database.url());
@@ -175,4 +177,115 @@ async fn statement_timeout_applies_and_calls_keep_working() {
             .await,
         Err(RepositoryError::NotFound)
     ));
+}
+
+/// A TCP proxy in front of PostgreSQL: stopping it is an outage (listener gone, every open
+/// connection cut), starting it again on the same port is the recovery.
+async fn start_proxy(port: u16, target: String) -> (u16, JoinHandle<()>) {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the proxy");
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            let target = target.clone();
+            connections.spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// `host:port` of a URL, and the URL with that part replaced.
+fn split_authority(url: &str) -> (String, impl Fn(&str) -> String + '_) {
+    let start = url
+        .find('@')
+        .map_or_else(|| url.find("://").unwrap() + 3, |at| at + 1);
+    let end = start + url[start..].find('/').unwrap_or(url.len() - start);
+    let host_port = url[start..end].to_owned();
+    (host_port, move |replacement: &str| {
+        format!("{}{replacement}{}", &url[..start], &url[end..])
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outage_fails_fast_as_unavailable_and_recovers_by_itself() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let (target, via) = split_authority(database.url());
+    let (port, proxy) = start_proxy(0, target.clone()).await;
+    let settings = PostgresSettings {
+        url: via(&format!("127.0.0.1:{port}")),
+        pool_size: 3,
+        connect_timeout: Duration::from_secs(1),
+        statement_timeout: Some(Duration::from_secs(5)),
+    };
+    let repository = PostgresChatRepository::connect(settings).await.unwrap();
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Survives outages").unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+    repository
+        .append_exchange(&exchange(conversation.id, "before"))
+        .await
+        .unwrap();
+
+    proxy.abort();
+    let _ = proxy.await;
+    let started = Instant::now();
+    let health = repository.health_check().await;
+    assert!(
+        matches!(health, Err(RepositoryError::Unavailable(_))),
+        "{health:?}"
+    );
+    let read = repository.get_conversation(conversation.id).await;
+    assert!(
+        matches!(read, Err(RepositoryError::Unavailable(_))),
+        "{read:?}"
+    );
+    let write = repository
+        .append_exchange(&exchange(conversation.id, "during"))
+        .await;
+    assert!(
+        matches!(write, Err(RepositoryError::Unavailable(_))),
+        "{write:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "three calls during the outage took {:?}",
+        started.elapsed()
+    );
+
+    let (_, proxy) = start_proxy(port, target).await;
+    repository
+        .health_check()
+        .await
+        .expect("healthy again once the database is back");
+    let stored = repository
+        .append_exchange(&exchange(conversation.id, "after"))
+        .await
+        .expect("writes work again");
+    assert_eq!(
+        stored.user_message.position, 3,
+        "the failed write stored nothing"
+    );
+    assert_eq!(
+        repository
+            .get_conversation(conversation.id)
+            .await
+            .unwrap()
+            .title,
+        "Survives outages"
+    );
+    proxy.abort();
 }
