@@ -20,7 +20,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, HandleError, Pool, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Bool, Text, Uuid as SqlUuid};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use domain::{
     ChatRepository, Conversation, ConversationCursor, ConversationId, ConversationTitle, Exchange,
@@ -298,23 +298,6 @@ impl TryFrom<MessageRow> for Message {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = messages)]
-struct NewMessageRow<'a> {
-    id: Uuid,
-    conversation_id: Uuid,
-    position: i64,
-    role: &'static str,
-    content: &'a str,
-    created_at: i64,
-}
-
-#[derive(QueryableByName)]
-struct LastPosition {
-    #[diesel(sql_type = BigInt)]
-    last_position: i64,
-}
-
 fn stored_message(
     conversation_id: ConversationId,
     message: &NewMessage,
@@ -331,47 +314,50 @@ fn stored_message(
     }
 }
 
+/// Both messages and the conversation's bump in one statement, hence one transaction and one round
+/// trip. The `UPDATE` row-locks the conversation until commit, so concurrent writers of one
+/// conversation (from any replica) queue there and each sees the position its predecessor
+/// committed: positions are gap-free and follow commit order. A unique violation on a message id
+/// aborts the whole statement, bump included; a missing conversation inserts nothing.
+const APPEND_EXCHANGE: &str = "\
+    WITH bumped AS ( \
+        UPDATE conversations \
+        SET last_position = last_position + 2, updated_at = GREATEST(updated_at, $8) \
+        WHERE id = $1 \
+        RETURNING last_position \
+    ) \
+    INSERT INTO messages (id, conversation_id, position, role, content, created_at) \
+    SELECT $2, $1, last_position - 1, 'user', $3, $4 FROM bumped \
+    UNION ALL \
+    SELECT $5, $1, last_position, 'assistant', $6, $7 FROM bumped \
+    RETURNING position";
+
+#[derive(QueryableByName)]
+struct Position {
+    #[diesel(sql_type = BigInt)]
+    position: i64,
+}
+
 fn append(connection: &mut PgConnection, exchange: &NewExchange) -> Result<Exchange, DieselError> {
-    connection.transaction(|connection| {
-        // The row lock taken here orders concurrent writers of this conversation (any replica).
-        let LastPosition { last_position } = diesel::sql_query(
-            "UPDATE conversations \
-             SET last_position = last_position + 2, updated_at = GREATEST(updated_at, $2) \
-             WHERE id = $1 RETURNING last_position",
-        )
+    let inserted: Vec<Position> = diesel::sql_query(APPEND_EXCHANGE)
         .bind::<SqlUuid, _>(exchange.conversation_id.as_uuid())
+        .bind::<SqlUuid, _>(exchange.user.id.as_uuid())
+        .bind::<Text, _>(&exchange.user.content)
+        .bind::<BigInt, _>(exchange.user.created_at.unix_micros())
+        .bind::<SqlUuid, _>(exchange.assistant.id.as_uuid())
+        .bind::<Text, _>(&exchange.assistant.content)
         .bind::<BigInt, _>(exchange.assistant.created_at.unix_micros())
-        .get_result(connection)?;
-        let user = stored_message(
-            exchange.conversation_id,
-            &exchange.user,
-            Role::User,
-            last_position - 1,
-        );
-        let assistant = stored_message(
-            exchange.conversation_id,
-            &exchange.assistant,
-            Role::Assistant,
-            last_position,
-        );
-        let rows: Vec<NewMessageRow<'_>> = [&user, &assistant]
-            .into_iter()
-            .map(|message| NewMessageRow {
-                id: message.id.as_uuid(),
-                conversation_id: message.conversation_id.as_uuid(),
-                position: message.position,
-                role: message.role.as_str(),
-                content: &message.content,
-                created_at: message.created_at.unix_micros(),
-            })
-            .collect();
-        diesel::insert_into(messages::table)
-            .values(&rows)
-            .execute(connection)?;
-        Ok(Exchange {
-            user_message: user,
-            assistant_message: assistant,
-        })
+        .bind::<BigInt, _>(exchange.assistant.created_at.unix_micros())
+        .load(connection)?;
+    let Some(last_position) = inserted.iter().map(|row| row.position).max() else {
+        return Err(DieselError::NotFound);
+    };
+    let stored = |message: &NewMessage, role, position| {
+        stored_message(exchange.conversation_id, message, role, position)
+    };
+    Ok(Exchange {
+        user_message: stored(&exchange.user, Role::User, last_position - 1),
+        assistant_message: stored(&exchange.assistant, Role::Assistant, last_position),
     })
 }
 

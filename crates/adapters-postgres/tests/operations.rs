@@ -289,3 +289,51 @@ async fn outage_fails_fast_as_unavailable_and_recovers_by_itself() {
     );
     proxy.abort();
 }
+
+/// Appends per second, one hot conversation and one conversation per task. Run with
+/// `cargo test --release -p adapters-postgres --test operations -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, not a check"]
+async fn append_throughput() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut settings = PostgresSettings::new(database.url());
+    settings.pool_size = 16;
+    let repository = Arc::new(PostgresChatRepository::connect(settings).await.unwrap());
+    for shared in [true, false] {
+        let conversations: Vec<ConversationId> =
+            (0..16).map(|_| ConversationId::generate()).collect();
+        for id in &conversations {
+            let conversation = Conversation::new(
+                *id,
+                ConversationTitle::new("Bench").unwrap(),
+                Timestamp::now(),
+            );
+            repository.create_conversation(&conversation).await.unwrap();
+        }
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for task in 0..16 {
+            let repository = Arc::clone(&repository);
+            let id = if shared {
+                conversations[0]
+            } else {
+                conversations[task]
+            };
+            tasks.push(tokio::spawn(async move {
+                for index in 0..100 {
+                    repository
+                        .append_exchange(&exchange(id, &format!("{task} {index}")))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let rate = 1600.0 / started.elapsed().as_secs_f64();
+        eprintln!("shared conversation: {shared}, 16 tasks: {rate:.0} exchanges/s");
+    }
+}
