@@ -11,7 +11,7 @@
 mod schema;
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use async_trait::async_trait;
@@ -152,27 +152,48 @@ impl PostgresChatRepository {
             .build_unchecked(ConnectionManager::<PgConnection>::new(settings.url));
         let repository = Self { pool };
         repository
-            .run(move |connection| run_migrations(connection, session))
+            .run("migrate", move |connection| {
+                run_migrations(connection, session)
+            })
             .await?;
         tracing::info!(pool_size = settings.pool_size, "PostgreSQL storage ready");
         Ok(repository)
     }
 
-    /// Runs `work` on a blocking thread with a pooled connection.
-    async fn run<T, F>(&self, work: F) -> Result<T, RepositoryError>
+    /// Runs `work` on a blocking thread with a pooled connection, and records how long the
+    /// operation took (pool wait included) and how it ended.
+    async fn run<T, F>(&self, operation: &'static str, work: F) -> Result<T, RepositoryError>
     where
         T: Send + 'static,
         F: FnOnce(&mut PgConnection) -> Result<T, RepositoryError> + Send + 'static,
     {
+        let started = Instant::now();
         let pool = self.pool.clone();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let mut connection = checkout(&pool)?;
             work(&mut connection)
         })
         .await
-        .map_err(|error| RepositoryError::Unknown(anyhow!("storage task failed: {error}")))?
+        .map_err(|error| RepositoryError::Unknown(anyhow!("storage task failed: {error}")))
+        .and_then(|result| result);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(RepositoryError::NotFound) => "not_found",
+            Err(RepositoryError::Conflict) => "conflict",
+            Err(RepositoryError::Unavailable(_)) => "unavailable",
+            Err(RepositoryError::Overloaded) => "overloaded",
+            Err(RepositoryError::Unknown(_)) => "error",
+        };
+        metrics::histogram!(
+            "storage_operation_duration_seconds",
+            "backend" => "postgres",
+            "operation" => operation,
+            "outcome" => outcome,
+        )
+        .record(started.elapsed().as_secs_f64());
+        result
     }
 }
 
@@ -367,56 +388,53 @@ fn page_messages(
     window: MessageWindow,
     limit: PageLimit,
 ) -> Result<Page<Message, MessageCursor>, RepositoryError> {
-    connection
-        .transaction(|connection| {
-            let id = conversation_id.as_uuid();
-            let exists: bool = diesel::select(diesel::dsl::exists(conversations::table.find(id)))
-                .get_result(connection)?;
-            if !exists {
-                return Err(DieselError::NotFound);
-            }
-            let wanted = i64::from(limit.get());
-            let base = messages::table
-                .filter(messages::conversation_id.eq(id))
-                .select(MessageRow::as_select())
-                .limit(wanted + 1);
-            let rows = match window {
-                MessageWindow::Latest => base.order(messages::position.desc()).load(connection)?,
-                MessageWindow::Before(cursor) => base
-                    .filter(messages::position.lt(cursor.position))
-                    .order(messages::position.desc())
-                    .load(connection)?,
-                MessageWindow::After(cursor) => base
-                    .filter(messages::position.gt(cursor.position))
-                    .order(messages::position.asc())
-                    .load(connection)?,
-            };
-            Ok(rows)
-        })
-        .map_err(map_error)
-        .and_then(|mut rows: Vec<MessageRow>| {
-            let wanted = usize::try_from(limit.get()).unwrap_or(usize::MAX);
-            let more = rows.len() > wanted;
-            rows.truncate(wanted);
-            let mut items = rows
-                .into_iter()
-                .map(Message::try_from)
-                .collect::<Result<Vec<_>, _>>()?;
-            let backwards = !matches!(window, MessageWindow::After(_));
-            if backwards {
-                items.reverse();
-            }
-            // Backwards the page continues before its oldest item, forwards after its newest.
-            let edge = if backwards {
-                items.first()
-            } else {
-                items.last()
-            };
-            let next_cursor = edge.filter(|_| more).map(|message| MessageCursor {
-                position: message.position,
-            });
-            Ok(Page { items, next_cursor })
-        })
+    let id = conversation_id.as_uuid();
+    let wanted = i64::from(limit.get());
+    let base = messages::table
+        .filter(messages::conversation_id.eq(id))
+        .select(MessageRow::as_select())
+        .limit(wanted + 1);
+    let rows: QueryResult<Vec<MessageRow>> = match window {
+        MessageWindow::Latest => base.order(messages::position.desc()).load(connection),
+        MessageWindow::Before(cursor) => base
+            .filter(messages::position.lt(cursor.position))
+            .order(messages::position.desc())
+            .load(connection),
+        MessageWindow::After(cursor) => base
+            .filter(messages::position.gt(cursor.position))
+            .order(messages::position.asc())
+            .load(connection),
+    };
+    let mut rows = rows.map_err(map_error)?;
+    // Messages prove that the conversation exists; only an empty page needs a second look.
+    if rows.is_empty() {
+        let exists: bool = diesel::select(diesel::dsl::exists(conversations::table.find(id)))
+            .get_result(connection)
+            .map_err(map_error)?;
+        if !exists {
+            return Err(RepositoryError::NotFound);
+        }
+    }
+    let more = rows.len() > usize::try_from(limit.get()).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit.get()).unwrap_or(usize::MAX));
+    let mut items = rows
+        .into_iter()
+        .map(Message::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let backwards = !matches!(window, MessageWindow::After(_));
+    if backwards {
+        items.reverse();
+    }
+    // Backwards the page continues before its oldest item, forwards after its newest.
+    let edge = if backwards {
+        items.first()
+    } else {
+        items.last()
+    };
+    let next_cursor = edge.filter(|_| more).map(|message| MessageCursor {
+        position: message.position,
+    });
+    Ok(Page { items, next_cursor })
 }
 
 #[async_trait]
@@ -427,7 +445,7 @@ impl ChatRepository for PostgresChatRepository {
         conversation: &Conversation,
     ) -> Result<(), RepositoryError> {
         let conversation = conversation.clone();
-        self.run(move |connection| {
+        self.run("create_conversation", move |connection| {
             diesel::insert_into(conversations::table)
                 .values(NewConversationRow {
                     id: conversation.id.as_uuid(),
@@ -444,7 +462,7 @@ impl ChatRepository for PostgresChatRepository {
 
     #[tracing::instrument(skip(self))]
     async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, RepositoryError> {
-        self.run(move |connection| {
+        self.run("get_conversation", move |connection| {
             conversations::table
                 .find(id.as_uuid())
                 .select(ConversationRow::as_select())
@@ -461,7 +479,7 @@ impl ChatRepository for PostgresChatRepository {
         after: Option<ConversationCursor>,
         limit: PageLimit,
     ) -> Result<Page<Conversation, ConversationCursor>, RepositoryError> {
-        self.run(move |connection| {
+        self.run("list_conversations", move |connection| {
             let wanted = i64::from(limit.get());
             let mut query = conversations::table
                 .select(ConversationRow::as_select())
@@ -506,7 +524,7 @@ impl ChatRepository for PostgresChatRepository {
         now: Timestamp,
     ) -> Result<Conversation, RepositoryError> {
         let title = title.as_str().to_owned();
-        self.run(move |connection| {
+        self.run("rename_conversation", move |connection| {
             diesel::update(conversations::table.find(id.as_uuid()))
                 .set((
                     conversations::title.eq(&title),
@@ -522,7 +540,7 @@ impl ChatRepository for PostgresChatRepository {
 
     #[tracing::instrument(skip(self))]
     async fn delete_conversation(&self, id: ConversationId) -> Result<(), RepositoryError> {
-        self.run(move |connection| {
+        self.run("delete_conversation", move |connection| {
             // Messages go with it: ON DELETE CASCADE, in the same statement.
             let deleted = diesel::delete(conversations::table.find(id.as_uuid()))
                 .execute(connection)
@@ -542,19 +560,23 @@ impl ChatRepository for PostgresChatRepository {
         window: MessageWindow,
         limit: PageLimit,
     ) -> Result<Page<Message, MessageCursor>, RepositoryError> {
-        self.run(move |connection| page_messages(connection, conversation_id, window, limit))
-            .await
+        self.run("list_messages", move |connection| {
+            page_messages(connection, conversation_id, window, limit)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(conversation_id = %exchange.conversation_id))]
     async fn append_exchange(&self, exchange: &NewExchange) -> Result<Exchange, RepositoryError> {
         let exchange = exchange.clone();
-        self.run(move |connection| append(connection, &exchange).map_err(map_error))
-            .await
+        self.run("append_exchange", move |connection| {
+            append(connection, &exchange).map_err(map_error)
+        })
+        .await
     }
 
     async fn health_check(&self) -> Result<(), RepositoryError> {
-        self.run(|connection| {
+        self.run("health_check", |connection| {
             connection
                 .batch_execute("SELECT 1")
                 .map_err(|error| match map_error(error) {
