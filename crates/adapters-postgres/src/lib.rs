@@ -149,7 +149,9 @@ impl PostgresChatRepository {
             .test_on_check_out(true)
             .connection_customizer(Box::new(session))
             .error_handler(Box::new(TracingErrorHandler))
-            .build_unchecked(ConnectionManager::<PgConnection>::new(settings.url));
+            .build_unchecked(ConnectionManager::<PgConnection>::new(
+                with_network_defaults(&settings.url, settings.connect_timeout),
+            ));
         let repository = Self { pool };
         repository
             .run("migrate", move |connection| {
@@ -195,6 +197,38 @@ impl PostgresChatRepository {
         .record(started.elapsed().as_secs_f64());
         result
     }
+}
+
+/// Adds libpq parameters the URL does not set itself. Without a libpq `connect_timeout`, a
+/// connection attempt to a host that drops packets hangs for minutes in the pool's background
+/// threads and delays recovery; without keepalives, a query on a connection whose peer vanished
+/// (node lost, network partition) waits for the kernel's two-hour default.
+fn with_network_defaults(url: &str, connect_timeout: Duration) -> String {
+    // libpq takes whole seconds and treats anything below 2 as 2.
+    let connect_seconds = connect_timeout.as_secs_f64().ceil().max(2.0).to_string();
+    let defaults = [
+        ("connect_timeout", connect_seconds.as_str()),
+        ("keepalives", "1"),
+        ("keepalives_idle", "30"),
+        ("keepalives_interval", "10"),
+        ("keepalives_count", "3"),
+    ];
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let present: Vec<&str> = query
+        .split('&')
+        .filter_map(|pair| pair.split('=').next())
+        .collect();
+    let mut url = url.to_owned();
+    for (key, value) in defaults {
+        if present.contains(&key) {
+            continue;
+        }
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(key);
+        url.push('=');
+        url.push_str(value);
+    }
+    url
 }
 
 fn checkout(
@@ -587,5 +621,35 @@ impl ChatRepository for PostgresChatRepository {
                 })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_defaults_are_added_without_overriding_the_url() {
+        assert_eq!(
+            with_network_defaults("postgres://u:p@h/db", Duration::from_millis(2500)),
+            "postgres://u:p@h/db?connect_timeout=3&keepalives=1&keepalives_idle=30\
+             &keepalives_interval=10&keepalives_count=3"
+        );
+        assert_eq!(
+            with_network_defaults(
+                "postgresql://h/db?sslmode=require&connect_timeout=9&keepalives_idle=5",
+                Duration::from_secs(1)
+            ),
+            "postgresql://h/db?sslmode=require&connect_timeout=9&keepalives_idle=5\
+             &keepalives=1&keepalives_interval=10&keepalives_count=3"
+        );
+    }
+
+    #[test]
+    fn settings_debug_hides_the_url() {
+        let settings = PostgresSettings::new("postgres://user:hunter2@db/chat");
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("pool_size: 10"), "{shown}");
     }
 }
