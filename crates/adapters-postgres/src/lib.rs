@@ -2,8 +2,9 @@
 //!
 //! - Migrations are embedded and applied by [`PostgresChatRepository::connect`] under an advisory
 //!   lock, so replicas starting together do not race.
-//! - `append_exchange` bumps `conversations.last_position` first: the row lock serialises writers
-//!   of one conversation across replicas, so positions are gap-free and follow commit order.
+//! - `append_exchange` is one statement that bumps `conversations.last_position` and inserts both
+//!   messages: the row lock serialises writers of one conversation across replicas, so positions
+//!   are gap-free and follow commit order, and a failure stores nothing.
 //! - Every diesel call runs on a blocking thread with a pooled connection; a pool checkout waits at
 //!   most `connect_timeout`, so calls fail fast with `Unavailable` while the database is down and
 //!   recover by themselves (connections are tested on checkout) when it is back.
