@@ -1,0 +1,656 @@
+//! [`ChatRepository`] on PostgreSQL via diesel, shared by any number of server replicas.
+//!
+//! - Migrations are embedded and applied by [`PostgresChatRepository::connect`] under an advisory
+//!   lock, so replicas starting together do not race.
+//! - `append_exchange` is one statement that bumps `conversations.last_position` and inserts both
+//!   messages: the row lock serialises writers of one conversation across replicas, so positions
+//!   are gap-free and follow commit order, and a failure stores nothing.
+//! - Every diesel call runs on a blocking thread with a pooled connection; a pool checkout waits at
+//!   most `connect_timeout`, so calls fail fast with `Unavailable` while the database is down and
+//!   recover by themselves (connections are tested on checkout) when it is back.
+
+mod schema;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, HandleError, Pool, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{BigInt, Bool, Text, Uuid as SqlUuid};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use domain::{
+    ChatRepository, Conversation, ConversationCursor, ConversationId, ConversationTitle, Exchange,
+    Message, MessageCursor, MessageId, MessageWindow, NewExchange, NewMessage, Page, PageLimit,
+    RepositoryError, Role, Timestamp,
+};
+use uuid::Uuid;
+
+use crate::schema::{conversations, messages};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Key of the session advisory lock held while migrations run ("chatmigr" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6368_6174_6d69_6772;
+
+/// How to reach PostgreSQL.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// `postgres://` or `postgresql://` URL. May hold a password: never logged, redacted by `Debug`.
+    pub url: String,
+    /// Most connections this process opens.
+    pub pool_size: u32,
+    /// Longest wait for a connection, at start and for every call; past it a call is `Unavailable`.
+    pub connect_timeout: Duration,
+    /// Server-side limit per statement (`SET statement_timeout`); `None` keeps the server default.
+    pub statement_timeout: Option<Duration>,
+}
+
+impl PostgresSettings {
+    /// Settings with the defaults: 10 connections, 2 s connect timeout, no statement timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(2),
+            statement_timeout: None,
+        }
+    }
+}
+
+impl fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+type PgPool = Pool<ConnectionManager<PgConnection>>;
+
+/// Conversations and messages in PostgreSQL. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct PostgresChatRepository {
+    pool: PgPool,
+}
+
+impl fmt::Debug for PostgresChatRepository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.pool.state();
+        f.debug_struct("PostgresChatRepository")
+            .field("connections", &state.connections)
+            .field("idle_connections", &state.idle_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies the statement timeout to every new connection.
+#[derive(Debug, Clone, Copy)]
+struct SessionSettings {
+    statement_timeout: Option<Duration>,
+}
+
+impl SessionSettings {
+    fn apply(&self, connection: &mut PgConnection) -> QueryResult<()> {
+        let millis = self
+            .statement_timeout
+            .map_or(0, |timeout| timeout.as_millis());
+        connection.batch_execute(&format!("SET statement_timeout = {millis}"))
+    }
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
+    fn on_acquire(&self, connection: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        if self.statement_timeout.is_some() {
+            self.apply(connection)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends the pool's connection failures to tracing (libpq messages name host and port, never the
+/// password).
+#[derive(Debug, Clone, Copy)]
+struct TracingErrorHandler;
+
+impl HandleError<diesel::r2d2::Error> for TracingErrorHandler {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        tracing::warn!(error = %error, "PostgreSQL connection failed");
+    }
+}
+
+impl PostgresChatRepository {
+    /// Builds the pool, checks that PostgreSQL answers within `connect_timeout` (`Unavailable`
+    /// otherwise) and applies pending migrations.
+    pub async fn connect(settings: PostgresSettings) -> Result<Self, RepositoryError> {
+        if !(settings.url.starts_with("postgres://") || settings.url.starts_with("postgresql://")) {
+            return Err(RepositoryError::Unknown(anyhow!(
+                "the PostgreSQL URL must start with postgres:// or postgresql://"
+            )));
+        }
+        if settings.pool_size == 0 {
+            return Err(RepositoryError::Unknown(anyhow!(
+                "the PostgreSQL pool size must be at least 1"
+            )));
+        }
+        let session = SessionSettings {
+            statement_timeout: settings.statement_timeout,
+        };
+        let pool = Pool::builder()
+            .max_size(settings.pool_size)
+            .min_idle(Some(0))
+            .connection_timeout(settings.connect_timeout)
+            .test_on_check_out(true)
+            .connection_customizer(Box::new(session))
+            .error_handler(Box::new(TracingErrorHandler))
+            .build_unchecked(ConnectionManager::<PgConnection>::new(
+                with_network_defaults(&settings.url, settings.connect_timeout),
+            ));
+        let repository = Self { pool };
+        repository
+            .run("migrate", move |connection| {
+                run_migrations(connection, session)
+            })
+            .await?;
+        tracing::info!(pool_size = settings.pool_size, "PostgreSQL storage ready");
+        Ok(repository)
+    }
+
+    /// Runs `work` on a blocking thread with a pooled connection, and records how long the
+    /// operation took (pool wait included) and how it ended.
+    async fn run<T, F>(&self, operation: &'static str, work: F) -> Result<T, RepositoryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut PgConnection) -> Result<T, RepositoryError> + Send + 'static,
+    {
+        let started = Instant::now();
+        let pool = self.pool.clone();
+        let span = tracing::Span::current();
+        let result = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let mut connection = checkout(&pool)?;
+            work(&mut connection)
+        })
+        .await
+        .map_err(|error| RepositoryError::Unknown(anyhow!("storage task failed: {error}")))
+        .and_then(|result| result);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(RepositoryError::NotFound) => "not_found",
+            Err(RepositoryError::Conflict) => "conflict",
+            Err(RepositoryError::Unavailable(_)) => "unavailable",
+            Err(RepositoryError::Overloaded) => "overloaded",
+            Err(RepositoryError::Unknown(_)) => "error",
+        };
+        metrics::histogram!(
+            "storage_operation_duration_seconds",
+            "backend" => "postgres",
+            "operation" => operation,
+            "outcome" => outcome,
+        )
+        .record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// Adds libpq parameters the URL does not set itself. Without a libpq `connect_timeout`, a
+/// connection attempt to a host that drops packets hangs for minutes in the pool's background
+/// threads and delays recovery; without keepalives, a query on a connection whose peer vanished
+/// (node lost, network partition) waits for the kernel's two-hour default.
+fn with_network_defaults(url: &str, connect_timeout: Duration) -> String {
+    // libpq takes whole seconds and treats anything below 2 as 2.
+    let connect_seconds = connect_timeout.as_secs_f64().ceil().max(2.0).to_string();
+    let defaults = [
+        ("connect_timeout", connect_seconds.as_str()),
+        ("keepalives", "1"),
+        ("keepalives_idle", "30"),
+        ("keepalives_interval", "10"),
+        ("keepalives_count", "3"),
+    ];
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let present: Vec<&str> = query
+        .split('&')
+        .filter_map(|pair| pair.split('=').next())
+        .collect();
+    let mut url = url.to_owned();
+    for (key, value) in defaults {
+        if present.contains(&key) {
+            continue;
+        }
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(key);
+        url.push('=');
+        url.push_str(value);
+    }
+    url
+}
+
+fn checkout(
+    pool: &PgPool,
+) -> Result<PooledConnection<ConnectionManager<PgConnection>>, RepositoryError> {
+    pool.get()
+        .map_err(|error| RepositoryError::Unavailable(format!("PostgreSQL: {error}")))
+}
+
+fn run_migrations(
+    connection: &mut PgConnection,
+    session: SessionSettings,
+) -> Result<(), RepositoryError> {
+    // Migrations may legitimately take longer than a request's statement timeout.
+    connection
+        .batch_execute("SET statement_timeout = 0")
+        .map_err(map_error)?;
+    diesel::sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+        .execute(connection)
+        .map_err(map_error)?;
+    let migrated = connection
+        .run_pending_migrations(MIGRATIONS)
+        .map(|applied| applied.len())
+        .map_err(|error| {
+            RepositoryError::Unknown(anyhow!("PostgreSQL migrations failed: {error}"))
+        });
+    let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+        .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+        .execute(connection)
+        .map_err(map_error);
+    let restored = session.apply(connection).map_err(map_error);
+    let applied = migrated?;
+    unlocked?;
+    restored?;
+    if applied > 0 {
+        tracing::info!(applied, "applied PostgreSQL migrations");
+    }
+    Ok(())
+}
+
+/// Translates diesel's errors at the edge. Messages come from PostgreSQL or libpq and never hold the
+/// connection URL.
+fn map_error(error: DieselError) -> RepositoryError {
+    match error {
+        DieselError::NotFound => RepositoryError::NotFound,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+            RepositoryError::Conflict
+        }
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+            RepositoryError::Unavailable(format!("PostgreSQL connection lost: {}", info.message()))
+        }
+        DieselError::DatabaseError(_, info)
+            if info.message().contains("statement timeout")
+                || info.message().contains("terminating connection") =>
+        {
+            RepositoryError::Unavailable(format!("PostgreSQL: {}", info.message()))
+        }
+        other => RepositoryError::Unknown(anyhow!("PostgreSQL: {other}")),
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = conversations, check_for_backend(diesel::pg::Pg))]
+struct ConversationRow {
+    id: Uuid,
+    title: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<ConversationRow> for Conversation {
+    fn from(row: ConversationRow) -> Self {
+        Conversation {
+            id: ConversationId::from_uuid(row.id),
+            title: row.title,
+            created_at: Timestamp::from_unix_micros(row.created_at),
+            updated_at: Timestamp::from_unix_micros(row.updated_at),
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = conversations)]
+struct NewConversationRow<'a> {
+    id: Uuid,
+    title: &'a str,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = messages, check_for_backend(diesel::pg::Pg))]
+struct MessageRow {
+    id: Uuid,
+    conversation_id: Uuid,
+    position: i64,
+    role: String,
+    content: String,
+    created_at: i64,
+}
+
+impl TryFrom<MessageRow> for Message {
+    type Error = RepositoryError;
+
+    fn try_from(row: MessageRow) -> Result<Self, RepositoryError> {
+        let role = Role::parse(&row.role).ok_or_else(|| {
+            RepositoryError::Unknown(anyhow!(
+                "message {} has unknown role {:?}",
+                row.id,
+                row.role
+            ))
+        })?;
+        Ok(Message {
+            id: MessageId::from_uuid(row.id),
+            conversation_id: ConversationId::from_uuid(row.conversation_id),
+            position: row.position,
+            role,
+            content: row.content,
+            created_at: Timestamp::from_unix_micros(row.created_at),
+        })
+    }
+}
+
+fn stored_message(
+    conversation_id: ConversationId,
+    message: &NewMessage,
+    role: Role,
+    position: i64,
+) -> Message {
+    Message {
+        id: message.id,
+        conversation_id,
+        position,
+        role,
+        content: message.content.clone(),
+        created_at: message.created_at,
+    }
+}
+
+/// Both messages and the conversation's bump in one statement, hence one transaction and one round
+/// trip. The `UPDATE` row-locks the conversation until commit, so concurrent writers of one
+/// conversation (from any replica) queue there and each sees the position its predecessor
+/// committed: positions are gap-free and follow commit order. A unique violation on a message id
+/// aborts the whole statement, bump included; a missing conversation inserts nothing.
+const APPEND_EXCHANGE: &str = "\
+    WITH bumped AS ( \
+        UPDATE conversations \
+        SET last_position = last_position + 2, updated_at = GREATEST(updated_at, $8) \
+        WHERE id = $1 \
+        RETURNING last_position \
+    ) \
+    INSERT INTO messages (id, conversation_id, position, role, content, created_at) \
+    SELECT $2, $1, last_position - 1, 'user', $3, $4 FROM bumped \
+    UNION ALL \
+    SELECT $5, $1, last_position, 'assistant', $6, $7 FROM bumped \
+    RETURNING position";
+
+#[derive(QueryableByName)]
+struct Position {
+    #[diesel(sql_type = BigInt)]
+    position: i64,
+}
+
+fn append(connection: &mut PgConnection, exchange: &NewExchange) -> Result<Exchange, DieselError> {
+    let inserted: Vec<Position> = diesel::sql_query(APPEND_EXCHANGE)
+        .bind::<SqlUuid, _>(exchange.conversation_id.as_uuid())
+        .bind::<SqlUuid, _>(exchange.user.id.as_uuid())
+        .bind::<Text, _>(&exchange.user.content)
+        .bind::<BigInt, _>(exchange.user.created_at.unix_micros())
+        .bind::<SqlUuid, _>(exchange.assistant.id.as_uuid())
+        .bind::<Text, _>(&exchange.assistant.content)
+        .bind::<BigInt, _>(exchange.assistant.created_at.unix_micros())
+        .bind::<BigInt, _>(exchange.assistant.created_at.unix_micros())
+        .load(connection)?;
+    let Some(last_position) = inserted.iter().map(|row| row.position).max() else {
+        return Err(DieselError::NotFound);
+    };
+    let stored = |message: &NewMessage, role, position| {
+        stored_message(exchange.conversation_id, message, role, position)
+    };
+    Ok(Exchange {
+        user_message: stored(&exchange.user, Role::User, last_position - 1),
+        assistant_message: stored(&exchange.assistant, Role::Assistant, last_position),
+    })
+}
+
+fn page_messages(
+    connection: &mut PgConnection,
+    conversation_id: ConversationId,
+    window: MessageWindow,
+    limit: PageLimit,
+) -> Result<Page<Message, MessageCursor>, RepositoryError> {
+    let id = conversation_id.as_uuid();
+    let wanted = i64::from(limit.get());
+    let base = messages::table
+        .filter(messages::conversation_id.eq(id))
+        .select(MessageRow::as_select())
+        .limit(wanted + 1);
+    let rows: QueryResult<Vec<MessageRow>> = match window {
+        MessageWindow::Latest => base.order(messages::position.desc()).load(connection),
+        MessageWindow::Before(cursor) => base
+            .filter(messages::position.lt(cursor.position))
+            .order(messages::position.desc())
+            .load(connection),
+        MessageWindow::After(cursor) => base
+            .filter(messages::position.gt(cursor.position))
+            .order(messages::position.asc())
+            .load(connection),
+    };
+    let mut rows = rows.map_err(map_error)?;
+    // Messages prove that the conversation exists; only an empty page needs a second look.
+    if rows.is_empty() {
+        let exists: bool = diesel::select(diesel::dsl::exists(conversations::table.find(id)))
+            .get_result(connection)
+            .map_err(map_error)?;
+        if !exists {
+            return Err(RepositoryError::NotFound);
+        }
+    }
+    let more = rows.len() > usize::try_from(limit.get()).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit.get()).unwrap_or(usize::MAX));
+    let mut items = rows
+        .into_iter()
+        .map(Message::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let backwards = !matches!(window, MessageWindow::After(_));
+    if backwards {
+        items.reverse();
+    }
+    // Backwards the page continues before its oldest item, forwards after its newest.
+    let edge = if backwards {
+        items.first()
+    } else {
+        items.last()
+    };
+    let next_cursor = edge.filter(|_| more).map(|message| MessageCursor {
+        position: message.position,
+    });
+    Ok(Page { items, next_cursor })
+}
+
+#[async_trait]
+impl ChatRepository for PostgresChatRepository {
+    #[tracing::instrument(skip_all, fields(conversation_id = %conversation.id))]
+    async fn create_conversation(
+        &self,
+        conversation: &Conversation,
+    ) -> Result<(), RepositoryError> {
+        let conversation = conversation.clone();
+        self.run("create_conversation", move |connection| {
+            diesel::insert_into(conversations::table)
+                .values(NewConversationRow {
+                    id: conversation.id.as_uuid(),
+                    title: &conversation.title,
+                    created_at: conversation.created_at.unix_micros(),
+                    updated_at: conversation.updated_at.unix_micros(),
+                })
+                .execute(connection)
+                .map(|_| ())
+                .map_err(map_error)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, RepositoryError> {
+        self.run("get_conversation", move |connection| {
+            conversations::table
+                .find(id.as_uuid())
+                .select(ConversationRow::as_select())
+                .first(connection)
+                .map(Conversation::from)
+                .map_err(map_error)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn list_conversations(
+        &self,
+        after: Option<ConversationCursor>,
+        limit: PageLimit,
+    ) -> Result<Page<Conversation, ConversationCursor>, RepositoryError> {
+        self.run("list_conversations", move |connection| {
+            let wanted = i64::from(limit.get());
+            let mut query = conversations::table
+                .select(ConversationRow::as_select())
+                .order((conversations::updated_at.desc(), conversations::id.desc()))
+                .limit(wanted + 1)
+                .into_boxed();
+            if let Some(cursor) = after {
+                // A row comparison, so the (updated_at DESC, id DESC) index serves it as one range.
+                query = query.filter(
+                    diesel::dsl::sql::<Bool>("(conversations.updated_at, conversations.id) < (")
+                        .bind::<BigInt, _>(cursor.updated_at.unix_micros())
+                        .sql(", ")
+                        .bind::<SqlUuid, _>(cursor.id.as_uuid())
+                        .sql(")"),
+                );
+            }
+            let rows = query.load(connection).map_err(map_error)?;
+            let wanted = usize::try_from(limit.get()).unwrap_or(usize::MAX);
+            let more = rows.len() > wanted;
+            let items: Vec<Conversation> = rows
+                .into_iter()
+                .take(wanted)
+                .map(Conversation::from)
+                .collect();
+            let next_cursor = items
+                .last()
+                .filter(|_| more)
+                .map(|last| ConversationCursor {
+                    updated_at: last.updated_at,
+                    id: last.id,
+                });
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self, title))]
+    async fn rename_conversation(
+        &self,
+        id: ConversationId,
+        title: &ConversationTitle,
+        now: Timestamp,
+    ) -> Result<Conversation, RepositoryError> {
+        let title = title.as_str().to_owned();
+        self.run("rename_conversation", move |connection| {
+            diesel::update(conversations::table.find(id.as_uuid()))
+                .set((
+                    conversations::title.eq(&title),
+                    conversations::updated_at.eq(now.unix_micros()),
+                ))
+                .returning(ConversationRow::as_returning())
+                .get_result(connection)
+                .map(Conversation::from)
+                .map_err(map_error)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn delete_conversation(&self, id: ConversationId) -> Result<(), RepositoryError> {
+        self.run("delete_conversation", move |connection| {
+            // Messages go with it: ON DELETE CASCADE, in the same statement.
+            let deleted = diesel::delete(conversations::table.find(id.as_uuid()))
+                .execute(connection)
+                .map_err(map_error)?;
+            if deleted == 0 {
+                return Err(RepositoryError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn list_messages(
+        &self,
+        conversation_id: ConversationId,
+        window: MessageWindow,
+        limit: PageLimit,
+    ) -> Result<Page<Message, MessageCursor>, RepositoryError> {
+        self.run("list_messages", move |connection| {
+            page_messages(connection, conversation_id, window, limit)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(conversation_id = %exchange.conversation_id))]
+    async fn append_exchange(&self, exchange: &NewExchange) -> Result<Exchange, RepositoryError> {
+        let exchange = exchange.clone();
+        self.run("append_exchange", move |connection| {
+            append(connection, &exchange).map_err(map_error)
+        })
+        .await
+    }
+
+    async fn health_check(&self) -> Result<(), RepositoryError> {
+        self.run("health_check", |connection| {
+            connection
+                .batch_execute("SELECT 1")
+                .map_err(|error| match map_error(error) {
+                    RepositoryError::Unknown(error) => {
+                        RepositoryError::Unavailable(error.to_string())
+                    }
+                    other => other,
+                })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_defaults_are_added_without_overriding_the_url() {
+        assert_eq!(
+            with_network_defaults("postgres://u:p@h/db", Duration::from_millis(2500)),
+            "postgres://u:p@h/db?connect_timeout=3&keepalives=1&keepalives_idle=30\
+             &keepalives_interval=10&keepalives_count=3"
+        );
+        assert_eq!(
+            with_network_defaults(
+                "postgresql://h/db?sslmode=require&connect_timeout=9&keepalives_idle=5",
+                Duration::from_secs(1)
+            ),
+            "postgresql://h/db?sslmode=require&connect_timeout=9&keepalives_idle=5\
+             &keepalives=1&keepalives_interval=10&keepalives_count=3"
+        );
+    }
+
+    #[test]
+    fn settings_debug_hides_the_url() {
+        let settings = PostgresSettings::new("postgres://user:hunter2@db/chat");
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("pool_size: 10"), "{shown}");
+    }
+}

@@ -1,0 +1,339 @@
+//! What only PostgreSQL deployments see: several replicas on one database, start-up, outages.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adapters_postgres::{PostgresChatRepository, PostgresSettings};
+use domain::{
+    ChatRepository, Conversation, ConversationId, ConversationTitle, MessageCursor, MessageId,
+    MessageWindow, NewExchange, NewMessage, PageLimit, RepositoryError, Role, Timestamp,
+};
+use testkit::postgres::TestDatabase;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+async fn connect(database: &TestDatabase) -> PostgresChatRepository {
+    let mut settings = PostgresSettings::new(database.url());
+    settings.pool_size = 4;
+    PostgresChatRepository::connect(settings)
+        .await
+        .expect("connect to the test database")
+}
+
+fn exchange(conversation_id: ConversationId, label: &str) -> NewExchange {
+    let message = |content: String| NewMessage {
+        id: MessageId::generate(),
+        content,
+        created_at: Timestamp::now(),
+    };
+    NewExchange {
+        conversation_id,
+        user: message(label.to_owned()),
+        assistant: message(format!("reply to {label}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_appending_to_one_conversation_keep_positions_gap_free() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let replicas = [
+        Arc::new(connect(&database).await),
+        Arc::new(connect(&database).await),
+    ];
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Shared").unwrap(),
+        Timestamp::now(),
+    );
+    replicas[0]
+        .create_conversation(&conversation)
+        .await
+        .unwrap();
+
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let replica = Arc::clone(&replicas[task % 2]);
+        tasks.push(tokio::spawn(async move {
+            for index in 0..25 {
+                let label = format!("replica {} task {task} message {index}", task % 2);
+                replica
+                    .append_exchange(&exchange(conversation.id, &label))
+                    .await
+                    .expect("append from a replica");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("an appending task panicked");
+    }
+
+    let mut messages = Vec::new();
+    let mut window = MessageWindow::After(MessageCursor { position: 0 });
+    loop {
+        // Read through the other replica than the one that created the conversation.
+        let page = replicas[1]
+            .list_messages(conversation.id, window, PageLimit::new(200).unwrap())
+            .await
+            .unwrap();
+        messages.extend(page.items);
+        match page.next_cursor {
+            Some(cursor) => window = MessageWindow::After(cursor),
+            None => break,
+        }
+    }
+    let positions: Vec<i64> = messages.iter().map(|message| message.position).collect();
+    assert_eq!(positions, (1..=400).collect::<Vec<_>>());
+    for pair in messages.chunks(2) {
+        assert_eq!(pair[0].role, Role::User);
+        assert_eq!(pair[1].role, Role::Assistant);
+        assert_eq!(pair[1].content, format!("reply to {}", pair[0].content));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_together_migrate_once_without_failing() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let starts = (0..6).map(|_| {
+        let mut settings = PostgresSettings::new(database.url());
+        settings.pool_size = 2;
+        tokio::spawn(PostgresChatRepository::connect(settings))
+    });
+    let mut replicas = Vec::new();
+    for start in starts.collect::<Vec<_>>() {
+        replicas.push(
+            start
+                .await
+                .expect("connect task panicked")
+                .expect("a concurrent start succeeds"),
+        );
+    }
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("After migrations").unwrap(),
+        Timestamp::now(),
+    );
+    replicas[0]
+        .create_conversation(&conversation)
+        .await
+        .unwrap();
+    for replica in &replicas {
+        replica.health_check().await.unwrap();
+        assert_eq!(
+            replica.get_conversation(conversation.id).await.unwrap(),
+            conversation
+        );
+    }
+}
+
+#[tokio::test]
+async fn unreachable_database_fails_fast_as_unavailable_without_leaking_the_password() {
+    let settings = PostgresSettings {
+        url: "postgres://chat:hunter2-secret@127.0.0.1:1/chat".to_owned(),
+        pool_size: 2,
+        connect_timeout: Duration::from_millis(500),
+        statement_timeout: Some(Duration::from_secs(5)),
+    };
+    assert!(!format!("{settings:?}").contains("hunter2"));
+    let started = Instant::now();
+    match PostgresChatRepository::connect(settings).await {
+        Err(RepositoryError::Unavailable(message)) => {
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn urls_of_other_schemes_are_refused() {
+    let result = PostgresChatRepository::connect(PostgresSettings::new("mysql://x@y/z")).await;
+    assert!(
+        matches!(result, Err(RepositoryError::Unknown(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_applies_and_calls_keep_working() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut settings = PostgresSettings::new(database.url());
+    settings.pool_size = 2;
+    settings.statement_timeout = Some(Duration::from_secs(3));
+    let repository = PostgresChatRepository::connect(settings).await.unwrap();
+    repository.health_check().await.unwrap();
+    assert!(matches!(
+        repository
+            .get_conversation(ConversationId::generate())
+            .await,
+        Err(RepositoryError::NotFound)
+    ));
+}
+
+/// A TCP proxy in front of PostgreSQL: stopping it is an outage (listener gone, every open
+/// connection cut), starting it again on the same port is the recovery.
+async fn start_proxy(port: u16, target: String) -> (u16, JoinHandle<()>) {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the proxy");
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            let target = target.clone();
+            connections.spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// `host:port` of a URL, and the URL with that part replaced.
+fn split_authority(url: &str) -> (String, impl Fn(&str) -> String + '_) {
+    let start = url
+        .find('@')
+        .map_or_else(|| url.find("://").unwrap() + 3, |at| at + 1);
+    let end = start + url[start..].find('/').unwrap_or(url.len() - start);
+    let host_port = url[start..end].to_owned();
+    (host_port, move |replacement: &str| {
+        format!("{}{replacement}{}", &url[..start], &url[end..])
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outage_fails_fast_as_unavailable_and_recovers_by_itself() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let (target, via) = split_authority(database.url());
+    let (port, proxy) = start_proxy(0, target.clone()).await;
+    let settings = PostgresSettings {
+        url: via(&format!("127.0.0.1:{port}")),
+        pool_size: 3,
+        connect_timeout: Duration::from_secs(1),
+        statement_timeout: Some(Duration::from_secs(5)),
+    };
+    let repository = PostgresChatRepository::connect(settings).await.unwrap();
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Survives outages").unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+    repository
+        .append_exchange(&exchange(conversation.id, "before"))
+        .await
+        .unwrap();
+
+    proxy.abort();
+    let _ = proxy.await;
+    let started = Instant::now();
+    let health = repository.health_check().await;
+    assert!(
+        matches!(health, Err(RepositoryError::Unavailable(_))),
+        "{health:?}"
+    );
+    let read = repository.get_conversation(conversation.id).await;
+    assert!(
+        matches!(read, Err(RepositoryError::Unavailable(_))),
+        "{read:?}"
+    );
+    let write = repository
+        .append_exchange(&exchange(conversation.id, "during"))
+        .await;
+    assert!(
+        matches!(write, Err(RepositoryError::Unavailable(_))),
+        "{write:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "three calls during the outage took {:?}",
+        started.elapsed()
+    );
+
+    let (_, proxy) = start_proxy(port, target).await;
+    repository
+        .health_check()
+        .await
+        .expect("healthy again once the database is back");
+    let stored = repository
+        .append_exchange(&exchange(conversation.id, "after"))
+        .await
+        .expect("writes work again");
+    assert_eq!(
+        stored.user_message.position, 3,
+        "the failed write stored nothing"
+    );
+    assert_eq!(
+        repository
+            .get_conversation(conversation.id)
+            .await
+            .unwrap()
+            .title,
+        "Survives outages"
+    );
+    proxy.abort();
+}
+
+/// Appends per second, one hot conversation and one conversation per task. Run with
+/// `cargo test --release -p adapters-postgres --test operations -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, not a check"]
+async fn append_throughput() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut settings = PostgresSettings::new(database.url());
+    settings.pool_size = 16;
+    let repository = Arc::new(PostgresChatRepository::connect(settings).await.unwrap());
+    for shared in [true, false] {
+        let conversations: Vec<ConversationId> =
+            (0..16).map(|_| ConversationId::generate()).collect();
+        for id in &conversations {
+            let conversation = Conversation::new(
+                *id,
+                ConversationTitle::new("Bench").unwrap(),
+                Timestamp::now(),
+            );
+            repository.create_conversation(&conversation).await.unwrap();
+        }
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for task in 0..16 {
+            let repository = Arc::clone(&repository);
+            let id = if shared {
+                conversations[0]
+            } else {
+                conversations[task]
+            };
+            tasks.push(tokio::spawn(async move {
+                for index in 0..100 {
+                    repository
+                        .append_exchange(&exchange(id, &format!("{task} {index}")))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let rate = 1600.0 / started.elapsed().as_secs_f64();
+        eprintln!("shared conversation: {shared}, 16 tasks: {rate:.0} exchanges/s");
+    }
+}
