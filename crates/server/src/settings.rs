@@ -51,6 +51,8 @@ pub struct StorageSettings {
     pub url: String,
     pub pool_size: u32,
     pub connect_timeout_secs: u64,
+    /// PostgreSQL: longest a statement may run; 0 for no limit.
+    pub statement_timeout_secs: u64,
     pub write_queue_capacity: usize,
     pub max_batch: usize,
 }
@@ -62,6 +64,7 @@ impl std::fmt::Debug for StorageSettings {
             .field("url", &"[redacted]")
             .field("pool_size", &self.pool_size)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("statement_timeout_secs", &self.statement_timeout_secs)
             .field("write_queue_capacity", &self.write_queue_capacity)
             .field("max_batch", &self.max_batch)
             .finish()

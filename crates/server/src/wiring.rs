@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters_ai_dummy::{DummyAssistant, DummyMode};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use domain::{Assistant, ChatRepository};
 
 use crate::settings::{
@@ -18,10 +18,33 @@ pub async fn build_repository(
 ) -> anyhow::Result<Arc<dyn ChatRepository>> {
     match settings.backend {
         StorageBackend::Sqlite => build_sqlite(settings).await,
-        StorageBackend::Postgres => bail!(
-            "storage.backend = \"postgres\", but this chat-server was built without PostgreSQL support"
-        ),
+        StorageBackend::Postgres => build_postgres(settings).await,
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn build_postgres(settings: &StorageSettings) -> anyhow::Result<Arc<dyn ChatRepository>> {
+    use adapters_postgres::{PostgresChatRepository, PostgresSettings};
+
+    let postgres = PostgresSettings {
+        url: settings.url.clone(),
+        pool_size: settings.pool_size,
+        connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
+        statement_timeout: Some(settings.statement_timeout_secs)
+            .filter(|secs| *secs > 0)
+            .map(Duration::from_secs),
+    };
+    let repository = PostgresChatRepository::connect(postgres)
+        .await
+        .context("cannot connect to PostgreSQL (storage.url)")?;
+    Ok(Arc::new(repository))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn build_postgres(_: &StorageSettings) -> anyhow::Result<Arc<dyn ChatRepository>> {
+    anyhow::bail!(
+        "storage.backend = \"postgres\", but this chat-server was built without PostgreSQL support"
+    )
 }
 
 #[cfg(feature = "sqlite")]
@@ -44,7 +67,9 @@ async fn build_sqlite(settings: &StorageSettings) -> anyhow::Result<Arc<dyn Chat
 
 #[cfg(not(feature = "sqlite"))]
 async fn build_sqlite(_: &StorageSettings) -> anyhow::Result<Arc<dyn ChatRepository>> {
-    bail!("storage.backend = \"sqlite\", but this chat-server was built without SQLite support")
+    anyhow::bail!(
+        "storage.backend = \"sqlite\", but this chat-server was built without SQLite support"
+    )
 }
 
 /// Builds the assistant the settings name.
@@ -70,7 +95,8 @@ fn build_openai(settings: &AssistantSettings) -> anyhow::Result<Arc<dyn Assistan
 
     let mut openai = OpenAiSettings::new(&settings.base_url, &settings.model);
     openai.api_key = settings.api_key.clone();
-    openai.system_prompt = Some(settings.system_prompt.clone()).filter(|prompt| !prompt.trim().is_empty());
+    openai.system_prompt =
+        Some(settings.system_prompt.clone()).filter(|prompt| !prompt.trim().is_empty());
     openai.timeout = Duration::from_secs(settings.timeout_secs);
     openai.max_retries = settings.max_retries;
     openai.context_messages = settings.context_messages;
@@ -81,5 +107,7 @@ fn build_openai(settings: &AssistantSettings) -> anyhow::Result<Arc<dyn Assistan
 
 #[cfg(not(feature = "openai"))]
 fn build_openai(_: &AssistantSettings) -> anyhow::Result<Arc<dyn Assistant>> {
-    bail!("assistant.kind = \"openai\", but this chat-server was built without the OpenAI adapter")
+    anyhow::bail!(
+        "assistant.kind = \"openai\", but this chat-server was built without the OpenAI adapter"
+    )
 }

@@ -16,6 +16,7 @@
 pub mod assistant;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod process;
 pub mod repository;
 
 use std::sync::Arc;

@@ -1,23 +1,26 @@
-//! Runs the built `chat-server` binary as a separate process, as an operator would.
+//! Runs the built `chat-server` binary as a separate process on port 0, as an operator would:
+//! for black-box tests of start-up, crashes, shutdown and several replicas.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_chat-server");
-
+/// A running `chat-server`; killed when dropped.
+#[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
+    binary: PathBuf,
     pub port: u16,
 }
 
 impl ServerProcess {
-    /// Starts the binary in `directory` with `variables` on top of a port-0, JSON-log setup and
-    /// waits until it listens.
-    pub fn start(directory: &Path, variables: &[(&str, String)]) -> Self {
-        let mut command = Command::new(BINARY);
+    /// Starts `binary` (in a test of the server crate: `env!("CARGO_BIN_EXE_chat-server")`) in
+    /// `directory` with `variables` on top of a port-0, JSON-log setup, and waits until it listens.
+    pub fn start(binary: impl AsRef<Path>, directory: &Path, variables: &[(&str, String)]) -> Self {
+        let binary = binary.as_ref().to_path_buf();
+        let mut command = Command::new(&binary);
         command
             .current_dir(directory)
             .env_clear()
@@ -43,7 +46,16 @@ impl ServerProcess {
         let port = port_receiver
             .recv_timeout(Duration::from_secs(30))
             .expect("chat-server reports its port");
-        Self { child, port }
+        Self {
+            child,
+            binary,
+            port,
+        }
+    }
+
+    /// The binary this process runs, to start another replica or a restart.
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -74,7 +86,10 @@ impl ServerProcess {
             if let Some(status) = self.child.try_wait().expect("waitable") {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "chat-server did not exit in time");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chat-server did not exit in time"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -88,12 +103,19 @@ impl Drop for ServerProcess {
 }
 
 /// Runs the binary to completion (for start-up failures) and returns its exit status and stderr.
-pub fn run_to_exit(directory: &Path, variables: &[(&str, &str)]) -> (ExitStatus, String) {
-    let output = Command::new(BINARY)
+pub fn run_to_exit(
+    binary: impl AsRef<Path>,
+    directory: &Path,
+    variables: &[(&str, &str)],
+) -> (ExitStatus, String) {
+    let output = Command::new(binary.as_ref())
         .current_dir(directory)
         .env_clear()
         .envs(variables.iter().copied())
         .output()
         .expect("chat-server runs");
-    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

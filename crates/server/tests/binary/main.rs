@@ -1,14 +1,26 @@
 //! Black-box tests of the built binary over real HTTP: start-up, configuration errors,
-//! concurrency, crash durability and graceful shutdown.
+//! concurrency, crash durability, graceful shutdown and replicas on one PostgreSQL database.
 
-mod process;
+mod replicas;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use process::{run_to_exit, ServerProcess};
 use serde_json::{json, Value};
+use testkit::postgres::TestDatabase;
+use testkit::process::ServerProcess;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_chat-server");
+
+fn start(directory: &Path, variables: &[(&str, String)]) -> ServerProcess {
+    ServerProcess::start(BINARY, directory, variables)
+}
+
+fn run_to_exit(directory: &Path, variables: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    testkit::process::run_to_exit(BINARY, directory, variables)
+}
 
 fn deterministic() -> Vec<(&'static str, String)> {
     vec![("CHAT__ASSISTANT__DUMMY__MODE", "deterministic".to_owned())]
@@ -26,7 +38,7 @@ async fn history(server: &ServerProcess) -> Vec<Value> {
 #[tokio::test]
 async fn starts_from_any_directory_with_built_in_defaults() {
     let directory = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(directory.path(), &[]);
+    let server = start(directory.path(), &[]);
     let response = reqwest::get(server.url("/readyz")).await.unwrap();
     assert_eq!(response.status(), 200);
     // The default storage is chat.db in the working directory.
@@ -38,9 +50,17 @@ async fn config_files_and_environment_override_the_defaults() {
     let directory = tempfile::tempdir().unwrap();
     let config = directory.path().join("settings");
     std::fs::create_dir(&config).unwrap();
-    std::fs::write(config.join("default.toml"), "[storage]\nurl = \"from-file.db\"\n").unwrap();
-    std::fs::write(config.join("staging.toml"), "[limits]\nmax_message_chars = 5\n").unwrap();
-    let server = ServerProcess::start(
+    std::fs::write(
+        config.join("default.toml"),
+        "[storage]\nurl = \"from-file.db\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        config.join("staging.toml"),
+        "[limits]\nmax_message_chars = 5\n",
+    )
+    .unwrap();
+    let server = start(
         directory.path(),
         &[
             ("CHAT_CONFIG_DIR", config.display().to_string()),
@@ -63,27 +83,48 @@ fn bad_configuration_stops_the_start_naming_the_key() {
     let directory = tempfile::tempdir().unwrap();
     for (variables, key) in [
         (vec![("CHAT__SERVER__PORT", "eighty")], "server.port"),
-        (vec![("CHAT__STORAGE__BACKEND", "mongodb")], "storage.backend"),
         (
-            vec![("CHAT__STORAGE__BACKEND", "postgres"), ("CHAT__STORAGE__URL", "chat.db")],
+            vec![("CHAT__STORAGE__BACKEND", "mongodb")],
+            "storage.backend",
+        ),
+        (
+            vec![
+                ("CHAT__STORAGE__BACKEND", "postgres"),
+                ("CHAT__STORAGE__URL", "chat.db"),
+            ],
             "storage.url",
         ),
-        (vec![("CHAT__STORAGE__URL", "postgres://db/chat")], "storage.url"),
+        (
+            vec![("CHAT__STORAGE__URL", "postgres://db/chat")],
+            "storage.url",
+        ),
         (vec![("CHAT__LOG__FORMAT", "xml")], "log.format"),
-        (vec![("CHAT__LIMITS__MAX_MESSAGE_CHARS", "0")], "limits.max_message_chars"),
-        (vec![("CHAT__CORS__ALLOWED_ORIGINS", "localhost:3000")], "cors.allowed_origins"),
+        (
+            vec![("CHAT__LIMITS__MAX_MESSAGE_CHARS", "0")],
+            "limits.max_message_chars",
+        ),
+        (
+            vec![("CHAT__CORS__ALLOWED_ORIGINS", "localhost:3000")],
+            "cors.allowed_origins",
+        ),
     ] {
         let (status, stderr) = run_to_exit(directory.path(), &variables);
         assert_eq!(status.code(), Some(2), "{variables:?}: {stderr}");
-        assert!(stderr.contains(key), "{variables:?} should name {key}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{variables:?} should name {key}: {stderr}"
+        );
     }
-    assert!(!directory.path().join("chat.db").exists(), "nothing was created");
+    assert!(
+        !directory.path().join("chat.db").exists(),
+        "nothing was created"
+    );
 }
 
 #[tokio::test]
 async fn a_hundred_concurrent_posts_all_succeed_once_each() {
     let directory = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(directory.path(), &deterministic());
+    let server = start(directory.path(), &deterministic());
     let client = reqwest::Client::new();
     let sends = (0..100).map(|i| {
         let client = client.clone();
@@ -104,71 +145,153 @@ async fn a_hundred_concurrent_posts_all_succeed_once_each() {
     let mut seen = HashMap::new();
     for entry in &history {
         let user = entry["user"].as_str().unwrap();
-        assert!(entry["AI"].as_str().unwrap().ends_with(&format!("You said: {user}")));
+        assert!(entry["AI"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("You said: {user}")));
         *seen.entry(user.to_owned()).or_insert(0) += 1;
     }
     assert!(seen.values().all(|count| *count == 1));
 }
 
-#[tokio::test]
-async fn every_acknowledged_exchange_survives_kill_9() {
+/// Every message of the default conversation, oldest first, through the v1 pages.
+async fn default_conversation_messages(server: &ServerProcess) -> Vec<Value> {
+    let mut pages = Vec::new();
+    let mut before = String::new();
+    loop {
+        let page: Value = reqwest::get(server.url(&format!(
+            "/api/v1/conversations/00000000-0000-7000-8000-000000000000/messages?limit=200{before}"
+        )))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        pages.push(page["items"].as_array().unwrap().clone());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => before = format!("&before={cursor}"),
+            None => break,
+        }
+    }
+    pages.into_iter().rev().flatten().collect()
+}
+
+/// 400 clients post concurrently and keep posting; the server is killed with SIGKILL while they
+/// do. After a restart every acknowledged exchange is there exactly once, with its own reply, and
+/// no exchange is half written.
+async fn acknowledged_exchanges_survive_kill_9(storage: Vec<(&'static str, String)>) {
     let directory = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start(directory.path(), &deterministic());
+    let mut variables = deterministic();
+    variables.extend(storage);
+    let mut server = start(directory.path(), &variables);
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let client = reqwest::Client::new();
+    let unexpected = Arc::new(Mutex::new(Vec::<u16>::new()));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(400)
+        .build()
+        .unwrap();
     let mut senders = Vec::new();
-    for worker in 0..32 {
-        let (client, url, acknowledged) =
-            (client.clone(), server.url("/chat/message"), Arc::clone(&acknowledged));
+    for worker in 0..400 {
+        let (client, url, acknowledged, unexpected) = (
+            client.clone(),
+            server.url("/chat/message"),
+            Arc::clone(&acknowledged),
+            Arc::clone(&unexpected),
+        );
         senders.push(tokio::spawn(async move {
             for i in 0.. {
                 let text = format!("durable {worker}-{i}");
-                let sent = client.post(&url).json(&json!({"message": text})).send().await;
+                let sent = client
+                    .post(&url)
+                    .json(&json!({"message": text}))
+                    .send()
+                    .await;
                 match sent {
                     Ok(response) if response.status() == 200 => {
                         if response.bytes().await.is_ok() {
                             acknowledged.lock().unwrap().push(text);
                         }
                     }
-                    _ => break,
+                    // Overload is an honest answer under this load; the client may retry.
+                    Ok(response) if response.status() == 503 => {}
+                    Ok(response) => unexpected.lock().unwrap().push(response.status().as_u16()),
+                    // The server is gone.
+                    Err(_) => break,
                 }
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    for _ in 0..200 {
+        if acknowledged.lock().unwrap().len() >= 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.kill_hard();
     for sender in senders {
         sender.await.unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(acknowledged.len() > 50, "load ran: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 100,
+        "load ran: {}",
+        acknowledged.len()
+    );
+    assert_eq!(
+        *unexpected.lock().unwrap(),
+        Vec::<u16>::new(),
+        "only 200 or 503 before the kill"
+    );
 
-    let restarted = ServerProcess::start(directory.path(), &deterministic());
+    let restarted = start(directory.path(), &variables);
     let history = history(&restarted).await;
     let mut stored = HashMap::new();
     for entry in &history {
         let user = entry["user"].as_str().unwrap().to_owned();
-        assert!(entry["AI"].as_str().unwrap().ends_with(&format!("You said: {user}")));
+        assert!(entry["AI"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("You said: {user}")));
         *stored.entry(user).or_insert(0) += 1;
     }
     for text in &acknowledged {
-        assert_eq!(stored.get(text), Some(&1), "{text} acknowledged but not stored once");
+        assert_eq!(
+            stored.get(text),
+            Some(&1),
+            "{text} acknowledged but not stored once"
+        );
     }
-    // No half-written exchange: messages alternate user, assistant from the start.
-    let page: Value = reqwest::get(restarted.url(
-        "/api/v1/conversations/00000000-0000-7000-8000-000000000000/messages?limit=200",
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let items = page["items"].as_array().unwrap();
-    assert_eq!(items.len() % 2, 0);
-    for pair in items.chunks(2) {
+    let messages = default_conversation_messages(&restarted).await;
+    assert_eq!(
+        messages.len(),
+        history.len() * 2,
+        "no half-written exchange"
+    );
+    for (index, pair) in messages.chunks(2).enumerate() {
         assert_eq!(pair[0]["role"], "user");
         assert_eq!(pair[1]["role"], "assistant");
+        assert_eq!(pair[0]["content"], history[index]["user"]);
     }
+}
+
+#[tokio::test]
+async fn acknowledged_exchanges_survive_kill_9_on_sqlite() {
+    acknowledged_exchanges_survive_kill_9(Vec::new()).await;
+}
+
+#[tokio::test]
+async fn acknowledged_exchanges_survive_kill_9_on_postgres() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    acknowledged_exchanges_survive_kill_9(postgres(&database)).await;
+}
+
+fn postgres(database: &TestDatabase) -> Vec<(&'static str, String)> {
+    vec![
+        ("CHAT__STORAGE__BACKEND", "postgres".to_owned()),
+        ("CHAT__STORAGE__URL", database.url().to_owned()),
+    ]
 }
 
 #[tokio::test]
@@ -176,7 +299,7 @@ async fn sigterm_lets_in_flight_requests_and_streams_finish() {
     let directory = tempfile::tempdir().unwrap();
     let mut variables = deterministic();
     variables.push(("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "60".to_owned()));
-    let mut server = ServerProcess::start(directory.path(), &variables);
+    let mut server = start(directory.path(), &variables);
     let client = reqwest::Client::new();
     let conversation: Value = client
         .post(server.url("/api/v1/conversations"))
@@ -208,7 +331,9 @@ async fn sigterm_lets_in_flight_requests_and_streams_finish() {
         let request = client
             .post(server.url("/chat/message"))
             .json(&json!({"message": format!("post {i}")}));
-        posts.push(tokio::spawn(async move { request.send().await.map(|r| r.status()) }));
+        posts.push(tokio::spawn(async move {
+            request.send().await.map(|r| r.status())
+        }));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.terminate();
