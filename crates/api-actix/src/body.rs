@@ -23,11 +23,15 @@ pub(crate) enum BodyError {
 /// A body without a Content-Type is read as JSON (clients such as the original web client did
 /// not always send one); any other declared type is refused.
 fn is_json(request: &HttpRequest) -> bool {
-    let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
+    match request.headers().get(header::CONTENT_TYPE) {
+        None => true,
+        Some(value) => value.to_str().is_ok_and(|value| is_json_media_type(Some(value))),
+    }
+}
+
+fn is_json_media_type(content_type: Option<&str>) -> bool {
+    let Some(value) = content_type else {
         return true;
-    };
-    let Ok(value) = value.to_str() else {
-        return false;
     };
     let essence = value
         .split(';')
@@ -68,15 +72,43 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
+    decode(&body)
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(BodyError::Invalid(
             "The request body is empty; a JSON object is expected.".to_owned(),
         ));
     }
-    serde_json::from_slice(&body).map_err(|error| match error.classify() {
+    serde_json::from_slice(body).map_err(|error| match error.classify() {
         Category::Data => BodyError::Invalid(format!("Invalid request body: {error}.")),
         Category::Syntax | Category::Eof | Category::Io => {
             BodyError::Invalid(format!("The request body is not valid JSON: {error}."))
         }
     })
+}
+
+/// The request parsing of `POST /chat/message` without the framework around it, for fuzzing:
+/// content type check, size limit, JSON decoding, text validation. Returns the accepted text or
+/// the status code the request would get.
+pub fn parse_seed_message(
+    content_type: Option<&str>,
+    body: &[u8],
+    max_body_bytes: usize,
+    max_message_chars: usize,
+) -> Result<String, u16> {
+    if !is_json_media_type(content_type) {
+        return Err(415);
+    }
+    if body.len() > max_body_bytes {
+        return Err(413);
+    }
+    let request: crate::dto::SeedSendRequest = decode(body).map_err(|_| 400u16)?;
+    domain::MessageText::new(request.message, max_message_chars)
+        .map(domain::MessageText::into_string)
+        .map_err(|error| match error {
+            domain::TextError::TooLong { .. } => 413,
+            _ => 400,
+        })
 }

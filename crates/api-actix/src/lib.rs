@@ -17,6 +17,7 @@ mod v1;
 mod web_client;
 
 pub use actix_web::dev::Server;
+pub use body::parse_seed_message;
 pub use generations::Generations;
 pub use openapi::ApiDoc;
 pub use server::{app, serve, HttpSettings};
