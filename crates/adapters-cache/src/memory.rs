@@ -1,0 +1,122 @@
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::store::{CacheError, ReplyCache};
+
+/// An in-process [`ReplyCache`] for a single replica: at most `max_entries` replies, the least
+/// recently used one evicted first, each gone once its ttl has passed. Operations take a short
+/// lock and do no I/O.
+#[derive(Debug)]
+pub struct MemoryReplyCache {
+    max_entries: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    /// Last use -> key; the first entry is the least recently used.
+    order: BTreeMap<u64, String>,
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    reply: String,
+    expires_at: Instant,
+    last_used: u64,
+}
+
+impl State {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(entry) = self.entries.remove(key) {
+            self.order.remove(&entry.last_used);
+        }
+    }
+}
+
+impl MemoryReplyCache {
+    /// A cache holding at most `max_entries` replies; 0 stores nothing.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            max_entries,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// How many replies are held now, expired ones not yet dropped included.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is consistent after every statement that can panic, so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl ReplyCache for MemoryReplyCache {
+    async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let stamp = state.tick();
+        let State { entries, order, .. } = &mut *state;
+        let Some(entry) = entries.get_mut(key) else {
+            return Ok(None);
+        };
+        if entry.expires_at <= now {
+            state.remove(key);
+            return Ok(None);
+        }
+        order.remove(&entry.last_used);
+        entry.last_used = stamp;
+        order.insert(stamp, key.to_owned());
+        Ok(Some(entry.reply.clone()))
+    }
+
+    async fn put(&self, key: &str, reply: &str, ttl: Duration) -> Result<(), CacheError> {
+        if self.max_entries == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        // A ttl too large to represent lasts as long as the process.
+        let expires_at = now
+            .checked_add(ttl)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        let mut state = self.lock();
+        state.remove(key);
+        // Make room by evicting the least recently used; an expired entry nobody reads drifts there.
+        while state.entries.len() >= self.max_entries {
+            match state.order.pop_first() {
+                Some((_, oldest)) => {
+                    state.entries.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        let stamp = state.tick();
+        state.order.insert(stamp, key.to_owned());
+        state.entries.insert(
+            key.to_owned(),
+            Entry {
+                reply: reply.to_owned(),
+                expires_at,
+                last_used: stamp,
+            },
+        );
+        Ok(())
+    }
+}
