@@ -1,1 +1,500 @@
-//! Operations endpoints tests (being written).
+//! Operations endpoints and cross-cutting headers: health, readiness, OpenAPI, docs, metrics,
+//! request ids, security headers and CORS.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{SseReader, TestApp};
+
+const ROUTES: [(&str, &[&str]); 8] = [
+    ("/chat/history", &["get"]),
+    ("/chat/message", &["post"]),
+    ("/api/v1/conversations", &["get", "post"]),
+    ("/api/v1/conversations/{id}", &["get", "patch", "delete"]),
+    ("/api/v1/conversations/{id}/messages", &["get", "post"]),
+    ("/healthz", &["get"]),
+    ("/readyz", &["get"]),
+    ("/metrics", &["get"]),
+];
+
+#[tokio::test]
+async fn healthz_is_ok() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/healthz").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_200_when_storage_is_reachable() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "ready"})
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_lists_every_route() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let document: Value = response.json().await.unwrap();
+    let version = document["openapi"].as_str().expect("an openapi version");
+    assert!(version.starts_with("3.1"), "{version}");
+    assert!(document["info"]["title"].is_string());
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, methods) in ROUTES {
+        let item = paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} is missing from {:?}", paths.keys()));
+        for method in methods {
+            assert!(
+                item.get(*method).is_some(),
+                "{method} {path} is not documented"
+            );
+        }
+    }
+    // The streamed reply and the error shape are documented too.
+    let send = &paths["/api/v1/conversations/{id}/messages"]["post"]["responses"];
+    for status in ["200", "201", "400", "404", "413", "415"] {
+        assert!(send.get(status).is_some(), "send message lacks {status}");
+    }
+    let schemas = document["components"]["schemas"]
+        .as_object()
+        .expect("schemas");
+    assert!(
+        schemas.contains_key("ErrorResponse"),
+        "{:?}",
+        schemas.keys()
+    );
+}
+
+#[tokio::test]
+async fn docs_redirect_to_a_locally_served_swagger_ui() {
+    let app = TestApp::spawn().await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = no_redirects.get(app.url("/docs")).send().await.unwrap();
+    assert!(response.status().is_redirection(), "{}", response.status());
+    let location = response.headers()["location"].to_str().unwrap();
+    assert!(
+        location == "/docs/" || location.ends_with("/docs/"),
+        "{location}"
+    );
+
+    let response = app.get("/docs/").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = response.text().await.unwrap();
+    assert!(html.to_lowercase().contains("swagger"), "{html}");
+
+    let scripts: Vec<String> = html
+        .split("<script src=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    assert!(!scripts.is_empty(), "no script in {html}");
+    for script in &scripts {
+        assert!(
+            !script.starts_with("http"),
+            "assets must be local: {script}"
+        );
+        let path = match script.strip_prefix("./") {
+            Some(relative) => format!("/docs/{relative}"),
+            None if script.starts_with('/') => script.clone(),
+            None => format!("/docs/{script}"),
+        };
+        let asset = app.get(&path).await;
+        assert_eq!(asset.status(), 200, "{path}");
+        assert!(!asset.bytes().await.unwrap().is_empty(), "{path}");
+    }
+    // The UI's initializer points at the local document.
+    let initializer = app.get("/docs/swagger-initializer.js").await;
+    assert_eq!(initializer.status(), 200);
+    assert!(initializer.text().await.unwrap().contains("/openapi.json"));
+}
+
+/// Sum of `http_requests_total` samples carrying every one of `labels`.
+fn requests_total(metrics: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("http_requests_total{"))
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .map(|line| {
+            line.rsplit(' ')
+                .next()
+                .and_then(|value| value.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("a sample value in {line}"))
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .post_json("/chat/message", &json!({"message": "count me"}))
+        .await;
+    assert_eq!(response.status(), 200);
+    // A raw path with an id must not become a label: the route pattern is used.
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("/api/v1/conversations/{id}"))
+            .await
+            .status(),
+        200
+    );
+
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let before = response.text().await.unwrap();
+    assert!(before.contains("http_requests_total"), "{before}");
+    let labels = [
+        "route=\"/chat/message\"",
+        "method=\"POST\"",
+        "status=\"200\"",
+    ];
+    let first = requests_total(&before, &labels);
+    assert!(first >= 1.0, "{before}");
+    assert!(
+        requests_total(&before, &["route=\"/api/v1/conversations/{id}\""]) >= 1.0,
+        "{before}"
+    );
+    assert!(!before.contains(id), "a raw id became a label");
+    assert!(before.contains("http_request_duration_seconds"), "{before}");
+
+    for text in ["one more", "and another"] {
+        assert_eq!(
+            app.post_json("/chat/message", &json!({"message": text}))
+                .await
+                .status(),
+            200
+        );
+    }
+    let after = app.get("/metrics").await.text().await.unwrap();
+    let second = requests_total(&after, &labels);
+    assert!(
+        second >= first + 2.0,
+        "the counter moved from {first} to {second}"
+    );
+}
+
+fn assert_common_headers(response: &reqwest::Response, what: &str) -> String {
+    let headers = response.headers();
+    let id = headers
+        .get("x-request-id")
+        .unwrap_or_else(|| panic!("{what} has no x-request-id"))
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!id.is_empty(), "{what}");
+    assert_eq!(
+        headers
+            .get("x-content-type-options")
+            .map(|v| v.to_str().unwrap()),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert!(
+        headers.get("access-control-allow-credentials").is_none(),
+        "{what} allows credentials"
+    );
+    id
+}
+
+#[tokio::test]
+async fn every_response_has_a_request_id_and_security_headers() {
+    let app = TestApp::spawn().await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap().to_owned();
+    let mut ids = std::collections::HashSet::new();
+    let responses = vec![
+        ("healthz", app.get("/healthz").await),
+        ("readyz", app.get("/readyz").await),
+        ("metrics", app.get("/metrics").await),
+        ("openapi", app.get("/openapi.json").await),
+        ("docs", app.get("/docs/").await),
+        ("history", app.get("/chat/history").await),
+        (
+            "seed send",
+            app.post_json("/chat/message", &json!({"message": "hi"}))
+                .await,
+        ),
+        (
+            "seed 400",
+            app.post_json("/chat/message", &json!({"message": " "}))
+                .await,
+        ),
+        ("seed 405", app.get("/chat/message").await),
+        ("404", app.get("/no/such/thing").await),
+        ("list", app.get("/api/v1/conversations").await),
+        (
+            "create",
+            app.post_json("/api/v1/conversations", &json!({})).await,
+        ),
+        (
+            "messages",
+            app.get(&format!("/api/v1/conversations/{id}/messages"))
+                .await,
+        ),
+        (
+            "bad limit",
+            app.get(&format!("/api/v1/conversations/{id}/messages?limit=0"))
+                .await,
+        ),
+        (
+            "unknown conversation",
+            app.get("/api/v1/conversations/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+                .await,
+        ),
+        (
+            "405",
+            app.client
+                .put(app.url("/api/v1/conversations"))
+                .send()
+                .await
+                .unwrap(),
+        ),
+        (
+            "415",
+            app.post_raw("/chat/message", Some("text/plain"), b"hi".to_vec())
+                .await,
+        ),
+        (
+            "delete",
+            app.client
+                .delete(app.url(&format!("/api/v1/conversations/{id}")))
+                .send()
+                .await
+                .unwrap(),
+        ),
+    ];
+    for (what, response) in &responses {
+        let request_id = assert_common_headers(response, what);
+        assert!(
+            ids.insert(request_id),
+            "request ids are unique per request ({what})"
+        );
+    }
+
+    // The streamed reply too.
+    let conversation = app.create_conversation(None).await;
+    let stream = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/conversations/{}/messages",
+            conversation["id"].as_str().unwrap()
+        )))
+        .header("accept", "text/event-stream")
+        .json(&json!({"content": "stream"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_common_headers(&stream, "stream");
+    let mut reader = SseReader::new(stream);
+    while reader.next_event().await.is_some() {}
+}
+
+#[tokio::test]
+async fn a_valid_caller_request_id_is_echoed_and_an_invalid_one_replaced() {
+    let app = TestApp::spawn().await;
+    for supplied in [
+        "abc-123",
+        "trace_01.span:02",
+        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+    ] {
+        let response = app
+            .client
+            .get(app.url("/healthz"))
+            .header("x-request-id", supplied)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-request-id"], supplied);
+    }
+    // Echoed on errors as well.
+    let response = app
+        .client
+        .post(app.url("/chat/message"))
+        .header("x-request-id", "failing-request-7")
+        .json(&json!({"message": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.headers()["x-request-id"], "failing-request-7");
+
+    for hostile in ["has space", "<script>", &"x".repeat(65), "semi;colon"] {
+        let response = app
+            .client
+            .get(app.url("/healthz"))
+            .header("x-request-id", hostile)
+            .send()
+            .await
+            .unwrap();
+        let echoed = response.headers()["x-request-id"].to_str().unwrap();
+        assert_ne!(echoed, hostile);
+        assert!(!echoed.is_empty());
+    }
+}
+
+fn preflight(app: &TestApp, path: &str, origin: &str) -> reqwest::RequestBuilder {
+    app.client
+        .request(reqwest::Method::OPTIONS, app.url(path))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+}
+
+#[tokio::test]
+async fn cors_allows_the_dev_origin_and_nobody_else() {
+    let app = TestApp::spawn().await;
+    let allowed = preflight(&app, "/chat/message", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_uppercase();
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = allowed.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(headers.contains("content-type"), "{headers}");
+    assert!(allowed
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+    assert!(allowed.headers().get("x-request-id").is_some());
+
+    // The same for the product API.
+    let allowed = preflight(&app, "/api/v1/conversations", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+
+    let refused = preflight(&app, "/chat/message", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "{:?}",
+        refused.headers()
+    );
+    assert!(refused
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+
+    // Actual requests: the allowed origin is named, the other one is not.
+    let response = app
+        .client
+        .get(app.url("/chat/history"))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    assert!(response
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+    let response = app
+        .client
+        .get(app.url("/chat/history"))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    assert!(response
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+    let response = app
+        .client
+        .post(app.url("/chat/message"))
+        .header("origin", "http://evil.example")
+        .json(&json!({"message": "cross-site"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    assert!(response
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+}
+
+#[tokio::test]
+async fn cors_follows_the_configured_origins() {
+    let app = TestApp::builder()
+        .with("CHAT__CORS__ALLOWED_ORIGINS", "https://chat.example.com")
+        .spawn()
+        .await;
+    let allowed = preflight(&app, "/chat/message", "https://chat.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://chat.example.com"
+    );
+    let dev = preflight(&app, "/chat/message", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert!(dev.headers().get("access-control-allow-origin").is_none());
+}
