@@ -4,15 +4,20 @@ use domain::{
     Conversation, ConversationCursor, Exchange, Message, MessageCursor, Page, Role, Timestamp,
 };
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
+use time::format_description::FormatItem;
+use time::macros::format_description;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-/// RFC 3339 in UTC with microseconds, e.g. `2026-11-23T10:15:30.123456Z`.
+/// RFC 3339 in UTC, always with six fractional digits so timestamps sort as strings.
+const RFC3339_MICROS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+/// E.g. `2026-11-23T10:15:30.123456Z`.
 fn rfc3339(timestamp: Timestamp) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp.unix_micros()) * 1000)
         .ok()
-        .and_then(|time| time.format(&Rfc3339).ok())
+        .and_then(|time| time.format(RFC3339_MICROS).ok())
         .unwrap_or_default()
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 /// Replies that run to completion whether or not their client is still listening. They run on a
 /// runtime that outlives the HTTP workers, and shutdown waits for them, so a reply that has started
@@ -47,10 +48,15 @@ impl Generations {
         self.in_flight.count.fetch_add(1, Ordering::AcqRel);
         metrics::gauge!("chat_generations_in_flight").increment(1.0);
         let guard = InFlightGuard(Arc::clone(&self.in_flight));
-        self.runtime.spawn(async move {
-            let _guard = guard;
-            generation.await;
-        });
+        // The request's span (and so its request id) follows the reply into the background.
+        let span = tracing::Span::current();
+        self.runtime.spawn(
+            async move {
+                let _guard = guard;
+                generation.await;
+            }
+            .instrument(span),
+        );
     }
 
     pub fn in_flight(&self) -> usize {

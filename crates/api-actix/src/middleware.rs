@@ -3,13 +3,16 @@
 use std::time::Instant;
 
 use actix_cors::Cors;
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
 use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::Error;
+use actix_web::ResponseError;
 use tracing::Instrument;
 
+use crate::errors::ApiError;
 use crate::state::ApiSettings;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -78,6 +81,54 @@ pub(crate) async fn observe(
         response.headers_mut().insert(REQUEST_ID, value);
     }
     Ok(response)
+}
+
+fn is_json(response: &ServiceResponse<impl MessageBody>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"))
+}
+
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        status if status.is_server_error() => "internal_error",
+        _ => "http_error",
+    }
+}
+
+/// Errors produced outside our handlers (the CORS layer refusing an origin, the framework
+/// refusing a request) come as plain text; they are rewritten as JSON like every other error.
+pub(crate) async fn json_errors(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let response = match next.call(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            let status = error.as_response_error().status_code();
+            let message = error.to_string();
+            let api_error = ApiError::new(status, code_for(status), message);
+            return Err(api_error.into());
+        }
+    };
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+        return Ok(response.map_into_left_body());
+    }
+    let message = status
+        .canonical_reason()
+        .unwrap_or("Request failed")
+        .to_owned();
+    let (request, _) = response.into_parts();
+    let replacement = ApiError::new(status, code_for(status), message).error_response();
+    Ok(ServiceResponse::new(request, replacement).map_into_right_body())
 }
 
 /// The web client loads only its own scripts and styles and talks only to its own origin.

@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::errors::{ApiError, SeedError};
-use crate::middleware::{cors, observe, security_headers};
+use crate::middleware::{cors, json_errors, observe, security_headers};
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 use crate::{ops, seed, v1, web_client};
@@ -71,6 +71,7 @@ pub fn app(
         .app_data(web::Data::new(state))
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .wrap(cors(&settings))
+        .wrap(from_fn(json_errors))
         .wrap(security_headers(&settings))
         .wrap(from_fn(observe))
         .service(resource(

@@ -13,7 +13,7 @@ pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 pub struct ApiSettings {
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
-    /// Origins allowed by CORS; never `*`, never with credentials.
+    /// Origins allowed by CORS (`*` allows any); credentials are never allowed.
     pub cors_allowed_origins: Vec<String>,
     /// The built web client served at `/`, if any.
     pub web_dist_dir: Option<PathBuf>,

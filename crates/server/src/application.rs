@@ -1,6 +1,6 @@
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use api_actix::{ApiSettings, AppState, Generations, HttpSettings};
@@ -94,20 +94,53 @@ impl Application {
     }
 
     /// Serves until SIGTERM or SIGINT, then lets in-flight requests and replies finish within
-    /// the grace period. Every acknowledged write is committed by then: each request waited for
-    /// its commit before it was answered.
+    /// one grace period counted from the signal. Every acknowledged write is committed by then:
+    /// each request waited for its commit before it was answered.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let stop_requested = Arc::new(std::sync::OnceLock::new());
+        let signal_seen = Arc::clone(&stop_requested);
+        tokio::spawn(async move {
+            stop_signal().await;
+            let _ = signal_seen.set(Instant::now());
+        });
         self.server.await?;
         let in_flight = self.generations.in_flight();
         if in_flight > 0 {
             tracing::info!(in_flight, "waiting for replies in progress");
         }
-        if !self.generations.wait_idle(self.shutdown_grace).await {
+        let spent = stop_requested
+            .get()
+            .map_or(Duration::ZERO, |signalled: &Instant| signalled.elapsed());
+        let remaining = self.shutdown_grace.saturating_sub(spent);
+        if !self.generations.wait_idle(remaining).await {
             tracing::warn!(
                 unfinished = self.generations.in_flight(),
                 "grace period over; replies still in progress are abandoned"
             );
         }
         Ok(())
+    }
+}
+
+/// The signals the HTTP server stops on; observed here too, to time the grace period.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
