@@ -4,5 +4,5 @@ import { afterEach } from 'vitest';
 afterEach(() => {
   cleanup();
   localStorage.clear();
-  window.location.hash = '';
+  history.replaceState(null, '', '/');
 });
