@@ -13,7 +13,10 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+
+const axePath = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const repoRoot = path.resolve(webDir, '..');
@@ -407,6 +410,37 @@ async function main() {
     await page.keyboard.press('Escape');
   });
 
+  await test('accessibility: no WCAG 2.1 A/AA violations found by axe (contrast, labels, landmarks)', async () => {
+    const problems = [];
+    for (const [name, viewport, scheme, menuOpen] of [
+      ['desktop light', DESKTOP, 'light', false],
+      ['desktop dark', DESKTOP, 'dark', false],
+      ['phone light', PHONE, 'light', false],
+      ['phone dark, menu open', PHONE, 'dark', true],
+    ]) {
+      const page = await fresh(viewport);
+      await page.emulateMedia({ colorScheme: scheme, reducedMotion: 'reduce' });
+      await open(page, base, markdownHash);
+      await log(page).locator('pre code').first().waitFor();
+      if (menuOpen) {
+        await page.getByRole('button', { name: 'Conversations menu' }).click();
+        await nav(page).waitFor({ state: 'visible' });
+      }
+      await page.addScriptTag({ path: axePath });
+      const violations = await page.evaluate(async () => {
+        const result = await window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
+        const checked = result.passes.map((p) => p.id);
+        return {
+          contrastChecked: checked.includes('color-contrast'),
+          list: result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`),
+        };
+      });
+      if (!violations.contrastChecked) problems.push(`${name}: axe did not get to check colour contrast`);
+      for (const v of violations.list) problems.push(`${name}: ${v}`);
+    }
+    assert(problems.length === 0, `axe found:\n      ${problems.join('\n      ')}`);
+  });
+
   await test('screenshots: desktop and phone, light and dark', async () => {
     for (const [name, viewport] of [
       ['desktop', DESKTOP],
@@ -425,6 +459,23 @@ async function main() {
         await page.screenshot({ path: file });
       }
     }
+  });
+
+  // Last, because it stops the server.
+  await test('server gone: a send keeps the text, loading offers Retry', async () => {
+    const page = await fresh();
+    await open(page, base, markdownHash);
+    await stopServer();
+    await composer(page).fill('Words that must not be lost');
+    await composer(page).press('Enter');
+    const alert = page.locator('.send-error');
+    await alert.waitFor();
+    assert((await alert.innerText()).includes('Cannot reach the server'), `the error says the server is unreachable (${await alert.innerText()})`);
+    assert((await composer(page).inputValue()) === 'Words that must not be lost', 'the typed text is back in the composer');
+    await nav(page).getByRole('listitem').nth(1).getByRole('button').first().click();
+    await log(page).getByText('Cannot reach the server.').waitFor();
+    await log(page).getByRole('button', { name: 'Retry' }).waitFor();
+    await page.screenshot({ path: path.join(shotsDir, 'desktop-unreachable-light.png') });
   });
 }
 

@@ -224,3 +224,50 @@ describe('App', () => {
     expect(screen.getByRole('button', { name: 'Switch to light theme' })).toBeTruthy();
   });
 });
+
+describe('drafts', () => {
+  it('keeps unsent text per conversation when switching away and back', async () => {
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'half-written thought' } });
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    await screen.findByText('No messages yet');
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+    await screen.findByText('Earlier answer');
+    expect((composer() as HTMLTextAreaElement).value).toBe('half-written thought');
+  });
+});
+
+describe('older messages', () => {
+  it('load on scrolling up, go above the others, and keep the view where it was', async () => {
+    const older = [msg('c2', 'user', 'Oldest question'), msg('c2', 'assistant', 'Oldest answer')];
+    const newer = [msg('c2', 'user', 'Newer question'), msg('c2', 'assistant', 'Newer answer')];
+    const pages = vi.fn((url: URL): Response | undefined => {
+      if (url.pathname !== '/api/v1/conversations/c2/messages') return undefined;
+      return url.searchParams.get('before') === 'cur1' ? json({ items: older, next_cursor: null }) : json({ items: newer, next_cursor: 'cur1' });
+    });
+    vi.stubGlobal('fetch', mockFetch([(url) => pages(url), server.route]).fn);
+    // jsdom has no layout: give every message 100px of height and the log a 150px window.
+    const height = vi.spyOn(HTMLElement.prototype, 'scrollHeight', 'get').mockImplementation(function (this: HTMLElement) {
+      return this.querySelectorAll('article').length * 100;
+    });
+    const client = vi.spyOn(HTMLElement.prototype, 'clientHeight', 'get').mockReturnValue(150);
+    try {
+      render(<App />);
+      await screen.findByText('Newer answer');
+      const log = screen.getByRole('log');
+      log.scrollTop = 0;
+      fireEvent.scroll(log);
+      await screen.findByText('Oldest answer');
+      const texts = [...log.querySelectorAll('article')].map((a) => a.querySelector('.message-body')?.textContent);
+      expect(texts).toEqual(['Oldest question', 'Oldest answer', 'Newer question', 'Newer answer']);
+      // Two messages (200px) went in above: the view moved down by exactly that much.
+      expect(log.scrollTop).toBe(200);
+      expect(screen.queryByRole('button', { name: 'Load older messages' })).toBeNull();
+      expect(pages.mock.calls.some(([u]) => u.searchParams.get('before') === 'cur1')).toBe(true);
+    } finally {
+      height.mockRestore();
+      client.mockRestore();
+    }
+  });
+});

@@ -48,6 +48,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   const prependAnchor = useRef<{ height: number; top: number } | null>(null);
   const messagesRef = useRef<Message[]>(messages);
   messagesRef.current = messages;
+  /** Unsent text per conversation, so switching away and back loses nothing typed. */
+  const drafts = useRef(new Map<string | null, string>());
+  const draftRef = useRef(draft);
+  draftRef.current = draft;
+  const shownId = useRef<string | null>(conversationId);
 
   const loadNewest = useCallback((id: string) => {
     const gen = generation.current;
@@ -70,9 +75,12 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   useEffect(() => {
     if (conversationId !== null && conversationId === adoptedRef.current) {
       adoptedRef.current = null;
+      shownId.current = conversationId;
       return;
     }
     generation.current += 1;
+    drafts.current.set(shownId.current, draftRef.current);
+    shownId.current = conversationId;
     abortRef.current?.abort();
     abortRef.current = null;
     setMessages([]);
@@ -81,7 +89,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setSendError(null);
     setOlderError(null);
     setOlderLoading(false);
-    setDraft('');
+    setDraft(drafts.current.get(conversationId) ?? '');
+    drafts.current.delete(conversationId);
     if (conversationId === null) setLoad({ kind: 'ready' });
     else loadNewest(conversationId);
   }, [conversationId, loadNewest]);
