@@ -359,6 +359,46 @@ async function main() {
     assert((await page.evaluate(() => window.__xss)) === 0, 'no injected handler ran');
   });
 
+  await test('older messages load when scrolling up, without moving the view', async () => {
+    const created = await fetch(`${base}/api/v1/conversations`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ title: 'Long conversation' }),
+    });
+    assert(created.status === 201, `creating a conversation answers 201 (got ${created.status})`);
+    const { id } = await created.json();
+    const seed = async (i) => {
+      const res = await fetch(`${base}/api/v1/conversations/${id}/messages`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify({ content: `Seed message ${i}` }),
+      });
+      assert(res.status === 201, `a plain JSON send answers 201 (got ${res.status})`);
+    };
+    // 27 exchanges = 54 messages: one page of 50 and an older page of 4.
+    for (let i = 0; i < 27; i += 3) await Promise.all([seed(i), seed(i + 1), seed(i + 2)]);
+
+    const page = await fresh();
+    await open(page, base, `#/c/${id}`);
+    const articles = log(page).locator('article');
+    await page.waitForFunction(() => document.querySelectorAll('[role=log] article').length >= 50);
+    assert((await articles.count()) === 50, `the newest page holds 50 messages (got ${await articles.count()})`);
+    await log(page).getByRole('button', { name: 'Load older messages' }).waitFor();
+    const firstBefore = await articles.first().elementHandle();
+    const topBefore = await page.evaluate((el) => {
+      const logEl = document.querySelector('[role=log]');
+      logEl.scrollTop = 0;
+      logEl.dispatchEvent(new Event('scroll'));
+      return el.getBoundingClientRect().top;
+    }, firstBefore);
+    await page.waitForFunction(() => document.querySelectorAll('[role=log] article').length === 54);
+    await sleep(100);
+    const topAfter = await page.evaluate((el) => el.getBoundingClientRect().top, firstBefore);
+    assert(Math.abs(topAfter - topBefore) <= 2, `the message that was on top stays put (${topBefore} -> ${topAfter})`);
+    assert((await log(page).getByRole('button', { name: 'Load older messages' }).count()) === 0, 'no more older pages');
+    assert((await articles.first().innerText()).includes('Seed message'), 'the oldest message is a seed message');
+  });
+
   await test('keyboard: Tab reaches the controls with a visible focus outline', async () => {
     const page = await fresh();
     await open(page, base, markdownHash);
@@ -472,7 +512,7 @@ async function main() {
     await alert.waitFor();
     assert((await alert.innerText()).includes('Cannot reach the server'), `the error says the server is unreachable (${await alert.innerText()})`);
     assert((await composer(page).inputValue()) === 'Words that must not be lost', 'the typed text is back in the composer');
-    await nav(page).getByRole('listitem').nth(1).getByRole('button').first().click();
+    await nav(page).locator('li:not(:has([aria-current]))').first().getByRole('button').first().click();
     await log(page).getByText('Cannot reach the server.').waitFor();
     await log(page).getByRole('button', { name: 'Retry' }).waitFor();
     await page.screenshot({ path: path.join(shotsDir, 'desktop-unreachable-light.png') });
