@@ -83,7 +83,10 @@ export function App() {
 
   const select = (id: string) => {
     setSelectedId(id);
-    setMenuOpen(false);
+    if (menuOpen) {
+      setMenuOpen(false);
+      setTimeout(() => document.getElementById('composer-input')?.focus());
+    }
   };
 
   const createConversation = useCallback(async (title?: string) => {
@@ -148,6 +151,15 @@ export function App() {
   };
 
   const selected = conversations.find((c) => c.id === selectedId);
+
+  useEffect(() => {
+    document.title = selected ? `${selected.title} – Chat` : 'Chat';
+  }, [selected]);
+
+  // On a phone the sidebar opens over the page: move focus into it.
+  useEffect(() => {
+    if (menuOpen) document.querySelector<HTMLElement>('#sidebar .new-chat')?.focus();
+  }, [menuOpen]);
   const unreachable = list.kind === 'error' && conversations.length === 0;
 
   return (

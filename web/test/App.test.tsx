@@ -149,6 +149,7 @@ describe('App', () => {
     fireEvent.click(screen.getByRole('button', { name: 'Send' }));
     const alert = await screen.findByRole('alert');
     expect(alert.textContent).toContain('The assistant is busy.');
+    expect(alert.textContent).toContain('Try again in 2 s.');
     expect((composer() as HTMLTextAreaElement).value).toBe('Please keep me');
     expect(within(screen.getByRole('log')).queryByText('Please keep me')).toBeNull();
     expect(screen.getByRole('button', { name: 'Send' })).toBeTruthy();

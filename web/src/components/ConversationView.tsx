@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { api, errorMessage, isAbort, isUnreachable } from '../api/client';
+import { ApiError, api, errorMessage, isAbort, isUnreachable } from '../api/client';
 import type { Conversation, Exchange, Message } from '../api/types';
 import { Composer } from './Composer';
 import { MessageItem } from './MessageItem';
@@ -201,7 +201,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       setSendError(
         isUnreachable(err)
           ? 'Cannot reach the server. Your message was not sent; it is back in the message box.'
-          : `Sending failed: ${errorMessage(err)} Your message is back in the message box.`,
+          : `Sending failed: ${errorMessage(err)}${retryHint(err)} Your message is back in the message box.`,
       );
       inputRef.current?.focus();
     };
@@ -331,4 +331,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
 function titleFrom(text: string): string {
   const line = text.trim().split('\n')[0] ?? '';
   return line.length > 60 ? `${line.slice(0, 57)}…` : line || 'New chat';
+}
+
+function retryHint(err: unknown): string {
+  return err instanceof ApiError && err.retryAfter !== undefined ? ` Try again in ${err.retryAfter} s.` : '';
 }
