@@ -122,7 +122,11 @@ const server = createServer(async (req, res) => {
     try {
       const data = await readFile(file);
       const type = file.endsWith('.js') ? 'text/javascript' : file.endsWith('.css') ? 'text/css' : 'text/html; charset=utf-8';
-      res.writeHead(200, { 'Content-Type': type });
+      res.writeHead(200, {
+        'Content-Type': type,
+        // The same policy chat-server sends: the client must work without inline scripts.
+        'Content-Security-Policy': "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'",
+      });
       return res.end(data);
     } catch {
       return fail(res, 404, 'Not found.', 'not_found');
