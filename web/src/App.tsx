@@ -14,8 +14,11 @@ function idFromHash(): string | null {
   return m?.[1] ? decodeURIComponent(m[1]) : null;
 }
 
+/** RFC 3339 strings may differ in fractional digits or offset, so compare instants, not text. */
+const instant = (t: string) => Date.parse(t) || 0;
+
 function byRecent(a: Conversation, b: Conversation): number {
-  return b.updated_at.localeCompare(a.updated_at);
+  return instant(b.updated_at) - instant(a.updated_at);
 }
 
 type ListState = { kind: 'loading' } | { kind: 'ready' } | { kind: 'error'; error: unknown };
@@ -133,7 +136,7 @@ export function App() {
 
   const onActivity = useCallback((id: string, updatedAt: string, firstUserText?: string) => {
     setConversations((cs) =>
-      cs.map((c) => (c.id === id && updatedAt > c.updated_at ? { ...c, updated_at: updatedAt } : c)).sort(byRecent),
+      cs.map((c) => (c.id === id && instant(updatedAt) > instant(c.updated_at) ? { ...c, updated_at: updatedAt } : c)).sort(byRecent),
     );
     // A fresh "New chat" takes its name from the first message; a failure here is harmless.
     const current = conversationsRef.current.find((c) => c.id === id);
