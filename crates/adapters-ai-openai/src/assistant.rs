@@ -1,0 +1,622 @@
+//! [`OpenAiAssistant`]: the [`Assistant`] port over an OpenAI-compatible chat-completions API.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use domain::{Assistant, AssistantError, DeltaStream, ReplyContext};
+use futures::stream::{self, BoxStream, StreamExt};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Response, Url};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{field, Instrument, Span};
+
+use crate::metrics::{CallRecorder, Outcome};
+use crate::retry::{delay_before_retry, parse_retry_after};
+use crate::settings::{OpenAiConfigError, OpenAiSettings};
+use crate::sse::SseParser;
+use crate::wire::{error_message_from_body, ChatRequest, Chunk, Completion};
+
+/// Provider messages quoted in errors are cut to this many characters.
+const MAX_QUOTED_CHARS: usize = 300;
+/// At most this much of an error body is read to find the provider's message.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// An [`Assistant`] backed by any OpenAI-compatible `POST {base_url}/chat/completions` endpoint
+/// (OpenAI, vLLM, Ollama, llama.cpp server, TGI, gateways).
+///
+/// Retries rate limits, server errors, timeouts and connection failures with jittered exponential
+/// backoff; bounds the requests in flight and the callers waiting for one. Cheap to clone.
+#[derive(Clone)]
+pub struct OpenAiAssistant {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    endpoint: Url,
+    /// `Bearer <key>`, marked sensitive so that reqwest and hyper never print it.
+    authorization: Option<HeaderValue>,
+    /// Kept only to scrub the key from provider messages that might echo it.
+    api_key: Option<SecretString>,
+    settings: OpenAiSettings,
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+impl fmt::Debug for OpenAiAssistant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("OpenAiAssistant")
+            .field("endpoint", &inner.endpoint.as_str())
+            .field("model", &inner.settings.model)
+            .field("api_key", &inner.api_key.as_ref().map(|_| "[REDACTED]"))
+            .field("max_concurrency", &inner.settings.max_concurrency)
+            .field("max_queue", &inner.settings.max_queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiAssistant {
+    /// Checks the settings and builds the HTTP client. Makes no request.
+    pub fn new(settings: OpenAiSettings) -> Result<Self, OpenAiConfigError> {
+        let endpoint = endpoint(&settings.base_url)?;
+        if settings.model.trim().is_empty() {
+            return Err(OpenAiConfigError::EmptyModel);
+        }
+        if settings.max_concurrency == 0 {
+            return Err(OpenAiConfigError::MaxConcurrency);
+        }
+        if settings.timeout.is_zero() {
+            return Err(OpenAiConfigError::Timeout);
+        }
+        let authorization = match &settings.api_key {
+            Some(key) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+                    .map_err(|_| OpenAiConfigError::ApiKey)?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("chat-server/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.timeout)
+            .build()
+            .map_err(|error| OpenAiConfigError::HttpClient(error.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                endpoint,
+                authorization,
+                api_key: settings.api_key.clone(),
+                permits: Arc::new(Semaphore::new(settings.max_concurrency)),
+                waiting: AtomicUsize::new(0),
+                settings,
+            }),
+        })
+    }
+
+    /// The whole reply in one non-streamed request.
+    #[tracing::instrument(name = "assistant.reply", skip_all, fields(model = %self.inner.settings.model))]
+    async fn complete(&self, context: &ReplyContext) -> Result<String, AssistantError> {
+        let inner = &self.inner;
+        let mut call = CallRecorder::start(&inner.settings.model);
+        let result = async {
+            let _permit = inner.admit().await?;
+            let body = inner.request_body(context, false)?;
+            inner
+                .with_retries(|| {
+                    let body = body.clone();
+                    async move {
+                        let attempt = async {
+                            let response =
+                                inner.check_status(inner.send(body, false).await?).await?;
+                            let bytes = response.bytes().await.map_err(|error| {
+                                Failure::retry(RetryReason::Connection, describe(error))
+                            })?;
+                            let completion: Completion =
+                                serde_json::from_slice(&bytes).map_err(|error| {
+                                    Failure::Fatal(AssistantError::Provider(format!(
+                                        "the provider sent a malformed response: {error}"
+                                    )))
+                                })?;
+                            match completion.into_text() {
+                                Some(text) if !text.is_empty() => Ok(text),
+                                _ => Err(Failure::Fatal(empty_reply())),
+                            }
+                        };
+                        tokio::time::timeout(inner.settings.timeout, attempt)
+                            .await
+                            .unwrap_or_else(|_| Err(Failure::timed_out()))
+                    }
+                })
+                .await
+        }
+        .await;
+        call.finish(Outcome::of(&result));
+        if let Ok(text) = &result {
+            tracing::debug!(chars = text.chars().count(), "reply received");
+        }
+        result
+    }
+
+    /// Opens the stream and waits for its first piece; the rest arrives through the stream.
+    #[tracing::instrument(name = "assistant.reply_stream", skip_all, fields(model = %self.inner.settings.model))]
+    async fn open_stream(&self, context: &ReplyContext) -> Result<DeltaStream, AssistantError> {
+        let inner = Arc::clone(&self.inner);
+        let mut call = CallRecorder::start(&inner.settings.model);
+        let opened = async {
+            let permit = inner.admit().await?;
+            let body = inner.request_body(context, true)?;
+            let stream = inner
+                .with_retries(|| {
+                    let body = body.clone();
+                    let inner = &inner;
+                    async move {
+                        let response = tokio::time::timeout(inner.settings.timeout, async {
+                            inner.check_status(inner.send(body, true).await?).await
+                        })
+                        .await
+                        .unwrap_or_else(|_| Err(Failure::timed_out()))?;
+                        let mut stream = PieceStream::new(response, inner.settings.timeout);
+                        // Until a piece exists nothing was shown to anyone: failures may retry.
+                        match stream.next_piece().await {
+                            Ok(Some(first)) => {
+                                stream.pending.push_front(first);
+                                Ok(stream)
+                            }
+                            Ok(None) => Err(Failure::Fatal(empty_reply())),
+                            Err(StreamFailure::Idle) => Err(Failure::timed_out()),
+                            Err(StreamFailure::Cut(detail)) => {
+                                Err(Failure::retry(RetryReason::Connection, detail))
+                            }
+                            Err(other) => Err(Failure::Fatal(other.into_error())),
+                        }
+                    }
+                })
+                .await?;
+            Ok((permit, stream))
+        }
+        .await;
+        let (permit, pieces) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                call.finish(Outcome::of_error(&error));
+                return Err(error);
+            }
+        };
+        call.first_piece();
+        let live = LiveStream {
+            pieces,
+            call,
+            _permit: permit,
+            span: Span::current(),
+            ended: false,
+        };
+        Ok(stream::unfold(live, LiveStream::next).boxed())
+    }
+}
+
+#[async_trait]
+impl Assistant for OpenAiAssistant {
+    fn context_messages(&self) -> usize {
+        self.inner.settings.context_messages
+    }
+
+    async fn reply(&self, context: &ReplyContext) -> Result<String, AssistantError> {
+        self.complete(context).await
+    }
+
+    async fn reply_stream(&self, context: &ReplyContext) -> Result<DeltaStream, AssistantError> {
+        self.open_stream(context).await
+    }
+}
+
+fn endpoint(base_url: &str) -> Result<Url, OpenAiConfigError> {
+    let joined = format!("{}/chat/completions", base_url.trim().trim_end_matches('/'));
+    let url = Url::parse(&joined).map_err(|_| OpenAiConfigError::BaseUrl)?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(OpenAiConfigError::BaseUrl);
+    }
+    Ok(url)
+}
+
+fn empty_reply() -> AssistantError {
+    AssistantError::Provider("the provider returned an empty reply".to_owned())
+}
+
+/// Why an attempt failed, and whether another one may help.
+enum Failure {
+    Retry {
+        reason: RetryReason,
+        retry_after: Option<Duration>,
+        detail: String,
+    },
+    Fatal(AssistantError),
+}
+
+impl Failure {
+    fn retry(reason: RetryReason, detail: String) -> Self {
+        Failure::Retry {
+            reason,
+            retry_after: None,
+            detail,
+        }
+    }
+
+    fn timed_out() -> Self {
+        Failure::retry(RetryReason::Timeout, "the attempt timed out".to_owned())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetryReason {
+    RateLimited,
+    RequestTimeout,
+    ServerError,
+    Timeout,
+    Connection,
+}
+
+impl RetryReason {
+    fn label(self) -> &'static str {
+        match self {
+            RetryReason::RateLimited => "rate_limited",
+            RetryReason::RequestTimeout => "request_timeout",
+            RetryReason::ServerError => "server_error",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Connection => "connection",
+        }
+    }
+}
+
+/// The error chain of a reqwest error, without the URL (it may carry credentials).
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Takes a waiting caller off the count when it stops waiting, however it stops.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Inner {
+    /// A slot toward the provider, held until the request (or stream) is over.
+    async fn admit(&self) -> Result<OwnedSemaphorePermit, AssistantError> {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        let already_waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.waiting);
+        if already_waiting >= self.settings.max_queue {
+            tracing::warn!(
+                waiting = already_waiting,
+                "too many callers waiting for the assistant"
+            );
+            return Err(AssistantError::Overloaded);
+        }
+        Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| AssistantError::Provider("the assistant is shutting down".to_owned()))
+    }
+
+    fn request_body(&self, context: &ReplyContext, stream: bool) -> Result<Bytes, AssistantError> {
+        let request = ChatRequest::new(
+            &self.settings.model,
+            self.settings.system_prompt.as_deref(),
+            context,
+            stream,
+        );
+        tracing::debug!(messages = request.messages.len(), "asking the provider");
+        serde_json::to_vec(&request)
+            .map(Bytes::from)
+            .map_err(|error| AssistantError::Unknown(error.into()))
+    }
+
+    async fn send(&self, body: Bytes, stream: bool) -> Result<Response, Failure> {
+        let mut request = self
+            .client
+            .post(self.endpoint.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        if stream {
+            request = request.header(ACCEPT, "text/event-stream");
+        }
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        request.send().await.map_err(|error| {
+            let reason = if error.is_timeout() {
+                RetryReason::Timeout
+            } else {
+                RetryReason::Connection
+            };
+            Failure::retry(
+                reason,
+                format!("could not reach the provider: {}", describe(error)),
+            )
+        })
+    }
+
+    /// Passes a 2xx response on; turns anything else into a retryable or a final failure.
+    async fn check_status(&self, response: Response) -> Result<Response, Failure> {
+        let status = response.status();
+        Span::current().record("status", status.as_u16());
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, SystemTime::now()));
+        let detail = match self.error_message(response).await {
+            Some(message) => format!("HTTP {status}: {message}"),
+            None => format!("HTTP {status}"),
+        };
+        let reason = match status.as_u16() {
+            429 => RetryReason::RateLimited,
+            408 => RetryReason::RequestTimeout,
+            500..=599 => RetryReason::ServerError,
+            _ => {
+                return Err(Failure::Fatal(AssistantError::Provider(format!(
+                    "the provider refused the request: {detail}"
+                ))))
+            }
+        };
+        Err(Failure::Retry {
+            reason,
+            retry_after,
+            detail,
+        })
+    }
+
+    /// The provider's own explanation from an error body, shortened and with the key scrubbed.
+    async fn error_message(&self, mut response: Response) -> Option<String> {
+        let mut body = Vec::new();
+        while body.len() < MAX_ERROR_BODY_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        let message = error_message_from_body(&body)?;
+        Some(self.quote(&message))
+    }
+
+    fn quote(&self, message: &str) -> String {
+        let mut message = message.trim().to_owned();
+        if let Some(key) = &self.api_key {
+            let key = key.expose_secret();
+            if !key.is_empty() {
+                message = message.replace(key, "[REDACTED]");
+            }
+        }
+        if message.chars().count() > MAX_QUOTED_CHARS {
+            message = message.chars().take(MAX_QUOTED_CHARS).collect::<String>() + "…";
+        }
+        message
+    }
+
+    /// Runs attempts until one succeeds, one fails for good, or `max_retries` retries are spent.
+    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, AssistantError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let settings = &self.settings;
+        let attempts = settings.max_retries.saturating_add(1);
+        for number in 1..=attempts {
+            let span = tracing::info_span!(
+                "provider_call",
+                model = %settings.model,
+                attempt = number,
+                status = field::Empty,
+                latency_ms = field::Empty,
+            );
+            let started = Instant::now();
+            let result = attempt().instrument(span.clone()).await;
+            span.record("latency_ms", started.elapsed().as_millis() as u64);
+            let (reason, retry_after, detail) = match result {
+                Ok(value) => return Ok(value),
+                Err(Failure::Fatal(error)) => {
+                    span.in_scope(|| tracing::warn!(%error, "the provider call failed"));
+                    return Err(error);
+                }
+                Err(Failure::Retry {
+                    reason,
+                    retry_after,
+                    detail,
+                }) => (reason, retry_after, detail),
+            };
+            if number == attempts {
+                span.in_scope(|| {
+                    tracing::warn!(reason = reason.label(), %detail, "giving up on the provider")
+                });
+                return Err(match reason {
+                    RetryReason::Timeout => AssistantError::Timeout,
+                    _ => AssistantError::Provider(format!(
+                        "gave up after {attempts} attempts; last error: {detail}"
+                    )),
+                });
+            }
+            let delay = delay_before_retry(
+                number - 1,
+                settings.initial_backoff,
+                settings.max_backoff,
+                retry_after,
+            );
+            span.in_scope(|| {
+                tracing::info!(
+                    reason = reason.label(),
+                    %detail,
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying the provider call"
+                )
+            });
+            crate::metrics::retried(&settings.model, reason.label());
+            tokio::time::sleep(delay).await;
+        }
+        unreachable!("the last attempt returns")
+    }
+}
+
+/// How a stream went wrong.
+enum StreamFailure {
+    /// Nothing arrived for a whole timeout.
+    Idle,
+    /// The connection broke or the body ended before `[DONE]`.
+    Cut(String),
+    Malformed(String),
+    /// The provider reported an error inside the stream.
+    Provider(String),
+}
+
+impl StreamFailure {
+    fn into_error(self) -> AssistantError {
+        match self {
+            StreamFailure::Idle => AssistantError::Timeout,
+            StreamFailure::Cut(detail) => {
+                AssistantError::Provider(format!("the reply stream broke off: {detail}"))
+            }
+            StreamFailure::Malformed(detail) => {
+                AssistantError::Provider(format!("the provider sent a malformed stream: {detail}"))
+            }
+            StreamFailure::Provider(message) => {
+                AssistantError::Provider(format!("the provider failed mid-stream: {message}"))
+            }
+        }
+    }
+}
+
+/// Text pieces read from an SSE body.
+struct PieceStream {
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    parser: SseParser,
+    pending: VecDeque<String>,
+    done: bool,
+    idle_timeout: Duration,
+}
+
+impl PieceStream {
+    fn new(response: Response, idle_timeout: Duration) -> Self {
+        Self {
+            body: response.bytes_stream().boxed(),
+            parser: SseParser::default(),
+            pending: VecDeque::new(),
+            done: false,
+            idle_timeout,
+        }
+    }
+
+    /// The next non-empty piece; `None` after `[DONE]`.
+    async fn next_piece(&mut self) -> Result<Option<String>, StreamFailure> {
+        loop {
+            if let Some(piece) = self.pending.pop_front() {
+                return Ok(Some(piece));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let events = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
+                Err(_) => return Err(StreamFailure::Idle),
+                Ok(Some(Ok(bytes))) => self.parser.feed(&bytes),
+                Ok(Some(Err(error))) => return Err(StreamFailure::Cut(describe(error))),
+                Ok(None) => {
+                    let events = self.parser.finish();
+                    // Pieces after the last complete event would be dropped anyway: a stream
+                    // without its end marker is a failure, whatever it carried.
+                    if let Ok(events) = &events {
+                        if !events.iter().any(|data| data.trim() == "[DONE]") {
+                            return Err(StreamFailure::Cut(
+                                "the stream ended without [DONE]".to_owned(),
+                            ));
+                        }
+                    }
+                    events
+                }
+            };
+            let events =
+                events.map_err(|_| StreamFailure::Malformed("the data is not UTF-8".to_owned()))?;
+            self.handle(events)?;
+        }
+    }
+
+    fn handle(&mut self, events: Vec<String>) -> Result<(), StreamFailure> {
+        for data in events {
+            if self.done {
+                break;
+            }
+            if data.trim() == "[DONE]" {
+                self.done = true;
+                break;
+            }
+            let chunk: Chunk = serde_json::from_str(&data)
+                .map_err(|error| StreamFailure::Malformed(error.to_string()))?;
+            if let Some(message) = chunk.error_message() {
+                return Err(StreamFailure::Provider(message));
+            }
+            if let Some(content) = chunk.into_content().filter(|c| !c.is_empty()) {
+                self.pending.push_back(content);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stream handed to the caller: holds the concurrency slot until it ends or is dropped.
+struct LiveStream {
+    pieces: PieceStream,
+    call: CallRecorder,
+    _permit: OwnedSemaphorePermit,
+    span: Span,
+    ended: bool,
+}
+
+impl LiveStream {
+    async fn next(mut self) -> Option<(Result<String, AssistantError>, Self)> {
+        if self.ended {
+            return None;
+        }
+        match self.pieces.next_piece().await {
+            Ok(Some(piece)) => {
+                self.call.add_chars(piece.chars().count());
+                Some((Ok(piece), self))
+            }
+            Ok(None) => {
+                self.span
+                    .in_scope(|| tracing::debug!(chars = self.call.chars(), "reply stream ended"));
+                self.call.finish(Outcome::Success);
+                None
+            }
+            Err(failure) => {
+                let error = failure.into_error();
+                self.span
+                    .in_scope(|| tracing::warn!(%error, "the reply stream failed"));
+                self.call.finish(Outcome::of_error(&error));
+                self.ended = true;
+                Some((Err(error), self))
+            }
+        }
+    }
+}

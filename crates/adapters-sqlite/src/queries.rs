@@ -1,0 +1,268 @@
+//! The SQL of the adapter. Every query is served by an index of the migration: conversations by
+//! primary key or `conversations_by_recency`, messages by `messages_by_position`.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use diesel::sqlite::SqliteConnection;
+use domain::{
+    Conversation, ConversationCursor, ConversationId, ConversationTitle, Exchange, Message,
+    MessageCursor, MessageWindow, NewExchange, NewMessage, Page, PageLimit, Role, Timestamp,
+};
+
+type QueryResult<T> = Result<T, diesel::result::Error>;
+
+#[derive(QueryableByName)]
+struct ConversationRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    title: String,
+    #[diesel(sql_type = BigInt)]
+    created_at: i64,
+    #[diesel(sql_type = BigInt)]
+    updated_at: i64,
+}
+
+#[derive(QueryableByName)]
+struct MessageRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    conversation_id: String,
+    #[diesel(sql_type = BigInt)]
+    position: i64,
+    #[diesel(sql_type = Text)]
+    role: String,
+    #[diesel(sql_type = Text)]
+    content: String,
+    #[diesel(sql_type = BigInt)]
+    created_at: i64,
+}
+
+#[derive(QueryableByName)]
+struct LastPosition {
+    #[diesel(sql_type = BigInt)]
+    last_position: i64,
+}
+
+fn corrupt(what: &str) -> diesel::result::Error {
+    diesel::result::Error::DeserializationError(format!("stored {what} is not valid").into())
+}
+
+impl TryFrom<ConversationRow> for Conversation {
+    type Error = diesel::result::Error;
+
+    fn try_from(row: ConversationRow) -> QueryResult<Self> {
+        Ok(Conversation {
+            id: row.id.parse().map_err(|_| corrupt("conversation id"))?,
+            title: row.title,
+            created_at: Timestamp::from_unix_micros(row.created_at),
+            updated_at: Timestamp::from_unix_micros(row.updated_at),
+        })
+    }
+}
+
+impl TryFrom<MessageRow> for Message {
+    type Error = diesel::result::Error;
+
+    fn try_from(row: MessageRow) -> QueryResult<Self> {
+        Ok(Message {
+            id: row.id.parse().map_err(|_| corrupt("message id"))?,
+            conversation_id: row
+                .conversation_id
+                .parse()
+                .map_err(|_| corrupt("conversation id"))?,
+            position: row.position,
+            role: Role::parse(&row.role).ok_or_else(|| corrupt("role"))?,
+            content: row.content,
+            created_at: Timestamp::from_unix_micros(row.created_at),
+        })
+    }
+}
+
+const CONVERSATION_COLUMNS: &str = "id, title, created_at, updated_at";
+const MESSAGE_COLUMNS: &str = "id, conversation_id, position, role, content, created_at";
+
+pub(crate) fn insert_conversation(
+    conn: &mut SqliteConnection,
+    conversation: &Conversation,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind::<Text, _>(conversation.id.to_string())
+    .bind::<Text, _>(&conversation.title)
+    .bind::<BigInt, _>(conversation.created_at.unix_micros())
+    .bind::<BigInt, _>(conversation.updated_at.unix_micros())
+    .execute(conn)?;
+    Ok(())
+}
+
+pub(crate) fn find_conversation(
+    conn: &mut SqliteConnection,
+    id: ConversationId,
+) -> QueryResult<Conversation> {
+    diesel::sql_query(format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
+    ))
+    .bind::<Text, _>(id.to_string())
+    .get_result::<ConversationRow>(conn)?
+    .try_into()
+}
+
+pub(crate) fn list_conversations(
+    conn: &mut SqliteConnection,
+    after: Option<ConversationCursor>,
+    limit: PageLimit,
+) -> QueryResult<Page<Conversation, ConversationCursor>> {
+    let fetch = i64::from(limit.get()) + 1;
+    let rows: Vec<ConversationRow> = match after {
+        None => diesel::sql_query(format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+             ORDER BY updated_at DESC, id DESC LIMIT ?"
+        ))
+        .bind::<BigInt, _>(fetch)
+        .load(conn)?,
+        Some(cursor) => diesel::sql_query(format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE (updated_at, id) < (?, ?) \
+             ORDER BY updated_at DESC, id DESC LIMIT ?"
+        ))
+        .bind::<BigInt, _>(cursor.updated_at.unix_micros())
+        .bind::<Text, _>(cursor.id.to_string())
+        .bind::<BigInt, _>(fetch)
+        .load(conn)?,
+    };
+    let mut items = rows
+        .into_iter()
+        .map(Conversation::try_from)
+        .collect::<QueryResult<Vec<_>>>()?;
+    let next_cursor = if items.len() > limit.get() as usize {
+        items.truncate(limit.get() as usize);
+        items.last().map(|last| ConversationCursor {
+            updated_at: last.updated_at,
+            id: last.id,
+        })
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+pub(crate) fn rename_conversation(
+    conn: &mut SqliteConnection,
+    id: ConversationId,
+    title: &ConversationTitle,
+    now: Timestamp,
+) -> QueryResult<Conversation> {
+    diesel::sql_query(format!(
+        "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ? \
+         RETURNING {CONVERSATION_COLUMNS}"
+    ))
+    .bind::<Text, _>(title.as_str())
+    .bind::<BigInt, _>(now.unix_micros())
+    .bind::<Text, _>(id.to_string())
+    .get_result::<ConversationRow>(conn)?
+    .try_into()
+}
+
+pub(crate) fn delete_conversation(
+    conn: &mut SqliteConnection,
+    id: ConversationId,
+) -> QueryResult<()> {
+    let deleted = diesel::sql_query("DELETE FROM conversations WHERE id = ?")
+        .bind::<Text, _>(id.to_string())
+        .execute(conn)?;
+    if deleted == 0 {
+        return Err(diesel::result::Error::NotFound);
+    }
+    Ok(())
+}
+
+pub(crate) fn list_messages(
+    conn: &mut SqliteConnection,
+    conversation_id: ConversationId,
+    window: MessageWindow,
+    limit: PageLimit,
+) -> QueryResult<Page<Message, MessageCursor>> {
+    find_conversation(conn, conversation_id)?;
+    let fetch = i64::from(limit.get()) + 1;
+    let conversation = conversation_id.to_string();
+    let (condition, order, bound) = match window {
+        MessageWindow::Latest => ("", "DESC", None),
+        MessageWindow::Before(cursor) => ("AND position < ?", "DESC", Some(cursor.position)),
+        MessageWindow::After(cursor) => ("AND position > ?", "ASC", Some(cursor.position)),
+    };
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? {condition} \
+         ORDER BY position {order} LIMIT ?"
+    );
+    let rows: Vec<MessageRow> = match bound {
+        None => diesel::sql_query(sql)
+            .bind::<Text, _>(conversation)
+            .bind::<BigInt, _>(fetch)
+            .load(conn)?,
+        Some(position) => diesel::sql_query(sql)
+            .bind::<Text, _>(conversation)
+            .bind::<BigInt, _>(position)
+            .bind::<BigInt, _>(fetch)
+            .load(conn)?,
+    };
+    let mut items = rows
+        .into_iter()
+        .map(Message::try_from)
+        .collect::<QueryResult<Vec<_>>>()?;
+    let more = items.len() > limit.get() as usize;
+    items.truncate(limit.get() as usize);
+    let next_cursor = more
+        .then(|| {
+            items.last().map(|last| MessageCursor {
+                position: last.position,
+            })
+        })
+        .flatten();
+    if order == "DESC" {
+        items.reverse();
+    }
+    Ok(Page { items, next_cursor })
+}
+
+pub(crate) fn append_exchange(
+    conn: &mut SqliteConnection,
+    exchange: &NewExchange,
+) -> QueryResult<Exchange> {
+    let LastPosition { last_position } = diesel::sql_query(
+        "UPDATE conversations SET last_position = last_position + 2, \
+         updated_at = MAX(updated_at, ?) WHERE id = ? RETURNING last_position",
+    )
+    .bind::<BigInt, _>(exchange.assistant.created_at.unix_micros())
+    .bind::<Text, _>(exchange.conversation_id.to_string())
+    .get_result(conn)?;
+    let user_position = last_position - 1;
+    diesel::sql_query(
+        "INSERT INTO messages (id, conversation_id, position, role, content, created_at) \
+         VALUES (?, ?, ?, 'user', ?, ?), (?, ?, ?, 'assistant', ?, ?)",
+    )
+    .bind::<Text, _>(exchange.user.id.to_string())
+    .bind::<Text, _>(exchange.conversation_id.to_string())
+    .bind::<BigInt, _>(user_position)
+    .bind::<Text, _>(&exchange.user.content)
+    .bind::<BigInt, _>(exchange.user.created_at.unix_micros())
+    .bind::<Text, _>(exchange.assistant.id.to_string())
+    .bind::<Text, _>(exchange.conversation_id.to_string())
+    .bind::<BigInt, _>(last_position)
+    .bind::<Text, _>(&exchange.assistant.content)
+    .bind::<BigInt, _>(exchange.assistant.created_at.unix_micros())
+    .execute(conn)?;
+    let stored = |new: &NewMessage, role, position| Message {
+        id: new.id,
+        conversation_id: exchange.conversation_id,
+        position,
+        role,
+        content: new.content.clone(),
+        created_at: new.created_at,
+    };
+    Ok(Exchange {
+        user_message: stored(&exchange.user, Role::User, user_position),
+        assistant_message: stored(&exchange.assistant, Role::Assistant, last_position),
+    })
+}

@@ -1,0 +1,73 @@
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+/// Replies that run to completion whether or not their client is still listening. They run on a
+/// runtime that outlives the HTTP workers, and shutdown waits for them, so a reply that has started
+/// is finished and stored even when the client leaves or the server is asked to stop.
+#[derive(Clone, Debug)]
+pub struct Generations {
+    runtime: Handle,
+    in_flight: Arc<InFlight>,
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+        metrics::gauge!("chat_generations_in_flight").decrement(1.0);
+    }
+}
+
+impl Generations {
+    pub fn new(runtime: Handle) -> Self {
+        Self {
+            runtime,
+            in_flight: Arc::default(),
+        }
+    }
+
+    pub(crate) fn spawn<F>(&self, generation: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        metrics::gauge!("chat_generations_in_flight").increment(1.0);
+        let guard = InFlightGuard(Arc::clone(&self.in_flight));
+        self.runtime.spawn(async move {
+            let _guard = guard;
+            generation.await;
+        });
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until no generation runs, or `grace` has passed; true when they all finished.
+    pub async fn wait_idle(&self, grace: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = self.in_flight.idle.notified();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
+    }
+}

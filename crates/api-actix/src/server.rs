@@ -1,0 +1,143 @@
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpResponse, HttpServer, Route};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::errors::{ApiError, SeedError};
+use crate::middleware::{cors, observe, security_headers};
+use crate::openapi::ApiDoc;
+use crate::state::AppState;
+use crate::{ops, seed, v1, web_client};
+
+/// Connection-level limits and timeouts of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    pub keep_alive: Duration,
+    /// Time a client has to send the request head.
+    pub client_request_timeout: Duration,
+    /// Time in-flight requests get to finish after a stop signal.
+    pub shutdown_grace: Duration,
+    /// Open connections per worker.
+    pub max_connections: usize,
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed())
+}
+
+async fn seed_method_not_allowed() -> Result<HttpResponse, SeedError> {
+    Err(SeedError::from(ApiError::method_not_allowed()))
+}
+
+fn query_error(
+    error: actix_web::error::QueryPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    ApiError::bad_request("invalid_query", format!("Invalid query string: {error}.")).into()
+}
+
+fn resource(path: &str, routes: Vec<Route>, seed: bool) -> actix_web::Resource {
+    let resource = routes
+        .into_iter()
+        .fold(web::resource(path), |resource, route| resource.route(route));
+    if seed {
+        resource.default_service(web::to(seed_method_not_allowed))
+    } else {
+        resource.default_service(web::to(method_not_allowed))
+    }
+}
+
+/// The whole application: what `main` serves and what the in-process tests call.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let settings = state.settings.clone();
+    App::new()
+        .app_data(web::Data::new(state))
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .wrap(cors(&settings))
+        .wrap(security_headers(&settings))
+        .wrap(from_fn(observe))
+        .service(resource(
+            "/chat/history",
+            vec![web::get().to(seed::history)],
+            true,
+        ))
+        .service(resource(
+            "/chat/message",
+            vec![web::post().to(seed::send_message)],
+            true,
+        ))
+        .service(resource(
+            "/api/v1/conversations",
+            vec![
+                web::post().to(v1::create_conversation),
+                web::get().to(v1::list_conversations),
+            ],
+            false,
+        ))
+        .service(resource(
+            "/api/v1/conversations/{id}",
+            vec![
+                web::get().to(v1::get_conversation),
+                web::patch().to(v1::rename_conversation),
+                web::delete().to(v1::delete_conversation),
+            ],
+            false,
+        ))
+        .service(resource(
+            "/api/v1/conversations/{id}/messages",
+            vec![
+                web::get().to(v1::list_messages),
+                web::post().to(v1::send_message),
+            ],
+            false,
+        ))
+        .service(resource(
+            "/healthz",
+            vec![web::get().to(ops::healthz)],
+            false,
+        ))
+        .service(resource("/readyz", vec![web::get().to(ops::readyz)], false))
+        .service(resource(
+            "/metrics",
+            vec![web::get().to(ops::metrics)],
+            false,
+        ))
+        .service(web::redirect("/docs", "/docs/").permanent())
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
+        .default_service(web::to(web_client::fallback))
+}
+
+/// Starts serving on `listener` (port 0 is fine). SIGTERM and SIGINT stop accepting connections
+/// and give in-flight requests `shutdown_grace` to finish.
+pub fn serve(
+    listener: TcpListener,
+    state: AppState,
+    http: &HttpSettings,
+) -> std::io::Result<Server> {
+    let mut server = HttpServer::new(move || app(state.clone()))
+        .keep_alive(http.keep_alive)
+        .client_request_timeout(http.client_request_timeout)
+        .shutdown_timeout(http.shutdown_grace.as_secs())
+        .max_connections(http.max_connections);
+    if http.workers > 0 {
+        server = server.workers(http.workers);
+    }
+    Ok(server.listen(listener)?.run())
+}

@@ -1,0 +1,115 @@
+//! The built web client, served at `/` after every API route had its chance.
+
+use std::path::{Component, Path, PathBuf};
+
+use actix_files::NamedFile;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::errors::ApiError;
+use crate::state::AppState;
+
+const API_PREFIXES: [&str; 7] = [
+    "/api/",
+    "/chat/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+];
+
+/// Hashed bundle files never change under their name; everything else must be revalidated so a
+/// deploy is picked up at the next load.
+fn cache_control(relative: &Path) -> &'static str {
+    if relative.starts_with("assets") {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    }
+}
+
+/// The request path as a relative path inside the dist directory, refusing anything that could
+/// step outside it.
+fn relative_path(path: &str) -> Option<PathBuf> {
+    let decoded = path.trim_start_matches('/');
+    let relative = PathBuf::from(decoded);
+    relative
+        .components()
+        .all(|component| matches!(component, Component::Normal(_)))
+        .then_some(relative)
+}
+
+async fn is_file(path: &Path) -> bool {
+    tokio::fs::metadata(path)
+        .await
+        .is_ok_and(|metadata| metadata.is_file())
+}
+
+async fn serve_file(
+    request: &HttpRequest,
+    file: &Path,
+    relative: &Path,
+) -> Result<HttpResponse, ApiError> {
+    let named = NamedFile::open_async(file)
+        .await
+        .map_err(|_| ApiError::not_found())?;
+    let mut response = named.into_response(request);
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control(relative)),
+    );
+    Ok(response)
+}
+
+/// Everything no route matched: a file of the web client, the client's `index.html` for its own
+/// paths (it routes on the client side), or a JSON 404.
+pub(crate) async fn fallback(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let path = request.path();
+    let is_read = request.method() == Method::GET || request.method() == Method::HEAD;
+    let Some(dist) = state.settings.web_dist_dir.as_deref() else {
+        return Err(ApiError::not_found());
+    };
+    if !is_read || API_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
+        return Err(ApiError::not_found());
+    }
+    let relative = relative_path(path).ok_or_else(ApiError::not_found)?;
+    if !relative.as_os_str().is_empty() {
+        let file = dist.join(&relative);
+        if is_file(&file).await {
+            return serve_file(&request, &file, &relative).await;
+        }
+        // A missing bundle file is an error, not the client's index page.
+        if relative.starts_with("assets") {
+            return Err(ApiError::not_found());
+        }
+    }
+    let index = Path::new("index.html");
+    serve_file(&request, &dist.join(index), index).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_cannot_leave_the_dist_directory() {
+        assert_eq!(
+            relative_path("/assets/app.js"),
+            Some(PathBuf::from("assets/app.js"))
+        );
+        assert_eq!(relative_path("/"), Some(PathBuf::new()));
+        assert_eq!(relative_path("/../etc/passwd"), None);
+        assert_eq!(relative_path("/assets/../../secret"), None);
+    }
+
+    #[test]
+    fn only_hashed_assets_are_cached_forever() {
+        assert!(cache_control(Path::new("assets/index-abc123.js")).contains("immutable"));
+        assert_eq!(cache_control(Path::new("index.html")), "no-cache");
+    }
+}

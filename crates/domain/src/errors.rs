@@ -1,0 +1,62 @@
+use thiserror::Error;
+
+use crate::paging::CursorError;
+use crate::text::TextError;
+
+/// What a [`crate::ChatRepository`] can fail with. Adapters translate their library errors into these
+/// at their edge; nothing from a database driver crosses into the domain.
+#[derive(Debug, Error)]
+pub enum RepositoryError {
+    #[error("the conversation does not exist")]
+    NotFound,
+    #[error("an entity with this id already exists")]
+    Conflict,
+    /// The database cannot be reached or refuses work right now; retrying later may succeed.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    /// The write queue is full; the request was not accepted and nothing was written.
+    #[error("storage is overloaded")]
+    Overloaded,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// What an [`crate::Assistant`] can fail with.
+#[derive(Debug, Error)]
+pub enum AssistantError {
+    /// The provider failed or could not be reached (after any retries the adapter makes).
+    #[error("the assistant provider failed: {0}")]
+    Provider(String),
+    /// The provider did not answer in time.
+    #[error("the assistant provider timed out")]
+    Timeout,
+    /// Too many requests toward the provider are already waiting.
+    #[error("the assistant is overloaded")]
+    Overloaded,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// What a use case of [`crate::ChatService`] can fail with.
+#[derive(Debug, Error)]
+pub enum ChatError {
+    #[error("invalid text: {0}")]
+    InvalidText(#[from] TextError),
+    #[error("invalid page request: {0}")]
+    InvalidPage(#[from] CursorError),
+    #[error("conversation not found")]
+    ConversationNotFound,
+    #[error(transparent)]
+    Storage(RepositoryError),
+    #[error(transparent)]
+    Assistant(#[from] AssistantError),
+}
+
+impl From<RepositoryError> for ChatError {
+    fn from(error: RepositoryError) -> Self {
+        match error {
+            RepositoryError::NotFound => ChatError::ConversationNotFound,
+            other => ChatError::Storage(other),
+        }
+    }
+}

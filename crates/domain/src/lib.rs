@@ -1,0 +1,21 @@
+//! The chat domain: what a conversation is, what may be said in one, and the use cases that tie
+//! storage and assistant together. It knows no database, no HTTP framework and no model provider;
+//! those arrive through the ports in [`ports`].
+
+pub mod errors;
+pub mod ids;
+pub mod model;
+pub mod paging;
+pub mod ports;
+pub mod service;
+pub mod text;
+pub mod time;
+
+pub use errors::{AssistantError, ChatError, RepositoryError};
+pub use ids::{ConversationId, MessageId};
+pub use model::{Conversation, Exchange, Message, NewExchange, NewMessage, Role};
+pub use paging::{ConversationCursor, CursorError, MessageCursor, MessageWindow, Page, PageLimit};
+pub use ports::{Assistant, ChatRepository, DeltaStream, ReplyContext};
+pub use service::{ChatService, ChatServiceConfig, PendingReply, ReplyEvent};
+pub use text::{ConversationTitle, MessageText, TextError};
+pub use time::Timestamp;

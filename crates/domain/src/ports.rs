@@ -1,0 +1,103 @@
+//! The ports: what the domain needs from the outside world. Each method's doc comment is the contract
+//! every adapter MUST honour; `testkit` checks those contracts for any implementation.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::errors::{AssistantError, RepositoryError};
+use crate::ids::ConversationId;
+use crate::model::{Conversation, Exchange, Message, NewExchange};
+use crate::paging::{ConversationCursor, MessageCursor, MessageWindow, Page, PageLimit};
+use crate::text::{ConversationTitle, MessageText};
+use crate::time::Timestamp;
+
+/// Persistent storage of conversations and their messages.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait ChatRepository: Send + Sync {
+    /// Stores a new conversation with no messages.
+    /// MUST return `Conflict` if a conversation with this id exists.
+    async fn create_conversation(&self, conversation: &Conversation)
+        -> Result<(), RepositoryError>;
+
+    /// MUST return `NotFound` if the conversation does not exist.
+    async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, RepositoryError>;
+
+    /// Conversations ordered by `(updated_at, id)` descending, at most `limit` of them, starting
+    /// strictly after `after` in that order. `next_cursor` is the position of the last item when more
+    /// items follow, `None` otherwise. The cost MUST NOT grow with the number of conversations
+    /// skipped (keyset pagination on an index).
+    async fn list_conversations(
+        &self,
+        after: Option<ConversationCursor>,
+        limit: PageLimit,
+    ) -> Result<Page<Conversation, ConversationCursor>, RepositoryError>;
+
+    /// Sets the title and `updated_at = now`, returning the updated conversation.
+    /// MUST return `NotFound` if the conversation does not exist.
+    async fn rename_conversation(
+        &self,
+        id: ConversationId,
+        title: &ConversationTitle,
+        now: Timestamp,
+    ) -> Result<Conversation, RepositoryError>;
+
+    /// Deletes the conversation and every message in it, atomically.
+    /// MUST return `NotFound` if the conversation does not exist.
+    async fn delete_conversation(&self, id: ConversationId) -> Result<(), RepositoryError>;
+
+    /// A page of a conversation's messages, items oldest first (ascending position).
+    /// `Latest` gives the newest `limit` messages; `Before(c)` the newest `limit` older than `c`;
+    /// `After(c)` the oldest `limit` newer than `c`. `next_cursor` continues in the same direction
+    /// (older for `Latest`/`Before`, newer for `After`) and is `None` when nothing is left that way.
+    /// The cost MUST NOT grow with the size of the conversation.
+    /// MUST return `NotFound` if the conversation does not exist.
+    async fn list_messages(
+        &self,
+        conversation_id: ConversationId,
+        window: MessageWindow,
+        limit: PageLimit,
+    ) -> Result<Page<Message, MessageCursor>, RepositoryError>;
+
+    /// Stores the user message and the reply atomically (both or neither) as the next two positions
+    /// of the conversation (user first), and moves the conversation's `updated_at` to the reply's
+    /// `created_at` if that is later. Positions MUST be gap-free and follow the order in which
+    /// exchanges are stored, also under concurrent calls, from one process or many.
+    /// MUST return `NotFound` (and store nothing) if the conversation does not exist,
+    /// `Conflict` (and store nothing) if a message id exists, `Overloaded` (and store nothing)
+    /// if the adapter's write queue is full.
+    async fn append_exchange(&self, exchange: &NewExchange) -> Result<Exchange, RepositoryError>;
+
+    /// Succeeds when storage can serve reads and writes now; `Unavailable` otherwise.
+    async fn health_check(&self) -> Result<(), RepositoryError>;
+}
+
+/// A reply arriving piece by piece. Concatenated, the pieces are the whole reply.
+pub type DeltaStream = BoxStream<'static, Result<String, AssistantError>>;
+
+/// What an assistant is asked to reply to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyContext {
+    pub conversation_id: ConversationId,
+    /// Earlier messages of the conversation, oldest first: at most
+    /// [`Assistant::context_messages`] of the most recent ones.
+    pub history: Vec<Message>,
+    pub user_text: MessageText,
+}
+
+/// Something that answers a user: a model provider, a canned responder, a cache in front of either.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait Assistant: Send + Sync {
+    /// How many earlier messages this assistant wants in [`ReplyContext::history`]; 0 for none.
+    fn context_messages(&self) -> usize;
+
+    /// The whole reply. MUST NOT return an empty reply: an empty answer is a `Provider` error.
+    async fn reply(&self, context: &ReplyContext) -> Result<String, AssistantError>;
+
+    /// The reply as a stream of pieces. Errors that happen before any piece exists (provider
+    /// unreachable, overloaded) MUST be returned here rather than inside the stream, so that callers
+    /// can answer with a plain error. A stream that ends with an `Err` item ended in failure: the
+    /// pieces before it are not a reply.
+    async fn reply_stream(&self, context: &ReplyContext) -> Result<DeltaStream, AssistantError>;
+}

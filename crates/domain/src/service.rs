@@ -1,0 +1,577 @@
+use std::sync::Arc;
+
+use futures::{Sink, SinkExt, StreamExt};
+
+use crate::errors::{AssistantError, ChatError, RepositoryError};
+use crate::ids::ConversationId;
+use crate::model::{Conversation, Exchange, Message, NewExchange};
+use crate::paging::{ConversationCursor, MessageCursor, MessageWindow, Page, PageLimit};
+use crate::ports::{Assistant, ChatRepository, DeltaStream, ReplyContext};
+use crate::text::{ConversationTitle, MessageText};
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatServiceConfig {
+    /// Longest message text accepted, in characters.
+    pub max_message_chars: usize,
+}
+
+impl Default for ChatServiceConfig {
+    fn default() -> Self {
+        Self {
+            max_message_chars: 16_000,
+        }
+    }
+}
+
+/// What a streamed reply reports while it is produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyEvent {
+    Delta(String),
+}
+
+/// The use cases of the chat service, over whichever storage and assistant it was given.
+pub struct ChatService {
+    repository: Arc<dyn ChatRepository>,
+    assistant: Arc<dyn Assistant>,
+    config: ChatServiceConfig,
+}
+
+impl std::fmt::Debug for ChatService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatService")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatService {
+    pub fn new(
+        repository: Arc<dyn ChatRepository>,
+        assistant: Arc<dyn Assistant>,
+        config: ChatServiceConfig,
+    ) -> Self {
+        Self {
+            repository,
+            assistant,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> ChatServiceConfig {
+        self.config
+    }
+
+    pub fn message_text(&self, text: impl Into<String>) -> Result<MessageText, ChatError> {
+        Ok(MessageText::new(text, self.config.max_message_chars)?)
+    }
+
+    pub async fn health(&self) -> Result<(), RepositoryError> {
+        self.repository.health_check().await
+    }
+
+    /// Creates the default conversation unless it exists.
+    pub async fn ensure_default_conversation(&self) -> Result<(), ChatError> {
+        ensure_default_conversation(self.repository.as_ref(), Timestamp::now()).await
+    }
+
+    pub async fn create_conversation(
+        &self,
+        title: Option<&str>,
+    ) -> Result<Conversation, ChatError> {
+        let title = match title {
+            Some(title) => ConversationTitle::new(title)?,
+            None => ConversationTitle::default_title(),
+        };
+        let conversation = Conversation::new(ConversationId::generate(), title, Timestamp::now());
+        self.repository.create_conversation(&conversation).await?;
+        Ok(conversation)
+    }
+
+    pub async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, ChatError> {
+        Ok(self.repository.get_conversation(id).await?)
+    }
+
+    pub async fn list_conversations(
+        &self,
+        cursor: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<Page<Conversation, ConversationCursor>, ChatError> {
+        let after = cursor.map(ConversationCursor::decode).transpose()?;
+        let limit = limit.map(PageLimit::new).transpose()?.unwrap_or_default();
+        Ok(self.repository.list_conversations(after, limit).await?)
+    }
+
+    pub async fn rename_conversation(
+        &self,
+        id: ConversationId,
+        title: &str,
+    ) -> Result<Conversation, ChatError> {
+        let title = ConversationTitle::new(title)?;
+        Ok(self
+            .repository
+            .rename_conversation(id, &title, Timestamp::now())
+            .await?)
+    }
+
+    pub async fn delete_conversation(&self, id: ConversationId) -> Result<(), ChatError> {
+        Ok(self.repository.delete_conversation(id).await?)
+    }
+
+    /// A page of messages: the newest ones, or those older than the `before` cursor.
+    pub async fn list_messages(
+        &self,
+        id: ConversationId,
+        before: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<Page<Message, MessageCursor>, ChatError> {
+        let window = match before {
+            Some(token) => MessageWindow::Before(MessageCursor::decode(token)?),
+            None => MessageWindow::Latest,
+        };
+        let limit = limit.map(PageLimit::new).transpose()?.unwrap_or_default();
+        Ok(self.repository.list_messages(id, window, limit).await?)
+    }
+
+    /// The default conversation from the beginning, a page at a time (pass the previous page's
+    /// cursor). Empty when the default conversation does not exist yet.
+    pub async fn history_page(
+        &self,
+        after: Option<MessageCursor>,
+    ) -> Result<Page<Message, MessageCursor>, ChatError> {
+        let window = after.map_or(
+            MessageWindow::After(MessageCursor { position: 0 }),
+            |cursor| MessageWindow::After(cursor),
+        );
+        let limit = PageLimit::new(i64::from(PageLimit::MAX)).expect("the maximum is in range");
+        match self
+            .repository
+            .list_messages(ConversationId::DEFAULT, window, limit)
+            .await
+        {
+            Err(RepositoryError::NotFound) => Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            }),
+            other => Ok(other?),
+        }
+    }
+
+    /// Asks the assistant and stores the exchange; returns once it is stored.
+    pub async fn send_message(
+        &self,
+        id: ConversationId,
+        text: MessageText,
+    ) -> Result<Exchange, ChatError> {
+        let context = self.reply_context(id, text).await?;
+        let reply = self.assistant.reply(&context).await?;
+        if reply.is_empty() {
+            return Err(empty_reply().into());
+        }
+        let exchange = NewExchange::new(id, context.user_text, reply);
+        store_exchange(self.repository.as_ref(), &exchange).await
+    }
+
+    /// Checks the conversation, gathers context and starts the assistant's stream. Failures that
+    /// happen before any text exists come back here; [`PendingReply::complete`] does the rest.
+    pub async fn start_reply(
+        &self,
+        id: ConversationId,
+        text: MessageText,
+    ) -> Result<PendingReply, ChatError> {
+        let context = self.reply_context(id, text).await?;
+        let deltas = self.assistant.reply_stream(&context).await?;
+        Ok(PendingReply {
+            repository: Arc::clone(&self.repository),
+            context,
+            deltas,
+        })
+    }
+
+    async fn reply_context(
+        &self,
+        id: ConversationId,
+        user_text: MessageText,
+    ) -> Result<ReplyContext, ChatError> {
+        let wanted = self.assistant.context_messages();
+        let history = if wanted == 0 {
+            // The default conversation is created on demand when its first exchange is stored, so
+            // only other conversations need checking before the assistant is asked.
+            if id != ConversationId::DEFAULT {
+                self.repository.get_conversation(id).await?;
+            }
+            Vec::new()
+        } else {
+            let limit = i64::try_from(wanted.min(PageLimit::MAX as usize)).unwrap_or(1);
+            let limit = PageLimit::new(limit)?;
+            match self
+                .repository
+                .list_messages(id, MessageWindow::Latest, limit)
+                .await
+            {
+                Ok(page) => page.items,
+                Err(RepositoryError::NotFound) if id == ConversationId::DEFAULT => Vec::new(),
+                Err(other) => return Err(other.into()),
+            }
+        };
+        Ok(ReplyContext {
+            conversation_id: id,
+            history,
+            user_text,
+        })
+    }
+}
+
+/// The seed API's conversation; a concurrent creator winning the race is as good as creating it.
+async fn ensure_default_conversation(
+    repository: &dyn ChatRepository,
+    now: Timestamp,
+) -> Result<(), ChatError> {
+    let title = ConversationTitle::new(DEFAULT_CONVERSATION_TITLE).expect("a valid constant title");
+    let conversation = Conversation::new(ConversationId::DEFAULT, title, now);
+    match repository.create_conversation(&conversation).await {
+        Ok(()) | Err(RepositoryError::Conflict) => Ok(()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+const DEFAULT_CONVERSATION_TITLE: &str = "Chat";
+
+fn empty_reply() -> AssistantError {
+    AssistantError::Provider("the assistant returned an empty reply".to_owned())
+}
+
+async fn store_exchange(
+    repository: &dyn ChatRepository,
+    exchange: &NewExchange,
+) -> Result<Exchange, ChatError> {
+    match repository.append_exchange(exchange).await {
+        Err(RepositoryError::NotFound) if exchange.conversation_id == ConversationId::DEFAULT => {
+            ensure_default_conversation(repository, exchange.user.created_at).await?;
+            Ok(repository.append_exchange(exchange).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// A reply whose stream has started but is not finished or stored yet.
+pub struct PendingReply {
+    repository: Arc<dyn ChatRepository>,
+    context: ReplyContext,
+    deltas: DeltaStream,
+}
+
+impl std::fmt::Debug for PendingReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingReply")
+            .field("conversation_id", &self.context.conversation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingReply {
+    /// Drives the reply to its end and stores the exchange, offering every piece to `events` as it
+    /// arrives. When the receiving side goes away (the client disconnected) the reply still runs to
+    /// the end and is stored, so nothing the user asked for is lost. When the assistant fails,
+    /// nothing is stored.
+    pub async fn complete<S>(self, mut events: S) -> Result<Exchange, ChatError>
+    where
+        S: Sink<ReplyEvent> + Unpin,
+    {
+        let PendingReply {
+            repository,
+            context,
+            mut deltas,
+        } = self;
+        let mut reply = String::new();
+        let mut listening = true;
+        while let Some(piece) = deltas.next().await {
+            let piece = piece?;
+            if piece.is_empty() {
+                continue;
+            }
+            reply.push_str(&piece);
+            if listening && events.send(ReplyEvent::Delta(piece)).await.is_err() {
+                listening = false;
+            }
+        }
+        if reply.is_empty() {
+            return Err(empty_reply().into());
+        }
+        let exchange = NewExchange::new(context.conversation_id, context.user_text, reply);
+        store_exchange(repository.as_ref(), &exchange).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::{MockAssistant, MockChatRepository};
+    use crate::Role;
+    use futures::stream;
+
+    fn stored(exchange: &NewExchange) -> Exchange {
+        let message = |role, new: &crate::NewMessage, position| Message {
+            id: new.id,
+            conversation_id: exchange.conversation_id,
+            position,
+            role,
+            content: new.content.clone(),
+            created_at: new.created_at,
+        };
+        Exchange {
+            user_message: message(Role::User, &exchange.user, 1),
+            assistant_message: message(Role::Assistant, &exchange.assistant, 2),
+        }
+    }
+
+    fn assistant_replying(reply: &'static str) -> MockAssistant {
+        let mut assistant = MockAssistant::new();
+        assistant.expect_context_messages().return_const(0usize);
+        assistant
+            .expect_reply()
+            .returning(move |_| Ok(reply.to_owned()));
+        assistant.expect_reply_stream().returning(move |_| {
+            let pieces: Vec<Result<String, AssistantError>> = reply
+                .split_inclusive(' ')
+                .map(|piece| Ok(piece.to_owned()))
+                .collect();
+            Ok(stream::iter(pieces).boxed())
+        });
+        assistant
+    }
+
+    fn service(repository: MockChatRepository, assistant: MockAssistant) -> ChatService {
+        ChatService::new(
+            Arc::new(repository),
+            Arc::new(assistant),
+            ChatServiceConfig {
+                max_message_chars: 100,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn sending_stores_the_user_text_with_its_reply() {
+        let mut repository = MockChatRepository::new();
+        repository
+            .expect_append_exchange()
+            .withf(|exchange| {
+                exchange.user.content == "hello" && exchange.assistant.content == "Hi there!"
+            })
+            .times(1)
+            .returning(|exchange| Ok(stored(exchange)));
+        let service = service(repository, assistant_replying("Hi there!"));
+        let text = service.message_text("hello").unwrap();
+
+        let exchange = service
+            .send_message(ConversationId::DEFAULT, text)
+            .await
+            .unwrap();
+
+        assert_eq!(exchange.user_message.content, "hello");
+        assert_eq!(exchange.assistant_message.content, "Hi there!");
+    }
+
+    #[tokio::test]
+    async fn the_default_conversation_is_created_on_first_use() {
+        let mut repository = MockChatRepository::new();
+        let mut seq = mockall::Sequence::new();
+        repository
+            .expect_append_exchange()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Err(RepositoryError::NotFound));
+        repository
+            .expect_create_conversation()
+            .withf(|conversation| conversation.id == ConversationId::DEFAULT)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(()));
+        repository
+            .expect_append_exchange()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|exchange| Ok(stored(exchange)));
+        let service = service(repository, assistant_replying("ok"));
+
+        let text = service.message_text("first").unwrap();
+        assert!(service
+            .send_message(ConversationId::DEFAULT, text)
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_conversation_is_reported_before_the_assistant_is_asked() {
+        let mut repository = MockChatRepository::new();
+        repository
+            .expect_get_conversation()
+            .returning(|_| Err(RepositoryError::NotFound));
+        let mut assistant = MockAssistant::new();
+        assistant.expect_context_messages().return_const(0usize);
+        assistant.expect_reply().never();
+        let service = service(repository, assistant);
+
+        let text = service.message_text("hello").unwrap();
+        let result = service.send_message(ConversationId::generate(), text).await;
+        assert!(matches!(result, Err(ChatError::ConversationNotFound)));
+    }
+
+    #[tokio::test]
+    async fn a_failing_assistant_stores_nothing() {
+        let mut repository = MockChatRepository::new();
+        repository.expect_append_exchange().never();
+        let mut assistant = MockAssistant::new();
+        assistant.expect_context_messages().return_const(0usize);
+        assistant
+            .expect_reply()
+            .returning(|_| Err(AssistantError::Timeout));
+        let service = service(repository, assistant);
+
+        let text = service.message_text("hello").unwrap();
+        let result = service.send_message(ConversationId::DEFAULT, text).await;
+        assert!(matches!(
+            result,
+            Err(ChatError::Assistant(AssistantError::Timeout))
+        ));
+    }
+
+    #[tokio::test]
+    async fn context_is_the_latest_messages_the_assistant_asks_for() {
+        let mut repository = MockChatRepository::new();
+        repository
+            .expect_list_messages()
+            .withf(|_, window, limit| *window == MessageWindow::Latest && limit.get() == 6)
+            .times(1)
+            .returning(|_, _, _| {
+                Ok(Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                })
+            });
+        repository
+            .expect_append_exchange()
+            .returning(|exchange| Ok(stored(exchange)));
+        let mut assistant = MockAssistant::new();
+        assistant.expect_context_messages().return_const(6usize);
+        assistant
+            .expect_reply()
+            .withf(|context| context.user_text.as_str() == "question")
+            .returning(|_| Ok("answer".to_owned()));
+        let service = service(repository, assistant);
+
+        let text = service.message_text("question").unwrap();
+        service
+            .send_message(ConversationId::generate(), text)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_streamed_reply_is_stored_as_the_concatenated_pieces() {
+        let mut repository = MockChatRepository::new();
+        repository
+            .expect_append_exchange()
+            .withf(|exchange| exchange.assistant.content == "one two three")
+            .times(1)
+            .returning(|exchange| Ok(stored(exchange)));
+        let service = service(repository, assistant_replying("one two three"));
+        let text = service.message_text("count").unwrap();
+        let pending = service
+            .start_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap();
+
+        let (sender, receiver) = futures::channel::mpsc::channel(16);
+        let exchange = pending.complete(sender).await.unwrap();
+        let events: Vec<ReplyEvent> = receiver.collect().await;
+
+        assert_eq!(
+            events,
+            vec![
+                ReplyEvent::Delta("one ".into()),
+                ReplyEvent::Delta("two ".into()),
+                ReplyEvent::Delta("three".into())
+            ]
+        );
+        assert_eq!(exchange.assistant_message.content, "one two three");
+    }
+
+    #[tokio::test]
+    async fn a_reply_is_stored_even_when_nobody_listens() {
+        let mut repository = MockChatRepository::new();
+        repository
+            .expect_append_exchange()
+            .times(1)
+            .returning(|exchange| Ok(stored(exchange)));
+        let service = service(repository, assistant_replying("still stored"));
+        let text = service.message_text("hello").unwrap();
+        let pending = service
+            .start_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap();
+
+        let (sender, receiver) = futures::channel::mpsc::channel(1);
+        drop(receiver);
+        let exchange = pending.complete(sender).await.unwrap();
+        assert_eq!(exchange.assistant_message.content, "still stored");
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_fails_midway_stores_nothing() {
+        let mut repository = MockChatRepository::new();
+        repository.expect_append_exchange().never();
+        let mut assistant = MockAssistant::new();
+        assistant.expect_context_messages().return_const(0usize);
+        assistant.expect_reply_stream().returning(|_| {
+            Ok(stream::iter(vec![
+                Ok("partial ".to_owned()),
+                Err(AssistantError::Provider("cut".into())),
+            ])
+            .boxed())
+        });
+        let service = service(repository, assistant);
+        let text = service.message_text("hello").unwrap();
+        let pending = service
+            .start_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap();
+
+        let (sender, _receiver) = futures::channel::mpsc::channel(16);
+        assert!(matches!(
+            pending.complete(sender).await,
+            Err(ChatError::Assistant(AssistantError::Provider(_)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn invalid_page_requests_are_rejected_without_touching_storage() {
+        let service = service(MockChatRepository::new(), MockAssistant::new());
+        let id = ConversationId::generate();
+        assert!(matches!(
+            service.list_messages(id, Some("garbage"), None).await,
+            Err(ChatError::InvalidPage(_))
+        ));
+        assert!(matches!(
+            service.list_messages(id, None, Some(0)).await,
+            Err(ChatError::InvalidPage(_))
+        ));
+        assert!(matches!(
+            service.list_conversations(None, Some(201)).await,
+            Err(ChatError::InvalidPage(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn history_of_a_missing_default_conversation_is_empty() {
+        let mut repository = MockChatRepository::new();
+        repository
+            .expect_list_messages()
+            .returning(|_, _, _| Err(RepositoryError::NotFound));
+        let service = service(repository, MockAssistant::new());
+        let page = service.history_page(None).await.unwrap();
+        assert!(page.items.is_empty());
+        assert_eq!(page.next_cursor, None);
+    }
+}

@@ -1,0 +1,132 @@
+use thiserror::Error;
+
+/// Why a piece of user-supplied text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TextError {
+    #[error("must not be blank")]
+    Blank,
+    #[error("must be at most {max} characters, got {actual}")]
+    TooLong { max: usize, actual: usize },
+    /// NUL cannot be stored by every backend (PostgreSQL text refuses it), so no backend accepts it.
+    #[error("must not contain NUL characters")]
+    NulCharacter,
+}
+
+fn validate(text: &str, max_chars: usize) -> Result<(), TextError> {
+    if text.trim().is_empty() {
+        return Err(TextError::Blank);
+    }
+    if text.contains('\0') {
+        return Err(TextError::NulCharacter);
+    }
+    // Count lazily: a body that is far too long should not be walked to the end.
+    let actual = text.chars().take(max_chars + 1).count();
+    if actual > max_chars {
+        return Err(TextError::TooLong {
+            max: max_chars,
+            actual: text.chars().count(),
+        });
+    }
+    Ok(())
+}
+
+/// The text of a message: not blank, no NUL, at most the configured number of characters. Kept
+/// exactly as written (no trimming), because users expect their words back byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageText(String);
+
+impl MessageText {
+    pub fn new(text: impl Into<String>, max_chars: usize) -> Result<Self, TextError> {
+        let text = text.into();
+        validate(&text, max_chars)?;
+        Ok(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// The title of a conversation: trimmed, not blank, at most [`ConversationTitle::MAX_CHARS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationTitle(String);
+
+impl ConversationTitle {
+    pub const MAX_CHARS: usize = 200;
+    pub const DEFAULT: &'static str = "New chat";
+
+    pub fn new(title: &str) -> Result<Self, TextError> {
+        let title = title.trim();
+        validate(title, Self::MAX_CHARS)?;
+        Ok(Self(title.to_owned()))
+    }
+
+    pub fn default_title() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn blank_text_is_rejected() {
+        for blank in ["", " ", "\n\t  \r\n", "\u{3000}"] {
+            assert_eq!(
+                MessageText::new(blank, 10),
+                Err(TextError::Blank),
+                "{blank:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn limit_counts_characters_not_bytes() {
+        assert!(MessageText::new("é".repeat(10), 10).is_ok());
+        assert_eq!(
+            MessageText::new("é".repeat(11), 10),
+            Err(TextError::TooLong {
+                max: 10,
+                actual: 11
+            })
+        );
+    }
+
+    #[test]
+    fn nul_is_rejected() {
+        assert_eq!(MessageText::new("a\0b", 10), Err(TextError::NulCharacter));
+    }
+
+    #[test]
+    fn titles_are_trimmed() {
+        assert_eq!(ConversationTitle::new("  Trip  ").unwrap().as_str(), "Trip");
+        assert_eq!(ConversationTitle::new("   "), Err(TextError::Blank));
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_text_is_kept_exactly(text in "\\PC{1,64}") {
+            prop_assume!(!text.trim().is_empty());
+            let accepted = MessageText::new(text.clone(), 64).unwrap();
+            prop_assert_eq!(accepted.as_str(), text.as_str());
+        }
+
+        #[test]
+        fn validation_agrees_with_its_definition(text in any::<String>(), max in 1usize..40) {
+            let expected_ok = !text.trim().is_empty()
+                && !text.contains('\0')
+                && text.chars().count() <= max;
+            prop_assert_eq!(MessageText::new(text, max).is_ok(), expected_ok);
+        }
+    }
+}

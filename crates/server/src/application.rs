@@ -1,0 +1,113 @@
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use api_actix::{ApiSettings, AppState, Generations, HttpSettings};
+use domain::{ChatService, ChatServiceConfig};
+
+use crate::settings::Settings;
+use crate::telemetry;
+use crate::wiring::{build_assistant, build_repository};
+
+/// The running service: what `main` runs and what tests start on port 0.
+pub struct Application {
+    port: u16,
+    server: api_actix::Server,
+    generations: Generations,
+    shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Opens storage (running migrations), builds the assistant and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let repository = build_repository(&settings.storage).await?;
+        let assistant = build_assistant(&settings.assistant)?;
+        let service = Arc::new(ChatService::new(
+            repository,
+            assistant,
+            ChatServiceConfig {
+                max_message_chars: settings.limits.max_message_chars,
+            },
+        ));
+        service
+            .ensure_default_conversation()
+            .await
+            .context("cannot create the default conversation")?;
+
+        let address = (settings.server.host.as_str(), settings.server.port);
+        let listener = TcpListener::bind(address).with_context(|| {
+            format!(
+                "cannot listen on {}:{} (server.host, server.port)",
+                settings.server.host, settings.server.port
+            )
+        })?;
+        let port = listener.local_addr()?.port();
+
+        let web_dist_dir = Some(settings.web.dist_dir.clone()).filter(|dir| dir.is_dir());
+        if web_dist_dir.is_none() {
+            tracing::info!(
+                dist_dir = %settings.web.dist_dir.display(),
+                "no built web client there; serving the API only"
+            );
+        }
+        let generations = Generations::new(tokio::runtime::Handle::current());
+        let state = AppState {
+            service,
+            generations: generations.clone(),
+            metrics: telemetry::metrics_renderer(),
+            settings: Arc::new(ApiSettings {
+                max_body_bytes: settings.limits.max_body_bytes,
+                cors_allowed_origins: settings.cors.allowed_origins.clone(),
+                web_dist_dir,
+                hsts: settings.security.hsts,
+            }),
+        };
+        let http = HttpSettings {
+            workers: settings.server.workers,
+            keep_alive: Duration::from_secs(settings.server.keep_alive_secs),
+            client_request_timeout: Duration::from_secs(
+                settings.server.client_request_timeout_secs,
+            ),
+            shutdown_grace: settings.shutdown_grace(),
+            max_connections: settings.server.max_connections_per_worker,
+        };
+        let server = api_actix::serve(listener, state, &http)?;
+        Ok(Self {
+            port,
+            server,
+            generations,
+            shutdown_grace: settings.shutdown_grace(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then lets in-flight requests and replies finish within
+    /// the grace period. Every acknowledged write is committed by then: each request waited for
+    /// its commit before it was answered.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await?;
+        let in_flight = self.generations.in_flight();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "waiting for replies in progress");
+        }
+        if !self.generations.wait_idle(self.shutdown_grace).await {
+            tracing::warn!(
+                unfinished = self.generations.in_flight(),
+                "grace period over; replies still in progress are abandoned"
+            );
+        }
+        Ok(())
+    }
+}

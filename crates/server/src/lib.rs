@@ -1,0 +1,9 @@
+//! The composition root of the chat service: configuration, telemetry, wiring, serving.
+
+mod application;
+pub mod settings;
+pub mod telemetry;
+pub mod wiring;
+
+pub use application::Application;
+pub use settings::Settings;

@@ -1,0 +1,1 @@
+//! Operations endpoints tests (being written).

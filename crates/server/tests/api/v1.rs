@@ -1,0 +1,1 @@
+//! Product API tests (being written).

