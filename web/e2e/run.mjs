@@ -6,7 +6,7 @@
 //   CHROMIUM_PATH     default /usr/bin/chromium (see scripts/ensure-chromium.sh)
 //   E2E_SCREENSHOTS   where screenshots go (default: ../docs/screenshots relative to web/)
 //
-// Builds web/dist first if it is missing. Ends with "e2e: N passed, M failed"; exits 1 on failure.
+// `npm run e2e` builds web/dist first; run directly, this builds it only if it is missing. Ends with "e2e: N passed, M failed"; exits 1 on failure.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
