@@ -272,3 +272,12 @@ describe('older messages', () => {
     }
   });
 });
+
+describe('unknown conversation', () => {
+  it('says so, without a pointless Retry, when the URL names a deleted conversation', async () => {
+    history.replaceState(null, '', '/#/c/gone');
+    render(<App />);
+    expect(await screen.findByText(/This conversation does not exist/)).toBeTruthy();
+    expect(screen.queryByRole('button', { name: 'Retry' })).toBeNull();
+  });
+});

@@ -280,10 +280,16 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         )}
         {load.kind === 'error' && (
           <div className="state error" role="alert">
-            <p>{isUnreachable(load.error) ? 'Cannot reach the server.' : `Could not load the messages: ${errorMessage(load.error)}`}</p>
-            <button type="button" className="button" onClick={retry}>
-              Retry
-            </button>
+            {load.error instanceof ApiError && load.error.status === 404 ? (
+              <p>This conversation does not exist (any more). Pick another one or start a new chat.</p>
+            ) : (
+              <>
+                <p>{isUnreachable(load.error) ? 'Cannot reach the server.' : `Could not load the messages: ${errorMessage(load.error)}`}</p>
+                <button type="button" className="button" onClick={retry}>
+                  Retry
+                </button>
+              </>
+            )}
           </div>
         )}
         {empty && (
