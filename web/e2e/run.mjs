@@ -161,7 +161,15 @@ const log = (page) => page.getByRole('log');
 async function open(page, base, hash = '') {
   await page.goto(`${base}/${hash}`);
   await composer(page).waitFor();
-  await page.waitForFunction(() => !document.querySelector('[role=log][aria-busy=true]'), null, { timeout: 15_000 });
+  // Both the conversation list and the open conversation have finished loading.
+  await page.waitForFunction(
+    () =>
+      !document.querySelector('[role=log][aria-busy=true]') &&
+      (document.querySelector('nav li') || /No conversations yet/.test(document.querySelector('nav')?.textContent ?? '')) &&
+      !/Loading conversations/.test(document.querySelector('nav')?.textContent ?? ''),
+    null,
+    { timeout: 15_000 },
+  );
 }
 
 async function newChat(page) {

@@ -32,6 +32,7 @@ export function App() {
   const [selectedId, setSelectedId] = useState<string | null>(idFromHash);
   const [menuOpen, setMenuOpen] = useState(false);
   const menuButtonRef = useRef<HTMLButtonElement>(null);
+  const createdHere = useRef(new Set<string>());
   const conversationsRef = useRef(conversations);
   conversationsRef.current = conversations;
 
@@ -39,7 +40,12 @@ export function App() {
     setList({ kind: 'loading' });
     api.listConversations({ limit: LIST_PAGE }).then(
       (page) => {
-        setConversations(page.items);
+        // Keep conversations created while the list was loading: the page may predate them.
+        setConversations((prev) => {
+          const inPage = new Set(page.items.map((c) => c.id));
+          const mine = prev.filter((c) => createdHere.current.has(c.id) && !inPage.has(c.id));
+          return [...mine, ...page.items].sort(byRecent);
+        });
         setListCursor(page.next_cursor);
         setList({ kind: 'ready' });
         setSelectedId((current) => current ?? page.items[0]?.id ?? null);
@@ -94,6 +100,7 @@ export function App() {
 
   const createConversation = useCallback(async (title?: string) => {
     const c = await api.createConversation(title);
+    createdHere.current.add(c.id);
     upsert(c);
     setSidebarError(null);
     return c;

@@ -281,3 +281,32 @@ describe('unknown conversation', () => {
     expect(screen.queryByRole('button', { name: 'Retry' })).toBeNull();
   });
 });
+
+describe('new chat during the first load', () => {
+  it('keeps a conversation created before the list arrived', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        async (url, init) => {
+          if (url.pathname === '/api/v1/conversations' && (init.method ?? 'GET') === 'GET') {
+            const res = await server.route(url, init);
+            await gate;
+            return res;
+          }
+          return undefined;
+        },
+        server.route,
+      ]).fn,
+    );
+    render(<App />);
+    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    // The action button and the new conversation share the name "New chat".
+    await waitFor(() => expect(within(nav).getAllByRole('button', { name: 'New chat' })).toHaveLength(2));
+    await act(async () => release());
+    await within(nav).findByRole('button', { name: 'Recent chat' });
+    expect(within(nav).getAllByRole('button', { name: 'New chat' })).toHaveLength(2);
+  });
+});

@@ -45,7 +45,7 @@ export function sseResponse() {
   };
 }
 
-export type Route = (url: URL, init: RequestInit) => Response | Promise<Response> | undefined;
+export type Route = (url: URL, init: RequestInit) => Response | Promise<Response | undefined> | undefined;
 
 /** A fetch that answers from `routes` (first one returning a Response wins) and records calls. */
 export function mockFetch(routes: Route[]) {
