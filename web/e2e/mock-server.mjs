@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+// A stand-in for chat-server, for working on the web client (and its e2e script) without the
+// Rust build: the same API shape, in memory, with a dummy assistant that streams word by word.
+// It reads the same settings as the real server:
+//   CHAT__SERVER__PORT (default 8000), CHAT__WEB__DIST_DIR (serves the built client if set).
+// Usage: CHAT_SERVER_BIN=e2e/mock-server.mjs npm run e2e   or   node e2e/mock-server.mjs
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import path from 'node:path';
+
+const port = Number(process.env.CHAT__SERVER__PORT ?? 8000);
+const dist = process.env.CHAT__WEB__DIST_DIR;
+const replies = [
+  "Hi there! I'm a simulated AI assistant.",
+  'That is an interesting question. Let me think about it for a moment.',
+  'Here is what I would suggest: start small, test often, and keep notes.',
+];
+
+const conversations = new Map();
+const messages = new Map();
+let clock = Date.now();
+const now = () => new Date((clock = Math.max(clock + 1, Date.now()))).toISOString();
+
+function createConversation(title = 'New chat') {
+  const t = now();
+  const c = { id: randomUUID(), title, created_at: t, updated_at: t };
+  conversations.set(c.id, c);
+  messages.set(c.id, []);
+  return c;
+}
+createConversation('Default conversation');
+
+const send = (res, status, body, headers = {}) => {
+  res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
+  res.end(body === undefined ? undefined : JSON.stringify(body));
+};
+const fail = (res, status, message, code) => send(res, status, { status: 'error', message, code });
+const readBody = async (req) => {
+  let s = '';
+  for await (const chunk of req) s += chunk;
+  try {
+    return JSON.parse(s || '{}');
+  } catch {
+    return undefined;
+  }
+};
+const page = (items, limit, cursorIndex) => ({ items, next_cursor: cursorIndex });
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const server = createServer(async (req, res) => {
+  const url = new URL(req.url ?? '/', 'http://x');
+  const p = url.pathname;
+  if (p === '/healthz' || p === '/readyz') return send(res, 200, { status: 'ok' });
+  if (p === '/api/v1/conversations') {
+    if (req.method === 'GET') {
+      const limit = Number(url.searchParams.get('limit') ?? 50);
+      const all = [...conversations.values()].sort((a, b) => b.updated_at.localeCompare(a.updated_at));
+      const start = Number(url.searchParams.get('cursor') ?? 0);
+      const items = all.slice(start, start + limit);
+      return send(res, 200, page(items, limit, start + limit < all.length ? String(start + limit) : null));
+    }
+    if (req.method === 'POST') {
+      const body = await readBody(req);
+      if (!body) return fail(res, 400, 'Invalid JSON body.', 'invalid_json');
+      return send(res, 201, createConversation(body.title));
+    }
+  }
+  const m = /^\/api\/v1\/conversations\/([^/]+)(\/messages)?$/.exec(p);
+  if (m) {
+    const c = conversations.get(m[1]);
+    if (!c) return fail(res, 404, 'Conversation not found.', 'conversation_not_found');
+    const list = messages.get(c.id);
+    if (!m[2]) {
+      if (req.method === 'GET') return send(res, 200, c);
+      if (req.method === 'PATCH') {
+        const body = await readBody(req);
+        if (!body || typeof body.title !== 'string' || !body.title.trim()) return fail(res, 400, 'Title must not be blank.', 'invalid_title');
+        c.title = body.title.trim();
+        c.updated_at = now();
+        return send(res, 200, c);
+      }
+      if (req.method === 'DELETE') {
+        conversations.delete(c.id);
+        messages.delete(c.id);
+        res.writeHead(204).end();
+        return;
+      }
+    } else if (req.method === 'GET') {
+      const limit = Number(url.searchParams.get('limit') ?? 50);
+      const before = url.searchParams.get('before');
+      const end = before === null ? list.length : Number(before);
+      const start = Math.max(0, end - limit);
+      return send(res, 200, page(list.slice(start, end), limit, start > 0 ? String(start) : null));
+    } else if (req.method === 'POST') {
+      const body = await readBody(req);
+      if (!body || typeof body.content !== 'string' || !body.content.trim()) return fail(res, 400, 'Message must not be blank.', 'invalid_message');
+      const reply = replies[list.length % replies.length];
+      const store = () => {
+        const user = { id: randomUUID(), conversation_id: c.id, role: 'user', content: body.content, created_at: now() };
+        const assistant = { id: randomUUID(), conversation_id: c.id, role: 'assistant', content: reply, created_at: now() };
+        list.push(user, assistant);
+        c.updated_at = assistant.created_at;
+        return { user_message: user, assistant_message: assistant };
+      };
+      if (!(req.headers.accept ?? '').includes('text/event-stream')) return send(res, 201, store());
+      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+      const words = reply.split(/(?<= )/);
+      for (const [i, w] of words.entries()) {
+        await sleep(60);
+        if (!res.destroyed) res.write(`id: ${i}\nevent: delta\ndata: ${JSON.stringify({ text: w })}\n\n`);
+      }
+      // Like the real server: the exchange is stored even if the client went away.
+      const exchange = store();
+      if (!res.destroyed) res.end(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
+      return;
+    }
+  }
+  if (p.startsWith('/api/')) return fail(res, 404, 'Not found.', 'not_found');
+  if (dist && req.method === 'GET') {
+    const file = p.startsWith('/assets/') ? path.join(dist, path.normalize(p).replace(/^(\.\.[/\\])+/, '')) : path.join(dist, 'index.html');
+    try {
+      const data = await readFile(file);
+      const type = file.endsWith('.js') ? 'text/javascript' : file.endsWith('.css') ? 'text/css' : 'text/html; charset=utf-8';
+      res.writeHead(200, {
+        'Content-Type': type,
+        // The same policy chat-server sends: the client must work without inline scripts.
+        'Content-Security-Policy': "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'",
+      });
+      return res.end(data);
+    } catch {
+      return fail(res, 404, 'Not found.', 'not_found');
+    }
+  }
+  return fail(res, 404, 'Not found.', 'not_found');
+});
+
+server.listen(port, '127.0.0.1', () => console.log(`mock chat-server on http://127.0.0.1:${port}`));
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
+process.on('SIGINT', () => server.close(() => process.exit(0)));

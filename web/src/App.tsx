@@ -1,0 +1,234 @@
+import { useCallback, useEffect, useRef, useState } from 'react';
+import { api, errorMessage, isUnreachable } from './api/client';
+import type { Conversation } from './api/types';
+import { ConversationView } from './components/ConversationView';
+import { Sidebar } from './components/Sidebar';
+import { ThemeToggle } from './components/ThemeToggle';
+import { useTheme } from './hooks/useTheme';
+
+const LIST_PAGE = 50;
+const DEFAULT_TITLE = 'New chat';
+
+function idFromHash(): string | null {
+  const m = /^#\/c\/([^/?#]+)$/.exec(window.location.hash);
+  return m?.[1] ? decodeURIComponent(m[1]) : null;
+}
+
+/** RFC 3339 strings may differ in fractional digits or offset, so compare instants, not text. */
+const instant = (t: string) => Date.parse(t) || 0;
+
+function byRecent(a: Conversation, b: Conversation): number {
+  return instant(b.updated_at) - instant(a.updated_at);
+}
+
+type ListState = { kind: 'loading' } | { kind: 'ready' } | { kind: 'error'; error: unknown };
+
+export function App() {
+  const { theme, toggle } = useTheme();
+  const [conversations, setConversations] = useState<Conversation[]>([]);
+  const [listCursor, setListCursor] = useState<string | null>(null);
+  const [list, setList] = useState<ListState>({ kind: 'loading' });
+  const [sidebarError, setSidebarError] = useState<string | null>(null);
+  const [selectedId, setSelectedId] = useState<string | null>(idFromHash);
+  const [menuOpen, setMenuOpen] = useState(false);
+  const menuButtonRef = useRef<HTMLButtonElement>(null);
+  const createdHere = useRef(new Set<string>());
+  const conversationsRef = useRef(conversations);
+  conversationsRef.current = conversations;
+
+  const loadList = useCallback(() => {
+    setList({ kind: 'loading' });
+    api.listConversations({ limit: LIST_PAGE }).then(
+      (page) => {
+        // Keep conversations created while the list was loading: the page may predate them.
+        setConversations((prev) => {
+          const inPage = new Set(page.items.map((c) => c.id));
+          const mine = prev.filter((c) => createdHere.current.has(c.id) && !inPage.has(c.id));
+          return [...mine, ...page.items].sort(byRecent);
+        });
+        setListCursor(page.next_cursor);
+        setList({ kind: 'ready' });
+        setSelectedId((current) => current ?? page.items[0]?.id ?? null);
+      },
+      (error: unknown) => setList({ kind: 'error', error }),
+    );
+  }, []);
+
+  useEffect(loadList, [loadList]);
+
+  // The selected conversation lives in the URL so a reload comes back to it.
+  useEffect(() => {
+    const hash = selectedId ? `#/c/${encodeURIComponent(selectedId)}` : '';
+    if (window.location.hash !== hash) history.replaceState(null, '', `${window.location.pathname}${window.location.search}${hash}`);
+  }, [selectedId]);
+
+  useEffect(() => {
+    const onHash = () => setSelectedId(idFromHash());
+    window.addEventListener('hashchange', onHash);
+    return () => window.removeEventListener('hashchange', onHash);
+  }, []);
+
+  const loadMore = () => {
+    if (!listCursor) return;
+    setList({ kind: 'loading' });
+    api.listConversations({ limit: LIST_PAGE, cursor: listCursor }).then(
+      (page) => {
+        setConversations((cs) => {
+          const have = new Set(cs.map((c) => c.id));
+          return [...cs, ...page.items.filter((c) => !have.has(c.id))];
+        });
+        setListCursor(page.next_cursor);
+        setList({ kind: 'ready' });
+      },
+      (error: unknown) => {
+        setList({ kind: 'ready' });
+        setSidebarError(`Could not load more conversations: ${errorMessage(error)}`);
+      },
+    );
+  };
+
+  const upsert = (c: Conversation) =>
+    setConversations((cs) => [c, ...cs.filter((x) => x.id !== c.id)].sort(byRecent));
+
+  const select = (id: string) => {
+    setSelectedId(id);
+    if (menuOpen) {
+      setMenuOpen(false);
+      setTimeout(() => document.getElementById('composer-input')?.focus());
+    }
+  };
+
+  const createConversation = useCallback(async (title?: string) => {
+    const c = await api.createConversation(title);
+    createdHere.current.add(c.id);
+    upsert(c);
+    setSidebarError(null);
+    return c;
+  }, []);
+
+  const newChat = async () => {
+    try {
+      const c = await createConversation();
+      select(c.id);
+      setTimeout(() => document.getElementById('composer-input')?.focus());
+    } catch (err) {
+      setSidebarError(`Could not create a conversation: ${errorMessage(err)}`);
+    }
+  };
+
+  const rename = async (id: string, title: string) => {
+    try {
+      const c = await api.renameConversation(id, title);
+      setConversations((cs) => cs.map((x) => (x.id === id ? c : x)));
+      setSidebarError(null);
+    } catch (err) {
+      setSidebarError(`Could not rename: ${errorMessage(err)}`);
+      throw err;
+    }
+  };
+
+  const remove = async (id: string) => {
+    try {
+      await api.deleteConversation(id);
+      setSidebarError(null);
+      setConversations((cs) => {
+        const rest = cs.filter((x) => x.id !== id);
+        setSelectedId((cur) => (cur === id ? (rest[0]?.id ?? null) : cur));
+        return rest;
+      });
+    } catch (err) {
+      setSidebarError(`Could not delete: ${errorMessage(err)}`);
+    }
+  };
+
+  const onActivity = useCallback((id: string, updatedAt: string, firstUserText?: string) => {
+    setConversations((cs) =>
+      cs.map((c) => (c.id === id && instant(updatedAt) > instant(c.updated_at) ? { ...c, updated_at: updatedAt } : c)).sort(byRecent),
+    );
+    // A fresh "New chat" takes its name from the first message; a failure here is harmless.
+    const current = conversationsRef.current.find((c) => c.id === id);
+    if (firstUserText !== undefined && current?.title === DEFAULT_TITLE) {
+      api.renameConversation(id, titleFrom(firstUserText)).then(
+        (c) => setConversations((cs) => cs.map((x) => (x.id === id ? { ...x, title: c.title } : x))),
+        () => undefined,
+      );
+    }
+  }, []);
+
+  const closeMenu = () => {
+    setMenuOpen(false);
+    menuButtonRef.current?.focus();
+  };
+
+  const selected = conversations.find((c) => c.id === selectedId);
+
+  useEffect(() => {
+    document.title = selected ? `${selected.title} – Chat` : 'Chat';
+  }, [selected]);
+
+  // On a phone the sidebar opens over the page: move focus into it.
+  useEffect(() => {
+    if (menuOpen) document.querySelector<HTMLElement>('#sidebar .new-chat')?.focus();
+  }, [menuOpen]);
+  const unreachable = list.kind === 'error' && conversations.length === 0;
+
+  return (
+    <div className={`app${menuOpen ? ' menu-open' : ''}`} onKeyDown={(e) => e.key === 'Escape' && menuOpen && closeMenu()}>
+      <a className="skip-link" href="#composer-input">
+        Skip to message box
+      </a>
+      <header className="topbar">
+        <button
+          type="button"
+          className="icon-button menu-button"
+          ref={menuButtonRef}
+          aria-expanded={menuOpen}
+          aria-controls="sidebar"
+          aria-label="Conversations menu"
+          onClick={() => setMenuOpen((o) => !o)}
+        >
+          <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">
+            <path d="M4 6h16M4 12h16M4 18h16" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" />
+          </svg>
+        </button>
+        <h1 className="topbar-title">{selected?.title ?? 'Chat'}</h1>
+        <ThemeToggle theme={theme} onToggle={toggle} />
+      </header>
+      <Sidebar
+        id="sidebar"
+        open={menuOpen}
+        conversations={conversations}
+        selectedId={selectedId}
+        loading={list.kind === 'loading'}
+        hasMore={listCursor !== null}
+        error={sidebarError}
+        onSelect={select}
+        onNew={() => void newChat()}
+        onRename={rename}
+        onDelete={remove}
+        onLoadMore={loadMore}
+      />
+      {menuOpen && <div className="scrim" onClick={closeMenu} aria-hidden="true" />}
+      <main className="main">
+        {unreachable ? (
+          <div className="state error page-error" role="alert">
+            <p className="empty-title">
+              {isUnreachable(list.error) ? 'Cannot reach the server.' : `Could not load conversations: ${errorMessage(list.error)}`}
+            </p>
+            <p>Check that chat-server is running, then try again.</p>
+            <button type="button" className="button primary" onClick={loadList}>
+              Retry
+            </button>
+          </div>
+        ) : (
+          <ConversationView conversationId={selectedId} onCreate={createConversation} onSelect={select} onActivity={onActivity} />
+        )}
+      </main>
+    </div>
+  );
+}
+
+function titleFrom(text: string): string {
+  const line = text.trim().split('\n')[0] ?? '';
+  return line.length > 60 ? `${line.slice(0, 57)}…` : line || DEFAULT_TITLE;
+}

@@ -1,0 +1,104 @@
+import { useEffect, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
+import type { Conversation } from '../api/types';
+
+interface Props {
+  conversation: Conversation;
+  selected: boolean;
+  onSelect: () => void;
+  onRename: (title: string) => Promise<void>;
+  onDelete: () => void;
+}
+
+export function ConversationItem({ conversation, selected, onSelect, onRename, onDelete }: Props) {
+  const [editing, setEditing] = useState(false);
+  const [title, setTitle] = useState(conversation.title);
+  const [saving, setSaving] = useState(false);
+  const inputRef = useRef<HTMLInputElement>(null);
+  const renameRef = useRef<HTMLButtonElement>(null);
+
+  useEffect(() => {
+    if (editing) inputRef.current?.select();
+  }, [editing]);
+
+  const startEditing = () => {
+    setTitle(conversation.title);
+    setEditing(true);
+  };
+
+  const finish = () => {
+    setEditing(false);
+    setTimeout(() => renameRef.current?.focus());
+  };
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    const next = title.trim();
+    if (next === '' || next === conversation.title) {
+      finish();
+      return;
+    }
+    setSaving(true);
+    try {
+      await onRename(next);
+      finish();
+    } catch {
+      // The sidebar shows the error; keep the field open with what was typed.
+    } finally {
+      setSaving(false);
+    }
+  };
+
+  const onKeyDown = (e: KeyboardEvent) => {
+    if (e.key === 'Escape') {
+      e.preventDefault();
+      finish();
+    }
+  };
+
+  if (editing) {
+    return (
+      <li className="conversation-item editing">
+        <form onSubmit={(e) => void submit(e)} className="rename-form">
+          <label htmlFor={`rename-${conversation.id}`} className="visually-hidden">
+            Conversation title
+          </label>
+          <input
+            id={`rename-${conversation.id}`}
+            ref={inputRef}
+            value={title}
+            maxLength={200}
+            onChange={(e) => setTitle(e.target.value)}
+            onKeyDown={onKeyDown}
+            disabled={saving}
+          />
+          <button type="submit" className="button small primary" disabled={saving || title.trim() === ''}>
+            Save
+          </button>
+          <button type="button" className="button small" onClick={finish}>
+            Cancel
+          </button>
+        </form>
+      </li>
+    );
+  }
+
+  return (
+    <li className={`conversation-item${selected ? ' selected' : ''}`}>
+      <button type="button" className="conversation-link" aria-current={selected ? 'page' : undefined} onClick={onSelect}>
+        <span className="conversation-title">{conversation.title}</span>
+      </button>
+      <div className="conversation-actions">
+        <button type="button" className="icon-button" ref={renameRef} onClick={startEditing} aria-label={`Rename ${conversation.title}`} title="Rename">
+          <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">
+            <path d="M4 20h4L19 9l-4-4L4 16v4zm11-15 4 4" fill="none" stroke="currentColor" strokeWidth="2" strokeLinejoin="round" />
+          </svg>
+        </button>
+        <button type="button" className="icon-button" onClick={onDelete} aria-label={`Delete ${conversation.title}`} title="Delete">
+          <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">
+            <path d="M5 7h14M10 7V4h4v3m-7 0 1 13h8l1-13" fill="none" stroke="currentColor" strokeWidth="2" strokeLinejoin="round" />
+          </svg>
+        </button>
+      </div>
+    </li>
+  );
+}

@@ -1,0 +1,344 @@
+import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
+import { ApiError, api, errorMessage, isAbort, isUnreachable } from '../api/client';
+import type { Conversation, Exchange, Message } from '../api/types';
+import { Composer } from './Composer';
+import { MessageItem } from './MessageItem';
+
+const PAGE_SIZE = 50;
+/** After Stop, how often and how many times to look for the reply the server goes on to store. */
+const RELOAD_DELAY_MS = 1000;
+const RELOAD_ATTEMPTS = 8;
+
+interface Pending {
+  user: string;
+  reply: string;
+  state: 'streaming' | 'stopped';
+}
+
+interface Props {
+  conversationId: string | null;
+  /** Creates a conversation (when sending with none selected) without selecting it. */
+  onCreate: (title: string) => Promise<Conversation>;
+  onSelect: (id: string) => void;
+  /** Something was stored in the conversation: move it to the top, maybe give it a title. */
+  onActivity: (id: string, updatedAt: string, firstUserText?: string) => void;
+}
+
+type LoadState = { kind: 'idle' } | { kind: 'loading' } | { kind: 'ready' } | { kind: 'error'; error: unknown };
+
+export function ConversationView({ conversationId, onCreate, onSelect, onActivity }: Props) {
+  const [messages, setMessages] = useState<Message[]>([]);
+  const [nextCursor, setNextCursor] = useState<string | null>(null);
+  const [load, setLoad] = useState<LoadState>({ kind: 'idle' });
+  const [olderLoading, setOlderLoading] = useState(false);
+  const [olderError, setOlderError] = useState<string | null>(null);
+  const [draft, setDraft] = useState('');
+  const [pending, setPending] = useState<Pending | null>(null);
+  const [sendError, setSendError] = useState<string | null>(null);
+
+  const logRef = useRef<HTMLDivElement>(null);
+  const inputRef = useRef<HTMLTextAreaElement>(null);
+  const abortRef = useRef<AbortController | null>(null);
+  const stoppedRef = useRef(false);
+  /** Bumped on every conversation switch so late answers for the old one are dropped. */
+  const generation = useRef(0);
+  /** A conversation this view just created itself: selecting it must not reset the send in flight. */
+  const adoptedRef = useRef<string | null>(null);
+  const stickToBottom = useRef(true);
+  const prependAnchor = useRef<{ height: number; top: number } | null>(null);
+  const messagesRef = useRef<Message[]>(messages);
+  messagesRef.current = messages;
+  /** Unsent text per conversation, so switching away and back loses nothing typed. */
+  const drafts = useRef(new Map<string | null, string>());
+  const draftRef = useRef(draft);
+  draftRef.current = draft;
+  const shownId = useRef<string | null>(conversationId);
+
+  const loadNewest = useCallback((id: string) => {
+    const gen = generation.current;
+    setLoad({ kind: 'loading' });
+    api.listMessages(id, { limit: PAGE_SIZE }).then(
+      (page) => {
+        if (gen !== generation.current) return;
+        stickToBottom.current = true;
+        setMessages(page.items);
+        setNextCursor(page.next_cursor);
+        setLoad({ kind: 'ready' });
+      },
+      (error: unknown) => {
+        if (gen !== generation.current) return;
+        setLoad({ kind: 'error', error });
+      },
+    );
+  }, []);
+
+  useEffect(() => {
+    if (conversationId !== null && conversationId === adoptedRef.current) {
+      adoptedRef.current = null;
+      shownId.current = conversationId;
+      return;
+    }
+    generation.current += 1;
+    drafts.current.set(shownId.current, draftRef.current);
+    shownId.current = conversationId;
+    abortRef.current?.abort();
+    abortRef.current = null;
+    setMessages([]);
+    setNextCursor(null);
+    setPending(null);
+    setSendError(null);
+    setOlderError(null);
+    setOlderLoading(false);
+    setDraft(drafts.current.get(conversationId) ?? '');
+    drafts.current.delete(conversationId);
+    if (conversationId === null) setLoad({ kind: 'ready' });
+    else loadNewest(conversationId);
+  }, [conversationId, loadNewest]);
+
+  // Abort a stream in flight when the view goes away (the server still stores the reply).
+  useEffect(() => () => abortRef.current?.abort(), []);
+
+  const loadOlder = useCallback(() => {
+    if (!conversationId || !nextCursor || olderLoading) return;
+    const gen = generation.current;
+    setOlderLoading(true);
+    setOlderError(null);
+    api.listMessages(conversationId, { limit: PAGE_SIZE, before: nextCursor }).then(
+      (page) => {
+        if (gen !== generation.current) return;
+        const el = logRef.current;
+        if (el) prependAnchor.current = { height: el.scrollHeight, top: el.scrollTop };
+        setMessages((m) => {
+          const known = new Set(m.map((x) => x.id));
+          return [...page.items.filter((x) => !known.has(x.id)), ...m];
+        });
+        setNextCursor(page.next_cursor);
+        setOlderLoading(false);
+      },
+      (error: unknown) => {
+        if (gen !== generation.current) return;
+        setOlderLoading(false);
+        setOlderError(errorMessage(error));
+      },
+    );
+  }, [conversationId, nextCursor, olderLoading]);
+
+  // Keep the view still when older messages are put above, or follow the bottom when it was there.
+  useLayoutEffect(() => {
+    const el = logRef.current;
+    if (!el) return;
+    const anchor = prependAnchor.current;
+    if (anchor) {
+      prependAnchor.current = null;
+      el.scrollTop = anchor.top + (el.scrollHeight - anchor.height);
+    } else if (stickToBottom.current) {
+      el.scrollTop = el.scrollHeight;
+    }
+  }, [messages, pending]);
+
+  // A first page too short to scroll cannot be scrolled up: fetch the next older page right away.
+  useEffect(() => {
+    const el = logRef.current;
+    if (el && load.kind === 'ready' && nextCursor && !olderLoading && !olderError && el.scrollHeight <= el.clientHeight) loadOlder();
+  }, [load, nextCursor, olderLoading, olderError, loadOlder, messages]);
+
+  const onScroll = () => {
+    const el = logRef.current;
+    if (!el) return;
+    stickToBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
+    if (el.scrollTop < 120) loadOlder();
+  };
+
+  /** After Stop: the server finishes and stores the exchange, so fetch it once it is there. */
+  const reloadAfterStop = (id: string, known: Set<string>) => {
+    const gen = generation.current;
+    let attempt = 0;
+    const tick = () => {
+      attempt += 1;
+      api.listMessages(id, { limit: PAGE_SIZE }).then(
+        (page) => {
+          if (gen !== generation.current) return;
+          const fresh = page.items.filter((m) => !known.has(m.id));
+          if (fresh.some((m) => m.role === 'assistant') || attempt >= RELOAD_ATTEMPTS) {
+            if (fresh.length > 0) {
+              setMessages((m) => {
+                const have = new Set(m.map((x) => x.id));
+                return [...m, ...fresh.filter((x) => !have.has(x.id))];
+              });
+              setPending((p) => (p?.state === 'stopped' ? null : p));
+              const last = fresh[fresh.length - 1];
+              if (last) onActivity(id, last.created_at);
+            }
+            return;
+          }
+          setTimeout(tick, RELOAD_DELAY_MS);
+        },
+        () => {
+          if (gen === generation.current && attempt < RELOAD_ATTEMPTS) setTimeout(tick, RELOAD_DELAY_MS);
+        },
+      );
+    };
+    setTimeout(tick, RELOAD_DELAY_MS);
+  };
+
+  const send = async () => {
+    const text = draft;
+    if (text.trim() === '' || abortRef.current) return;
+    const first = messagesRef.current.length === 0 && nextCursor === null;
+    setSendError(null);
+    setDraft('');
+    setPending({ user: text, reply: '', state: 'streaming' });
+    stickToBottom.current = true;
+    stoppedRef.current = false;
+    const controller = new AbortController();
+    abortRef.current = controller;
+    const gen = generation.current;
+
+    const fail = (err: unknown) => {
+      setPending(null);
+      // Nothing the user wrote is lost: the text goes back into the composer.
+      setDraft((d) => (d.trim() === '' ? text : `${text}\n${d}`));
+      setSendError(
+        isUnreachable(err)
+          ? 'Cannot reach the server. Your message was not sent; it is back in the message box.'
+          : `Sending failed: ${errorMessage(err)}${retryHint(err)} Your message is back in the message box.`,
+      );
+      inputRef.current?.focus();
+    };
+
+    let id = conversationId;
+    if (id === null) {
+      try {
+        const created = await onCreate(titleFrom(text));
+        id = created.id;
+        adoptedRef.current = id;
+        onSelect(id);
+      } catch (err) {
+        abortRef.current = null;
+        fail(err);
+        return;
+      }
+    }
+    const convId = id;
+    const known = new Set(messagesRef.current.map((m) => m.id));
+    try {
+      const exchange: Exchange = await api.streamMessage(convId, text, {
+        signal: controller.signal,
+        onDelta: (delta) => {
+          if (gen !== generation.current) return;
+          setPending((p) => (p ? { ...p, reply: p.reply + delta } : p));
+        },
+      });
+      if (gen !== generation.current) return;
+      setMessages((m) => [...m, exchange.user_message, exchange.assistant_message]);
+      setPending(null);
+      onActivity(convId, exchange.assistant_message.created_at, first ? text : undefined);
+    } catch (err) {
+      if (gen !== generation.current) return;
+      if (isAbort(err)) {
+        if (stoppedRef.current) {
+          setPending((p) => (p ? { ...p, state: 'stopped' } : p));
+          reloadAfterStop(convId, known);
+        }
+      } else {
+        fail(err);
+      }
+    } finally {
+      if (abortRef.current === controller) abortRef.current = null;
+    }
+  };
+
+  const stop = () => {
+    stoppedRef.current = true;
+    abortRef.current?.abort();
+    inputRef.current?.focus();
+  };
+
+  const retry = () => {
+    if (conversationId) loadNewest(conversationId);
+  };
+
+  const streaming = pending?.state === 'streaming';
+  const empty = load.kind === 'ready' && messages.length === 0 && pending === null;
+
+  return (
+    <div className="conversation">
+      <div
+        className="log"
+        role="log"
+        aria-live="polite"
+        aria-label="Messages"
+        aria-busy={load.kind === 'loading' || streaming}
+        ref={logRef}
+        onScroll={onScroll}
+        tabIndex={0}
+      >
+        {load.kind === 'loading' && (
+          <p className="state" role="status">
+            Loading messages…
+          </p>
+        )}
+        {load.kind === 'error' && (
+          <div className="state error" role="alert">
+            {load.error instanceof ApiError && load.error.status === 404 ? (
+              <p>This conversation does not exist (any more). Pick another one or start a new chat.</p>
+            ) : (
+              <>
+                <p>{isUnreachable(load.error) ? 'Cannot reach the server.' : `Could not load the messages: ${errorMessage(load.error)}`}</p>
+                <button type="button" className="button" onClick={retry}>
+                  Retry
+                </button>
+              </>
+            )}
+          </div>
+        )}
+        {empty && (
+          <div className="state empty">
+            <p className="empty-title">{conversationId ? 'No messages yet' : 'Start a new conversation'}</p>
+            <p>Type a message below and press Enter to send it.</p>
+          </div>
+        )}
+        {load.kind === 'ready' && nextCursor && (
+          <div className="older">
+            {olderError ? (
+              <>
+                <span role="alert">Could not load older messages: {olderError}</span>{' '}
+                <button type="button" className="button small" onClick={loadOlder}>
+                  Retry
+                </button>
+              </>
+            ) : (
+              <button type="button" className="button small" onClick={loadOlder} disabled={olderLoading}>
+                {olderLoading ? 'Loading older messages…' : 'Load older messages'}
+              </button>
+            )}
+          </div>
+        )}
+        {messages.map((m) => (
+          <MessageItem key={m.id} role={m.role} content={m.content} />
+        ))}
+        {pending && (
+          <>
+            <MessageItem role="user" content={pending.user} />
+            <MessageItem role="assistant" content={pending.reply} state={pending.state} />
+          </>
+        )}
+      </div>
+      {sendError && (
+        <div className="send-error" role="alert">
+          {sendError}
+        </div>
+      )}
+      <Composer value={draft} onChange={setDraft} onSend={() => void send()} onStop={stop} streaming={streaming} inputRef={inputRef} />
+    </div>
+  );
+}
+
+function titleFrom(text: string): string {
+  const line = text.trim().split('\n')[0] ?? '';
+  return line.length > 60 ? `${line.slice(0, 57)}…` : line || 'New chat';
+}
+
+function retryHint(err: unknown): string {
+  return err instanceof ApiError && err.retryAfter !== undefined ? ` Try again in ${err.retryAfter} s.` : '';
+}

@@ -1,0 +1,75 @@
+import { useState } from 'react';
+import type { Conversation } from '../api/types';
+import { ConfirmDialog } from './ConfirmDialog';
+import { ConversationItem } from './ConversationItem';
+
+interface Props {
+  id: string;
+  open: boolean;
+  conversations: Conversation[];
+  selectedId: string | null;
+  loading: boolean;
+  hasMore: boolean;
+  error: string | null;
+  onSelect: (id: string) => void;
+  onNew: () => void;
+  onRename: (id: string, title: string) => Promise<void>;
+  onDelete: (id: string) => Promise<void>;
+  onLoadMore: () => void;
+}
+
+export function Sidebar(props: Props) {
+  const { conversations, selectedId } = props;
+  const [confirming, setConfirming] = useState<Conversation | null>(null);
+
+  return (
+    <nav id={props.id} className={`sidebar${props.open ? ' open' : ''}`} aria-label="Conversations">
+      <button type="button" className="button primary new-chat" onClick={props.onNew}>
+        <span aria-hidden="true">+</span> New chat
+      </button>
+      {props.error && (
+        <p className="sidebar-error" role="alert">
+          {props.error}
+        </p>
+      )}
+      {props.loading && conversations.length === 0 ? (
+        <p className="sidebar-state" role="status">
+          Loading conversations…
+        </p>
+      ) : conversations.length === 0 ? (
+        <p className="sidebar-state">No conversations yet.</p>
+      ) : (
+        <ul className="conversation-list">
+          {conversations.map((c) => (
+            <ConversationItem
+              key={c.id}
+              conversation={c}
+              selected={c.id === selectedId}
+              onSelect={() => props.onSelect(c.id)}
+              onRename={(title) => props.onRename(c.id, title)}
+              onDelete={() => setConfirming(c)}
+            />
+          ))}
+        </ul>
+      )}
+      {props.hasMore && (
+        <button type="button" className="button small load-more" onClick={props.onLoadMore} disabled={props.loading}>
+          {props.loading ? 'Loading…' : 'Show more'}
+        </button>
+      )}
+      {confirming && (
+        <ConfirmDialog
+          title="Delete conversation?"
+          message={`“${confirming.title}” and all its messages will be deleted. This cannot be undone.`}
+          confirmLabel="Delete"
+          onCancel={() => setConfirming(null)}
+          onConfirm={() => {
+            const target = confirming;
+            setConfirming(null);
+            void props.onDelete(target.id);
+          }}
+        />
+      )}
+    </nav>
+  );
+}

@@ -1,0 +1,312 @@
+import { act, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { App } from '../src/App';
+import type { Conversation, Message } from '../src/api/types';
+import { conv, json, mockFetch, msg, sseResponse, type Route } from './helpers';
+
+/** A tiny in-memory chat-server. `stream` decides how each streamed send answers. */
+function fakeServer() {
+  const conversations: Conversation[] = [conv('c1', 'Older chat', '2026-01-01T00:00:00Z'), conv('c2', 'Recent chat', '2026-01-03T00:00:00Z')];
+  const messages: Record<string, Message[]> = { c1: [], c2: [msg('c2', 'user', 'Earlier question'), msg('c2', 'assistant', 'Earlier answer')] };
+  let streamHandler: ((id: string, content: string) => Response | Promise<Response>) | null = null;
+  const route: Route = (url, init) => {
+    const method = init.method ?? 'GET';
+    const path = url.pathname;
+    if (path === '/api/v1/conversations' && method === 'GET') {
+      return json({ items: [...conversations].sort((a, b) => b.updated_at.localeCompare(a.updated_at)), next_cursor: null });
+    }
+    if (path === '/api/v1/conversations' && method === 'POST') {
+      const body = JSON.parse(String(init.body)) as { title?: string };
+      const c = conv(`n${conversations.length + 1}`, body.title ?? 'New chat', '2026-02-01T00:00:00Z');
+      conversations.push(c);
+      messages[c.id] = [];
+      return json(c, 201);
+    }
+    const m = /^\/api\/v1\/conversations\/([^/]+)(\/messages)?$/.exec(path);
+    if (!m?.[1]) return undefined;
+    const id = m[1];
+    const c = conversations.find((x) => x.id === id);
+    if (!c) return json({ status: 'error', message: 'Conversation not found.', code: 'not_found' }, 404);
+    if (m[2] && method === 'GET') return json({ items: messages[id] ?? [], next_cursor: null });
+    if (m[2] && method === 'POST') {
+      const content = (JSON.parse(String(init.body)) as { content: string }).content;
+      if (streamHandler) return streamHandler(id, content);
+      return undefined;
+    }
+    if (method === 'PATCH') {
+      c.title = (JSON.parse(String(init.body)) as { title: string }).title;
+      return json(c);
+    }
+    if (method === 'DELETE') {
+      conversations.splice(conversations.indexOf(c), 1);
+      return new Response(null, { status: 204 });
+    }
+    return undefined;
+  };
+  return {
+    conversations,
+    messages,
+    route,
+    onStream(h: (id: string, content: string) => Response | Promise<Response>) {
+      streamHandler = h;
+    },
+  };
+}
+
+let server: ReturnType<typeof fakeServer>;
+let fetchMock: ReturnType<typeof mockFetch>;
+
+beforeEach(() => {
+  server = fakeServer();
+  fetchMock = mockFetch([server.route]);
+  vi.stubGlobal('fetch', fetchMock.fn);
+});
+afterEach(() => {
+  vi.unstubAllGlobals();
+});
+
+const composer = () => screen.getByRole('textbox', { name: 'Message' });
+
+async function renderLoaded() {
+  render(<App />);
+  await screen.findByText('Earlier answer');
+}
+
+describe('App', () => {
+  it('lists conversations most recent first in a nav landmark and opens the newest', async () => {
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    const titles = within(nav)
+      .getAllByRole('listitem')
+      .map((li) => li.textContent);
+    expect(titles).toEqual(['Recent chat', 'Older chat']);
+    expect(within(nav).getByRole('button', { name: 'Recent chat' }).getAttribute('aria-current')).toBe('page');
+    const log = screen.getByRole('log');
+    expect(log.getAttribute('aria-live')).toBe('polite');
+    expect(within(log).getByText('Earlier question')).toBeTruthy();
+    expect(within(nav).getByRole('button', { name: /New chat/ })).toBeTruthy();
+  });
+
+  it('shows a loading state, then an empty conversation state', async () => {
+    render(<App />);
+    expect(screen.getByText('Loading conversations…')).toBeTruthy();
+    await screen.findByText('Earlier answer');
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    expect(await screen.findByText('No messages yet')).toBeTruthy();
+  });
+
+  it('disables Send while the message is empty or blank', async () => {
+    await renderLoaded();
+    const send = screen.getByRole('button', { name: 'Send' }) as HTMLButtonElement;
+    expect(send.disabled).toBe(true);
+    fireEvent.change(composer(), { target: { value: '   ' } });
+    expect(send.disabled).toBe(true);
+    fireEvent.change(composer(), { target: { value: 'hi' } });
+    expect(send.disabled).toBe(false);
+  });
+
+  it('streams the reply: Stop while streaming, deltas appended, then the stored messages', async () => {
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Hello **there**' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+
+    const log = screen.getByRole('log');
+    expect(await within(log).findByText('there')).toBeTruthy();
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+    const stop = await screen.findByRole('button', { name: 'Stop' });
+    expect(stop).toBeTruthy();
+    expect(screen.queryByRole('button', { name: 'Send' })).toBeNull();
+
+    await act(async () => sse.send('event: delta\ndata: {"text":"Hi"}\n\n'));
+    expect(await within(log).findByText('Hi')).toBeTruthy();
+    await act(async () => sse.send('event: delta\ndata: {"text":" there, friend."}\n\n'));
+    expect(await within(log).findByText('Hi there, friend.')).toBeTruthy();
+
+    const done = { user_message: msg('c2', 'user', 'Hello **there**'), assistant_message: msg('c2', 'assistant', 'Hi there, friend.') };
+    await act(async () => {
+      sse.send(`event: done\ndata: ${JSON.stringify(done)}\n\n`);
+      sse.close();
+    });
+    await waitFor(() => expect(screen.queryByRole('button', { name: 'Stop' })).toBeNull());
+    expect(screen.getByRole('button', { name: 'Send' })).toBeTruthy();
+    expect(within(log).getAllByText('Hi there, friend.')).toHaveLength(1);
+    expect(fetchMock.calls.find((c) => c.method === 'POST')?.body).toEqual({ content: 'Hello **there**' });
+  });
+
+  it('adds a line on Shift+Enter instead of sending', async () => {
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'line one' } });
+    fireEvent.keyDown(composer(), { key: 'Enter', shiftKey: true });
+    expect(fetchMock.calls.some((c) => c.method === 'POST')).toBe(false);
+  });
+
+  it('keeps the typed text in the composer and shows the error when sending fails', async () => {
+    server.onStream(() => json({ status: 'error', message: 'The assistant is busy.', code: 'overloaded' }, 503, { 'Retry-After': '2' }));
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Please keep me' } });
+    fireEvent.click(screen.getByRole('button', { name: 'Send' }));
+    const alert = await screen.findByRole('alert');
+    expect(alert.textContent).toContain('The assistant is busy.');
+    expect(alert.textContent).toContain('Try again in 2 s.');
+    expect((composer() as HTMLTextAreaElement).value).toBe('Please keep me');
+    expect(within(screen.getByRole('log')).queryByText('Please keep me')).toBeNull();
+    expect(screen.getByRole('button', { name: 'Send' })).toBeTruthy();
+  });
+
+  it('keeps the text when the server cannot be reached while sending', async () => {
+    server.onStream(() => Promise.reject(new TypeError('Failed to fetch')));
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Unsent words' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    expect((await screen.findByRole('alert')).textContent).toContain('Cannot reach the server');
+    expect((composer() as HTMLTextAreaElement).value).toBe('Unsent words');
+  });
+
+  it('shows "server unreachable" with a Retry button that recovers', async () => {
+    let down = true;
+    vi.stubGlobal('fetch', (input: string, init?: RequestInit) => (down ? Promise.reject(new TypeError('Failed to fetch')) : fetchMock.fn(input, init)));
+    render(<App />);
+    expect(await screen.findByText('Cannot reach the server.')).toBeTruthy();
+    down = false;
+    fireEvent.click(screen.getByRole('button', { name: 'Retry' }));
+    expect(await screen.findByText('Earlier answer')).toBeTruthy();
+  });
+
+  it('Stop aborts the stream and reloads the stored reply a moment later', async () => {
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Tell me a story' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => sse.send('event: delta\ndata: {"text":"Once upon"}\n\n'));
+    expect(await screen.findByText('Once upon')).toBeTruthy();
+    // The server finishes on its own and stores the exchange.
+    server.messages.c2?.push(msg('c2', 'user', 'Tell me a story'), msg('c2', 'assistant', 'Once upon a time, the end.'));
+    fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    expect(await screen.findByRole('button', { name: 'Send' })).toBeTruthy();
+    expect(await screen.findByText(/Stopped/)).toBeTruthy();
+    expect(await screen.findByText('Once upon a time, the end.', {}, { timeout: 4000 })).toBeTruthy();
+    expect(screen.queryByText(/Stopped/)).toBeNull();
+  });
+
+  it('creates, renames and deletes (after confirmation) conversations', async () => {
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
+    expect(await within(nav).findByRole('button', { name: 'New chat' })).toBeTruthy();
+    expect(await screen.findByText('No messages yet')).toBeTruthy();
+
+    fireEvent.click(within(nav).getByRole('button', { name: 'Rename Older chat' }));
+    const input = within(nav).getByRole('textbox', { name: 'Conversation title' });
+    fireEvent.change(input, { target: { value: 'Renamed chat' } });
+    fireEvent.submit(input);
+    expect(await within(nav).findByRole('button', { name: 'Renamed chat' })).toBeTruthy();
+    expect(server.conversations.find((c) => c.id === 'c1')?.title).toBe('Renamed chat');
+
+    fireEvent.click(within(nav).getByRole('button', { name: 'Delete Renamed chat' }));
+    const dialog = screen.getByRole('alertdialog');
+    fireEvent.click(within(dialog).getByRole('button', { name: 'Cancel' }));
+    expect(screen.queryByRole('alertdialog')).toBeNull();
+    expect(server.conversations.some((c) => c.id === 'c1')).toBe(true);
+
+    fireEvent.click(within(nav).getByRole('button', { name: 'Delete Renamed chat' }));
+    fireEvent.click(within(screen.getByRole('alertdialog')).getByRole('button', { name: 'Delete' }));
+    await waitFor(() => expect(within(nav).queryByRole('button', { name: 'Renamed chat' })).toBeNull());
+    expect(server.conversations.some((c) => c.id === 'c1')).toBe(false);
+  });
+
+  it('toggles the theme and remembers the choice', async () => {
+    await renderLoaded();
+    fireEvent.click(screen.getByRole('button', { name: 'Switch to dark theme' }));
+    expect(document.documentElement.dataset.theme).toBe('dark');
+    expect(localStorage.getItem('chat.theme')).toBe('dark');
+    expect(screen.getByRole('button', { name: 'Switch to light theme' })).toBeTruthy();
+  });
+});
+
+describe('drafts', () => {
+  it('keeps unsent text per conversation when switching away and back', async () => {
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'half-written thought' } });
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    await screen.findByText('No messages yet');
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+    await screen.findByText('Earlier answer');
+    expect((composer() as HTMLTextAreaElement).value).toBe('half-written thought');
+  });
+});
+
+describe('older messages', () => {
+  it('load on scrolling up, go above the others, and keep the view where it was', async () => {
+    const older = [msg('c2', 'user', 'Oldest question'), msg('c2', 'assistant', 'Oldest answer')];
+    const newer = [msg('c2', 'user', 'Newer question'), msg('c2', 'assistant', 'Newer answer')];
+    const pages = vi.fn((url: URL): Response | undefined => {
+      if (url.pathname !== '/api/v1/conversations/c2/messages') return undefined;
+      return url.searchParams.get('before') === 'cur1' ? json({ items: older, next_cursor: null }) : json({ items: newer, next_cursor: 'cur1' });
+    });
+    vi.stubGlobal('fetch', mockFetch([(url) => pages(url), server.route]).fn);
+    // jsdom has no layout: give every message 100px of height and the log a 150px window.
+    const height = vi.spyOn(HTMLElement.prototype, 'scrollHeight', 'get').mockImplementation(function (this: HTMLElement) {
+      return this.querySelectorAll('article').length * 100;
+    });
+    const client = vi.spyOn(HTMLElement.prototype, 'clientHeight', 'get').mockReturnValue(150);
+    try {
+      render(<App />);
+      await screen.findByText('Newer answer');
+      const log = screen.getByRole('log');
+      log.scrollTop = 0;
+      fireEvent.scroll(log);
+      await screen.findByText('Oldest answer');
+      const texts = [...log.querySelectorAll('article')].map((a) => a.querySelector('.message-body')?.textContent);
+      expect(texts).toEqual(['Oldest question', 'Oldest answer', 'Newer question', 'Newer answer']);
+      // Two messages (200px) went in above: the view moved down by exactly that much.
+      expect(log.scrollTop).toBe(200);
+      expect(screen.queryByRole('button', { name: 'Load older messages' })).toBeNull();
+      expect(pages.mock.calls.some(([u]) => u.searchParams.get('before') === 'cur1')).toBe(true);
+    } finally {
+      height.mockRestore();
+      client.mockRestore();
+    }
+  });
+});
+
+describe('unknown conversation', () => {
+  it('says so, without a pointless Retry, when the URL names a deleted conversation', async () => {
+    history.replaceState(null, '', '/#/c/gone');
+    render(<App />);
+    expect(await screen.findByText(/This conversation does not exist/)).toBeTruthy();
+    expect(screen.queryByRole('button', { name: 'Retry' })).toBeNull();
+  });
+});
+
+describe('new chat during the first load', () => {
+  it('keeps a conversation created before the list arrived', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        async (url, init) => {
+          if (url.pathname === '/api/v1/conversations' && (init.method ?? 'GET') === 'GET') {
+            const res = await server.route(url, init);
+            await gate;
+            return res;
+          }
+          return undefined;
+        },
+        server.route,
+      ]).fn,
+    );
+    render(<App />);
+    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    // The action button and the new conversation share the name "New chat".
+    await waitFor(() => expect(within(nav).getAllByRole('button', { name: 'New chat' })).toHaveLength(2));
+    await act(async () => release());
+    await within(nav).findByRole('button', { name: 'Recent chat' });
+    expect(within(nav).getAllByRole('button', { name: 'New chat' })).toHaveLength(2);
+  });
+});

@@ -1,0 +1,46 @@
+import { render } from '@testing-library/react';
+import { describe, expect, it, vi } from 'vitest';
+import { Markdown } from '../src/components/Markdown';
+
+describe('Markdown', () => {
+  it('shows raw HTML as text and never creates script elements', () => {
+    const alert = vi.spyOn(window, 'alert').mockImplementation(() => undefined);
+    const { container } = render(<Markdown text={'Hello <script>alert(1)</script> and <img src=x onerror="alert(2)">'} />);
+    expect(container.querySelector('script')).toBeNull();
+    expect(container.querySelector('img')).toBeNull();
+    expect(container.textContent).toContain('<script>alert(1)</script>');
+    expect(container.textContent).toContain('<img src=x onerror="alert(2)">');
+    expect(alert).not.toHaveBeenCalled();
+  });
+
+  it('shows a block of raw HTML as text too', () => {
+    const { container } = render(<Markdown text={'<div onclick="x()">\n<script>alert(1)</script>\n</div>'} />);
+    expect(container.querySelector('div[onclick]')).toBeNull();
+    expect(container.querySelector('script')).toBeNull();
+    expect(container.textContent).toContain('<script>alert(1)</script>');
+  });
+
+  it('opens links in a new tab without giving the page access to the opener', () => {
+    const { getByRole } = render(<Markdown text="See [the docs](https://example.com/docs)." />);
+    const link = getByRole('link', { name: 'the docs' });
+    expect(link.getAttribute('href')).toBe('https://example.com/docs');
+    expect(link.getAttribute('target')).toBe('_blank');
+    expect(link.getAttribute('rel')).toBe('noopener noreferrer');
+  });
+
+  it('drops javascript: URLs', () => {
+    const { container } = render(<Markdown text="[click](javascript:alert(1))" />);
+    expect(container.querySelector('a')?.getAttribute('href') ?? '').not.toContain('javascript');
+  });
+
+  it('renders lists and highlights fenced code', () => {
+    const { container } = render(<Markdown text={'- one\n- two\n\n```js\nconst x = 1; // note\n```\n\n```unknownlang\nplain\n```'} />);
+    expect([...container.querySelectorAll('ul > li')].map((li) => li.textContent)).toEqual(['one', 'two']);
+    const blocks = container.querySelectorAll('pre > code');
+    expect(blocks).toHaveLength(2);
+    expect(blocks[0]?.classList.contains('hljs')).toBe(true);
+    expect(blocks[0]?.querySelector('.hljs-keyword')?.textContent).toBe('const');
+    expect(blocks[0]?.textContent).toBe('const x = 1; // note\n');
+    expect(blocks[1]?.textContent).toBe('plain\n');
+  });
+});

@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { ApiClient, ApiError, NetworkError } from '../src/api/client';
+import { json, mockFetch, msg, sseResponse } from './helpers';
+
+describe('ApiClient', () => {
+  it('builds URLs from the base URL and query parameters', async () => {
+    const { fn, calls } = mockFetch([() => json({ items: [], next_cursor: null })]);
+    const client = new ApiClient('http://api.example/', fn);
+    await client.listMessages('c 1', { limit: 20, before: 'abc' });
+    await client.listConversations();
+    expect(calls.map((c) => c.url)).toEqual(['/api/v1/conversations/c%201/messages?limit=20&before=abc', '/api/v1/conversations']);
+  });
+
+  it('turns a JSON error body into an ApiError with status, code and Retry-After', async () => {
+    const { fn } = mockFetch([() => json({ status: 'error', message: 'Slow down', code: 'rate_limited' }, 429, { 'Retry-After': '3' })]);
+    const err = await new ApiClient('', fn).getConversation('x').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApiError);
+    expect(err).toMatchObject({ status: 429, code: 'rate_limited', message: 'Slow down', retryAfter: 3 });
+  });
+
+  it('reports an unreachable server as NetworkError', async () => {
+    const client = new ApiClient('', () => Promise.reject(new TypeError('Failed to fetch')));
+    await expect(client.listConversations()).rejects.toBeInstanceOf(NetworkError);
+    const proxy = new ApiClient('', async () => new Response('', { status: 500 }));
+    await expect(proxy.listConversations()).rejects.toBeInstanceOf(NetworkError);
+  });
+
+  it('streams deltas split across chunks and resolves with the done event', async () => {
+    const sse = sseResponse();
+    const { fn, calls } = mockFetch([() => sse.response]);
+    const deltas: string[] = [];
+    const done = new ApiClient('', fn).streamMessage('c1', 'hello', { onDelta: (t) => deltas.push(t) });
+    const user = msg('c1', 'user', 'hello');
+    const assistant = msg('c1', 'assistant', 'Hi there!');
+    const text =
+      'event: delta\r\ndata: {"text":"Hi"}\r\n\r\n' +
+      'id: 2\r\nevent: delta\r\ndata: {"text":" there!"}\r\n\r\n' +
+      `event: done\r\ndata: ${JSON.stringify({ user_message: user, assistant_message: assistant })}\r\n\r\n`;
+    for (let i = 0; i < text.length; i += 7) sse.send(text.slice(i, i + 7));
+    sse.close();
+    await expect(done).resolves.toEqual({ user_message: user, assistant_message: assistant });
+    expect(deltas).toEqual(['Hi', ' there!']);
+    expect(calls[0]).toMatchObject({ method: 'POST', url: '/api/v1/conversations/c1/messages', body: { content: 'hello' } });
+  });
+
+  it('keeps multi-byte characters split between chunks intact', async () => {
+    const bytes = new TextEncoder().encode('event: delta\ndata: {"text":"héllo 👋"}\n\nevent: error\ndata: {"message":"m","code":"c"}\n\n');
+    const text = new TextDecoder().decode(bytes);
+    for (const mid of [text.indexOf('é') + 1, text.indexOf('👋') + 1, text.indexOf('👋') + 3]) {
+      const stream = new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(bytes.slice(0, mid));
+          c.enqueue(bytes.slice(mid));
+          c.close();
+        },
+      });
+      const client = new ApiClient('', async () => new Response(stream, { headers: { 'Content-Type': 'text/event-stream' } }));
+      const got: string[] = [];
+      await expect(client.streamMessage('c1', 'x', { onDelta: (t) => got.push(t) })).rejects.toMatchObject({ code: 'c', message: 'm' });
+      expect(got).toEqual(['héllo 👋']);
+    }
+  });
+
+  it('rejects with the server message on an error event and when the stream ends without done', async () => {
+    const sse = sseResponse();
+    const client = new ApiClient('', mockFetch([() => sse.response]).fn);
+    const p = client.streamMessage('c1', 'x');
+    sse.send('event: error\ndata: {"message":"The model is down","code":"provider_unavailable"}\n\n');
+    await expect(p).rejects.toMatchObject({ message: 'The model is down', code: 'provider_unavailable' });
+
+    const cut = sseResponse();
+    const p2 = new ApiClient('', mockFetch([() => cut.response]).fn).streamMessage('c1', 'x');
+    cut.send('event: delta\ndata: {"text":"partial"}\n\n');
+    cut.close();
+    await expect(p2).rejects.toMatchObject({ code: 'stream_incomplete' });
+  });
+
+  it('rejects with AbortError when aborted mid-stream', async () => {
+    const sse = sseResponse();
+    const controller = new AbortController();
+    const p = new ApiClient('', mockFetch([() => sse.response]).fn).streamMessage('c1', 'x', { signal: controller.signal });
+    sse.send('event: delta\ndata: {"text":"a"}\n\n');
+    await new Promise((r) => setTimeout(r, 10));
+    controller.abort();
+    await expect(p).rejects.toMatchObject({ name: 'AbortError' });
+  });
+});
