@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use adapters_generation_log::MemoryGenerationLog;
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use anyhow::anyhow;
@@ -71,7 +74,20 @@ impl Reply {
         self.assert_no_leak();
     }
 
+    /// The reply's events after the `start` event that opens every stream.
     fn events(&self) -> Vec<(String, Value)> {
+        let mut events = self.all_events();
+        assert_eq!(
+            events.first().map(|(name, _)| name.as_str()),
+            Some("start"),
+            "{}",
+            self.body
+        );
+        events.remove(0);
+        events
+    }
+
+    fn all_events(&self) -> Vec<(String, Value)> {
         self.body
             .split("\n\n")
             .filter(|block| !block.trim().is_empty())
@@ -105,6 +121,7 @@ async fn call(
             },
         )),
         generations: Generations::new(tokio::runtime::Handle::current()),
+        generation_log: Arc::new(MemoryGenerationLog::new(Duration::from_secs(60))),
         metrics: None,
         settings: Arc::new(ApiSettings {
             max_body_bytes: 4096,
@@ -592,6 +609,35 @@ async fn a_stream_that_fails_midway_sends_an_error_event_and_stores_nothing() {
     assert!(!events[1].1["message"].as_str().unwrap().is_empty());
     assert_eq!(events[1].1.as_object().unwrap().len(), 2, "{}", reply.body);
     reply.assert_no_leak();
+}
+
+#[actix_web::test]
+async fn every_streamed_event_carries_a_resumable_id_and_the_first_is_start() {
+    let assistant = assistant_streaming(vec![Ok("one ".to_owned()), Err(AssistantError::Timeout)]);
+    let reply = call(
+        repository_never_storing(),
+        assistant,
+        v1_stream(ConversationId::DEFAULT, "hello"),
+    )
+    .await;
+    let start = &reply.all_events()[0];
+    assert_eq!(start.1["content"], "hello");
+    assert_eq!(
+        start.1["conversation_id"],
+        ConversationId::DEFAULT.to_string()
+    );
+    let generation = start.1["generation_id"].as_str().unwrap().to_owned();
+    let ids: Vec<String> = reply
+        .body
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: ").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=3)
+            .map(|sequence| format!("{generation}:{sequence}"))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[actix_web::test]
