@@ -14,6 +14,9 @@ use redis::{AsyncCommands, Client, Value};
 
 /// A generation that never finishes (its replica died mid-reply) is dropped after this long.
 const UNFINISHED_LIFETIME_SECS: u64 = 3600;
+/// Deletes KEYS[1] only while it still holds ARGV[1].
+const COMPARE_AND_DELETE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 /// How long one blocking read waits before checking that the log still exists.
 const BLOCK_MILLIS: usize = 2000;
 
@@ -25,8 +28,9 @@ pub struct RedisGenerationLog {
     commands: ConnectionManager,
     prefix: String,
     ttl: Duration,
-    /// Sequences of the generations this process is writing; a generation has one writer.
-    sequences: Arc<Mutex<HashMap<GenerationId, u64>>>,
+    /// Conversation and last sequence of the generations this process is writing; a generation
+    /// has one writer.
+    sequences: Arc<Mutex<HashMap<GenerationId, (ConversationId, u64)>>>,
 }
 
 impl std::fmt::Debug for RedisGenerationLog {
@@ -89,15 +93,19 @@ impl RedisGenerationLog {
         format!("{}:conversation:{id}:generation", self.prefix)
     }
 
-    fn next_sequence(&self, id: GenerationId, last: bool) -> Result<u64, GenerationLogError> {
+    fn next_sequence(
+        &self,
+        id: GenerationId,
+        last: bool,
+    ) -> Result<(ConversationId, u64), GenerationLogError> {
         let mut sequences = self.sequences.lock().unwrap_or_else(|p| p.into_inner());
-        let next = sequences.get(&id).ok_or(GenerationLogError::NotFound)? + 1;
+        let (conversation, previous) = *sequences.get(&id).ok_or(GenerationLogError::NotFound)?;
         if last {
             sequences.remove(&id);
         } else {
-            sequences.insert(id, next);
+            sequences.insert(id, (conversation, previous + 1));
         }
-        Ok(next)
+        Ok((conversation, previous + 1))
     }
 }
 
@@ -120,7 +128,7 @@ impl GenerationLog for RedisGenerationLog {
         self.sequences
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(generation_id, 0);
+            .insert(generation_id, (conversation_id, 0));
         Ok(())
     }
 
@@ -131,7 +139,7 @@ impl GenerationLog for RedisGenerationLog {
         data: &str,
         last: bool,
     ) -> Result<u64, GenerationLogError> {
-        let sequence = self.next_sequence(generation_id, last)?;
+        let (conversation_id, sequence) = self.next_sequence(generation_id, last)?;
         let key = self.stream_key(generation_id);
         let lifetime = if last {
             self.ttl.as_secs().max(1)
@@ -151,6 +159,17 @@ impl GenerationLog for RedisGenerationLog {
             .query_async(&mut commands)
             .await
             .map_err(unavailable)?;
+        if last {
+            // The conversation's pointer goes, unless a newer generation took it over meanwhile.
+            let _: i64 = redis::cmd("EVAL")
+                .arg(COMPARE_AND_DELETE)
+                .arg(1)
+                .arg(self.current_key(conversation_id))
+                .arg(format!("{conversation_id}/{generation_id}"))
+                .query_async(&mut commands)
+                .await
+                .map_err(unavailable)?;
+        }
         Ok(sequence)
     }
 
