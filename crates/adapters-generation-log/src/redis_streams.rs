@@ -8,7 +8,7 @@ use domain::{
     GenerationLogError, GenerationState,
 };
 use futures::stream::{self, StreamExt};
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, Client, Value};
 
@@ -19,6 +19,10 @@ const COMPARE_AND_DELETE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 /// How long one blocking read waits before checking that the log still exists.
 const BLOCK_MILLIS: usize = 2000;
+/// A follower gives up on a generation that logged nothing for this many blocking reads (two
+/// minutes): its writer lost the log (say its final event could not be written) and nothing more
+/// will come.
+const IDLE_READS: u32 = 60;
 
 /// Generation logs in Redis Streams: one stream per generation, entry ids `<sequence>-0`, so any
 /// replica sharing the Redis can replay and follow any reply.
@@ -54,6 +58,11 @@ fn text(value: Option<&Value>) -> String {
     }
 }
 
+/// The conversation an entry belongs to.
+fn conversation(entry: &StreamId) -> Option<ConversationId> {
+    text(entry.map.get("conversation")).parse().ok()
+}
+
 /// An entry and whether it is the final one.
 fn event(entry: &StreamId) -> Option<(GenerationEvent, bool)> {
     let sequence = entry.id.split('-').next()?.parse().ok()?;
@@ -73,7 +82,13 @@ impl RedisGenerationLog {
         ttl: Duration,
     ) -> Result<Self, GenerationLogError> {
         let client = Client::open(url).map_err(unavailable)?;
-        let commands = ConnectionManager::new(client.clone())
+        // Fail fast when Redis is away instead of the library's long default retries.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let commands = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(unavailable)?;
         Ok(Self {
@@ -146,10 +161,12 @@ impl GenerationLog for RedisGenerationLog {
         } else {
             UNFINISHED_LIFETIME_SECS
         };
+        let conversation = conversation_id.to_string();
         let fields = [
             ("name", name),
             ("data", data),
             ("last", if last { "1" } else { "0" }),
+            ("conversation", conversation.as_str()),
         ];
         let mut commands = self.commands.clone();
         let (_, _): (Value, Value) = redis::pipe()
@@ -204,14 +221,14 @@ impl GenerationLog for RedisGenerationLog {
             .xrevrange_count(self.stream_key(generation_id), "+", "-", 1)
             .await
             .map_err(unavailable)?;
-        Ok(newest
-            .ids
-            .first()
-            .and_then(event)
-            .map(|(event, last)| GenerationState {
+        Ok(newest.ids.first().and_then(|entry| {
+            let (event, last) = event(entry)?;
+            Some(GenerationState {
+                conversation_id: conversation(entry)?,
                 last_sequence: event.sequence,
                 finished: last,
-            }))
+            })
+        }))
     }
 
     async fn follow(
@@ -246,6 +263,7 @@ impl GenerationLog for RedisGenerationLog {
                     if done {
                         return None;
                     }
+                    let mut idle_reads = 0;
                     loop {
                         let reply: Result<Option<StreamReadReply>, _> = reader
                             .xread_options(&[&key], &[format!("{cursor}-0")], &options)
@@ -257,6 +275,14 @@ impl GenerationLog for RedisGenerationLog {
                                 .flat_map(|k| k.ids)
                                 .collect::<Vec<_>>(),
                             Ok(None) => {
+                                idle_reads += 1;
+                                if idle_reads >= IDLE_READS {
+                                    let stalled = GenerationLogError::Unavailable(
+                                        "the reply stopped making progress".to_owned(),
+                                    );
+                                    let failed = stream::iter(vec![Err(stalled)]);
+                                    return Some((failed, (reader, key, cursor, true)));
+                                }
                                 let exists: Result<bool, _> = reader.exists(&key).await;
                                 match exists {
                                     Ok(true) => continue,

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapters_generation_log::{MemoryGenerationLog, RedisGenerationLog};
 use domain::GenerationLog;
+use redis::Commands;
 
 mod memory {
     use super::*;
@@ -28,10 +29,10 @@ impl Drop for RedisKeys {
         let Ok(mut connection) = client.get_connection() else {
             return;
         };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut connection)
-            .unwrap_or_default();
+        let keys: Vec<String> = match connection.scan_match(format!("{}:*", self.prefix)) {
+            Ok(keys) => keys.filter_map(Result::ok).collect(),
+            Err(_) => return,
+        };
         if !keys.is_empty() {
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut connection);
         }

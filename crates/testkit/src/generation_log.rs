@@ -76,10 +76,11 @@ pub async fn in_progress_names_the_running_generation_until_it_finishes(
 }
 
 pub async fn state_reports_progress(log: Arc<dyn GenerationLog>) {
-    let (_, id) = begun(log.as_ref()).await;
+    let (conversation, id) = begun(log.as_ref()).await;
     log.append(id, "start", "{}", false).await.unwrap();
     let state = log.state(id).await.unwrap().expect("known");
     assert_eq!((state.last_sequence, state.finished), (1, false));
+    assert_eq!(state.conversation_id, conversation);
     log.append(id, "done", "{}", true).await.unwrap();
     let state = log.state(id).await.unwrap().expect("known");
     assert_eq!((state.last_sequence, state.finished), (2, true));
