@@ -478,9 +478,17 @@ async fn metrics_without_a_renderer_are_a_json_404() {
 
 // ---- assistant failures ----
 
+/// A failure, the status and code it must produce, and the Retry-After it must carry.
+type FailureCase = (
+    fn() -> AssistantError,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+
 #[actix_web::test]
 async fn assistant_failures_map_to_gateway_statuses_and_store_nothing() {
-    let cases: [(fn() -> AssistantError, u16, &str, Option<&str>); 4] = [
+    let cases: [FailureCase; 4] = [
         (
             || AssistantError::Provider(SECRET.to_owned()),
             502,
