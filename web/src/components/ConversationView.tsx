@@ -50,6 +50,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   messagesRef.current = messages;
   const pendingRef = useRef<Pending | null>(pending);
   pendingRef.current = pending;
+  const nextCursorRef = useRef(nextCursor);
+  nextCursorRef.current = nextCursor;
   /** Set by the first load of a conversation: follow a reply in progress once the messages are in. */
   const followRef = useRef<(id: string) => void>(() => undefined);
   /** Unsent text per conversation, so switching away and back loses nothing typed. */
@@ -224,9 +226,12 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         (exchange) => {
           if (gen !== generation.current) return;
           if (exchange) {
+            // The first exchange of a fresh "New chat" names it, as when sent from here.
+            const ids = new Set([exchange.user_message.id, exchange.assistant_message.id]);
+            const first = nextCursorRef.current === null && messagesRef.current.every((m) => ids.has(m.id));
             addExchange(exchange);
             setPending(null);
-            onActivity(convId, exchange.assistant_message.created_at);
+            onActivity(convId, exchange.assistant_message.created_at, first ? exchange.user_message.content : undefined);
           } else if (shown) {
             // The reply ended while reconnecting and its events are gone: it is stored by now.
             setPending(null);
