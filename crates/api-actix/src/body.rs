@@ -83,6 +83,18 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
             "The request body is empty; a JSON object is expected.".to_owned(),
         ));
     }
+    // serde would also build a struct from a JSON array (`["hi"]`); only objects are requests.
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            return Err(BodyError::Invalid(format!(
+                "The request body is not valid JSON: {error}."
+            )));
+        }
+        return Err(BodyError::Invalid(
+            "The request body must be a JSON object.".to_owned(),
+        ));
+    }
     serde_json::from_slice(body).map_err(|error| match error.classify() {
         Category::Data => BodyError::Invalid(format!("Invalid request body: {error}.")),
         Category::Syntax | Category::Eof | Category::Io => {

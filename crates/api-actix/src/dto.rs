@@ -199,6 +199,17 @@ pub(crate) struct DeltaEvent {
     pub text: String,
 }
 
+/// Data of the SSE `start` event that opens every streamed reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StreamStartEvent {
+    #[schema(format = Uuid)]
+    pub generation_id: String,
+    #[schema(format = Uuid)]
+    pub conversation_id: String,
+    /// The user's message being answered.
+    pub content: String,
+}
+
 /// Data of an SSE `error` event.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct StreamErrorEvent {
@@ -224,6 +235,14 @@ pub(crate) struct ListMessagesQuery {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page: gives the messages before it.
     pub before: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ResumeQuery {
+    /// The last event id received (`<generation_id>:<sequence>`); the `Last-Event-ID` header
+    /// takes precedence.
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -110,6 +110,11 @@ pub fn app(
             false,
         ))
         .service(resource(
+            "/api/v1/conversations/{id}/stream",
+            vec![web::get().to(v1::resume_stream)],
+            false,
+        ))
+        .service(resource(
             "/healthz",
             vec![web::get().to(ops::healthz)],
             false,

@@ -1,67 +1,178 @@
-//! Server-Sent Events for a reply in progress.
+//! Server-Sent Events for replies in progress.
+//!
+//! Every streamed reply is a background generation whose events (`start`, `delta`..., then `done`
+//! or `error`) go to the generation log; the response follows the log, and each event carries
+//! `id: <generation>:<sequence>`, so a client that lost the connection resumes from the last id
+//! it saw, on this replica or another.
+
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::HttpResponse;
 use bytes::Bytes;
-use domain::{ChatError, Exchange, PendingReply, ReplyEvent};
-use futures::channel::{mpsc, oneshot};
-use futures::{stream, StreamExt};
+use domain::{
+    ChatError, ConversationId, Exchange, GenerationEvents, GenerationId, GenerationLog,
+    PendingReply, ReplyEvent,
+};
+use futures::channel::mpsc;
+use futures::{future, stream, StreamExt};
 use serde::Serialize;
 
-use crate::dto::{DeltaEvent, ExchangeDto, StreamErrorEvent};
+use crate::dto::{DeltaEvent, ExchangeDto, StreamErrorEvent, StreamStartEvent};
 use crate::errors::ApiError;
-use crate::generations::Generations;
+use crate::state::AppState;
 
-/// Deltas buffered for a slow client before generation waits for it.
+/// Deltas buffered for a slow log before generation waits for it.
 const DELTA_BUFFER: usize = 64;
 
-fn event(name: &str, data: &impl Serialize) -> Bytes {
-    let data = serde_json::to_string(data).expect("event data always serialises");
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+fn json(data: &impl Serialize) -> String {
+    serde_json::to_string(data).expect("event data always serialises")
 }
 
-fn finished(outcome: Result<Result<Exchange, ChatError>, oneshot::Canceled>) -> Bytes {
+fn frame(id: Option<&str>, name: &str, data: &str) -> Bytes {
+    let id = id.map(|id| format!("id: {id}\n")).unwrap_or_default();
+    Bytes::from(format!("{id}event: {name}\ndata: {data}\n\n"))
+}
+
+fn error_data(message: &str, code: &str) -> String {
+    json(&StreamErrorEvent {
+        message: message.to_owned(),
+        code: code.to_owned(),
+    })
+}
+
+fn final_event(outcome: Result<Exchange, ChatError>) -> (&'static str, String) {
     match outcome {
-        Ok(Ok(exchange)) => event("done", &ExchangeDto::from(exchange)),
-        Ok(Err(error)) => {
+        Ok(exchange) => ("done", json(&ExchangeDto::from(exchange))),
+        Err(error) => {
+            tracing::warn!(%error, "streamed reply failed");
             let error = ApiError::from(error);
-            event(
-                "error",
-                &StreamErrorEvent {
-                    message: error.message().to_owned(),
-                    code: error.code().to_owned(),
-                },
-            )
+            ("error", error_data(error.message(), error.code()))
         }
-        Err(oneshot::Canceled) => event(
-            "error",
-            &StreamErrorEvent {
-                message: "The reply was interrupted.".to_owned(),
-                code: "interrupted".to_owned(),
-            },
-        ),
     }
 }
 
-/// Starts the reply as a background generation and relays it to the client. The generation does
-/// not depend on the response: if the client goes away, it still runs to its end and is stored.
-pub(crate) fn stream_reply(generations: &Generations, pending: PendingReply) -> HttpResponse {
-    let (deltas, delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
-    let (outcome_sender, outcome) = oneshot::channel();
-    generations.spawn(async move {
-        let result = pending.complete(deltas).await;
-        if let Err(error) = &result {
-            tracing::warn!(%error, "streamed reply failed");
-        }
-        let _ = outcome_sender.send(result);
-    });
-    let body = delta_events
-        .map(|ReplyEvent::Delta(text)| event("delta", &DeltaEvent { text }))
-        .chain(stream::once(outcome).map(finished))
-        .map(Ok::<Bytes, actix_web::Error>);
+fn event_stream(body: impl futures::Stream<Item = Bytes> + 'static) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body)
+        .streaming(body.map(Ok::<Bytes, actix_web::Error>))
+}
+
+/// The events of a generation after `after`, as an SSE response.
+pub(crate) fn follow_response(
+    generation_id: GenerationId,
+    events: GenerationEvents,
+) -> HttpResponse {
+    let body = events.scan(false, move |failed, event| {
+        if *failed {
+            return future::ready(None);
+        }
+        let frame = match event {
+            Ok(event) => frame(
+                Some(&format!("{generation_id}:{}", event.sequence)),
+                &event.name,
+                &event.data,
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "following a generation failed");
+                *failed = true;
+                frame(
+                    None,
+                    "error",
+                    &error_data(
+                        "The reply stream was interrupted; reconnect to resume it.",
+                        "interrupted",
+                    ),
+                )
+            }
+        };
+        future::ready(Some(frame))
+    });
+    event_stream(body)
+}
+
+/// Runs the reply to its end, logging every event; the last one is `done` or `error`.
+async fn run_logged(
+    log: Arc<dyn GenerationLog>,
+    generation_id: GenerationId,
+    pending: PendingReply,
+) {
+    let (deltas, mut delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
+    let relay = async {
+        while let Some(ReplyEvent::Delta(text)) = delta_events.next().await {
+            if let Err(error) = log
+                .append(generation_id, "delta", &json(&DeltaEvent { text }), false)
+                .await
+            {
+                tracing::warn!(%error, "logging a delta failed");
+            }
+        }
+    };
+    let (outcome, ()) = future::join(pending.complete(deltas), relay).await;
+    let (name, data) = final_event(outcome);
+    if let Err(error) = log.append(generation_id, name, &data, true).await {
+        tracing::warn!(%error, "logging the end of a reply failed");
+    }
+}
+
+/// Starts the reply as a logged background generation and answers with its event stream. The
+/// generation does not depend on the response: if the client goes away it still runs to its end
+/// and is stored, and its log lets the client pick the stream up again.
+pub(crate) async fn stream_reply(
+    state: &AppState,
+    conversation_id: ConversationId,
+    content: String,
+    pending: PendingReply,
+) -> HttpResponse {
+    let log = Arc::clone(&state.generation_log);
+    let generation_id = GenerationId::generate();
+    let start = json(&StreamStartEvent {
+        generation_id: generation_id.to_string(),
+        conversation_id: conversation_id.to_string(),
+        content,
+    });
+    let logged = async {
+        log.begin(conversation_id, generation_id).await?;
+        log.append(generation_id, "start", &start, false).await?;
+        log.follow(generation_id, 0).await
+    };
+    match logged.await {
+        Ok(events) => {
+            state
+                .generations
+                .spawn(run_logged(log, generation_id, pending));
+            follow_response(generation_id, events)
+        }
+        Err(error) => {
+            // Without a log the reply still streams; it just cannot be resumed.
+            tracing::warn!(%error, "generation log unavailable; streaming without resume");
+            stream_unlogged(state, &start, pending)
+        }
+    }
+}
+
+fn stream_unlogged(state: &AppState, start: &str, pending: PendingReply) -> HttpResponse {
+    let (deltas, delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
+    let (outcome_sender, outcome) = futures::channel::oneshot::channel();
+    state.generations.spawn(async move {
+        let result = pending.complete(deltas).await;
+        let _ = outcome_sender.send(final_event(result));
+    });
+    let start = frame(None, "start", start);
+    let body = stream::once(future::ready(start))
+        .chain(
+            delta_events
+                .map(|ReplyEvent::Delta(text)| frame(None, "delta", &json(&DeltaEvent { text }))),
+        )
+        .chain(stream::once(outcome).map(|outcome| match outcome {
+            Ok((name, data)) => frame(None, name, &data),
+            Err(_) => frame(
+                None,
+                "error",
+                &error_data("The reply was interrupted.", "interrupted"),
+            ),
+        }));
+    event_stream(body)
 }

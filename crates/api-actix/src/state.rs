@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use domain::ChatService;
+use domain::{ChatService, GenerationLog};
 
 use crate::generations::Generations;
 
@@ -26,6 +26,8 @@ pub struct ApiSettings {
 pub struct AppState {
     pub service: Arc<ChatService>,
     pub generations: Generations,
+    /// Where streamed replies are logged so clients can resume them.
+    pub generation_log: Arc<dyn GenerationLog>,
     pub metrics: Option<MetricsRenderer>,
     pub settings: Arc<ApiSettings>,
 }

@@ -2,12 +2,12 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::ConversationId;
+use domain::{ConversationId, GenerationId, GenerationLogError};
 
 use crate::body::read_json;
 use crate::dto::{
     ConversationDto, ConversationPage, CreateConversationRequest, ErrorResponse, ExchangeDto,
-    ListConversationsQuery, ListMessagesQuery, MessagePage, RenameConversationRequest,
+    ListConversationsQuery, ListMessagesQuery, MessagePage, RenameConversationRequest, ResumeQuery,
     SendMessageRequest,
 };
 use crate::errors::ApiError;
@@ -236,9 +236,90 @@ pub(crate) async fn send_message(
         read_json(&request, payload, state.settings.max_body_bytes).await?;
     let text = state.service.message_text(body.content)?;
     if wants_event_stream(&request) {
+        let content = text.as_str().to_owned();
         let pending = state.service.start_reply(id, text).await?;
-        return Ok(sse::stream_reply(&state.generations, pending));
+        return Ok(sse::stream_reply(&state, id, content, pending).await);
     }
     let exchange = state.service.send_message(id, text).await?;
     Ok(HttpResponse::Created().json(ExchangeDto::from(exchange)))
+}
+
+/// `<generation_id>:<sequence>`, as carried by every event's `id:` line.
+fn event_id(raw: &str) -> Result<(GenerationId, u64), ApiError> {
+    let invalid = || ApiError::bad_request("invalid_cursor", "The event id is not valid.");
+    let (generation, sequence) = raw.trim().split_once(':').ok_or_else(invalid)?;
+    Ok((
+        generation.parse().map_err(|_| invalid())?,
+        sequence.parse().map_err(|_| invalid())?,
+    ))
+}
+
+fn log_unavailable(error: GenerationLogError) -> ApiError {
+    tracing::warn!(%error, "generation log unavailable");
+    ApiError::new(
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        "stream_log_unavailable",
+        "Replies in progress cannot be resumed right now.",
+    )
+}
+
+/// Resumes a streamed reply: replays the events after the given id (header `Last-Event-ID` or
+/// `after`), or the whole reply in progress when no id is given, then follows it live to its end.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}/stream",
+    tag = "messages",
+    params(
+        ("id" = String, Path, description = "Conversation id (UUID)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event id received: `<generation_id>:<sequence>`"),
+        ResumeQuery,
+    ),
+    responses(
+        (status = 200, description = "The rest of the reply as Server-Sent Events (`start`, `delta`, then `done` or `error`), each with `id: <generation_id>:<sequence>`", content_type = "text/event-stream", body = String),
+        (status = 204, description = "No reply in progress, or nothing left to deliver"),
+        (status = 400, description = "Malformed conversation id or event id", body = ErrorResponse),
+        (status = 404, description = "No such conversation", body = ErrorResponse),
+        (status = 503, description = "Storage or the generation log unavailable", body = ErrorResponse),
+        (status = 500, description = "Internal failure", body = ErrorResponse),
+    )
+)]
+pub(crate) async fn resume_stream(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<ResumeQuery>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = conversation_id(&id)?;
+    let last_event_id = request
+        .headers()
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::bad_request("invalid_cursor", "The event id is not valid."))
+        })
+        .transpose()?
+        .or_else(|| query.after.clone());
+    state.service.get_conversation(id).await?;
+    let log = &state.generation_log;
+    let (generation_id, after) = match last_event_id {
+        Some(raw) => event_id(&raw)?,
+        None => match log.in_progress(id).await.map_err(log_unavailable)? {
+            Some(generation_id) => (generation_id, 0),
+            None => return Ok(HttpResponse::NoContent().finish()),
+        },
+    };
+    match log.state(generation_id).await.map_err(log_unavailable)? {
+        None => return Ok(HttpResponse::NoContent().finish()),
+        Some(progress) if progress.finished && after >= progress.last_sequence => {
+            return Ok(HttpResponse::NoContent().finish())
+        }
+        Some(_) => {}
+    }
+    match log.follow(generation_id, after).await {
+        Ok(events) => Ok(sse::follow_response(generation_id, events)),
+        Err(GenerationLogError::NotFound) => Ok(HttpResponse::NoContent().finish()),
+        Err(error) => Err(log_unavailable(error)),
+    }
 }

@@ -37,6 +37,15 @@ pub enum AssistantError {
     Unknown(#[from] anyhow::Error),
 }
 
+/// What a [`crate::GenerationLog`] can fail with.
+#[derive(Debug, Error)]
+pub enum GenerationLogError {
+    #[error("no such generation, or its log expired")]
+    NotFound,
+    #[error("the generation log is unavailable: {0}")]
+    Unavailable(String),
+}
+
 /// What a use case of [`crate::ChatService`] can fail with.
 #[derive(Debug, Error)]
 pub enum ChatError {

@@ -48,6 +48,10 @@ uuid_id!(
     /// Identifies one message.
     MessageId
 );
+uuid_id!(
+    /// Identifies one streamed reply, from its start to its end.
+    GenerationId
+);
 
 impl ConversationId {
     /// The conversation the seed API (`/chat/history`, `/chat/message`) reads and writes. A fixed id

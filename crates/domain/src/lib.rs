@@ -11,11 +11,14 @@ pub mod service;
 pub mod text;
 pub mod time;
 
-pub use errors::{AssistantError, ChatError, RepositoryError};
-pub use ids::{ConversationId, MessageId};
+pub use errors::{AssistantError, ChatError, GenerationLogError, RepositoryError};
+pub use ids::{ConversationId, GenerationId, MessageId};
 pub use model::{Conversation, Exchange, Message, NewExchange, NewMessage, Role};
 pub use paging::{ConversationCursor, CursorError, MessageCursor, MessageWindow, Page, PageLimit};
-pub use ports::{Assistant, ChatRepository, DeltaStream, ReplyContext};
+pub use ports::{
+    Assistant, ChatRepository, DeltaStream, GenerationEvent, GenerationEvents, GenerationLog,
+    GenerationState, ReplyContext,
+};
 pub use service::{ChatService, ChatServiceConfig, PendingReply, ReplyEvent};
 pub use text::{ConversationTitle, MessageText, TextError};
 pub use time::Timestamp;

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::errors::{AssistantError, RepositoryError};
-use crate::ids::ConversationId;
+use crate::errors::{AssistantError, GenerationLogError, RepositoryError};
+use crate::ids::{ConversationId, GenerationId};
 use crate::model::{Conversation, Exchange, Message, NewExchange};
 use crate::paging::{ConversationCursor, MessageCursor, MessageWindow, Page, PageLimit};
 use crate::text::{ConversationTitle, MessageText};
@@ -100,4 +100,70 @@ pub trait Assistant: Send + Sync {
     /// can answer with a plain error. A stream that ends with an `Err` item ended in failure: the
     /// pieces before it are not a reply.
     async fn reply_stream(&self, context: &ReplyContext) -> Result<DeltaStream, AssistantError>;
+}
+
+/// One event of a streamed reply as clients receive it: a name (`start`, `delta`, `done`, `error`)
+/// and its data, numbered from 1 within its generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationEvent {
+    pub sequence: u64,
+    pub name: String,
+    pub data: String,
+}
+
+/// Where a generation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenerationState {
+    /// Sequence of the last event appended so far (0 before the first).
+    pub last_sequence: u64,
+    /// The final event has been appended; nothing more will come.
+    pub finished: bool,
+}
+
+/// Events appended as they happen.
+pub type GenerationEvents = BoxStream<'static, Result<GenerationEvent, GenerationLogError>>;
+
+/// The log of every streamed reply, so a client that lost its connection (a reload, a switch to
+/// another conversation, another replica behind the load balancer) can replay what it missed and
+/// follow the rest. Logs expire some time after their generation finished.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait GenerationLog: Send + Sync {
+    /// Opens the log of a new generation and makes it the conversation's generation in progress.
+    async fn begin(
+        &self,
+        conversation_id: ConversationId,
+        generation_id: GenerationId,
+    ) -> Result<(), GenerationLogError>;
+
+    /// Appends the next event and returns its sequence (1 for the first). `last` marks the final
+    /// event: the generation is then finished and no longer in progress for its conversation.
+    async fn append(
+        &self,
+        generation_id: GenerationId,
+        name: &str,
+        data: &str,
+        last: bool,
+    ) -> Result<u64, GenerationLogError>;
+
+    /// The conversation's generation in progress, if any.
+    async fn in_progress(
+        &self,
+        conversation_id: ConversationId,
+    ) -> Result<Option<GenerationId>, GenerationLogError>;
+
+    /// Where the generation stands; `None` when it is unknown or its log expired.
+    async fn state(
+        &self,
+        generation_id: GenerationId,
+    ) -> Result<Option<GenerationState>, GenerationLogError>;
+
+    /// The events after sequence `after` that are already logged, then each new one as it is
+    /// appended; the stream ends after the final event. MUST return `NotFound` when the
+    /// generation is unknown or expired.
+    async fn follow(
+        &self,
+        generation_id: GenerationId,
+        after: u64,
+    ) -> Result<GenerationEvents, GenerationLogError>;
 }

@@ -8,7 +8,7 @@ use domain::{ChatService, ChatServiceConfig};
 
 use crate::settings::Settings;
 use crate::telemetry;
-use crate::wiring::{build_assistant, build_repository};
+use crate::wiring::{build_assistant, build_generation_log, build_repository};
 
 /// The running service: what `main` runs and what tests start on port 0.
 pub struct Application {
@@ -30,7 +30,8 @@ impl Application {
     /// Opens storage (running migrations), builds the assistant and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let repository = build_repository(&settings.storage).await?;
-        let assistant = build_assistant(&settings.assistant)?;
+        let assistant = build_assistant(&settings.assistant, &settings.cache)?;
+        let generation_log = build_generation_log(&settings.cache).await?;
         let service = Arc::new(ChatService::new(
             repository,
             assistant,
@@ -63,6 +64,7 @@ impl Application {
         let state = AppState {
             service,
             generations: generations.clone(),
+            generation_log,
             metrics: telemetry::metrics_renderer(),
             settings: Arc::new(ApiSettings {
                 max_body_bytes: settings.limits.max_body_bytes,

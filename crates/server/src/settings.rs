@@ -17,6 +17,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub storage: StorageSettings,
     pub assistant: AssistantSettings,
+    pub cache: CacheSettings,
     pub log: LogSettings,
     pub cors: CorsSettings,
     pub limits: LimitSettings,
@@ -107,6 +108,39 @@ pub struct AssistantSettings {
     pub max_concurrency: usize,
     pub max_queue: usize,
     pub dummy: DummySettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheKind {
+    None,
+    Memory,
+    Redis,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub kind: CacheKind,
+    /// May hold a password, so `Debug` never prints it.
+    pub url: String,
+    pub key_prefix: String,
+    pub ttl_secs: u64,
+    pub max_entries: usize,
+    pub stream_log_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for CacheSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheSettings")
+            .field("kind", &self.kind)
+            .field("url", &"[redacted]")
+            .field("key_prefix", &self.key_prefix)
+            .field("ttl_secs", &self.ttl_secs)
+            .field("max_entries", &self.max_entries)
+            .field("stream_log_ttl_secs", &self.stream_log_ttl_secs)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -243,6 +277,14 @@ impl Settings {
                     format!("{origin:?} is not an origin like \"https://chat.example.com\""),
                 ));
             }
+        }
+        if self.cache.kind == CacheKind::Redis
+            && !(self.cache.url.starts_with("redis://") || self.cache.url.starts_with("rediss://"))
+        {
+            return Err(invalid("cache.url", "must be a redis:// or rediss:// URL"));
+        }
+        if self.cache.kind == CacheKind::Memory && self.cache.max_entries == 0 {
+            return Err(invalid("cache.max_entries", "must be at least 1"));
         }
         self.assistant.validate()
     }

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters_ai_dummy::{DummyAssistant, DummyMode};
+use adapters_cache::{CacheScope, CachedAssistant, MemoryReplyCache, RedisReplyCache, ReplyCache};
+use adapters_generation_log::{MemoryGenerationLog, RedisGenerationLog};
 use anyhow::Context;
-use domain::{Assistant, ChatRepository};
+use domain::{Assistant, ChatRepository, GenerationLog};
 
 use crate::settings::{
-    AssistantKind, AssistantSettings, DummyModeSetting, StorageBackend, StorageSettings,
+    AssistantKind, AssistantSettings, CacheKind, CacheSettings, DummyModeSetting, StorageBackend,
+    StorageSettings,
 };
 
 /// Opens the storage the settings name, applying its migrations.
@@ -72,8 +75,54 @@ async fn build_sqlite(_: &StorageSettings) -> anyhow::Result<Arc<dyn ChatReposit
     )
 }
 
-/// Builds the assistant the settings name.
-pub fn build_assistant(settings: &AssistantSettings) -> anyhow::Result<Arc<dyn Assistant>> {
+/// Builds the assistant the settings name, behind the reply cache when one is configured.
+pub fn build_assistant(
+    settings: &AssistantSettings,
+    cache: &CacheSettings,
+) -> anyhow::Result<Arc<dyn Assistant>> {
+    let assistant = build_provider(settings)?;
+    let store: Arc<dyn ReplyCache> = match cache.kind {
+        CacheKind::None => return Ok(assistant),
+        CacheKind::Memory => Arc::new(MemoryReplyCache::new(cache.max_entries)),
+        // Lazy: the cache is an optimisation, so Redis being down must not stop the start.
+        CacheKind::Redis => Arc::new(
+            RedisReplyCache::lazy(&cache.url, format!("{}:reply", cache.key_prefix))
+                .context("invalid cache.url")?,
+        ),
+    };
+    let scope = match settings.kind {
+        AssistantKind::Dummy => CacheScope {
+            model: "dummy".to_owned(),
+            system_prompt: String::new(),
+        },
+        AssistantKind::Openai => CacheScope {
+            model: settings.model.clone(),
+            system_prompt: settings.system_prompt.clone(),
+        },
+    };
+    Ok(Arc::new(CachedAssistant::new(
+        assistant,
+        store,
+        scope,
+        Duration::from_secs(cache.ttl_secs),
+    )))
+}
+
+/// Where streamed replies are logged for resuming: Redis Streams when Redis is configured, so any
+/// replica can resume any reply; this process's memory otherwise.
+pub async fn build_generation_log(cache: &CacheSettings) -> anyhow::Result<Arc<dyn GenerationLog>> {
+    let ttl = Duration::from_secs(cache.stream_log_ttl_secs);
+    Ok(match cache.kind {
+        CacheKind::Redis => Arc::new(
+            RedisGenerationLog::connect(&cache.url, format!("{}:stream", cache.key_prefix), ttl)
+                .await
+                .context("cannot connect to Redis (cache.url)")?,
+        ),
+        CacheKind::None | CacheKind::Memory => Arc::new(MemoryGenerationLog::new(ttl)),
+    })
+}
+
+fn build_provider(settings: &AssistantSettings) -> anyhow::Result<Arc<dyn Assistant>> {
     match settings.kind {
         AssistantKind::Dummy => {
             let mode = match settings.dummy.mode {

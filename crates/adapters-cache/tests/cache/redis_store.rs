@@ -4,7 +4,7 @@ use std::time::Duration;
 use adapters_cache::{CachedAssistant, RedisReplyCache, ReplyCache};
 use domain::{Assistant, Role};
 
-use crate::support::{context, drain, redis_url, scope, test_redis, CountingAssistant};
+use crate::support::{context, drain, keys_under, redis_url, scope, test_redis, CountingAssistant};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -41,7 +41,10 @@ async fn stores_replies_under_the_prefix_with_a_ttl() {
         .await
         .unwrap();
     assert_eq!(other.get("k").await.unwrap(), None);
-    redis.clean_up().await;
+    // Dropping the test's handle deletes its keys.
+    let prefix = redis.prefix.clone();
+    drop(redis);
+    assert!(keys_under(&prefix).await.is_empty());
 }
 
 #[tokio::test]
@@ -65,7 +68,6 @@ async fn entries_expire_after_their_ttl() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(redis.store.get("short").await.unwrap(), None);
     assert_eq!(redis.store.get("tiny").await.unwrap(), None);
-    redis.clean_up().await;
 }
 
 /// Two replicas with their own assistant share one Redis: what one learnt, the other serves.
@@ -105,5 +107,4 @@ async fn replicas_share_cached_replies() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     other_model.reply(&question).await.unwrap();
     assert_eq!(second_inner.calls(), 2, "expired in Redis");
-    redis.clean_up().await;
 }

@@ -165,6 +165,7 @@ impl TestApp {
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SseEvent {
+    pub id: Option<String>,
     pub event: String,
     pub data: serde_json::Value,
 }
@@ -173,25 +174,53 @@ pub struct SseEvent {
 pub struct SseReader {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buffer: String,
+    /// The `start` event that opens every reply, once read; `None` in raw mode.
+    pub start: Option<SseEvent>,
+    raw: bool,
 }
 
 impl SseReader {
+    /// Reads a reply's events; the opening `start` event is kept in `start`, not returned.
     pub fn new(response: reqwest::Response) -> Self {
         Self {
             body: response.bytes_stream().boxed(),
             buffer: String::new(),
+            start: None,
+            raw: false,
+        }
+    }
+
+    /// Returns every event, `start` included.
+    pub fn raw(response: reqwest::Response) -> Self {
+        Self {
+            raw: true,
+            ..Self::new(response)
         }
     }
 
     /// The next event, or `None` at the end of the stream.
     pub async fn next_event(&mut self) -> Option<SseEvent> {
         loop {
+            let event = self.next_frame().await?;
+            if self.raw || event.event != "start" {
+                return Some(event);
+            }
+            assert!(self.start.is_none(), "one start event per reply");
+            self.start = Some(event);
+        }
+    }
+
+    async fn next_frame(&mut self) -> Option<SseEvent> {
+        loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
                 let mut event = String::from("message");
                 let mut data = String::new();
+                let mut id = None;
                 for line in block.lines() {
-                    if let Some(name) = line.strip_prefix("event: ") {
+                    if let Some(value) = line.strip_prefix("id: ") {
+                        id = Some(value.to_owned());
+                    } else if let Some(name) = line.strip_prefix("event: ") {
                         event = name.to_owned();
                     } else if let Some(value) = line.strip_prefix("data: ") {
                         data.push_str(value);
@@ -201,6 +230,7 @@ impl SseReader {
                     continue;
                 }
                 return Some(SseEvent {
+                    id,
                     event,
                     data: serde_json::from_str(&data).expect("event data is JSON"),
                 });

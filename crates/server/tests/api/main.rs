@@ -2,5 +2,6 @@
 
 mod helpers;
 mod ops;
+mod resume;
 mod seed;
 mod v1;

@@ -807,7 +807,6 @@ async fn sending_errors_are_reported_and_store_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "bug: api-actix body.rs decode() lets serde deserialize the request struct from a JSON array, so [\"hi\"] is accepted as {\"content\": \"hi\"}"]
 async fn a_json_array_is_not_a_valid_body() {
     let app = TestApp::spawn().await;
     let id = app.create_conversation(None).await["id"]

@@ -1,0 +1,202 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use domain::{
+    ConversationId, GenerationEvent, GenerationEvents, GenerationId, GenerationLog,
+    GenerationLogError, GenerationState,
+};
+use futures::stream::{self, StreamExt};
+use tokio::sync::watch;
+
+/// A generation that never finishes (its process stopped mid-reply) is dropped after this long.
+const UNFINISHED_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Generation logs in this process's memory; right for a single replica.
+#[derive(Debug, Clone)]
+pub struct MemoryGenerationLog {
+    inner: Arc<Mutex<Logs>>,
+    ttl: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Logs {
+    generations: HashMap<GenerationId, Log>,
+    in_progress: HashMap<ConversationId, GenerationId>,
+}
+
+#[derive(Debug)]
+struct Log {
+    conversation_id: ConversationId,
+    events: Vec<GenerationEvent>,
+    started: Instant,
+    finished: Option<Instant>,
+    /// Carries the last sequence, waking followers on every append.
+    appended: watch::Sender<u64>,
+}
+
+impl MemoryGenerationLog {
+    /// Finished logs are kept for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            inner: Arc::default(),
+            ttl,
+        }
+    }
+
+    fn logs(&self) -> MutexGuard<'_, Logs> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Logs {
+    fn expire(&mut self, ttl: Duration) {
+        let now = Instant::now();
+        self.generations.retain(|_, log| match log.finished {
+            Some(finished) => now.duration_since(finished) < ttl,
+            None => now.duration_since(log.started) < UNFINISHED_LIFETIME.max(ttl),
+        });
+        let generations = &self.generations;
+        self.in_progress
+            .retain(|_, id| generations.contains_key(id));
+    }
+}
+
+/// The events after `after` already logged, and whether the log is complete.
+fn pending(
+    inner: &Mutex<Logs>,
+    id: GenerationId,
+    after: u64,
+) -> Option<(Vec<GenerationEvent>, bool)> {
+    let logs = inner
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let log = logs.generations.get(&id)?;
+    let events = log
+        .events
+        .iter()
+        .filter(|event| event.sequence > after)
+        .cloned()
+        .collect();
+    Some((events, log.finished.is_some()))
+}
+
+#[async_trait]
+impl GenerationLog for MemoryGenerationLog {
+    async fn begin(
+        &self,
+        conversation_id: ConversationId,
+        generation_id: GenerationId,
+    ) -> Result<(), GenerationLogError> {
+        let mut logs = self.logs();
+        logs.expire(self.ttl);
+        let (appended, _) = watch::channel(0);
+        logs.generations.insert(
+            generation_id,
+            Log {
+                conversation_id,
+                events: Vec::new(),
+                started: Instant::now(),
+                finished: None,
+                appended,
+            },
+        );
+        logs.in_progress.insert(conversation_id, generation_id);
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        generation_id: GenerationId,
+        name: &str,
+        data: &str,
+        last: bool,
+    ) -> Result<u64, GenerationLogError> {
+        let mut logs = self.logs();
+        let log = logs
+            .generations
+            .get_mut(&generation_id)
+            .ok_or(GenerationLogError::NotFound)?;
+        let sequence = log.events.len() as u64 + 1;
+        log.events.push(GenerationEvent {
+            sequence,
+            name: name.to_owned(),
+            data: data.to_owned(),
+        });
+        if last {
+            log.finished = Some(Instant::now());
+        }
+        log.appended.send_replace(sequence);
+        let conversation_id = log.conversation_id;
+        if last && logs.in_progress.get(&conversation_id) == Some(&generation_id) {
+            logs.in_progress.remove(&conversation_id);
+        }
+        Ok(sequence)
+    }
+
+    async fn in_progress(
+        &self,
+        conversation_id: ConversationId,
+    ) -> Result<Option<GenerationId>, GenerationLogError> {
+        Ok(self.logs().in_progress.get(&conversation_id).copied())
+    }
+
+    async fn state(
+        &self,
+        generation_id: GenerationId,
+    ) -> Result<Option<GenerationState>, GenerationLogError> {
+        let mut logs = self.logs();
+        logs.expire(self.ttl);
+        Ok(logs
+            .generations
+            .get(&generation_id)
+            .map(|log| GenerationState {
+                last_sequence: log.events.len() as u64,
+                finished: log.finished.is_some(),
+            }))
+    }
+
+    async fn follow(
+        &self,
+        generation_id: GenerationId,
+        after: u64,
+    ) -> Result<GenerationEvents, GenerationLogError> {
+        let appended = self
+            .logs()
+            .generations
+            .get(&generation_id)
+            .map(|log| log.appended.subscribe())
+            .ok_or(GenerationLogError::NotFound)?;
+        let inner = Arc::clone(&self.inner);
+        let events = stream::unfold(
+            (inner, appended, after, false),
+            move |(inner, mut appended, cursor, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    // Mark the current value seen before reading, so no append between the read
+                    // and the wait goes unnoticed.
+                    appended.borrow_and_update();
+                    let (events, finished) = pending(&inner, generation_id, cursor)?;
+                    if let Some(last) = events.last() {
+                        let cursor = last.sequence;
+                        let done = finished
+                            && pending(&inner, generation_id, cursor)
+                                .is_none_or(|(rest, _)| rest.is_empty());
+                        let batch = stream::iter(events.into_iter().map(Ok));
+                        return Some((batch, (inner, appended, cursor, done)));
+                    }
+                    if finished || appended.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        )
+        .flatten();
+        Ok(events.boxed())
+    }
+}

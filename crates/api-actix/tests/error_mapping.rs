@@ -1,0 +1,808 @@
+//! Every domain failure, from mocked ports, as the client sees it: status, headers and the exact
+//! JSON body, and never the internal cause.
+
+use std::sync::Arc;
+
+use adapters_generation_log::MemoryGenerationLog;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::test::{self, TestRequest};
+use anyhow::anyhow;
+use api_actix::{ApiSettings, AppState, Generations};
+use domain::ports::{MockAssistant, MockChatRepository};
+use domain::{
+    AssistantError, ChatService, ChatServiceConfig, Conversation, ConversationId,
+    ConversationTitle, Exchange, Message, NewExchange, NewMessage, RepositoryError, Role,
+    Timestamp,
+};
+use futures::{stream, StreamExt};
+use serde_json::{json, Value};
+
+const SECRET: &str = "secret detail";
+
+struct Reply {
+    status: StatusCode,
+    headers: actix_web::http::header::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("JSON body: {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|value| value.to_str().unwrap())
+    }
+
+    fn assert_no_leak(&self) {
+        assert!(
+            !self.body.contains(SECRET),
+            "internal cause leaked: {}",
+            self.body
+        );
+        assert!(
+            !self.body.contains("secret"),
+            "internal cause leaked: {}",
+            self.body
+        );
+    }
+
+    /// A product API error with this status and code, and nothing else in the body.
+    fn assert_api_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+        assert!(self
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/json"));
+        let body = self.json();
+        assert_eq!(body["status"], "error", "{body}");
+        assert_eq!(body["code"], code, "{body}");
+        assert!(!body["message"].as_str().unwrap().is_empty(), "{body}");
+        assert_eq!(body.as_object().unwrap().len(), 3, "{body}");
+        self.assert_no_leak();
+    }
+
+    /// A seed API error: `{"status": "error", "message"}` only.
+    fn assert_seed_error(&self, status: u16) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+        let body = self.json();
+        assert_eq!(body["status"], "error", "{body}");
+        assert!(!body["message"].as_str().unwrap().is_empty(), "{body}");
+        assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+        self.assert_no_leak();
+    }
+
+    /// The reply's events after the `start` event that opens every stream.
+    fn events(&self) -> Vec<(String, Value)> {
+        let mut events = self.all_events();
+        assert_eq!(
+            events.first().map(|(name, _)| name.as_str()),
+            Some("start"),
+            "{}",
+            self.body
+        );
+        events.remove(0);
+        events
+    }
+
+    fn all_events(&self) -> Vec<(String, Value)> {
+        self.body
+            .split("\n\n")
+            .filter(|block| !block.trim().is_empty())
+            .map(|block| {
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event: ") {
+                        name = value.to_owned();
+                    } else if let Some(value) = line.strip_prefix("data: ") {
+                        data.push_str(value);
+                    }
+                }
+                (name, serde_json::from_str(&data).expect("JSON event data"))
+            })
+            .collect()
+    }
+}
+
+async fn call(
+    repository: MockChatRepository,
+    assistant: MockAssistant,
+    request: TestRequest,
+) -> Reply {
+    let state = AppState {
+        service: Arc::new(ChatService::new(
+            Arc::new(repository),
+            Arc::new(assistant),
+            ChatServiceConfig {
+                max_message_chars: 100,
+            },
+        )),
+        generations: Generations::new(tokio::runtime::Handle::current()),
+        generation_log: Arc::new(MemoryGenerationLog::new(Duration::from_secs(60))),
+        metrics: None,
+        settings: Arc::new(ApiSettings {
+            max_body_bytes: 4096,
+            cors_allowed_origins: vec![],
+            web_dist_dir: None,
+            hsts: false,
+        }),
+    };
+    let app = test::init_service(api_actix::app(state)).await;
+    let response = test::call_service(&app, request.to_request()).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = test::read_body(response).await;
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).expect("UTF-8 body"),
+    }
+}
+
+fn seed_send(text: &str) -> TestRequest {
+    TestRequest::post()
+        .uri("/chat/message")
+        .set_json(json!({ "message": text }))
+}
+
+fn v1_send(id: ConversationId, text: &str) -> TestRequest {
+    TestRequest::post()
+        .uri(&format!("/api/v1/conversations/{id}/messages"))
+        .set_json(json!({ "content": text }))
+}
+
+fn v1_stream(id: ConversationId, text: &str) -> TestRequest {
+    v1_send(id, text).insert_header(("accept", "text/event-stream"))
+}
+
+/// An assistant without history that answers `reply` to everything.
+fn assistant_replying(reply: &'static str) -> MockAssistant {
+    let mut assistant = MockAssistant::new();
+    assistant.expect_context_messages().return_const(0usize);
+    assistant
+        .expect_reply()
+        .returning(move |_| Ok(reply.to_owned()));
+    assistant
+}
+
+fn assistant_failing(error: fn() -> AssistantError) -> MockAssistant {
+    let mut assistant = MockAssistant::new();
+    assistant.expect_context_messages().return_const(0usize);
+    assistant
+        .expect_reply()
+        .times(1)
+        .returning(move |_| Err(error()));
+    assistant
+}
+
+fn assistant_streaming(pieces: Vec<Result<String, AssistantError>>) -> MockAssistant {
+    let mut assistant = MockAssistant::new();
+    assistant.expect_context_messages().return_const(0usize);
+    let mut pieces = Some(pieces);
+    assistant
+        .expect_reply_stream()
+        .times(1)
+        .returning(move |_| Ok(stream::iter(pieces.take().expect("one stream")).boxed()));
+    assistant
+}
+
+fn repository_never_storing() -> MockChatRepository {
+    let mut repository = MockChatRepository::new();
+    repository.expect_append_exchange().never();
+    repository
+}
+
+fn conversation(id: ConversationId) -> Conversation {
+    Conversation::new(
+        id,
+        ConversationTitle::new("mocked").unwrap(),
+        Timestamp::now(),
+    )
+}
+
+fn stored_message(
+    conversation_id: ConversationId,
+    message: &NewMessage,
+    role: Role,
+    position: i64,
+) -> Message {
+    Message {
+        id: message.id,
+        conversation_id,
+        position,
+        role,
+        content: message.content.clone(),
+        created_at: message.created_at,
+    }
+}
+
+fn stored(exchange: &NewExchange) -> Exchange {
+    let id = exchange.conversation_id;
+    Exchange {
+        user_message: stored_message(id, &exchange.user, Role::User, 1),
+        assistant_message: stored_message(id, &exchange.assistant, Role::Assistant, 2),
+    }
+}
+
+// ---- the seed API's exact bodies ----
+
+#[actix_web::test]
+async fn an_unknown_storage_error_on_the_seed_send_is_the_exact_500() {
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_append_exchange()
+        .times(1)
+        .returning(|_| Err(RepositoryError::Unknown(anyhow!(SECRET))));
+    let reply = call(repository, assistant_replying("hi"), seed_send("hello")).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        reply.json(),
+        json!({"status": "error", "message": "Internal Server Error"})
+    );
+    reply.assert_no_leak();
+}
+
+#[actix_web::test]
+async fn a_failing_history_read_is_the_exact_500() {
+    for error in [
+        (|| RepositoryError::Unknown(anyhow!(SECRET))) as fn() -> RepositoryError,
+        || RepositoryError::Unavailable(SECRET.to_owned()),
+    ] {
+        let mut repository = MockChatRepository::new();
+        repository
+            .expect_list_messages()
+            .times(1)
+            .returning(move |_, _, _| Err(error()));
+        let reply = call(
+            repository,
+            MockAssistant::new(),
+            TestRequest::get().uri("/chat/history"),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(reply.body, r#"{"message":"Failed to fetch chat history."}"#);
+    }
+}
+
+#[actix_web::test]
+async fn seed_send_failures_keep_the_seed_shape_with_the_right_status() {
+    let cases: [(fn() -> AssistantError, u16); 3] = [
+        (|| AssistantError::Provider(SECRET.to_owned()), 502),
+        (|| AssistantError::Timeout, 504),
+        (|| AssistantError::Overloaded, 503),
+    ];
+    for (error, status) in cases {
+        let reply = call(
+            repository_never_storing(),
+            assistant_failing(error),
+            seed_send("hello"),
+        )
+        .await;
+        reply.assert_seed_error(status);
+    }
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_append_exchange()
+        .returning(|_| Err(RepositoryError::Unavailable(SECRET.to_owned())));
+    let reply = call(repository, assistant_replying("hi"), seed_send("hello")).await;
+    reply.assert_seed_error(503);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+}
+
+// ---- storage failures on the product API ----
+
+#[actix_web::test]
+async fn an_unknown_storage_error_is_500_internal_error() {
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_append_exchange()
+        .times(1)
+        .returning(|_| Err(RepositoryError::Unknown(anyhow!(SECRET))));
+    let reply = call(
+        repository,
+        assistant_replying("hi"),
+        v1_send(ConversationId::DEFAULT, "hello"),
+    )
+    .await;
+    reply.assert_api_error(500, "internal_error");
+    assert_eq!(
+        reply.json(),
+        json!({"status": "error", "message": "Internal Server Error", "code": "internal_error"})
+    );
+
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_list_conversations()
+        .returning(|_, _| Err(RepositoryError::Unknown(anyhow!(SECRET))));
+    let reply = call(
+        repository,
+        MockAssistant::new(),
+        TestRequest::get().uri("/api/v1/conversations"),
+    )
+    .await;
+    reply.assert_api_error(500, "internal_error");
+}
+
+#[actix_web::test]
+async fn unavailable_storage_is_503_with_retry_after() {
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_list_conversations()
+        .times(1)
+        .returning(|_, _| Err(RepositoryError::Unavailable(SECRET.to_owned())));
+    let reply = call(
+        repository,
+        MockAssistant::new(),
+        TestRequest::get().uri("/api/v1/conversations"),
+    )
+    .await;
+    reply.assert_api_error(503, "storage_unavailable");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+
+    let id = ConversationId::generate();
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_get_conversation()
+        .times(1)
+        .returning(|_| Err(RepositoryError::Unavailable(SECRET.to_owned())));
+    let reply = call(
+        repository,
+        MockAssistant::new(),
+        TestRequest::get().uri(&format!("/api/v1/conversations/{id}")),
+    )
+    .await;
+    reply.assert_api_error(503, "storage_unavailable");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+
+    // A send to a conversation that cannot be checked never reaches the assistant.
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_get_conversation()
+        .times(1)
+        .returning(|_| Err(RepositoryError::Unavailable(SECRET.to_owned())));
+    repository.expect_append_exchange().never();
+    let mut assistant = MockAssistant::new();
+    assistant.expect_context_messages().return_const(0usize);
+    assistant.expect_reply().never();
+    let reply = call(repository, assistant, v1_send(id, "hello")).await;
+    reply.assert_api_error(503, "storage_unavailable");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+}
+
+#[actix_web::test]
+async fn overloaded_storage_is_503_overloaded_with_retry_after() {
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_append_exchange()
+        .times(1)
+        .returning(|_| Err(RepositoryError::Overloaded));
+    let reply = call(
+        repository,
+        assistant_replying("hi"),
+        v1_send(ConversationId::DEFAULT, "hello"),
+    )
+    .await;
+    reply.assert_api_error(503, "overloaded");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+}
+
+#[actix_web::test]
+async fn an_unknown_conversation_is_404_before_the_assistant_is_asked() {
+    let id = ConversationId::generate();
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_get_conversation()
+        .withf(move |asked| *asked == id)
+        .times(1)
+        .returning(|_| Err(RepositoryError::NotFound));
+    repository.expect_append_exchange().never();
+    let mut assistant = MockAssistant::new();
+    assistant.expect_context_messages().return_const(0usize);
+    assistant.expect_reply().never();
+    let reply = call(repository, assistant, v1_send(id, "hello")).await;
+    reply.assert_api_error(404, "conversation_not_found");
+}
+
+#[actix_web::test]
+async fn a_conflict_is_409() {
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_create_conversation()
+        .times(1)
+        .returning(|_| Err(RepositoryError::Conflict));
+    let reply = call(
+        repository,
+        MockAssistant::new(),
+        TestRequest::post()
+            .uri("/api/v1/conversations")
+            .set_json(json!({"title": "dup"})),
+    )
+    .await;
+    reply.assert_api_error(409, "conflict");
+}
+
+#[actix_web::test]
+async fn readiness_is_503_when_storage_is_unavailable() {
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_health_check()
+        .times(1)
+        .returning(|| Err(RepositoryError::Unavailable(SECRET.to_owned())));
+    let reply = call(
+        repository,
+        MockAssistant::new(),
+        TestRequest::get().uri("/readyz"),
+    )
+    .await;
+    reply.assert_api_error(503, "storage_unavailable");
+
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_health_check()
+        .times(1)
+        .returning(|| Ok(()));
+    let reply = call(
+        repository,
+        MockAssistant::new(),
+        TestRequest::get().uri("/readyz"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // Liveness never touches storage.
+    let mut repository = MockChatRepository::new();
+    repository.expect_health_check().never();
+    let reply = call(
+        repository,
+        MockAssistant::new(),
+        TestRequest::get().uri("/healthz"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({"status": "ok"}));
+}
+
+#[actix_web::test]
+async fn metrics_without_a_renderer_are_a_json_404() {
+    let reply = call(
+        MockChatRepository::new(),
+        MockAssistant::new(),
+        TestRequest::get().uri("/metrics"),
+    )
+    .await;
+    reply.assert_api_error(404, "not_found");
+}
+
+// ---- assistant failures ----
+
+#[actix_web::test]
+async fn assistant_failures_map_to_gateway_statuses_and_store_nothing() {
+    let cases: [(fn() -> AssistantError, u16, &str, Option<&str>); 4] = [
+        (
+            || AssistantError::Provider(SECRET.to_owned()),
+            502,
+            "assistant_failed",
+            None,
+        ),
+        (|| AssistantError::Timeout, 504, "assistant_timeout", None),
+        (
+            || AssistantError::Overloaded,
+            503,
+            "assistant_overloaded",
+            Some("1"),
+        ),
+        (
+            || AssistantError::Unknown(anyhow!(SECRET)),
+            500,
+            "internal_error",
+            None,
+        ),
+    ];
+    for (error, status, code, retry_after) in cases {
+        // The default conversation: no conversation check before the assistant.
+        let mut repository = repository_never_storing();
+        repository.expect_get_conversation().never();
+        let reply = call(
+            repository,
+            assistant_failing(error),
+            v1_send(ConversationId::DEFAULT, "hello"),
+        )
+        .await;
+        reply.assert_api_error(status, code);
+        assert_eq!(reply.header("retry-after"), retry_after, "{code}");
+
+        // Another conversation: checked first, then the assistant fails.
+        let id = ConversationId::generate();
+        let mut repository = repository_never_storing();
+        repository
+            .expect_get_conversation()
+            .times(1)
+            .returning(move |_| Ok(conversation(id)));
+        let reply = call(repository, assistant_failing(error), v1_send(id, "hello")).await;
+        reply.assert_api_error(status, code);
+    }
+}
+
+#[actix_web::test]
+async fn an_empty_reply_is_an_assistant_failure() {
+    let reply = call(
+        repository_never_storing(),
+        assistant_replying(""),
+        v1_send(ConversationId::DEFAULT, "hello"),
+    )
+    .await;
+    reply.assert_api_error(502, "assistant_failed");
+}
+
+#[actix_web::test]
+async fn a_successful_send_returns_the_stored_exchange() {
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_append_exchange()
+        .withf(|exchange| {
+            exchange.conversation_id == ConversationId::DEFAULT
+                && exchange.user.content == "hello"
+                && exchange.assistant.content == "Hi there!"
+        })
+        .times(1)
+        .returning(|exchange| Ok(stored(exchange)));
+    let reply = call(
+        repository,
+        assistant_replying("Hi there!"),
+        v1_send(ConversationId::DEFAULT, "hello"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["user_message"]["content"], "hello");
+    assert_eq!(body["user_message"]["role"], "user");
+    assert_eq!(body["assistant_message"]["content"], "Hi there!");
+    assert_eq!(body["assistant_message"]["role"], "assistant");
+    assert_eq!(
+        body["assistant_message"]["conversation_id"],
+        ConversationId::DEFAULT.to_string()
+    );
+
+    // The seed route answers with the same reply in its own shape.
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_append_exchange()
+        .times(1)
+        .returning(|exchange| Ok(stored(exchange)));
+    let reply = call(
+        repository,
+        assistant_replying("Hi there!"),
+        seed_send("hello"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, r#"{"status":"Success","response":"Hi there!"}"#);
+}
+
+// ---- streamed replies ----
+
+#[actix_web::test]
+async fn a_stream_that_fails_midway_sends_an_error_event_and_stores_nothing() {
+    let assistant = assistant_streaming(vec![
+        Ok("partial ".to_owned()),
+        Err(AssistantError::Provider(SECRET.to_owned())),
+    ]);
+    let reply = call(
+        repository_never_storing(),
+        assistant,
+        v1_stream(ConversationId::DEFAULT, "hello"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    assert_eq!(reply.header("cache-control"), Some("no-cache"));
+    assert_eq!(reply.header("x-accel-buffering"), Some("no"));
+    let events = reply.events();
+    assert_eq!(events.len(), 2, "{}", reply.body);
+    assert_eq!(events[0].0, "delta");
+    assert_eq!(events[0].1, json!({"text": "partial "}));
+    assert_eq!(events[1].0, "error");
+    assert_eq!(events[1].1["code"], "assistant_failed");
+    assert!(!events[1].1["message"].as_str().unwrap().is_empty());
+    assert_eq!(events[1].1.as_object().unwrap().len(), 2, "{}", reply.body);
+    reply.assert_no_leak();
+}
+
+#[actix_web::test]
+async fn every_streamed_event_carries_a_resumable_id_and_the_first_is_start() {
+    let assistant = assistant_streaming(vec![Ok("one ".to_owned()), Err(AssistantError::Timeout)]);
+    let reply = call(
+        repository_never_storing(),
+        assistant,
+        v1_stream(ConversationId::DEFAULT, "hello"),
+    )
+    .await;
+    let start = &reply.all_events()[0];
+    assert_eq!(start.1["content"], "hello");
+    assert_eq!(
+        start.1["conversation_id"],
+        ConversationId::DEFAULT.to_string()
+    );
+    let generation = start.1["generation_id"].as_str().unwrap().to_owned();
+    let ids: Vec<String> = reply
+        .body
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: ").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=3)
+            .map(|sequence| format!("{generation}:{sequence}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[actix_web::test]
+async fn a_stream_that_times_out_midway_reports_the_timeout() {
+    let assistant = assistant_streaming(vec![
+        Ok("one ".to_owned()),
+        Ok("two ".to_owned()),
+        Err(AssistantError::Timeout),
+    ]);
+    let reply = call(
+        repository_never_storing(),
+        assistant,
+        v1_stream(ConversationId::DEFAULT, "hello"),
+    )
+    .await;
+    let events = reply.events();
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["delta", "delta", "error"], "{}", reply.body);
+    assert_eq!(events[2].1["code"], "assistant_timeout");
+}
+
+#[actix_web::test]
+async fn a_stream_whose_storage_fails_reports_it_in_an_error_event() {
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_append_exchange()
+        .times(1)
+        .returning(|_| Err(RepositoryError::Unavailable(SECRET.to_owned())));
+    let assistant = assistant_streaming(vec![Ok("whole ".to_owned()), Ok("reply".to_owned())]);
+    let reply = call(
+        repository,
+        assistant,
+        v1_stream(ConversationId::DEFAULT, "hello"),
+    )
+    .await;
+    let events = reply.events();
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["delta", "delta", "error"], "{}", reply.body);
+    assert_eq!(events[2].1["code"], "storage_unavailable");
+    reply.assert_no_leak();
+}
+
+#[actix_web::test]
+async fn a_successful_stream_ends_with_done_carrying_the_stored_exchange() {
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_append_exchange()
+        .withf(|exchange| exchange.assistant.content == "Hello there, friend")
+        .times(1)
+        .returning(|exchange| Ok(stored(exchange)));
+    let assistant = assistant_streaming(vec![
+        Ok("Hello ".to_owned()),
+        Ok("there, ".to_owned()),
+        Ok("friend".to_owned()),
+    ]);
+    let reply = call(
+        repository,
+        assistant,
+        v1_stream(ConversationId::DEFAULT, "hi"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let events = reply.events();
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["delta", "delta", "delta", "done"], "{}", reply.body);
+    let done = &events[3].1;
+    assert_eq!(done["user_message"]["content"], "hi");
+    assert_eq!(done["assistant_message"]["content"], "Hello there, friend");
+}
+
+#[actix_web::test]
+async fn a_stream_that_cannot_start_is_a_plain_json_error() {
+    let mut assistant = MockAssistant::new();
+    assistant.expect_context_messages().return_const(0usize);
+    assistant
+        .expect_reply_stream()
+        .times(1)
+        .returning(|_| Err(AssistantError::Overloaded));
+    let reply = call(
+        repository_never_storing(),
+        assistant,
+        v1_stream(ConversationId::DEFAULT, "hello"),
+    )
+    .await;
+    reply.assert_api_error(503, "assistant_overloaded");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+}
+
+// ---- request validation never reaches the ports ----
+
+#[actix_web::test]
+async fn invalid_requests_never_reach_storage_or_the_assistant() {
+    let too_long = "x".repeat(101);
+    let cases: Vec<(TestRequest, u16, &str)> = vec![
+        (v1_send(ConversationId::DEFAULT, "  "), 400, "invalid_text"),
+        (
+            v1_send(ConversationId::DEFAULT, &too_long),
+            413,
+            "text_too_long",
+        ),
+        (
+            TestRequest::post()
+                .uri("/api/v1/conversations/not-a-uuid/messages")
+                .set_json(json!({"content": "hi"})),
+            400,
+            "invalid_id",
+        ),
+        (
+            TestRequest::post()
+                .uri(&format!(
+                    "/api/v1/conversations/{}/messages",
+                    ConversationId::DEFAULT
+                ))
+                .insert_header(("content-type", "application/json"))
+                .set_payload(format!(r#"{{"content": "{}"}}"#, "x".repeat(5000))),
+            413,
+            "body_too_large",
+        ),
+        (
+            TestRequest::post()
+                .uri(&format!(
+                    "/api/v1/conversations/{}/messages",
+                    ConversationId::DEFAULT
+                ))
+                .insert_header(("content-type", "text/plain"))
+                .set_payload("hi"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            TestRequest::get().uri("/api/v1/conversations?limit=0"),
+            400,
+            "invalid_limit",
+        ),
+        (
+            TestRequest::get().uri("/api/v1/conversations?cursor=garbage"),
+            400,
+            "invalid_cursor",
+        ),
+        (
+            TestRequest::get().uri(&format!(
+                "/api/v1/conversations/{}/messages?before=garbage",
+                ConversationId::DEFAULT
+            )),
+            400,
+            "invalid_cursor",
+        ),
+        (
+            TestRequest::get().uri(&format!(
+                "/api/v1/conversations/{}/messages?limit=201",
+                ConversationId::DEFAULT
+            )),
+            400,
+            "invalid_limit",
+        ),
+        (
+            TestRequest::put().uri("/api/v1/conversations"),
+            405,
+            "method_not_allowed",
+        ),
+        (TestRequest::get().uri("/api/v1/nothing"), 404, "not_found"),
+    ];
+    for (request, status, code) in cases {
+        // Mocks with no expectations panic on any call.
+        let reply = call(MockChatRepository::new(), MockAssistant::new(), request).await;
+        reply.assert_api_error(status, code);
+    }
+}

@@ -1,0 +1,251 @@
+//! Streamed replies survive a lost connection: the client resumes with the last event id it saw.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{SseEvent, SseReader, TestApp};
+
+async fn slow_app() -> TestApp {
+    TestApp::builder()
+        .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 25)
+        .spawn()
+        .await
+}
+
+async fn start_stream(app: &TestApp, conversation: &str, content: &str) -> SseReader {
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/conversations/{conversation}/messages")))
+        .header("accept", "text/event-stream")
+        .json(&json!({ "content": content }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    SseReader::raw(response)
+}
+
+async fn resume(
+    app: &TestApp,
+    conversation: &str,
+    last_event_id: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .get(app.url(&format!("/api/v1/conversations/{conversation}/stream")));
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    request.send().await.unwrap()
+}
+
+async fn read_to_end(reader: &mut SseReader) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    while let Some(event) = reader.next_event().await {
+        events.push(event);
+    }
+    events
+}
+
+fn text_of(events: &[SseEvent]) -> String {
+    events
+        .iter()
+        .filter(|event| event.event == "delta")
+        .map(|event| event.data["text"].as_str().unwrap())
+        .collect()
+}
+
+fn done(events: &[SseEvent]) -> &Value {
+    let done: Vec<&SseEvent> = events
+        .iter()
+        .filter(|event| event.event == "done")
+        .collect();
+    assert_eq!(done.len(), 1, "exactly one done: {events:?}");
+    &done[0].data
+}
+
+/// Reads `count` events, then drops the connection as a reload would.
+async fn read_then_disconnect(mut reader: SseReader, count: usize) -> Vec<SseEvent> {
+    let mut seen = Vec::new();
+    for _ in 0..count {
+        seen.push(reader.next_event().await.expect("an event"));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn nothing_in_progress_is_204() {
+    let app = TestApp::spawn().await;
+    let conversation = app.create_conversation(None).await;
+    let response = resume(&app, conversation["id"].as_str().unwrap(), None).await;
+    assert_eq!(response.status(), 204);
+}
+
+#[tokio::test]
+async fn every_event_carries_an_id_and_the_stream_opens_with_start() {
+    let app = slow_app().await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let events = read_to_end(&mut start_stream(&app, id, "hello there").await).await;
+    assert_eq!(events[0].event, "start");
+    assert_eq!(events[0].data["content"], "hello there");
+    let generation = events[0].data["generation_id"].as_str().unwrap();
+    for (index, event) in events.iter().enumerate() {
+        assert_eq!(
+            event.id.as_deref(),
+            Some(format!("{generation}:{}", index + 1).as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reconnect_in_the_middle_gets_the_rest_of_the_reply() {
+    let app = slow_app().await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let before = read_then_disconnect(start_stream(&app, id, "resume me please").await, 3).await;
+    let last_id = before.last().unwrap().id.clone().unwrap();
+
+    let response = resume(&app, id, Some(&last_id)).await;
+    assert_eq!(response.status(), 200);
+    let after = read_to_end(&mut SseReader::raw(response)).await;
+    assert!(
+        after.iter().all(|event| event.event != "start"),
+        "nothing replayed twice"
+    );
+    let stored = done(&after)["assistant_message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(format!("{}{}", text_of(&before), text_of(&after)), stored);
+    assert!(stored.ends_with("You said: resume me please"));
+}
+
+#[tokio::test]
+async fn a_reconnect_before_the_first_delta_gets_the_whole_reply() {
+    let app = slow_app().await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let before = read_then_disconnect(start_stream(&app, id, "from the top").await, 1).await;
+    assert_eq!(before[0].event, "start");
+
+    let response = resume(&app, id, before[0].id.as_deref()).await;
+    let after = read_to_end(&mut SseReader::raw(response)).await;
+    let stored = done(&after)["assistant_message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(text_of(&after), stored);
+}
+
+#[tokio::test]
+async fn opening_a_conversation_mid_reply_replays_it_from_the_start() {
+    let app = slow_app().await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let _ = read_then_disconnect(start_stream(&app, id, "a reload").await, 2).await;
+
+    let response = resume(&app, id, None).await;
+    assert_eq!(response.status(), 200);
+    let events = read_to_end(&mut SseReader::raw(response)).await;
+    assert_eq!(events[0].event, "start");
+    assert_eq!(events[0].data["content"], "a reload");
+    let stored = done(&events)["assistant_message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(text_of(&events), stored);
+}
+
+#[tokio::test]
+async fn after_done_there_is_nothing_more_but_a_missed_done_is_replayed() {
+    let app = slow_app().await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let events = read_to_end(&mut start_stream(&app, id, "finish first").await).await;
+    let done_id = events.last().unwrap().id.clone().unwrap();
+    let before_done = events[events.len() - 2].id.clone().unwrap();
+
+    assert_eq!(resume(&app, id, Some(&done_id)).await.status(), 204);
+    assert_eq!(
+        resume(&app, id, None).await.status(),
+        204,
+        "nothing in progress"
+    );
+    let response = resume(&app, id, Some(&before_done)).await;
+    assert_eq!(response.status(), 200);
+    let missed = read_to_end(&mut SseReader::raw(response)).await;
+    assert_eq!(missed.len(), 1);
+    assert_eq!(missed[0].event, "done");
+
+    // The query form works like the header.
+    let response = app
+        .get(&format!(
+            "/api/v1/conversations/{id}/stream?after={before_done}"
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn bad_resume_requests_are_refused() {
+    let app = TestApp::spawn().await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    for bad in [
+        "garbage",
+        "not-a-uuid:3",
+        "01a20aeb-8ed3-736c-ac31-b885a1d1bb0e:x",
+    ] {
+        let response = resume(&app, id, Some(bad)).await;
+        assert_eq!(response.status(), 400, "{bad}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["code"], "invalid_cursor");
+    }
+    let unknown_generation = "01a20aeb-8ed3-736c-ac31-b885a1d1bb0e:3";
+    assert_eq!(
+        resume(&app, id, Some(unknown_generation)).await.status(),
+        204
+    );
+    let response = resume(&app, "01a20aeb-8ed3-736c-ac31-b885a1d1bb0f", None).await;
+    assert_eq!(response.status(), 404);
+}
+
+fn cache_hits(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("assistant_cache_hits_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_repeated_question_is_answered_from_the_memory_cache() {
+    let app = TestApp::builder()
+        .with("CHAT__CACHE__KIND", "memory")
+        .with("CHAT__ASSISTANT__DUMMY__MODE", "canned")
+        .spawn()
+        .await;
+    let hits_before = cache_hits(&app.get("/metrics").await.text().await.unwrap());
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        let conversation = app.create_conversation(None).await;
+        let exchange = app
+            .send(conversation["id"].as_str().unwrap(), "same question")
+            .await;
+        replies.push(
+            exchange["assistant_message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let hits_after = cache_hits(&app.get("/metrics").await.text().await.unwrap());
+    assert!(
+        hits_after - hits_before >= 2.0,
+        "{hits_before} -> {hits_after}"
+    );
+    assert!(
+        replies.iter().all(|reply| reply == &replies[0]),
+        "{replies:?}"
+    );
+}
