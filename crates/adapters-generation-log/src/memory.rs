@@ -154,6 +154,7 @@ impl GenerationLog for MemoryGenerationLog {
             .generations
             .get(&generation_id)
             .map(|log| GenerationState {
+                conversation_id: log.conversation_id,
                 last_sequence: log.events.len() as u64,
                 finished: log.finished.is_some(),
             }))

@@ -8,14 +8,21 @@ use domain::{
     GenerationLogError, GenerationState,
 };
 use futures::stream::{self, StreamExt};
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, Client, Value};
 
 /// A generation that never finishes (its replica died mid-reply) is dropped after this long.
 const UNFINISHED_LIFETIME_SECS: u64 = 3600;
+/// Deletes KEYS[1] only while it still holds ARGV[1].
+const COMPARE_AND_DELETE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 /// How long one blocking read waits before checking that the log still exists.
 const BLOCK_MILLIS: usize = 2000;
+/// A follower gives up on a generation that logged nothing for this many blocking reads (two
+/// minutes): its writer lost the log (say its final event could not be written) and nothing more
+/// will come.
+const IDLE_READS: u32 = 60;
 
 /// Generation logs in Redis Streams: one stream per generation, entry ids `<sequence>-0`, so any
 /// replica sharing the Redis can replay and follow any reply.
@@ -25,8 +32,9 @@ pub struct RedisGenerationLog {
     commands: ConnectionManager,
     prefix: String,
     ttl: Duration,
-    /// Sequences of the generations this process is writing; a generation has one writer.
-    sequences: Arc<Mutex<HashMap<GenerationId, u64>>>,
+    /// Conversation and last sequence of the generations this process is writing; a generation
+    /// has one writer.
+    sequences: Arc<Mutex<HashMap<GenerationId, (ConversationId, u64)>>>,
 }
 
 impl std::fmt::Debug for RedisGenerationLog {
@@ -50,6 +58,11 @@ fn text(value: Option<&Value>) -> String {
     }
 }
 
+/// The conversation an entry belongs to.
+fn conversation(entry: &StreamId) -> Option<ConversationId> {
+    text(entry.map.get("conversation")).parse().ok()
+}
+
 /// An entry and whether it is the final one.
 fn event(entry: &StreamId) -> Option<(GenerationEvent, bool)> {
     let sequence = entry.id.split('-').next()?.parse().ok()?;
@@ -69,7 +82,13 @@ impl RedisGenerationLog {
         ttl: Duration,
     ) -> Result<Self, GenerationLogError> {
         let client = Client::open(url).map_err(unavailable)?;
-        let commands = ConnectionManager::new(client.clone())
+        // Fail fast when Redis is away instead of the library's long default retries.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let commands = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(unavailable)?;
         Ok(Self {
@@ -89,15 +108,19 @@ impl RedisGenerationLog {
         format!("{}:conversation:{id}:generation", self.prefix)
     }
 
-    fn next_sequence(&self, id: GenerationId, last: bool) -> Result<u64, GenerationLogError> {
+    fn next_sequence(
+        &self,
+        id: GenerationId,
+        last: bool,
+    ) -> Result<(ConversationId, u64), GenerationLogError> {
         let mut sequences = self.sequences.lock().unwrap_or_else(|p| p.into_inner());
-        let next = sequences.get(&id).ok_or(GenerationLogError::NotFound)? + 1;
+        let (conversation, previous) = *sequences.get(&id).ok_or(GenerationLogError::NotFound)?;
         if last {
             sequences.remove(&id);
         } else {
-            sequences.insert(id, next);
+            sequences.insert(id, (conversation, previous + 1));
         }
-        Ok(next)
+        Ok((conversation, previous + 1))
     }
 }
 
@@ -120,7 +143,7 @@ impl GenerationLog for RedisGenerationLog {
         self.sequences
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(generation_id, 0);
+            .insert(generation_id, (conversation_id, 0));
         Ok(())
     }
 
@@ -131,17 +154,19 @@ impl GenerationLog for RedisGenerationLog {
         data: &str,
         last: bool,
     ) -> Result<u64, GenerationLogError> {
-        let sequence = self.next_sequence(generation_id, last)?;
+        let (conversation_id, sequence) = self.next_sequence(generation_id, last)?;
         let key = self.stream_key(generation_id);
         let lifetime = if last {
             self.ttl.as_secs().max(1)
         } else {
             UNFINISHED_LIFETIME_SECS
         };
+        let conversation = conversation_id.to_string();
         let fields = [
             ("name", name),
             ("data", data),
             ("last", if last { "1" } else { "0" }),
+            ("conversation", conversation.as_str()),
         ];
         let mut commands = self.commands.clone();
         let (_, _): (Value, Value) = redis::pipe()
@@ -151,6 +176,17 @@ impl GenerationLog for RedisGenerationLog {
             .query_async(&mut commands)
             .await
             .map_err(unavailable)?;
+        if last {
+            // The conversation's pointer goes, unless a newer generation took it over meanwhile.
+            let _: i64 = redis::cmd("EVAL")
+                .arg(COMPARE_AND_DELETE)
+                .arg(1)
+                .arg(self.current_key(conversation_id))
+                .arg(format!("{conversation_id}/{generation_id}"))
+                .query_async(&mut commands)
+                .await
+                .map_err(unavailable)?;
+        }
         Ok(sequence)
     }
 
@@ -185,14 +221,14 @@ impl GenerationLog for RedisGenerationLog {
             .xrevrange_count(self.stream_key(generation_id), "+", "-", 1)
             .await
             .map_err(unavailable)?;
-        Ok(newest
-            .ids
-            .first()
-            .and_then(event)
-            .map(|(event, last)| GenerationState {
+        Ok(newest.ids.first().and_then(|entry| {
+            let (event, last) = event(entry)?;
+            Some(GenerationState {
+                conversation_id: conversation(entry)?,
                 last_sequence: event.sequence,
                 finished: last,
-            }))
+            })
+        }))
     }
 
     async fn follow(
@@ -227,6 +263,7 @@ impl GenerationLog for RedisGenerationLog {
                     if done {
                         return None;
                     }
+                    let mut idle_reads = 0;
                     loop {
                         let reply: Result<Option<StreamReadReply>, _> = reader
                             .xread_options(&[&key], &[format!("{cursor}-0")], &options)
@@ -238,6 +275,14 @@ impl GenerationLog for RedisGenerationLog {
                                 .flat_map(|k| k.ids)
                                 .collect::<Vec<_>>(),
                             Ok(None) => {
+                                idle_reads += 1;
+                                if idle_reads >= IDLE_READS {
+                                    let stalled = GenerationLogError::Unavailable(
+                                        "the reply stopped making progress".to_owned(),
+                                    );
+                                    let failed = stream::iter(vec![Err(stalled)]);
+                                    return Some((failed, (reader, key, cursor, true)));
+                                }
                                 let exists: Result<bool, _> = reader.exists(&key).await;
                                 match exists {
                                     Ok(true) => continue,

@@ -181,14 +181,7 @@ impl PostgresChatRepository {
         .await
         .map_err(|error| RepositoryError::Unknown(anyhow!("storage task failed: {error}")))
         .and_then(|result| result);
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(RepositoryError::NotFound) => "not_found",
-            Err(RepositoryError::Conflict) => "conflict",
-            Err(RepositoryError::Unavailable(_)) => "unavailable",
-            Err(RepositoryError::Overloaded) => "overloaded",
-            Err(RepositoryError::Unknown(_)) => "error",
-        };
+        let outcome = result.as_ref().map_or_else(RepositoryError::kind, |_| "ok");
         metrics::histogram!(
             "storage_operation_duration_seconds",
             "backend" => "postgres",

@@ -1,5 +1,6 @@
+use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use diesel::connection::SimpleConnection;
@@ -110,6 +111,25 @@ impl SqliteChatRepository {
         Ok(Self { readers, writer })
     }
 
+    /// Records how long `operation` took and how it ended, under the label set every storage
+    /// backend uses.
+    async fn timed<T>(
+        operation: &'static str,
+        work: impl Future<Output = Result<T, RepositoryError>>,
+    ) -> Result<T, RepositoryError> {
+        let started = Instant::now();
+        let result = work.await;
+        let outcome = result.as_ref().map_or_else(RepositoryError::kind, |_| "ok");
+        metrics::histogram!(
+            "storage_operation_duration_seconds",
+            "backend" => "sqlite",
+            "operation" => operation,
+            "outcome" => outcome,
+        )
+        .record(started.elapsed().as_secs_f64());
+        result
+    }
+
     async fn read<T, F>(&self, query: F) -> Result<T, RepositoryError>
     where
         T: Send + 'static,
@@ -134,14 +154,18 @@ impl ChatRepository for SqliteChatRepository {
         conversation: &Conversation,
     ) -> Result<(), RepositoryError> {
         let conversation = conversation.clone();
-        self.writer
-            .write(move |conn| queries::insert_conversation(conn, &conversation))
-            .await
+        let insert = self
+            .writer
+            .write(move |conn| queries::insert_conversation(conn, &conversation));
+        Self::timed("create_conversation", insert).await
     }
 
     async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, RepositoryError> {
-        self.read(move |conn| queries::find_conversation(conn, id))
-            .await
+        Self::timed(
+            "get_conversation",
+            self.read(move |conn| queries::find_conversation(conn, id)),
+        )
+        .await
     }
 
     async fn list_conversations(
@@ -149,8 +173,11 @@ impl ChatRepository for SqliteChatRepository {
         after: Option<ConversationCursor>,
         limit: PageLimit,
     ) -> Result<Page<Conversation, ConversationCursor>, RepositoryError> {
-        self.read(move |conn| queries::list_conversations(conn, after, limit))
-            .await
+        Self::timed(
+            "list_conversations",
+            self.read(move |conn| queries::list_conversations(conn, after, limit)),
+        )
+        .await
     }
 
     async fn rename_conversation(
@@ -160,15 +187,17 @@ impl ChatRepository for SqliteChatRepository {
         now: Timestamp,
     ) -> Result<Conversation, RepositoryError> {
         let title = title.clone();
-        self.writer
-            .write(move |conn| queries::rename_conversation(conn, id, &title, now))
-            .await
+        let rename = self
+            .writer
+            .write(move |conn| queries::rename_conversation(conn, id, &title, now));
+        Self::timed("rename_conversation", rename).await
     }
 
     async fn delete_conversation(&self, id: ConversationId) -> Result<(), RepositoryError> {
-        self.writer
-            .write(move |conn| queries::delete_conversation(conn, id))
-            .await
+        let delete = self
+            .writer
+            .write(move |conn| queries::delete_conversation(conn, id));
+        Self::timed("delete_conversation", delete).await
     }
 
     async fn list_messages(
@@ -177,15 +206,19 @@ impl ChatRepository for SqliteChatRepository {
         window: MessageWindow,
         limit: PageLimit,
     ) -> Result<Page<Message, MessageCursor>, RepositoryError> {
-        self.read(move |conn| queries::list_messages(conn, conversation_id, window, limit))
-            .await
+        Self::timed(
+            "list_messages",
+            self.read(move |conn| queries::list_messages(conn, conversation_id, window, limit)),
+        )
+        .await
     }
 
     async fn append_exchange(&self, exchange: &NewExchange) -> Result<Exchange, RepositoryError> {
         let exchange = exchange.clone();
-        self.writer
-            .write(move |conn| queries::append_exchange(conn, &exchange))
-            .await
+        let append = self
+            .writer
+            .write(move |conn| queries::append_exchange(conn, &exchange));
+        Self::timed("append_exchange", append).await
     }
 
     async fn health_check(&self) -> Result<(), RepositoryError> {

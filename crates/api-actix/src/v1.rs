@@ -204,8 +204,10 @@ pub(crate) async fn list_messages(
 }
 
 /// Sends a message and returns the stored exchange, or with `Accept: text/event-stream` streams
-/// the reply as Server-Sent Events: `delta` events (`{"text": ...}`), then one `done` event (the
-/// stored exchange) or one `error` event (`{"message", "code"}`).
+/// the reply as Server-Sent Events: a `start` event (`{"generation_id", "conversation_id",
+/// "content"}`), `delta` events (`{"text": ...}`), then one `done` event (the stored exchange) or
+/// one `error` event (`{"message", "code"}`); each carries `id: <generation_id>:<sequence>` for
+/// resuming with `GET .../stream`.
 #[utoipa::path(
     post,
     path = "/api/v1/conversations/{id}/messages",
@@ -214,7 +216,7 @@ pub(crate) async fn list_messages(
     request_body = SendMessageRequest,
     responses(
         (status = 201, description = "The stored exchange", body = ExchangeDto),
-        (status = 200, description = "With Accept: text/event-stream: `event: delta` / `data: {\"text\"}` events, then `event: done` with the stored exchange or `event: error` with `{\"message\", \"code\"}`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "With Accept: text/event-stream: `event: start` (`{\"generation_id\", \"conversation_id\", \"content\"}`), `event: delta` / `data: {\"text\"}` events, then `event: done` with the stored exchange or `event: error` with `{\"message\", \"code\"}`; every event carries `id: <generation_id>:<sequence>`", content_type = "text/event-stream", body = String),
         (status = 400, description = "Malformed id or body, blank content", body = ErrorResponse),
         (status = 404, description = "No such conversation", body = ErrorResponse),
         (status = 413, description = "Body or content too large", body = ErrorResponse),
@@ -311,7 +313,11 @@ pub(crate) async fn resume_stream(
         },
     };
     match log.state(generation_id).await.map_err(log_unavailable)? {
+        // Unknown, expired, or another conversation's reply: nothing of this one to resume.
         None => return Ok(HttpResponse::NoContent().finish()),
+        Some(progress) if progress.conversation_id != id => {
+            return Ok(HttpResponse::NoContent().finish())
+        }
         Some(progress) if progress.finished && after >= progress.last_sequence => {
             return Ok(HttpResponse::NoContent().finish())
         }

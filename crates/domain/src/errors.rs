@@ -21,6 +21,19 @@ pub enum RepositoryError {
     Unknown(#[from] anyhow::Error),
 }
 
+impl RepositoryError {
+    /// A short stable name of the variant, for metric labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RepositoryError::NotFound => "not_found",
+            RepositoryError::Conflict => "conflict",
+            RepositoryError::Unavailable(_) => "unavailable",
+            RepositoryError::Overloaded => "overloaded",
+            RepositoryError::Unknown(_) => "error",
+        }
+    }
+}
+
 /// What an [`crate::Assistant`] can fail with.
 #[derive(Debug, Error)]
 pub enum AssistantError {

@@ -114,6 +114,8 @@ pub struct GenerationEvent {
 /// Where a generation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GenerationState {
+    /// The conversation the reply belongs to.
+    pub conversation_id: ConversationId,
     /// Sequence of the last event appended so far (0 before the first).
     pub last_sequence: u64,
     /// The final event has been appended; nothing more will come.

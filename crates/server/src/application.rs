@@ -29,6 +29,8 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Opens storage (running migrations), builds the assistant and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // The recorder comes first, so adapters can describe their metrics as they are built.
+        let metrics = telemetry::metrics_renderer();
         let repository = build_repository(&settings.storage).await?;
         let assistant = build_assistant(&settings.assistant, &settings.cache)?;
         let generation_log = build_generation_log(&settings.cache).await?;
@@ -65,7 +67,7 @@ impl Application {
             service,
             generations: generations.clone(),
             generation_log,
-            metrics: telemetry::metrics_renderer(),
+            metrics,
             settings: Arc::new(ApiSettings {
                 max_body_bytes: settings.limits.max_body_bytes,
                 cors_allowed_origins: settings.cors.allowed_origins.clone(),

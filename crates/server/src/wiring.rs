@@ -90,6 +90,7 @@ pub fn build_assistant(
                 .context("invalid cache.url")?,
         ),
     };
+    adapters_cache::describe_metrics();
     let scope = match settings.kind {
         AssistantKind::Dummy => CacheScope {
             model: "dummy".to_owned(),
@@ -151,7 +152,9 @@ fn build_openai(settings: &AssistantSettings) -> anyhow::Result<Arc<dyn Assistan
     openai.context_messages = settings.context_messages;
     openai.max_concurrency = settings.max_concurrency;
     openai.max_queue = settings.max_queue;
-    Ok(Arc::new(OpenAiAssistant::new(openai)?))
+    let assistant = OpenAiAssistant::new(openai)?;
+    adapters_ai_openai::describe_metrics();
+    Ok(Arc::new(assistant))
 }
 
 #[cfg(not(feature = "openai"))]

@@ -14,6 +14,8 @@
 //! The test bodies are ordinary `pub async fn`s in [`repository`] and [`assistant`].
 
 pub mod assistant;
+pub mod fake_openai;
+pub mod generation_log;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod process;

@@ -2,7 +2,7 @@
 //! or surfaced as the `Assistant` contract says.
 
 mod capture;
-mod fake;
+use testkit::fake_openai as fake;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -680,4 +680,24 @@ async fn replies_concurrently_in_both_forms() {
         assert_eq!(streamed, "streamed reply");
     }
     assert_eq!(fake.requests().len(), 16);
+}
+
+/// The shared Assistant contracts, against a provider that answers every request well.
+mod conformance {
+    use super::*;
+
+    async fn healthy_provider() -> (Arc<OpenAiAssistant>, FakeProvider) {
+        let provider = FakeProvider::start(|_, request| {
+            if request.body["stream"] == true {
+                Reply::pieces(&["Hello ", "from ", "the model."])
+            } else {
+                Reply::completion("Hello from the model.")
+            }
+        })
+        .await;
+        let assistant = Arc::new(assistant(settings(&provider.base_url)));
+        (assistant, provider)
+    }
+
+    testkit::assistant_conformance!(healthy_provider());
 }

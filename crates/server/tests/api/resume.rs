@@ -249,3 +249,22 @@ async fn a_repeated_question_is_answered_from_the_memory_cache() {
         "{replies:?}"
     );
 }
+
+#[tokio::test]
+async fn another_conversations_reply_cannot_be_resumed_here() {
+    let app = slow_app().await;
+    let first = app.create_conversation(None).await;
+    let second = app.create_conversation(None).await;
+    let events = read_then_disconnect(
+        start_stream(&app, first["id"].as_str().unwrap(), "private").await,
+        1,
+    )
+    .await;
+    let response = resume(
+        &app,
+        second["id"].as_str().unwrap(),
+        events[0].id.as_deref(),
+    )
+    .await;
+    assert_eq!(response.status(), 204);
+}

@@ -101,3 +101,106 @@ async fn two_replicas_on_one_database_see_each_others_writes_in_one_order() {
     }
     assert_eq!(orders[0], orders[1], "both replicas report one order");
 }
+
+/// A reply that started on one replica is resumed on another: both share PostgreSQL for storage
+/// and Redis Streams for the generation log.
+#[tokio::test]
+async fn a_reply_started_on_one_replica_resumes_on_the_other_through_redis() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let redis_url = std::env::var("CHAT_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("chat-test-replicas-{}", std::process::id());
+    let mut variables = deterministic();
+    variables.extend(postgres(&database));
+    variables.extend([
+        ("CHAT__CACHE__KIND", "redis".to_owned()),
+        ("CHAT__CACHE__URL", redis_url),
+        ("CHAT__CACHE__KEY_PREFIX", prefix),
+        // Every key this test writes expires within seconds of its end.
+        ("CHAT__CACHE__TTL_SECS", "5".to_owned()),
+        ("CHAT__CACHE__STREAM_LOG_TTL_SECS", "5".to_owned()),
+        ("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "40".to_owned()),
+    ]);
+    let (first_directory, second_directory) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = start(first_directory.path(), &variables);
+    let second = start(second_directory.path(), &variables);
+    let client = reqwest::Client::new();
+    let conversation: Value = client
+        .post(first.url("/api/v1/conversations"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = conversation["id"].as_str().unwrap().to_owned();
+
+    // Read the start and two deltas from the first replica, then drop the connection.
+    let mut response = client
+        .post(first.url(&format!("/api/v1/conversations/{id}/messages")))
+        .header("accept", "text/event-stream")
+        .json(&json!({"content": "continue on the other replica"}))
+        .send()
+        .await
+        .unwrap();
+    let mut received = String::new();
+    while received.matches("\n\n").count() < 3 {
+        received.push_str(std::str::from_utf8(&response.chunk().await.unwrap().unwrap()).unwrap());
+    }
+    drop(response);
+    let frames: Vec<&str> = received
+        .split("\n\n")
+        .filter(|f| !f.is_empty())
+        .take(3)
+        .collect();
+    let last_id = frames[2]
+        .lines()
+        .find_map(|line| line.strip_prefix("id: "))
+        .unwrap()
+        .to_owned();
+    let text_of = |frames: &[&str]| -> String {
+        frames
+            .iter()
+            .filter(|frame| frame.contains("event: delta"))
+            .filter_map(|frame| frame.lines().find_map(|line| line.strip_prefix("data: ")))
+            .map(|data| {
+                serde_json::from_str::<Value>(data).unwrap()["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let before = text_of(&frames);
+
+    // The second replica, which never saw this reply, serves the rest of it.
+    let rest = client
+        .get(second.url(&format!("/api/v1/conversations/{id}/stream")))
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 200);
+    let rest = rest.text().await.unwrap();
+    let rest_frames: Vec<&str> = rest.split("\n\n").filter(|f| !f.is_empty()).collect();
+    assert!(
+        rest_frames.last().unwrap().contains("event: done"),
+        "{rest}"
+    );
+    let done: Value = serde_json::from_str(
+        rest_frames
+            .last()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap(),
+    )
+    .unwrap();
+    let stored = done["assistant_message"]["content"].as_str().unwrap();
+    assert_eq!(format!("{before}{}", text_of(&rest_frames)), stored);
+    assert!(stored.ends_with("You said: continue on the other replica"));
+}

@@ -26,6 +26,7 @@ impl Recorded {
     }
 }
 
+#[derive(Debug)]
 pub enum Reply {
     Json {
         status: u16,
@@ -38,6 +39,7 @@ pub enum Reply {
     Hang,
 }
 
+#[derive(Debug)]
 pub enum Part {
     /// Bytes written as one chunk, flushed at once.
     Data(String),
@@ -92,6 +94,7 @@ pub fn done() -> String {
 
 type Respond = dyn Fn(usize, &Recorded) -> Reply + Send + Sync;
 
+#[derive(Debug)]
 pub struct FakeProvider {
     pub base_url: String,
     requests: Arc<Mutex<Vec<Recorded>>>,

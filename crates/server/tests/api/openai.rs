@@ -1,0 +1,166 @@
+//! The OpenAI-compatible assistant through the real routes, against a fake provider.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use testkit::fake_openai::{done, event, FakeProvider, Part, Reply};
+
+use crate::helpers::{SseReader, TestApp, TestAppBuilder};
+
+const KEY: &str = "sk-test-never-shown";
+
+fn with_provider(provider: &FakeProvider) -> TestAppBuilder {
+    TestApp::builder()
+        .with("CHAT__ASSISTANT__KIND", "openai")
+        .with("CHAT__ASSISTANT__BASE_URL", &provider.base_url)
+        .with("CHAT__ASSISTANT__MODEL", "fake-model")
+        .with("CHAT__ASSISTANT__API_KEY", KEY)
+        .with("CHAT__ASSISTANT__SYSTEM_PROMPT", "Be brief.")
+        .with("CHAT__ASSISTANT__MAX_RETRIES", 0)
+        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 1)
+}
+
+#[tokio::test]
+async fn a_streamed_reply_is_relayed_piece_by_piece_and_stored_whole() {
+    let provider = FakeProvider::start(|_, _| {
+        let mut parts = Vec::new();
+        for piece in ["The ", "answer ", "is ", "42."] {
+            parts.push(Part::Data(event(piece)));
+            parts.push(Part::Pause(Duration::from_millis(30)));
+        }
+        parts.push(Part::Data(done()));
+        Reply::Stream(parts)
+    })
+    .await;
+    let app = with_provider(&provider).spawn().await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/conversations/{id}/messages")))
+        .header("accept", "text/event-stream")
+        .json(&json!({"content": "What is the answer?"}))
+        .send()
+        .await
+        .unwrap();
+    let mut reader = SseReader::new(response);
+    let mut pieces = Vec::new();
+    let done = loop {
+        let event = reader.next_event().await.expect("an event");
+        match event.event.as_str() {
+            "delta" => pieces.push(event.data["text"].as_str().unwrap().to_owned()),
+            "done" => break event.data,
+            other => panic!("unexpected {other}: {:?}", event.data),
+        }
+    };
+    assert_eq!(pieces, ["The ", "answer ", "is ", "42."]);
+    assert_eq!(done["assistant_message"]["content"], "The answer is 42.");
+    let stored = app.all_messages(id, 50).await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1]["content"], "The answer is 42.");
+
+    let request = &provider.requests()[0];
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert_eq!(request.body["model"], "fake-model");
+    assert_eq!(request.body["stream"], true);
+    assert_eq!(
+        request.body["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(
+        request.body["messages"].as_array().unwrap().last().unwrap(),
+        &json!({"role": "user", "content": "What is the answer?"})
+    );
+}
+
+#[tokio::test]
+async fn earlier_messages_are_sent_as_context() {
+    let provider =
+        FakeProvider::start(|index, _| Reply::completion(&format!("reply {index}"))).await;
+    let app = with_provider(&provider).spawn().await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    app.send(id, "first question").await;
+    app.send(id, "second question").await;
+    let messages = provider.requests()[1].body["messages"].clone();
+    let contents: Vec<&str> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        ["Be brief.", "first question", "reply 0", "second question"]
+    );
+}
+
+async fn assert_failure_stores_nothing(app: &TestApp, status: u16, code: &str) {
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let response = app
+        .post_json(
+            &format!("/api/v1/conversations/{id}/messages"),
+            &json!({"content": "hello"}),
+        )
+        .await;
+    assert_eq!(response.status(), status);
+    let body = response.text().await.unwrap();
+    assert!(!body.contains(KEY), "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["code"], code);
+    assert!(app.all_messages(id, 50).await.is_empty(), "nothing stored");
+    let seed = app
+        .post_json("/chat/message", &json!({"message": "hello"}))
+        .await;
+    assert_eq!(seed.status(), status);
+    assert!(app.history().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_provider_is_a_502_and_stores_nothing() {
+    let provider =
+        FakeProvider::start(|_, _| Reply::json(500, r#"{"error":{"message":"boom"}}"#.to_owned()))
+            .await;
+    let app = with_provider(&provider).spawn().await;
+    assert_failure_stores_nothing(&app, 502, "assistant_failed").await;
+}
+
+#[tokio::test]
+async fn a_hanging_provider_is_a_504_and_stores_nothing() {
+    let provider =
+        FakeProvider::start(|_, _| Reply::Stream(vec![Part::Pause(Duration::from_secs(30))])).await;
+    let app = with_provider(&provider).spawn().await;
+    assert_failure_stores_nothing(&app, 504, "assistant_timeout").await;
+}
+
+#[tokio::test]
+async fn a_stream_cut_in_the_middle_ends_with_an_error_event_and_stores_nothing() {
+    let provider =
+        FakeProvider::start(|_, _| Reply::Stream(vec![Part::Data(event("partial ")), Part::Cut]))
+            .await;
+    let app = with_provider(&provider).spawn().await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/conversations/{id}/messages")))
+        .header("accept", "text/event-stream")
+        .json(&json!({"content": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    let mut reader = SseReader::new(response);
+    let mut names = Vec::new();
+    while let Some(event) = reader.next_event().await {
+        names.push(event.event.clone());
+        if event.event == "error" {
+            assert_eq!(event.data["code"], "assistant_failed");
+        }
+    }
+    assert_eq!(names, ["delta", "error"]);
+    assert!(app.all_messages(id, 50).await.is_empty());
+}

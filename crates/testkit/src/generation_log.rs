@@ -1,0 +1,111 @@
+//! The contracts of [`GenerationLog`], for every adapter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::{ConversationId, GenerationEvent, GenerationId, GenerationLog, GenerationLogError};
+use futures::StreamExt;
+
+async fn collect(log: &dyn GenerationLog, id: GenerationId, after: u64) -> Vec<GenerationEvent> {
+    let events = log
+        .follow(id, after)
+        .await
+        .expect("follow a known generation");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        events.map(Result::unwrap).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("a finished generation's stream ends")
+}
+
+async fn begun(log: &dyn GenerationLog) -> (ConversationId, GenerationId) {
+    let (conversation, generation) = (ConversationId::generate(), GenerationId::generate());
+    log.begin(conversation, generation).await.expect("begin");
+    (conversation, generation)
+}
+
+pub async fn sequences_start_at_one_and_replay_in_order(log: Arc<dyn GenerationLog>) {
+    let (_, id) = begun(log.as_ref()).await;
+    for (index, name) in ["start", "delta", "delta"].into_iter().enumerate() {
+        let sequence = log
+            .append(id, name, &format!("{{\"n\":{index}}}"), false)
+            .await
+            .unwrap();
+        assert_eq!(sequence, index as u64 + 1);
+    }
+    assert_eq!(log.append(id, "done", "{}", true).await.unwrap(), 4);
+    let events = collect(log.as_ref(), id, 0).await;
+    let names: Vec<&str> = events.iter().map(|event| event.name.as_str()).collect();
+    assert_eq!(names, ["start", "delta", "delta", "done"]);
+    assert_eq!(events[1].data, "{\"n\":1}");
+    let rest = collect(log.as_ref(), id, 2).await;
+    assert_eq!(rest.iter().map(|e| e.sequence).collect::<Vec<_>>(), [3, 4]);
+}
+
+pub async fn followers_receive_live_events_until_the_last(log: Arc<dyn GenerationLog>) {
+    let (_, id) = begun(log.as_ref()).await;
+    log.append(id, "start", "{}", false).await.unwrap();
+    let follower = {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move { collect(log.as_ref(), id, 0).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..5 {
+        log.append(id, "delta", "{}", false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    log.append(id, "done", "{}", true).await.unwrap();
+    let events = follower.await.unwrap();
+    assert_eq!(events.len(), 7);
+    assert_eq!(events.last().unwrap().name, "done");
+}
+
+pub async fn in_progress_names_the_running_generation_until_it_finishes(
+    log: Arc<dyn GenerationLog>,
+) {
+    let (conversation, id) = begun(log.as_ref()).await;
+    log.append(id, "start", "{}", false).await.unwrap();
+    assert_eq!(log.in_progress(conversation).await.unwrap(), Some(id));
+    assert_eq!(
+        log.in_progress(ConversationId::generate()).await.unwrap(),
+        None
+    );
+    log.append(id, "done", "{}", true).await.unwrap();
+    assert_eq!(log.in_progress(conversation).await.unwrap(), None);
+}
+
+pub async fn state_reports_progress(log: Arc<dyn GenerationLog>) {
+    let (conversation, id) = begun(log.as_ref()).await;
+    log.append(id, "start", "{}", false).await.unwrap();
+    let state = log.state(id).await.unwrap().expect("known");
+    assert_eq!((state.last_sequence, state.finished), (1, false));
+    assert_eq!(state.conversation_id, conversation);
+    log.append(id, "done", "{}", true).await.unwrap();
+    let state = log.state(id).await.unwrap().expect("known");
+    assert_eq!((state.last_sequence, state.finished), (2, true));
+    assert_eq!(log.state(GenerationId::generate()).await.unwrap(), None);
+}
+
+pub async fn unknown_generations_are_not_found(log: Arc<dyn GenerationLog>) {
+    assert!(matches!(
+        log.follow(GenerationId::generate(), 0).await,
+        Err(GenerationLogError::NotFound)
+    ));
+}
+
+/// Runs every contract against logs made by `make`, each on a log of its own.
+#[macro_export]
+macro_rules! generation_log_conformance {
+    ($make:expr $(,)?) => {
+        $crate::__conformance_tests!(
+            $make;
+            generation_log;
+            sequences_start_at_one_and_replay_in_order,
+            followers_receive_live_events_until_the_last,
+            in_progress_names_the_running_generation_until_it_finishes,
+            state_reports_progress,
+            unknown_generations_are_not_found,
+        );
+    };
+}
