@@ -2,7 +2,12 @@
 // A stand-in for chat-server, for working on the web client (and its e2e script) without the
 // Rust build: the same API shape, in memory, with a dummy assistant that streams word by word.
 // It reads the same settings as the real server:
-//   CHAT__SERVER__PORT (default 8000), CHAT__WEB__DIST_DIR (serves the built client if set).
+//   CHAT__SERVER__PORT (default 8000), CHAT__WEB__DIST_DIR (serves the built client if set),
+//   CHAT__ASSISTANT__DUMMY__MODE (canned | deterministic: echoes "You said: <text>"),
+//   CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS (default 60).
+// Streams are resumable like chat-server's: every event has `id: <generation_id>:<sequence>`,
+// each generation opens with `event: start`, and GET /api/v1/conversations/{id}/stream replays
+// and follows a generation (Last-Event-ID header or ?after=), or the one in progress.
 // Usage: CHAT_SERVER_BIN=e2e/mock-server.mjs npm run e2e   or   node e2e/mock-server.mjs
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -17,7 +22,16 @@ const replies = [
   'Here is what I would suggest: start small, test often, and keep notes.',
 ];
 
+const deterministic = process.env.CHAT__ASSISTANT__DUMMY__MODE === 'deterministic';
+const wordDelay = Number(process.env.CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS ?? 60);
+/** How long a finished generation's events stay available for resuming. */
+const LOG_TTL_MS = 60_000;
+
 const conversations = new Map();
+/** generation id -> { id, conversationId, events: [{ seq, event, data }], finished, listeners: Set } */
+const generations = new Map();
+/** conversation id -> the generation in progress there */
+const active = new Map();
 const messages = new Map();
 let clock = Date.now();
 const now = () => new Date((clock = Math.max(clock + 1, Date.now()))).toISOString();
@@ -48,6 +62,36 @@ const readBody = async (req) => {
 const page = (items, limit, cursorIndex) => ({ items, next_cursor: cursorIndex });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+function emit(gen, event, data) {
+  const ev = { seq: gen.events.length + 1, event, data: JSON.stringify(data) };
+  gen.events.push(ev);
+  if (event === 'done' || event === 'error') {
+    gen.finished = true;
+    active.delete(gen.conversationId);
+    setTimeout(() => generations.delete(gen.id), LOG_TTL_MS).unref();
+  }
+  for (const listener of [...gen.listeners]) listener(ev);
+}
+
+const frame = (gen, ev) => `id: ${gen.id}:${ev.seq}\nevent: ${ev.event}\ndata: ${ev.data}\n\n`;
+
+/** Writes the events of `gen` after `after`, then the live ones until done/error, then ends. */
+function follow(res, gen, after) {
+  res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+  for (const ev of gen.events) if (ev.seq > after) res.write(frame(gen, ev));
+  if (gen.finished) return res.end();
+  const listener = (ev) => {
+    if (res.destroyed) return gen.listeners.delete(listener);
+    res.write(frame(gen, ev));
+    if (gen.finished) {
+      gen.listeners.delete(listener);
+      res.end();
+    }
+  };
+  gen.listeners.add(listener);
+  res.on('close', () => gen.listeners.delete(listener));
+}
+
 const server = createServer(async (req, res) => {
   const url = new URL(req.url ?? '/', 'http://x');
   const p = url.pathname;
@@ -65,6 +109,23 @@ const server = createServer(async (req, res) => {
       if (!body) return fail(res, 400, 'Invalid JSON body.', 'invalid_json');
       return send(res, 201, createConversation(body.title));
     }
+  }
+  const sm = /^\/api\/v1\/conversations\/([^/]+)\/stream$/.exec(p);
+  if (sm && req.method === 'GET') {
+    const c = conversations.get(sm[1]);
+    if (!c) return fail(res, 404, 'Conversation not found.', 'conversation_not_found');
+    const cursor = req.headers['last-event-id'] ?? url.searchParams.get('after');
+    if (cursor !== null && cursor !== undefined) {
+      const cm = /^([0-9a-f-]{36}):(\d+)$/.exec(cursor);
+      if (!cm) return fail(res, 400, 'Malformed event id.', 'invalid_cursor');
+      const gen = generations.get(cm[1]);
+      const after = Number(cm[2]);
+      if (!gen || gen.conversationId !== c.id || (gen.finished && after >= gen.events.length)) return res.writeHead(204).end();
+      return follow(res, gen, after);
+    }
+    const gen = active.get(c.id);
+    if (!gen) return res.writeHead(204).end();
+    return follow(res, gen, 0);
   }
   const m = /^\/api\/v1\/conversations\/([^/]+)(\/messages)?$/.exec(p);
   if (m) {
@@ -95,7 +156,8 @@ const server = createServer(async (req, res) => {
     } else if (req.method === 'POST') {
       const body = await readBody(req);
       if (!body || typeof body.content !== 'string' || !body.content.trim()) return fail(res, 400, 'Message must not be blank.', 'invalid_message');
-      const reply = replies[list.length % replies.length];
+      const canned = replies[(deterministic ? body.content.length : list.length) % replies.length];
+      const reply = deterministic ? `${canned} You said: ${body.content}` : canned;
       const store = () => {
         const user = { id: randomUUID(), conversation_id: c.id, role: 'user', content: body.content, created_at: now() };
         const assistant = { id: randomUUID(), conversation_id: c.id, role: 'assistant', content: reply, created_at: now() };
@@ -104,15 +166,18 @@ const server = createServer(async (req, res) => {
         return { user_message: user, assistant_message: assistant };
       };
       if (!(req.headers.accept ?? '').includes('text/event-stream')) return send(res, 201, store());
-      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
-      const words = reply.split(/(?<= )/);
+      const gen = { id: randomUUID(), conversationId: c.id, events: [], finished: false, listeners: new Set() };
+      generations.set(gen.id, gen);
+      active.set(c.id, gen);
+      emit(gen, 'start', { generation_id: gen.id, conversation_id: c.id, content: body.content });
+      follow(res, gen, 0);
+      // Like the real server: the reply goes on, and is stored, even if the client went away.
+      const words = reply.split(/(?<=\s)(?=\S)/);
       for (const [i, w] of words.entries()) {
-        await sleep(60);
-        if (!res.destroyed) res.write(`id: ${i}\nevent: delta\ndata: ${JSON.stringify({ text: w })}\n\n`);
+        if (i > 0) await sleep(wordDelay);
+        emit(gen, 'delta', { text: w });
       }
-      // Like the real server: the exchange is stored even if the client went away.
-      const exchange = store();
-      if (!res.destroyed) res.end(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
+      emit(gen, 'done', store());
       return;
     }
   }

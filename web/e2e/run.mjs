@@ -61,15 +61,17 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const cleanups = [];
 let serverProc = null;
+const serverProcs = [];
 const serverLog = [];
 
-async function startServer() {
+/** Starts a chat-server with its own database; `env` adds settings. The first one is `serverProc`. */
+async function startServer(env = {}) {
   const bin = serverBinary();
   if (!existsSync(bin)) throw new Error(`chat-server not found at ${bin} (build it with \`cargo build -p server\` or set CHAT_SERVER_BIN)`);
   const port = await freePort();
   const work = mkdtempSync(path.join(tmpdir(), 'chat-e2e-server-'));
   cleanups.push(() => rmSync(work, { recursive: true, force: true }));
-  serverProc = spawn(bin, [], {
+  const proc = spawn(bin, [], {
     cwd: work,
     env: {
       ...process.env,
@@ -77,6 +79,7 @@ async function startServer() {
       CHAT__STORAGE__URL: path.join(work, 'chat.db'),
       CHAT__WEB__DIST_DIR: distDir,
       CHAT__ASSISTANT__KIND: 'dummy',
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -84,10 +87,12 @@ async function startServer() {
     serverLog.push(String(chunk));
     if (serverLog.length > 400) serverLog.splice(0, serverLog.length - 400);
   };
-  serverProc.stdout.on('data', keep);
-  serverProc.stderr.on('data', keep);
+  serverProc ??= proc;
+  serverProcs.push(proc);
+  proc.stdout.on('data', keep);
+  proc.stderr.on('data', keep);
   let exited = null;
-  serverProc.on('exit', (code, signal) => {
+  proc.on('exit', (code, signal) => {
     exited = { code, signal };
   });
 
@@ -106,8 +111,7 @@ async function startServer() {
   throw new Error('chat-server did not become ready on /readyz within 60 s');
 }
 
-async function stopServer() {
-  const proc = serverProc;
+async function stopServer(proc = serverProc) {
   if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
   const gone = new Promise((r) => proc.once('exit', r));
   proc.kill('SIGTERM');
@@ -512,6 +516,102 @@ async function main() {
     }
   });
 
+  // A second server whose replies take several seconds (150 ms a word, echoing the message), to
+  // reload and switch conversations in the middle of one.
+  let slowServer = null;
+  const slow = () => (slowServer ??= startServer({ CHAT__ASSISTANT__DUMMY__MODE: 'deterministic', CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS: '150' }));
+  const words = 'one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty';
+  const streamingText = (page) =>
+    page.evaluate(() => {
+      const t = document.querySelector('article[data-state="streaming"] .message-body')?.textContent ?? '';
+      return t.includes('Thinking') ? '' : t;
+    });
+  /** Waits until the streamed reply holds more than `min` characters (and is still streaming). */
+  const replyLongerThan = (page, min) =>
+    page.waitForFunction(
+      (n) => {
+        const t = document.querySelector('article[data-state="streaming"] .message-body')?.textContent ?? '';
+        return !t.includes('Thinking') && t.length > n;
+      },
+      min,
+      { timeout: 10_000 },
+    );
+  /** Waits for the stored reply, then checks the page shows exactly the stored exchange. */
+  const expectStoredExchange = async (page, sbase, id, userText) => {
+    await page.waitForFunction(
+      () => document.querySelectorAll('[role=log] article[aria-label="Assistant"]:not([data-state])').length === 1 && !document.querySelector('[role=log] article[data-state]'),
+      null,
+      { timeout: 30_000 },
+    );
+    const stored = await (await fetch(`${sbase}/api/v1/conversations/${id}/messages`)).json();
+    assert(stored.items.length === 2, `one exchange is stored (got ${stored.items.length} messages)`);
+    assert(stored.items[0].content === userText, 'the stored user message is the one sent');
+    const bodies = await log(page).locator('article .message-body').allInnerTexts();
+    assert(bodies.length === 2, `the page shows the two messages once each (got ${bodies.length}: ${bodies.join(' | ')})`);
+    assert(bodies[0].trim() === userText, `the user message is shown (${bodies[0]})`);
+    assert(bodies[1].trim() === stored.items[1].content.trim(), `the complete stored reply is shown ("${bodies[1]}" vs "${stored.items[1].content}")`);
+  };
+  const createConversationVia = async (sbase, title) => {
+    const res = await fetch(`${sbase}/api/v1/conversations`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ title }),
+    });
+    assert(res.status === 201, `creating a conversation answers 201 (got ${res.status})`);
+    return (await res.json()).id;
+  };
+
+  await test('reload mid-reply continues the reply', async () => {
+    const sbase = await slow();
+    const id = await createConversationVia(sbase, 'Reload mid-reply');
+    const text = `Please keep talking while I reload the page: ${words}.`;
+    const page = await fresh();
+    await open(page, sbase, `#/c/${id}`);
+    await composer(page).fill(text);
+    await composer(page).press('Enter');
+    await page.getByRole('button', { name: 'Stop' }).waitFor();
+    await replyLongerThan(page, 10);
+    const before = (await streamingText(page)).length;
+    await page.reload();
+    await log(page).locator('article[aria-label="You"]').getByText('Please keep talking while I reload', { exact: false }).waitFor();
+    await page.getByRole('button', { name: 'Stop' }).waitFor();
+    // The user message comes from the `start` event: nothing of the exchange is stored yet.
+    const midway = await (await fetch(`${sbase}/api/v1/conversations/${id}/messages`)).json();
+    assert(midway.items.length === 0, `the exchange is not stored while the reply runs (got ${midway.items.length} messages)`);
+    await replyLongerThan(page, before);
+    const replayed = (await streamingText(page)).length;
+    await replyLongerThan(page, replayed);
+    assert((await log(page).locator('article[aria-label="You"]').count()) === 1, 'the user message is shown once');
+    await expectStoredExchange(page, sbase, id, text);
+    assert(!(await page.getByRole('button', { name: 'Stop' }).isVisible()), 'Stop is gone after the reply');
+  });
+
+  await test('switch away and back during a reply', async () => {
+    const sbase = await slow();
+    await createConversationVia(sbase, 'Switch target');
+    const id = await createConversationVia(sbase, 'Switch source');
+    const text = `Switch away and back while you answer: ${words}.`;
+    const page = await fresh();
+    await open(page, sbase, `#/c/${id}`);
+    await composer(page).fill(text);
+    await composer(page).press('Enter');
+    await page.getByRole('button', { name: 'Stop' }).waitFor();
+    await replyLongerThan(page, 10);
+    await nav(page).getByRole('button', { name: 'Switch target', exact: true }).click();
+    await log(page).getByText('No messages yet').waitFor();
+    assert(!(await page.getByRole('button', { name: 'Stop' }).isVisible()), 'no Stop in the other conversation');
+    await sleep(700);
+    assert((await log(page).locator('article').count()) === 0, 'the reply does not show up in the other conversation');
+    await nav(page).getByRole('button', { name: 'Switch source', exact: true }).click();
+    await log(page).locator('article[aria-label="You"]').getByText('Switch away and back', { exact: false }).waitFor();
+    await page.getByRole('button', { name: 'Stop' }).waitFor();
+    const shown = (await streamingText(page)).length;
+    await replyLongerThan(page, shown);
+    await expectStoredExchange(page, sbase, id, text);
+    await nav(page).getByRole('button', { name: 'Switch target', exact: true }).click();
+    await log(page).getByText('No messages yet').waitFor();
+  });
+
   // Last, because it stops the server.
   await test('server gone: a send keeps the text, loading offers Retry', async () => {
     const page = await fresh();
@@ -544,7 +644,7 @@ try {
       // best effort
     }
   }
-  await stopServer();
+  for (const proc of serverProcs) await stopServer(proc);
 }
 
 const failed = results.filter((r) => !r.ok).length + (fatal ? 1 : 0);

@@ -1,6 +1,7 @@
 import { act, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { App } from '../src/App';
+import { api } from '../src/api/client';
 import type { Conversation, Message } from '../src/api/types';
 import { conv, json, mockFetch, msg, sseResponse, type Route } from './helpers';
 
@@ -9,9 +10,13 @@ function fakeServer() {
   const conversations: Conversation[] = [conv('c1', 'Older chat', '2026-01-01T00:00:00Z'), conv('c2', 'Recent chat', '2026-01-03T00:00:00Z')];
   const messages: Record<string, Message[]> = { c1: [], c2: [msg('c2', 'user', 'Earlier question'), msg('c2', 'assistant', 'Earlier answer')] };
   let streamHandler: ((id: string, content: string) => Response | Promise<Response>) | null = null;
+  /** Answers GET .../stream; by default nothing is in progress (204). */
+  let followHandler: (id: string, lastEventId: string | null, init: RequestInit) => Response | Promise<Response> = () => new Response(null, { status: 204 });
   const route: Route = (url, init) => {
     const method = init.method ?? 'GET';
     const path = url.pathname;
+    const follow = /^\/api\/v1\/conversations\/([^/]+)\/stream$/.exec(path);
+    if (follow?.[1] && method === 'GET') return followHandler(follow[1], new Headers(init.headers).get('Last-Event-ID'), init);
     if (path === '/api/v1/conversations' && method === 'GET') {
       return json({ items: [...conversations].sort((a, b) => b.updated_at.localeCompare(a.updated_at)), next_cursor: null });
     }
@@ -49,6 +54,9 @@ function fakeServer() {
     route,
     onStream(h: (id: string, content: string) => Response | Promise<Response>) {
       streamHandler = h;
+    },
+    onFollow(h: (id: string, lastEventId: string | null, init: RequestInit) => Response | Promise<Response>) {
+      followHandler = h;
     },
   };
 }
@@ -308,5 +316,195 @@ describe('new chat during the first load', () => {
     await act(async () => release());
     await within(nav).findByRole('button', { name: 'Recent chat' });
     expect(within(nav).getAllByRole('button', { name: 'New chat' })).toHaveLength(2);
+  });
+});
+
+describe('following a reply in progress', () => {
+  const G = 'bbbbbbbb-0000-4000-8000-000000000002';
+  const ev = (seq: number, event: string, data: unknown) => `id: ${G}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+  const start = (content: string) => ev(1, 'start', { generation_id: G, conversation_id: 'c2', content });
+  const assistants = (log: HTMLElement) => [...log.querySelectorAll('article[aria-label="Assistant"] .message-body')].map((e) => e.textContent);
+
+  let delays: number[];
+  beforeEach(() => {
+    delays = api.retryDelaysMs;
+    api.retryDelaysMs = [5, 5, 5];
+  });
+  afterEach(() => {
+    api.retryDelaysMs = delays;
+  });
+
+  it('on opening: shows the user message from start and the reply so far, with Stop, then the stored pair', async () => {
+    const sse = sseResponse();
+    server.onFollow(() => sse.response);
+    await renderLoaded();
+    await act(async () => sse.send(start('What happened?') + ev(2, 'delta', { text: 'It all ' }) + ev(3, 'delta', { text: 'began' })));
+    const log = screen.getByRole('log');
+    expect(await within(log).findByText('What happened?')).toBeTruthy();
+    expect(await within(log).findByText('It all began')).toBeTruthy();
+    expect(await screen.findByRole('button', { name: 'Stop' })).toBeTruthy();
+
+    await act(async () => sse.send(ev(4, 'delta', { text: ' long ago.' })));
+    expect(await within(log).findByText('It all began long ago.')).toBeTruthy();
+    const done = { user_message: msg('c2', 'user', 'What happened?'), assistant_message: msg('c2', 'assistant', 'It all began long ago.') };
+    await act(async () => {
+      sse.send(ev(5, 'done', done));
+      sse.close();
+    });
+    await waitFor(() => expect(screen.queryByRole('button', { name: 'Stop' })).toBeNull());
+    expect(within(log).getAllByText('What happened?')).toHaveLength(1);
+    expect(assistants(log)).toEqual(['Earlier answer', 'It all began long ago.']);
+    expect(log.querySelector('article[data-state]')).toBeNull();
+    const follow = fetchMock.calls.findIndex((c) => c.url === '/api/v1/conversations/c2/stream');
+    const messages = fetchMock.calls.findIndex((c) => c.url.startsWith('/api/v1/conversations/c2/messages'));
+    expect(messages).toBeGreaterThanOrEqual(0);
+    expect(follow).toBeGreaterThan(messages);
+  });
+
+  it('on 204 shows nothing more than the stored messages', async () => {
+    await renderLoaded();
+    await waitFor(() => expect(fetchMock.calls.some((c) => c.url === '/api/v1/conversations/c2/stream')).toBe(true));
+    await new Promise((r) => setTimeout(r, 20));
+    const log = screen.getByRole('log');
+    expect(log.querySelectorAll('article')).toHaveLength(2);
+    expect(screen.queryByRole('button', { name: 'Stop' })).toBeNull();
+    expect(screen.queryByRole('alert')).toBeNull();
+  });
+
+  it('replaces the partial reply, never appends to it, when following starts over', async () => {
+    const conns = [sseResponse(), sseResponse(), sseResponse()];
+    const cursors: (string | null)[] = [];
+    server.onFollow((_id, last) => {
+      cursors.push(last);
+      return conns[cursors.length - 1]?.response ?? new Response(null, { status: 204 });
+    });
+    await renderLoaded();
+    const log = screen.getByRole('log');
+    await act(async () => conns[0]?.send(start('Again?') + ev(2, 'delta', { text: 'Once' })));
+    expect(await within(log).findByText('Once')).toBeTruthy();
+    await act(async () => conns[0]?.error(new TypeError('network error')));
+    // A reconnection answered from the first event (say a proxy dropped Last-Event-ID): no repeats.
+    await waitFor(() => expect(cursors).toHaveLength(2));
+    await act(async () => conns[1]?.send(start('Again?') + ev(2, 'delta', { text: 'Once' }) + ev(3, 'delta', { text: ' upon' })));
+    expect(await within(log).findByText('Once upon')).toBeTruthy();
+    await act(async () => conns[1]?.error(new TypeError('network error')));
+    // A start event means "from the beginning": the text shown so far is replaced.
+    await waitFor(() => expect(cursors).toHaveLength(3));
+    const H = 'cccccccc-0000-4000-8000-000000000003';
+    await act(async () =>
+      conns[2]?.send(
+        `id: ${H}:1\nevent: start\ndata: ${JSON.stringify({ generation_id: H, conversation_id: 'c2', content: 'Again?' })}\n\n` +
+          `id: ${H}:2\nevent: delta\ndata: {"text":"Once upon a time"}\n\n`,
+      ),
+    );
+    expect(await within(log).findByText('Once upon a time')).toBeTruthy();
+    expect(cursors).toEqual([null, `${G}:2`, `${G}:3`]);
+    expect(within(log).getAllByText('Again?')).toHaveLength(1);
+    expect(assistants(log)).toEqual(['Earlier answer', 'Once upon a time']);
+  });
+
+  it('stops following when switching away, and follows from the start again on coming back', async () => {
+    const streams: ReturnType<typeof sseResponse>[] = [];
+    const signals: AbortSignal[] = [];
+    server.onFollow((id, _last, init) => {
+      if (id !== 'c2') return new Response(null, { status: 204 });
+      const sse = sseResponse();
+      streams.push(sse);
+      if (init.signal) signals.push(init.signal);
+      return sse.response;
+    });
+    await renderLoaded();
+    await waitFor(() => expect(streams).toHaveLength(1));
+    await act(async () => streams[0]?.send(start('Long task') + ev(2, 'delta', { text: 'Step one' })));
+    expect(await screen.findByText('Step one')).toBeTruthy();
+
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    await screen.findByText('No messages yet');
+    expect(signals[0]?.aborted).toBe(true);
+    expect(screen.queryByRole('button', { name: 'Stop' })).toBeNull();
+    expect(screen.queryByText('Step one')).toBeNull();
+
+    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+    await waitFor(() => expect(streams).toHaveLength(2));
+    await act(async () => streams[1]?.send(start('Long task') + ev(2, 'delta', { text: 'Step one' }) + ev(3, 'delta', { text: ', step two' })));
+    const log = screen.getByRole('log');
+    expect(await within(log).findByText('Step one, step two')).toBeTruthy();
+    expect(within(log).getAllByText('Long task')).toHaveLength(1);
+    expect(await screen.findByRole('button', { name: 'Stop' })).toBeTruthy();
+  });
+
+  it('reconnects with Last-Event-ID after a network error and carries on where it was', async () => {
+    const first = sseResponse();
+    const second = sseResponse();
+    const cursors: (string | null)[] = [];
+    server.onFollow((_id, last) => {
+      cursors.push(last);
+      return cursors.length === 1 ? first.response : second.response;
+    });
+    await renderLoaded();
+    await act(async () => first.send(start('Resume me') + ev(2, 'delta', { text: 'Half' })));
+    const log = screen.getByRole('log');
+    expect(await within(log).findByText('Half')).toBeTruthy();
+    await act(async () => first.error(new TypeError('network error')));
+    await waitFor(() => expect(cursors).toHaveLength(2));
+    expect(cursors).toEqual([null, `${G}:2`]);
+    await act(async () => second.send(ev(3, 'delta', { text: ' and whole' })));
+    expect(await within(log).findByText('Half and whole')).toBeTruthy();
+    const done = { user_message: msg('c2', 'user', 'Resume me'), assistant_message: msg('c2', 'assistant', 'Half and whole') };
+    await act(async () => {
+      second.send(ev(4, 'done', done));
+      second.close();
+    });
+    await waitFor(() => expect(screen.queryByRole('button', { name: 'Stop' })).toBeNull());
+    expect(assistants(log)).toEqual(['Earlier answer', 'Half and whole']);
+    expect(screen.queryByRole('alert')).toBeNull();
+  });
+
+  it('a dropped send resumes with Last-Event-ID instead of giving the message back', async () => {
+    const post = sseResponse();
+    const resumed = sseResponse();
+    const cursors: (string | null)[] = [];
+    server.onStream(() => post.response);
+    await renderLoaded();
+    await waitFor(() => expect(fetchMock.calls.some((c) => c.url === '/api/v1/conversations/c2/stream')).toBe(true));
+    server.onFollow((_id, last) => {
+      cursors.push(last);
+      return resumed.response;
+    });
+    fireEvent.change(composer(), { target: { value: 'Keep going' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => post.send(start('Keep going') + ev(2, 'delta', { text: 'Going' })));
+    const log = screen.getByRole('log');
+    expect(await within(log).findByText('Going')).toBeTruthy();
+    await act(async () => post.error(new TypeError('network error')));
+    await waitFor(() => expect(cursors).toEqual([`${G}:2`]));
+    const done = { user_message: msg('c2', 'user', 'Keep going'), assistant_message: msg('c2', 'assistant', 'Going on') };
+    await act(async () => {
+      resumed.send(ev(3, 'delta', { text: ' on' }) + ev(4, 'done', done));
+      resumed.close();
+    });
+    await waitFor(() => expect(screen.queryByRole('button', { name: 'Stop' })).toBeNull());
+    expect(assistants(log)).toEqual(['Earlier answer', 'Going on']);
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+    expect(screen.queryByRole('alert')).toBeNull();
+  });
+
+  it('Stop while following aborts the stream and picks up the stored reply later', async () => {
+    const sse = sseResponse();
+    let signal: AbortSignal | undefined;
+    server.onFollow((_id, _last, init) => {
+      signal = init.signal ?? undefined;
+      return sse.response;
+    });
+    await renderLoaded();
+    await act(async () => sse.send(start('Stop me') + ev(2, 'delta', { text: 'Partial' })));
+    expect(await screen.findByText('Partial')).toBeTruthy();
+    server.messages.c2?.push(msg('c2', 'user', 'Stop me'), msg('c2', 'assistant', 'Partial, then complete.'));
+    fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    expect(signal?.aborted).toBe(true);
+    expect(await screen.findByText(/Stopped/)).toBeTruthy();
+    expect(await screen.findByText('Partial, then complete.', {}, { timeout: 4000 })).toBeTruthy();
+    expect(screen.queryByText(/Stopped/)).toBeNull();
+    expect(within(screen.getByRole('log')).getAllByText('Stop me')).toHaveLength(1);
   });
 });

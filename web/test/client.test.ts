@@ -84,4 +84,74 @@ describe('ApiClient', () => {
     controller.abort();
     await expect(p).rejects.toMatchObject({ name: 'AbortError' });
   });
+
+  describe('resumable streams', () => {
+    const G = 'aaaaaaaa-0000-4000-8000-000000000001';
+    const ev = (seq: number, event: string, data: unknown) => `id: ${G}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+    const exchange = { user_message: msg('c1', 'user', 'hi'), assistant_message: msg('c1', 'assistant', 'Hello world') };
+
+    it('reconnects a dropped send with Last-Event-ID and skips events it already had', async () => {
+      const first = sseResponse();
+      const second = sseResponse();
+      const headers: (string | null)[] = [];
+      const { fn, calls } = mockFetch([
+        (url, init) => {
+          if (url.pathname.endsWith('/messages')) return first.response;
+          headers.push(new Headers(init.headers).get('Last-Event-ID'));
+          return second.response;
+        },
+      ]);
+      const client = new ApiClient('', fn);
+      client.retryDelaysMs = [1, 1];
+      const deltas: string[] = [];
+      const ids: string[] = [];
+      const p = client.streamMessage('c1', 'hi', { onDelta: (t) => deltas.push(t), onEventId: (id) => ids.push(id) });
+      first.send(ev(1, 'start', { generation_id: G, conversation_id: 'c1', content: 'hi' }) + ev(2, 'delta', { text: 'Hello' }));
+      await new Promise((r) => setTimeout(r, 10));
+      first.error(new TypeError('network error'));
+      await new Promise((r) => setTimeout(r, 20));
+      // An overlapping replay (sequence 2 again) must not show "Hello" twice; unknown events are ignored.
+      second.send(ev(2, 'delta', { text: 'Hello' }) + ev(3, 'delta', { text: ' world' }) + ev(4, 'progress', { x: 1 }) + ev(5, 'done', exchange));
+      second.close();
+      await expect(p).resolves.toEqual(exchange);
+      expect(deltas).toEqual(['Hello', ' world']);
+      expect(headers).toEqual([`${G}:2`]);
+      expect(calls.map((c) => `${c.method} ${c.url}`)).toEqual(['POST /api/v1/conversations/c1/messages', 'GET /api/v1/conversations/c1/stream']);
+      expect(ids).toEqual([`${G}:1`, `${G}:2`, `${G}:3`, `${G}:4`, `${G}:5`]);
+    });
+
+    it('follows a reply in progress from its start, and answers null on 204', async () => {
+      const sse = sseResponse();
+      let status = 200;
+      const { fn } = mockFetch([(_url, init) => {
+        expect(new Headers(init.headers).get('Last-Event-ID')).toBeNull();
+        return status === 204 ? new Response(null, { status: 204 }) : sse.response;
+      }]);
+      const client = new ApiClient('', fn);
+      const starts: string[] = [];
+      const deltas: string[] = [];
+      const p = client.followStream('c1', { onStart: (s) => starts.push(s.content), onDelta: (t) => deltas.push(t) });
+      sse.send(ev(1, 'start', { generation_id: G, conversation_id: 'c1', content: 'hi' }) + ev(2, 'delta', { text: 'Hel' }) + ev(3, 'done', exchange));
+      sse.close();
+      await expect(p).resolves.toEqual(exchange);
+      expect(starts).toEqual(['hi']);
+      expect(deltas).toEqual(['Hel']);
+      status = 204;
+      await expect(client.followStream('c1')).resolves.toBeNull();
+    });
+
+    it('gives up after the retries with NetworkError, and does not retry a 404', async () => {
+      let n = 0;
+      const client = new ApiClient('', async () => {
+        n += 1;
+        throw new TypeError('Failed to fetch');
+      });
+      client.retryDelaysMs = [1, 1, 1];
+      await expect(client.followStream('c1', { lastEventId: `${G}:3` })).rejects.toBeInstanceOf(NetworkError);
+      expect(n).toBe(4);
+      const { fn, calls } = mockFetch([() => json({ status: 'error', message: 'Conversation not found.', code: 'conversation_not_found' }, 404)]);
+      await expect(new ApiClient('', fn).followStream('gone')).rejects.toMatchObject({ status: 404 });
+      expect(calls).toHaveLength(1);
+    });
+  });
 });

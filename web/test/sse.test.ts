@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { parseEventId } from '../src/api/client';
 import { SseParser, type SseEvent } from '../src/api/sse';
 
 const stream =
@@ -64,5 +65,22 @@ describe('SseParser', () => {
 
   it('emits a last event left without a trailing blank line at the end of the stream', () => {
     expect(parseInChunks('event: done\ndata: {}', [])).toEqual([{ event: 'done', data: '{}' }]);
+  });
+
+  it('attaches `<generation_id>:<sequence>` ids to their events, split anywhere', () => {
+    const gen = '0b8e2f4c-1d7a-4c3e-9f00-123456789abc';
+    const text =
+      `id: ${gen}:1\nevent: start\ndata: {"generation_id":"${gen}","content":"hi"}\n\n` +
+      `id: ${gen}:2\nevent: delta\ndata: {"text":"Hel"}\n\n` +
+      `event: delta\nid: ${gen}:3\ndata: {"text":"lo"}\n\n`;
+    const want = [
+      { event: 'start', data: `{"generation_id":"${gen}","content":"hi"}`, id: `${gen}:1` },
+      { event: 'delta', data: '{"text":"Hel"}', id: `${gen}:2` },
+      { event: 'delta', data: '{"text":"lo"}', id: `${gen}:3` },
+    ];
+    for (let i = 0; i <= text.length; i++) expect(parseInChunks(text, [i]), `split at ${i}`).toEqual(want);
+    expect(parseEventId(`${gen}:12`)).toEqual({ generation: gen, sequence: 12 });
+    expect(parseEventId('7')).toBeNull();
+    expect(parseEventId(`${gen}:x`)).toBeNull();
   });
 });

@@ -40,10 +40,45 @@ export function errorMessage(err: unknown): string {
   return 'Something went wrong.';
 }
 
+/** The first event of every generation: which generation, and the user's message it answers. */
+export interface StreamStart {
+  generation_id: string;
+  conversation_id: string;
+  content: string;
+}
+
 export interface StreamOptions {
   signal?: AbortSignal;
   /** Called with each piece of the reply as it arrives. */
   onDelta?: (text: string) => void;
+  /**
+   * Called on a `start` event, which only comes when following a generation from its first
+   * event: whatever reply text was shown before belongs to the same reply and must be REPLACED.
+   */
+  onStart?: (start: StreamStart) => void;
+  /** Called with the id (`<generation_id>:<sequence>`) of every event received. */
+  onEventId?: (id: string) => void;
+  /** Called before each reconnection attempt after the connection was lost. */
+  onReconnect?: (attempt: number) => void;
+}
+
+export interface FollowOptions extends StreamOptions {
+  /** Resume after this event id; without it, follow the reply in progress from its start. */
+  lastEventId?: string | null;
+}
+
+/** Where a stream got to: the last event id, so a dropped connection can resume after it. */
+interface Cursor {
+  lastId: string | null;
+  generation: string | null;
+  sequence: number;
+}
+
+/** `<generation_id>:<sequence>`, or null for anything else. */
+export function parseEventId(id: string): { generation: string; sequence: number } | null {
+  const m = /^(.+):(\d+)$/.exec(id);
+  if (!m?.[1] || !m[2]) return null;
+  return { generation: m[1], sequence: Number(m[2]) };
 }
 
 type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
@@ -51,6 +86,8 @@ type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 export class ApiClient {
   private readonly baseUrl: string;
   private readonly fetchImpl: FetchLike;
+  /** Pauses before each reconnection after a stream was cut; their number is the number of attempts. */
+  retryDelaysMs: number[] = [500, 1000, 2000, 4000];
 
   /**
    * @param baseUrl origin (and optional path prefix) of chat-server; "" means same origin.
@@ -94,7 +131,9 @@ export class ApiClient {
   /**
    * Sends and streams the reply (Server-Sent Events). Resolves with the stored exchange from the
    * `done` event; rejects with ApiError on an error response or `error` event, with NetworkError
-   * when the server cannot be reached, and with an AbortError when `signal` aborts.
+   * when the server cannot be reached, and with an AbortError when `signal` aborts. When the
+   * connection drops after the first event, it resumes with `Last-Event-ID` (see followStream);
+   * if the server then has nothing more to send, rejects with ApiError code `stream_gone`.
    */
   async streamMessage(id: string, content: string, opts: StreamOptions = {}): Promise<Exchange> {
     const res = await this.request('POST', `/api/v1/conversations/${enc(id)}/messages`, { content }, {
@@ -108,15 +147,100 @@ export class ApiClient {
       opts.onDelta?.(exchange.assistant_message.content);
       return exchange;
     }
-    if (!res.body) throw new ApiError(res.status, 'The reply stream was empty.', 'stream_incomplete');
+    const cursor: Cursor = { lastId: null, generation: null, sequence: 0 };
+    try {
+      return await this.readStream(res, cursor, opts);
+    } catch (err) {
+      if (cursor.lastId === null || !retryable(err)) throw err;
+      const exchange = await this.follow(id, cursor, opts, true);
+      if (exchange) return exchange;
+      throw new ApiError(204, 'The reply finished while the connection was down.', 'stream_gone');
+    }
+  }
 
+  /**
+   * Follows a reply being generated in conversation `id` (`GET .../stream`): from its first event
+   * (`start`, then every delta so far, then live ones) or, with `lastEventId`, from after that
+   * event. Resolves with the exchange of the `done` event, or null when there is nothing to
+   * follow (204). A lost connection is retried with `Last-Event-ID` = the last event received.
+   */
+  followStream(id: string, opts: FollowOptions = {}): Promise<Exchange | null> {
+    const cursor: Cursor = { lastId: null, generation: null, sequence: 0 };
+    if (opts.lastEventId) {
+      cursor.lastId = opts.lastEventId;
+      const parsed = parseEventId(opts.lastEventId);
+      if (parsed) {
+        cursor.generation = parsed.generation;
+        cursor.sequence = parsed.sequence;
+      }
+    }
+    return this.follow(id, cursor, opts, false);
+  }
+
+  private async follow(id: string, cursor: Cursor, opts: StreamOptions, reconnecting: boolean): Promise<Exchange | null> {
+    let failures = 0;
+    let wait = reconnecting;
+    for (;;) {
+      if (wait) {
+        const delay = this.retryDelaysMs[failures];
+        if (delay === undefined) throw new NetworkError('The connection was lost while the reply was streaming.');
+        failures += 1;
+        opts.onReconnect?.(failures);
+        await sleep(delay, opts.signal);
+      }
+      wait = true;
+      const before = cursor.lastId;
+      try {
+        const headers: Record<string, string> = {};
+        if (cursor.lastId !== null) headers['Last-Event-ID'] = cursor.lastId;
+        const res = await this.request('GET', `/api/v1/conversations/${enc(id)}/stream`, undefined, {
+          accept: 'text/event-stream',
+          signal: opts.signal,
+          headers,
+        });
+        if (res.status === 204) return null;
+        if (!(res.headers.get('content-type') ?? '').includes('text/event-stream')) {
+          throw new ApiError(res.status, 'The server did not answer with a stream.', 'not_a_stream');
+        }
+        return await this.readStream(res, cursor, opts);
+      } catch (err) {
+        if (!retryable(err)) throw err;
+        // Progress since the last attempt earns a fresh set of retries.
+        if (cursor.lastId !== before) failures = 0;
+      }
+    }
+  }
+
+  /** Reads one SSE response to its `done` event, advancing `cursor` past every event seen. */
+  private async readStream(res: Response, cursor: Cursor, opts: StreamOptions): Promise<Exchange> {
+    if (!res.body) throw new ApiError(res.status, 'The reply stream was empty.', 'stream_incomplete');
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
     const parser = new SseParser();
     let done: Exchange | undefined;
     const handle = (events: ReturnType<SseParser['push']>) => {
       for (const ev of events) {
-        if (ev.event === 'delta') {
+        if (ev.id !== undefined) {
+          const parsed = parseEventId(ev.id);
+          if (parsed) {
+            // A replay that overlaps what was already received: skip the events seen before.
+            if (parsed.generation === cursor.generation && parsed.sequence <= cursor.sequence) continue;
+            cursor.generation = parsed.generation;
+            cursor.sequence = parsed.sequence;
+          }
+          if (ev.id !== cursor.lastId) {
+            cursor.lastId = ev.id;
+            opts.onEventId?.(ev.id);
+          }
+        }
+        if (ev.event === 'start') {
+          const start = safeParse(ev.data) as Partial<StreamStart> | undefined;
+          opts.onStart?.({
+            generation_id: start?.generation_id ?? '',
+            conversation_id: start?.conversation_id ?? '',
+            content: start?.content ?? '',
+          });
+        } else if (ev.event === 'delta') {
           const { text } = JSON.parse(ev.data) as { text: string };
           if (text) opts.onDelta?.(text);
         } else if (ev.event === 'done') {
@@ -125,6 +249,7 @@ export class ApiClient {
           const body = safeParse(ev.data) as Partial<ErrorBody> | undefined;
           throw new ApiError(res.status, body?.message || 'The assistant failed to reply.', body?.code || 'stream_error');
         }
+        // Unknown event names are ignored.
       }
     };
     try {
@@ -155,9 +280,9 @@ export class ApiClient {
     method: string,
     path: string,
     body?: unknown,
-    extra: { accept?: string; signal?: AbortSignal | undefined } = {},
+    extra: { accept?: string; signal?: AbortSignal | undefined; headers?: Record<string, string> } = {},
   ): Promise<Response> {
-    const headers: Record<string, string> = { Accept: extra.accept ?? 'application/json' };
+    const headers: Record<string, string> = { Accept: extra.accept ?? 'application/json', ...extra.headers };
     const init: RequestInit = { method, headers };
     if (body !== undefined) {
       headers['Content-Type'] = 'application/json';
@@ -191,6 +316,27 @@ async function toApiError(res: Response): Promise<Error> {
   // No JSON error body: not chat-server talking (e.g. the dev proxy answering 500 with the server down).
   if (res.status >= 500) return new NetworkError();
   return new ApiError(res.status, `The server answered ${res.status}.`, 'http_error', retryAfter);
+}
+
+/** Worth another try: the connection broke, the stream was cut short, or the server is restarting. */
+function retryable(err: unknown): boolean {
+  if (err instanceof NetworkError) return true;
+  return err instanceof ApiError && (err.code === 'stream_incomplete' || err.status >= 500);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new DOMException('Aborted', 'AbortError'));
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new DOMException('Aborted', 'AbortError'));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 function safeParse(text: string): unknown {

@@ -11,7 +11,7 @@ export interface SseEvent {
   event: string;
   /** The `data:` lines joined with "\n". */
   data: string;
-  /** The last `id:` seen, if any (unused by the client for now). */
+  /** The last `id:` seen (it carries over to later events), if any: `<generation_id>:<sequence>` from chat-server. */
   id?: string;
 }
 

@@ -48,13 +48,19 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   const prependAnchor = useRef<{ height: number; top: number } | null>(null);
   const messagesRef = useRef<Message[]>(messages);
   messagesRef.current = messages;
+  const pendingRef = useRef<Pending | null>(pending);
+  pendingRef.current = pending;
+  const nextCursorRef = useRef(nextCursor);
+  nextCursorRef.current = nextCursor;
+  /** Set by the first load of a conversation: follow a reply in progress once the messages are in. */
+  const followRef = useRef<(id: string) => void>(() => undefined);
   /** Unsent text per conversation, so switching away and back loses nothing typed. */
   const drafts = useRef(new Map<string | null, string>());
   const draftRef = useRef(draft);
   draftRef.current = draft;
   const shownId = useRef<string | null>(conversationId);
 
-  const loadNewest = useCallback((id: string) => {
+  const loadNewest = useCallback((id: string, follow = false) => {
     const gen = generation.current;
     setLoad({ kind: 'loading' });
     api.listMessages(id, { limit: PAGE_SIZE }).then(
@@ -64,6 +70,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         setMessages(page.items);
         setNextCursor(page.next_cursor);
         setLoad({ kind: 'ready' });
+        if (follow) followRef.current(id);
       },
       (error: unknown) => {
         if (gen !== generation.current) return;
@@ -92,7 +99,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setDraft(drafts.current.get(conversationId) ?? '');
     drafts.current.delete(conversationId);
     if (conversationId === null) setLoad({ kind: 'ready' });
-    else loadNewest(conversationId);
+    else loadNewest(conversationId, true);
   }, [conversationId, loadNewest]);
 
   // Abort a stream in flight when the view goes away (the server still stores the reply).
@@ -181,9 +188,91 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setTimeout(tick, RELOAD_DELAY_MS);
   };
 
+  /** Appends a stored exchange, unless (part of) it is already shown. */
+  const addExchange = (exchange: Exchange) =>
+    setMessages((m) => {
+      const have = new Set(m.map((x) => x.id));
+      return [...m, ...[exchange.user_message, exchange.assistant_message].filter((x) => !have.has(x.id))];
+    });
+
+  /**
+   * Follows a reply in progress in the conversation just opened (`GET .../stream`), e.g. after a
+   * reload or on coming back to it: shows the user's message from the `start` event and the reply
+   * so far, then streams the rest with Stop, exactly like a reply to a message sent here.
+   */
+  const followReply = (convId: string) => {
+    if (abortRef.current) return;
+    const controller = new AbortController();
+    abortRef.current = controller;
+    stoppedRef.current = false;
+    const gen = generation.current;
+    let shown = false;
+    api
+      .followStream(convId, {
+        signal: controller.signal,
+        onStart: (start) => {
+          if (gen !== generation.current) return;
+          shown = true;
+          stickToBottom.current = true;
+          // Following from the first event again: replace whatever was shown, never append to it.
+          setPending({ user: start.content, reply: '', state: 'streaming' });
+        },
+        onDelta: (delta) => {
+          if (gen !== generation.current) return;
+          setPending((p) => (p ? { ...p, reply: p.reply + delta } : p));
+        },
+      })
+      .then(
+        (exchange) => {
+          if (gen !== generation.current) return;
+          if (exchange) {
+            // The first exchange of a fresh "New chat" names it, as when sent from here.
+            const ids = new Set([exchange.user_message.id, exchange.assistant_message.id]);
+            const first = nextCursorRef.current === null && messagesRef.current.every((m) => ids.has(m.id));
+            addExchange(exchange);
+            setPending(null);
+            onActivity(convId, exchange.assistant_message.created_at, first ? exchange.user_message.content : undefined);
+          } else if (shown) {
+            // The reply ended while reconnecting and its events are gone: it is stored by now.
+            setPending(null);
+            loadNewest(convId);
+          }
+        },
+        (err: unknown) => {
+          if (gen !== generation.current) return;
+          if (isAbort(err)) {
+            if (stoppedRef.current && shown) {
+              setPending((p) => (p ? { ...p, state: 'stopped' } : p));
+              reloadAfterStop(convId, new Set(messagesRef.current.map((m) => m.id)));
+            }
+            return;
+          }
+          // Nothing was shown (no reply in progress, or a server without the route): stay quiet.
+          if (!shown) return;
+          setPending(null);
+          setSendError(
+            err instanceof ApiError && err.status === 200
+              ? `The assistant failed to reply: ${errorMessage(err)}`
+              : `Lost the reply in progress: ${errorMessage(err)}`,
+          );
+          loadNewest(convId);
+        },
+      )
+      .finally(() => {
+        if (abortRef.current === controller) abortRef.current = null;
+      });
+  };
+  followRef.current = followReply;
+
   const send = async () => {
     const text = draft;
-    if (text.trim() === '' || abortRef.current) return;
+    if (text.trim() === '') return;
+    if (abortRef.current) {
+      // A reply is streaming (Stop is shown), or the check for one in progress is still out.
+      if (pendingRef.current) return;
+      abortRef.current.abort();
+      abortRef.current = null;
+    }
     const first = messagesRef.current.length === 0 && nextCursor === null;
     setSendError(null);
     setDraft('');
@@ -221,16 +310,21 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     }
     const convId = id;
     const known = new Set(messagesRef.current.map((m) => m.id));
+    /** Once the server sent an event the message is taken: a failure must not offer it again. */
+    let accepted = false;
     try {
       const exchange: Exchange = await api.streamMessage(convId, text, {
         signal: controller.signal,
+        onEventId: () => {
+          accepted = true;
+        },
         onDelta: (delta) => {
           if (gen !== generation.current) return;
           setPending((p) => (p ? { ...p, reply: p.reply + delta } : p));
         },
       });
       if (gen !== generation.current) return;
-      setMessages((m) => [...m, exchange.user_message, exchange.assistant_message]);
+      addExchange(exchange);
       setPending(null);
       onActivity(convId, exchange.assistant_message.created_at, first ? text : undefined);
     } catch (err) {
@@ -240,6 +334,12 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           setPending((p) => (p ? { ...p, state: 'stopped' } : p));
           reloadAfterStop(convId, known);
         }
+      } else if (accepted && !(err instanceof ApiError && err.status === 200)) {
+        // The connection broke for good (reconnecting with Last-Event-ID failed) or the reply
+        // ended meanwhile: the server still finishes and stores it, so fetch it from there.
+        setPending((p) => (p ? { ...p, state: 'stopped' } : p));
+        if (!(err instanceof ApiError && err.code === 'stream_gone')) setSendError(`Lost the connection to the reply: ${errorMessage(err)}`);
+        reloadAfterStop(convId, known);
       } else {
         fail(err);
       }
@@ -255,7 +355,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   };
 
   const retry = () => {
-    if (conversationId) loadNewest(conversationId);
+    if (conversationId) loadNewest(conversationId, true);
   };
 
   const streaming = pending?.state === 'streaming';
