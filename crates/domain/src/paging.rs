@@ -135,9 +135,14 @@ impl ConversationCursor {
 
     pub fn decode(token: &str) -> Result<Self, CursorError> {
         match decode_fields(token, CONVERSATION_TAG)?.as_slice() {
-            [micros, id] => {
+            [micros, id_field] => {
                 let updated_at = Timestamp::from_unix_micros(parse_integer(micros)?);
-                let id = id.parse().map_err(|_| CursorError::Malformed)?;
+                let id: ConversationId = id_field.parse().map_err(|_| CursorError::Malformed)?;
+                // The UUID parser also takes upper case, braces and URNs; only our own spelling
+                // is a cursor, so that every cursor has exactly one token.
+                if id.to_string() != *id_field {
+                    return Err(CursorError::Malformed);
+                }
                 Ok(Self { updated_at, id })
             }
             _ => Err(CursorError::Malformed),
@@ -176,6 +181,15 @@ mod tests {
             MessageCursor::decode(&conversation),
             Err(CursorError::Malformed)
         );
+    }
+
+    #[test]
+    fn only_the_canonical_uuid_spelling_is_a_cursor() {
+        let id = ConversationId::generate();
+        let upper = URL_SAFE_NO_PAD.encode(format!("c1:5:{}", id.to_string().to_uppercase()));
+        assert_eq!(ConversationCursor::decode(&upper), Err(CursorError::Malformed));
+        let canonical = URL_SAFE_NO_PAD.encode(format!("c1:5:{id}"));
+        assert!(ConversationCursor::decode(&canonical).is_ok());
     }
 
     proptest! {
