@@ -8,6 +8,7 @@
 mod errors;
 mod queries;
 mod repository;
+mod schema;
 mod writer;
 
 pub use repository::{SqliteChatRepository, SqliteSettings};

@@ -39,12 +39,6 @@ struct MessageRow {
     created_at: i64,
 }
 
-#[derive(QueryableByName)]
-struct LastPosition {
-    #[diesel(sql_type = BigInt)]
-    last_position: i64,
-}
-
 fn corrupt(what: &str) -> diesel::result::Error {
     diesel::result::Error::DeserializationError(format!("stored {what} is not valid").into())
 }
@@ -230,29 +224,37 @@ pub(crate) fn append_exchange(
     conn: &mut SqliteConnection,
     exchange: &NewExchange,
 ) -> QueryResult<Exchange> {
-    let LastPosition { last_position } = diesel::sql_query(
-        "UPDATE conversations SET last_position = last_position + 2, \
-         updated_at = MAX(updated_at, ?) WHERE id = ? RETURNING last_position",
-    )
-    .bind::<BigInt, _>(exchange.assistant.created_at.unix_micros())
-    .bind::<Text, _>(exchange.conversation_id.to_string())
-    .get_result(conn)?;
+    use crate::schema::{conversations, later, messages};
+
+    let conversation_id = exchange.conversation_id.to_string();
+    // Claiming the next two positions on the conversation's row orders exchanges as they are
+    // stored; no row means no conversation.
+    let last_position: i64 = diesel::update(conversations::table.find(&conversation_id))
+        .set((
+            conversations::last_position.eq(conversations::last_position + 2),
+            conversations::updated_at.eq(later(
+                conversations::updated_at,
+                exchange.assistant.created_at.unix_micros(),
+            )),
+        ))
+        .returning(conversations::last_position)
+        .get_result(conn)?;
     let user_position = last_position - 1;
-    diesel::sql_query(
-        "INSERT INTO messages (id, conversation_id, position, role, content, created_at) \
-         VALUES (?, ?, ?, 'user', ?, ?), (?, ?, ?, 'assistant', ?, ?)",
-    )
-    .bind::<Text, _>(exchange.user.id.to_string())
-    .bind::<Text, _>(exchange.conversation_id.to_string())
-    .bind::<BigInt, _>(user_position)
-    .bind::<Text, _>(&exchange.user.content)
-    .bind::<BigInt, _>(exchange.user.created_at.unix_micros())
-    .bind::<Text, _>(exchange.assistant.id.to_string())
-    .bind::<Text, _>(exchange.conversation_id.to_string())
-    .bind::<BigInt, _>(last_position)
-    .bind::<Text, _>(&exchange.assistant.content)
-    .bind::<BigInt, _>(exchange.assistant.created_at.unix_micros())
-    .execute(conn)?;
+    for (message, role, position) in [
+        (&exchange.user, Role::User, user_position),
+        (&exchange.assistant, Role::Assistant, last_position),
+    ] {
+        diesel::insert_into(messages::table)
+            .values((
+                messages::id.eq(message.id.to_string()),
+                messages::conversation_id.eq(&conversation_id),
+                messages::position.eq(position),
+                messages::role.eq(role.as_str()),
+                messages::content.eq(&message.content),
+                messages::created_at.eq(message.created_at.unix_micros()),
+            ))
+            .execute(conn)?;
+    }
     let stored = |new: &NewMessage, role, position| Message {
         id: new.id,
         conversation_id: exchange.conversation_id,

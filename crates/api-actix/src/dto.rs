@@ -26,6 +26,7 @@ fn rfc3339(timestamp: Timestamp) -> String {
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct SeedSendRequest {
     /// The user's message; not blank.
+    #[schema(min_length = 1)]
     pub message: String,
 }
 
@@ -185,11 +186,14 @@ pub(crate) struct CreateConversationRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct RenameConversationRequest {
+    #[schema(min_length = 1, max_length = 200)]
     pub title: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct SendMessageRequest {
+    /// Not blank.
+    #[schema(min_length = 1)]
     pub content: String,
 }
 
@@ -224,6 +228,7 @@ pub(crate) struct ListConversationsQuery {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -234,6 +239,7 @@ pub(crate) struct ListMessagesQuery {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page: gives the messages before it.
+    #[param(min_length = 1)]
     pub before: Option<String>,
 }
 

@@ -19,6 +19,8 @@ pub(crate) struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
+    /// Methods the resource does allow, for a 405.
+    allow: Option<String>,
     /// The whole cause, for the log only; never sent to the client.
     cause: Option<String>,
 }
@@ -37,6 +39,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            allow: None,
             cause: None,
         }
     }
@@ -63,12 +66,25 @@ impl ApiError {
         )
     }
 
-    pub(crate) fn method_not_allowed() -> Self {
-        Self::new(
+    pub(crate) fn method_not_allowed(allow: &str) -> Self {
+        let mut error = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "This method is not allowed on this address.",
-        )
+        );
+        error.allow = Some(allow.to_owned());
+        error
+    }
+
+    fn build_response(&self) -> actix_web::HttpResponseBuilder {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(seconds)));
+        }
+        if let Some(allow) = &self.allow {
+            response.insert_header((header::ALLOW, allow.as_str()));
+        }
+        response
     }
 
     pub(crate) fn conversation_not_found() -> Self {
@@ -137,11 +153,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         self.log();
-        let mut response = HttpResponse::build(self.status);
-        if let Some(seconds) = self.retry_after {
-            response.insert_header((header::RETRY_AFTER, HeaderValue::from(seconds)));
-        }
-        response.json(ApiErrorBody {
+        self.build_response().json(ApiErrorBody {
             status: "error",
             message: &self.message,
             code: self.code,
@@ -268,11 +280,7 @@ impl ResponseError for SeedError {
 
     fn error_response(&self) -> HttpResponse {
         self.0.log();
-        let mut response = HttpResponse::build(self.0.status);
-        if let Some(seconds) = self.0.retry_after {
-            response.insert_header((header::RETRY_AFTER, HeaderValue::from(seconds)));
-        }
-        response.json(SeedErrorBody {
+        self.0.build_response().json(SeedErrorBody {
             status: "error",
             message: &self.0.message,
         })

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer, Route};
 use utoipa::OpenApi;
@@ -28,14 +29,6 @@ pub struct HttpSettings {
     pub max_connections: usize,
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::method_not_allowed())
-}
-
-async fn seed_method_not_allowed() -> Result<HttpResponse, SeedError> {
-    Err(SeedError::from(ApiError::method_not_allowed()))
-}
-
 fn query_error(
     error: actix_web::error::QueryPayloadError,
     _: &actix_web::HttpRequest,
@@ -43,14 +36,28 @@ fn query_error(
     ApiError::bad_request("invalid_query", format!("Invalid query string: {error}.")).into()
 }
 
-fn resource(path: &str, routes: Vec<Route>, seed: bool) -> actix_web::Resource {
+/// A resource with its routes; any other method gets 405 with an `Allow` header listing them.
+fn resource(path: &str, routes: Vec<(Method, Route)>, seed: bool) -> actix_web::Resource {
+    let allow = routes
+        .iter()
+        .map(|(method, _)| method.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let resource = routes
         .into_iter()
-        .fold(web::resource(path), |resource, route| resource.route(route));
+        .fold(web::resource(path), |resource, (_, route)| {
+            resource.route(route)
+        });
     if seed {
-        resource.default_service(web::to(seed_method_not_allowed))
+        resource.default_service(web::to(move || {
+            let error = SeedError::from(ApiError::method_not_allowed(&allow));
+            async move { Err::<HttpResponse, _>(error) }
+        }))
     } else {
-        resource.default_service(web::to(method_not_allowed))
+        resource.default_service(web::to(move || {
+            let error = ApiError::method_not_allowed(&allow);
+            async move { Err::<HttpResponse, _>(error) }
+        }))
     }
 }
 
@@ -76,53 +83,57 @@ pub fn app(
         .wrap(from_fn(observe))
         .service(resource(
             "/chat/history",
-            vec![web::get().to(seed::history)],
+            vec![(Method::GET, web::get().to(seed::history))],
             true,
         ))
         .service(resource(
             "/chat/message",
-            vec![web::post().to(seed::send_message)],
+            vec![(Method::POST, web::post().to(seed::send_message))],
             true,
         ))
         .service(resource(
             "/api/v1/conversations",
             vec![
-                web::post().to(v1::create_conversation),
-                web::get().to(v1::list_conversations),
+                (Method::POST, web::post().to(v1::create_conversation)),
+                (Method::GET, web::get().to(v1::list_conversations)),
             ],
             false,
         ))
         .service(resource(
             "/api/v1/conversations/{id}",
             vec![
-                web::get().to(v1::get_conversation),
-                web::patch().to(v1::rename_conversation),
-                web::delete().to(v1::delete_conversation),
+                (Method::GET, web::get().to(v1::get_conversation)),
+                (Method::PATCH, web::patch().to(v1::rename_conversation)),
+                (Method::DELETE, web::delete().to(v1::delete_conversation)),
             ],
             false,
         ))
         .service(resource(
             "/api/v1/conversations/{id}/messages",
             vec![
-                web::get().to(v1::list_messages),
-                web::post().to(v1::send_message),
+                (Method::GET, web::get().to(v1::list_messages)),
+                (Method::POST, web::post().to(v1::send_message)),
             ],
             false,
         ))
         .service(resource(
             "/api/v1/conversations/{id}/stream",
-            vec![web::get().to(v1::resume_stream)],
+            vec![(Method::GET, web::get().to(v1::resume_stream))],
             false,
         ))
         .service(resource(
             "/healthz",
-            vec![web::get().to(ops::healthz)],
+            vec![(Method::GET, web::get().to(ops::healthz))],
             false,
         ))
-        .service(resource("/readyz", vec![web::get().to(ops::readyz)], false))
+        .service(resource(
+            "/readyz",
+            vec![(Method::GET, web::get().to(ops::readyz))],
+            false,
+        ))
         .service(resource(
             "/metrics",
-            vec![web::get().to(ops::metrics)],
+            vec![(Method::GET, web::get().to(ops::metrics))],
             false,
         ))
         .service(web::redirect("/docs", "/docs/").permanent())

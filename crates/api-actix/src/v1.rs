@@ -36,7 +36,7 @@ fn wants_event_stream(request: &HttpRequest) -> bool {
     post,
     path = "/api/v1/conversations",
     tag = "conversations",
-    request_body(content = CreateConversationRequest, description = "The title is optional", content_type = "application/json"),
+    request_body(content = Option<CreateConversationRequest>, description = "Optional; so is the title in it", content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = ConversationDto),
         (status = 400, description = "Malformed body or blank title", body = ErrorResponse),
@@ -101,7 +101,7 @@ pub(crate) async fn list_conversations(
     get,
     path = "/api/v1/conversations/{id}",
     tag = "conversations",
-    params(("id" = String, Path, description = "Conversation id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Conversation id")),
     responses(
         (status = 200, description = "The conversation", body = ConversationDto),
         (status = 400, description = "Malformed id", body = ErrorResponse),
@@ -125,7 +125,7 @@ pub(crate) async fn get_conversation(
     patch,
     path = "/api/v1/conversations/{id}",
     tag = "conversations",
-    params(("id" = String, Path, description = "Conversation id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Conversation id")),
     request_body = RenameConversationRequest,
     responses(
         (status = 200, description = "Renamed", body = ConversationDto),
@@ -158,7 +158,7 @@ pub(crate) async fn rename_conversation(
     delete,
     path = "/api/v1/conversations/{id}",
     tag = "conversations",
-    params(("id" = String, Path, description = "Conversation id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Conversation id")),
     responses(
         (status = 204, description = "Deleted with all its messages"),
         (status = 400, description = "Malformed id", body = ErrorResponse),
@@ -182,7 +182,7 @@ pub(crate) async fn delete_conversation(
     get,
     path = "/api/v1/conversations/{id}/messages",
     tag = "messages",
-    params(("id" = String, Path, description = "Conversation id (UUID)"), ListMessagesQuery),
+    params(("id" = uuid::Uuid, Path, description = "Conversation id"), ListMessagesQuery),
     responses(
         (status = 200, description = "A page of messages, oldest first", body = MessagePage),
         (status = 400, description = "Malformed id, bad limit or cursor", body = ErrorResponse),
@@ -212,7 +212,7 @@ pub(crate) async fn list_messages(
     post,
     path = "/api/v1/conversations/{id}/messages",
     tag = "messages",
-    params(("id" = String, Path, description = "Conversation id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Conversation id")),
     request_body = SendMessageRequest,
     responses(
         (status = 201, description = "The stored exchange", body = ExchangeDto),
@@ -272,7 +272,7 @@ fn log_unavailable(error: GenerationLogError) -> ApiError {
     path = "/api/v1/conversations/{id}/stream",
     tag = "messages",
     params(
-        ("id" = String, Path, description = "Conversation id (UUID)"),
+        ("id" = uuid::Uuid, Path, description = "Conversation id"),
         ("Last-Event-ID" = Option<String>, Header, description = "The last event id received: `<generation_id>:<sequence>`"),
         ResumeQuery,
     ),
