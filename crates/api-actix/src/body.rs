@@ -25,7 +25,9 @@ pub(crate) enum BodyError {
 fn is_json(request: &HttpRequest) -> bool {
     match request.headers().get(header::CONTENT_TYPE) {
         None => true,
-        Some(value) => value.to_str().is_ok_and(|value| is_json_media_type(Some(value))),
+        Some(value) => value
+            .to_str()
+            .is_ok_and(|value| is_json_media_type(Some(value))),
     }
 }
 

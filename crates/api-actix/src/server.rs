@@ -11,7 +11,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::errors::{ApiError, SeedError};
 use crate::middleware::{cors, observe, security_headers};
 use crate::openapi::ApiDoc;
+use crate::rate_limit::limit_rate;
 use crate::state::AppState;
+use crate::stream_limit::limit_streams;
 use crate::{ops, seed, v1, web_client};
 
 /// Connection-level limits and timeouts of the HTTP server.
@@ -70,6 +72,9 @@ pub fn app(
     App::new()
         .app_data(web::Data::new(state))
         .app_data(web::QueryConfig::default().error_handler(query_error))
+        // Innermost, so limited answers still get CORS, security headers, request ids and metrics.
+        .wrap(from_fn(limit_streams))
+        .wrap(from_fn(limit_rate))
         .wrap(cors(&settings))
         .wrap(security_headers(&settings))
         .wrap(from_fn(observe))
