@@ -60,8 +60,14 @@ impl TestApp {
             variables: HashMap::from([
                 ("CHAT__SERVER__PORT".to_owned(), "0".to_owned()),
                 ("CHAT__SERVER__WORKERS".to_owned(), "2".to_owned()),
-                ("CHAT__ASSISTANT__DUMMY__MODE".to_owned(), "deterministic".to_owned()),
-                ("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS".to_owned(), "2".to_owned()),
+                (
+                    "CHAT__ASSISTANT__DUMMY__MODE".to_owned(),
+                    "deterministic".to_owned(),
+                ),
+                (
+                    "CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS".to_owned(),
+                    "2".to_owned(),
+                ),
                 ("CHAT__WEB__DIST_DIR".to_owned(), "/nonexistent".to_owned()),
             ]),
         }
@@ -76,7 +82,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request sent")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
@@ -89,7 +99,12 @@ impl TestApp {
     }
 
     /// Posts a raw body with the given content type to the seed route.
-    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
         let mut request = self.client.post(self.url(path)).body(body);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
@@ -129,7 +144,8 @@ impl TestApp {
         let mut pages = Vec::new();
         let mut before: Option<String> = None;
         loop {
-            let mut path = format!("/api/v1/conversations/{conversation_id}/messages?limit={limit}");
+            let mut path =
+                format!("/api/v1/conversations/{conversation_id}/messages?limit={limit}");
             if let Some(cursor) = &before {
                 path.push_str(&format!("&before={cursor}"));
             }
@@ -193,7 +209,8 @@ impl SseReader {
                 .await
                 .expect("the stream keeps moving")?
                 .expect("the stream reads");
-            self.buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
         }
     }
 }

@@ -16,7 +16,9 @@ async fn history_starts_empty() {
 #[tokio::test]
 async fn a_message_is_answered_and_stored_before_the_response() {
     let app = TestApp::spawn().await;
-    let response = app.post_json("/chat/message", &json!({"message": "Hello, AI assistant!"})).await;
+    let response = app
+        .post_json("/chat/message", &json!({"message": "Hello, AI assistant!"}))
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "Success");
@@ -36,7 +38,12 @@ async fn a_message_is_answered_and_stored_before_the_response() {
 async fn history_is_oldest_first() {
     let app = TestApp::spawn().await;
     for text in ["first", "second", "third"] {
-        assert_eq!(app.post_json("/chat/message", &json!({"message": text})).await.status(), 200);
+        assert_eq!(
+            app.post_json("/chat/message", &json!({"message": text}))
+                .await
+                .status(),
+            200
+        );
     }
     let users: Vec<String> = app
         .history()
@@ -65,13 +72,23 @@ async fn a_long_history_is_streamed_whole_across_pages() {
     assert_eq!(history.len(), 230);
     for entry in &history {
         let user = entry["user"].as_str().unwrap();
-        assert!(entry["AI"].as_str().unwrap().ends_with(&format!("You said: {user}")));
+        assert!(entry["AI"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("You said: {user}")));
     }
 }
 
 async fn assert_rejected(app: &TestApp, content_type: Option<&str>, body: &[u8], status: u16) {
-    let response = app.post_raw("/chat/message", content_type, body.to_vec()).await;
-    assert_eq!(response.status(), status, "body {:?}", String::from_utf8_lossy(body));
+    let response = app
+        .post_raw("/chat/message", content_type, body.to_vec())
+        .await;
+    assert_eq!(
+        response.status(),
+        status,
+        "body {:?}",
+        String::from_utf8_lossy(body)
+    );
     assert!(response.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -111,7 +128,13 @@ async fn bad_requests_get_400_and_leave_no_trace() {
 async fn a_wrong_content_type_is_refused() {
     let app = TestApp::spawn().await;
     assert_rejected(&app, Some("text/plain"), br#"{"message": "hi"}"#, 415).await;
-    assert_rejected(&app, Some("application/x-www-form-urlencoded"), b"message=hi", 415).await;
+    assert_rejected(
+        &app,
+        Some("application/x-www-form-urlencoded"),
+        b"message=hi",
+        415,
+    )
+    .await;
     assert_eq!(app.history().await.len(), 0);
 }
 
@@ -124,10 +147,14 @@ async fn text_or_body_over_the_limit_is_413() {
         .await;
     let json = Some("application/json");
     let at_limit = serde_json::to_vec(&json!({"message": "é".repeat(100)})).unwrap();
-    assert_eq!(app.post_raw("/chat/message", json, at_limit).await.status(), 200);
+    assert_eq!(
+        app.post_raw("/chat/message", json, at_limit).await.status(),
+        200
+    );
     let over_text = serde_json::to_vec(&json!({"message": "é".repeat(101)})).unwrap();
     assert_rejected(&app, json, &over_text, 413).await;
-    let over_body = serde_json::to_vec(&json!({"message": "a", "padding": "x".repeat(2000)})).unwrap();
+    let over_body =
+        serde_json::to_vec(&json!({"message": "a", "padding": "x".repeat(2000)})).unwrap();
     assert_rejected(&app, json, &over_body, 413).await;
     assert_eq!(app.history().await.len(), 1);
 }
@@ -145,7 +172,12 @@ async fn text_round_trips_exactly() {
         "  leading and trailing spaces  ",
     ];
     for text in texts {
-        assert_eq!(app.post_json("/chat/message", &json!({"message": text})).await.status(), 200);
+        assert_eq!(
+            app.post_json("/chat/message", &json!({"message": text}))
+                .await
+                .status(),
+            200
+        );
     }
     let users: Vec<String> = app
         .history()
@@ -163,7 +195,9 @@ async fn a_hundred_concurrent_posts_are_each_stored_once_with_their_own_reply() 
         let text = format!("concurrent {i}");
         let app = &app;
         async move {
-            let response = app.post_json("/chat/message", &json!({"message": text})).await;
+            let response = app
+                .post_json("/chat/message", &json!({"message": text}))
+                .await;
             assert_eq!(response.status(), 200);
             let body: Value = response.json().await.unwrap();
             (text, body["response"].as_str().unwrap().to_owned())
@@ -173,7 +207,10 @@ async fn a_hundred_concurrent_posts_are_each_stored_once_with_their_own_reply() 
     let history = app.history().await;
     assert_eq!(history.len(), 100);
     for (text, reply) in answered {
-        let stored: Vec<&Value> = history.iter().filter(|entry| entry["user"] == text).collect();
+        let stored: Vec<&Value> = history
+            .iter()
+            .filter(|entry| entry["user"] == text)
+            .collect();
         assert_eq!(stored.len(), 1, "{text} stored once");
         assert_eq!(stored[0]["AI"], reply);
         assert!(reply.ends_with(&format!("You said: {text}")));
@@ -188,7 +225,12 @@ async fn every_error_is_json_including_404_and_405() {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["status"], "error");
 
-    let response = app.client.delete(app.url("/chat/history")).send().await.unwrap();
+    let response = app
+        .client
+        .delete(app.url("/chat/history"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 405);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["status"], "error");
@@ -216,5 +258,8 @@ async fn a_cors_preflight_from_the_dev_client_is_allowed() {
         response.headers()["access-control-allow-origin"],
         "http://localhost:3000"
     );
-    assert!(response.headers().get("access-control-allow-credentials").is_none());
+    assert!(response
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
 }
