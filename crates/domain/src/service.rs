@@ -139,10 +139,7 @@ impl ChatService {
         &self,
         after: Option<MessageCursor>,
     ) -> Result<Page<Message, MessageCursor>, ChatError> {
-        let window = after.map_or(
-            MessageWindow::After(MessageCursor { position: 0 }),
-            |cursor| MessageWindow::After(cursor),
-        );
+        let window = MessageWindow::After(after.unwrap_or(MessageCursor { position: 0 }));
         let limit = PageLimit::new(i64::from(PageLimit::MAX)).expect("the maximum is in range");
         match self
             .repository
