@@ -223,11 +223,25 @@ impl ChatRepository for SqliteChatRepository {
 
     async fn health_check(&self) -> Result<(), RepositoryError> {
         if self.writer.is_failing() {
-            return Err(RepositoryError::Unavailable(
-                "the last SQLite write failed".to_owned(),
-            ));
+            // The flag clears only when a write commits. A replica that readiness has taken out
+            // of the load balancer gets no writes, so the check tries one itself; otherwise it
+            // would stay unready after storage came back.
+            return self.writer.write(rewrite_user_version).await;
         }
         self.read(|conn| conn.batch_execute("SELECT 1 FROM conversations LIMIT 1"))
             .await
     }
+}
+
+/// Writes the header's `user_version` back with its own value: a real one-page write that changes
+/// nothing, and fails exactly when the database cannot be written.
+fn rewrite_user_version(conn: &mut SqliteConnection) -> Result<(), diesel::result::Error> {
+    #[derive(diesel::QueryableByName)]
+    struct UserVersion {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        user_version: i32,
+    }
+    let current: UserVersion =
+        diesel::RunQueryDsl::get_result(diesel::sql_query("PRAGMA user_version"), conn)?;
+    conn.batch_execute(&format!("PRAGMA user_version = {}", current.user_version))
 }

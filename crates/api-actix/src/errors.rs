@@ -49,6 +49,12 @@ impl ApiError {
         self
     }
 
+    /// Asks the client to wait `seconds` before trying again (`Retry-After`).
+    pub(crate) fn retry_after_secs(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     fn caused_by(mut self, cause: &dyn std::fmt::Display) -> Self {
         self.cause = Some(cause.to_string());
         self

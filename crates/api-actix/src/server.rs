@@ -12,7 +12,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::errors::{ApiError, SeedError};
 use crate::middleware::{cors, json_errors, observe, security_headers};
 use crate::openapi::ApiDoc;
+use crate::rate_limit::limit_rate;
 use crate::state::AppState;
+use crate::stream_limit::limit_streams;
 use crate::{ops, seed, v1, web_client};
 
 /// Connection-level limits and timeouts of the HTTP server.
@@ -77,6 +79,9 @@ pub fn app(
     App::new()
         .app_data(web::Data::new(state))
         .app_data(web::QueryConfig::default().error_handler(query_error))
+        // Innermost, so limited answers still get CORS, security headers, request ids and metrics.
+        .wrap(from_fn(limit_streams))
+        .wrap(from_fn(limit_rate))
         .wrap(cors(&settings))
         .wrap(from_fn(json_errors))
         .wrap(security_headers(&settings))

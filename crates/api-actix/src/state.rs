@@ -3,7 +3,9 @@ use std::sync::Arc;
 
 use domain::{ChatService, GenerationLog};
 
+use crate::client_ip::IpNetwork;
 use crate::generations::Generations;
+use crate::rate_limit::{ClientLimits, RateLimit};
 
 /// Renders the process's metrics in the Prometheus text format.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
@@ -19,6 +21,12 @@ pub struct ApiSettings {
     pub web_dist_dir: Option<PathBuf>,
     /// Send `Strict-Transport-Security` (only behind HTTPS).
     pub hsts: bool,
+    /// Requests per client address; `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Proxies whose `X-Forwarded-For` names the client; empty to always use the peer address.
+    pub trusted_proxies: Vec<IpNetwork>,
+    /// Event streams a client address may have open at once; 0 for no limit.
+    pub max_streams_per_client: usize,
 }
 
 /// Shared by every worker: the use cases, the background generations and the metrics.
@@ -30,6 +38,8 @@ pub struct AppState {
     pub generation_log: Arc<dyn GenerationLog>,
     pub metrics: Option<MetricsRenderer>,
     pub settings: Arc<ApiSettings>,
+    /// Per-client limiters, shared by every worker; build with `ClientLimits::from(&settings)`.
+    pub limits: ClientLimits,
 }
 
 impl std::fmt::Debug for AppState {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use anyhow::anyhow;
-use api_actix::{ApiSettings, AppState, Generations};
+use api_actix::{ApiSettings, AppState, ClientLimits, Generations};
 use domain::ports::{MockAssistant, MockChatRepository};
 use domain::{
     AssistantError, ChatService, ChatServiceConfig, Conversation, ConversationId,
@@ -112,6 +112,15 @@ async fn call(
     assistant: MockAssistant,
     request: TestRequest,
 ) -> Reply {
+    let settings = ApiSettings {
+        max_body_bytes: 4096,
+        cors_allowed_origins: vec![],
+        web_dist_dir: None,
+        hsts: false,
+        rate_limit: None,
+        trusted_proxies: Vec::new(),
+        max_streams_per_client: 0,
+    };
     let state = AppState {
         service: Arc::new(ChatService::new(
             Arc::new(repository),
@@ -123,12 +132,8 @@ async fn call(
         generations: Generations::new(tokio::runtime::Handle::current()),
         generation_log: Arc::new(MemoryGenerationLog::new(Duration::from_secs(60))),
         metrics: None,
-        settings: Arc::new(ApiSettings {
-            max_body_bytes: 4096,
-            cors_allowed_origins: vec![],
-            web_dist_dir: None,
-            hsts: false,
-        }),
+        limits: ClientLimits::from(&settings),
+        settings: Arc::new(settings),
     };
     let app = test::init_service(api_actix::app(state)).await;
     let response = test::call_service(&app, request.to_request()).await;

@@ -187,7 +187,10 @@ mod tests {
     fn only_the_canonical_uuid_spelling_is_a_cursor() {
         let id = ConversationId::generate();
         let upper = URL_SAFE_NO_PAD.encode(format!("c1:5:{}", id.to_string().to_uppercase()));
-        assert_eq!(ConversationCursor::decode(&upper), Err(CursorError::Malformed));
+        assert_eq!(
+            ConversationCursor::decode(&upper),
+            Err(CursorError::Malformed)
+        );
         let canonical = URL_SAFE_NO_PAD.encode(format!("c1:5:{id}"));
         assert!(ConversationCursor::decode(&canonical).is_ok());
     }

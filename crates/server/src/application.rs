@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use api_actix::{ApiSettings, AppState, Generations, HttpSettings};
+use api_actix::{ApiSettings, AppState, ClientLimits, Generations, HttpSettings};
 use domain::{ChatService, ChatServiceConfig};
 
 use crate::settings::Settings;
@@ -63,17 +63,22 @@ impl Application {
             );
         }
         let generations = Generations::new(tokio::runtime::Handle::current());
+        let api_settings = ApiSettings {
+            max_body_bytes: settings.limits.max_body_bytes,
+            cors_allowed_origins: settings.cors.allowed_origins.clone(),
+            web_dist_dir,
+            hsts: settings.security.hsts,
+            rate_limit: settings.rate_limit.limit(),
+            trusted_proxies: settings.rate_limit.trusted_proxy_networks()?,
+            max_streams_per_client: settings.limits.max_streams_per_client,
+        };
         let state = AppState {
             service,
             generations: generations.clone(),
             generation_log,
             metrics,
-            settings: Arc::new(ApiSettings {
-                max_body_bytes: settings.limits.max_body_bytes,
-                cors_allowed_origins: settings.cors.allowed_origins.clone(),
-                web_dist_dir,
-                hsts: settings.security.hsts,
-            }),
+            limits: ClientLimits::from(&api_settings),
+            settings: Arc::new(api_settings),
         };
         let http = HttpSettings {
             workers: settings.server.workers,

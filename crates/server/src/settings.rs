@@ -23,6 +23,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub web: WebSettings,
     pub security: SecuritySettings,
+    pub rate_limit: RateLimitSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +169,19 @@ pub struct CorsSettings {
 pub struct LimitSettings {
     pub max_message_chars: usize,
     pub max_body_bytes: usize,
+    /// Event streams one client address may have open at once; 0 for no limit.
+    pub max_streams_per_client: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Requests per second per client address; 0 turns rate limiting off.
+    pub per_second: f64,
+    /// Requests a client may make at once after being idle.
+    pub burst: u32,
+    /// Addresses or CIDR blocks of reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,6 +240,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("cors.allowed_origins")
+                    .with_list_parse_key("rate_limit.trusted_proxies")
                     .try_parsing(true),
             )
             .build()
@@ -286,6 +301,7 @@ impl Settings {
         if self.cache.kind == CacheKind::Memory && self.cache.max_entries == 0 {
             return Err(invalid("cache.max_entries", "must be at least 1"));
         }
+        self.rate_limit.validate()?;
         self.assistant.validate()
     }
 
@@ -329,6 +345,40 @@ impl StorageSettings {
     /// The SQLite file; accepts a bare path or the `sqlite://` spelling some tools use.
     pub fn sqlite_path(&self) -> PathBuf {
         PathBuf::from(self.url.strip_prefix("sqlite://").unwrap_or(&self.url))
+    }
+}
+
+impl RateLimitSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if !self.per_second.is_finite() || self.per_second < 0.0 {
+            return Err(invalid(
+                "rate_limit.per_second",
+                "must be 0 (off) or a positive number",
+            ));
+        }
+        if self.per_second > 0.0 && self.burst == 0 {
+            return Err(invalid("rate_limit.burst", "must be at least 1"));
+        }
+        self.trusted_proxy_networks().map(|_| ())
+    }
+
+    /// The limit, or `None` when rate limiting is off.
+    pub fn limit(&self) -> Option<api_actix::RateLimit> {
+        (self.per_second > 0.0).then_some(api_actix::RateLimit {
+            per_second: self.per_second,
+            burst: self.burst,
+        })
+    }
+
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<api_actix::IpNetwork>, SettingsError> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<api_actix::IpNetwork>()
+                    .map_err(|error| invalid("rate_limit.trusted_proxies", error))
+            })
+            .collect()
     }
 }
 

@@ -65,6 +65,40 @@ impl TestDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// An outage of this database alone: new connections are refused and open ones are ended,
+    /// until [`TestDatabase::go_online`].
+    pub async fn go_offline(&self) {
+        self.admin(&format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false",
+            self.name
+        ))
+        .await;
+        self.admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            self.name
+        ))
+        .await;
+    }
+
+    /// Ends the outage that [`TestDatabase::go_offline`] started.
+    pub async fn go_online(&self) {
+        self.admin(&format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true",
+            self.name
+        ))
+        .await;
+    }
+
+    async fn admin(&self, statement: &str) {
+        let (admin, statement) = (self.admin_url.clone(), statement.to_owned());
+        let done = tokio::task::spawn_blocking(move || execute(&admin, &statement))
+            .await
+            .expect("the blocking admin task panicked");
+        if let Err(error) = done {
+            panic!("admin statement on {} failed: {error:?}", self.name);
+        }
+    }
 }
 
 impl Drop for TestDatabase {

@@ -1,6 +1,7 @@
 //! In-process tests of every route and error, against the real wiring on a fresh database.
 
 mod helpers;
+mod limits;
 mod openai;
 mod ops;
 mod resume;

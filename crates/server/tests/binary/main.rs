@@ -1,6 +1,7 @@
 //! Black-box tests of the built binary over real HTTP: start-up, configuration errors,
 //! concurrency, crash durability, graceful shutdown and replicas on one PostgreSQL database.
 
+mod outage;
 mod replicas;
 
 use std::collections::HashMap;

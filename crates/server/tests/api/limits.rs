@@ -1,0 +1,332 @@
+//! Limits on what a client controls: request rate, open streams, trusted proxies, and overload of
+//! the storage writer.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use config::Environment;
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+
+/// Slow refill, so no token comes back while a test runs.
+fn limited(burst: u32) -> crate::helpers::TestAppBuilder {
+    TestApp::builder()
+        .with("CHAT__RATE_LIMIT__PER_SECOND", "0.1")
+        .with("CHAT__RATE_LIMIT__BURST", burst)
+}
+
+async fn get_from(app: &TestApp, path: &str, forwarded_for: Option<&str>) -> reqwest::Response {
+    let mut request = app.client.get(app.url(path));
+    if let Some(forwarded_for) = forwarded_for {
+        request = request.header("x-forwarded-for", forwarded_for);
+    }
+    request.send().await.expect("request sent")
+}
+
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response
+        .headers()
+        .get("retry-after")
+        .expect("a Retry-After header")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After in seconds")
+}
+
+#[tokio::test]
+async fn rate_limiting_is_off_by_default() {
+    let app = TestApp::spawn().await;
+    for _ in 0..100 {
+        assert_eq!(
+            get_from(&app, "/api/v1/conversations", None).await.status(),
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_burst_is_served_then_429_with_retry_after() {
+    let app = limited(3).spawn().await;
+    for _ in 0..3 {
+        assert_eq!(
+            get_from(&app, "/api/v1/conversations", None).await.status(),
+            200
+        );
+    }
+    let response = get_from(&app, "/api/v1/conversations", None).await;
+    assert_eq!(response.status(), 429);
+    let wait = retry_after(&response);
+    assert!((1..=10).contains(&wait), "Retry-After {wait}");
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["code"], "rate_limited");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+    // The seed routes keep the seed error shape: no `code`.
+    let response = app
+        .post_json("/chat/message", &json!({"message": "hello"}))
+        .await;
+    assert_eq!(response.status(), 429);
+    retry_after(&response);
+    let body: Value = response.json().await.unwrap();
+    let keys: HashSet<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, HashSet::from(["status", "message"]), "{body}");
+    assert_eq!(body["status"], "error");
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_never_limited() {
+    let app = limited(1).spawn().await;
+    assert_eq!(
+        get_from(&app, "/api/v1/conversations", None).await.status(),
+        200
+    );
+    assert_eq!(
+        get_from(&app, "/api/v1/conversations", None).await.status(),
+        429
+    );
+    for _ in 0..30 {
+        for path in ["/healthz", "/readyz"] {
+            assert_eq!(get_from(&app, path, None).await.status(), 200, "{path}");
+        }
+        assert_ne!(get_from(&app, "/metrics", None).await.status(), 429);
+    }
+}
+
+#[tokio::test]
+async fn forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
+    // Untrusted peer: every request is the peer's, whatever it claims.
+    let app = limited(1).spawn().await;
+    assert_eq!(
+        get_from(&app, "/api/v1/conversations", Some("198.51.100.1"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        get_from(&app, "/api/v1/conversations", Some("198.51.100.2"))
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        get_from(&app, "/api/v1/conversations", None).await.status(),
+        429
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let app = limited(1)
+        .with(
+            "CHAT__RATE_LIMIT__TRUSTED_PROXIES",
+            "127.0.0.0/8,10.0.0.0/8",
+        )
+        .spawn()
+        .await;
+    let path = "/api/v1/conversations";
+    assert_eq!(
+        get_from(&app, path, Some("198.51.100.1")).await.status(),
+        200
+    );
+    assert_eq!(
+        get_from(&app, path, Some("198.51.100.1")).await.status(),
+        429
+    );
+    assert_eq!(
+        get_from(&app, path, Some("198.51.100.2")).await.status(),
+        200
+    );
+    // A client cannot escape its limit by prepending an address: the right-most untrusted hop
+    // counts, past the trusted 10.0.0.7.
+    assert_eq!(
+        get_from(&app, path, Some("203.0.113.50, 198.51.100.1, 10.0.0.7"))
+            .await
+            .status(),
+        429
+    );
+    // No header: the proxy itself is the client.
+    assert_eq!(get_from(&app, path, None).await.status(), 200);
+    assert_eq!(get_from(&app, path, None).await.status(), 429);
+}
+
+#[test]
+fn bad_limit_settings_name_the_key() {
+    let directory = tempfile::tempdir().unwrap();
+    for (key, value, named) in [
+        (
+            "CHAT__RATE_LIMIT__TRUSTED_PROXIES",
+            "10.0.0.0/99",
+            "rate_limit.trusted_proxies",
+        ),
+        (
+            "CHAT__RATE_LIMIT__TRUSTED_PROXIES",
+            "proxy.local",
+            "rate_limit.trusted_proxies",
+        ),
+        (
+            "CHAT__RATE_LIMIT__PER_SECOND",
+            "-1",
+            "rate_limit.per_second",
+        ),
+        ("CHAT__RATE_LIMIT__BURST", "0", "rate_limit.burst"),
+    ] {
+        let mut variables = std::collections::HashMap::from([(key.to_owned(), value.to_owned())]);
+        if key != "CHAT__RATE_LIMIT__PER_SECOND" {
+            variables.insert("CHAT__RATE_LIMIT__PER_SECOND".to_owned(), "5".to_owned());
+        }
+        let error = server::Settings::load_from(
+            directory.path(),
+            None,
+            Environment::default().source(Some(variables)),
+        )
+        .expect_err(key);
+        assert!(error.to_string().contains(named), "{key}={value}: {error}");
+    }
+}
+
+/// Streams a reply of `words` words (the deterministic dummy echoes the text).
+async fn open_stream_of(
+    app: &TestApp,
+    conversation: &str,
+    forwarded_for: Option<&str>,
+    words: usize,
+) -> reqwest::Response {
+    let content = vec!["word"; words].join(" ");
+    let mut request = app
+        .client
+        .post(app.url(&format!("/api/v1/conversations/{conversation}/messages")))
+        .header("accept", "text/event-stream")
+        .json(&json!({ "content": content }));
+    if let Some(forwarded_for) = forwarded_for {
+        request = request.header("x-forwarded-for", forwarded_for);
+    }
+    request.send().await.expect("request sent")
+}
+
+/// A reply that streams for several seconds at the test's word delay.
+async fn open_stream(
+    app: &TestApp,
+    conversation: &str,
+    forwarded_for: Option<&str>,
+) -> reqwest::Response {
+    open_stream_of(app, conversation, forwarded_for, 100).await
+}
+
+#[tokio::test]
+async fn open_streams_per_client_are_limited_and_freed_when_a_stream_ends_or_is_dropped() {
+    let app = TestApp::builder()
+        .with("CHAT__LIMITS__MAX_STREAMS_PER_CLIENT", 2)
+        .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 100)
+        .with("CHAT__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1")
+        .spawn()
+        .await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+
+    let first = open_stream_of(&app, id, None, 3).await;
+    assert_eq!(first.status(), 200);
+    let second = open_stream(&app, id, None).await;
+    assert_eq!(second.status(), 200);
+    let refused = open_stream(&app, id, None).await;
+    assert_eq!(refused.status(), 429);
+    retry_after(&refused);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["code"], "too_many_streams");
+
+    // Another client is not affected, and neither are plain requests of this one.
+    let other = open_stream(&app, id, Some("198.51.100.9")).await;
+    assert_eq!(other.status(), 200);
+    drop(other);
+    app.send(id, "not streamed").await;
+
+    // Reading a stream to its end frees its slot.
+    let text = first.text().await.unwrap();
+    assert!(text.contains("event: done"), "{text}");
+    let third = open_stream(&app, id, None).await;
+    assert_eq!(third.status(), 200);
+    assert_eq!(open_stream(&app, id, None).await.status(), 429);
+
+    // A client that goes away frees its slot too.
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reopened = loop {
+        let response = open_stream(&app, id, None).await;
+        if response.status() == 200 {
+            break response;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a dropped stream never freed its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(reopened);
+    drop(third);
+}
+
+#[tokio::test]
+async fn a_full_sqlite_writer_queue_answers_503_with_retry_after_at_once() {
+    let app = TestApp::builder()
+        .with("CHAT__STORAGE__WRITE_QUEUE_CAPACITY", 1)
+        .with("CHAT__STORAGE__MAX_BATCH", 1)
+        .with("CHAT__SERVER__WORKERS", 4)
+        .spawn()
+        .await;
+    let sends = (0..200).map(|i| {
+        let (client, url) = (app.client.clone(), app.url("/chat/message"));
+        async move {
+            let text = format!("queued {i}");
+            let started = Instant::now();
+            let response = client
+                .post(url)
+                .json(&json!({"message": text}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry = response.headers().contains_key("retry-after");
+            let body: Value = response.json().await.unwrap();
+            (text, status, retry, body, started.elapsed())
+        }
+    });
+    let results = futures::future::join_all(sends).await;
+    let mut acknowledged = HashSet::new();
+    let mut overloaded = 0;
+    for (text, status, retry, body, elapsed) in results {
+        match status {
+            200 => {
+                acknowledged.insert(text);
+            }
+            503 => {
+                overloaded += 1;
+                assert!(retry, "503 without Retry-After");
+                assert_eq!(body["status"], "error");
+                assert!(body.get("code").is_none(), "seed shape: {body}");
+                assert!(elapsed < Duration::from_secs(2), "503 took {elapsed:?}");
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert!(overloaded > 0, "the queue never filled");
+    assert!(!acknowledged.is_empty(), "nothing got through");
+    let stored: HashSet<String> = app
+        .history()
+        .await
+        .iter()
+        .map(|entry| entry["user"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        stored, acknowledged,
+        "exactly the acknowledged exchanges are stored"
+    );
+}
