@@ -8,7 +8,8 @@ NPM ?= npm
 export CHAT_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export CHAT_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 
-.PHONY: run test build web-install web-build lint rust-test web-test e2e deploy-check audit bench soak clean
+.PHONY: run test build web-install web-build lint rust-test web-test e2e deploy-check schemathesis audit fuzz bench soak clean
+FUZZ_SECONDS ?= 20
 
 ## run: build the web client and the release server, then serve both on http://127.0.0.1:8000
 run: web-build
@@ -16,7 +17,7 @@ run: web-build
 	$(CARGO) run --release -p server --bin chat-server
 
 ## test: every test and check of the repository
-test: lint rust-test web-test e2e deploy-check
+test: lint rust-test web-test e2e deploy-check schemathesis audit fuzz
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -52,6 +53,23 @@ e2e: web-install
 
 deploy-check:
 	bash scripts/check-deploy.sh
+
+## schemathesis: property-based API tests generated from the server's own /openapi.json
+schemathesis:
+	$(CARGO) build -p server --bin chat-server
+	CHAT_SERVER_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/debug/chat-server" bash tests/schemathesis/run.sh
+
+## audit: cargo deny (licenses, bans, sources, advisories) and npm audit of runtime dependencies
+audit:
+	bash scripts/check-supply-chain.sh
+
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS each
+fuzz:
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+## soak: sustained mixed load on a release server (not part of test)
+soak:
+	bash tests/soak/run.sh
 
 ## bench: release binaries, fresh databases, the load generator; prints a table (not part of test)
 bench:

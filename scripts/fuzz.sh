@@ -18,10 +18,12 @@ if ! "$CARGO" fuzz --version >/dev/null 2>&1; then
     "$CARGO" install cargo-fuzz --locked || { echo "fuzz: 0 passed, 1 failed (cargo-fuzz install)"; exit 1; }
 fi
 
+# FUZZ_TARGET_DIR lets CI keep the instrumented build between runs, like CARGO_TARGET_DIR.
+FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-$ROOT/fuzz/target}"
 cd "$ROOT/fuzz"
 targets=$("$CARGO" fuzz list)
 echo "fuzz: building $(echo $targets)"
-if ! "$CARGO" fuzz build --target-dir "$ROOT/fuzz/target"; then
+if ! "$CARGO" fuzz build --target-dir "$FUZZ_TARGET_DIR"; then
     echo "fuzz: 0 passed, 1 failed (build)"
     exit 1
 fi
@@ -36,7 +38,7 @@ for target in $targets; do
     echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
     # -max_total_time bounds the run; -rss_limit_mb and -timeout turn runaway memory or a hang on
     # one input into a failure instead of a stuck CI job.
-    if "$CARGO" fuzz run --target-dir "$ROOT/fuzz/target" "$target" "${corpora[@]}" -- \
+    if "$CARGO" fuzz run --target-dir "$FUZZ_TARGET_DIR" "$target" "${corpora[@]}" -- \
         -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
         2>"corpus/$target.log"; then
         grep -E "^stat::number_of_executed_units|^Done [0-9]+ runs" "corpus/$target.log" | tail -2
