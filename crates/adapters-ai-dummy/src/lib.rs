@@ -56,24 +56,6 @@ impl DummyAssistant {
     }
 }
 
-/// Splits after each run of whitespace, so the pieces concatenate back to the exact reply.
-fn words(reply: &str) -> Vec<String> {
-    let mut pieces = Vec::new();
-    let mut current = String::new();
-    let mut in_space = false;
-    for character in reply.chars() {
-        if in_space && !character.is_whitespace() {
-            pieces.push(std::mem::take(&mut current));
-        }
-        in_space = character.is_whitespace();
-        current.push(character);
-    }
-    if !current.is_empty() {
-        pieces.push(current);
-    }
-    pieces
-}
-
 #[async_trait]
 impl Assistant for DummyAssistant {
     fn context_messages(&self) -> usize {
@@ -86,7 +68,7 @@ impl Assistant for DummyAssistant {
 
     async fn reply_stream(&self, context: &ReplyContext) -> Result<DeltaStream, AssistantError> {
         let delay = self.word_delay;
-        let pieces = words(&self.compose(context));
+        let pieces = domain::stream_pieces(&self.compose(context));
         Ok(stream::iter(pieces)
             .enumerate()
             .then(move |(index, piece)| async move {
@@ -110,14 +92,6 @@ mod tests {
             history: Vec::new(),
             user_text: MessageText::new(text, 1000).unwrap(),
         }
-    }
-
-    #[test]
-    fn words_concatenate_to_the_reply() {
-        for reply in ["Hi there!  I'm\nhere.", " leading", "trailing ", "one"] {
-            assert_eq!(words(reply).concat(), reply);
-        }
-        assert_eq!(words("a b  c"), vec!["a ", "b  ", "c"]);
     }
 
     #[tokio::test]

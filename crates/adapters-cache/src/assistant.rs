@@ -9,7 +9,6 @@ use futures::stream::{self, StreamExt};
 
 use crate::key::{cache_key, CacheScope};
 use crate::metrics;
-use crate::pieces::words;
 use crate::store::{CacheError, ReplyCache};
 
 /// How long one cache operation may take before it counts as failed (a miss, for a lookup).
@@ -141,7 +140,7 @@ impl Assistant for CachedAssistant {
     async fn reply_stream(&self, context: &ReplyContext) -> Result<DeltaStream, AssistantError> {
         let key = cache_key(&self.scope, context);
         if let Some(reply) = self.store.lookup(&key).await {
-            return Ok(stream::iter(words(&reply).into_iter().map(Ok)).boxed());
+            return Ok(stream::iter(domain::stream_pieces(&reply).into_iter().map(Ok)).boxed());
         }
         let inner = self.inner.reply_stream(context).await?;
         let relay = Relay {

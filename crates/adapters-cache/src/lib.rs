@@ -13,7 +13,6 @@ mod assistant;
 mod key;
 mod memory;
 mod metrics;
-mod pieces;
 mod redis;
 mod store;
 

@@ -25,6 +25,20 @@ use crate::state::AppState;
 /// Deltas buffered for a slow log before generation waits for it.
 const DELTA_BUFFER: usize = 64;
 
+/// The client asked for Server-Sent Events (`Accept: text/event-stream`, among others or alone).
+pub(crate) fn accepts_event_stream(headers: &header::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|media| {
+            media
+                .split(';')
+                .next()
+                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
 fn json(data: &impl Serialize) -> String {
     serde_json::to_string(data).expect("event data always serialises")
 }

@@ -104,20 +104,6 @@ impl MessageBody for SlotBody {
     }
 }
 
-fn asks_for_event_stream(request: &ServiceRequest) -> bool {
-    request
-        .headers()
-        .get_all(header::ACCEPT)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|media| {
-            media
-                .split(';')
-                .next()
-                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
-        })
-}
-
 fn is_event_stream(response: &ServiceResponse<impl MessageBody>) -> bool {
     response
         .headers()
@@ -135,7 +121,7 @@ pub(crate) async fn limit_streams(
     let wanted = request
         .app_data::<web::Data<AppState>>()
         .filter(|state| state.limits.streams.max_per_client > 0)
-        .filter(|_| asks_for_event_stream(&request))
+        .filter(|_| crate::sse::accepts_event_stream(request.headers()))
         .and_then(|state| {
             let client = client_ip(&request, &state.settings.trusted_proxies)?;
             Some((Arc::clone(&state.limits.streams), client))

@@ -18,20 +18,6 @@ fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid_id())
 }
 
-fn wants_event_stream(request: &HttpRequest) -> bool {
-    request
-        .headers()
-        .get_all(header::ACCEPT)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|media| {
-            media
-                .split(';')
-                .next()
-                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
-        })
-}
-
 #[utoipa::path(
     post,
     path = "/api/v1/conversations",
@@ -237,7 +223,7 @@ pub(crate) async fn send_message(
     let body: SendMessageRequest =
         read_json(&request, payload, state.settings.max_body_bytes).await?;
     let text = state.service.message_text(body.content)?;
-    if wants_event_stream(&request) {
+    if sse::accepts_event_stream(request.headers()) {
         let content = text.as_str().to_owned();
         let pending = state.service.start_reply(id, text).await?;
         return Ok(sse::stream_reply(&state, id, content, pending).await);

@@ -74,10 +74,35 @@ impl ConversationTitle {
     }
 }
 
+/// Splits a whole reply into word-sized pieces for streaming it: each piece ends after a run of
+/// whitespace, so the pieces concatenate back to exactly the reply.
+pub fn stream_pieces(reply: &str) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut current = String::new();
+    let mut in_space = false;
+    for character in reply.chars() {
+        if in_space && !character.is_whitespace() {
+            pieces.push(std::mem::take(&mut current));
+        }
+        in_space = character.is_whitespace();
+        current.push(character);
+    }
+    if !current.is_empty() {
+        pieces.push(current);
+    }
+    pieces
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn pieces_end_after_whitespace() {
+        assert_eq!(stream_pieces("a b  c"), vec!["a ", "b  ", "c"]);
+        assert!(stream_pieces("").is_empty());
+    }
 
     #[test]
     fn blank_text_is_rejected() {
@@ -119,6 +144,11 @@ mod tests {
             prop_assume!(!text.trim().is_empty());
             let accepted = MessageText::new(text.clone(), 64).unwrap();
             prop_assert_eq!(accepted.as_str(), text.as_str());
+        }
+
+        #[test]
+        fn pieces_concatenate_to_the_reply(reply in any::<String>()) {
+            prop_assert_eq!(stream_pieces(&reply).concat(), reply);
         }
 
         #[test]
