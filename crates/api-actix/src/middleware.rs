@@ -131,6 +131,36 @@ pub(crate) async fn json_errors(
     Ok(ServiceResponse::new(request, replacement).map_into_right_body())
 }
 
+/// Refuses a request whose head (target and headers) is larger than configured, with a JSON 431,
+/// before any handler reads it. The framework's own cap (128 KiB) stays as the outer bound.
+pub(crate) async fn limit_headers(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let limit = request
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
+        .map_or(usize::MAX, |state| state.settings.max_header_bytes);
+    let size = request.uri().to_string().len()
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if size > limit {
+        let error = ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("The request target and headers are larger than {limit} bytes."),
+        );
+        return Ok(request
+            .into_response(error.error_response())
+            .map_into_right_body());
+    }
+    next.call(request)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
 /// The web client loads only its own scripts and styles and talks only to its own origin.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \

@@ -10,7 +10,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::errors::{ApiError, SeedError};
-use crate::middleware::{cors, json_errors, observe, security_headers};
+use crate::middleware::{cors, json_errors, limit_headers, observe, security_headers};
 use crate::openapi::ApiDoc;
 use crate::rate_limit::limit_rate;
 use crate::state::AppState;
@@ -82,6 +82,7 @@ pub fn app(
         // Innermost, so limited answers still get CORS, security headers, request ids and metrics.
         .wrap(from_fn(limit_streams))
         .wrap(from_fn(limit_rate))
+        .wrap(from_fn(limit_headers))
         .wrap(cors(&settings))
         .wrap(from_fn(json_errors))
         .wrap(security_headers(&settings))

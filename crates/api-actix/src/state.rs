@@ -27,6 +27,8 @@ pub struct ApiSettings {
     pub trusted_proxies: Vec<IpNetwork>,
     /// Event streams a client address may have open at once; 0 for no limit.
     pub max_streams_per_client: usize,
+    /// Largest request target plus headers, in bytes; larger gets 431.
+    pub max_header_bytes: usize,
 }
 
 /// Shared by every worker: the use cases, the background generations and the metrics.

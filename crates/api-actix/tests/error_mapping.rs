@@ -120,6 +120,7 @@ async fn call(
         rate_limit: None,
         trusted_proxies: Vec::new(),
         max_streams_per_client: 0,
+        max_header_bytes: 16 * 1024,
     };
     let state = AppState {
         service: Arc::new(ChatService::new(

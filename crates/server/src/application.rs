@@ -71,6 +71,7 @@ impl Application {
             rate_limit: settings.rate_limit.limit(),
             trusted_proxies: settings.rate_limit.trusted_proxy_networks()?,
             max_streams_per_client: settings.limits.max_streams_per_client,
+            max_header_bytes: settings.limits.max_header_bytes,
         };
         let state = AppState {
             service,

@@ -171,6 +171,7 @@ pub struct LimitSettings {
     pub max_body_bytes: usize,
     /// Event streams one client address may have open at once; 0 for no limit.
     pub max_streams_per_client: usize,
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -269,6 +270,9 @@ impl Settings {
         self.storage.validate()?;
         if self.limits.max_message_chars == 0 {
             return Err(invalid("limits.max_message_chars", "must be at least 1"));
+        }
+        if self.limits.max_header_bytes < 1024 {
+            return Err(invalid("limits.max_header_bytes", "must be at least 1024"));
         }
         if self.limits.max_body_bytes < 64 {
             return Err(invalid("limits.max_body_bytes", "must be at least 64"));

@@ -330,3 +330,29 @@ async fn a_full_sqlite_writer_queue_answers_503_with_retry_after_at_once() {
         "exactly the acknowledged exchanges are stored"
     );
 }
+
+#[tokio::test]
+async fn headers_over_the_limit_get_a_json_431() {
+    let app = TestApp::builder()
+        .with("CHAT__LIMITS__MAX_HEADER_BYTES", 2048)
+        .spawn()
+        .await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/conversations"))
+        .header("x-padding", "p".repeat(4096))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "headers_too_large");
+    let fine = app
+        .client
+        .get(app.url("/api/v1/conversations"))
+        .header("x-padding", "p".repeat(512))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), 200);
+}
