@@ -113,6 +113,17 @@ impl ApiError {
         }
     }
 
+    /// A title longer than its fixed, documented maximum is an invalid field (400); only message
+    /// text over the configurable limit is treated as too large a payload (413).
+    pub(crate) fn for_title(error: ChatError) -> Self {
+        match error {
+            ChatError::InvalidText(text @ TextError::TooLong { .. }) => {
+                ApiError::bad_request("text_too_long", format!("title {text}"))
+            }
+            other => Self::for_text_field(other, "title"),
+        }
+    }
+
     pub(crate) fn code(&self) -> &'static str {
         self.code
     }

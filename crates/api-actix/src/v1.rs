@@ -25,8 +25,8 @@ fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
     request_body(content = Option<CreateConversationRequest>, description = "Optional; so is the title in it", content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = ConversationDto),
-        (status = 400, description = "Malformed body or blank title", body = ErrorResponse),
-        (status = 413, description = "Body or title too large", body = ErrorResponse),
+        (status = 400, description = "Malformed body, blank title or title over 200 characters", body = ErrorResponse),
+        (status = 413, description = "Body too large", body = ErrorResponse),
         (status = 415, description = "Body is not JSON", body = ErrorResponse),
         (status = 503, description = "Storage unavailable or overloaded; see Retry-After", body = ErrorResponse),
         (status = 500, description = "Internal failure", body = ErrorResponse),
@@ -51,7 +51,7 @@ pub(crate) async fn create_conversation(
         .service
         .create_conversation(body.title.as_deref())
         .await
-        .map_err(|error| ApiError::for_text_field(error, "title"))?;
+        .map_err(ApiError::for_title)?;
     Ok(HttpResponse::Created()
         .insert_header((
             header::LOCATION,
@@ -115,9 +115,9 @@ pub(crate) async fn get_conversation(
     request_body = RenameConversationRequest,
     responses(
         (status = 200, description = "Renamed", body = ConversationDto),
-        (status = 400, description = "Malformed id or body, blank title", body = ErrorResponse),
+        (status = 400, description = "Malformed id or body, blank title or title over 200 characters", body = ErrorResponse),
         (status = 404, description = "No such conversation", body = ErrorResponse),
-        (status = 413, description = "Body or title too large", body = ErrorResponse),
+        (status = 413, description = "Body too large", body = ErrorResponse),
         (status = 415, description = "Body is not JSON", body = ErrorResponse),
         (status = 503, description = "Storage unavailable or overloaded; see Retry-After", body = ErrorResponse),
         (status = 500, description = "Internal failure", body = ErrorResponse),
@@ -136,7 +136,7 @@ pub(crate) async fn rename_conversation(
         .service
         .rename_conversation(id, &body.title)
         .await
-        .map_err(|error| ApiError::for_text_field(error, "title"))?;
+        .map_err(ApiError::for_title)?;
     Ok(HttpResponse::Ok().json(ConversationDto::from(conversation)))
 }
 
