@@ -27,6 +27,23 @@ fn deterministic() -> Vec<(&'static str, String)> {
     vec![("CHAT__ASSISTANT__DUMMY__MODE", "deterministic".to_owned())]
 }
 
+/// Creates a conversation through the v1 API of a running binary and returns it.
+async fn create_conversation(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    title: Option<&str>,
+) -> Value {
+    let body = title.map_or_else(|| json!({}), |title| json!({ "title": title }));
+    let response = client
+        .post(server.url("/api/v1/conversations"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
 async fn history(server: &ServerProcess) -> Vec<Value> {
     reqwest::get(server.url("/chat/history"))
         .await
@@ -302,15 +319,7 @@ async fn sigterm_lets_in_flight_requests_and_streams_finish() {
     variables.push(("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "60".to_owned()));
     let mut server = start(directory.path(), &variables);
     let client = reqwest::Client::new();
-    let conversation: Value = client
-        .post(server.url("/api/v1/conversations"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conversation = create_conversation(&client, &server, None).await;
     let messages = server.url(&format!(
         "/api/v1/conversations/{}/messages",
         conversation["id"].as_str().unwrap()

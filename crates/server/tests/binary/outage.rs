@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use testkit::postgres::TestDatabase;
 use testkit::process::ServerProcess;
 
-use super::{deterministic, postgres, start, BINARY};
+use super::{create_conversation, deterministic, postgres, start, BINARY};
 
 /// Longest an answer may take while storage is down.
 const QUICK: Duration = Duration::from_secs(5);
@@ -112,16 +112,9 @@ async fn assert_recovers(server: &ServerProcess, conversation: &str, limit: Dura
     started.elapsed()
 }
 
-async fn create_conversation(server: &ServerProcess) -> String {
-    let conversation: Value = reqwest::Client::new()
-        .post(server.url("/api/v1/conversations"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+/// The id of a new conversation on `server`.
+async fn new_conversation_id(server: &ServerProcess) -> String {
+    let conversation = create_conversation(&reqwest::Client::new(), server, None).await;
     conversation["id"].as_str().unwrap().to_owned()
 }
 
@@ -134,7 +127,7 @@ async fn a_postgres_outage_gets_quick_503s_and_recovers_without_restart() {
     let mut variables = deterministic();
     variables.extend(postgres(&database));
     let server = start(directory.path(), &variables);
-    let conversation = create_conversation(&server).await;
+    let conversation = new_conversation_id(&server).await;
     let client = reqwest::Client::new();
     let response = client
         .post(server.url("/chat/message"))
@@ -203,7 +196,7 @@ impl Drop for Immutable {
 async fn an_unwritable_sqlite_file_gets_quick_503s_and_recovers_without_restart() {
     let directory = tempfile::tempdir().unwrap();
     let server = start(directory.path(), &deterministic());
-    let conversation = create_conversation(&server).await;
+    let conversation = new_conversation_id(&server).await;
     let files: Vec<PathBuf> = ["chat.db", "chat.db-wal"]
         .iter()
         .map(|name| directory.path().join(name))

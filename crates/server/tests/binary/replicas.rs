@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 use testkit::postgres::TestDatabase;
 
-use crate::{default_conversation_messages, deterministic, postgres, start};
+use crate::{create_conversation, default_conversation_messages, deterministic, postgres, start};
 
 #[tokio::test]
 async fn two_replicas_on_one_database_see_each_others_writes_in_one_order() {
@@ -26,15 +26,7 @@ async fn two_replicas_on_one_database_see_each_others_writes_in_one_order() {
     let client = reqwest::Client::new();
 
     // A conversation created through one replica is visible through the other.
-    let conversation: Value = client
-        .post(first.url("/api/v1/conversations"))
-        .json(&json!({"title": "shared"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conversation = create_conversation(&client, &first, Some("shared")).await;
     let id = conversation["id"].as_str().unwrap().to_owned();
     let seen: Value = client
         .get(second.url(&format!("/api/v1/conversations/{id}")))
@@ -128,15 +120,7 @@ async fn a_reply_started_on_one_replica_resumes_on_the_other_through_redis() {
     let first = start(first_directory.path(), &variables);
     let second = start(second_directory.path(), &variables);
     let client = reqwest::Client::new();
-    let conversation: Value = client
-        .post(first.url("/api/v1/conversations"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conversation = create_conversation(&client, &first, None).await;
     let id = conversation["id"].as_str().unwrap().to_owned();
 
     // Read the start and two deltas from the first replica, then drop the connection.
