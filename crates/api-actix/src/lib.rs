@@ -16,6 +16,7 @@ mod server;
 mod sse;
 mod state;
 mod stream_limit;
+mod trace_context;
 mod v1;
 mod web_client;
 
@@ -27,3 +28,4 @@ pub use openapi::ApiDoc;
 pub use rate_limit::{ClientLimits, RateLimit};
 pub use server::{app, serve, HttpSettings};
 pub use state::{ApiSettings, AppState, MetricsRenderer};
+pub use trace_context::TraceParent;

@@ -14,8 +14,10 @@ use tracing::Instrument;
 
 use crate::errors::ApiError;
 use crate::state::ApiSettings;
+use crate::trace_context::TraceParent;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A caller's request id is kept when it is short and printable, so ids can be followed across
 /// services; anything else is replaced, so logs never carry hostile header content.
@@ -35,8 +37,21 @@ fn request_id(request: &ServiceRequest) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
-/// One span per request carrying its id, echoed as `x-request-id`; request count, latency and
-/// in-flight gauge by route pattern (never the raw path, which would explode label cardinality).
+/// The caller's `traceparent` when it is valid and the only one (the specification ignores
+/// repeated headers), cut to the part every version shares; anything else is dropped, so logs
+/// never carry hostile header content.
+fn traceparent(request: &ServiceRequest) -> Option<&str> {
+    let mut values = request.headers().get_all(&TRACEPARENT);
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
+    TraceParent::parse(value).map(|_| &value[..TraceParent::LENGTH])
+}
+
+/// One span per request carrying its id, echoed as `x-request-id`, and the caller's trace
+/// context, which a trace exporter continues; request count, latency and in-flight gauge by route
+/// pattern (never the raw path, which would explode label cardinality).
 pub(crate) async fn observe(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -52,6 +67,7 @@ pub(crate) async fn observe(
         method = %method,
         route = %route,
         status = tracing::field::Empty,
+        traceparent = traceparent(&request),
     );
     let started = Instant::now();
     metrics::gauge!("http_requests_in_flight").increment(1.0);
@@ -225,4 +241,35 @@ pub(crate) fn cors(settings: &ApiSettings) -> Cors {
                 .to_str()
                 .is_ok_and(|origin| allowed.iter().any(|allowed| allowed == origin))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn traceparent_of(headers: &[&str]) -> Option<String> {
+        let mut request = TestRequest::default();
+        for value in headers {
+            request = request.append_header((TRACEPARENT, *value));
+        }
+        traceparent(&request.to_srv_request()).map(str::to_owned)
+    }
+
+    #[test]
+    fn the_span_gets_a_single_valid_traceparent_only() {
+        assert_eq!(traceparent_of(&[VALID]).as_deref(), Some(VALID));
+        assert_eq!(traceparent_of(&[]), None);
+        assert_eq!(traceparent_of(&[&VALID.to_uppercase()]), None);
+        assert_eq!(traceparent_of(&[VALID, VALID]), None, "repeated header");
+        let later_version = format!("{}-more", VALID.replacen("00", "01", 1));
+        assert_eq!(
+            traceparent_of(&[&later_version]).as_deref(),
+            Some(&later_version[..TraceParent::LENGTH]),
+            "cut to the shared part"
+        );
+    }
 }
