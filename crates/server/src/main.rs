@@ -10,7 +10,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging(&settings.log);
+    let trace_export = match telemetry::init_tracing(&settings.log, &settings.telemetry) {
+        Ok(export) => export,
+        Err(error) => {
+            eprintln!("chat-server: cannot start: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -21,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let exit_code = runtime.block_on(async {
         let application = match Application::build(settings).await {
             Ok(application) => application,
             Err(error) => {
@@ -41,5 +47,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // After serving: the spans of the last requests, those answered during the grace period
+    // included, are queued by now.
+    if let Some(export) = trace_export {
+        export.shutdown();
+    }
+    exit_code
 }

@@ -19,6 +19,7 @@ pub struct Settings {
     pub assistant: AssistantSettings,
     pub cache: CacheSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub cors: CorsSettings,
     pub limits: LimitSettings,
     pub web: WebSettings,
@@ -156,6 +157,19 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub level: String,
     pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// The OTLP/HTTP collector's base URL, or the full `.../v1/traces` URL; empty for no export.
+    pub otlp_endpoint: String,
+    pub service_name: String,
+    /// Share of new traces exported, from 0 to 1.
+    pub sample_ratio: f64,
+    pub export_timeout_secs: u64,
+    pub batch_size: usize,
+    pub queue_capacity: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,6 +320,7 @@ impl Settings {
             return Err(invalid("cache.max_entries", "must be at least 1"));
         }
         self.rate_limit.validate()?;
+        self.telemetry.validate()?;
         self.assistant.validate()
     }
 
@@ -383,6 +398,70 @@ impl RateLimitSettings {
                     .map_err(|error| invalid("rate_limit.trusted_proxies", error))
             })
             .collect()
+    }
+}
+
+/// Where OTLP/HTTP collectors take traces, below their base URL.
+const OTLP_TRACES_PATH: &str = "/v1/traces";
+
+impl TelemetrySettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if !self.otlp_endpoint.is_empty() {
+            let url = reqwest::Url::parse(&self.otlp_endpoint)
+                .map_err(|error| invalid("telemetry.otlp_endpoint", error))?;
+            let is_base_url = matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.query().is_none()
+                && url.fragment().is_none();
+            if !is_base_url {
+                return Err(invalid(
+                    "telemetry.otlp_endpoint",
+                    "must be an http:// or https:// URL such as \"http://otel-collector:4318\"",
+                ));
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(invalid("telemetry.service_name", "must not be empty"));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(invalid(
+                "telemetry.sample_ratio",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if self.export_timeout_secs == 0 {
+            return Err(invalid(
+                "telemetry.export_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid("telemetry.batch_size", "must be at least 1"));
+        }
+        if self.queue_capacity < self.batch_size {
+            return Err(invalid(
+                "telemetry.queue_capacity",
+                "must be at least telemetry.batch_size",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where to POST spans, or `None` when export is off.
+    pub fn traces_url(&self) -> Option<String> {
+        if self.otlp_endpoint.is_empty() {
+            return None;
+        }
+        let base = self.otlp_endpoint.trim_end_matches('/');
+        Some(if base.ends_with(OTLP_TRACES_PATH) {
+            base.to_owned()
+        } else {
+            format!("{base}{OTLP_TRACES_PATH}")
+        })
+    }
+
+    pub fn export_timeout(&self) -> Duration {
+        Duration::from_secs(self.export_timeout_secs)
     }
 }
 

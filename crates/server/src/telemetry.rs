@@ -1,26 +1,49 @@
-//! Logs and metrics. Initialised once per process; in-process tests start several applications
-//! and share them.
+//! Logs, traces and metrics. Initialised once per process; in-process tests start several
+//! applications and share them.
+
+mod otlp;
 
 use std::sync::OnceLock;
 
 use api_actix::MetricsRenderer;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::settings::{LogFormat, LogSettings};
+pub use otlp::TraceExport;
 
-/// Starts logging to stdout. Later calls (tests) keep the first subscriber.
-pub fn init_logging(settings: &LogSettings) {
-    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match settings.format {
-        LogFormat::Json => builder
+use crate::settings::{LogFormat, LogSettings, TelemetrySettings};
+
+/// Starts logging to stdout and, when `telemetry.otlp_endpoint` is set, trace export of the spans
+/// that pass the log filter. Later calls (tests) keep the first subscriber and export nothing.
+pub fn init_tracing(
+    log: &LogSettings,
+    telemetry: &TelemetrySettings,
+) -> anyhow::Result<Option<TraceExport>> {
+    let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let output = match log.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
     };
+    let (traces, export) = match telemetry.traces_url() {
+        Some(url) => {
+            let (layer, export) = otlp::start(url, telemetry)?;
+            (Some(layer), Some(export))
+        }
+        None => (None, None),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .with(traces)
+        .try_init()
+        .is_ok();
+    Ok(export.filter(|_| installed))
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -37,7 +60,10 @@ pub fn metrics_renderer() -> Option<MetricsRenderer> {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &SECONDS_BUCKETS)
             .and_then(|builder| builder.install_recorder());
         match recorder {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                otlp::describe_metrics();
+                Some(handle)
+            }
             Err(error) => {
                 tracing::warn!(%error, "metrics are disabled");
                 None

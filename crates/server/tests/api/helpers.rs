@@ -38,7 +38,8 @@ impl TestAppBuilder {
         )
         .expect("valid test settings");
         if std::env::var_os("TEST_LOG").is_some() {
-            server::telemetry::init_logging(&settings.log);
+            server::telemetry::init_tracing(&settings.log, &settings.telemetry)
+                .expect("logging starts");
         }
         let application = Application::build(settings)
             .await

@@ -6,4 +6,5 @@ mod openai;
 mod ops;
 mod resume;
 mod seed;
+mod telemetry;
 mod v1;

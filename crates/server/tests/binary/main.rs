@@ -1,6 +1,8 @@
 //! Black-box tests of the built binary over real HTTP: start-up, configuration errors,
-//! concurrency, crash durability, graceful shutdown and replicas on one PostgreSQL database.
+//! concurrency, crash durability, graceful shutdown, replicas on one PostgreSQL database and
+//! trace export.
 
+mod otlp;
 mod outage;
 mod replicas;
 
@@ -124,6 +126,10 @@ fn bad_configuration_stops_the_start_naming_the_key() {
         (
             vec![("CHAT__CORS__ALLOWED_ORIGINS", "localhost:3000")],
             "cors.allowed_origins",
+        ),
+        (
+            vec![("CHAT__TELEMETRY__OTLP_ENDPOINT", "otel-collector:4318")],
+            "telemetry.otlp_endpoint",
         ),
     ] {
         let (status, stderr) = run_to_exit(directory.path(), &variables);

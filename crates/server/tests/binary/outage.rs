@@ -217,7 +217,7 @@ async fn an_unwritable_sqlite_file_gets_quick_503s_and_recovers_without_restart(
 }
 
 /// The binary with stdout and stderr captured to files, at the given log level.
-struct Logged {
+pub(crate) struct Logged {
     child: Child,
     port: u16,
     stdout: PathBuf,
@@ -225,7 +225,7 @@ struct Logged {
 }
 
 impl Logged {
-    fn start(directory: &Path, variables: &[(&str, String)]) -> Self {
+    pub(crate) fn start(directory: &Path, variables: &[(&str, String)]) -> Self {
         let (stdout, stderr) = (directory.join("stdout.log"), directory.join("stderr.log"));
         let child = Command::new(BINARY)
             .current_dir(directory)
@@ -261,12 +261,12 @@ impl Logged {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
     /// Everything written so far, after stopping the process.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::fs::read_to_string(&self.stdout).unwrap()
