@@ -248,31 +248,40 @@ async fn an_unreachable_collector_costs_counted_failures_and_nothing_else() {
         .port();
     let directory = tempfile::tempdir().unwrap();
     let mut variables = deterministic();
-    variables.push((
-        "CHAT__TELEMETRY__OTLP_ENDPOINT",
-        format!("http://127.0.0.1:{closed_port}"),
-    ));
+    variables.extend([
+        (
+            "CHAT__TELEMETRY__OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{closed_port}"),
+        ),
+        // Every span a full batch: were each one sent, a refused connection would be retried
+        // at once, for every request.
+        ("CHAT__TELEMETRY__BATCH_SIZE", "1".to_owned()),
+        ("CHAT__TELEMETRY__QUEUE_CAPACITY", "1".to_owned()),
+    ]);
     let server = Logged::start(directory.path(), &variables);
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(15);
     let metrics = loop {
-        let started = Instant::now();
-        let response = client
-            .post(server.url("/chat/message"))
-            .json(&json!({"message": "still served"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(response.json::<Value>().await.unwrap()["response"]
-            .as_str()
-            .unwrap()
-            .ends_with("You said: still served"));
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            started.elapsed()
-        );
+        for _ in 0..10 {
+            let started = Instant::now();
+            let response = client
+                .post(server.url("/chat/message"))
+                .json(&json!({"message": "still served"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert!(response.json::<Value>().await.unwrap()["response"]
+                .as_str()
+                .unwrap()
+                .ends_with("You said: still served"));
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                started.elapsed()
+            );
+        }
         let metrics = client
             .get(server.url("/metrics"))
             .send()
@@ -291,6 +300,12 @@ async fn an_unreachable_collector_costs_counted_failures_and_nothing_else() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let failures = sample(&metrics, "otlp_export_failures_total", "");
+    let seconds = began.elapsed().as_secs_f64();
+    assert!(
+        failures <= seconds + 2.0,
+        "{failures} attempts in {seconds:.1} s: a failing collector is tried once a second"
+    );
     assert!(
         sample(
             &metrics,
@@ -298,6 +313,14 @@ async fn an_unreachable_collector_costs_counted_failures_and_nothing_else() {
             "reason=\"export_failed\""
         ) >= 3.0,
         "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "otlp_spans_dropped_total",
+            "reason=\"queue_full\""
+        ) >= 1.0,
+        "the spans of the requests between attempts: {metrics}"
     );
     assert_eq!(
         sample(&metrics, "otlp_spans_exported_total", ""),

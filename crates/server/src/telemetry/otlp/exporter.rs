@@ -137,11 +137,15 @@ impl Exporter {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                received = self.finished.recv_many(batch, self.batch_size - batch.len()) => {
+                // A full batch waits for the tick while the collector fails: one attempt a second
+                // then, and the spans beyond a batch are dropped at the queue, unencoded.
+                received = self.finished.recv_many(batch, self.batch_size - batch.len()),
+                    if batch.len() < self.batch_size =>
+                {
                     if received == 0 {
                         return;
                     }
-                    if batch.len() == self.batch_size {
+                    if batch.len() == self.batch_size && !self.failing {
                         self.export(batch).await;
                     }
                 }
@@ -176,7 +180,8 @@ impl Exporter {
     }
 
     /// Sends the batch and empties it; a failed batch is counted and dropped, never retried, so
-    /// a struggling collector gets no more load than a healthy one.
+    /// a struggling collector gets no more load than a healthy one, and a failing one at most a
+    /// request a second.
     async fn export(&mut self, batch: &mut Vec<Span>) {
         let spans = batch.len() as u64;
         let result = self.send(batch).await;
