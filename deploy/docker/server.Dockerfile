@@ -34,6 +34,8 @@ FROM debian:bookworm-slim AS planner
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /skeleton
 COPY Cargo.toml Cargo.lock ./
+# Build settings (the bundled SQLite's compile options) belong to the dependency layer.
+COPY .cargo/ .cargo/
 COPY crates/ crates/
 # Any target path a manifest names explicitly (path = "x.rs") is stubbed too,
 # so manifests with [[bin]]/[[test]]/[[bench]] sections still load.

@@ -96,11 +96,24 @@ pub(crate) fn find_conversation(
     conn: &mut SqliteConnection,
     id: ConversationId,
 ) -> QueryResult<Conversation> {
-    diesel::sql_query(format!(
-        "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
-    ))
-    .bind::<Text, _>(id.to_string())
-    .get_result::<ConversationRow>(conn)?
+    use crate::schema::conversations;
+
+    // The query builder's form: prepared once per connection, as every v1 send checks this.
+    let (id, title, created_at, updated_at) = conversations::table
+        .find(id.to_string())
+        .select((
+            conversations::id,
+            conversations::title,
+            conversations::created_at,
+            conversations::updated_at,
+        ))
+        .get_result::<(String, String, i64, i64)>(conn)?;
+    ConversationRow {
+        id,
+        title,
+        created_at,
+        updated_at,
+    }
     .try_into()
 }
 
@@ -224,21 +237,16 @@ pub(crate) fn append_exchange(
     conn: &mut SqliteConnection,
     exchange: &NewExchange,
 ) -> QueryResult<Exchange> {
-    use crate::schema::{conversations, later, messages};
+    use crate::schema::{messages, ClaimExchangePositions};
 
     let conversation_id = exchange.conversation_id.to_string();
     // Claiming the next two positions on the conversation's row orders exchanges as they are
     // stored; no row means no conversation.
-    let last_position: i64 = diesel::update(conversations::table.find(&conversation_id))
-        .set((
-            conversations::last_position.eq(conversations::last_position + 2),
-            conversations::updated_at.eq(later(
-                conversations::updated_at,
-                exchange.assistant.created_at.unix_micros(),
-            )),
-        ))
-        .returning(conversations::last_position)
-        .get_result(conn)?;
+    let last_position: i64 = ClaimExchangePositions {
+        conversation_id: &conversation_id,
+        updated_at: exchange.assistant.created_at.unix_micros(),
+    }
+    .get_result(conn)?;
     let user_position = last_position - 1;
     for (message, role, position) in [
         (&exchange.user, Role::User, user_position),

@@ -130,7 +130,10 @@ impl SqliteChatRepository {
         result
     }
 
-    async fn read<T, F>(&self, query: F) -> Result<T, RepositoryError>
+    /// Runs `query` on a pooled reader from a blocking thread. A query of several statements
+    /// runs in one read transaction, so every statement sees the same snapshot; a single
+    /// statement is a snapshot by itself and skips the two extra statements.
+    async fn read<T, F>(&self, scope: ReadScope, query: F) -> Result<T, RepositoryError>
     where
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
@@ -139,12 +142,22 @@ impl SqliteChatRepository {
         tokio::task::spawn_blocking(move || {
             let mut pooled = readers.get().map_err(unavailable)?;
             let conn: &mut SqliteConnection = &mut pooled;
-            // One read transaction: every statement of the query sees the same snapshot.
-            conn.transaction(query).map_err(from_diesel)
+            match scope {
+                ReadScope::OneStatement => query(conn),
+                ReadScope::Snapshot => conn.transaction(query),
+            }
+            .map_err(from_diesel)
         })
         .await
         .map_err(|error| RepositoryError::Unknown(anyhow::Error::new(error)))?
     }
+}
+
+/// Whether a read needs an explicit transaction around it.
+#[derive(Debug, Clone, Copy)]
+enum ReadScope {
+    OneStatement,
+    Snapshot,
 }
 
 #[async_trait]
@@ -163,7 +176,9 @@ impl ChatRepository for SqliteChatRepository {
     async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, RepositoryError> {
         Self::timed(
             "get_conversation",
-            self.read(move |conn| queries::find_conversation(conn, id)),
+            self.read(ReadScope::OneStatement, move |conn| {
+                queries::find_conversation(conn, id)
+            }),
         )
         .await
     }
@@ -175,7 +190,9 @@ impl ChatRepository for SqliteChatRepository {
     ) -> Result<Page<Conversation, ConversationCursor>, RepositoryError> {
         Self::timed(
             "list_conversations",
-            self.read(move |conn| queries::list_conversations(conn, after, limit)),
+            self.read(ReadScope::OneStatement, move |conn| {
+                queries::list_conversations(conn, after, limit)
+            }),
         )
         .await
     }
@@ -208,7 +225,9 @@ impl ChatRepository for SqliteChatRepository {
     ) -> Result<Page<Message, MessageCursor>, RepositoryError> {
         Self::timed(
             "list_messages",
-            self.read(move |conn| queries::list_messages(conn, conversation_id, window, limit)),
+            self.read(ReadScope::Snapshot, move |conn| {
+                queries::list_messages(conn, conversation_id, window, limit)
+            }),
         )
         .await
     }
@@ -228,8 +247,10 @@ impl ChatRepository for SqliteChatRepository {
             // would stay unready after storage came back.
             return self.writer.write(rewrite_user_version).await;
         }
-        self.read(|conn| conn.batch_execute("SELECT 1 FROM conversations LIMIT 1"))
-            .await
+        self.read(ReadScope::OneStatement, |conn| {
+            conn.batch_execute("SELECT 1 FROM conversations LIMIT 1")
+        })
+        .await
     }
 }
 

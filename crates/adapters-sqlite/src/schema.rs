@@ -1,5 +1,11 @@
-//! The tables as diesel's query builder sees them, for the statements on the hot write path:
-//! built queries are prepared once per connection and cached, raw SQL is parsed every time.
+//! The statements of the hot write path, in forms diesel prepares once per connection and caches.
+//! Raw SQL (`sql_query`) and diesel's own `UPDATE` builder are parsed again on every call, which
+//! cost more than the rest of an exchange's write together.
+
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Text};
+use diesel::sqlite::{Sqlite, SqliteConnection};
+use diesel::{QueryResult, RunQueryDsl};
 
 diesel::table! {
     conversations (id) {
@@ -22,8 +28,37 @@ diesel::table! {
     }
 }
 
-diesel::define_sql_function! {
-    /// SQLite's two-argument scalar `max`.
-    #[sql_name = "max"]
-    fn later(a: diesel::sql_types::BigInt, b: diesel::sql_types::BigInt) -> diesel::sql_types::BigInt;
+/// Claims the next two message positions of a conversation and moves its `updated_at` forward
+/// (never backwards); returns the second position, or no row when the conversation is missing.
+/// A hand-written statement because diesel never caches an `UPDATE` it builds.
+#[derive(Debug)]
+pub(crate) struct ClaimExchangePositions<'a> {
+    pub(crate) conversation_id: &'a str,
+    pub(crate) updated_at: i64,
 }
+
+impl QueryFragment<Sqlite> for ClaimExchangePositions<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql(
+            "UPDATE conversations SET last_position = last_position + 2, \
+             updated_at = max(updated_at, ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.updated_at)?;
+        out.push_sql(") WHERE id = ");
+        out.push_bind_param::<Text, _>(self.conversation_id)?;
+        out.push_sql(" RETURNING last_position");
+        Ok(())
+    }
+}
+
+/// One statement text whatever the borrowed values: the type is the cache key.
+impl QueryId for ClaimExchangePositions<'_> {
+    type QueryId = ClaimExchangePositions<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for ClaimExchangePositions<'_> {
+    type SqlType = BigInt;
+}
+
+impl RunQueryDsl<SqliteConnection> for ClaimExchangePositions<'_> {}

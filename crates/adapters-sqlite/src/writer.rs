@@ -1,8 +1,15 @@
 //! The single writer: one thread, one connection, group commit.
 //!
 //! Requests queue write jobs on a bounded channel. The thread takes whatever is queued (up to a
-//! batch limit), runs each job inside its own savepoint of one `BEGIN IMMEDIATE` transaction so a
-//! failing job rolls back only itself, commits once, and only then tells each requester its result.
+//! batch limit), runs the jobs one after another in one `BEGIN IMMEDIATE` transaction, commits
+//! once, and only then tells each requester its result.
+//!
+//! A job that fails must not take the others down, yet a savepoint around every job costs more
+//! than the job itself (each one parses two statements and copies every page the job touches into
+//! a statement journal). So a batch first runs without savepoints; only when a job fails is that
+//! attempt rolled back and the batch run again with each job in its own savepoint, so the failure
+//! undoes only its own job. Jobs are therefore repeatable: they get the connection, never consume
+//! their inputs, and what they return is kept only from the attempt that commits.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -17,20 +24,65 @@ use tokio::sync::oneshot;
 
 use crate::errors::from_diesel;
 
-type Completion = Box<dyn FnOnce(Result<(), &RepositoryError>) + Send>;
-type Job = Box<dyn FnOnce(&mut SqliteConnection) -> JobDone + Send>;
+/// One queued write, type-erased so jobs of any result type share the queue.
+trait Job: Send {
+    /// Runs the write on `connection` (inside a savepoint of its own when `isolated`) and keeps
+    /// its outcome, replacing the outcome of an earlier attempt. True when it succeeded.
+    fn run(&mut self, connection: &mut SqliteConnection, isolated: bool) -> bool;
+    /// The last attempt failed because storage is unavailable (read-only file, full disk, ...).
+    fn hit_outage(&self) -> bool;
+    /// Answers the requester: the kept outcome if the batch committed, the commit's error if not.
+    fn finish(self: Box<Self>, commit: Result<(), &RepositoryError>);
+}
 
-/// A job that ran inside the batch transaction, waiting for the commit to answer its requester.
-struct JobDone {
-    completion: Completion,
-    /// The job failed because storage is unavailable (read-only file, full disk, ...).
-    outage: bool,
+struct QueuedWrite<T, F> {
+    operation: F,
+    outcome: Option<Result<T, RepositoryError>>,
+    requester: oneshot::Sender<Result<T, RepositoryError>>,
+}
+
+impl<T, F> Job for QueuedWrite<T, F>
+where
+    T: Send,
+    F: FnMut(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send,
+{
+    fn run(&mut self, connection: &mut SqliteConnection, isolated: bool) -> bool {
+        let operation = &mut self.operation;
+        let outcome = if isolated {
+            // A nested transaction is a savepoint: a failure here undoes only this job.
+            connection.transaction(|connection| operation(connection))
+        } else {
+            operation(connection)
+        }
+        .map_err(from_diesel);
+        let succeeded = outcome.is_ok();
+        self.outcome = Some(outcome);
+        succeeded
+    }
+
+    fn hit_outage(&self) -> bool {
+        matches!(self.outcome, Some(Err(RepositoryError::Unavailable(_))))
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &RepositoryError>) {
+        let result = match commit {
+            // A committed batch ran every job, so an outcome is always there.
+            Ok(()) => self.outcome.unwrap_or_else(|| {
+                Err(RepositoryError::Unavailable(
+                    "the write did not run".to_owned(),
+                ))
+            }),
+            Err(error) => Err(copy_commit_error(error)),
+        };
+        // The requester may have gone away; the write is committed all the same.
+        let _ = self.requester.send(result);
+    }
 }
 
 /// Cheap to clone; every clone feeds the same writer thread.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    queue: SyncSender<Job>,
+    queue: SyncSender<Box<dyn Job>>,
     state: Arc<WriterState>,
 }
 
@@ -55,7 +107,7 @@ impl Writer {
         capacity: usize,
         max_batch: usize,
     ) -> std::io::Result<Self> {
-        let (queue, jobs) = mpsc::sync_channel::<Job>(capacity);
+        let (queue, jobs) = mpsc::sync_channel::<Box<dyn Job>>(capacity);
         let state = Arc::new(WriterState::default());
         let thread_state = Arc::clone(&state);
         thread::Builder::new()
@@ -65,26 +117,18 @@ impl Writer {
     }
 
     /// Runs `operation` in the next batch and resolves once that batch has committed.
-    /// Fails at once with `Overloaded` when the queue is full.
+    /// `operation` may run more than once (see the module documentation); only the outcome of
+    /// the run that commits is returned. Fails at once with `Overloaded` when the queue is full.
     pub(crate) async fn write<T, F>(&self, operation: F) -> Result<T, RepositoryError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
+        F: FnMut(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
     {
-        let (sender, receiver) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            // A nested transaction is a savepoint: a failure here undoes only this job.
-            let outcome = conn.transaction(operation).map_err(from_diesel);
-            let outage = matches!(outcome, Err(RepositoryError::Unavailable(_)));
-            let completion: Completion = Box::new(move |commit| {
-                let result = match commit {
-                    Ok(()) => outcome,
-                    Err(error) => Err(copy_commit_error(error)),
-                };
-                // The requester may have gone away; the write is committed all the same.
-                let _ = sender.send(result);
-            });
-            JobDone { completion, outage }
+        let (requester, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(QueuedWrite {
+            operation,
+            outcome: None,
+            requester,
         });
         self.state.queued.fetch_add(1, Ordering::Relaxed);
         match self.queue.try_send(job) {
@@ -101,8 +145,8 @@ impl Writer {
                 ));
             }
         }
-        // A dropped sender means the job never ran: its batch could not even begin.
-        receiver.await.map_err(|_| {
+        // A dropped job (the writer thread died) never answers.
+        answer.await.map_err(|_| {
             RepositoryError::Unavailable("the write could not be started".to_owned())
         })?
     }
@@ -126,11 +170,11 @@ const MAX_LINGER: Duration = Duration::from_millis(2);
 
 fn run(
     mut connection: SqliteConnection,
-    jobs: Receiver<Job>,
+    jobs: Receiver<Box<dyn Job>>,
     max_batch: usize,
     state: &WriterState,
 ) {
-    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     let mut last_batch = 0usize;
     let mut last_commit = Duration::ZERO;
     // `recv` fails only once every sender is gone and the queue is drained: then nothing is left
@@ -173,23 +217,68 @@ fn run(
     }
 }
 
-fn commit_batch(connection: &mut SqliteConnection, batch: &mut Vec<Job>, state: &WriterState) {
-    let mut done: Vec<JobDone> = Vec::with_capacity(batch.len());
-    let committed = connection
-        .immediate_transaction(|conn| {
-            done.extend(batch.drain(..).map(|job| job(conn)));
-            Ok::<(), diesel::result::Error>(())
-        })
-        .map_err(from_diesel);
-    // Jobs still in the batch never ran (BEGIN failed); dropping them answers their requesters.
-    batch.clear();
-    let outage = done.iter().any(|job| job.outage)
+/// Why the first, savepoint-free attempt at a batch was abandoned.
+enum TogetherError {
+    /// A job failed; the attempt was rolled back so the batch can run again, isolated.
+    JobFailed,
+    Storage(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for TogetherError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Storage(error)
+    }
+}
+
+/// Every job of the batch in one transaction, no savepoints; stops at the first failing job.
+fn attempt_together(
+    connection: &mut SqliteConnection,
+    batch: &mut [Box<dyn Job>],
+) -> Result<(), TogetherError> {
+    connection.immediate_transaction(|connection| {
+        for job in batch.iter_mut() {
+            if !job.run(connection, false) {
+                return Err(TogetherError::JobFailed);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Every job of the batch in one transaction, each in a savepoint of its own.
+fn attempt_isolated(
+    connection: &mut SqliteConnection,
+    batch: &mut [Box<dyn Job>],
+) -> Result<(), diesel::result::Error> {
+    connection.immediate_transaction(|connection| {
+        for job in batch.iter_mut() {
+            job.run(connection, true);
+        }
+        Ok(())
+    })
+}
+
+fn commit_batch(
+    connection: &mut SqliteConnection,
+    batch: &mut Vec<Box<dyn Job>>,
+    state: &WriterState,
+) {
+    let committed = match attempt_together(connection, batch) {
+        Ok(()) => Ok(()),
+        Err(TogetherError::Storage(error)) => Err(error),
+        Err(TogetherError::JobFailed) => {
+            metrics::counter!("storage_writer_isolated_batches_total").increment(1);
+            attempt_isolated(connection, batch)
+        }
+    }
+    .map_err(from_diesel);
+    let outage = batch.iter().any(|job| job.hit_outage())
         || matches!(committed, Err(RepositoryError::Unavailable(_)));
     state.failing.store(outage, Ordering::Relaxed);
     if let Err(error) = &committed {
-        tracing::error!(%error, jobs = done.len(), "SQLite batch failed to commit");
+        tracing::error!(%error, jobs = batch.len(), "SQLite batch failed to commit");
     }
-    for job in done {
-        (job.completion)(committed.as_ref().map(|_| ()));
+    for job in batch.drain(..) {
+        job.finish(committed.as_ref().map(|_| ()));
     }
 }
