@@ -2,11 +2,6 @@ use std::process::ExitCode;
 
 use server::{telemetry, Application, Settings};
 
-/// Most of a request's allocations are small and short-lived, and glibc's allocator spent a tenth
-/// of the request path on them (see docs/benchmarks.md); mimalloc's per-thread free lists do not.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let settings = match Settings::load() {
         Ok(settings) => settings,
