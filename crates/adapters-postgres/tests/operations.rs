@@ -136,6 +136,7 @@ async fn unreachable_database_fails_fast_as_unavailable_without_leaking_the_pass
         pool_size: 2,
         connect_timeout: Duration::from_millis(500),
         statement_timeout: Some(Duration::from_secs(5)),
+        ..PostgresSettings::new("")
     };
     assert!(!format!("{settings:?}").contains("hunter2"));
     let started = Instant::now();
@@ -227,6 +228,7 @@ async fn outage_fails_fast_as_unavailable_and_recovers_by_itself() {
         pool_size: 3,
         connect_timeout: Duration::from_secs(1),
         statement_timeout: Some(Duration::from_secs(5)),
+        ..PostgresSettings::new("")
     };
     let repository = PostgresChatRepository::connect(settings).await.unwrap();
     let conversation = Conversation::new(
@@ -336,4 +338,94 @@ async fn append_throughput() {
         let rate = 1600.0 / started.elapsed().as_secs_f64();
         eprintln!("shared conversation: {shared}, 16 tasks: {rate:.0} exchanges/s");
     }
+}
+
+/// Group commit, seen from the requesters: appends queued while a batch waits share the next
+/// one, yet each gets its own outcome. Another connection holds the conversation's row lock, so
+/// the first batch waits and every later append queues behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_append_in_a_batch_fails_alone_and_the_rest_commit_in_order() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    const WRITES: usize = 120;
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut settings = PostgresSettings::new(database.url());
+    // One batch in flight, so the queued appends form the next batch in queue order.
+    settings.pool_size = 2;
+    let repository = Arc::new(PostgresChatRepository::connect(settings).await.unwrap());
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Batch").unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+    let first = repository
+        .append_exchange(&exchange(conversation.id, "question 0"))
+        .await
+        .unwrap();
+
+    let mut blocker = diesel::PgConnection::establish(database.url()).unwrap();
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM conversations WHERE id = '{}' FOR UPDATE",
+            conversation.id
+        ))
+        .unwrap();
+
+    let reuses_a_stored_id = |index: usize| index % 10 == 3;
+    let targets_a_missing_conversation = |index: usize| index % 10 == 7;
+    let mut writes = Vec::new();
+    for index in 1..=WRITES {
+        let mut new = exchange(conversation.id, &format!("question {index}"));
+        if reuses_a_stored_id(index) {
+            new.assistant.id = first.user_message.id;
+        }
+        if targets_a_missing_conversation(index) {
+            new.conversation_id = ConversationId::generate();
+        }
+        let repository = Arc::clone(&repository);
+        writes.push(async move { (index, repository.append_exchange(&new).await) });
+    }
+    // join_all polls the appends in order the first time, so they queue in index order.
+    let outcomes = tokio::spawn(futures::future::join_all(writes));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.batch_execute("COMMIT").unwrap();
+    let outcomes = outcomes.await.unwrap();
+
+    let mut positions = Vec::new();
+    for (index, outcome) in outcomes {
+        match outcome {
+            Ok(stored) if !reuses_a_stored_id(index) && !targets_a_missing_conversation(index) => {
+                assert_eq!(stored.user_message.content, format!("question {index}"));
+                assert_eq!(
+                    stored.assistant_message.position,
+                    stored.user_message.position + 1
+                );
+                positions.push(stored.user_message.position);
+            }
+            Err(RepositoryError::Conflict) if reuses_a_stored_id(index) => {}
+            Err(RepositoryError::NotFound) if targets_a_missing_conversation(index) => {}
+            other => panic!("append {index} ended with {other:?}"),
+        }
+    }
+    let expected: Vec<i64> = (0..positions.len())
+        .map(|n| 3 + 2 * i64::try_from(n).unwrap())
+        .collect();
+    assert_eq!(positions, expected, "queued order, no gaps");
+    let page = repository
+        .list_messages(
+            conversation.id,
+            MessageWindow::Latest,
+            PageLimit::new(200).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2 + 2 * positions.len());
+    assert!(page
+        .items
+        .chunks(2)
+        .all(|pair| pair[0].role == Role::User && pair[1].role == Role::Assistant));
 }

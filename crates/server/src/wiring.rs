@@ -36,6 +36,8 @@ async fn build_postgres(settings: &StorageSettings) -> anyhow::Result<Arc<dyn Ch
         statement_timeout: Some(settings.statement_timeout_secs)
             .filter(|secs| *secs > 0)
             .map(Duration::from_secs),
+        write_queue_capacity: settings.write_queue_capacity,
+        max_batch: settings.max_batch,
     };
     let repository = PostgresChatRepository::connect(postgres)
         .await
