@@ -4,10 +4,11 @@
 //!
 //! A batch first runs in one transaction as few statements: one `UPDATE` per conversation claims
 //! the positions of all its queued exchanges, and one `INSERT` writes every message of the batch.
-//! Appends to a missing conversation fail there without touching anything. If the `INSERT` fails
-//! (a reused message id), that attempt is rolled back and the batch runs again with each append
-//! as its own statement in its own savepoint, so the failure undoes only itself. Requesters are
-//! answered after the commit.
+//! Appends to a missing conversation fail there without touching anything. If the `INSERT` finds
+//! a message id taken, that attempt is rolled back and the batch runs again with each append as
+//! its own statement in its own savepoint, so the refusal undoes only itself. Any other failure
+//! rolls the whole batch back and answers every requester with it. Requesters are answered after
+//! the commit.
 //!
 //! Two batches may be in flight. Each locks conversation rows in one order (by id), so two
 //! batches, here or on another replica, never wait for each other in a cycle, and one
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use diesel::connection::Connection;
 use diesel::pg::PgConnection;
-use diesel::result::{Error as DieselError, OptionalExtension};
+use diesel::result::{DatabaseErrorKind, Error as DieselError, OptionalExtension};
 use diesel::sql_types::{Array, BigInt, Text, Uuid as SqlUuid};
 use diesel::{QueryableByName, RunQueryDsl};
 use domain::{Exchange, NewExchange, RepositoryError, Role};
@@ -140,8 +141,22 @@ async fn form_batches(
 
 /// Why the first, savepoint-free attempt at a batch was abandoned.
 enum TogetherError {
+    /// A message id was taken: the batch runs again with a savepoint per append.
     JobFailed,
     Storage(DieselError),
+}
+
+/// Why the attempt with a savepoint per append was abandoned: an append failed for more than its
+/// own reasons (connection lost, timeout), so the whole batch is rolled back.
+enum IsolatedError {
+    Append(RepositoryError),
+    Storage(DieselError),
+}
+
+impl From<DieselError> for IsolatedError {
+    fn from(error: DieselError) -> Self {
+        Self::Storage(error)
+    }
 }
 
 impl From<DieselError> for TogetherError {
@@ -162,22 +177,10 @@ fn write_batch(pool: &PgPool, mut batch: Vec<QueuedAppend>) {
         Err(TogetherError::Storage(error)) => return answer_all(batch, &map_error(error)),
         Err(TogetherError::JobFailed) => {
             metrics::counter!("storage_writer_isolated_batches_total").increment(1);
-            let isolated = connection.transaction(|connection| {
-                Ok::<_, DieselError>(
-                    batch
-                        .iter()
-                        .map(|job| {
-                            // A nested transaction is a savepoint: a failure undoes only this one.
-                            connection
-                                .transaction(|connection| append(connection, &job.exchange))
-                                .map_err(map_error)
-                        })
-                        .collect::<Vec<_>>(),
-                )
-            });
-            match isolated {
+            match connection.transaction(|connection| write_isolated(connection, &batch)) {
                 Ok(outcomes) => outcomes,
-                Err(error) => return answer_all(batch, &map_error(error)),
+                Err(IsolatedError::Storage(error)) => return answer_all(batch, &map_error(error)),
+                Err(IsolatedError::Append(error)) => return answer_all(batch, &error),
             }
         }
     };
@@ -199,8 +202,7 @@ fn write_together(
         let newest = group
             .iter()
             .map(|job| job.exchange.assistant.created_at.unix_micros())
-            .max()
-            .unwrap_or_default();
+            .fold(i64::MIN, i64::max);
         let claimed = i64::try_from(2 * group.len()).unwrap_or(i64::MAX);
         let last_position = diesel::sql_query(CLAIM_POSITIONS)
             .bind::<SqlUuid, _>(conversation_id.as_uuid())
@@ -252,13 +254,41 @@ fn write_together(
             .bind::<Array<Text>, _>(&columns.contents)
             .bind::<Array<BigInt>, _>(&columns.created_at)
             .execute(connection)
-            .map_err(|_| TogetherError::JobFailed)?;
+            .map_err(|error| match error {
+                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                    TogetherError::JobFailed
+                }
+                other => TogetherError::Storage(other),
+            })?;
+    }
+    Ok(outcomes)
+}
+
+/// Each append as its own statement in its own savepoint. Appends refused for their own reasons
+/// (a missing conversation, a taken id) fail alone.
+fn write_isolated(
+    connection: &mut PgConnection,
+    batch: &[QueuedAppend],
+) -> Result<Vec<Result<Exchange, RepositoryError>>, IsolatedError> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        // A nested transaction is a savepoint: a failure undoes only this append.
+        let outcome = connection
+            .transaction(|connection| append(connection, &job.exchange))
+            .map_err(map_error);
+        match outcome {
+            Ok(_) | Err(RepositoryError::NotFound | RepositoryError::Conflict) => {
+                outcomes.push(outcome);
+            }
+            Err(error) => return Err(IsolatedError::Append(error)),
+        }
     }
     Ok(outcomes)
 }
 
 /// Nothing of the batch was committed: every requester gets the error.
 fn answer_all(batch: Vec<QueuedAppend>, error: &RepositoryError) {
+    tracing::error!(%error, appends = batch.len(), "PostgreSQL append batch failed");
     for job in batch {
         let copy = match error {
             RepositoryError::Unavailable(reason) => RepositoryError::Unavailable(reason.clone()),

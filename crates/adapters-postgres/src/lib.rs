@@ -2,13 +2,14 @@
 //!
 //! - Migrations are embedded and applied by [`PostgresChatRepository::connect`] under an advisory
 //!   lock, so replicas starting together do not race.
-//! - `append_exchange` is one statement that bumps `conversations.last_position` and inserts both
-//!   messages: the row lock serialises writers of one conversation across replicas, so positions
-//!   are gap-free and follow commit order, and a failure stores nothing. Appends queued together
-//!   share one transaction (group commit, see [`batches`]).
+//! - Appended exchanges are group-committed (see `batches`): each batch bumps
+//!   `conversations.last_position` once per conversation and inserts all its messages in one
+//!   transaction. The row lock serialises writers of one conversation across replicas, so
+//!   positions are gap-free and follow commit order, and a failed append stores nothing.
 //! - Every diesel call runs on a blocking thread with a pooled connection; a pool checkout waits at
-//!   most `connect_timeout`, so calls fail fast with `Unavailable` while the database is down and
-//!   recover by themselves (connections are tested on checkout) when it is back.
+//!   most `connect_timeout`, so calls fail with `Unavailable` soon after the database goes down
+//!   (an append may wait for the batches ahead of it, each bounded by that timeout) and recover
+//!   by themselves (connections are tested on checkout) when it is back.
 
 mod batches;
 mod schema;

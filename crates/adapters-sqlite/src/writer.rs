@@ -4,11 +4,13 @@
 //! batch limit), runs the jobs one after another in one `BEGIN IMMEDIATE` transaction, commits
 //! once, and only then tells each requester its result.
 //!
-//! A job that fails must not take the others down, yet a savepoint around every job costs more
-//! than the job itself (each one parses two statements and copies every page the job touches into
-//! a statement journal). So a batch first runs without savepoints; only when a job fails is that
-//! attempt rolled back and the batch run again with each job in its own savepoint, so the failure
-//! undoes only its own job. Jobs are therefore repeatable: they get the connection, never consume
+//! A job refused for its own reasons (a missing row, a taken id) must not take the others down,
+//! yet a savepoint around every job costs more than the job itself (each one parses two statements
+//! and copies every page the job touches into a statement journal). So a batch first runs without
+//! savepoints; only when a job is refused is that attempt rolled back and the batch run again with
+//! each job in its own savepoint, so the refusal undoes only its own job. Any other failure (I/O,
+//! full disk) rolls the whole batch back and every requester gets the error: SQLite may already
+//! have ended the transaction, and a later job must not then commit on its own. Jobs are therefore repeatable: they get the connection, never consume
 //! their inputs, and what they return is kept only from the attempt that commits.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,12 +29,23 @@ use crate::errors::from_diesel;
 /// One queued write, type-erased so jobs of any result type share the queue.
 trait Job: Send {
     /// Runs the write on `connection` (inside a savepoint of its own when `isolated`) and keeps
-    /// its outcome, replacing the outcome of an earlier attempt. True when it succeeded.
-    fn run(&mut self, connection: &mut SqliteConnection, isolated: bool) -> bool;
+    /// its outcome, replacing the outcome of an earlier attempt.
+    fn run(&mut self, connection: &mut SqliteConnection, isolated: bool) -> Ran;
     /// The last attempt failed because storage is unavailable (read-only file, full disk, ...).
     fn hit_outage(&self) -> bool;
     /// Answers the requester: the kept outcome if the batch committed, the commit's error if not.
     fn finish(self: Box<Self>, commit: Result<(), &RepositoryError>);
+}
+
+/// How one run of a job ended.
+enum Ran {
+    Succeeded,
+    /// Refused for its own reasons (a missing row, a taken id): the statement changed nothing
+    /// and the transaction goes on.
+    FailedAlone,
+    /// Anything else (I/O error, full disk, ...): SQLite may have ended the whole transaction,
+    /// so no later job may run in it, or it would commit on its own.
+    FailedBatch(RepositoryError),
 }
 
 struct QueuedWrite<T, F> {
@@ -46,7 +59,7 @@ where
     T: Send,
     F: FnMut(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send,
 {
-    fn run(&mut self, connection: &mut SqliteConnection, isolated: bool) -> bool {
+    fn run(&mut self, connection: &mut SqliteConnection, isolated: bool) -> Ran {
         let operation = &mut self.operation;
         let outcome = if isolated {
             // A nested transaction is a savepoint: a failure here undoes only this job.
@@ -55,9 +68,13 @@ where
             operation(connection)
         }
         .map_err(from_diesel);
-        let succeeded = outcome.is_ok();
+        let ran = match &outcome {
+            Ok(_) => Ran::Succeeded,
+            Err(RepositoryError::NotFound | RepositoryError::Conflict) => Ran::FailedAlone,
+            Err(error) => Ran::FailedBatch(copy_batch_error(error)),
+        };
         self.outcome = Some(outcome);
-        succeeded
+        ran
     }
 
     fn hit_outage(&self) -> bool {
@@ -72,9 +89,9 @@ where
                     "the write did not run".to_owned(),
                 ))
             }),
-            Err(error) => Err(copy_commit_error(error)),
+            Err(error) => Err(copy_batch_error(error)),
         };
-        // The requester may have gone away; the write is committed all the same.
+        // The requester may have gone away; whatever happened to the write stands.
         let _ = self.requester.send(result);
     }
 }
@@ -156,10 +173,10 @@ impl Writer {
     }
 }
 
-fn copy_commit_error(error: &RepositoryError) -> RepositoryError {
+fn copy_batch_error(error: &RepositoryError) -> RepositoryError {
     match error {
         RepositoryError::Unavailable(reason) => RepositoryError::Unavailable(reason.clone()),
-        other => RepositoryError::Unknown(anyhow::anyhow!("commit failed: {other}")),
+        other => RepositoryError::Unknown(anyhow::anyhow!("the batch failed: {other}")),
     }
 }
 
@@ -217,16 +234,25 @@ fn run(
     }
 }
 
+/// A batch attempt that ends in a rollback: nothing of it is stored.
+struct BatchFailed(RepositoryError);
+
+impl From<diesel::result::Error> for BatchFailed {
+    fn from(error: diesel::result::Error) -> Self {
+        Self(from_diesel(error))
+    }
+}
+
 /// Why the first, savepoint-free attempt at a batch was abandoned.
 enum TogetherError {
-    /// A job failed; the attempt was rolled back so the batch can run again, isolated.
-    JobFailed,
-    Storage(diesel::result::Error),
+    /// A job failed alone; the attempt was rolled back so the batch can run again, isolated.
+    JobFailedAlone,
+    Batch(BatchFailed),
 }
 
 impl From<diesel::result::Error> for TogetherError {
     fn from(error: diesel::result::Error) -> Self {
-        Self::Storage(error)
+        Self::Batch(error.into())
     }
 }
 
@@ -237,22 +263,27 @@ fn attempt_together(
 ) -> Result<(), TogetherError> {
     connection.immediate_transaction(|connection| {
         for job in batch.iter_mut() {
-            if !job.run(connection, false) {
-                return Err(TogetherError::JobFailed);
+            match job.run(connection, false) {
+                Ran::Succeeded => {}
+                Ran::FailedAlone => return Err(TogetherError::JobFailedAlone),
+                Ran::FailedBatch(error) => return Err(TogetherError::Batch(BatchFailed(error))),
             }
         }
         Ok(())
     })
 }
 
-/// Every job of the batch in one transaction, each in a savepoint of its own.
+/// Every job of the batch in one transaction, each in a savepoint of its own; a job failing for
+/// more than its own reasons fails the batch.
 fn attempt_isolated(
     connection: &mut SqliteConnection,
     batch: &mut [Box<dyn Job>],
-) -> Result<(), diesel::result::Error> {
+) -> Result<(), BatchFailed> {
     connection.immediate_transaction(|connection| {
         for job in batch.iter_mut() {
-            job.run(connection, true);
+            if let Ran::FailedBatch(error) = job.run(connection, true) {
+                return Err(BatchFailed(error));
+            }
         }
         Ok(())
     })
@@ -265,13 +296,12 @@ fn commit_batch(
 ) {
     let committed = match attempt_together(connection, batch) {
         Ok(()) => Ok(()),
-        Err(TogetherError::Storage(error)) => Err(error),
-        Err(TogetherError::JobFailed) => {
+        Err(TogetherError::Batch(BatchFailed(error))) => Err(error),
+        Err(TogetherError::JobFailedAlone) => {
             metrics::counter!("storage_writer_isolated_batches_total").increment(1);
-            attempt_isolated(connection, batch)
+            attempt_isolated(connection, batch).map_err(|BatchFailed(error)| error)
         }
-    }
-    .map_err(from_diesel);
+    };
     let outage = batch.iter().any(|job| job.hit_outage())
         || matches!(committed, Err(RepositoryError::Unavailable(_)));
     state.failing.store(outage, Ordering::Relaxed);
@@ -280,5 +310,145 @@ fn commit_batch(
     }
     for job in batch.drain(..) {
         job.finish(committed.as_ref().map(|_| ()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+    use diesel::RunQueryDsl;
+
+    use super::*;
+
+    type TestWrite = Box<dyn FnMut(&mut SqliteConnection) -> Result<(), DieselError> + Send>;
+
+    fn connection(path: &std::path::Path) -> SqliteConnection {
+        let mut connection = SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+        connection
+            .batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;")
+            .unwrap();
+        connection
+    }
+
+    fn insert(value: i64) -> impl FnMut(&mut SqliteConnection) -> Result<(), DieselError> {
+        move |connection| {
+            diesel::sql_query(format!("INSERT INTO kept (value) VALUES ({value})"))
+                .execute(connection)
+                .map(|_| ())
+        }
+    }
+
+    fn stored(path: &std::path::Path) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            count: i64,
+        }
+        diesel::sql_query("SELECT count(*) AS count FROM kept")
+            .get_result::<Count>(&mut connection(path))
+            .unwrap()
+            .count
+    }
+
+    /// Queues `writes`, in order, while the writer is busy with a batch that waits for a gate,
+    /// then opens the gate: the writes form the next batch together.
+    async fn in_one_batch(
+        writer: &Writer,
+        writes: Vec<TestWrite>,
+    ) -> Vec<Result<(), RepositoryError>> {
+        let (opened, gate) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel::<()>();
+        let gated = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .write(move |_| {
+                        started.send(()).unwrap();
+                        gate.recv().unwrap();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::task::spawn_blocking(move || running.recv().unwrap())
+            .await
+            .unwrap();
+        let count = writes.len();
+        // join_all polls each write once, in order, before any waits: they queue in this order.
+        let queued = writes.into_iter().map(|write| {
+            let writer = writer.clone();
+            async move { writer.write(write).await }
+        });
+        let pending = tokio::spawn(futures::future::join_all(queued));
+        while writer.state.queued.load(Ordering::Relaxed) < count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        opened.send(()).unwrap();
+        gated.await.unwrap().unwrap();
+        pending.await.unwrap()
+    }
+
+    fn writer(path: &std::path::Path) -> Writer {
+        let mut setup = connection(path);
+        setup
+            .batch_execute("CREATE TABLE IF NOT EXISTS kept (value INTEGER NOT NULL UNIQUE)")
+            .unwrap();
+        Writer::spawn(setup, 64, 64).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_refused_alone_leaves_the_rest_of_its_batch_committed() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("writer.db");
+        let writer = writer(&path);
+        let outcomes = in_one_batch(
+            &writer,
+            vec![
+                Box::new(insert(1)),
+                Box::new(insert(1)),
+                Box::new(|_: &mut SqliteConnection| Err(DieselError::NotFound)),
+                Box::new(insert(2)),
+            ],
+        )
+        .await;
+        assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+        assert!(matches!(outcomes[1], Err(RepositoryError::Conflict)));
+        assert!(matches!(outcomes[2], Err(RepositoryError::NotFound)));
+        assert!(outcomes[3].is_ok(), "{:?}", outcomes[3]);
+        assert_eq!(stored(&path), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_failing_for_storage_reasons_fails_its_whole_batch_and_stores_nothing() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("writer.db");
+        let writer = writer(&path);
+        let disk_error = |_: &mut SqliteConnection| -> Result<(), DieselError> {
+            Err(DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new("disk I/O error".to_owned()),
+            ))
+        };
+        // The refused write sends the batch to the isolated attempt first; the storage failure
+        // must end that attempt too, before the write after it can run.
+        let outcomes = in_one_batch(
+            &writer,
+            vec![
+                Box::new(insert(1)),
+                Box::new(|_: &mut SqliteConnection| Err(DieselError::NotFound)),
+                Box::new(disk_error),
+                Box::new(insert(2)),
+            ],
+        )
+        .await;
+        for outcome in &outcomes {
+            assert!(
+                matches!(outcome, Err(RepositoryError::Unavailable(_))),
+                "every requester gets the storage error: {outcomes:?}"
+            );
+        }
+        assert_eq!(stored(&path), 0);
+        assert!(writer.is_failing(), "readiness reports the outage");
     }
 }
