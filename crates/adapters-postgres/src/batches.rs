@@ -290,11 +290,6 @@ fn write_isolated(
 fn answer_all(batch: Vec<QueuedAppend>, error: &RepositoryError) {
     tracing::error!(%error, appends = batch.len(), "PostgreSQL append batch failed");
     for job in batch {
-        let copy = match error {
-            RepositoryError::Unavailable(reason) => RepositoryError::Unavailable(reason.clone()),
-            RepositoryError::Overloaded => RepositoryError::Overloaded,
-            other => RepositoryError::Unknown(anyhow::anyhow!("PostgreSQL batch failed: {other}")),
-        };
-        let _ = job.requester.send(Err(copy));
+        let _ = job.requester.send(Err(error.for_another_caller()));
     }
 }

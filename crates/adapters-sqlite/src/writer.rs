@@ -31,8 +31,6 @@ trait Job: Send {
     /// Runs the write on `connection` (inside a savepoint of its own when `isolated`) and keeps
     /// its outcome, replacing the outcome of an earlier attempt.
     fn run(&mut self, connection: &mut SqliteConnection, isolated: bool) -> Ran;
-    /// The last attempt failed because storage is unavailable (read-only file, full disk, ...).
-    fn hit_outage(&self) -> bool;
     /// Answers the requester: the kept outcome if the batch committed, the commit's error if not.
     fn finish(self: Box<Self>, commit: Result<(), &RepositoryError>);
 }
@@ -71,14 +69,10 @@ where
         let ran = match &outcome {
             Ok(_) => Ran::Succeeded,
             Err(RepositoryError::NotFound | RepositoryError::Conflict) => Ran::FailedAlone,
-            Err(error) => Ran::FailedBatch(copy_batch_error(error)),
+            Err(error) => Ran::FailedBatch(error.for_another_caller()),
         };
         self.outcome = Some(outcome);
         ran
-    }
-
-    fn hit_outage(&self) -> bool {
-        matches!(self.outcome, Some(Err(RepositoryError::Unavailable(_))))
     }
 
     fn finish(self: Box<Self>, commit: Result<(), &RepositoryError>) {
@@ -89,7 +83,7 @@ where
                     "the write did not run".to_owned(),
                 ))
             }),
-            Err(error) => Err(copy_batch_error(error)),
+            Err(error) => Err(error.for_another_caller()),
         };
         // The requester may have gone away; whatever happened to the write stands.
         let _ = self.requester.send(result);
@@ -170,13 +164,6 @@ impl Writer {
 
     pub(crate) fn is_failing(&self) -> bool {
         self.state.failing.load(Ordering::Relaxed)
-    }
-}
-
-fn copy_batch_error(error: &RepositoryError) -> RepositoryError {
-    match error {
-        RepositoryError::Unavailable(reason) => RepositoryError::Unavailable(reason.clone()),
-        other => RepositoryError::Unknown(anyhow::anyhow!("the batch failed: {other}")),
     }
 }
 
@@ -302,8 +289,8 @@ fn commit_batch(
             attempt_isolated(connection, batch).map_err(|BatchFailed(error)| error)
         }
     };
-    let outage = batch.iter().any(|job| job.hit_outage())
-        || matches!(committed, Err(RepositoryError::Unavailable(_)));
+    // A write that meets an outage fails its whole batch, so the batch's outcome tells.
+    let outage = matches!(committed, Err(RepositoryError::Unavailable(_)));
     state.failing.store(outage, Ordering::Relaxed);
     if let Err(error) = &committed {
         tracing::error!(%error, jobs = batch.len(), "SQLite batch failed to commit");

@@ -32,6 +32,20 @@ impl RepositoryError {
             RepositoryError::Unknown(_) => "error",
         }
     }
+
+    /// The same failure for one more caller: a batching adapter answers every request of a batch
+    /// that failed as a whole with it. `Unknown` keeps its message and cause chain as text.
+    pub fn for_another_caller(&self) -> Self {
+        match self {
+            RepositoryError::NotFound => RepositoryError::NotFound,
+            RepositoryError::Conflict => RepositoryError::Conflict,
+            RepositoryError::Unavailable(reason) => RepositoryError::Unavailable(reason.clone()),
+            RepositoryError::Overloaded => RepositoryError::Overloaded,
+            RepositoryError::Unknown(error) => {
+                RepositoryError::Unknown(anyhow::anyhow!("{error:#}"))
+            }
+        }
+    }
 }
 
 /// What an [`crate::Assistant`] can fail with.
@@ -79,6 +93,28 @@ impl From<RepositoryError> for ChatError {
         match error {
             RepositoryError::NotFound => ChatError::ConversationNotFound,
             other => ChatError::Storage(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_for_another_caller_keeps_the_variant_and_the_message() {
+        let cause = anyhow::anyhow!("disk gone").context("writing the batch");
+        let originals = [
+            RepositoryError::NotFound,
+            RepositoryError::Conflict,
+            RepositoryError::Unavailable("read-only file".to_owned()),
+            RepositoryError::Overloaded,
+            RepositoryError::Unknown(cause),
+        ];
+        for original in &originals {
+            let copy = original.for_another_caller();
+            assert_eq!(copy.kind(), original.kind());
+            assert_eq!(format!("{copy:#}"), format!("{original:#}"));
         }
     }
 }
