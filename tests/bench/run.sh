@@ -157,7 +157,7 @@ writer_metrics() { # port, label
     {
         echo "# $2: writer metrics after the POST runs"
         curl -sf "http://127.0.0.1:$1/metrics" |
-            grep -E '^storage_writer_(batch_size|commit_seconds_(sum|count))|^storage_writer_rejected' || true
+            grep -E '^storage_writer_(batch_size|(commit|sync)_seconds_(sum|count))|^storage_writer_rejected' || true
     } >>"$EXTRA"
 }
 
@@ -342,7 +342,7 @@ fi
 
 echo
 echo "Machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(uname -r), $(rustc --version 2>/dev/null || echo rustc ?)"
-echo "Load: wrk -t$THREADS -c$CONNECTIONS, ${DURATION}s per run, $ROUNDS alternations; chat-server with the dummy assistant, synchronous=FULL (SQLite)"
+echo "Load: wrk -t$THREADS -c$CONNECTIONS, ${DURATION}s per run, $ROUNDS alternations; chat-server with the dummy assistant, SQLite WAL synced before every acknowledgement"
 echo
 printf '%-9s %-26s %-9s %4s %10s %9s %9s %7s %7s %10s\n' backend scenario server runs "req/s" "p50 ms" "p99 ms" errors ratio "peak RSS"
 awk -F'\t' '

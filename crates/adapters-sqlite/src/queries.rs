@@ -1,6 +1,7 @@
 //! The SQL of the adapter. Every query is served by an index of the migration: conversations by
 //! primary key or `conversations_by_recency`, messages by `messages_by_position`.
 
+use crate::appends::PositionClaims;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
@@ -233,20 +234,23 @@ pub(crate) fn list_messages(
     Ok(Page { items, next_cursor })
 }
 
+/// Stores the exchange at the next two positions its conversation has in `claims`; the claim is
+/// written back to the conversation by [`PositionClaims::settle`].
 pub(crate) fn append_exchange(
     conn: &mut SqliteConnection,
     exchange: &NewExchange,
+    claims: &mut PositionClaims,
 ) -> QueryResult<Exchange> {
-    use crate::schema::{messages, ClaimExchangePositions};
+    use crate::schema::messages;
 
     let conversation_id = exchange.conversation_id.to_string();
-    // Claiming the next two positions on the conversation's row orders exchanges as they are
-    // stored; no row means no conversation.
-    let last_position: i64 = ClaimExchangePositions {
-        conversation_id: &conversation_id,
-        updated_at: exchange.assistant.created_at.unix_micros(),
-    }
-    .get_result(conn)?;
+    // Claiming positions on the conversation orders exchanges as they are stored; no row means
+    // no conversation.
+    let last_position = claims.claim_exchange(
+        conn,
+        &conversation_id,
+        exchange.assistant.created_at.unix_micros(),
+    )?;
     let user_position = last_position - 1;
     for (message, role, position) in [
         (&exchange.user, Role::User, user_position),

@@ -1,5 +1,5 @@
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -14,6 +14,7 @@ use domain::{
     Timestamp,
 };
 
+use crate::durability::{wal_sync, SyncWal};
 use crate::errors::{from_diesel, unavailable};
 use crate::queries;
 use crate::writer::Writer;
@@ -72,22 +73,16 @@ impl SqliteChatRepository {
     /// Opens (or creates) the database, applies pending migrations and starts the writer thread.
     /// Blocking: call it before serving, or from a blocking thread.
     pub fn open(settings: &SqliteSettings) -> Result<Self, RepositoryError> {
+        Self::open_syncing_with(settings, wal_sync)
+    }
+
+    /// [`Self::open`], with the WAL made durable by what `sync_for` returns for the database.
+    fn open_syncing_with(
+        settings: &SqliteSettings,
+        sync_for: impl FnOnce(&Path) -> std::io::Result<SyncWal>,
+    ) -> Result<Self, RepositoryError> {
         let url = settings.path.to_string_lossy().into_owned();
-        let mut writer_connection = SqliteConnection::establish(&url).map_err(|error| {
-            RepositoryError::Unavailable(format!(
-                "cannot open SQLite database {}: {error}",
-                settings.path.display()
-            ))
-        })?;
-        // busy_timeout first, so that every later statement waits for locks instead of failing.
-        // synchronous=FULL: an acknowledged exchange survives power loss, not only a crash.
-        writer_connection
-            .batch_execute(&format!(
-                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-                settings.busy_timeout.as_millis()
-            ))
-            .map_err(from_diesel)?;
+        let mut writer_connection = open_writer_connection(settings)?;
         writer_connection
             .run_pending_migrations(MIGRATIONS)
             .map_err(|error| {
@@ -97,13 +92,26 @@ impl SqliteChatRepository {
         let readers = Pool::builder()
             .max_size(settings.read_pool_size.max(1))
             .connection_timeout(settings.busy_timeout)
+            // r2d2 would otherwise run `SELECT 1` (parsed anew each time) before every read; a
+            // local file connection does not go stale, and a failing read reports itself.
+            .test_on_check_out(false)
             .connection_customizer(Box::new(ReaderPragmas {
                 busy_timeout_ms: settings.busy_timeout.as_millis(),
             }))
             .build(ConnectionManager::<SqliteConnection>::new(url))
             .map_err(unavailable)?;
+        // The migrations have opened (and, on a new database, created) the WAL file.
+        let sync_wal = sync_for(&settings.path).map_err(|error| {
+            RepositoryError::Unavailable(format!(
+                "cannot open the WAL of SQLite database {}: {error}",
+                settings.path.display()
+            ))
+        })?;
+        let reopen_settings = settings.clone();
         let writer = Writer::spawn(
             writer_connection,
+            Box::new(move || open_writer_connection(&reopen_settings)),
+            sync_wal,
             settings.write_queue_capacity.max(1),
             settings.max_batch.max(1),
         )
@@ -132,25 +140,55 @@ impl SqliteChatRepository {
 
     /// Runs `query` on a pooled reader from a blocking thread. A query of several statements
     /// runs in one read transaction, so every statement sees the same snapshot; a single
-    /// statement is a snapshot by itself and skips the two extra statements.
+    /// statement is a snapshot by itself and skips the two extra statements. The outcome is
+    /// returned once everything the snapshot could contain is durable.
     async fn read<T, F>(&self, scope: ReadScope, query: F) -> Result<T, RepositoryError>
     where
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
     {
         let readers = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut pooled = readers.get().map_err(unavailable)?;
-            let conn: &mut SqliteConnection = &mut pooled;
-            match scope {
-                ReadScope::OneStatement => query(conn),
-                ReadScope::Snapshot => conn.transaction(query),
-            }
-            .map_err(from_diesel)
+        let writer = self.writer.clone();
+        let (outcome, seen) = tokio::task::spawn_blocking(move || {
+            writer.noting_commits(|| {
+                let mut pooled = readers.get().map_err(unavailable)?;
+                let conn: &mut SqliteConnection = &mut pooled;
+                match scope {
+                    ReadScope::OneStatement => query(conn),
+                    ReadScope::Snapshot => conn.transaction(query),
+                }
+                .map_err(from_diesel)
+            })
         })
         .await
-        .map_err(|error| RepositoryError::Unknown(anyhow::Error::new(error)))?
+        .map_err(|error| RepositoryError::Unknown(anyhow::Error::new(error)))?;
+        self.writer.settled(seen).await?;
+        outcome
     }
+}
+
+/// The writer's connection: WAL mode, and the pragmas every write relies on. Opening it reads the
+/// database, so from then on it holds the WAL open with its shared lock.
+fn open_writer_connection(settings: &SqliteSettings) -> Result<SqliteConnection, RepositoryError> {
+    let mut connection =
+        SqliteConnection::establish(&settings.path.to_string_lossy()).map_err(|error| {
+            RepositoryError::Unavailable(format!(
+                "cannot open SQLite database {}: {error}",
+                settings.path.display()
+            ))
+        })?;
+    // busy_timeout first, so that every later statement waits for locks instead of failing.
+    // synchronous=NORMAL: commits do not wait for the disk; the writer's syncer thread syncs the
+    // WAL before any requester is answered, so an acknowledged exchange still survives power
+    // loss, not only a crash (see `durability`).
+    connection
+        .batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            settings.busy_timeout.as_millis()
+        ))
+        .map_err(from_diesel)?;
+    Ok(connection)
 }
 
 /// Whether a read needs an explicit transaction around it.
@@ -233,10 +271,7 @@ impl ChatRepository for SqliteChatRepository {
     }
 
     async fn append_exchange(&self, exchange: &NewExchange) -> Result<Exchange, RepositoryError> {
-        let exchange = exchange.clone();
-        let append = self
-            .writer
-            .write(move |conn| queries::append_exchange(conn, &exchange));
+        let append = self.writer.append(exchange.clone());
         Self::timed("append_exchange", append).await
     }
 
@@ -265,4 +300,89 @@ fn rewrite_user_version(conn: &mut SqliteConnection) -> Result<(), diesel::resul
     let current: UserVersion =
         diesel::RunQueryDsl::get_result(diesel::sql_query("PRAGMA user_version"), conn)?;
     conn.batch_execute(&format!("PRAGMA user_version = {}", current.user_version))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use domain::{ConversationId, MessageWindow, NewExchange, PageLimit};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_that_sees_a_commit_answers_only_once_the_commit_is_synced() {
+        let directory = tempfile::tempdir().unwrap();
+        let (called, calls) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let repository = SqliteChatRepository::open_syncing_with(
+            &SqliteSettings::new(directory.path().join("chat.db")),
+            |_| -> std::io::Result<SyncWal> {
+                Ok(Box::new(move || {
+                    called.send(()).unwrap();
+                    released.recv().unwrap();
+                    Ok(())
+                }))
+            },
+        )
+        .unwrap();
+        let exchange = NewExchange::new(
+            ConversationId::DEFAULT,
+            domain::MessageText::new("held", 100).unwrap(),
+            "reply".to_owned(),
+        );
+        let conversation = domain::Conversation::new(
+            ConversationId::DEFAULT,
+            domain::ConversationTitle::new("Chat").unwrap(),
+            domain::Timestamp::now(),
+        );
+        let store = {
+            let repository = repository.clone();
+            tokio::spawn(async move {
+                repository.create_conversation(&conversation).await?;
+                repository.append_exchange(&exchange).await
+            })
+        };
+        // The creation's sync, then the append's: from here the append is committed.
+        let calls = tokio::task::spawn_blocking(move || {
+            calls.recv().unwrap();
+            calls
+        })
+        .await
+        .unwrap();
+        release.send(()).unwrap();
+        let calls = tokio::task::spawn_blocking(move || {
+            calls.recv().unwrap();
+            calls
+        })
+        .await
+        .unwrap();
+        let read = {
+            let repository = repository.clone();
+            tokio::spawn(async move {
+                repository
+                    .list_messages(
+                        ConversationId::DEFAULT,
+                        MessageWindow::Latest,
+                        PageLimit::new(10).unwrap(),
+                    )
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !read.is_finished(),
+            "the read saw the unsynced append and waits for it"
+        );
+        assert!(!store.is_finished());
+        release.send(()).unwrap();
+        store.await.unwrap().unwrap();
+        let page = read.await.unwrap().unwrap();
+        assert_eq!(
+            page.items.len(),
+            2,
+            "the read shows the append, now durable"
+        );
+        drop(calls);
+    }
 }

@@ -1,8 +1,9 @@
 //! The single writer: one thread, one connection, group commit.
 //!
 //! Requests queue write jobs on a bounded channel. The thread takes whatever is queued (up to a
-//! batch limit), runs the jobs one after another in one `BEGIN IMMEDIATE` transaction, commits
-//! once, and only then tells each requester its result.
+//! batch limit), runs the jobs one after another in one `BEGIN IMMEDIATE` transaction and commits
+//! once; the syncer thread ([`crate::durability`]) makes the commit durable and only then tells
+//! each requester its result, while this thread goes on with the next batch.
 //!
 //! A job refused for its own reasons (a missing row, a taken id) must not take the others down,
 //! yet a savepoint around every job costs more than the job itself (each one parses two statements
@@ -10,33 +11,46 @@
 //! savepoints; only when a job is refused is that attempt rolled back and the batch run again with
 //! each job in its own savepoint, so the refusal undoes only its own job. Any other failure (I/O,
 //! full disk) rolls the whole batch back and every requester gets the error: SQLite may already
-//! have ended the transaction, and a later job must not then commit on its own. Jobs are therefore repeatable: they get the connection, never consume
-//! their inputs, and what they return is kept only from the attempt that commits.
+//! have ended the transaction, and a later job must not then commit on its own. Jobs are
+//! therefore repeatable: they get the connection, never consume their inputs, and what they
+//! return is kept only from the attempt that commits.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use diesel::connection::Connection;
+use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
 use diesel::sqlite::SqliteConnection;
-use domain::RepositoryError;
+use domain::{Exchange, NewExchange, RepositoryError};
 use tokio::sync::oneshot;
 
+use crate::appends::PositionClaims;
+
+use crate::durability::{
+    run_answerer, run_syncer, Durability, FinishedBatch, SyncWal, SyncedBatches,
+};
 use crate::errors::from_diesel;
+use crate::queries;
 
 /// One queued write, type-erased so jobs of any result type share the queue.
-trait Job: Send {
+pub(crate) trait Job: Send {
     /// Runs the write on `connection` (inside a savepoint of its own when `isolated`) and keeps
-    /// its outcome, replacing the outcome of an earlier attempt.
-    fn run(&mut self, connection: &mut SqliteConnection, isolated: bool) -> Ran;
+    /// its outcome, replacing the outcome of an earlier attempt. Appends claim positions in
+    /// `claims`; any other write first settles them, so it sees every earlier append.
+    fn run(
+        &mut self,
+        connection: &mut SqliteConnection,
+        isolated: bool,
+        claims: &mut PositionClaims,
+    ) -> Ran;
     /// Answers the requester: the kept outcome if the batch committed, the commit's error if not.
     fn finish(self: Box<Self>, commit: Result<(), &RepositoryError>);
 }
 
 /// How one run of a job ended.
-enum Ran {
+pub(crate) enum Ran {
     Succeeded,
     /// Refused for its own reasons (a missing row, a taken id): the statement changed nothing
     /// and the transaction goes on.
@@ -46,26 +60,25 @@ enum Ran {
     FailedBatch(RepositoryError),
 }
 
-struct QueuedWrite<T, F> {
-    operation: F,
+/// A job's requester and the outcome it gets if the batch commits.
+struct Pending<T> {
     outcome: Option<Result<T, RepositoryError>>,
     requester: oneshot::Sender<Result<T, RepositoryError>>,
 }
 
-impl<T, F> Job for QueuedWrite<T, F>
-where
-    T: Send,
-    F: FnMut(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send,
-{
-    fn run(&mut self, connection: &mut SqliteConnection, isolated: bool) -> Ran {
-        let operation = &mut self.operation;
-        let outcome = if isolated {
-            // A nested transaction is a savepoint: a failure here undoes only this job.
-            connection.transaction(|connection| operation(connection))
-        } else {
-            operation(connection)
-        }
-        .map_err(from_diesel);
+impl<T> Pending<T> {
+    /// A job's requester, and the answer it awaits.
+    fn awaited() -> (Self, oneshot::Receiver<Result<T, RepositoryError>>) {
+        let (requester, answer) = oneshot::channel();
+        let pending = Self {
+            outcome: None,
+            requester,
+        };
+        (pending, answer)
+    }
+
+    fn keep(&mut self, outcome: Result<T, diesel::result::Error>) -> Ran {
+        let outcome = outcome.map_err(from_diesel);
         let ran = match &outcome {
             Ok(_) => Ran::Succeeded,
             Err(RepositoryError::NotFound | RepositoryError::Conflict) => Ran::FailedAlone,
@@ -75,7 +88,7 @@ where
         ran
     }
 
-    fn finish(self: Box<Self>, commit: Result<(), &RepositoryError>) {
+    fn finish(self, commit: Result<(), &RepositoryError>) {
         let result = match commit {
             // A committed batch ran every job, so an outcome is always there.
             Ok(()) => self.outcome.unwrap_or_else(|| {
@@ -90,67 +103,177 @@ where
     }
 }
 
+struct QueuedWrite<T, F> {
+    operation: F,
+    pending: Pending<T>,
+}
+
+impl<T, F> Job for QueuedWrite<T, F>
+where
+    T: Send,
+    F: FnMut(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send,
+{
+    fn run(
+        &mut self,
+        connection: &mut SqliteConnection,
+        isolated: bool,
+        claims: &mut PositionClaims,
+    ) -> Ran {
+        if let Err(error) = claims.settle(connection) {
+            return Ran::FailedBatch(from_diesel(error));
+        }
+        let operation = &mut self.operation;
+        let outcome = if isolated {
+            // A nested transaction is a savepoint: a failure here undoes only this job.
+            connection.transaction(|connection| operation(connection))
+        } else {
+            operation(connection)
+        };
+        self.pending.keep(outcome)
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &RepositoryError>) {
+        self.pending.finish(commit);
+    }
+}
+
+struct QueuedAppend {
+    exchange: NewExchange,
+    pending: Pending<Exchange>,
+}
+
+impl Job for QueuedAppend {
+    fn run(
+        &mut self,
+        connection: &mut SqliteConnection,
+        isolated: bool,
+        claims: &mut PositionClaims,
+    ) -> Ran {
+        let exchange = &self.exchange;
+        let outcome = if isolated {
+            // Settled inside its own savepoint, so a failure takes its claim back with it.
+            let stored = connection.transaction(|connection| {
+                let stored = queries::append_exchange(connection, exchange, claims)?;
+                claims.settle(connection)?;
+                Ok(stored)
+            });
+            if stored.is_err() {
+                claims.forget();
+            }
+            stored
+        } else {
+            queries::append_exchange(connection, exchange, claims)
+        };
+        self.pending.keep(outcome)
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &RepositoryError>) {
+        self.pending.finish(commit);
+    }
+}
+
 /// Cheap to clone; every clone feeds the same writer thread.
 #[derive(Clone)]
 pub(crate) struct Writer {
     queue: SyncSender<Box<dyn Job>>,
-    state: Arc<WriterState>,
+    queued: Arc<AtomicUsize>,
+    durability: Arc<Durability>,
 }
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
-            .field("queued", &self.state.queued.load(Ordering::Relaxed))
+            .field("queued", &self.queued.load(Ordering::Relaxed))
             .finish()
     }
 }
 
-#[derive(Default)]
-struct WriterState {
-    queued: AtomicUsize,
-    /// Set while the last commit failed with an outage; readiness reports it.
-    failing: AtomicBool,
-}
+/// Committed batches that may wait for the syncer, and synced ones for the answering thread; a
+/// full channel blocks the thread before it, so a slow disk slows the writer down instead of
+/// piling up memory.
+const BATCHES_AWAITING_SYNC: usize = 4;
 
 impl Writer {
+    /// Starts the writer thread on `connection`, the syncer thread, which makes each commit
+    /// durable with `sync_wal`, and the thread that then answers the requesters.
     pub(crate) fn spawn(
         connection: SqliteConnection,
+        reopen: Reopen,
+        sync_wal: SyncWal,
         capacity: usize,
         max_batch: usize,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::sync_channel::<Box<dyn Job>>(capacity);
-        let state = Arc::new(WriterState::default());
-        let thread_state = Arc::clone(&state);
+        let (finished, to_sync) = mpsc::sync_channel::<FinishedBatch>(BATCHES_AWAITING_SYNC);
+        let (synced, to_answer) = mpsc::sync_channel::<SyncedBatches>(BATCHES_AWAITING_SYNC);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let durability = Arc::new(Durability::new());
+        let syncer_durability = Arc::clone(&durability);
+        thread::Builder::new()
+            .name("sqlite-answerer".to_owned())
+            .spawn(move || run_answerer(to_answer))?;
+        thread::Builder::new()
+            .name("sqlite-syncer".to_owned())
+            .spawn(move || run_syncer(to_sync, sync_wal, &syncer_durability, synced))?;
+        let writer = WriterThread {
+            connection,
+            reopen,
+            jobs,
+            finished,
+            max_batch,
+            queued: Arc::clone(&queued),
+            durability: Arc::clone(&durability),
+        };
         thread::Builder::new()
             .name("sqlite-writer".to_owned())
-            .spawn(move || run(connection, jobs, max_batch, &thread_state))?;
-        Ok(Self { queue, state })
+            .spawn(move || writer.run())?;
+        Ok(Self {
+            queue,
+            queued,
+            durability,
+        })
     }
 
-    /// Runs `operation` in the next batch and resolves once that batch has committed.
-    /// `operation` may run more than once (see the module documentation); only the outcome of
-    /// the run that commits is returned. Fails at once with `Overloaded` when the queue is full.
+    /// Runs `operation` in the next batch and resolves once that batch has committed and is
+    /// durable. `operation` may run more than once (see the module documentation); only the
+    /// outcome of the run that commits is returned. Fails at once with `Overloaded` when the
+    /// queue is full.
     pub(crate) async fn write<T, F>(&self, operation: F) -> Result<T, RepositoryError>
     where
         T: Send + 'static,
         F: FnMut(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
     {
-        let (requester, answer) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(QueuedWrite {
-            operation,
-            outcome: None,
-            requester,
-        });
-        self.state.queued.fetch_add(1, Ordering::Relaxed);
+        let (pending, answer) = Pending::awaited();
+        self.submit(Box::new(QueuedWrite { operation, pending }), answer)
+            .await
+    }
+
+    /// Stores `exchange` in the next batch, like [`Writer::write`]; the appends of a batch share
+    /// one write of each conversation row.
+    pub(crate) async fn append(&self, exchange: NewExchange) -> Result<Exchange, RepositoryError> {
+        let (pending, answer) = Pending::awaited();
+        self.submit(Box::new(QueuedAppend { exchange, pending }), answer)
+            .await
+    }
+
+    async fn submit<T>(
+        &self,
+        job: Box<dyn Job>,
+        answer: oneshot::Receiver<Result<T, RepositoryError>>,
+    ) -> Result<T, RepositoryError> {
+        if self.durability.is_broken() {
+            return Err(Durability::refusal());
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
         match self.queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.state.queued.fetch_sub(1, Ordering::Relaxed);
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 metrics::counter!("storage_writer_rejected_total").increment(1);
                 return Err(RepositoryError::Overloaded);
             }
             Err(TrySendError::Disconnected(_)) => {
-                self.state.queued.fetch_sub(1, Ordering::Relaxed);
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 return Err(RepositoryError::Unavailable(
                     "the SQLite writer has stopped".to_owned(),
                 ));
@@ -162,62 +285,103 @@ impl Writer {
         })?
     }
 
+    /// Runs `read` (blocking, on the calling thread) and returns its outcome with the number of
+    /// the last commit its snapshot may contain; pass that to [`Writer::settled`] before
+    /// showing the outcome to anyone.
+    pub(crate) fn noting_commits<T>(&self, read: impl FnOnce() -> T) -> (T, u64) {
+        let outcome = read();
+        (outcome, self.durability.committing())
+    }
+
+    /// Resolves once commit `sequence` is durable (see [`crate::durability`]).
+    pub(crate) async fn settled(&self, sequence: u64) -> Result<(), RepositoryError> {
+        self.durability.settled(sequence).await
+    }
+
     pub(crate) fn is_failing(&self) -> bool {
-        self.state.failing.load(Ordering::Relaxed)
+        self.durability.is_failing()
     }
 }
 
-/// Longest pause between two arrivals that still counts as "more jobs are on their way".
-const ARRIVAL_GAP: Duration = Duration::from_micros(300);
-/// Upper bound on the extra wait for a batch, whatever the commit time.
-const MAX_LINGER: Duration = Duration::from_millis(2);
+/// Opens a fresh writer connection, for when diesel has given up on the current one.
+pub(crate) type Reopen = Box<dyn FnMut() -> Result<SqliteConnection, RepositoryError> + Send>;
 
-fn run(
-    mut connection: SqliteConnection,
+struct WriterThread {
+    connection: SqliteConnection,
+    reopen: Reopen,
     jobs: Receiver<Box<dyn Job>>,
+    finished: SyncSender<FinishedBatch>,
     max_batch: usize,
-    state: &WriterState,
-) {
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
-    let mut last_batch = 0usize;
-    let mut last_commit = Duration::ZERO;
-    // `recv` fails only once every sender is gone and the queue is drained: then nothing is left
-    // to write and the thread ends.
-    while let Ok(first) = jobs.recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        // Under concurrent load the requesters answered by the previous commit send their next
-        // write a fraction of a millisecond later. Without waiting for them the clients split
-        // into two cohorts that alternate, each paying a whole commit (fsync) per round trip;
-        // waiting while jobs keep arriving, for at most a quarter of the last commit time, lets
-        // them share one. A lone writer (last batch of one) never waits.
-        if last_batch > 1 && batch.len() < max_batch {
-            let deadline = Instant::now() + (last_commit / 4).min(MAX_LINGER);
-            while batch.len() < max_batch {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                match jobs.recv_timeout(ARRIVAL_GAP.min(deadline - now)) {
+    queued: Arc<AtomicUsize>,
+    durability: Arc<Durability>,
+}
+
+impl WriterThread {
+    fn run(mut self) {
+        // `recv` fails only once every sender is gone and the queue is drained: then nothing is
+        // left to write and the thread ends, and with it the syncer. A batch is whatever is
+        // queued, never waited for: the sync runs on another thread, so requesters that arrive
+        // during a commit share the next one, and the syncer groups batches that arrive during
+        // a sync.
+        while let Ok(first) = self.jobs.recv() {
+            let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(self.max_batch);
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match self.jobs.try_recv() {
                     Ok(job) => batch.push(job),
                     Err(_) => break,
                 }
             }
+            self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            metrics::gauge!("storage_writer_queue_depth")
+                .set(self.queued.load(Ordering::Relaxed) as f64);
+            metrics::histogram!("storage_writer_batch_size").record(batch.len() as f64);
+            let started = Instant::now();
+            let commit = if self.durability.is_broken() {
+                Err(Durability::refusal())
+            } else {
+                commit_batch(&mut self.connection, &mut batch, &self.durability)
+            };
+            if commit.is_err() {
+                self.replace_connection_if_broken();
+            }
+            metrics::histogram!("storage_writer_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            let finished = FinishedBatch {
+                sequence: self.durability.committing(),
+                jobs: batch,
+                commit,
+            };
+            // Fails only when the syncer is gone, and with it every requester's answer.
+            if self.finished.send(finished).is_err() {
+                tracing::error!("the SQLite syncer has stopped; the writer stops too");
+                return;
+            }
         }
-        last_batch = batch.len();
-        state.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        metrics::gauge!("storage_writer_queue_depth")
-            .set(state.queued.load(Ordering::Relaxed) as f64);
-        metrics::histogram!("storage_writer_batch_size").record(batch.len() as f64);
-        let started = Instant::now();
-        commit_batch(&mut connection, &mut batch, state);
-        last_commit = started.elapsed();
-        metrics::histogram!("storage_writer_commit_seconds").record(last_commit.as_secs_f64());
+    }
+}
+
+impl WriterThread {
+    /// When SQLite has ended a transaction by itself (an I/O error, a full disk) and the rollback
+    /// then fails too, diesel marks the connection broken and refuses every later transaction on
+    /// it. A fresh connection is opened before the old one is dropped, so the WAL (and the
+    /// syncer's handle on it) stays the same file; if opening fails, the next failed batch tries
+    /// again.
+    fn replace_connection_if_broken(&mut self) {
+        if !AnsiTransactionManager::is_broken_transaction_manager(&mut self.connection) {
+            return;
+        }
+        match (self.reopen)() {
+            Ok(fresh) => {
+                self.connection = fresh;
+                tracing::warn!(
+                    "reopened the SQLite writer's connection, which diesel had marked broken"
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, "the SQLite writer's connection is broken and cannot be reopened yet");
+            }
+        }
     }
 }
 
@@ -247,15 +411,19 @@ impl From<diesel::result::Error> for TogetherError {
 fn attempt_together(
     connection: &mut SqliteConnection,
     batch: &mut [Box<dyn Job>],
+    durability: &Durability,
 ) -> Result<(), TogetherError> {
     connection.immediate_transaction(|connection| {
+        let mut claims = PositionClaims::default();
         for job in batch.iter_mut() {
-            match job.run(connection, false) {
+            match job.run(connection, false, &mut claims) {
                 Ran::Succeeded => {}
                 Ran::FailedAlone => return Err(TogetherError::JobFailedAlone),
                 Ran::FailedBatch(error) => return Err(TogetherError::Batch(BatchFailed(error))),
             }
         }
+        claims.settle(connection)?;
+        durability.next_commit();
         Ok(())
     })
 }
@@ -265,39 +433,40 @@ fn attempt_together(
 fn attempt_isolated(
     connection: &mut SqliteConnection,
     batch: &mut [Box<dyn Job>],
+    durability: &Durability,
 ) -> Result<(), BatchFailed> {
     connection.immediate_transaction(|connection| {
+        // Each append settles its claim inside its own savepoint, so none is left here.
+        let mut claims = PositionClaims::default();
         for job in batch.iter_mut() {
-            if let Ran::FailedBatch(error) = job.run(connection, true) {
+            if let Ran::FailedBatch(error) = job.run(connection, true, &mut claims) {
                 return Err(BatchFailed(error));
             }
         }
+        durability.next_commit();
         Ok(())
     })
 }
 
+/// Runs and commits the batch (see the module documentation); the jobs keep their outcomes for
+/// the syncer to deliver.
 fn commit_batch(
     connection: &mut SqliteConnection,
-    batch: &mut Vec<Box<dyn Job>>,
-    state: &WriterState,
-) {
-    let committed = match attempt_together(connection, batch) {
+    batch: &mut [Box<dyn Job>],
+    durability: &Durability,
+) -> Result<(), RepositoryError> {
+    let committed = match attempt_together(connection, batch, durability) {
         Ok(()) => Ok(()),
         Err(TogetherError::Batch(BatchFailed(error))) => Err(error),
         Err(TogetherError::JobFailedAlone) => {
             metrics::counter!("storage_writer_isolated_batches_total").increment(1);
-            attempt_isolated(connection, batch).map_err(|BatchFailed(error)| error)
+            attempt_isolated(connection, batch, durability).map_err(|BatchFailed(error)| error)
         }
     };
-    // A write that meets an outage fails its whole batch, so the batch's outcome tells.
-    let outage = matches!(committed, Err(RepositoryError::Unavailable(_)));
-    state.failing.store(outage, Ordering::Relaxed);
     if let Err(error) = &committed {
         tracing::error!(%error, jobs = batch.len(), "SQLite batch failed to commit");
     }
-    for job in batch.drain(..) {
-        job.finish(committed.as_ref().map(|_| ()));
-    }
+    committed
 }
 
 #[cfg(test)]
@@ -306,7 +475,10 @@ mod tests {
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
     use diesel::RunQueryDsl;
 
+    use std::time::Duration;
+
     use super::*;
+    use crate::durability::wal_sync;
 
     type TestWrite = Box<dyn FnMut(&mut SqliteConnection) -> Result<(), DieselError> + Send>;
 
@@ -368,7 +540,7 @@ mod tests {
             async move { writer.write(write).await }
         });
         let pending = tokio::spawn(futures::future::join_all(queued));
-        while writer.state.queued.load(Ordering::Relaxed) < count {
+        while writer.queued.load(Ordering::Relaxed) < count {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         opened.send(()).unwrap();
@@ -376,12 +548,13 @@ mod tests {
         pending.await.unwrap()
     }
 
+    fn reopen(path: &std::path::Path) -> Reopen {
+        let path = path.to_owned();
+        Box::new(move || Ok(connection(&path)))
+    }
+
     fn writer(path: &std::path::Path) -> Writer {
-        let mut setup = connection(path);
-        setup
-            .batch_execute("CREATE TABLE IF NOT EXISTS kept (value INTEGER NOT NULL UNIQUE)")
-            .unwrap();
-        Writer::spawn(setup, 64, 64).unwrap()
+        Writer::spawn(table(path), reopen(path), wal_sync(path).unwrap(), 64, 64).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,5 +610,115 @@ mod tests {
         }
         assert_eq!(stored(&path), 0);
         assert!(writer.is_failing(), "readiness reports the outage");
+    }
+
+    /// A WAL sync that tells the test each time it is called, then waits for the test to say how
+    /// it ends.
+    fn gated_sync() -> (
+        SyncWal,
+        mpsc::Receiver<()>,
+        mpsc::Sender<std::io::Result<()>>,
+    ) {
+        let (called, calls) = mpsc::channel();
+        let (release, released) = mpsc::channel();
+        let sync: SyncWal = Box::new(move || {
+            called.send(()).unwrap();
+            released.recv().unwrap()
+        });
+        (sync, calls, release)
+    }
+
+    fn table(path: &std::path::Path) -> SqliteConnection {
+        let mut setup = connection(path);
+        setup
+            .batch_execute("CREATE TABLE IF NOT EXISTS kept (value INTEGER NOT NULL UNIQUE)")
+            .unwrap();
+        setup
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_and_a_read_that_sees_it_are_answered_only_once_the_wal_is_synced() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("writer.db");
+        let (sync, calls, release) = gated_sync();
+        let writer = Writer::spawn(table(&path), reopen(&path), sync, 64, 64).unwrap();
+        let write = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(insert(1)).await }
+        });
+        let calls = tokio::task::spawn_blocking(move || {
+            calls.recv().unwrap();
+            calls
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            stored(&path),
+            1,
+            "committed and visible while the sync runs"
+        );
+        let ((), seen) = writer.noting_commits(|| ());
+        let read = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.settled(seen).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !write.is_finished(),
+            "the write is not acknowledged before its sync"
+        );
+        assert!(
+            !read.is_finished(),
+            "a read that saw the write waits for its sync"
+        );
+        release.send(Ok(())).unwrap();
+        write.await.unwrap().unwrap();
+        read.await.unwrap().unwrap();
+        assert!(calls.try_recv().is_err(), "one sync covered the batch");
+        let ((), nothing_new) = writer.noting_commits(|| ());
+        writer.settled(nothing_new).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_wal_sync_refuses_its_writes_and_every_later_one() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("writer.db");
+        let (sync, _calls, release) = gated_sync();
+        let writer = Writer::spawn(table(&path), reopen(&path), sync, 64, 64).unwrap();
+        release
+            .send(Err(std::io::Error::other("injected EIO")))
+            .unwrap();
+        let first = writer.write(insert(1)).await;
+        assert!(
+            matches!(first, Err(RepositoryError::Unavailable(_))),
+            "{first:?}"
+        );
+        assert!(writer.is_failing(), "readiness reports the failed sync");
+        let later = writer.write(insert(2)).await;
+        assert!(
+            matches!(later, Err(RepositoryError::Unavailable(_))),
+            "{later:?}"
+        );
+        assert_eq!(stored(&path), 1, "the later write never ran");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_diesel_gave_up_on_is_replaced_and_writes_go_on() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("writer.db");
+        let writer = writer(&path);
+        // What diesel does when a rollback fails while SQLite is still in the transaction (an
+        // I/O error at the wrong moment): it marks the connection broken, and the transaction
+        // stays open, holding the write lock.
+        let given_up = writer
+            .write(|connection: &mut SqliteConnection| {
+                AnsiTransactionManager::transaction_manager_status_mut(connection).set_in_error();
+                Ok(())
+            })
+            .await;
+        assert!(given_up.is_err(), "{given_up:?}");
+        writer.write(insert(1)).await.unwrap();
+        assert_eq!(stored(&path), 1);
+        assert!(!writer.is_failing());
     }
 }

@@ -147,3 +147,123 @@ async fn a_failing_write_in_a_batch_fails_alone_and_the_rest_commit_in_order() {
         .chunks(2)
         .all(|pair| pair[0].role == Role::User && pair[1].role == Role::Assistant));
 }
+
+/// One write of the mixed batch below, queued in order.
+type Queued =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RepositoryError>> + Send>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_in_a_batch_see_the_renames_and_deletes_queued_between_them() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("chat.db");
+    let repository = Arc::new(
+        SqliteChatRepository::open(&SqliteSettings::new(&path)).expect("open a fresh database"),
+    );
+    let [kept, deleted] = ["Kept", "Deleted"].map(|title| {
+        Conversation::new(
+            ConversationId::generate(),
+            ConversationTitle::new(title).expect("a valid title"),
+            Timestamp::now(),
+        )
+    });
+    for conversation in [&kept, &deleted] {
+        repository.create_conversation(conversation).await.unwrap();
+    }
+
+    let mut blocker =
+        SqliteConnection::establish(&path.to_string_lossy()).expect("a second connection");
+    blocker.batch_execute("BEGIN IMMEDIATE").unwrap();
+
+    let append = |conversation: ConversationId, index: usize| -> Queued {
+        let repository = Arc::clone(&repository);
+        let new = exchange(conversation, index);
+        Box::pin(async move { repository.append_exchange(&new).await.map(|_| ()) })
+    };
+    let renamed = ConversationTitle::new("Renamed").unwrap();
+    let rename: Queued = {
+        let repository = Arc::clone(&repository);
+        let renamed = renamed.clone();
+        // Taken now, so the appends queued after the rename are later still.
+        let at = Timestamp::now();
+        Box::pin(async move {
+            repository
+                .rename_conversation(kept.id, &renamed, at)
+                .await
+                .map(|_| ())
+        })
+    };
+    let delete: Queued = {
+        let repository = Arc::clone(&repository);
+        Box::pin(async move { repository.delete_conversation(deleted.id).await })
+    };
+    let writes: Vec<Queued> = vec![
+        append(kept.id, 1),
+        append(deleted.id, 2),
+        append(kept.id, 3),
+        rename,
+        append(kept.id, 4),
+        append(deleted.id, 5),
+        delete,
+        append(kept.id, 6),
+        append(deleted.id, 7),
+    ];
+    let outcomes = tokio::spawn(futures::future::join_all(writes));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.batch_execute("COMMIT").unwrap();
+    let outcomes = outcomes.await.expect("the writes panicked");
+
+    let (last, earlier) = outcomes.split_last().unwrap();
+    assert!(
+        earlier.iter().all(Result::is_ok),
+        "every write before the append to the deleted conversation: {outcomes:?}"
+    );
+    assert!(matches!(last, Err(RepositoryError::NotFound)), "{last:?}");
+
+    let page = repository
+        .list_messages(kept.id, MessageWindow::Latest, PageLimit::new(50).unwrap())
+        .await
+        .unwrap();
+    let stored: Vec<(i64, &str)> = page
+        .items
+        .iter()
+        .map(|message| (message.position, message.content.as_str()))
+        .collect();
+    let expected: Vec<(i64, String)> = [1, 3, 4, 6]
+        .iter()
+        .enumerate()
+        .flat_map(|(n, index)| {
+            let user = 1 + 2 * i64::try_from(n).unwrap();
+            [
+                (user, format!("question {index}")),
+                (user + 1, format!("answer {index}")),
+            ]
+        })
+        .collect();
+    let expected: Vec<(i64, &str)> = expected
+        .iter()
+        .map(|(position, content)| (*position, content.as_str()))
+        .collect();
+    assert_eq!(stored, expected, "queued order, no gaps");
+
+    let kept_now = repository.get_conversation(kept.id).await.unwrap();
+    assert_eq!(kept_now.title, renamed.as_str());
+    assert_eq!(
+        kept_now.updated_at,
+        page.items.last().unwrap().created_at,
+        "the appends after the rename moved updated_at on"
+    );
+    assert!(matches!(
+        repository.get_conversation(deleted.id).await,
+        Err(RepositoryError::NotFound)
+    ));
+    assert!(matches!(
+        repository
+            .list_messages(
+                deleted.id,
+                MessageWindow::Latest,
+                PageLimit::new(50).unwrap()
+            )
+            .await,
+        Err(RepositoryError::NotFound)
+    ));
+}

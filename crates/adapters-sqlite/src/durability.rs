@@ -1,0 +1,189 @@
+//! Making commits durable off the writer's thread.
+//!
+//! The writer commits with `synchronous=NORMAL`, so SQLite appends a batch to the WAL without
+//! waiting for the disk. The committed batch comes to the syncer thread, where one `fdatasync` of
+//! the WAL covers every batch committed since the previous one, and only then does the answering
+//! thread give its requesters their outcomes: what is acknowledged survives power loss, exactly as
+//! with `synchronous=FULL`, while the writer already runs the next batch and the syncer the next
+//! sync.
+//!
+//! A commit is visible to readers as soon as it is made, before its sync. So a read notes the
+//! last commit its snapshot can contain and waits until that commit is synced before it answers
+//! ([`Durability::settled`]): nothing is shown that power loss could take back.
+//!
+//! A failed sync is final. Linux may drop the pages it could not write and report success to
+//! the next sync, which would leave later, acknowledged frames behind a hole in the WAL, where
+//! recovery never reaches them. So after one failure every write is refused until the server is
+//! restarted (as PostgreSQL stops on a failed fsync).
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::Instant;
+
+use domain::RepositoryError;
+use tokio::sync::watch;
+
+use crate::writer::Job;
+
+/// Makes everything written to the WAL so far durable.
+pub(crate) type SyncWal = Box<dyn FnMut() -> io::Result<()> + Send>;
+
+/// The WAL file of the database at `database`, synced with `fdatasync`. SQLite keeps the file
+/// (the same inode) for as long as a connection is open, and the writer's stays open.
+pub(crate) fn wal_sync(database: &Path) -> io::Result<SyncWal> {
+    let mut wal_path = database.as_os_str().to_owned();
+    wal_path.push("-wal");
+    let wal = File::options().read(true).open(PathBuf::from(wal_path))?;
+    // The file's directory entry must be durable too, or a power loss could lose the whole WAL.
+    let directory = match database.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(directory)?.sync_all()?;
+    Ok(Box::new(move || wal.sync_data()))
+}
+
+/// A batch the writer has finished: committed or rolled back, not yet answered.
+pub(crate) struct FinishedBatch {
+    /// The commit sequence number after this batch (see [`Durability::committing`]).
+    pub(crate) sequence: u64,
+    pub(crate) jobs: Vec<Box<dyn Job>>,
+    pub(crate) commit: Result<(), RepositoryError>,
+}
+
+/// What the writer, the syncer and the readers share.
+pub(crate) struct Durability {
+    /// Bumped just before every commit, so a reader that sees a commit sees its number.
+    committing: AtomicU64,
+    /// The highest commit number known durable; readers wait on it.
+    synced: watch::Sender<u64>,
+    /// Set while the last batch failed with an outage; readiness reports it.
+    failing: AtomicBool,
+    /// Set for good once a sync failed.
+    broken: AtomicBool,
+}
+
+impl Durability {
+    pub(crate) fn new() -> Self {
+        Self {
+            committing: AtomicU64::new(0),
+            synced: watch::Sender::new(0),
+            failing: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    /// Numbers the commit about to be made; call it inside the transaction, right before it
+    /// commits.
+    pub(crate) fn next_commit(&self) {
+        self.committing.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The number of the last commit made or being made: a snapshot taken before this call
+    /// contains no later commit.
+    pub(crate) fn committing(&self) -> u64 {
+        self.committing.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once commit `sequence` and every one before it is durable.
+    pub(crate) async fn settled(&self, sequence: u64) -> Result<(), RepositoryError> {
+        if *self.synced.borrow() >= sequence {
+            return Ok(());
+        }
+        let mut synced = self.synced.subscribe();
+        synced
+            .wait_for(|synced| *synced >= sequence)
+            .await
+            .map(|_| ())
+            .map_err(|_| RepositoryError::Unavailable("the SQLite writer has stopped".to_owned()))
+    }
+
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed) || self.is_broken()
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn refusal() -> RepositoryError {
+        RepositoryError::Unavailable(
+            "an earlier write could not be made durable (the WAL sync failed); \
+             restart the server once the disk is healthy"
+                .to_owned(),
+        )
+    }
+}
+
+/// Syncs the WAL once, timed; false when the sync failed.
+fn sync(sync_wal: &mut SyncWal) -> bool {
+    let started = Instant::now();
+    let synced = sync_wal();
+    metrics::histogram!("storage_writer_sync_seconds").record(started.elapsed().as_secs_f64());
+    if let Err(error) = &synced {
+        tracing::error!(%error, "the WAL sync failed; refusing writes until restart");
+    }
+    synced.is_ok()
+}
+
+/// Batches made durable (or not) by one sync, on their way to their requesters.
+pub(crate) struct SyncedBatches {
+    /// The error for every committed job, when the sync failed.
+    refusal: Option<RepositoryError>,
+    batches: Vec<FinishedBatch>,
+}
+
+/// The syncer thread: takes every finished batch waiting, syncs the WAL once for all of them,
+/// and passes them to the answering thread, so the next sync can start while they are answered.
+/// Ends when the writer hangs up.
+pub(crate) fn run_syncer(
+    batches: Receiver<FinishedBatch>,
+    mut sync_wal: SyncWal,
+    durability: &Durability,
+    synced: SyncSender<SyncedBatches>,
+) {
+    while let Ok(first) = batches.recv() {
+        let mut ready = vec![first];
+        ready.extend(batches.try_iter());
+        let anything_committed = ready.iter().any(|batch| batch.commit.is_ok());
+        let durable = !durability.is_broken() && (!anything_committed || sync(&mut sync_wal));
+        if !durable {
+            durability.broken.store(true, Ordering::Relaxed);
+        }
+        let last = ready.last().map_or(0, |batch| batch.sequence);
+        let outage = ready
+            .last()
+            .is_some_and(|batch| matches!(batch.commit, Err(RepositoryError::Unavailable(_))));
+        durability.failing.store(outage, Ordering::Relaxed);
+        // Readers go on even when the sync failed: writes stop, and readiness tells.
+        durability.synced.send_replace(last);
+        let answer = SyncedBatches {
+            refusal: (!durable).then(Durability::refusal),
+            batches: ready,
+        };
+        // Fails only when the answering thread is gone, and with it every requester's answer.
+        if synced.send(answer).is_err() {
+            tracing::error!("the SQLite answering thread has stopped; the syncer stops too");
+            return;
+        }
+    }
+}
+
+/// The answering thread: gives every requester of a synced batch its outcome, in order. Waking
+/// a request's task costs a system call each, which would otherwise delay the next sync.
+pub(crate) fn run_answerer(synced: Receiver<SyncedBatches>) {
+    for SyncedBatches { refusal, batches } in synced {
+        for batch in batches {
+            let outcome = match (&refusal, &batch.commit) {
+                (Some(refusal), Ok(())) => Err(refusal),
+                (_, commit) => commit.as_ref().map(|_| ()),
+            };
+            for job in batch.jobs {
+                job.finish(outcome);
+            }
+        }
+    }
+}
