@@ -5,7 +5,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::Bytes;
-use domain::{ChatService, ConversationId, Message, MessageCursor, Page, Role};
+use domain::{ChatService, Message, MessageCursor, Page, Role};
 use futures::{stream, Stream};
 
 use crate::body::read_json;
@@ -158,10 +158,7 @@ pub(crate) async fn send_message(
         .service
         .message_text(body.message)
         .map_err(|error| SeedError::for_text_field(error, "message"))?;
-    let exchange = state
-        .service
-        .send_message(ConversationId::DEFAULT, text)
-        .await?;
+    let exchange = state.service.send_default_message(text).await?;
     Ok(HttpResponse::Ok().json(SeedSendResponse {
         status: "Success",
         response: exchange.assistant_message.content,

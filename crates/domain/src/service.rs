@@ -154,19 +154,43 @@ impl ChatService {
         }
     }
 
-    /// Asks the assistant and stores the exchange; returns once it is stored.
+    /// Asks the assistant and stores the exchange in an existing conversation; returns once it is
+    /// stored.
     pub async fn send_message(
         &self,
         id: ConversationId,
         text: MessageText,
     ) -> Result<Exchange, ChatError> {
-        let context = self.reply_context(id, text).await?;
+        self.exchange(id, text, WhenMissing::NotFound).await
+    }
+
+    /// [`Self::send_message`] to the default conversation, which is created again if it was
+    /// deleted: the seed API, the only one that cannot name a conversation, has no way to create it.
+    pub async fn send_default_message(&self, text: MessageText) -> Result<Exchange, ChatError> {
+        self.exchange(ConversationId::DEFAULT, text, WhenMissing::CreateDefault)
+            .await
+    }
+
+    async fn exchange(
+        &self,
+        id: ConversationId,
+        text: MessageText,
+        when_missing: WhenMissing,
+    ) -> Result<Exchange, ChatError> {
+        let context = self.reply_context(id, text, when_missing).await?;
         let reply = self.assistant.reply(&context).await?;
         if reply.is_empty() {
             return Err(empty_reply().into());
         }
         let exchange = NewExchange::new(id, context.user_text, reply);
-        store_exchange(self.repository.as_ref(), &exchange).await
+        match self.repository.append_exchange(&exchange).await {
+            Err(RepositoryError::NotFound) if when_missing == WhenMissing::CreateDefault => {
+                ensure_default_conversation(self.repository.as_ref(), exchange.user.created_at)
+                    .await?;
+                Ok(self.repository.append_exchange(&exchange).await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Checks the conversation, gathers context and starts the assistant's stream. Failures that
@@ -176,7 +200,7 @@ impl ChatService {
         id: ConversationId,
         text: MessageText,
     ) -> Result<PendingReply, ChatError> {
-        let context = self.reply_context(id, text).await?;
+        let context = self.reply_context(id, text, WhenMissing::NotFound).await?;
         let deltas = self.assistant.reply_stream(&context).await?;
         Ok(PendingReply {
             repository: Arc::clone(&self.repository),
@@ -189,12 +213,13 @@ impl ChatService {
         &self,
         id: ConversationId,
         user_text: MessageText,
+        when_missing: WhenMissing,
     ) -> Result<ReplyContext, ChatError> {
         let wanted = self.assistant.context_messages();
         let history = if wanted == 0 {
-            // The default conversation is created on demand when its first exchange is stored, so
-            // only other conversations need checking before the assistant is asked.
-            if id != ConversationId::DEFAULT {
+            // A conversation that would be created on demand needs no check before the assistant
+            // is asked.
+            if when_missing == WhenMissing::NotFound {
                 self.repository.get_conversation(id).await?;
             }
             Vec::new()
@@ -207,7 +232,9 @@ impl ChatService {
                 .await
             {
                 Ok(page) => page.items,
-                Err(RepositoryError::NotFound) if id == ConversationId::DEFAULT => Vec::new(),
+                Err(RepositoryError::NotFound) if when_missing == WhenMissing::CreateDefault => {
+                    Vec::new()
+                }
                 Err(other) => return Err(other.into()),
             }
         };
@@ -238,17 +265,11 @@ fn empty_reply() -> AssistantError {
     AssistantError::Provider("the assistant returned an empty reply".to_owned())
 }
 
-async fn store_exchange(
-    repository: &dyn ChatRepository,
-    exchange: &NewExchange,
-) -> Result<Exchange, ChatError> {
-    match repository.append_exchange(exchange).await {
-        Err(RepositoryError::NotFound) if exchange.conversation_id == ConversationId::DEFAULT => {
-            ensure_default_conversation(repository, exchange.user.created_at).await?;
-            Ok(repository.append_exchange(exchange).await?)
-        }
-        other => Ok(other?),
-    }
+/// What storing an exchange does when its conversation does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenMissing {
+    NotFound,
+    CreateDefault,
 }
 
 /// A reply whose stream has started but is not finished or stored yet.
@@ -296,7 +317,7 @@ impl PendingReply {
             return Err(empty_reply().into());
         }
         let exchange = NewExchange::new(context.conversation_id, context.user_text, reply);
-        store_exchange(repository.as_ref(), &exchange).await
+        Ok(repository.append_exchange(&exchange).await?)
     }
 }
 
@@ -320,6 +341,16 @@ mod tests {
             user_message: message(Role::User, &exchange.user, 1),
             assistant_message: message(Role::Assistant, &exchange.assistant, 2),
         }
+    }
+
+    fn existing_conversations(repository: &mut MockChatRepository) {
+        repository.expect_get_conversation().returning(|id| {
+            Ok(Conversation::new(
+                id,
+                ConversationTitle::default_title(),
+                Timestamp::now(),
+            ))
+        });
     }
 
     fn assistant_replying(reply: &'static str) -> MockAssistant {
@@ -361,10 +392,7 @@ mod tests {
         let service = service(repository, assistant_replying("Hi there!"));
         let text = service.message_text("hello").unwrap();
 
-        let exchange = service
-            .send_message(ConversationId::DEFAULT, text)
-            .await
-            .unwrap();
+        let exchange = service.send_default_message(text).await.unwrap();
 
         assert_eq!(exchange.user_message.content, "hello");
         assert_eq!(exchange.assistant_message.content, "Hi there!");
@@ -393,10 +421,42 @@ mod tests {
         let service = service(repository, assistant_replying("ok"));
 
         let text = service.message_text("first").unwrap();
-        assert!(service
-            .send_message(ConversationId::DEFAULT, text)
-            .await
-            .is_ok());
+        assert!(service.send_default_message(text).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn only_the_seed_route_creates_the_default_conversation_again() {
+        let mut repository = MockChatRepository::new();
+        repository
+            .expect_get_conversation()
+            .returning(|_| Err(RepositoryError::NotFound));
+        repository.expect_create_conversation().never();
+        repository.expect_append_exchange().never();
+        let service = service(repository, assistant_replying("ok"));
+
+        let text = service.message_text("after the delete").unwrap();
+        let sent = service
+            .send_message(ConversationId::DEFAULT, text.clone())
+            .await;
+        assert!(matches!(sent, Err(ChatError::ConversationNotFound)));
+        let streamed = service.start_reply(ConversationId::DEFAULT, text).await;
+        assert!(matches!(streamed, Err(ChatError::ConversationNotFound)));
+    }
+
+    #[tokio::test]
+    async fn a_conversation_deleted_while_the_assistant_answers_is_not_created_again() {
+        let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
+        repository
+            .expect_append_exchange()
+            .times(1)
+            .returning(|_| Err(RepositoryError::NotFound));
+        repository.expect_create_conversation().never();
+        let service = service(repository, assistant_replying("too late"));
+
+        let text = service.message_text("hello").unwrap();
+        let result = service.send_message(ConversationId::DEFAULT, text).await;
+        assert!(matches!(result, Err(ChatError::ConversationNotFound)));
     }
 
     #[tokio::test]
@@ -427,7 +487,7 @@ mod tests {
         let service = service(repository, assistant);
 
         let text = service.message_text("hello").unwrap();
-        let result = service.send_message(ConversationId::DEFAULT, text).await;
+        let result = service.send_default_message(text).await;
         assert!(matches!(
             result,
             Err(ChatError::Assistant(AssistantError::Timeout))
@@ -468,6 +528,7 @@ mod tests {
     #[tokio::test]
     async fn a_streamed_reply_is_stored_as_the_concatenated_pieces() {
         let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
         repository
             .expect_append_exchange()
             .withf(|exchange| exchange.assistant.content == "one two three")
@@ -498,6 +559,7 @@ mod tests {
     #[tokio::test]
     async fn a_reply_is_stored_even_when_nobody_listens() {
         let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
         repository
             .expect_append_exchange()
             .times(1)
@@ -518,6 +580,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_that_fails_midway_stores_nothing() {
         let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
         repository.expect_append_exchange().never();
         let mut assistant = MockAssistant::new();
         assistant.expect_context_messages().return_const(0usize);

@@ -1339,3 +1339,47 @@ async fn the_default_conversation_is_visible_in_both_apis() {
     assert_eq!(history[2]["user"], "streamed into the default");
     assert_eq!(history[2]["AI"], done["assistant_message"]["content"]);
 }
+
+#[tokio::test]
+async fn a_deleted_default_conversation_comes_back_only_through_the_seed_api() {
+    let app = TestApp::spawn().await;
+    let sent = app
+        .post_json("/chat/message", &json!({"message": "before the delete"}))
+        .await;
+    assert_eq!(sent.status(), 200);
+    let default_path = format!("/api/v1/conversations/{DEFAULT_ID}");
+    let deleted = app
+        .client
+        .delete(app.url(&default_path))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+
+    // Through v1 it is an ordinary deleted conversation: sending or streaming to it is refused
+    // and does not bring it back.
+    assert_error(
+        app.post_json(&messages_path(DEFAULT_ID), &json!({"content": "hello?"}))
+            .await,
+        404,
+        "conversation_not_found",
+    )
+    .await;
+    let streamed = streaming_request(&app, DEFAULT_ID, "hello?")
+        .send()
+        .await
+        .unwrap();
+    assert_error(streamed, 404, "conversation_not_found").await;
+    assert_error(app.get(&default_path).await, 404, "conversation_not_found").await;
+    assert!(app.history().await.is_empty());
+
+    // The seed API, which cannot create conversations, starts it again, empty but for this message.
+    let sent = app
+        .post_json("/chat/message", &json!({"message": "after the delete"}))
+        .await;
+    assert_eq!(sent.status(), 200);
+    assert_eq!(app.get(&default_path).await.status(), 200);
+    let history = app.history().await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["user"], "after the delete");
+}
