@@ -201,6 +201,14 @@ fn repository_never_storing() -> MockChatRepository {
     repository
 }
 
+/// The product API checks a conversation before asking the assistant; here every one exists.
+fn existing(mut repository: MockChatRepository) -> MockChatRepository {
+    repository
+        .expect_get_conversation()
+        .returning(|id| Ok(conversation(id)));
+    repository
+}
+
 fn conversation(id: ConversationId) -> Conversation {
     Conversation::new(
         id,
@@ -308,7 +316,7 @@ async fn an_unknown_storage_error_is_500_internal_error() {
         .times(1)
         .returning(|_| Err(RepositoryError::Unknown(anyhow!(SECRET))));
     let reply = call(
-        repository,
+        existing(repository),
         assistant_replying("hi"),
         v1_send(ConversationId::DEFAULT, "hello"),
     )
@@ -386,7 +394,7 @@ async fn overloaded_storage_is_503_overloaded_with_retry_after() {
         .times(1)
         .returning(|_| Err(RepositoryError::Overloaded));
     let reply = call(
-        repository,
+        existing(repository),
         assistant_replying("hi"),
         v1_send(ConversationId::DEFAULT, "hello"),
     )
@@ -516,16 +524,12 @@ async fn assistant_failures_map_to_gateway_statuses_and_store_nothing() {
         ),
     ];
     for (error, status, code, retry_after) in cases {
-        // The default conversation: no conversation check before the assistant.
+        // The seed route: its conversation is created on demand, so no check before the
+        // assistant.
         let mut repository = repository_never_storing();
         repository.expect_get_conversation().never();
-        let reply = call(
-            repository,
-            assistant_failing(error),
-            v1_send(ConversationId::DEFAULT, "hello"),
-        )
-        .await;
-        reply.assert_api_error(status, code);
+        let reply = call(repository, assistant_failing(error), seed_send("hello")).await;
+        reply.assert_seed_error(status);
         assert_eq!(reply.header("retry-after"), retry_after, "{code}");
 
         // Another conversation: checked first, then the assistant fails.
@@ -537,13 +541,14 @@ async fn assistant_failures_map_to_gateway_statuses_and_store_nothing() {
             .returning(move |_| Ok(conversation(id)));
         let reply = call(repository, assistant_failing(error), v1_send(id, "hello")).await;
         reply.assert_api_error(status, code);
+        assert_eq!(reply.header("retry-after"), retry_after, "{code}");
     }
 }
 
 #[actix_web::test]
 async fn an_empty_reply_is_an_assistant_failure() {
     let reply = call(
-        repository_never_storing(),
+        existing(repository_never_storing()),
         assistant_replying(""),
         v1_send(ConversationId::DEFAULT, "hello"),
     )
@@ -564,7 +569,7 @@ async fn a_successful_send_returns_the_stored_exchange() {
         .times(1)
         .returning(|exchange| Ok(stored(exchange)));
     let reply = call(
-        repository,
+        existing(repository),
         assistant_replying("Hi there!"),
         v1_send(ConversationId::DEFAULT, "hello"),
     )
@@ -605,7 +610,7 @@ async fn a_stream_that_fails_midway_sends_an_error_event_and_stores_nothing() {
         Err(AssistantError::Provider(SECRET.to_owned())),
     ]);
     let reply = call(
-        repository_never_storing(),
+        existing(repository_never_storing()),
         assistant,
         v1_stream(ConversationId::DEFAULT, "hello"),
     )
@@ -629,7 +634,7 @@ async fn a_stream_that_fails_midway_sends_an_error_event_and_stores_nothing() {
 async fn every_streamed_event_carries_a_resumable_id_and_the_first_is_start() {
     let assistant = assistant_streaming(vec![Ok("one ".to_owned()), Err(AssistantError::Timeout)]);
     let reply = call(
-        repository_never_storing(),
+        existing(repository_never_storing()),
         assistant,
         v1_stream(ConversationId::DEFAULT, "hello"),
     )
@@ -662,7 +667,7 @@ async fn a_stream_that_times_out_midway_reports_the_timeout() {
         Err(AssistantError::Timeout),
     ]);
     let reply = call(
-        repository_never_storing(),
+        existing(repository_never_storing()),
         assistant,
         v1_stream(ConversationId::DEFAULT, "hello"),
     )
@@ -682,7 +687,7 @@ async fn a_stream_whose_storage_fails_reports_it_in_an_error_event() {
         .returning(|_| Err(RepositoryError::Unavailable(SECRET.to_owned())));
     let assistant = assistant_streaming(vec![Ok("whole ".to_owned()), Ok("reply".to_owned())]);
     let reply = call(
-        repository,
+        existing(repository),
         assistant,
         v1_stream(ConversationId::DEFAULT, "hello"),
     )
@@ -708,7 +713,7 @@ async fn a_successful_stream_ends_with_done_carrying_the_stored_exchange() {
         Ok("friend".to_owned()),
     ]);
     let reply = call(
-        repository,
+        existing(repository),
         assistant,
         v1_stream(ConversationId::DEFAULT, "hi"),
     )
@@ -731,7 +736,7 @@ async fn a_stream_that_cannot_start_is_a_plain_json_error() {
         .times(1)
         .returning(|_| Err(AssistantError::Overloaded));
     let reply = call(
-        repository_never_storing(),
+        existing(repository_never_storing()),
         assistant,
         v1_stream(ConversationId::DEFAULT, "hello"),
     )
