@@ -16,6 +16,7 @@ use domain::{
 
 use crate::durability::{wal_sync, SyncWal};
 use crate::errors::{from_diesel, unavailable};
+use crate::lookups::ConversationLookups;
 use crate::queries;
 use crate::writer::Writer;
 
@@ -52,6 +53,7 @@ impl SqliteSettings {
 pub struct SqliteChatRepository {
     readers: Pool<ConnectionManager<SqliteConnection>>,
     writer: Writer,
+    lookups: ConversationLookups,
 }
 
 #[derive(Debug)]
@@ -116,7 +118,13 @@ impl SqliteChatRepository {
             settings.max_batch.max(1),
         )
         .map_err(unavailable)?;
-        Ok(Self { readers, writer })
+        let lookups =
+            ConversationLookups::spawn(readers.clone(), writer.clone()).map_err(unavailable)?;
+        Ok(Self {
+            readers,
+            writer,
+            lookups,
+        })
     }
 
     /// Records how long `operation` took and how it ended, under the label set every storage
@@ -212,13 +220,18 @@ impl ChatRepository for SqliteChatRepository {
     }
 
     async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, RepositoryError> {
-        Self::timed(
-            "get_conversation",
-            self.read(ReadScope::OneStatement, move |conn| {
-                queries::find_conversation(conn, id)
-            }),
-        )
-        .await
+        let lookup = async move {
+            let Some((found, seen)) = self.lookups.find(id).await else {
+                return self
+                    .read(ReadScope::OneStatement, move |conn| {
+                        queries::find_conversation(conn, id)
+                    })
+                    .await;
+            };
+            self.writer.settled(seen).await?;
+            found
+        };
+        Self::timed("get_conversation", lookup).await
     }
 
     async fn list_conversations(
@@ -369,10 +382,18 @@ mod tests {
                     .await
             })
         };
+        let lookup = {
+            let repository = repository.clone();
+            tokio::spawn(async move { repository.get_conversation(ConversationId::DEFAULT).await })
+        };
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(
             !read.is_finished(),
             "the read saw the unsynced append and waits for it"
+        );
+        assert!(
+            !lookup.is_finished(),
+            "a conversation lookup waits for the same sync"
         );
         assert!(!store.is_finished());
         release.send(()).unwrap();
@@ -383,6 +404,46 @@ mod tests {
             2,
             "the read shows the append, now durable"
         );
+        assert_eq!(lookup.await.unwrap().unwrap().id, ConversationId::DEFAULT);
         drop(calls);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_lookups_each_get_their_own_answer() {
+        let directory = tempfile::tempdir().unwrap();
+        let repository =
+            SqliteChatRepository::open(&SqliteSettings::new(directory.path().join("chat.db")))
+                .unwrap();
+        let mut existing = Vec::new();
+        for title in ["first", "second", "third"] {
+            let conversation = domain::Conversation::new(
+                ConversationId::generate(),
+                domain::ConversationTitle::new(title).unwrap(),
+                domain::Timestamp::now(),
+            );
+            repository.create_conversation(&conversation).await.unwrap();
+            existing.push(conversation);
+        }
+        let missing: Vec<ConversationId> = (0..3).map(|_| ConversationId::generate()).collect();
+
+        // Far more lookups at once than one batch answers, interleaving hits and misses.
+        let lookups = (0..600).map(|index| {
+            let repository = repository.clone();
+            let wanted = match index % 2 {
+                0 => Ok(existing[index % 3].clone()),
+                _ => Err(missing[index % 3]),
+            };
+            tokio::spawn(async move {
+                let id = wanted.as_ref().map_or_else(|id| *id, |found| found.id);
+                (wanted, repository.get_conversation(id).await)
+            })
+        });
+        for lookup in futures::future::join_all(lookups).await {
+            match lookup.unwrap() {
+                (Ok(expected), Ok(found)) => assert_eq!(found, expected),
+                (Err(_), Err(RepositoryError::NotFound)) => {}
+                (wanted, answer) => panic!("asked for {wanted:?}, answered {answer:?}"),
+            }
+        }
     }
 }
