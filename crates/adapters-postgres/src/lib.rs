@@ -12,6 +12,7 @@
 //!   by themselves (connections are tested on checkout) when it is back.
 
 mod batches;
+mod lookups;
 mod schema;
 
 use std::fmt;
@@ -92,6 +93,7 @@ type PgPool = Pool<ConnectionManager<PgConnection>>;
 pub struct PostgresChatRepository {
     pool: PgPool,
     appends: batches::AppendBatches,
+    lookups: lookups::ConversationLookups,
 }
 
 impl fmt::Debug for PostgresChatRepository {
@@ -178,7 +180,12 @@ impl PostgresChatRepository {
                 .unwrap_or(1)
                 .clamp(1, 2),
         );
-        let repository = Self { pool, appends };
+        let lookups = lookups::ConversationLookups::start(pool.clone());
+        let repository = Self {
+            pool,
+            appends,
+            lookups,
+        };
         repository
             .run("migrate", move |connection| {
                 run_migrations(connection, session)
@@ -525,6 +532,11 @@ impl ChatRepository for PostgresChatRepository {
 
     #[tracing::instrument(skip(self))]
     async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, RepositoryError> {
+        let started = Instant::now();
+        if let Some(found) = self.lookups.find(id).await {
+            record_operation("get_conversation", started, &found);
+            return found;
+        }
         self.run("get_conversation", move |connection| {
             conversations::table
                 .find(id.as_uuid())

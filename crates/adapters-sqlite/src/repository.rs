@@ -407,43 +407,4 @@ mod tests {
         assert_eq!(lookup.await.unwrap().unwrap().id, ConversationId::DEFAULT);
         drop(calls);
     }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_lookups_each_get_their_own_answer() {
-        let directory = tempfile::tempdir().unwrap();
-        let repository =
-            SqliteChatRepository::open(&SqliteSettings::new(directory.path().join("chat.db")))
-                .unwrap();
-        let mut existing = Vec::new();
-        for title in ["first", "second", "third"] {
-            let conversation = domain::Conversation::new(
-                ConversationId::generate(),
-                domain::ConversationTitle::new(title).unwrap(),
-                domain::Timestamp::now(),
-            );
-            repository.create_conversation(&conversation).await.unwrap();
-            existing.push(conversation);
-        }
-        let missing: Vec<ConversationId> = (0..3).map(|_| ConversationId::generate()).collect();
-
-        // Far more lookups at once than one batch answers, interleaving hits and misses.
-        let lookups = (0..600).map(|index| {
-            let repository = repository.clone();
-            let wanted = match index % 2 {
-                0 => Ok(existing[index % 3].clone()),
-                _ => Err(missing[index % 3]),
-            };
-            tokio::spawn(async move {
-                let id = wanted.as_ref().map_or_else(|id| *id, |found| found.id);
-                (wanted, repository.get_conversation(id).await)
-            })
-        });
-        for lookup in futures::future::join_all(lookups).await {
-            match lookup.unwrap() {
-                (Ok(expected), Ok(found)) => assert_eq!(found, expected),
-                (Err(_), Err(RepositoryError::NotFound)) => {}
-                (wanted, answer) => panic!("asked for {wanted:?}, answered {answer:?}"),
-            }
-        }
-    }
 }

@@ -129,6 +129,7 @@ macro_rules! chat_repository_conformance {
             text_round_trips_exactly,
             timestamps_round_trip_exactly,
             concurrent_appends_are_gap_free_and_paired,
+            concurrent_gets_each_answer_their_own_conversation,
             health_check_succeeds,
         );
     };

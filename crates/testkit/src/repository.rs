@@ -878,6 +878,44 @@ pub async fn timestamps_round_trip_exactly<R: ChatRepository + ?Sized>(repo: Arc
     }
 }
 
+/// Many lookups at once, hits and misses interleaved: an adapter that groups lookups must hand
+/// each caller its own answer.
+pub async fn concurrent_gets_each_answer_their_own_conversation<
+    R: ChatRepository + ?Sized + 'static,
+>(
+    repo: Arc<R>,
+) {
+    const LOOKUPS: usize = 600;
+    let mut existing = Vec::new();
+    for title in ["first", "second", "third"] {
+        let stored = conversation(title, at(0));
+        create(&*repo, &stored).await;
+        existing.push(stored);
+    }
+    let missing: Vec<ConversationId> = (0..3).map(|_| ConversationId::generate()).collect();
+
+    let mut handles = Vec::with_capacity(LOOKUPS);
+    for index in 0..LOOKUPS {
+        let repo = Arc::clone(&repo);
+        let expected = (index % 2 == 0).then(|| existing[index % 3].clone());
+        let id = expected
+            .as_ref()
+            .map_or(missing[index % 3], |conversation| conversation.id);
+        handles.push(tokio::spawn(async move {
+            (id, expected, repo.get_conversation(id).await)
+        }));
+    }
+    for handle in handles {
+        match handle.await.expect("a looking-up task panicked") {
+            (_, Some(expected), Ok(found)) => assert_eq!(found, expected),
+            (_, None, Err(RepositoryError::NotFound)) => {}
+            (id, expected, answer) => {
+                panic!("get_conversation({id}) expected {expected:?}, answered {answer:?}")
+            }
+        }
+    }
+}
+
 pub async fn concurrent_appends_are_gap_free_and_paired<R: ChatRepository + ?Sized + 'static>(
     repo: Arc<R>,
 ) {
