@@ -4,6 +4,7 @@
 mod otlp;
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use api_actix::MetricsRenderer;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -53,6 +54,25 @@ const SECONDS_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 60.0,
 ];
 
+/// How often recorded histogram samples are folded into their buckets.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until a scrape or an upkeep folds it into the
+/// buckets; with no Prometheus scraping, that is about 24 bytes per request, forever (measured:
+/// resident memory grew by 11 MiB per 400,000 POSTs). A thread runs the upkeep so memory stays
+/// flat whether or not anything scrapes.
+fn keep_histograms_drained(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || loop {
+            std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+            handle.run_upkeep();
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the metrics upkeep thread; only scrapes drain histograms");
+    }
+}
+
 /// Installs the Prometheus recorder (once per process) and returns its renderer.
 pub fn metrics_renderer() -> Option<MetricsRenderer> {
     let handle = PROMETHEUS.get_or_init(|| {
@@ -62,6 +82,7 @@ pub fn metrics_renderer() -> Option<MetricsRenderer> {
         match recorder {
             Ok(handle) => {
                 otlp::describe_metrics();
+                keep_histograms_drained(handle.clone());
                 Some(handle)
             }
             Err(error) => {
