@@ -9,6 +9,8 @@
 #   - v1 page reads (limit=50) of a conversation of 10 and of 100,000 exchanges, alternately;
 #   - GET /chat/history of 10,000 exchanges (streamed);
 #   - peak RSS (VmHWM) of chat-server per scenario; the storage_writer_batch_size metric;
+#   - for each POST run, the CPU each thread of the server used per request and the CPUs left
+#     idle, which tell whether a run was bound by CPU or by latency;
 #   - cold start on the existing database to the first answered /readyz (median of 5);
 #   - the same against PostgreSQL when 127.0.0.1:5432 answers (own database, dropped at the end).
 # Fresh databases in a temp dir; nothing is left behind. About 5 minutes plus the build.
@@ -123,6 +125,27 @@ stop() { # pid
 }
 
 reset_peak_rss() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
+
+# CPU time of each of the process's threads so far, by thread name: "name<TAB>ns" lines.
+thread_cpu_ns() { # pid
+    local task
+    for task in /proc/"$1"/task/*; do
+        printf '%s\t%s\n' "$(cat "$task/comm" 2>/dev/null)" "$(awk '{print $1}' "$task/schedstat" 2>/dev/null)"
+    done | awk -F'\t' '$2 != "" {ns[$1] += $2} END {for (name in ns) printf "%s\t%d\n", name, ns[name]}'
+}
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+
+# Where a run's CPU went: microseconds of CPU per answered request by thread (threads under
+# 0.05 µs left out), and the fraction of the machine's CPUs left idle.
+cpu_breakdown() { # before-file after-file requests idle-ticks seconds
+    awk -F'\t' -v requests="$3" '
+        FNR == NR { before[$1] = $2; next }
+        { used = ($2 - before[$1]) / 1000 / requests; total += used
+          if (used >= 0.05) parts = parts sprintf("%s%s %.1f", parts == "" ? "" : ", ", $1, used) }
+        END { printf "%.1f µs of CPU per request (%s)", total, parts }' "$1" "$2"
+    awk -v idle="$4" -v seconds="$5" -v cpus="$(nproc)" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "; %.2f of %d CPUs idle\n", idle / hz / seconds, cpus }'
+}
 peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # ---------------------------------------------------------------------------------------------
@@ -140,14 +163,22 @@ run_wrk() {
     local backend="$1" scenario="$2" server="$3" url="$4" pid="$5" lua="${6:-}" field="${7:-}"
     local out="$WORK/wrk.out" args=(-t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 30s --latency)
     [ -n "$lua" ] && args+=(-s "$BENCH_DIR/$lua")
-    [ "$pid" != "-" ] && reset_peak_rss "$pid"
+    [ "$server" = chat ] && reset_peak_rss "$pid"
+    local idle_before
+    idle_before=$(idle_ticks)
+    [ "$pid" != "-" ] && thread_cpu_ns "$pid" >"$WORK/cpu.before"
     BENCH_FIELD="$field" wrk "${args[@]}" "$url" >"$out" 2>&1 || { cat "$out" >&2; return 1; }
+    if [ "$pid" != "-" ]; then
+        thread_cpu_ns "$pid" >"$WORK/cpu.after"
+        echo "$backend $scenario, $server: $(cpu_breakdown "$WORK/cpu.before" "$WORK/cpu.after" \
+            "$(awk '/requests in/ {print $1}' "$out")" $(($(idle_ticks) - idle_before)) "$DURATION")" >>"$EXTRA"
+    fi
     local rps p50 p99 errors rss=0
     rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
     p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
     p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
     errors=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$out")
-    [ "$pid" != "-" ] && rss=$(peak_rss_kib "$pid")
+    [ "$server" = chat ] && rss=$(peak_rss_kib "$pid")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$backend" "$scenario" "$server" "$rps" "$p50" "$p99" "$errors" "$rss" >>"$RESULTS"
     log "$(printf '%-8s %-22s %-9s %8s req/s  p50 %7s ms  p99 %7s ms  errors %s  peak RSS %s KiB' \
         "$backend" "$scenario" "$server" "$rps" "$p50" "$p99" "$errors" "$rss")"
@@ -232,12 +263,12 @@ bench_backend() { # backend url-for-post-db url-for-read-db seed-fn seed-arg
     start_baseline "$base_port"; base_pid=$LAST_PID
     start_chat "$chat_port" "$backend" "$post_url"; chat_pid=$LAST_PID
     for round in $(seq "$ROUNDS"); do
-        run_wrk "$backend" "POST /chat/message" baseline "http://127.0.0.1:$base_port/chat/message" - post.lua message
+        run_wrk "$backend" "POST /chat/message" baseline "http://127.0.0.1:$base_port/chat/message" "$base_pid" post.lua message
         run_wrk "$backend" "POST /chat/message" chat "http://127.0.0.1:$chat_port/chat/message" "$chat_pid" post.lua message
     done
     for round in $(seq "$ROUNDS"); do
         run_wrk "$backend" "POST v1 messages" baseline \
-            "http://127.0.0.1:$base_port/api/v1/conversations/$DEFAULT_ID/messages" - post.lua content
+            "http://127.0.0.1:$base_port/api/v1/conversations/$DEFAULT_ID/messages" "$base_pid" post.lua content
         run_wrk "$backend" "POST v1 messages" chat \
             "http://127.0.0.1:$chat_port/api/v1/conversations/$DEFAULT_ID/messages" "$chat_pid" post.lua content
     done
@@ -291,8 +322,8 @@ bench_backend() { # backend url-for-post-db url-for-read-db seed-fn seed-arg
     stop "$read_pid"
 
     log "== $backend: cold start on the existing database (5 starts)"
-    local starts=() i t0 t1 pid
-    for i in 1 2 3 4 5; do
+    local starts=() t0 t1 pid
+    for _ in 1 2 3 4 5; do
         t0=$(date +%s%N)
         (
             cd "$WORK"
