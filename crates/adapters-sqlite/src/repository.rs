@@ -13,20 +13,25 @@ use domain::{
     Message, MessageCursor, MessageWindow, NewExchange, Page, PageLimit, RepositoryError,
     Timestamp,
 };
+use tokio::sync::oneshot;
 
 use crate::durability::{wal_sync, SyncWal};
 use crate::errors::{from_diesel, unavailable};
 use crate::lookups::ConversationLookups;
 use crate::queries;
+use crate::reads::ReaderThreads;
 use crate::writer::Writer;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Reads that may wait for a reader thread; one more is refused with `Overloaded`.
+const READ_QUEUE_CAPACITY: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct SqliteSettings {
     /// The database file; created with its directory's permissions when missing.
     pub path: PathBuf,
-    /// Connections for reads, used from Tokio's blocking threads.
+    /// Reader threads, each reading on a connection of its own.
     pub read_pool_size: u32,
     /// How long a connection waits for a lock before giving up.
     pub busy_timeout: Duration,
@@ -51,7 +56,7 @@ impl SqliteSettings {
 /// `ChatRepository` on one SQLite file; see the crate documentation for the concurrency design.
 #[derive(Debug, Clone)]
 pub struct SqliteChatRepository {
-    readers: Pool<ConnectionManager<SqliteConnection>>,
+    readers: ReaderThreads,
     writer: Writer,
     lookups: ConversationLookups,
 }
@@ -91,8 +96,11 @@ impl SqliteChatRepository {
                 RepositoryError::Unknown(anyhow::anyhow!("migration failed: {error}"))
             })?;
 
+        let reader_threads = settings.read_pool_size.max(1);
+        // One connection per reader thread and one for the lookup thread, so neither waits for
+        // the other's connection.
         let readers = Pool::builder()
-            .max_size(settings.read_pool_size.max(1))
+            .max_size(reader_threads + 1)
             .connection_timeout(settings.busy_timeout)
             // r2d2 would otherwise run `SELECT 1` (parsed anew each time) before every read; a
             // local file connection does not go stale, and a failing read reports itself.
@@ -120,6 +128,8 @@ impl SqliteChatRepository {
         .map_err(unavailable)?;
         let lookups =
             ConversationLookups::spawn(readers.clone(), writer.clone()).map_err(unavailable)?;
+        let readers = ReaderThreads::spawn(&readers, reader_threads as usize, READ_QUEUE_CAPACITY)
+            .map_err(unavailable)?;
         Ok(Self {
             readers,
             writer,
@@ -155,21 +165,24 @@ impl SqliteChatRepository {
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
     {
-        let readers = self.readers.clone();
         let writer = self.writer.clone();
-        let (outcome, seen) = tokio::task::spawn_blocking(move || {
-            writer.noting_commits(|| {
-                let mut pooled = readers.get().map_err(unavailable)?;
-                let conn: &mut SqliteConnection = &mut pooled;
+        let (answer, answered) = oneshot::channel();
+        self.readers.submit(Box::new(move |connection| {
+            let found = writer.noting_commits(|| {
+                let conn = connection?;
                 match scope {
                     ReadScope::OneStatement => query(conn),
                     ReadScope::Snapshot => conn.transaction(query),
                 }
                 .map_err(from_diesel)
-            })
-        })
-        .await
-        .map_err(|error| RepositoryError::Unknown(anyhow::Error::new(error)))?;
+            });
+            // A requester that went away needs no answer.
+            let _ = answer.send(found);
+        }))?;
+        // Dropped unanswered only when the read panicked.
+        let (outcome, seen) = answered.await.map_err(|_| {
+            RepositoryError::Unknown(anyhow::anyhow!("the read failed unexpectedly"))
+        })?;
         self.writer.settled(seen).await?;
         outcome
     }
