@@ -9,7 +9,7 @@
 #   - v1 page reads (limit=50) of a conversation of 10 and of 100,000 exchanges, alternately;
 #   - GET /chat/history of 10,000 exchanges (streamed);
 #   - peak RSS (VmHWM) of chat-server per scenario; the storage_writer_batch_size metric;
-#   - for each POST run, the CPU each thread of the server used per request and the CPUs left
+#   - for each run, the CPU each thread of the server used per request and the CPUs left
 #     idle, which tell whether a run was bound by CPU or by latency;
 #   - cold start on the existing database to the first answered /readyz (median of 5);
 #   - the same against PostgreSQL when 127.0.0.1:5432 answers (own database, dropped at the end).
