@@ -136,21 +136,25 @@ mod tests {
         })
     }
 
-    /// A read that says when it runs, then holds its thread until `release` is dropped.
-    fn holding(running: mpsc::Sender<()>, release: mpsc::Receiver<()>) -> Read {
-        Box::new(move |_| {
-            running.send(()).unwrap();
-            let _ = release.recv();
-        })
+    /// One reader thread with room for `capacity` reads, held busy by a read until the returned
+    /// sender is dropped, so that later reads queue.
+    fn held_reader(capacity: usize) -> (ReaderThreads, mpsc::Sender<()>) {
+        let readers = ReaderThreads::spawn(&pool_of(":memory:"), 1, capacity).unwrap();
+        let (running, started) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        readers
+            .submit(Box::new(move |_| {
+                running.send(()).unwrap();
+                let _ = released.recv();
+            }))
+            .unwrap();
+        started.recv().unwrap();
+        (readers, release)
     }
 
     #[test]
     fn reads_queued_behind_a_busy_thread_all_run_once_it_is_free() {
-        let readers = ReaderThreads::spawn(&pool_of(":memory:"), 1, 64).unwrap();
-        let (running, started) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        readers.submit(holding(running, released)).unwrap();
-        started.recv().unwrap();
+        let (readers, release) = held_reader(64);
 
         let (done, outcomes) = mpsc::channel();
         for _ in 0..50 {
@@ -169,11 +173,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_refuses_at_once_and_the_queued_reads_still_run() {
-        let readers = ReaderThreads::spawn(&pool_of(":memory:"), 1, 2).unwrap();
-        let (running, started) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        readers.submit(holding(running, released)).unwrap();
-        started.recv().unwrap();
+        let (readers, release) = held_reader(2);
 
         let (done, outcomes) = mpsc::channel();
         readers.submit(answering(&done)).unwrap();
@@ -195,11 +195,7 @@ mod tests {
 
     #[test]
     fn a_read_that_panics_loses_only_its_own_answer() {
-        let readers = ReaderThreads::spawn(&pool_of(":memory:"), 1, 8).unwrap();
-        let (running, started) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        readers.submit(holding(running, released)).unwrap();
-        started.recv().unwrap();
+        let (readers, release) = held_reader(8);
 
         let (done, outcomes) = mpsc::channel();
         let (panicking_done, panicking_outcome) = mpsc::channel::<()>();
