@@ -12,7 +12,6 @@
 mod appends;
 mod durability;
 mod errors;
-mod lookups;
 mod queries;
 mod reads;
 mod repository;

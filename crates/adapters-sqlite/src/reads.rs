@@ -29,11 +29,13 @@ pub(crate) struct ReaderThreads {
 }
 
 impl ReaderThreads {
-    /// Starts `threads` reader threads on connections from `pool`; `capacity` reads may wait.
+    /// Starts `threads` reader threads, named `{name}-{n}`, on connections from `pool`;
+    /// `capacity` reads may wait.
     pub(crate) fn spawn(
         pool: &Pool<ConnectionManager<SqliteConnection>>,
         threads: usize,
         capacity: usize,
+        name: &str,
     ) -> std::io::Result<Self> {
         let (queue, reads) = sync_channel(capacity);
         // The thread holding the lock sleeps in `recv`; the others wait for the lock, so each
@@ -43,7 +45,7 @@ impl ReaderThreads {
             let reads = Arc::clone(&reads);
             let pool = pool.clone();
             std::thread::Builder::new()
-                .name(format!("sqlite-reader-{number}"))
+                .name(format!("{name}-{number}"))
                 .spawn(move || serve(&reads, &pool))?;
         }
         Ok(Self { queue })
@@ -139,7 +141,8 @@ mod tests {
     /// One reader thread with room for `capacity` reads, held busy by a read until the returned
     /// sender is dropped, so that later reads queue.
     fn held_reader(capacity: usize) -> (ReaderThreads, mpsc::Sender<()>) {
-        let readers = ReaderThreads::spawn(&pool_of(":memory:"), 1, capacity).unwrap();
+        let readers =
+            ReaderThreads::spawn(&pool_of(":memory:"), 1, capacity, "test-reader").unwrap();
         let (running, started) = mpsc::channel();
         let (release, released) = mpsc::channel::<()>();
         readers
@@ -222,8 +225,13 @@ mod tests {
 
     #[test]
     fn without_a_connection_every_read_is_told_unavailable() {
-        let readers =
-            ReaderThreads::spawn(&pool_of("/nonexistent-directory/chat.db"), 1, 8).unwrap();
+        let readers = ReaderThreads::spawn(
+            &pool_of("/nonexistent-directory/chat.db"),
+            1,
+            8,
+            "test-reader",
+        )
+        .unwrap();
         let (done, outcomes) = mpsc::channel();
         for _ in 0..3 {
             readers.submit(answering(&done)).unwrap();

@@ -17,7 +17,6 @@ use tokio::sync::oneshot;
 
 use crate::durability::{wal_sync, SyncWal};
 use crate::errors::{from_diesel, unavailable};
-use crate::lookups::ConversationLookups;
 use crate::queries;
 use crate::reads::ReaderThreads;
 use crate::writer::Writer;
@@ -57,8 +56,8 @@ impl SqliteSettings {
 #[derive(Debug, Clone)]
 pub struct SqliteChatRepository {
     readers: ReaderThreads,
+    lookups: ReaderThreads,
     writer: Writer,
-    lookups: ConversationLookups,
 }
 
 #[derive(Debug)]
@@ -126,14 +125,21 @@ impl SqliteChatRepository {
             settings.max_batch.max(1),
         )
         .map_err(unavailable)?;
-        let lookups =
-            ConversationLookups::spawn(readers.clone(), writer.clone()).map_err(unavailable)?;
-        let readers = ReaderThreads::spawn(&readers, reader_threads as usize, READ_QUEUE_CAPACITY)
+        // Every v1 send looks its conversation up before the assistant is asked; a thread of
+        // their own keeps those lookups from queueing behind page reads.
+        let lookups = ReaderThreads::spawn(&readers, 1, READ_QUEUE_CAPACITY, "sqlite-lookups")
             .map_err(unavailable)?;
+        let readers = ReaderThreads::spawn(
+            &readers,
+            reader_threads as usize,
+            READ_QUEUE_CAPACITY,
+            "sqlite-reader",
+        )
+        .map_err(unavailable)?;
         Ok(Self {
             readers,
-            writer,
             lookups,
+            writer,
         })
     }
 
@@ -156,18 +162,32 @@ impl SqliteChatRepository {
         result
     }
 
-    /// Runs `query` on a pooled reader from a blocking thread. A query of several statements
-    /// runs in one read transaction, so every statement sees the same snapshot; a single
-    /// statement is a snapshot by itself and skips the two extra statements. The outcome is
-    /// returned once everything the snapshot could contain is durable.
+    /// Runs `query` on one of the reader threads. A query of several statements runs in one
+    /// read transaction, so every statement sees the same snapshot; a single statement is a
+    /// snapshot by itself and skips the two extra statements. The outcome is returned once
+    /// everything the snapshot could contain is durable.
     async fn read<T, F>(&self, scope: ReadScope, query: F) -> Result<T, RepositoryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
+    {
+        self.read_on(&self.readers, scope, query).await
+    }
+
+    /// [`Self::read`] on the threads of `queue`.
+    async fn read_on<T, F>(
+        &self,
+        queue: &ReaderThreads,
+        scope: ReadScope,
+        query: F,
+    ) -> Result<T, RepositoryError>
     where
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
     {
         let writer = self.writer.clone();
         let (answer, answered) = oneshot::channel();
-        self.readers.submit(Box::new(move |connection| {
+        queue.submit(Box::new(move |connection| {
             let found = writer.noting_commits(|| {
                 let conn = connection?;
                 match scope {
@@ -233,16 +253,16 @@ impl ChatRepository for SqliteChatRepository {
     }
 
     async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, RepositoryError> {
+        let find = move |conn: &mut SqliteConnection| queries::find_conversation(conn, id);
         let lookup = async move {
-            let Some((found, seen)) = self.lookups.find(id).await else {
-                return self
-                    .read(ReadScope::OneStatement, move |conn| {
-                        queries::find_conversation(conn, id)
-                    })
-                    .await;
-            };
-            self.writer.settled(seen).await?;
-            found
+            match self
+                .read_on(&self.lookups, ReadScope::OneStatement, find)
+                .await
+            {
+                // The lookup thread's queue is full: the lookup waits with the other reads.
+                Err(RepositoryError::Overloaded) => self.read(ReadScope::OneStatement, find).await,
+                other => other,
+            }
         };
         Self::timed("get_conversation", lookup).await
     }
