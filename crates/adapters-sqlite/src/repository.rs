@@ -440,4 +440,45 @@ mod tests {
         assert_eq!(lookup.await.unwrap().unwrap().id, ConversationId::DEFAULT);
         drop(calls);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lookup_that_finds_its_queue_full_is_answered_by_the_other_readers() {
+        let directory = tempfile::tempdir().unwrap();
+        let repository =
+            SqliteChatRepository::open(&SqliteSettings::new(directory.path().join("chat.db")))
+                .unwrap();
+        let conversation = domain::Conversation::new(
+            ConversationId::DEFAULT,
+            domain::ConversationTitle::new("Chat").unwrap(),
+            domain::Timestamp::now(),
+        );
+        repository.create_conversation(&conversation).await.unwrap();
+        // The lookup thread is held by one read while READ_QUEUE_CAPACITY more wait behind it.
+        let (running, started) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        repository
+            .lookups
+            .submit(Box::new(move |_| {
+                running.send(()).unwrap();
+                let _ = released.recv();
+            }))
+            .unwrap();
+        started.recv().unwrap();
+        for _ in 0..READ_QUEUE_CAPACITY {
+            repository.lookups.submit(Box::new(|_| {})).unwrap();
+        }
+        assert!(matches!(
+            repository.lookups.submit(Box::new(|_| {})),
+            Err(RepositoryError::Overloaded)
+        ));
+
+        let found = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            repository.get_conversation(ConversationId::DEFAULT),
+        )
+        .await
+        .expect("answered while the lookup thread is still held");
+        assert_eq!(found.unwrap().id, ConversationId::DEFAULT);
+        drop(release);
+    }
 }
