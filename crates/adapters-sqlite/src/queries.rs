@@ -2,6 +2,7 @@
 //! primary key or `conversations_by_recency`, messages by `messages_by_position`.
 
 use crate::appends::PositionClaims;
+use crate::schema::InsertMessage;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
@@ -241,8 +242,6 @@ pub(crate) fn append_exchange(
     exchange: &NewExchange,
     claims: &mut PositionClaims,
 ) -> QueryResult<Exchange> {
-    use crate::schema::messages;
-
     let conversation_id = exchange.conversation_id.to_string();
     // Claiming positions on the conversation orders exchanges as they are stored; no row means
     // no conversation.
@@ -256,16 +255,16 @@ pub(crate) fn append_exchange(
         (&exchange.user, Role::User, user_position),
         (&exchange.assistant, Role::Assistant, last_position),
     ] {
-        diesel::insert_into(messages::table)
-            .values((
-                messages::id.eq(message.id.to_string()),
-                messages::conversation_id.eq(&conversation_id),
-                messages::position.eq(position),
-                messages::role.eq(role.as_str()),
-                messages::content.eq(&message.content),
-                messages::created_at.eq(message.created_at.unix_micros()),
-            ))
-            .execute(conn)?;
+        let mut id = uuid::Uuid::encode_buffer();
+        InsertMessage {
+            id: message.id.as_uuid().hyphenated().encode_lower(&mut id),
+            conversation_id: &conversation_id,
+            position,
+            role: role.as_str(),
+            content: &message.content,
+            created_at: message.created_at.unix_micros(),
+        }
+        .execute(conn)?;
     }
     let stored = |new: &NewMessage, role, position| Message {
         id: new.id,
