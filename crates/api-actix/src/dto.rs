@@ -8,17 +8,67 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 /// RFC 3339 in UTC, always with six fractional digits so timestamps sort as strings.
 const RFC3339_MICROS: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
-/// E.g. `2026-11-23T10:15:30.123456Z`.
-fn rfc3339(timestamp: Timestamp) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp.unix_micros()) * 1000)
-        .ok()
-        .and_then(|time| time.format(RFC3339_MICROS).ok())
-        .unwrap_or_default()
+/// A timestamp on the wire, e.g. `2026-11-23T10:15:30.123456Z`. Formatted while the response is
+/// written, into a buffer on the stack: building a page's DTOs with a `String` per id and
+/// timestamp took a quarter of the HTTP worker's time for a page of 50 messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rfc3339(Timestamp);
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`
+const RFC3339_MICROS_LEN: usize = 27;
+
+impl Rfc3339 {
+    /// The four-digit years; any other goes through the `time` crate's general formatting.
+    fn write(time: OffsetDateTime, buffer: &mut [u8; RFC3339_MICROS_LEN]) -> Option<&str> {
+        let year = u32::try_from(time.year())
+            .ok()
+            .filter(|year| *year <= 9999)?;
+        let fields: [(u32, usize, usize); 7] = [
+            (year, 0, 4),
+            (u32::from(u8::from(time.month())), 5, 2),
+            (u32::from(time.day()), 8, 2),
+            (u32::from(time.hour()), 11, 2),
+            (u32::from(time.minute()), 14, 2),
+            (u32::from(time.second()), 17, 2),
+            (time.microsecond(), 20, 6),
+        ];
+        *buffer = *b"0000-00-00T00:00:00.000000Z";
+        for (mut value, start, digits) in fields {
+            for index in (start..start + digits).rev() {
+                // A digit: always below 10.
+                buffer[index] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        std::str::from_utf8(buffer).ok()
+    }
+}
+
+impl From<Timestamp> for Rfc3339 {
+    fn from(timestamp: Timestamp) -> Self {
+        Self(timestamp)
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Ok(time) =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0.unix_micros()) * 1000)
+        else {
+            return serializer.serialize_str("");
+        };
+        let mut buffer = [0; RFC3339_MICROS_LEN];
+        match Self::write(time, &mut buffer) {
+            Some(text) => serializer.serialize_str(text),
+            None => serializer.serialize_str(&time.format(RFC3339_MICROS).unwrap_or_default()),
+        }
+    }
 }
 
 // ---- seed API ----
@@ -75,22 +125,21 @@ pub(crate) struct ErrorResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConversationDto {
-    #[schema(format = Uuid)]
-    pub id: String,
+    pub id: Uuid,
     pub title: String,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub updated_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Rfc3339,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Rfc3339,
 }
 
 impl From<Conversation> for ConversationDto {
     fn from(conversation: Conversation) -> Self {
         Self {
-            id: conversation.id.to_string(),
+            id: conversation.id.as_uuid(),
             title: conversation.title,
-            created_at: rfc3339(conversation.created_at),
-            updated_at: rfc3339(conversation.updated_at),
+            created_at: conversation.created_at.into(),
+            updated_at: conversation.updated_at.into(),
         }
     }
 }
@@ -104,27 +153,25 @@ pub(crate) enum RoleDto {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct MessageDto {
-    #[schema(format = Uuid)]
-    pub id: String,
-    #[schema(format = Uuid)]
-    pub conversation_id: String,
+    pub id: Uuid,
+    pub conversation_id: Uuid,
     pub role: RoleDto,
     pub content: String,
-    #[schema(format = DateTime)]
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Rfc3339,
 }
 
 impl From<Message> for MessageDto {
     fn from(message: Message) -> Self {
         Self {
-            id: message.id.to_string(),
-            conversation_id: message.conversation_id.to_string(),
+            id: message.id.as_uuid(),
+            conversation_id: message.conversation_id.as_uuid(),
             role: match message.role {
                 Role::User => RoleDto::User,
                 Role::Assistant => RoleDto::Assistant,
             },
             content: message.content,
-            created_at: rfc3339(message.created_at),
+            created_at: message.created_at.into(),
         }
     }
 }
@@ -255,4 +302,54 @@ pub(crate) struct ResumeQuery {
 pub(crate) struct HealthResponse {
     #[schema(example = "ok")]
     pub status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_the_wire(unix_micros: i64) -> String {
+        serde_json::to_string(&Rfc3339(Timestamp::from_unix_micros(unix_micros))).unwrap()
+    }
+
+    fn as_the_time_crate_formats(unix_micros: i64) -> String {
+        let time =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_micros) * 1000).unwrap();
+        format!("\"{}\"", time.format(RFC3339_MICROS).unwrap())
+    }
+
+    #[test]
+    fn timestamps_are_written_as_the_time_crate_formats_them() {
+        let edges = [
+            0,
+            1,
+            999_999,
+            951_782_400_000_000,     // 2000-02-29T00:00:00Z
+            1_798_761_599_999_999,   // 2026-12-31T23:59:59.999999Z
+            -1,                      // 1969-12-31T23:59:59.999999Z
+            -62_167_219_200_000_000, // 0000-01-01T00:00:00Z
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999Z
+        ];
+        // Spread over four centuries, in steps that hit every field's carries.
+        let spread = (0..20_000).map(|step: i64| -2_208_988_800_000_000 + step * 631_152_000_123);
+        for unix_micros in edges.into_iter().chain(spread) {
+            assert_eq!(
+                on_the_wire(unix_micros),
+                as_the_time_crate_formats(unix_micros),
+                "{unix_micros}"
+            );
+        }
+    }
+
+    #[test]
+    fn years_before_zero_fall_back_to_the_general_formatting() {
+        let year_minus_one = -62_198_755_200_000_000;
+        assert_eq!(
+            on_the_wire(year_minus_one),
+            as_the_time_crate_formats(year_minus_one)
+        );
+        assert!(on_the_wire(year_minus_one).starts_with("\"-0001-01-01T"));
+        // Beyond the years the time crate represents: an empty string, as before.
+        assert_eq!(on_the_wire(i64::MAX), "\"\"");
+    }
 }
