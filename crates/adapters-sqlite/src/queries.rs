@@ -2,7 +2,9 @@
 //! primary key or `conversations_by_recency`, messages by `messages_by_position`.
 
 use crate::appends::PositionClaims;
-use crate::schema::InsertMessage;
+use crate::schema::{After, Before, InsertMessage, Latest, MessagesPage, PageWindow};
+use std::marker::PhantomData;
+
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
@@ -25,19 +27,14 @@ struct ConversationRow {
     updated_at: i64,
 }
 
-#[derive(QueryableByName)]
+/// The columns of [`MessagesPage`], in its order.
+#[derive(Queryable)]
 struct MessageRow {
-    #[diesel(sql_type = Text)]
     id: String,
-    #[diesel(sql_type = Text)]
     conversation_id: String,
-    #[diesel(sql_type = BigInt)]
     position: i64,
-    #[diesel(sql_type = Text)]
     role: String,
-    #[diesel(sql_type = Text)]
     content: String,
-    #[diesel(sql_type = BigInt)]
     created_at: i64,
 }
 
@@ -77,7 +74,6 @@ impl TryFrom<MessageRow> for Message {
 }
 
 const CONVERSATION_COLUMNS: &str = "id, title, created_at, updated_at";
-const MESSAGE_COLUMNS: &str = "id, conversation_id, position, role, content, created_at";
 
 pub(crate) fn insert_conversation(
     conn: &mut SqliteConnection,
@@ -196,25 +192,16 @@ pub(crate) fn list_messages(
     find_conversation(conn, conversation_id)?;
     let fetch = i64::from(limit.get()) + 1;
     let conversation = conversation_id.to_string();
-    let (condition, order, bound) = match window {
-        MessageWindow::Latest => ("", "DESC", None),
-        MessageWindow::Before(cursor) => ("AND position < ?", "DESC", Some(cursor.position)),
-        MessageWindow::After(cursor) => ("AND position > ?", "ASC", Some(cursor.position)),
-    };
-    let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? {condition} \
-         ORDER BY position {order} LIMIT ?"
-    );
-    let rows: Vec<MessageRow> = match bound {
-        None => diesel::sql_query(sql)
-            .bind::<Text, _>(conversation)
-            .bind::<BigInt, _>(fetch)
-            .load(conn)?,
-        Some(position) => diesel::sql_query(sql)
-            .bind::<Text, _>(conversation)
-            .bind::<BigInt, _>(position)
-            .bind::<BigInt, _>(fetch)
-            .load(conn)?,
+    let (rows, newest_first) = match window {
+        MessageWindow::Latest => (page_of::<Latest>(conn, &conversation, 0, fetch)?, true),
+        MessageWindow::Before(cursor) => (
+            page_of::<Before>(conn, &conversation, cursor.position, fetch)?,
+            true,
+        ),
+        MessageWindow::After(cursor) => (
+            page_of::<After>(conn, &conversation, cursor.position, fetch)?,
+            false,
+        ),
     };
     let mut items = rows
         .into_iter()
@@ -229,10 +216,25 @@ pub(crate) fn list_messages(
             })
         })
         .flatten();
-    if order == "DESC" {
+    if newest_first {
         items.reverse();
     }
     Ok(Page { items, next_cursor })
+}
+
+fn page_of<W: PageWindow>(
+    conn: &mut SqliteConnection,
+    conversation_id: &str,
+    bound: i64,
+    fetch: i64,
+) -> QueryResult<Vec<MessageRow>> {
+    MessagesPage::<W> {
+        conversation_id,
+        bound,
+        fetch,
+        window: PhantomData,
+    }
+    .load(conn)
 }
 
 /// Stores the exchange at the next two positions its conversation has in `claims`; the claim is

@@ -1,8 +1,10 @@
-//! The statements of the hot write path, in forms diesel prepares once per connection and caches.
+//! The statements of the hot paths, in forms diesel prepares once per connection and caches.
 //! Raw SQL (`sql_query`) and diesel's own `UPDATE` builder are parsed again on every call, which
-//! cost more than the rest of an exchange's write together.
+//! cost more than the rest of an exchange's write together, and a fifth of a page read.
 
-use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use std::marker::PhantomData;
+
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{QueryResult, RunQueryDsl};
@@ -88,3 +90,72 @@ impl QueryId for InsertMessage<'_> {
 }
 
 impl RunQueryDsl<SqliteConnection> for InsertMessage<'_> {}
+
+/// Which part of a conversation a [`MessagesPage`] reads; one type per statement text, since the
+/// type is the statement cache's key.
+pub(crate) trait PageWindow: 'static {
+    /// The condition on `position` after the conversation's, with one `?` for the bound, if any.
+    const BOUND: Option<&'static str>;
+    const ORDER: &'static str;
+}
+
+/// The newest messages, newest first.
+pub(crate) struct Latest;
+/// Messages before a position, newest first.
+pub(crate) struct Before;
+/// Messages after a position, oldest first.
+pub(crate) struct After;
+
+impl PageWindow for Latest {
+    const BOUND: Option<&'static str> = None;
+    const ORDER: &'static str = " ORDER BY position DESC LIMIT ";
+}
+
+impl PageWindow for Before {
+    const BOUND: Option<&'static str> = Some(" AND position < ");
+    const ORDER: &'static str = " ORDER BY position DESC LIMIT ";
+}
+
+impl PageWindow for After {
+    const BOUND: Option<&'static str> = Some(" AND position > ");
+    const ORDER: &'static str = " ORDER BY position ASC LIMIT ";
+}
+
+/// Up to `fetch` messages of one conversation in position order, by the `messages_by_position`
+/// index, loaded by column position as `(id, conversation_id, position, role, content,
+/// created_at)`.
+pub(crate) struct MessagesPage<'a, W> {
+    pub(crate) conversation_id: &'a str,
+    /// Ignored by [`Latest`].
+    pub(crate) bound: i64,
+    pub(crate) fetch: i64,
+    pub(crate) window: PhantomData<W>,
+}
+
+impl<W: PageWindow> QueryFragment<Sqlite> for MessagesPage<'_, W> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT id, conversation_id, position, role, content, created_at FROM messages \
+             WHERE conversation_id = ",
+        );
+        out.push_bind_param::<Text, _>(self.conversation_id)?;
+        if let Some(bound) = W::BOUND {
+            out.push_sql(bound);
+            out.push_bind_param::<BigInt, _>(&self.bound)?;
+        }
+        out.push_sql(W::ORDER);
+        out.push_bind_param::<BigInt, _>(&self.fetch)?;
+        Ok(())
+    }
+}
+
+impl<W: PageWindow> QueryId for MessagesPage<'_, W> {
+    type QueryId = MessagesPage<'static, W>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<W> Query for MessagesPage<'_, W> {
+    type SqlType = (Text, Text, BigInt, Text, Text, BigInt);
+}
+
+impl<W> RunQueryDsl<SqliteConnection> for MessagesPage<'_, W> {}
