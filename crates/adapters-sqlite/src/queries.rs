@@ -189,20 +189,22 @@ pub(crate) fn list_messages(
     window: MessageWindow,
     limit: PageLimit,
 ) -> QueryResult<Page<Message, MessageCursor>> {
-    find_conversation(conn, conversation_id)?;
     let fetch = i64::from(limit.get()) + 1;
     let conversation = conversation_id.to_string();
-    let (rows, newest_first) = match window {
-        MessageWindow::Latest => (page_of::<Latest>(conn, &conversation, 0, fetch)?, true),
-        MessageWindow::Before(cursor) => (
-            page_of::<Before>(conn, &conversation, cursor.position, fetch)?,
-            true,
-        ),
-        MessageWindow::After(cursor) => (
-            page_of::<After>(conn, &conversation, cursor.position, fetch)?,
-            false,
-        ),
-    };
+    let mut rows = page_rows(conn, &conversation, window, fetch)?;
+    if rows.is_empty() {
+        // Only a message proves that the conversation exists. Without one, the page is read
+        // again with the conversation in one snapshot, so that "empty" and "exists" hold at
+        // the same moment.
+        rows = conn.transaction::<_, diesel::result::Error, _>(|conn| {
+            let rows = page_rows(conn, &conversation, window, fetch)?;
+            if rows.is_empty() {
+                find_conversation(conn, conversation_id)?;
+            }
+            Ok(rows)
+        })?;
+    }
+    let newest_first = !matches!(window, MessageWindow::After(_));
     let mut items = rows
         .into_iter()
         .map(Message::try_from)
@@ -220,6 +222,24 @@ pub(crate) fn list_messages(
         items.reverse();
     }
     Ok(Page { items, next_cursor })
+}
+
+/// Up to `fetch` rows of the conversation's `window`, in the window's order.
+fn page_rows(
+    conn: &mut SqliteConnection,
+    conversation_id: &str,
+    window: MessageWindow,
+    fetch: i64,
+) -> QueryResult<Vec<MessageRow>> {
+    match window {
+        MessageWindow::Latest => page_of::<Latest>(conn, conversation_id, 0, fetch),
+        MessageWindow::Before(cursor) => {
+            page_of::<Before>(conn, conversation_id, cursor.position, fetch)
+        }
+        MessageWindow::After(cursor) => {
+            page_of::<After>(conn, conversation_id, cursor.position, fetch)
+        }
+    }
 }
 
 fn page_of<W: PageWindow>(

@@ -162,25 +162,19 @@ impl SqliteChatRepository {
         result
     }
 
-    /// Runs `query` on one of the reader threads. A query of several statements runs in one
-    /// read transaction, so every statement sees the same snapshot; a single statement is a
-    /// snapshot by itself and skips the two extra statements. The outcome is returned once
-    /// everything the snapshot could contain is durable.
-    async fn read<T, F>(&self, scope: ReadScope, query: F) -> Result<T, RepositoryError>
+    /// Runs `query` on one of the reader threads, outside any transaction: a query of several
+    /// statements that must see one snapshot opens its own. The outcome is returned once
+    /// everything the query could have seen is durable.
+    async fn read<T, F>(&self, query: F) -> Result<T, RepositoryError>
     where
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
     {
-        self.read_on(&self.readers, scope, query).await
+        self.read_on(&self.readers, query).await
     }
 
     /// [`Self::read`] on the threads of `queue`.
-    async fn read_on<T, F>(
-        &self,
-        queue: &ReaderThreads,
-        scope: ReadScope,
-        query: F,
-    ) -> Result<T, RepositoryError>
+    async fn read_on<T, F>(&self, queue: &ReaderThreads, query: F) -> Result<T, RepositoryError>
     where
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
@@ -188,14 +182,7 @@ impl SqliteChatRepository {
         let writer = self.writer.clone();
         let (answer, answered) = oneshot::channel();
         queue.submit(Box::new(move |connection| {
-            let found = writer.noting_commits(|| {
-                let conn = connection?;
-                match scope {
-                    ReadScope::OneStatement => query(conn),
-                    ReadScope::Snapshot => conn.transaction(query),
-                }
-                .map_err(from_diesel)
-            });
+            let found = writer.noting_commits(|| query(connection?).map_err(from_diesel));
             // A requester that went away needs no answer.
             let _ = answer.send(found);
         }))?;
@@ -232,13 +219,6 @@ fn open_writer_connection(settings: &SqliteSettings) -> Result<SqliteConnection,
     Ok(connection)
 }
 
-/// Whether a read needs an explicit transaction around it.
-#[derive(Debug, Clone, Copy)]
-enum ReadScope {
-    OneStatement,
-    Snapshot,
-}
-
 #[async_trait]
 impl ChatRepository for SqliteChatRepository {
     async fn create_conversation(
@@ -255,12 +235,9 @@ impl ChatRepository for SqliteChatRepository {
     async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, RepositoryError> {
         let find = move |conn: &mut SqliteConnection| queries::find_conversation(conn, id);
         let lookup = async move {
-            match self
-                .read_on(&self.lookups, ReadScope::OneStatement, find)
-                .await
-            {
+            match self.read_on(&self.lookups, find).await {
                 // The lookup thread's queue is full: the lookup waits with the other reads.
-                Err(RepositoryError::Overloaded) => self.read(ReadScope::OneStatement, find).await,
+                Err(RepositoryError::Overloaded) => self.read(find).await,
                 other => other,
             }
         };
@@ -274,9 +251,7 @@ impl ChatRepository for SqliteChatRepository {
     ) -> Result<Page<Conversation, ConversationCursor>, RepositoryError> {
         Self::timed(
             "list_conversations",
-            self.read(ReadScope::OneStatement, move |conn| {
-                queries::list_conversations(conn, after, limit)
-            }),
+            self.read(move |conn| queries::list_conversations(conn, after, limit)),
         )
         .await
     }
@@ -309,9 +284,7 @@ impl ChatRepository for SqliteChatRepository {
     ) -> Result<Page<Message, MessageCursor>, RepositoryError> {
         Self::timed(
             "list_messages",
-            self.read(ReadScope::Snapshot, move |conn| {
-                queries::list_messages(conn, conversation_id, window, limit)
-            }),
+            self.read(move |conn| queries::list_messages(conn, conversation_id, window, limit)),
         )
         .await
     }
@@ -328,10 +301,8 @@ impl ChatRepository for SqliteChatRepository {
             // would stay unready after storage came back.
             return self.writer.write(rewrite_user_version).await;
         }
-        self.read(ReadScope::OneStatement, |conn| {
-            conn.batch_execute("SELECT 1 FROM conversations LIMIT 1")
-        })
-        .await
+        self.read(|conn| conn.batch_execute("SELECT 1 FROM conversations LIMIT 1"))
+            .await
     }
 }
 
