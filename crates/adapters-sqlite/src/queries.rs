@@ -2,7 +2,9 @@
 //! primary key or `conversations_by_recency`, messages by `messages_by_position`.
 
 use crate::appends::PositionClaims;
-use crate::schema::{After, Before, InsertMessage, Latest, MessagesPage, PageWindow};
+use crate::schema::{
+    After, Before, ConversationsPage, InsertMessage, Latest, MessagesPage, PageWindow,
+};
 use std::marker::PhantomData;
 
 use diesel::prelude::*;
@@ -121,25 +123,33 @@ pub(crate) fn list_conversations(
     limit: PageLimit,
 ) -> QueryResult<Page<Conversation, ConversationCursor>> {
     let fetch = i64::from(limit.get()) + 1;
-    let rows: Vec<ConversationRow> = match after {
-        None => diesel::sql_query(format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
-             ORDER BY updated_at DESC, id DESC LIMIT ?"
-        ))
-        .bind::<BigInt, _>(fetch)
+    let rows: Vec<(String, String, i64, i64)> = match after {
+        None => ConversationsPage::<Latest> {
+            after: (0, ""),
+            fetch,
+            window: PhantomData,
+        }
         .load(conn)?,
-        Some(cursor) => diesel::sql_query(format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE (updated_at, id) < (?, ?) \
-             ORDER BY updated_at DESC, id DESC LIMIT ?"
-        ))
-        .bind::<BigInt, _>(cursor.updated_at.unix_micros())
-        .bind::<Text, _>(cursor.id.to_string())
-        .bind::<BigInt, _>(fetch)
-        .load(conn)?,
+        Some(cursor) => {
+            let id = cursor.id.to_string();
+            ConversationsPage::<After> {
+                after: (cursor.updated_at.unix_micros(), &id),
+                fetch,
+                window: PhantomData,
+            }
+            .load(conn)?
+        }
     };
     let mut items = rows
         .into_iter()
-        .map(Conversation::try_from)
+        .map(|(id, title, created_at, updated_at)| {
+            Conversation::try_from(ConversationRow {
+                id,
+                title,
+                created_at,
+                updated_at,
+            })
+        })
         .collect::<QueryResult<Vec<_>>>()?;
     let next_cursor = if items.len() > limit.get() as usize {
         items.truncate(limit.get() as usize);

@@ -159,3 +159,48 @@ impl<W> Query for MessagesPage<'_, W> {
 }
 
 impl<W> RunQueryDsl<SqliteConnection> for MessagesPage<'_, W> {}
+
+const SELECT_CONVERSATIONS: &str = "SELECT id, title, created_at, updated_at FROM conversations ";
+
+/// Up to `fetch` conversations, most recently updated first, by `conversations_by_recency`; after
+/// the keyset `(updated_at, id)` when one is given. Loaded by column position as `(id, title,
+/// created_at, updated_at)`.
+pub(crate) struct ConversationsPage<'a, W> {
+    /// The last conversation of the previous page; ignored by [`Latest`].
+    pub(crate) after: (i64, &'a str),
+    pub(crate) fetch: i64,
+    pub(crate) window: PhantomData<W>,
+}
+
+impl QueryFragment<Sqlite> for ConversationsPage<'_, Latest> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql(SELECT_CONVERSATIONS);
+        out.push_sql("ORDER BY updated_at DESC, id DESC LIMIT ");
+        out.push_bind_param::<BigInt, _>(&self.fetch)?;
+        Ok(())
+    }
+}
+
+impl QueryFragment<Sqlite> for ConversationsPage<'_, After> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql(SELECT_CONVERSATIONS);
+        out.push_sql("WHERE (updated_at, id) < (");
+        out.push_bind_param::<BigInt, _>(&self.after.0)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.after.1)?;
+        out.push_sql(") ORDER BY updated_at DESC, id DESC LIMIT ");
+        out.push_bind_param::<BigInt, _>(&self.fetch)?;
+        Ok(())
+    }
+}
+
+impl<W: 'static> QueryId for ConversationsPage<'_, W> {
+    type QueryId = ConversationsPage<'static, W>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<W> Query for ConversationsPage<'_, W> {
+    type SqlType = (Text, Text, BigInt, BigInt);
+}
+
+impl<W> RunQueryDsl<SqliteConnection> for ConversationsPage<'_, W> {}
