@@ -1,10 +1,6 @@
 //! The SQL of the adapter. Every query is served by an index of the migration: conversations by
 //! primary key or `conversations_by_recency`, messages by `messages_by_position`.
 
-use crate::appends::PositionClaims;
-use crate::schema::{
-    After, Before, ConversationsPage, InsertMessage, Latest, MessagesPage, PageWindow,
-};
 use std::marker::PhantomData;
 
 use diesel::prelude::*;
@@ -15,9 +11,15 @@ use domain::{
     MessageCursor, MessageWindow, NewExchange, NewMessage, Page, PageLimit, Role, Timestamp,
 };
 
+use crate::appends::PositionClaims;
+use crate::schema::{
+    After, Before, ConversationsPage, InsertMessage, Latest, MessagesPage, PageWindow,
+};
+
 type QueryResult<T> = Result<T, diesel::result::Error>;
 
-#[derive(QueryableByName)]
+/// A conversation's columns, by name (raw SQL) or by position (the cached statements).
+#[derive(Queryable, QueryableByName)]
 struct ConversationRow {
     #[diesel(sql_type = Text)]
     id: String,
@@ -99,7 +101,7 @@ pub(crate) fn find_conversation(
     use crate::schema::conversations;
 
     // The query builder's form: prepared once per connection, as every v1 send checks this.
-    let (id, title, created_at, updated_at) = conversations::table
+    conversations::table
         .find(id.to_string())
         .select((
             conversations::id,
@@ -107,14 +109,8 @@ pub(crate) fn find_conversation(
             conversations::created_at,
             conversations::updated_at,
         ))
-        .get_result::<(String, String, i64, i64)>(conn)?;
-    ConversationRow {
-        id,
-        title,
-        created_at,
-        updated_at,
-    }
-    .try_into()
+        .get_result::<ConversationRow>(conn)?
+        .try_into()
 }
 
 pub(crate) fn list_conversations(
@@ -123,7 +119,7 @@ pub(crate) fn list_conversations(
     limit: PageLimit,
 ) -> QueryResult<Page<Conversation, ConversationCursor>> {
     let fetch = i64::from(limit.get()) + 1;
-    let rows: Vec<(String, String, i64, i64)> = match after {
+    let rows: Vec<ConversationRow> = match after {
         None => ConversationsPage::<Latest> {
             after: (0, ""),
             fetch,
@@ -142,14 +138,7 @@ pub(crate) fn list_conversations(
     };
     let mut items = rows
         .into_iter()
-        .map(|(id, title, created_at, updated_at)| {
-            Conversation::try_from(ConversationRow {
-                id,
-                title,
-                created_at,
-                updated_at,
-            })
-        })
+        .map(Conversation::try_from)
         .collect::<QueryResult<Vec<_>>>()?;
     let next_cursor = if items.len() > limit.get() as usize {
         items.truncate(limit.get() as usize);
