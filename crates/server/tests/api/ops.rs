@@ -203,6 +203,32 @@ async fn metrics_count_requests_by_route() {
     );
 }
 
+#[tokio::test]
+async fn invented_methods_share_one_metrics_label() {
+    let app = TestApp::spawn().await;
+    for invented in ["FOOBAR1", "FOOBAR2", "XYZ"] {
+        let method = reqwest::Method::from_bytes(invented.as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method, app.url("/chat/message"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{invented}");
+    }
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for invented in ["FOOBAR1", "FOOBAR2", "XYZ"] {
+        assert!(!metrics.contains(invented), "{invented} became a label");
+    }
+    let labels = [
+        "route=\"/chat/message\"",
+        "method=\"other\"",
+        "status=\"405\"",
+    ];
+    assert_eq!(requests_total(&metrics, &labels), 3.0, "{metrics}");
+}
+
 fn assert_common_headers(response: &reqwest::Response, what: &str) -> String {
     let headers = response.headers();
     let id = headers
