@@ -8,7 +8,7 @@ NPM ?= npm
 export CHAT_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export CHAT_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 
-.PHONY: run test build web-install web-build lint rust-test web-test e2e deploy-check schemathesis audit fuzz bench soak clean
+.PHONY: run test build web-install web-build lint rust-test web-test e2e deploy-check schemathesis audit fuzz bench bench-instructions soak clean
 FUZZ_SECONDS ?= 20
 
 ## run: build the web client and the release server, then serve both on http://127.0.0.1:8000
@@ -74,6 +74,10 @@ soak:
 ## bench: release binaries, fresh databases, the load generator; prints a table (not part of test)
 bench:
 	bash tests/bench/run.sh
+
+## bench-instructions: instructions per request of each thread, counted by callgrind (not part of test)
+bench-instructions:
+	bash tests/bench/instructions.sh
 
 clean:
 	$(CARGO) clean
