@@ -4,7 +4,8 @@
 //   CHAT_SERVER_BIN   path to chat-server (default: $CARGO_TARGET_DIR/debug/chat-server, else
 //                     ../target/debug/chat-server relative to web/)
 //   CHROMIUM_PATH     default /usr/bin/chromium (see scripts/ensure-chromium.sh)
-//   E2E_SCREENSHOTS   where screenshots go (default: ../docs/screenshots relative to web/)
+//   E2E_SCREENSHOTS   where screenshots go (default: e2e/screenshots, ignored by git; set it to
+//                     ../docs/screenshots to refresh the README's pictures)
 //
 // `npm run e2e` builds web/dist first; run directly, this builds it only if it is missing. Ends with "e2e: N passed, M failed"; exits 1 on failure.
 import { spawn, spawnSync } from 'node:child_process';
@@ -21,7 +22,9 @@ const axePath = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const repoRoot = path.resolve(webDir, '..');
 const distDir = path.join(webDir, 'dist');
-const shotsDir = path.resolve(process.env.E2E_SCREENSHOTS ?? path.join(repoRoot, 'docs', 'screenshots'));
+// Not docs/screenshots by default: every run renders slightly different bytes, and a test run must
+// leave the checkout as it found it.
+const shotsDir = path.resolve(process.env.E2E_SCREENSHOTS ?? path.join(webDir, 'e2e', 'screenshots'));
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
   '--headless',
