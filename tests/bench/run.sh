@@ -187,12 +187,10 @@ run_wrk() {
 writer_metrics() { # port, label
     {
         echo "# $2: writer metrics after the POST runs"
-        curl -sf "http://127.0.0.1:$1/metrics" |
-            grep -E '^storage_writer_(batch_size|(commit|sync)_seconds_(sum|count))|^storage_writer_rejected' || true
         # A p99 of hundreds of ms at 64 connections means a stalled commit or sync. The buckets
         # count those done within 10 ms, within 100 ms and in all: the differences are the slow ones.
         curl -sf "http://127.0.0.1:$1/metrics" |
-            grep -E '^storage_writer_(commit|sync)_seconds_bucket\{le="(0.01|0.1|\+Inf)"\}' || true
+            grep -E '^storage_writer_(batch_size|(commit|sync)_seconds_(sum|count))|^storage_writer_rejected|^storage_writer_(commit|sync)_seconds_bucket\{le="(0.01|0.1|\+Inf)"\}' || true
     } >>"$EXTRA"
 }
 
