@@ -8,7 +8,7 @@ NPM ?= npm
 export CHAT_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export CHAT_TEST_REDIS_URL ?= redis://127.0.0.1:6379
 
-.PHONY: run test build web-install web-build lint rust-test web-test e2e deploy-check schemathesis audit fuzz bench bench-instructions soak clean
+.PHONY: run test build web-install web-build lint rust-test web-test e2e deploy-check schemathesis audit fuzz bench bench-instructions bench-compare soak clean
 FUZZ_SECONDS ?= 20
 
 ## run: build the web client and the release server, then serve both on http://127.0.0.1:8000
@@ -78,6 +78,10 @@ bench:
 ## bench-instructions: instructions per request of each thread, counted by callgrind (not part of test)
 bench-instructions:
 	bash tests/bench/instructions.sh
+
+## bench-compare: two chat-server builds loaded at the same moment, CPU per request and req/s ratios
+bench-compare:
+	bash tests/bench/compare.sh
 
 clean:
 	$(CARGO) clean
