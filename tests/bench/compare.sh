@@ -40,13 +40,9 @@ case "$SCENARIO" in
     v1) FIELD=content ROUTE="/api/v1/conversations/$DEFAULT_ID/messages" ;;
     *) log "BENCH_SCENARIO must be seed or v1, not $SCENARIO"; exit 2 ;;
 esac
-if ! command -v wrk >/dev/null 2>&1; then
-    log "installing wrk"
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get install -y wrk >/dev/null 2>&1 ||
-        { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; }
-fi
+# shellcheck source=tests/bench/packages.sh
+source "$ROOT/tests/bench/packages.sh"
+install_missing wrk
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/chat-compare.XXXXXX")"
 PIDS=()

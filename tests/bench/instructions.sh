@@ -24,16 +24,9 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 log() { printf '[instructions] %s\n' "$*" >&2; }
 
-for tool in wrk valgrind callgrind_control; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        log "installing wrk and valgrind"
-        SUDO=""
-        [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-        $SUDO apt-get install -y wrk valgrind >/dev/null 2>&1 ||
-            { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk valgrind >/dev/null; }
-        break
-    fi
-done
+# shellcheck source=tests/bench/packages.sh
+source "$ROOT/tests/bench/packages.sh"
+install_missing wrk valgrind callgrind_control:valgrind
 
 if [ -z "${BENCH_BINARIES:-}" ]; then
     log "building the release server"

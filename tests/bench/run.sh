@@ -43,13 +43,9 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 # ---------------------------------------------------------------------------------------------
 # Tools and build
 
-if ! command -v wrk >/dev/null 2>&1; then
-    log "installing wrk"
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get install -y wrk >/dev/null 2>&1 ||
-        { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; }
-fi
+# shellcheck source=tests/bench/packages.sh
+source "$BENCH_DIR/packages.sh"
+install_missing wrk
 for tool in wrk curl sqlite3; do
     command -v "$tool" >/dev/null 2>&1 || { log "missing tool: $tool"; exit 1; }
 done

@@ -1,0 +1,20 @@
+# shellcheck shell=bash
+# Sourced by the benchmark scripts: installs the Debian packages whose commands are missing.
+
+# Each argument is "command" or "command:package" (when the package has another name); the
+# packages of the missing commands are installed with apt, which updates its lists only if the
+# first try fails. Needs `log` from the sourcing script.
+install_missing() {
+    local wanted command package missing=()
+    for wanted in "$@"; do
+        command="${wanted%%:*}"
+        package="${wanted#*:}"
+        command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+    done
+    [ "${#missing[@]}" -gt 0 ] || return 0
+    log "installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get install -y "${missing[@]}" >/dev/null 2>&1 ||
+        { $sudo apt-get update >/dev/null && $sudo apt-get install -y "${missing[@]}" >/dev/null; }
+}
