@@ -40,8 +40,8 @@ case "$SCENARIO" in
     v1) FIELD=content ROUTE="/api/v1/conversations/$DEFAULT_ID/messages" ;;
     *) log "BENCH_SCENARIO must be seed or v1, not $SCENARIO"; exit 2 ;;
 esac
-# shellcheck source=tests/bench/packages.sh
-source "$ROOT/tests/bench/packages.sh"
+# shellcheck source=tests/bench/common.sh
+source "$ROOT/tests/bench/common.sh"
 install_missing wrk
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/chat-compare.XXXXXX")"
@@ -56,8 +56,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 PORTS=()
+FIRST_PORT=$((23000 + RANDOM % 4000))
 for index in 0 1; do
-    port=$((23000 + RANDOM % 4000 + index))
+    port=$((FIRST_PORT + index))
     mkdir "$WORK/$index"
     # Private copies: a build writing the target dir cannot swap them mid-run.
     cp "${BINARIES[$index]}" "$WORK/$index/chat-server"
@@ -72,11 +73,8 @@ for index in 0 1; do
     PORTS+=("$port")
 done
 for index in 0 1; do
-    deadline=$((SECONDS + 60))
-    until curl -sf -o /dev/null "http://127.0.0.1:${PORTS[$index]}/readyz"; do
-        [ $SECONDS -lt $deadline ] || { log "no answer from ${BINARIES[$index]}:"; cat "$WORK/$index/server.log" >&2; exit 1; }
-        sleep 0.1
-    done
+    wait_http "http://127.0.0.1:${PORTS[$index]}/readyz" 60 ||
+        { log "${BINARIES[$index]} did not start; its log:"; cat "$WORK/$index/server.log" >&2; exit 1; }
 done
 if [ "$SCENARIO" = v1 ]; then
     # The default conversation exists once the seed route has been used.

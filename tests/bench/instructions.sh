@@ -24,8 +24,8 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 log() { printf '[instructions] %s\n' "$*" >&2; }
 
-# shellcheck source=tests/bench/packages.sh
-source "$ROOT/tests/bench/packages.sh"
+# shellcheck source=tests/bench/common.sh
+source "$ROOT/tests/bench/common.sh"
 install_missing wrk valgrind callgrind_control:valgrind
 
 if [ -z "${BENCH_BINARIES:-}" ]; then
@@ -70,11 +70,8 @@ measure() { # binary
             --callgrind-out-file="$run/callgrind.out" "$binary"
     ) >"$run/server.log" 2>&1 &
     VALGRIND_PID=$!
-    local deadline=$((SECONDS + 60))
-    until curl -sf -o /dev/null "http://127.0.0.1:$port/readyz"; do
-        [ $SECONDS -lt $deadline ] || { log "no answer from $binary; its log:"; cat "$run/server.log" >&2; exit 1; }
-        sleep 0.2
-    done
+    wait_http "http://127.0.0.1:$port/readyz" 60 ||
+        { log "$binary did not start; its log:"; cat "$run/server.log" >&2; exit 1; }
     post "$port" 5 >/dev/null
     callgrind_control --zero "$VALGRIND_PID" >/dev/null 2>&1
     requests=$(post "$port" "$SECONDS_MEASURED")

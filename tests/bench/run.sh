@@ -43,8 +43,8 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 # ---------------------------------------------------------------------------------------------
 # Tools and build
 
-# shellcheck source=tests/bench/packages.sh
-source "$BENCH_DIR/packages.sh"
+# shellcheck source=tests/bench/common.sh
+source "$BENCH_DIR/common.sh"
 install_missing wrk
 for tool in wrk curl sqlite3; do
     command -v "$tool" >/dev/null 2>&1 || { log "missing tool: $tool"; exit 1; }
@@ -87,14 +87,6 @@ PORT_BASE=$((20000 + ($$ % 2000) * 10))
 
 # ---------------------------------------------------------------------------------------------
 # Processes
-
-wait_http() { # url, timeout in s
-    local deadline=$((SECONDS + $2))
-    until curl -sf -o /dev/null "$1"; do
-        [ $SECONDS -lt $deadline ] || { log "no answer from $1"; return 1; }
-        sleep 0.05
-    done
-}
 
 start_baseline() { # port -> sets LAST_PID
     "$BASE_BIN" "$1" >"$WORK/baseline-$1.log" 2>&1 &
