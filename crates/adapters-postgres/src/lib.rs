@@ -6,13 +6,16 @@
 //!   `conversations.last_position` once per conversation and inserts all its messages in one
 //!   transaction. The row lock serialises writers of one conversation across replicas, so
 //!   positions are gap-free and follow commit order, and a failed append stores nothing.
-//! - Every diesel call runs on a blocking thread with a pooled connection; a pool checkout waits at
+//! - Reads queue for a few reader threads, each of which runs every read queued when it wakes on one
+//!   pooled connection (see `reads`); other calls run on a blocking thread of their own.
+//! - Every diesel call runs with a pooled connection; a pool checkout waits at
 //!   most `connect_timeout`, so calls fail with `Unavailable` soon after the database goes down
 //!   (an append may wait for the batches ahead of it, each bounded by that timeout) and recover
 //!   by themselves (connections are tested on checkout) when it is back.
 
 mod batches;
 mod lookups;
+mod reads;
 mod schema;
 
 use std::fmt;
@@ -58,6 +61,9 @@ pub struct PostgresSettings {
     pub max_batch: usize,
 }
 
+/// Reads that may wait for a reader thread; one more is refused with `Overloaded`.
+const READ_QUEUE_CAPACITY: usize = 1024;
+
 impl PostgresSettings {
     /// Settings with the defaults: 10 connections, 2 s connect timeout, no statement timeout,
     /// 1024 queued appends, batches of at most 256.
@@ -94,6 +100,7 @@ pub struct PostgresChatRepository {
     pool: PgPool,
     appends: batches::AppendBatches,
     lookups: lookups::ConversationLookups,
+    readers: reads::ReaderThreads,
 }
 
 impl fmt::Debug for PostgresChatRepository {
@@ -181,10 +188,19 @@ impl PostgresChatRepository {
                 .clamp(1, 2),
         );
         let lookups = lookups::ConversationLookups::start(pool.clone());
+        // Half the pool, so appends, lookups and the other calls still get connections.
+        let reader_threads = usize::try_from(settings.pool_size / 2).unwrap_or(1).max(1);
+        let readers = reads::ReaderThreads::spawn(&pool, reader_threads, READ_QUEUE_CAPACITY)
+            .map_err(|error| {
+                RepositoryError::Unavailable(format!(
+                    "cannot start the PostgreSQL reader threads: {error}"
+                ))
+            })?;
         let repository = Self {
             pool,
             appends,
             lookups,
+            readers,
         };
         repository
             .run("migrate", move |connection| {
@@ -213,6 +229,33 @@ impl PostgresChatRepository {
         .await
         .map_err(|error| RepositoryError::Unknown(anyhow!("storage task failed: {error}")))
         .and_then(|result| result);
+        record_operation(operation, started, &result);
+        result
+    }
+
+    /// Runs `query` on one of the reader threads (see `reads`), and records it like [`Self::run`].
+    async fn read<T, F>(&self, operation: &'static str, query: F) -> Result<T, RepositoryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut PgConnection) -> Result<T, RepositoryError> + Send + 'static,
+    {
+        let started = Instant::now();
+        let span = tracing::Span::current();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let queued = self.readers.submit(Box::new(move |connection| {
+            let _entered = span.enter();
+            // A requester that went away needs no answer.
+            let _ = answer.send(connection.and_then(query));
+        }));
+        let result = match queued {
+            // Dropped unanswered only when the read panicked.
+            Ok(()) => answered.await.unwrap_or_else(|_| {
+                Err(RepositoryError::Unknown(anyhow!(
+                    "the read failed unexpectedly"
+                )))
+            }),
+            Err(refused) => Err(refused),
+        };
         record_operation(operation, started, &result);
         result
     }
@@ -537,7 +580,7 @@ impl ChatRepository for PostgresChatRepository {
             record_operation("get_conversation", started, &found);
             return found;
         }
-        self.run("get_conversation", move |connection| {
+        self.read("get_conversation", move |connection| {
             conversations::table
                 .find(id.as_uuid())
                 .select(ConversationRow::as_select())
@@ -554,7 +597,7 @@ impl ChatRepository for PostgresChatRepository {
         after: Option<ConversationCursor>,
         limit: PageLimit,
     ) -> Result<Page<Conversation, ConversationCursor>, RepositoryError> {
-        self.run("list_conversations", move |connection| {
+        self.read("list_conversations", move |connection| {
             let wanted = i64::from(limit.get());
             let mut query = conversations::table
                 .select(ConversationRow::as_select())
@@ -635,7 +678,7 @@ impl ChatRepository for PostgresChatRepository {
         window: MessageWindow,
         limit: PageLimit,
     ) -> Result<Page<Message, MessageCursor>, RepositoryError> {
-        self.run("list_messages", move |connection| {
+        self.read("list_messages", move |connection| {
             page_messages(connection, conversation_id, window, limit)
         })
         .await
