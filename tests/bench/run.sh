@@ -83,7 +83,9 @@ RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 EXTRA="$WORK/extra.txt"
 : >"$EXTRA"
-PORT_BASE=$((20000 + ($$ % 2000) * 10))
+# Below Linux's ephemeral range (32768 and up): there an outgoing connection (wrk's, the pool's)
+# can already hold the port, and the server then cannot listen on it.
+PORT_BASE=$((20000 + ($$ % 1200) * 10))
 
 # ---------------------------------------------------------------------------------------------
 # Processes
@@ -104,7 +106,8 @@ start_chat() { # port, backend, url -> sets LAST_PID
     ) >>"$WORK/chat-$1.log" 2>&1 &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
-    wait_http "http://127.0.0.1:$1/readyz" 60
+    wait_http "http://127.0.0.1:$1/readyz" 60 ||
+        { log "chat-server did not start on port $1; its log:"; tail -5 "$WORK/chat-$1.log" >&2; return 1; }
 }
 
 stop() { # pid
@@ -250,8 +253,11 @@ bench_backend() { # backend url-for-post-db url-for-read-db seed-fn seed-arg
     local base_pid chat_pid read_pid round
 
     log "== $backend: POST, alternating baseline and chat-server, ${ROUNDS} x ${DURATION}s each"
-    start_baseline "$base_port"; base_pid=$LAST_PID
-    start_chat "$chat_port" "$backend" "$post_url"; chat_pid=$LAST_PID
+    # Under `if` (the PostgreSQL run) `set -e` is off, so each start says itself when it fails.
+    start_baseline "$base_port" || return 1
+    base_pid=$LAST_PID
+    start_chat "$chat_port" "$backend" "$post_url" || return 1
+    chat_pid=$LAST_PID
     for round in $(seq "$ROUNDS"); do
         run_wrk "$backend" "POST /chat/message" baseline "http://127.0.0.1:$base_port/chat/message" "$base_pid" post.lua message
         run_wrk "$backend" "POST /chat/message" chat "http://127.0.0.1:$chat_port/chat/message" "$chat_pid" post.lua message
@@ -268,12 +274,14 @@ bench_backend() { # backend url-for-post-db url-for-read-db seed-fn seed-arg
     stop "$base_pid"
 
     log "== $backend: seeding $SMALL, $LARGE and $HISTORY (default conversation) exchanges"
-    start_chat "$read_port" "$backend" "$read_url"; read_pid=$LAST_PID # runs the migrations
+    start_chat "$read_port" "$backend" "$read_url" || return 1 # runs the migrations
+    read_pid=$LAST_PID
     stop "$read_pid"
     local seeded_at=$SECONDS
     "$seed_fn" "$seed_arg"
     log "seeded in $((SECONDS - seeded_at)) s"
-    start_chat "$read_port" "$backend" "$read_url"; read_pid=$LAST_PID
+    start_chat "$read_port" "$backend" "$read_url" || return 1
+    read_pid=$LAST_PID
     local count
     count=$(curl -sf "http://127.0.0.1:$read_port/api/v1/conversations/$LARGE_ID/messages?limit=50" |
         grep -o '"role"' | wc -l)
