@@ -2,13 +2,15 @@
 //! a request holds a pooled connection for that whole round trip; exchanges queued by concurrent
 //! requests are instead written in one transaction per batch, so they share the flush.
 //!
-//! A batch first runs in one transaction as few statements: one `UPDATE` per conversation claims
-//! the positions of all its queued exchanges, and one `INSERT` writes every message of the batch.
-//! Appends to a missing conversation fail there without touching anything. If the `INSERT` finds
-//! a message id taken, that attempt is rolled back and the batch runs again with each append as
-//! its own statement in its own savepoint, so the refusal undoes only itself. Any other failure
-//! rolls the whole batch back and answers every requester with it. Requesters are answered after
-//! the commit.
+//! A batch first runs as one call of the `append_exchange_batch` function (created by a
+//! migration), committed on its own: one round trip where `BEGIN`, an `UPDATE` per conversation,
+//! the `INSERT` and `COMMIT` took four or more, each a wake-up of PostgreSQL's backend and of this
+//! thread. The function claims the positions of each conversation's queued exchanges with one
+//! `UPDATE` and writes every message of the batch with one `INSERT`. Appends to a missing
+//! conversation fail there without touching anything. If the `INSERT` finds a message id taken,
+//! the call stores nothing and the batch runs again in a transaction with each append as its own
+//! statement in its own savepoint, so the refusal undoes only itself. Any other failure answers
+//! every requester with it. Requesters are answered after the commit.
 //!
 //! Two batches may be in flight. Each locks conversation rows in one order (by id), so two
 //! batches, here or on another replica, never wait for each other in a cycle, and one
@@ -18,8 +20,8 @@ use std::sync::Arc;
 
 use diesel::connection::Connection;
 use diesel::pg::PgConnection;
-use diesel::result::{DatabaseErrorKind, Error as DieselError, OptionalExtension};
-use diesel::sql_types::{Array, BigInt, Text, Uuid as SqlUuid};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
 use diesel::{QueryableByName, RunQueryDsl};
 use domain::{Exchange, NewExchange, RepositoryError, Role};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -27,32 +29,34 @@ use uuid::Uuid;
 
 use crate::{append, checkout, map_error, stored_message, PgPool};
 
-/// Claims the next `$2` positions of a conversation and moves its `updated_at` forward (never
-/// back); no row when the conversation is missing.
-const CLAIM_POSITIONS: &str = "\
-    UPDATE conversations \
-    SET last_position = last_position + $2, updated_at = GREATEST(updated_at, $3) \
-    WHERE id = $1 \
-    RETURNING last_position";
-
-/// Every message of a batch in one statement, column by column.
-const INSERT_MESSAGES: &str = "\
-    INSERT INTO messages (id, conversation_id, position, role, content, created_at) \
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], \
-                         $6::bigint[])";
+/// The whole batch in one round trip, committed on its own: see the migration that creates
+/// `append_exchange_batch`.
+const APPEND_BATCH: &str =
+    "SELECT append_exchange_batch($1, $2, $3, $4, $5, $6, $7, $8, $9) AS bases";
 
 #[derive(QueryableByName)]
-struct LastPosition {
-    #[diesel(sql_type = BigInt)]
-    last_position: i64,
+struct Bases {
+    /// Per conversation, in the order sent: its last position before the batch's claim, or
+    /// `None` when it does not exist.
+    #[diesel(sql_type = Array<Nullable<BigInt>>)]
+    bases: Vec<Option<i64>>,
 }
 
-/// The messages of a batch as `INSERT_MESSAGES` binds them.
+/// The conversations of a batch as `APPEND_BATCH` binds them, sorted by id.
+#[derive(Default)]
+struct ConversationColumns {
+    ids: Vec<Uuid>,
+    claimed: Vec<i64>,
+    newest: Vec<i64>,
+}
+
+/// The messages of a batch as `APPEND_BATCH` binds them; a message's position is its
+/// conversation's base plus its offset.
 #[derive(Default)]
 struct MessageColumns<'a> {
     ids: Vec<Uuid>,
     conversation_ids: Vec<Uuid>,
-    positions: Vec<i64>,
+    offsets: Vec<i64>,
     roles: Vec<&'static str>,
     contents: Vec<&'a str>,
     created_at: Vec<i64>,
@@ -171,7 +175,7 @@ fn write_batch(pool: &PgPool, mut batch: Vec<QueuedAppend>) {
         Ok(connection) => connection,
         Err(error) => return answer_all(batch, &error),
     };
-    let together = connection.transaction(|connection| write_together(connection, &batch));
+    let together = write_together(&mut connection, &batch);
     let outcomes = match together {
         Ok(outcomes) => outcomes,
         Err(TogetherError::Storage(error)) => return answer_all(batch, &map_error(error)),
@@ -190,44 +194,67 @@ fn write_batch(pool: &PgPool, mut batch: Vec<QueuedAppend>) {
     }
 }
 
-/// The batch in as few statements as possible; any failure of the `INSERT` abandons the attempt.
+/// The batch in one statement; a taken message id abandons the attempt, which then stored
+/// nothing.
 fn write_together(
     connection: &mut PgConnection,
     batch: &[QueuedAppend],
 ) -> Result<Vec<Result<Exchange, RepositoryError>>, TogetherError> {
+    let mut conversations = ConversationColumns::default();
+    let mut messages = MessageColumns::default();
+    for group in conversation_groups(batch) {
+        let conversation_id = group[0].exchange.conversation_id.as_uuid();
+        conversations.ids.push(conversation_id);
+        conversations
+            .claimed
+            .push(i64::try_from(2 * group.len()).unwrap_or(i64::MAX));
+        conversations.newest.push(
+            group
+                .iter()
+                .map(|job| job.exchange.assistant.created_at.unix_micros())
+                .fold(i64::MIN, i64::max),
+        );
+        for (user_offset, job) in (1..).step_by(2).zip(group) {
+            let exchange = &job.exchange;
+            for (message, role, offset) in [
+                (&exchange.user, Role::User, user_offset),
+                (&exchange.assistant, Role::Assistant, user_offset + 1),
+            ] {
+                messages.ids.push(message.id.as_uuid());
+                messages.conversation_ids.push(conversation_id);
+                messages.offsets.push(offset);
+                messages.roles.push(role.as_str());
+                messages.contents.push(&message.content);
+                messages.created_at.push(message.created_at.unix_micros());
+            }
+        }
+    }
+    let Bases { bases } = diesel::sql_query(APPEND_BATCH)
+        .bind::<Array<SqlUuid>, _>(&conversations.ids)
+        .bind::<Array<BigInt>, _>(&conversations.claimed)
+        .bind::<Array<BigInt>, _>(&conversations.newest)
+        .bind::<Array<SqlUuid>, _>(&messages.ids)
+        .bind::<Array<SqlUuid>, _>(&messages.conversation_ids)
+        .bind::<Array<BigInt>, _>(&messages.offsets)
+        .bind::<Array<Text>, _>(&messages.roles)
+        .bind::<Array<Text>, _>(&messages.contents)
+        .bind::<Array<BigInt>, _>(&messages.created_at)
+        .get_result(connection)
+        .map_err(|error| match error {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                TogetherError::JobFailed
+            }
+            other => TogetherError::Storage(other),
+        })?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    let mut columns = MessageColumns::default();
-    for group in batch.chunk_by(|a, b| a.exchange.conversation_id == b.exchange.conversation_id) {
-        let conversation_id = group[0].exchange.conversation_id;
-        let newest = group
-            .iter()
-            .map(|job| job.exchange.assistant.created_at.unix_micros())
-            .fold(i64::MIN, i64::max);
-        let claimed = i64::try_from(2 * group.len()).unwrap_or(i64::MAX);
-        let last_position = diesel::sql_query(CLAIM_POSITIONS)
-            .bind::<SqlUuid, _>(conversation_id.as_uuid())
-            .bind::<BigInt, _>(claimed)
-            .bind::<BigInt, _>(newest)
-            .get_result::<LastPosition>(connection)
-            .optional()?;
-        let Some(LastPosition { last_position }) = last_position else {
+    for (group, base) in conversation_groups(batch).zip(bases) {
+        let Some(base) = base else {
             outcomes.extend(group.iter().map(|_| Err(RepositoryError::NotFound)));
             continue;
         };
-        let mut user_position = last_position - claimed + 1;
-        for job in group {
+        let conversation_id = group[0].exchange.conversation_id;
+        for (user_position, job) in (base + 1..).step_by(2).zip(group) {
             let exchange = &job.exchange;
-            for (message, role, position) in [
-                (&exchange.user, Role::User, user_position),
-                (&exchange.assistant, Role::Assistant, user_position + 1),
-            ] {
-                columns.ids.push(message.id.as_uuid());
-                columns.conversation_ids.push(conversation_id.as_uuid());
-                columns.positions.push(position);
-                columns.roles.push(role.as_str());
-                columns.contents.push(&message.content);
-                columns.created_at.push(message.created_at.unix_micros());
-            }
             outcomes.push(Ok(Exchange {
                 user_message: stored_message(
                     conversation_id,
@@ -242,26 +269,14 @@ fn write_together(
                     user_position + 1,
                 ),
             }));
-            user_position += 2;
         }
     }
-    if !columns.ids.is_empty() {
-        diesel::sql_query(INSERT_MESSAGES)
-            .bind::<Array<SqlUuid>, _>(&columns.ids)
-            .bind::<Array<SqlUuid>, _>(&columns.conversation_ids)
-            .bind::<Array<BigInt>, _>(&columns.positions)
-            .bind::<Array<Text>, _>(&columns.roles)
-            .bind::<Array<Text>, _>(&columns.contents)
-            .bind::<Array<BigInt>, _>(&columns.created_at)
-            .execute(connection)
-            .map_err(|error| match error {
-                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-                    TogetherError::JobFailed
-                }
-                other => TogetherError::Storage(other),
-            })?;
-    }
     Ok(outcomes)
+}
+
+/// The batch's runs of appends to one conversation (the batch is sorted by conversation).
+fn conversation_groups(batch: &[QueuedAppend]) -> impl Iterator<Item = &[QueuedAppend]> {
+    batch.chunk_by(|a, b| a.exchange.conversation_id == b.exchange.conversation_id)
 }
 
 /// Each append as its own statement in its own savepoint. Appends refused for their own reasons

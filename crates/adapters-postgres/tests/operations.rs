@@ -33,6 +33,29 @@ fn exchange(conversation_id: ConversationId, label: &str) -> NewExchange {
     }
 }
 
+/// A repository with one batch in flight, so appends queued meanwhile form the next batch
+/// together, in queue order.
+async fn one_batch_in_flight(database: &TestDatabase) -> Arc<PostgresChatRepository> {
+    let mut settings = PostgresSettings::new(database.url());
+    settings.pool_size = 2;
+    Arc::new(PostgresChatRepository::connect(settings).await.unwrap())
+}
+
+/// Another session's transaction holding `conversation`'s row lock until it sends `COMMIT`, so a
+/// batch appending to it waits and later appends queue behind it.
+fn hold_row_lock(database: &TestDatabase, conversation: ConversationId) -> diesel::PgConnection {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let mut blocker = diesel::PgConnection::establish(database.url()).unwrap();
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM conversations WHERE id = '{conversation}' FOR UPDATE"
+        ))
+        .unwrap();
+    blocker
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_appending_to_one_conversation_keep_positions_gap_free() {
     let Some(database) = TestDatabase::create().await else {
@@ -346,16 +369,12 @@ async fn append_throughput() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_append_in_a_batch_fails_alone_and_the_rest_commit_in_order() {
     use diesel::connection::SimpleConnection;
-    use diesel::Connection;
 
     const WRITES: usize = 120;
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let mut settings = PostgresSettings::new(database.url());
-    // One batch in flight, so the queued appends form the next batch in queue order.
-    settings.pool_size = 2;
-    let repository = Arc::new(PostgresChatRepository::connect(settings).await.unwrap());
+    let repository = one_batch_in_flight(&database).await;
     let conversation = Conversation::new(
         ConversationId::generate(),
         ConversationTitle::new("Batch").unwrap(),
@@ -367,13 +386,7 @@ async fn a_failing_append_in_a_batch_fails_alone_and_the_rest_commit_in_order() 
         .await
         .unwrap();
 
-    let mut blocker = diesel::PgConnection::establish(database.url()).unwrap();
-    blocker
-        .batch_execute(&format!(
-            "BEGIN; SELECT 1 FROM conversations WHERE id = '{}' FOR UPDATE",
-            conversation.id
-        ))
-        .unwrap();
+    let mut blocker = hold_row_lock(&database, conversation.id);
 
     let reuses_a_stored_id = |index: usize| index % 10 == 3;
     let targets_a_missing_conversation = |index: usize| index % 10 == 7;
@@ -428,4 +441,89 @@ async fn a_failing_append_in_a_batch_fails_alone_and_the_rest_commit_in_order() 
         .items
         .chunks(2)
         .all(|pair| pair[0].role == Role::User && pair[1].role == Role::Assistant));
+}
+
+/// One batch over several conversations, some of them missing: each existing conversation gets
+/// its exchanges at consecutive positions in queue order, and only the appends to a missing one
+/// are refused. Another connection holds the first conversation's row lock, so the first append
+/// waits alone and all the others form the next batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_across_conversations_claims_each_in_order_and_refuses_only_the_missing() {
+    use diesel::connection::SimpleConnection;
+
+    const WRITES: usize = 60;
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let repository = one_batch_in_flight(&database).await;
+    let mut conversations = Vec::new();
+    for title in ["First", "Second", "Third"] {
+        let conversation = Conversation::new(
+            ConversationId::generate(),
+            ConversationTitle::new(title).unwrap(),
+            Timestamp::now(),
+        );
+        repository.create_conversation(&conversation).await.unwrap();
+        conversations.push(conversation.id);
+    }
+    let missing = [ConversationId::generate(), ConversationId::generate()];
+
+    let mut blocker = hold_row_lock(&database, conversations[0]);
+    let target = |index: usize| match index % 5 {
+        3 => missing[index % 2],
+        existing => conversations[existing % 3],
+    };
+    let mut writes = Vec::new();
+    for index in 0..WRITES {
+        let new = exchange(target(index), &format!("question {index}"));
+        let repository = Arc::clone(&repository);
+        writes.push(async move { (index, repository.append_exchange(&new).await) });
+    }
+    // join_all polls the appends in order the first time, so they queue in index order.
+    let outcomes = tokio::spawn(futures::future::join_all(writes));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.batch_execute("COMMIT").unwrap();
+    let outcomes = outcomes.await.unwrap();
+
+    let mut positions = vec![Vec::new(); conversations.len()];
+    for (index, outcome) in outcomes {
+        match outcome {
+            Ok(stored) if !missing.contains(&target(index)) => {
+                assert_eq!(stored.user_message.conversation_id, target(index));
+                assert_eq!(stored.user_message.content, format!("question {index}"));
+                assert_eq!(
+                    stored.assistant_message.position,
+                    stored.user_message.position + 1
+                );
+                let slot = conversations.iter().position(|id| *id == target(index));
+                positions[slot.unwrap()].push(stored.user_message.position);
+            }
+            Err(RepositoryError::NotFound) if missing.contains(&target(index)) => {}
+            other => panic!("append {index} ended with {other:?}"),
+        }
+    }
+    for (conversation, positions) in conversations.iter().zip(&positions) {
+        let expected: Vec<i64> = (0..positions.len())
+            .map(|n| 1 + 2 * i64::try_from(n).unwrap())
+            .collect();
+        assert_eq!(
+            positions, &expected,
+            "queued order, no gaps in {conversation}"
+        );
+        let page = repository
+            .list_messages(
+                *conversation,
+                MessageWindow::Latest,
+                PageLimit::new(200).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 2 * positions.len());
+    }
+    for conversation in missing {
+        assert!(matches!(
+            repository.get_conversation(conversation).await,
+            Err(RepositoryError::NotFound)
+        ));
+    }
 }
