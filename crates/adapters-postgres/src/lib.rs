@@ -44,6 +44,9 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Key of the session advisory lock held while migrations run ("chatmigr" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x6368_6174_6d69_6772;
 
+/// Reads that may wait for a reader thread; one more is refused with `Overloaded`.
+const READ_QUEUE_CAPACITY: usize = 1024;
+
 /// How to reach PostgreSQL.
 #[derive(Clone)]
 pub struct PostgresSettings {
@@ -60,9 +63,6 @@ pub struct PostgresSettings {
     /// Most appends committed in one transaction.
     pub max_batch: usize,
 }
-
-/// Reads that may wait for a reader thread; one more is refused with `Overloaded`.
-const READ_QUEUE_CAPACITY: usize = 1024;
 
 impl PostgresSettings {
     /// Settings with the defaults: 10 connections, 2 s connect timeout, no statement timeout,

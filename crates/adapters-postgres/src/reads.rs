@@ -22,7 +22,7 @@ use crate::{checkout, PgPool};
 const MAX_BATCH: usize = 64;
 
 /// One read, given a connection, or the reason there is none.
-pub(crate) type Read = Box<dyn FnOnce(Result<&mut PgConnection, RepositoryError>) + Send>;
+type Read = Box<dyn FnOnce(Result<&mut PgConnection, RepositoryError>) + Send>;
 
 #[derive(Debug, Clone)]
 pub(crate) struct ReaderThreads {
