@@ -75,7 +75,8 @@ soak:
 bench:
 	bash tests/bench/run.sh
 
-## bench-instructions: instructions per request of each thread, counted by callgrind (not part of test)
+## bench-instructions: instructions per request of each thread, counted by callgrind; BENCH_SCENARIO=pages
+##   compares a page at 100,000 exchanges with one at 10 (not part of test)
 bench-instructions:
 	bash tests/bench/instructions.sh
 

@@ -23,9 +23,10 @@ ROUNDS="${BENCH_ROUNDS:-5}"
 DURATION="${BENCH_DURATION:-8}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 SCENARIO="${BENCH_SCENARIO:-seed}"
-DEFAULT_ID="00000000-0000-7000-8000-000000000000"
 
 log() { printf '[compare] %s\n' "$*" >&2; }
+# shellcheck source=tests/bench/common.sh
+source "$ROOT/tests/bench/common.sh"
 
 read -r -a BINARIES <<<"${BENCH_BINARIES:-}"
 if [ "${#BINARIES[@]}" -ne 2 ]; then
@@ -40,8 +41,6 @@ case "$SCENARIO" in
     v1) FIELD=content ROUTE="/api/v1/conversations/$DEFAULT_ID/messages" ;;
     *) log "BENCH_SCENARIO must be seed or v1, not $SCENARIO"; exit 2 ;;
 esac
-# shellcheck source=tests/bench/common.sh
-source "$ROOT/tests/bench/common.sh"
 install_missing wrk
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/chat-compare.XXXXXX")"

@@ -34,10 +34,6 @@ POSTGRES="${BENCH_POSTGRES:-auto}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN_DIR="${BENCH_BIN_DIR:-$TARGET_DIR/release}"
 
-DEFAULT_ID="00000000-0000-7000-8000-000000000000"
-SMALL_ID="00000000-0000-7000-8000-0000000000a1"
-LARGE_ID="00000000-0000-7000-8000-0000000000a2"
-
 log() { printf '[bench] %s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------------------------------------
@@ -186,38 +182,10 @@ writer_metrics() { # port, label
 }
 
 # ---------------------------------------------------------------------------------------------
-# Seeding: a conversation of SMALL exchanges, one of LARGE, and HISTORY in the default one.
+# Seeding PostgreSQL as common.sh's seed_sqlite seeds SQLite.
 
-seed_sqlite() { # db file; the server is stopped
-    local db="$1" now
-    now=$(($(date +%s) * 1000000))
-    sqlite3 "$db" >/dev/null <<SQL
-PRAGMA journal_mode = WAL;
-BEGIN;
-INSERT OR IGNORE INTO conversations (id, title, created_at, updated_at, last_position)
-    VALUES ('$DEFAULT_ID', 'Chat', $now, $now, 0);
-INSERT INTO conversations (id, title, created_at, updated_at, last_position) VALUES
-    ('$SMALL_ID', 'Small', $now, $now, 0), ('$LARGE_ID', 'Large', $now, $now, 0);
-$(for pair in "$DEFAULT_ID:$HISTORY:1" "$SMALL_ID:$SMALL:2" "$LARGE_ID:$LARGE:3"; do
-        IFS=: read -r id count tag <<<"$pair"
-        cat <<ONE
-WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2 * $count)
-INSERT INTO messages (id, conversation_id, position, role, content, created_at)
-SELECT printf('%08x-0000-7000-8000-%012x', $tag, i), '$id', i,
-       CASE i % 2 WHEN 1 THEN 'user' ELSE 'assistant' END,
-       CASE i % 2 WHEN 1 THEN 'bench message ' || ((i + 1) / 2) || ' seeded by sqlite3'
-                  ELSE 'Hi there! I''m a simulated AI assistant.' END,
-       $now + i
-FROM n;
-UPDATE conversations SET last_position = 2 * $count WHERE id = '$id';
-ONE
-    done)
-COMMIT;
-SQL
-}
-
-seed_postgres() { # database name
-    local db="$1" now
+seed_postgres() { # database name, exchanges in the small, large and default conversations
+    local db="$1" small="$2" large="$3" history="$4" now
     now=$(($(date +%s) * 1000000))
     {
         echo "BEGIN;"
@@ -225,7 +193,7 @@ seed_postgres() { # database name
               ('$DEFAULT_ID', 'Chat', $now, $now, 0) ON CONFLICT (id) DO NOTHING;"
         echo "INSERT INTO conversations (id, title, created_at, updated_at, last_position) VALUES
               ('$SMALL_ID', 'Small', $now, $now, 0), ('$LARGE_ID', 'Large', $now, $now, 0);"
-        for pair in "$DEFAULT_ID:$HISTORY:1" "$SMALL_ID:$SMALL:2" "$LARGE_ID:$LARGE:3"; do
+        for pair in "$DEFAULT_ID:$history:1" "$SMALL_ID:$small:2" "$LARGE_ID:$large:3"; do
             IFS=: read -r id count tag <<<"$pair"
             cat <<ONE
 INSERT INTO messages (id, conversation_id, position, role, content, created_at)
@@ -278,7 +246,7 @@ bench_backend() { # backend url-for-post-db url-for-read-db seed-fn seed-arg
     read_pid=$LAST_PID
     stop "$read_pid"
     local seeded_at=$SECONDS
-    "$seed_fn" "$seed_arg"
+    "$seed_fn" "$seed_arg" "$SMALL" "$LARGE" "$HISTORY"
     log "seeded in $((SECONDS - seeded_at)) s"
     start_chat "$read_port" "$backend" "$read_url" || return 1
     read_pid=$LAST_PID
