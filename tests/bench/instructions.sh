@@ -66,6 +66,7 @@ get() { # url seconds -> prints the number of requests answered
     wrk -t2 -c4 -d"$2"s "$1" | awk '/requests in/ {print $1}'
 }
 
+# The group a thread belongs to, from what its profile ran.
 thread_group() { # callgrind output file
     if grep -q "actix_http::h1::dispatcher" "$1"; then echo "HTTP workers"
     elif grep -q "adapters_sqlite::queries::list_messages" "$1"; then echo "SQLite readers"
