@@ -11,8 +11,8 @@
 # assistant. BENCH_SCENARIO picks the load:
 #   - post (the default): wrk POSTs /chat/message on 4 connections for a warm-up, the counters
 #     are zeroed, then for BENCH_SECONDS (20);
-#   - pages: the database is seeded as `make bench` seeds it (a conversation of 10 exchanges and
-#     one of BENCH_LARGE, 100,000), both newest pages of 20 messages are read for a warm-up, then
+#   - pages: the database is seeded with `make bench`'s seeder (a conversation of 10 exchanges
+#     and one of BENCH_LARGE, 100,000), both newest pages of 20 messages are read for a warm-up, then
 #     each for BENCH_SECONDS with the counters zeroed before and dumped after; the last line is
 #     the large conversation's count over the small one's, the issue's "a page costs the same at
 #     100,000 exchanges as at 10" without the host's noise.
