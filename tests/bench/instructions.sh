@@ -152,11 +152,11 @@ measure_pages() { # binary run-dir port
             tee "$run/$size.txt"
     done
     stop_server
-    awk '/all threads/ {count[FILENAME] = $3} END {
-            printf "page at %s exchanges / at %s, all threads: %.3f\n", large, small,
-                count[large_file] / count[small_file] }' \
-        large="$LARGE" small="$SMALL" large_file="$run/$LARGE.txt" small_file="$run/$SMALL.txt" \
-        "$run/$SMALL.txt" "$run/$LARGE.txt"
+    local small_count large_count
+    small_count=$(awk '/all threads/ {print $3}' "$run/$SMALL.txt")
+    large_count=$(awk '/all threads/ {print $3}' "$run/$LARGE.txt")
+    awk -v large="$large_count" -v small="$small_count" 'BEGIN {
+        printf "page at '"$LARGE"' exchanges / at '"$SMALL"', all threads: %.3f\n", large / small }'
 }
 
 for binary in $BENCH_BINARIES; do
