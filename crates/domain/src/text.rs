@@ -51,7 +51,8 @@ impl MessageText {
     }
 }
 
-/// The title of a conversation: trimmed, not blank, at most [`ConversationTitle::MAX_CHARS`].
+/// The title of a conversation: not blank, at most [`ConversationTitle::MAX_CHARS`] as sent,
+/// stored trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationTitle(String);
 
@@ -60,9 +61,10 @@ impl ConversationTitle {
     pub const DEFAULT: &'static str = "New chat";
 
     pub fn new(title: &str) -> Result<Self, TextError> {
-        let title = title.trim();
+        // The limit applies to the title as sent, as the OpenAPI document's `maxLength` says:
+        // whitespace trimmed off afterwards does not make room for more.
         validate(title, Self::MAX_CHARS)?;
-        Ok(Self(title.to_owned()))
+        Ok(Self(title.trim().to_owned()))
     }
 
     pub fn default_title() -> Self {
@@ -136,6 +138,20 @@ mod tests {
     fn titles_are_trimmed() {
         assert_eq!(ConversationTitle::new("  Trip  ").unwrap().as_str(), "Trip");
         assert_eq!(ConversationTitle::new("   "), Err(TextError::Blank));
+    }
+
+    #[test]
+    fn a_title_is_limited_as_sent_not_as_trimmed() {
+        let longest = "é".repeat(ConversationTitle::MAX_CHARS);
+        assert_eq!(ConversationTitle::new(&longest).unwrap().as_str(), longest);
+        let padded = format!("\r{}", "é".repeat(ConversationTitle::MAX_CHARS));
+        assert_eq!(
+            ConversationTitle::new(&padded),
+            Err(TextError::TooLong {
+                max: ConversationTitle::MAX_CHARS,
+                actual: ConversationTitle::MAX_CHARS + 1
+            })
+        );
     }
 
     proptest! {
