@@ -9,8 +9,9 @@
 #   - v1 page reads (limit=50) of a conversation of 10 and of 100,000 exchanges, alternately;
 #   - GET /chat/history of 10,000 exchanges (streamed);
 #   - peak RSS (VmHWM) of chat-server per scenario; the storage_writer_batch_size metric;
-#   - for each run, the CPU each thread of the server used per request and the CPUs left
-#     idle, which tell whether a run was bound by CPU or by latency;
+#   - for each run, the CPU each thread of the server used per request, the time its threads
+#     waited for a CPU, and the CPUs left idle, which tell whether a run was bound by CPU or by
+#     latency;
 #   - cold start on the existing database to the first answered /readyz (median of 5);
 #   - the same against PostgreSQL when 127.0.0.1:5432 answers (own database, dropped at the end).
 # Fresh databases in a temp dir; nothing is left behind. About 5 minutes plus the build.
@@ -113,23 +114,31 @@ stop() { # pid
 
 reset_peak_rss() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
 
-# CPU time of each of the process's threads so far, by thread name: "name<TAB>ns" lines.
+# Time each of the process's threads has spent so far running and runnable but waiting for a CPU,
+# by thread name: "name<TAB>running ns<TAB>waiting ns" lines (schedstat's first two fields).
 thread_cpu_ns() { # pid
     local task
     for task in /proc/"$1"/task/*; do
-        printf '%s\t%s\n' "$(cat "$task/comm" 2>/dev/null)" "$(awk '{print $1}' "$task/schedstat" 2>/dev/null)"
-    done | awk -F'\t' '$2 != "" {ns[$1] += $2} END {for (name in ns) printf "%s\t%d\n", name, ns[name]}'
+        printf '%s\t%s\n' "$(cat "$task/comm" 2>/dev/null)" "$(awk '{print $1 "\t" $2}' "$task/schedstat" 2>/dev/null)"
+    done | awk -F'\t' '$2 != "" {run[$1] += $2; wait[$1] += $3}
+        END {for (name in run) printf "%s\t%d\t%d\n", name, run[name], wait[name]}'
 }
 idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
 
-# Where a run's CPU went: microseconds of CPU per answered request by thread (threads under
-# 0.05 µs left out), and the fraction of the machine's CPUs left idle.
+# Where a run's CPU went: microseconds of CPU per answered request by thread, then the time the
+# threads spent ready to run but waiting for a CPU, which with CPUs left idle means the work came
+# in bursts (threads under 0.05 µs left out), and the number of the machine's CPUs left idle.
 cpu_breakdown() { # before-file after-file requests idle-ticks seconds
     awk -F'\t' -v requests="$3" '
-        FNR == NR { before[$1] = $2; next }
-        { used = ($2 - before[$1]) / 1000 / requests; total += used
-          if (used >= 0.05) parts = parts sprintf("%s%s %.1f", parts == "" ? "" : ", ", $1, used) }
-        END { printf "%.1f µs of CPU per request (%s)", total, parts }' "$1" "$2"
+        function part(parts, name, value) {
+            return value < 0.05 ? parts : parts sprintf("%s%s %.1f", parts == "" ? "" : ", ", name, value)
+        }
+        FNR == NR { ran[$1] = $2; waited[$1] = $3; next }
+        { used = ($2 - ran[$1]) / 1000 / requests; waiting = ($3 - waited[$1]) / 1000 / requests
+          total += used; total_waiting += waiting
+          used_parts = part(used_parts, $1, used); waiting_parts = part(waiting_parts, $1, waiting) }
+        END { printf "%.1f µs of CPU per request (%s); %.1f µs waiting for a CPU (%s)", \
+                  total, used_parts, total_waiting, waiting_parts }' "$1" "$2"
     awk -v idle="$4" -v seconds="$5" -v cpus="$(nproc)" -v hz="$(getconf CLK_TCK)" \
         'BEGIN { printf "; %.2f of %d CPUs idle\n", idle / hz / seconds, cpus }'
 }
