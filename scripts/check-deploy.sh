@@ -323,8 +323,15 @@ section_actionlint() {
 
 section_shellcheck() {
     banner "shellcheck"
-    check "shellcheck scripts/check-deploy.sh" shellcheck "$ROOT/scripts/check-deploy.sh"
-    check "shellcheck nginx entrypoint script" shellcheck "$ROOT/deploy/docker/nginx/15-chat-upstreams.sh"
+    # Every shell script in the repository, the test and benchmark drivers too.
+    local scripts script
+    if ! scripts="$(cd "$ROOT" && git ls-files '*.sh' .ci/run)" || [[ -z "$scripts" ]]; then
+        check "list the repository's shell scripts (git ls-files)" false
+        return
+    fi
+    while IFS= read -r script; do
+        check "shellcheck $script" shellcheck -x "$ROOT/$script"
+    done <<<"$scripts"
 }
 
 ALL=(hadolint nginx compose kustomize helm actionlint shellcheck)

@@ -20,9 +20,9 @@ fi
 
 # FUZZ_TARGET_DIR lets CI keep the instrumented build between runs, like CARGO_TARGET_DIR.
 FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-$ROOT/fuzz/target}"
-cd "$ROOT/fuzz"
+cd "$ROOT/fuzz" || exit 1
 targets=$("$CARGO" fuzz list)
-echo "fuzz: building $(echo $targets)"
+echo "fuzz: building ${targets//$'\n'/ }"
 if ! "$CARGO" fuzz build --target-dir "$FUZZ_TARGET_DIR"; then
     echo "fuzz: 0 passed, 1 failed (build)"
     exit 1

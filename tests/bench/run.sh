@@ -97,9 +97,8 @@ start_baseline() { # port -> sets LAST_PID
 start_chat() { # port, backend, url -> sets LAST_PID
     (
         cd "$WORK"
-        export CHAT__SERVER__PORT="$1" CHAT__STORAGE__BACKEND="$2" CHAT__STORAGE__URL="$3"
-        export CHAT__LOG__LEVEL=warn CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS=0
-        exec "$CHAT_BIN"
+        exec env CHAT__SERVER__PORT="$1" CHAT__STORAGE__BACKEND="$2" CHAT__STORAGE__URL="$3" \
+            CHAT__LOG__LEVEL=warn CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS=0 "$CHAT_BIN"
     ) >>"$WORK/chat-$1.log" 2>&1 &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
@@ -302,9 +301,8 @@ bench_backend() { # backend url-for-post-db url-for-read-db seed-fn seed-arg
         t0=$(date +%s%N)
         (
             cd "$WORK"
-            export CHAT__SERVER__PORT="$read_port" CHAT__STORAGE__BACKEND="$backend" CHAT__STORAGE__URL="$read_url"
-            export CHAT__LOG__LEVEL=warn
-            exec "$CHAT_BIN"
+            exec env CHAT__SERVER__PORT="$read_port" CHAT__STORAGE__BACKEND="$backend" \
+                CHAT__STORAGE__URL="$read_url" CHAT__LOG__LEVEL=warn "$CHAT_BIN"
         ) >>"$WORK/cold.log" 2>&1 &
         pid=$!
         PIDS+=("$pid")

@@ -26,6 +26,7 @@ fi
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
+# shellcheck disable=SC2329 # run by the EXIT trap, which shellcheck does not count as a call
 cleanup() {
     if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill "$SERVER_PID" 2>/dev/null || true
@@ -34,7 +35,9 @@ cleanup() {
     fi
     rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+# A signal ends the script (and so runs cleanup once); a handler that returned would let it go on.
+trap 'exit 130' INT TERM
 
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
 (
