@@ -57,9 +57,32 @@ fn declared_length(request: &HttpRequest) -> Option<usize> {
 
 pub(crate) async fn read_json<T: DeserializeOwned>(
     request: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     limit: usize,
 ) -> Result<T, BodyError> {
+    decode(&read_json_bytes(request, payload, limit).await?)
+}
+
+/// Like [`read_json`] for a body the client may leave out: no bytes and no Content-Type mean
+/// `T::default()`. Whether there is a body is known only once it is read, as a chunked one
+/// declares no length.
+pub(crate) async fn read_optional_json<T: DeserializeOwned + Default>(
+    request: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<T, BodyError> {
+    let body = read_json_bytes(request, payload, limit).await?;
+    if body.is_empty() && !request.headers().contains_key(header::CONTENT_TYPE) {
+        return Ok(T::default());
+    }
+    decode(&body)
+}
+
+async fn read_json_bytes(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<BytesMut, BodyError> {
     if !is_json(request) {
         return Err(BodyError::UnsupportedMediaType);
     }
@@ -74,7 +97,7 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    decode(&body)
+    Ok(body)
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {

@@ -4,7 +4,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{ConversationId, GenerationId, GenerationLogError};
 
-use crate::body::read_json;
+use crate::body::{read_json, read_optional_json};
 use crate::dto::{
     ConversationDto, ConversationPage, CreateConversationRequest, ErrorResponse, ExchangeDto,
     ListConversationsQuery, ListMessagesQuery, MessagePage, RenameConversationRequest, ResumeQuery,
@@ -37,16 +37,8 @@ pub(crate) async fn create_conversation(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: CreateConversationRequest = if request.headers().contains_key(header::CONTENT_TYPE)
-        || request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|length| length != "0")
-    {
-        read_json(&request, payload, state.settings.max_body_bytes).await?
-    } else {
-        CreateConversationRequest::default()
-    };
+    let body: CreateConversationRequest =
+        read_optional_json(&request, payload, state.settings.max_body_bytes).await?;
     let conversation = state
         .service
         .create_conversation(body.title.as_deref())

@@ -240,6 +240,42 @@ async fn the_title_is_optional_and_defaults_to_new_chat() {
     let no_body: Value = no_body.json().await.unwrap();
     assert_eq!(no_body["title"], "New chat");
     assert_ne!(no_body["id"], empty_object["id"]);
+
+    let empty_chunked = post_chunked_without_content_type(&app, b"").await;
+    assert_eq!(empty_chunked.status(), 201);
+    assert_eq!(
+        empty_chunked.json::<Value>().await.unwrap()["title"],
+        "New chat"
+    );
+}
+
+/// A body sent in chunks declares no length, and here no type either.
+async fn post_chunked_without_content_type(
+    app: &TestApp,
+    body: &'static [u8],
+) -> reqwest::Response {
+    let chunks = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(body))]);
+    app.client
+        .post(app.url("/api/v1/conversations"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_chunked_body_without_a_content_type_is_read_as_json() {
+    let app = TestApp::spawn().await;
+    let titled = post_chunked_without_content_type(&app, br#"{"title": "sent in chunks"}"#).await;
+    assert_eq!(titled.status(), 201);
+    assert_eq!(
+        titled.json::<Value>().await.unwrap()["title"],
+        "sent in chunks"
+    );
+
+    let garbage = post_chunked_without_content_type(&app, b"not json").await;
+    assert_error(garbage, 400, "invalid_body").await;
+    assert_eq!(all_conversation_ids(&app, 200).await.len(), 2);
 }
 
 #[tokio::test]
