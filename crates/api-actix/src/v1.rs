@@ -257,7 +257,7 @@ fn log_unavailable(error: GenerationLogError) -> ApiError {
     responses(
         (status = 200, description = "The rest of the reply as Server-Sent Events (`start`, `delta`, then `done` or `error`), each with `id: <generation_id>:<sequence>`", content_type = "text/event-stream", body = String),
         (status = 204, description = "No reply in progress, or nothing left to deliver"),
-        (status = 400, description = "Malformed conversation id or event id", body = ErrorResponse),
+        (status = 400, description = "Malformed conversation id or event id, or an event id past the reply's last event", body = ErrorResponse),
         (status = 404, description = "No such conversation", body = ErrorResponse),
         (status = 503, description = "Storage or the generation log unavailable", body = ErrorResponse),
         (status = 500, description = "Internal failure", body = ErrorResponse),
@@ -295,6 +295,14 @@ pub(crate) async fn resume_stream(
         None => return Ok(HttpResponse::NoContent().finish()),
         Some(progress) if progress.conversation_id != id => {
             return Ok(HttpResponse::NoContent().finish())
+        }
+        // Every event is logged before it is sent, so no client can hold a later id; following
+        // from one would skip the final event and end the stream without `done` or `error`.
+        Some(progress) if after > progress.last_sequence => {
+            return Err(ApiError::bad_request(
+                "invalid_cursor",
+                "The event id is past the last event of this reply.",
+            ))
         }
         Some(progress) if progress.finished && after >= progress.last_sequence => {
             return Ok(HttpResponse::NoContent().finish())

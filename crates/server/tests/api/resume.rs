@@ -187,6 +187,32 @@ async fn after_done_there_is_nothing_more_but_a_missed_done_is_replayed() {
 }
 
 #[tokio::test]
+async fn an_event_id_past_the_replys_last_event_is_refused_live_or_finished() {
+    let app = slow_app().await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let mut live = start_stream(&app, id, "a reply still running").await;
+    let start = live.next_event().await.expect("the start event");
+    let generation = start.id.unwrap().split(':').next().unwrap().to_owned();
+    let past_the_end = format!("{generation}:999");
+
+    let response = resume(&app, id, Some(&past_the_end)).await;
+    assert_eq!(response.status(), 400, "while the reply runs");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "invalid_cursor"
+    );
+
+    let rest = read_to_end(&mut live).await;
+    assert_eq!(rest.last().unwrap().event, "done");
+    assert_eq!(
+        resume(&app, id, Some(&past_the_end)).await.status(),
+        400,
+        "after the reply finished"
+    );
+}
+
+#[tokio::test]
 async fn bad_resume_requests_are_refused() {
     let app = TestApp::spawn().await;
     let conversation = app.create_conversation(None).await;
