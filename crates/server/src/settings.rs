@@ -145,6 +145,40 @@ impl std::fmt::Debug for CacheSettings {
     }
 }
 
+impl CacheSettings {
+    /// `redis://[:password@]host[:port][/db]`. The URL may hold a password, so no message repeats it.
+    fn validate_redis_url(&self) -> Result<(), SettingsError> {
+        const EXAMPLE: &str = "redis://:password@host:6379/0";
+        let url = reqwest::Url::parse(&self.url).map_err(|error| {
+            invalid(
+                "cache.url",
+                format!("is not a URL ({error}); expected one such as \"{EXAMPLE}\""),
+            )
+        })?;
+        if url.scheme() == "rediss" {
+            return Err(invalid(
+                "cache.url",
+                "rediss:// (TLS) is not supported by this build; use redis://, through a TLS tunnel where the network needs one",
+            ));
+        }
+        let database = url.path().trim_start_matches('/');
+        if url.scheme() != "redis"
+            || url.host().is_none()
+            || !(database.is_empty() || database.parse::<u32>().is_ok())
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(invalid(
+                "cache.url",
+                format!(
+                    "must be a URL such as \"{EXAMPLE}\" (the path, if any, a database number)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -220,6 +254,65 @@ fn invalid(key: &str, why: impl std::fmt::Display) -> SettingsError {
     SettingsError(format!("invalid value for `{key}`: {why}"))
 }
 
+/// Refuses `value` above `max`. The ceilings sit far above any sensible setting; what they stop is
+/// a typo of a few digits too many, which would otherwise surface later as an allocation of
+/// gigabytes, a timer that overflows, or a worker thread that panics.
+fn at_most(key: &str, value: impl Into<u64>, max: u64) -> Result<(), SettingsError> {
+    if value.into() > max {
+        return Err(invalid(key, format!("must be at most {max}")));
+    }
+    Ok(())
+}
+
+/// `usize` settings, widened for [`at_most`] (lossless on every platform Rust supports).
+fn count(value: usize) -> u64 {
+    value as u64
+}
+
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// A `tracing` filter whose every directive is a level or `target=level`. A bare word that is not
+/// a level is valid filter syntax (every event of the target with that name) but is nearly always a
+/// misspelt level such as `warning`, which would silence the log.
+fn check_log_level(level: &str) -> Result<(), SettingsError> {
+    let refuse = |why: String| Err(invalid("log.level", why));
+    if level.trim().is_empty() {
+        return refuse("must not be empty; use a level such as \"info\"".to_owned());
+    }
+    if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+        return refuse(format!(
+            "{level:?} is not a level or filter such as \"info\""
+        ));
+    }
+    for directive in level.split(',').map(str::trim) {
+        let is_level = LOG_LEVELS.contains(&directive.to_ascii_lowercase().as_str());
+        if !is_level && !directive.contains('=') {
+            return refuse(format!(
+                "{directive:?} is not a level ({}) nor a `target=level` directive",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An `http://` or `https://` URL with a host, as parsed by the HTTP client that will use it.
+fn check_http_url(key: &str, value: &str, example: &str) -> Result<reqwest::Url, SettingsError> {
+    let url = reqwest::Url::parse(value).map_err(|error| {
+        invalid(
+            key,
+            format!("{value:?} is not a URL ({error}); expected one such as {example:?}"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(
+            key,
+            format!("must be an http:// or https:// URL with a host, such as {example:?}"),
+        ));
+    }
+    Ok(url)
+}
+
 impl Settings {
     /// Reads the layers from the process environment.
     pub fn load() -> Result<Self, SettingsError> {
@@ -291,15 +384,7 @@ impl Settings {
         if self.limits.max_body_bytes < 64 {
             return Err(invalid("limits.max_body_bytes", "must be at least 64"));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid(
-                "log.level",
-                format!(
-                    "{:?} is not a level or filter such as \"info\"",
-                    self.log.level
-                ),
-            ));
-        }
+        check_log_level(&self.log.level)?;
         for origin in &self.cors.allowed_origins {
             let well_formed = origin == "*"
                 || ((origin.starts_with("http://") || origin.starts_with("https://"))
@@ -311,17 +396,122 @@ impl Settings {
                 ));
             }
         }
-        if self.cache.kind == CacheKind::Redis
-            && !(self.cache.url.starts_with("redis://") || self.cache.url.starts_with("rediss://"))
-        {
-            return Err(invalid("cache.url", "must be a redis:// or rediss:// URL"));
+        if self.cache.kind == CacheKind::Redis {
+            self.cache.validate_redis_url()?;
         }
         if self.cache.kind == CacheKind::Memory && self.cache.max_entries == 0 {
             return Err(invalid("cache.max_entries", "must be at least 1"));
         }
         self.rate_limit.validate()?;
         self.telemetry.validate()?;
-        self.assistant.validate()
+        self.assistant.validate()?;
+        self.check_ceilings()
+    }
+
+    fn check_ceilings(&self) -> Result<(), SettingsError> {
+        let (server, storage, assistant) = (&self.server, &self.storage, &self.assistant);
+        // actix-server's own limit; it panics above it.
+        at_most("server.workers", count(server.workers), 512)?;
+        at_most("server.keep_alive_secs", server.keep_alive_secs, 86_400)?;
+        at_most(
+            "server.client_request_timeout_secs",
+            server.client_request_timeout_secs,
+            3_600,
+        )?;
+        at_most(
+            "server.shutdown_grace_secs",
+            server.shutdown_grace_secs,
+            3_600,
+        )?;
+        at_most(
+            "server.max_connections_per_worker",
+            count(server.max_connections_per_worker),
+            1_000_000,
+        )?;
+        at_most("storage.pool_size", storage.pool_size, 1_024)?;
+        at_most(
+            "storage.connect_timeout_secs",
+            storage.connect_timeout_secs,
+            3_600,
+        )?;
+        at_most(
+            "storage.statement_timeout_secs",
+            storage.statement_timeout_secs,
+            86_400,
+        )?;
+        at_most(
+            "storage.write_queue_capacity",
+            count(storage.write_queue_capacity),
+            100_000,
+        )?;
+        at_most("storage.max_batch", count(storage.max_batch), 100_000)?;
+        at_most("assistant.timeout_secs", assistant.timeout_secs, 3_600)?;
+        at_most("assistant.max_retries", assistant.max_retries, 100)?;
+        at_most(
+            "assistant.context_messages",
+            count(assistant.context_messages),
+            10_000,
+        )?;
+        at_most(
+            "assistant.max_concurrency",
+            count(assistant.max_concurrency),
+            10_000,
+        )?;
+        at_most("assistant.max_queue", count(assistant.max_queue), 1_000_000)?;
+        at_most(
+            "assistant.dummy.word_delay_ms",
+            assistant.dummy.word_delay_ms,
+            60_000,
+        )?;
+        at_most("cache.ttl_secs", self.cache.ttl_secs, 31_536_000)?;
+        at_most(
+            "cache.max_entries",
+            count(self.cache.max_entries),
+            1_000_000,
+        )?;
+        at_most(
+            "cache.stream_log_ttl_secs",
+            self.cache.stream_log_ttl_secs,
+            86_400,
+        )?;
+        at_most(
+            "telemetry.export_timeout_secs",
+            self.telemetry.export_timeout_secs,
+            300,
+        )?;
+        at_most(
+            "telemetry.batch_size",
+            count(self.telemetry.batch_size),
+            100_000,
+        )?;
+        at_most(
+            "telemetry.queue_capacity",
+            count(self.telemetry.queue_capacity),
+            1_000_000,
+        )?;
+        let limits = &self.limits;
+        at_most(
+            "limits.max_message_chars",
+            count(limits.max_message_chars),
+            1_000_000,
+        )?;
+        at_most(
+            "limits.max_body_bytes",
+            count(limits.max_body_bytes),
+            64 << 20,
+        )?;
+        at_most(
+            "limits.max_streams_per_client",
+            count(limits.max_streams_per_client),
+            100_000,
+        )?;
+        // actix-http refuses a head over 128 KiB whatever this says.
+        at_most(
+            "limits.max_header_bytes",
+            count(limits.max_header_bytes),
+            128 << 10,
+        )?;
+        at_most("rate_limit.burst", self.rate_limit.burst, 1_000_000)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -369,10 +559,11 @@ impl StorageSettings {
 
 impl RateLimitSettings {
     fn validate(&self) -> Result<(), SettingsError> {
-        if !self.per_second.is_finite() || self.per_second < 0.0 {
+        // Below a thousandth the wait for the next token no longer fits a timer.
+        if !(self.per_second == 0.0 || (0.001..=1_000_000.0).contains(&self.per_second)) {
             return Err(invalid(
                 "rate_limit.per_second",
-                "must be 0 (off) or a positive number",
+                "must be 0 (off) or a number of requests per second from 0.001 to 1000000",
             ));
         }
         if self.per_second > 0.0 && self.burst == 0 {
@@ -407,16 +598,12 @@ const OTLP_TRACES_PATH: &str = "/v1/traces";
 impl TelemetrySettings {
     fn validate(&self) -> Result<(), SettingsError> {
         if !self.otlp_endpoint.is_empty() {
-            let url = reqwest::Url::parse(&self.otlp_endpoint)
-                .map_err(|error| invalid("telemetry.otlp_endpoint", error))?;
-            let is_base_url = matches!(url.scheme(), "http" | "https")
-                && url.host().is_some()
-                && url.query().is_none()
-                && url.fragment().is_none();
-            if !is_base_url {
+            const EXAMPLE: &str = "http://otel-collector:4318";
+            let url = check_http_url("telemetry.otlp_endpoint", &self.otlp_endpoint, EXAMPLE)?;
+            if url.query().is_some() || url.fragment().is_some() {
                 return Err(invalid(
                     "telemetry.otlp_endpoint",
-                    "must be an http:// or https:// URL such as \"http://otel-collector:4318\"",
+                    format!("must be a base URL without query or fragment, such as {EXAMPLE:?}"),
                 ));
             }
         }
@@ -468,12 +655,11 @@ impl TelemetrySettings {
 impl AssistantSettings {
     fn validate(&self) -> Result<(), SettingsError> {
         if self.kind == AssistantKind::Openai {
-            if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-                return Err(invalid(
-                    "assistant.base_url",
-                    "must be an http:// or https:// URL",
-                ));
-            }
+            check_http_url(
+                "assistant.base_url",
+                &self.base_url,
+                "https://api.openai.com/v1",
+            )?;
             if self.model.trim().is_empty() {
                 return Err(invalid("assistant.model", "must not be empty"));
             }

@@ -6,5 +6,6 @@ mod openai;
 mod ops;
 mod resume;
 mod seed;
+mod settings;
 mod telemetry;
 mod v1;

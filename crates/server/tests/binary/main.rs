@@ -131,6 +131,9 @@ fn bad_configuration_stops_the_start_naming_the_key() {
             vec![("CHAT__TELEMETRY__OTLP_ENDPOINT", "otel-collector:4318")],
             "telemetry.otlp_endpoint",
         ),
+        // actix-server panics above 512 workers, after the database was opened.
+        (vec![("CHAT__SERVER__WORKERS", "513")], "server.workers"),
+        (vec![("CHAT__LOG__LEVEL", "warning")], "log.level"),
     ] {
         let (status, stderr) = run_to_exit(directory.path(), &variables);
         assert_eq!(status.code(), Some(2), "{variables:?}: {stderr}");

@@ -1,0 +1,157 @@
+//! Settings that would fail only later (an allocation, a timer, a panicking worker, a silent log)
+//! are refused when they are read, naming their key.
+
+use std::collections::HashMap;
+
+use config::Environment;
+use server::Settings;
+
+fn load(variables: &[(&str, &str)]) -> Result<Settings, server::settings::SettingsError> {
+    let directory = tempfile::tempdir().unwrap();
+    let variables: HashMap<String, String> = variables
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect();
+    Settings::load_from(
+        directory.path(),
+        None,
+        Environment::default().source(Some(variables)),
+    )
+}
+
+#[test]
+fn values_past_their_ceiling_are_refused_naming_the_key() {
+    for (key, value, named) in [
+        ("CHAT__SERVER__WORKERS", "513", "server.workers"),
+        (
+            "CHAT__SERVER__KEEP_ALIVE_SECS",
+            "9223372036854775807",
+            "server.keep_alive_secs",
+        ),
+        (
+            "CHAT__SERVER__SHUTDOWN_GRACE_SECS",
+            "18446744073709551615",
+            "server.shutdown_grace_secs",
+        ),
+        (
+            "CHAT__STORAGE__POOL_SIZE",
+            "4294967295",
+            "storage.pool_size",
+        ),
+        (
+            "CHAT__STORAGE__MAX_BATCH",
+            "100000000000",
+            "storage.max_batch",
+        ),
+        (
+            "CHAT__STORAGE__WRITE_QUEUE_CAPACITY",
+            "100000000000",
+            "storage.write_queue_capacity",
+        ),
+        (
+            "CHAT__STORAGE__STATEMENT_TIMEOUT_SECS",
+            "2592000",
+            "storage.statement_timeout_secs",
+        ),
+        (
+            "CHAT__TELEMETRY__QUEUE_CAPACITY",
+            "18446744073709551615",
+            "telemetry.queue_capacity",
+        ),
+        (
+            "CHAT__ASSISTANT__MAX_CONCURRENCY",
+            "18446744073709551615",
+            "assistant.max_concurrency",
+        ),
+        (
+            "CHAT__LIMITS__MAX_HEADER_BYTES",
+            "200000",
+            "limits.max_header_bytes",
+        ),
+    ] {
+        let error = load(&[(key, value)]).expect_err(key).to_string();
+        assert!(
+            error.contains(named) && error.contains("at most"),
+            "{key}={value}: {error}"
+        );
+    }
+    let at_the_ceiling = load(&[("CHAT__SERVER__WORKERS", "512")]).unwrap();
+    assert_eq!(at_the_ceiling.server.workers, 512);
+}
+
+#[test]
+fn a_rate_too_small_for_a_timer_is_refused() {
+    for per_second in ["1e-300", "0.0001", "-1", "NaN"] {
+        let error = load(&[("CHAT__RATE_LIMIT__PER_SECOND", per_second)])
+            .expect_err(per_second)
+            .to_string();
+        assert!(
+            error.contains("rate_limit.per_second"),
+            "{per_second}: {error}"
+        );
+    }
+    let off = load(&[("CHAT__RATE_LIMIT__PER_SECOND", "0")]).unwrap();
+    assert!(off.rate_limit.limit().is_none());
+    assert!(load(&[("CHAT__RATE_LIMIT__PER_SECOND", "0.001")]).is_ok());
+}
+
+#[test]
+fn a_misspelt_log_level_is_refused_instead_of_silencing_the_log() {
+    for level in ["warning", "verbose", "inf", "", "  ", "info,warning"] {
+        let error = load(&[("CHAT__LOG__LEVEL", level)])
+            .expect_err(level)
+            .to_string();
+        assert!(error.contains("log.level"), "{level:?}: {error}");
+    }
+    for level in [
+        "info",
+        "WARN",
+        "off",
+        "api_actix=debug,info",
+        "server=trace,warn",
+    ] {
+        assert!(load(&[("CHAT__LOG__LEVEL", level)]).is_ok(), "{level:?}");
+    }
+}
+
+#[test]
+fn urls_are_checked_when_read_and_a_redis_password_is_never_repeated() {
+    let openai = ("CHAT__ASSISTANT__KIND", "openai");
+    for base_url in [
+        "http://127.0.0.1:99999/v1",
+        "http://exa mple.com/v1",
+        "http://",
+        "ftp://host/v1",
+    ] {
+        let error = load(&[openai, ("CHAT__ASSISTANT__BASE_URL", base_url)])
+            .expect_err(base_url)
+            .to_string();
+        assert!(error.contains("assistant.base_url"), "{base_url}: {error}");
+    }
+    assert!(load(&[
+        openai,
+        ("CHAT__ASSISTANT__BASE_URL", "http://127.0.0.1:11434/v1")
+    ])
+    .is_ok());
+
+    let redis = ("CHAT__CACHE__KIND", "redis");
+    for url in [
+        "redis://:hunter2@127.0.0.1:6379/abc",
+        "rediss://:hunter2@redis.example.com:6380/0",
+        "http://:hunter2@127.0.0.1:6379",
+        "redis://:hunter2@/0",
+    ] {
+        let error = load(&[redis, ("CHAT__CACHE__URL", url)])
+            .expect_err(url)
+            .to_string();
+        assert!(error.contains("cache.url"), "{url}: {error}");
+        assert!(!error.contains("hunter2"), "the password leaked: {error}");
+    }
+    for url in [
+        "redis://127.0.0.1:6379",
+        "redis://:pw@cache:6379/2",
+        "redis://cache/",
+    ] {
+        assert!(load(&[redis, ("CHAT__CACHE__URL", url)]).is_ok(), "{url}");
+    }
+}
