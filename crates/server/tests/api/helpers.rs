@@ -8,6 +8,22 @@ use futures::StreamExt;
 use server::{Application, Settings};
 use tempfile::TempDir;
 
+/// Settings read from the defaults and `variables` alone, as the server would read them.
+pub fn load_settings(
+    variables: &[(&str, &str)],
+) -> Result<Settings, server::settings::SettingsError> {
+    let directory = tempfile::tempdir().unwrap();
+    let variables: HashMap<String, String> = variables
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect();
+    Settings::load_from(
+        directory.path(),
+        None,
+        Environment::default().source(Some(variables)),
+    )
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,

@@ -1,23 +1,7 @@
 //! Settings that would fail only later (an allocation, a timer, a panicking worker, a silent log)
 //! are refused when they are read, naming their key.
 
-use std::collections::HashMap;
-
-use config::Environment;
-use server::Settings;
-
-fn load(variables: &[(&str, &str)]) -> Result<Settings, server::settings::SettingsError> {
-    let directory = tempfile::tempdir().unwrap();
-    let variables: HashMap<String, String> = variables
-        .iter()
-        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-        .collect();
-    Settings::load_from(
-        directory.path(),
-        None,
-        Environment::default().source(Some(variables)),
-    )
-}
+use crate::helpers::load_settings as load;
 
 #[test]
 fn values_past_their_ceiling_are_refused_naming_the_key() {

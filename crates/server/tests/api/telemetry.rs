@@ -1,23 +1,7 @@
 //! The `[telemetry]` settings. Trace export itself runs against the binary (tests/binary/otlp.rs):
 //! in-process tests share one subscriber.
 
-use std::collections::HashMap;
-
-use config::Environment;
-use server::Settings;
-
-fn load(variables: &[(&str, &str)]) -> Result<Settings, server::settings::SettingsError> {
-    let directory = tempfile::tempdir().unwrap();
-    let variables: HashMap<String, String> = variables
-        .iter()
-        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-        .collect();
-    Settings::load_from(
-        directory.path(),
-        None,
-        Environment::default().source(Some(variables)),
-    )
-}
+use crate::helpers::load_settings as load;
 
 #[test]
 fn export_is_off_by_default() {
