@@ -23,7 +23,9 @@ pub struct MemoryGenerationLog {
 #[derive(Debug, Default)]
 struct Logs {
     generations: HashMap<GenerationId, Log>,
-    in_progress: HashMap<ConversationId, GenerationId>,
+    /// Each conversation's generations still running, oldest first: two tabs may each have a reply
+    /// running, and when the newer one finishes the older one is the one in progress again.
+    running: HashMap<ConversationId, Vec<GenerationId>>,
 }
 
 #[derive(Debug)]
@@ -60,8 +62,10 @@ impl Logs {
             None => now.duration_since(log.started) < UNFINISHED_LIFETIME.max(ttl),
         });
         let generations = &self.generations;
-        self.in_progress
-            .retain(|_, id| generations.contains_key(id));
+        self.running.retain(|_, ids| {
+            ids.retain(|id| generations.contains_key(id));
+            !ids.is_empty()
+        });
     }
 }
 
@@ -104,7 +108,10 @@ impl GenerationLog for MemoryGenerationLog {
                 appended,
             },
         );
-        logs.in_progress.insert(conversation_id, generation_id);
+        logs.running
+            .entry(conversation_id)
+            .or_default()
+            .push(generation_id);
         Ok(())
     }
 
@@ -131,8 +138,13 @@ impl GenerationLog for MemoryGenerationLog {
         }
         log.appended.send_replace(sequence);
         let conversation_id = log.conversation_id;
-        if last && logs.in_progress.get(&conversation_id) == Some(&generation_id) {
-            logs.in_progress.remove(&conversation_id);
+        if last {
+            if let Some(running) = logs.running.get_mut(&conversation_id) {
+                running.retain(|id| *id != generation_id);
+                if running.is_empty() {
+                    logs.running.remove(&conversation_id);
+                }
+            }
         }
         Ok(sequence)
     }
@@ -141,7 +153,11 @@ impl GenerationLog for MemoryGenerationLog {
         &self,
         conversation_id: ConversationId,
     ) -> Result<Option<GenerationId>, GenerationLogError> {
-        Ok(self.logs().in_progress.get(&conversation_id).copied())
+        Ok(self
+            .logs()
+            .running
+            .get(&conversation_id)
+            .and_then(|running| running.last().copied()))
     }
 
     async fn state(

@@ -14,9 +14,9 @@ use redis::{AsyncCommands, Client, Value};
 
 /// A generation that never finishes (its replica died mid-reply) is dropped after this long.
 const UNFINISHED_LIFETIME_SECS: u64 = 3600;
-/// Deletes KEYS[1] only while it still holds ARGV[1].
-const COMPARE_AND_DELETE: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+/// At most this many of a conversation's running generations are looked at, newest first, to find
+/// one that is still running (the others may have died with their replica).
+const RUNNING_CHECKED: isize = 16;
 /// How long one blocking read waits before checking that the log still exists.
 const BLOCK_MILLIS: usize = 2000;
 /// A follower gives up on a generation that logged nothing for this many blocking reads (two
@@ -104,8 +104,9 @@ impl RedisGenerationLog {
         format!("{}:generation:{id}", self.prefix)
     }
 
-    fn current_key(&self, id: ConversationId) -> String {
-        format!("{}:conversation:{id}:generation", self.prefix)
+    /// A sorted set of the conversation's generations still running, scored by their start (ms).
+    fn running_key(&self, id: ConversationId) -> String {
+        format!("{}:conversation:{id}:running", self.prefix)
     }
 
     fn next_sequence(
@@ -132,12 +133,15 @@ impl GenerationLog for RedisGenerationLog {
         generation_id: GenerationId,
     ) -> Result<(), GenerationLogError> {
         let mut commands = self.commands.clone();
-        let _: () = commands
-            .set_ex(
-                self.current_key(conversation_id),
-                format!("{conversation_id}/{generation_id}"),
-                UNFINISHED_LIFETIME_SECS,
-            )
+        let key = self.running_key(conversation_id);
+        let started_millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis());
+        let (_, _): (Value, Value) = redis::pipe()
+            .atomic()
+            .zadd(&key, generation_id.to_string(), started_millis.to_string())
+            .expire(&key, UNFINISHED_LIFETIME_SECS as i64)
+            .query_async(&mut commands)
             .await
             .map_err(unavailable)?;
         self.sequences
@@ -177,13 +181,8 @@ impl GenerationLog for RedisGenerationLog {
             .await
             .map_err(unavailable)?;
         if last {
-            // The conversation's pointer goes, unless a newer generation took it over meanwhile.
-            let _: i64 = redis::cmd("EVAL")
-                .arg(COMPARE_AND_DELETE)
-                .arg(1)
-                .arg(self.current_key(conversation_id))
-                .arg(format!("{conversation_id}/{generation_id}"))
-                .query_async(&mut commands)
+            let _: i64 = commands
+                .zrem(self.running_key(conversation_id), generation_id.to_string())
                 .await
                 .map_err(unavailable)?;
         }
@@ -195,21 +194,20 @@ impl GenerationLog for RedisGenerationLog {
         conversation_id: ConversationId,
     ) -> Result<Option<GenerationId>, GenerationLogError> {
         let mut commands = self.commands.clone();
-        let current: Option<String> = commands
-            .get(self.current_key(conversation_id))
+        let newest_first: Vec<String> = commands
+            .zrevrange(self.running_key(conversation_id), 0, RUNNING_CHECKED - 1)
             .await
             .map_err(unavailable)?;
-        let Some(generation_id) = current
-            .and_then(|value| value.split('/').nth(1).map(str::to_owned))
-            .and_then(|id| id.parse::<GenerationId>().ok())
-        else {
-            return Ok(None);
-        };
-        // A finished generation is no longer in progress, whoever wrote the pointer last.
-        match self.state(generation_id).await? {
-            Some(state) if state.finished => Ok(None),
-            _ => Ok(Some(generation_id)),
+        for generation_id in newest_first.iter().filter_map(|id| id.parse().ok()) {
+            // Its final event may be logged without the set updated yet (another replica, or the
+            // removal failed); an expired log has nothing left to resume.
+            if let Some(state) = self.state(generation_id).await? {
+                if !state.finished {
+                    return Ok(Some(generation_id));
+                }
+            }
         }
+        Ok(None)
     }
 
     async fn state(

@@ -131,7 +131,7 @@ pub type GenerationEvents = BoxStream<'static, Result<GenerationEvent, Generatio
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait GenerationLog: Send + Sync {
-    /// Opens the log of a new generation and makes it the conversation's generation in progress.
+    /// Opens the log of a new generation, the conversation's newest generation in progress.
     async fn begin(
         &self,
         conversation_id: ConversationId,
@@ -148,7 +148,8 @@ pub trait GenerationLog: Send + Sync {
         last: bool,
     ) -> Result<u64, GenerationLogError>;
 
-    /// The conversation's generation in progress, if any.
+    /// The conversation's generation in progress, if any: the newest of those still running, so
+    /// that when a newer one finishes an older one still running is in progress again.
     async fn in_progress(
         &self,
         conversation_id: ConversationId,

@@ -75,6 +75,31 @@ pub async fn in_progress_names_the_running_generation_until_it_finishes(
     assert_eq!(log.in_progress(conversation).await.unwrap(), None);
 }
 
+pub async fn the_newest_running_generation_is_in_progress_until_it_finishes(
+    log: Arc<dyn GenerationLog>,
+) {
+    let (conversation, older) = begun(log.as_ref()).await;
+    log.append(older, "start", "{}", false).await.unwrap();
+    let newer = GenerationId::generate();
+    log.begin(conversation, newer).await.unwrap();
+    log.append(newer, "start", "{}", false).await.unwrap();
+    assert_eq!(log.in_progress(conversation).await.unwrap(), Some(newer));
+
+    log.append(newer, "done", "{}", true).await.unwrap();
+    assert_eq!(
+        log.in_progress(conversation).await.unwrap(),
+        Some(older),
+        "the older reply still runs"
+    );
+    let newest = GenerationId::generate();
+    log.begin(conversation, newest).await.unwrap();
+    log.append(newest, "start", "{}", false).await.unwrap();
+    log.append(older, "done", "{}", true).await.unwrap();
+    assert_eq!(log.in_progress(conversation).await.unwrap(), Some(newest));
+    log.append(newest, "done", "{}", true).await.unwrap();
+    assert_eq!(log.in_progress(conversation).await.unwrap(), None);
+}
+
 pub async fn state_reports_progress(log: Arc<dyn GenerationLog>) {
     let (conversation, id) = begun(log.as_ref()).await;
     log.append(id, "start", "{}", false).await.unwrap();
@@ -104,6 +129,7 @@ macro_rules! generation_log_conformance {
             sequences_start_at_one_and_replay_in_order,
             followers_receive_live_events_until_the_last,
             in_progress_names_the_running_generation_until_it_finishes,
+            the_newest_running_generation_is_in_progress_until_it_finishes,
             state_reports_progress,
             unknown_generations_are_not_found,
         );
