@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 const BUILT_IN_DEFAULTS: &str = include_str!("../../../config/default.toml");
@@ -662,6 +662,18 @@ impl AssistantSettings {
             )?;
             if self.model.trim().is_empty() {
                 return Err(invalid("assistant.model", "must not be empty"));
+            }
+            // Sent in a header, where a control character (a pasted newline) is not allowed.
+            let header_safe = |key: &SecretString| {
+                !key.expose_secret()
+                    .chars()
+                    .any(|character| character.is_control())
+            };
+            if !self.api_key.as_ref().is_none_or(header_safe) {
+                return Err(invalid(
+                    "assistant.api_key",
+                    "contains a control character (a newline?), which an HTTP header cannot carry",
+                ));
             }
             if self.max_concurrency == 0 {
                 return Err(invalid("assistant.max_concurrency", "must be at least 1"));

@@ -139,3 +139,16 @@ fn urls_are_checked_when_read_and_a_redis_password_is_never_repeated() {
         assert!(load(&[redis, ("CHAT__CACHE__URL", url)]).is_ok(), "{url}");
     }
 }
+
+#[test]
+fn an_api_key_a_header_cannot_carry_is_refused_without_repeating_it() {
+    let openai = ("CHAT__ASSISTANT__KIND", "openai");
+    let error = load(&[openai, ("CHAT__ASSISTANT__API_KEY", "sk-hunter2\n")])
+        .expect_err("a newline in the key")
+        .to_string();
+    assert!(
+        error.contains("assistant.api_key") && !error.contains("hunter2"),
+        "{error}"
+    );
+    assert!(load(&[openai, ("CHAT__ASSISTANT__API_KEY", "sk-hunter2")]).is_ok());
+}
