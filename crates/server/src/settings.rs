@@ -313,9 +313,25 @@ fn check_http_url(key: &str, value: &str, example: &str) -> Result<reqwest::Url,
     Ok(url)
 }
 
+/// A variable such as `CHAT_SERVER__PORT`: a setting's `__` path after a one-underscore prefix,
+/// which the environment source would skip without a word. (`CHAT_ENV`, `CHAT_CONFIG_DIR` and the
+/// scripts' `CHAT_SERVER_BIN` have no `__`.)
+fn misspelt_setting_variable(mut names: impl Iterator<Item = String>) -> Option<String> {
+    names.find(|name| {
+        name.starts_with("CHAT_") && !name.starts_with("CHAT__") && name.contains("__")
+    })
+}
+
 impl Settings {
     /// Reads the layers from the process environment.
     pub fn load() -> Result<Self, SettingsError> {
+        let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        if let Some(name) = misspelt_setting_variable(names) {
+            return Err(SettingsError(format!(
+                "configuration error: `{name}` looks like a setting, but settings start with \
+                 `CHAT__` (two underscores), e.g. `CHAT__SERVER__PORT`"
+            )));
+        }
         let directory = std::env::var("CHAT_CONFIG_DIR").unwrap_or_else(|_| "config".to_owned());
         let environment = std::env::var("CHAT_ENV")
             .ok()

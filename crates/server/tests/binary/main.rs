@@ -134,6 +134,8 @@ fn bad_configuration_stops_the_start_naming_the_key() {
         // actix-server panics above 512 workers, after the database was opened.
         (vec![("CHAT__SERVER__WORKERS", "513")], "server.workers"),
         (vec![("CHAT__LOG__LEVEL", "warning")], "log.level"),
+        // One underscore after CHAT: the environment source would skip it silently.
+        (vec![("CHAT_SERVER__PORT", "8001")], "CHAT_SERVER__PORT"),
     ] {
         let (status, stderr) = run_to_exit(directory.path(), &variables);
         assert_eq!(status.code(), Some(2), "{variables:?}: {stderr}");
