@@ -149,12 +149,7 @@ impl CacheSettings {
     /// `redis://[:password@]host[:port][/db]`. The URL may hold a password, so no message repeats it.
     fn validate_redis_url(&self) -> Result<(), SettingsError> {
         const EXAMPLE: &str = "redis://:password@host:6379/0";
-        let url = reqwest::Url::parse(&self.url).map_err(|error| {
-            invalid(
-                "cache.url",
-                format!("is not a URL ({error}); expected one such as \"{EXAMPLE}\""),
-            )
-        })?;
+        let url = parse_url("cache.url", &self.url, EXAMPLE)?;
         if url.scheme() == "rediss" {
             return Err(invalid(
                 "cache.url",
@@ -170,9 +165,7 @@ impl CacheSettings {
         {
             return Err(invalid(
                 "cache.url",
-                format!(
-                    "must be a URL such as \"{EXAMPLE}\" (the path, if any, a database number)"
-                ),
+                format!("must be a URL such as {EXAMPLE:?} (the path, if any, a database number)"),
             ));
         }
         Ok(())
@@ -257,16 +250,11 @@ fn invalid(key: &str, why: impl std::fmt::Display) -> SettingsError {
 /// Refuses `value` above `max`. The ceilings sit far above any sensible setting; what they stop is
 /// a typo of a few digits too many, which would otherwise surface later as an allocation of
 /// gigabytes, a timer that overflows, or a worker thread that panics.
-fn at_most(key: &str, value: impl Into<u64>, max: u64) -> Result<(), SettingsError> {
-    if value.into() > max {
+fn at_most(key: &str, value: impl TryInto<u64>, max: u64) -> Result<(), SettingsError> {
+    if value.try_into().map_or(true, |value| value > max) {
         return Err(invalid(key, format!("must be at most {max}")));
     }
     Ok(())
-}
-
-/// `usize` settings, widened for [`at_most`] (lossless on every platform Rust supports).
-fn count(value: usize) -> u64 {
-    value as u64
 }
 
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
@@ -296,14 +284,19 @@ fn check_log_level(level: &str) -> Result<(), SettingsError> {
     Ok(())
 }
 
-/// An `http://` or `https://` URL with a host, as parsed by the HTTP client that will use it.
-fn check_http_url(key: &str, value: &str, example: &str) -> Result<reqwest::Url, SettingsError> {
-    let url = reqwest::Url::parse(value).map_err(|error| {
+/// Parses a URL setting. The message never repeats the value, which may hold a password.
+fn parse_url(key: &str, value: &str, example: &str) -> Result<reqwest::Url, SettingsError> {
+    reqwest::Url::parse(value).map_err(|error| {
         invalid(
             key,
-            format!("{value:?} is not a URL ({error}); expected one such as {example:?}"),
+            format!("is not a URL ({error}); expected one such as {example:?}"),
         )
-    })?;
+    })
+}
+
+/// An `http://` or `https://` URL with a host, as parsed by the HTTP client that will use it.
+fn check_http_url(key: &str, value: &str, example: &str) -> Result<reqwest::Url, SettingsError> {
+    let url = parse_url(key, value, example)?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(invalid(
             key,
@@ -427,7 +420,7 @@ impl Settings {
     fn check_ceilings(&self) -> Result<(), SettingsError> {
         let (server, storage, assistant) = (&self.server, &self.storage, &self.assistant);
         // actix-server's own limit; it panics above it.
-        at_most("server.workers", count(server.workers), 512)?;
+        at_most("server.workers", server.workers, 512)?;
         at_most("server.keep_alive_secs", server.keep_alive_secs, 86_400)?;
         at_most(
             "server.client_request_timeout_secs",
@@ -441,7 +434,7 @@ impl Settings {
         )?;
         at_most(
             "server.max_connections_per_worker",
-            count(server.max_connections_per_worker),
+            server.max_connections_per_worker,
             1_000_000,
         )?;
         at_most("storage.pool_size", storage.pool_size, 1_024)?;
@@ -457,34 +450,30 @@ impl Settings {
         )?;
         at_most(
             "storage.write_queue_capacity",
-            count(storage.write_queue_capacity),
+            storage.write_queue_capacity,
             100_000,
         )?;
-        at_most("storage.max_batch", count(storage.max_batch), 100_000)?;
+        at_most("storage.max_batch", storage.max_batch, 100_000)?;
         at_most("assistant.timeout_secs", assistant.timeout_secs, 3_600)?;
         at_most("assistant.max_retries", assistant.max_retries, 100)?;
         at_most(
             "assistant.context_messages",
-            count(assistant.context_messages),
+            assistant.context_messages,
             10_000,
         )?;
         at_most(
             "assistant.max_concurrency",
-            count(assistant.max_concurrency),
+            assistant.max_concurrency,
             10_000,
         )?;
-        at_most("assistant.max_queue", count(assistant.max_queue), 1_000_000)?;
+        at_most("assistant.max_queue", assistant.max_queue, 1_000_000)?;
         at_most(
             "assistant.dummy.word_delay_ms",
             assistant.dummy.word_delay_ms,
             60_000,
         )?;
         at_most("cache.ttl_secs", self.cache.ttl_secs, 31_536_000)?;
-        at_most(
-            "cache.max_entries",
-            count(self.cache.max_entries),
-            1_000_000,
-        )?;
+        at_most("cache.max_entries", self.cache.max_entries, 1_000_000)?;
         at_most(
             "cache.stream_log_ttl_secs",
             self.cache.stream_log_ttl_secs,
@@ -495,36 +484,28 @@ impl Settings {
             self.telemetry.export_timeout_secs,
             300,
         )?;
-        at_most(
-            "telemetry.batch_size",
-            count(self.telemetry.batch_size),
-            100_000,
-        )?;
+        at_most("telemetry.batch_size", self.telemetry.batch_size, 100_000)?;
         at_most(
             "telemetry.queue_capacity",
-            count(self.telemetry.queue_capacity),
+            self.telemetry.queue_capacity,
             1_000_000,
         )?;
         let limits = &self.limits;
         at_most(
             "limits.max_message_chars",
-            count(limits.max_message_chars),
+            limits.max_message_chars,
             1_000_000,
         )?;
-        at_most(
-            "limits.max_body_bytes",
-            count(limits.max_body_bytes),
-            64 << 20,
-        )?;
+        at_most("limits.max_body_bytes", limits.max_body_bytes, 64 << 20)?;
         at_most(
             "limits.max_streams_per_client",
-            count(limits.max_streams_per_client),
+            limits.max_streams_per_client,
             100_000,
         )?;
         // actix-http refuses a head over 128 KiB whatever this says.
         at_most(
             "limits.max_header_bytes",
-            count(limits.max_header_bytes),
+            limits.max_header_bytes,
             128 << 10,
         )?;
         at_most("rate_limit.burst", self.rate_limit.burst, 1_000_000)

@@ -3,6 +3,13 @@
 
 use crate::helpers::load_settings as load;
 
+/// The message of the settings' refusal of `variables`.
+fn refusal(variables: &[(&str, &str)]) -> String {
+    load(variables)
+        .expect_err(&format!("{variables:?} refused"))
+        .to_string()
+}
+
 #[test]
 fn values_past_their_ceiling_are_refused_naming_the_key() {
     for (key, value, named) in [
@@ -53,7 +60,7 @@ fn values_past_their_ceiling_are_refused_naming_the_key() {
             "limits.max_header_bytes",
         ),
     ] {
-        let error = load(&[(key, value)]).expect_err(key).to_string();
+        let error = refusal(&[(key, value)]);
         assert!(
             error.contains(named) && error.contains("at most"),
             "{key}={value}: {error}"
@@ -66,9 +73,7 @@ fn values_past_their_ceiling_are_refused_naming_the_key() {
 #[test]
 fn a_rate_too_small_for_a_timer_is_refused() {
     for per_second in ["1e-300", "0.0001", "-1", "NaN"] {
-        let error = load(&[("CHAT__RATE_LIMIT__PER_SECOND", per_second)])
-            .expect_err(per_second)
-            .to_string();
+        let error = refusal(&[("CHAT__RATE_LIMIT__PER_SECOND", per_second)]);
         assert!(
             error.contains("rate_limit.per_second"),
             "{per_second}: {error}"
@@ -82,9 +87,7 @@ fn a_rate_too_small_for_a_timer_is_refused() {
 #[test]
 fn a_misspelt_log_level_is_refused_instead_of_silencing_the_log() {
     for level in ["warning", "verbose", "inf", "", "  ", "info,warning"] {
-        let error = load(&[("CHAT__LOG__LEVEL", level)])
-            .expect_err(level)
-            .to_string();
+        let error = refusal(&[("CHAT__LOG__LEVEL", level)]);
         assert!(error.contains("log.level"), "{level:?}: {error}");
     }
     for level in [
@@ -107,9 +110,7 @@ fn urls_are_checked_when_read_and_a_redis_password_is_never_repeated() {
         "http://",
         "ftp://host/v1",
     ] {
-        let error = load(&[openai, ("CHAT__ASSISTANT__BASE_URL", base_url)])
-            .expect_err(base_url)
-            .to_string();
+        let error = refusal(&[openai, ("CHAT__ASSISTANT__BASE_URL", base_url)]);
         assert!(error.contains("assistant.base_url"), "{base_url}: {error}");
     }
     assert!(load(&[
@@ -125,9 +126,7 @@ fn urls_are_checked_when_read_and_a_redis_password_is_never_repeated() {
         "http://:hunter2@127.0.0.1:6379",
         "redis://:hunter2@/0",
     ] {
-        let error = load(&[redis, ("CHAT__CACHE__URL", url)])
-            .expect_err(url)
-            .to_string();
+        let error = refusal(&[redis, ("CHAT__CACHE__URL", url)]);
         assert!(error.contains("cache.url"), "{url}: {error}");
         assert!(!error.contains("hunter2"), "the password leaked: {error}");
     }
@@ -143,9 +142,7 @@ fn urls_are_checked_when_read_and_a_redis_password_is_never_repeated() {
 #[test]
 fn an_api_key_a_header_cannot_carry_is_refused_without_repeating_it() {
     let openai = ("CHAT__ASSISTANT__KIND", "openai");
-    let error = load(&[openai, ("CHAT__ASSISTANT__API_KEY", "sk-hunter2\n")])
-        .expect_err("a newline in the key")
-        .to_string();
+    let error = refusal(&[openai, ("CHAT__ASSISTANT__API_KEY", "sk-hunter2\n")]);
     assert!(
         error.contains("assistant.api_key") && !error.contains("hunter2"),
         "{error}"
