@@ -2,6 +2,7 @@
 
 mod application;
 pub mod settings;
+mod strict_numbers;
 pub mod telemetry;
 pub mod wiring;
 

@@ -9,6 +9,8 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::strict_numbers::{integer, number};
+
 const BUILT_IN_DEFAULTS: &str = include_str!("../../../config/default.toml");
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,11 +33,17 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub host: String,
+    #[serde(deserialize_with = "integer")]
     pub port: u16,
+    #[serde(deserialize_with = "integer")]
     pub workers: usize,
+    #[serde(deserialize_with = "integer")]
     pub keep_alive_secs: u64,
+    #[serde(deserialize_with = "integer")]
     pub client_request_timeout_secs: u64,
+    #[serde(deserialize_with = "integer")]
     pub shutdown_grace_secs: u64,
+    #[serde(deserialize_with = "integer")]
     pub max_connections_per_worker: usize,
 }
 
@@ -52,11 +60,16 @@ pub struct StorageSettings {
     pub backend: StorageBackend,
     /// May hold a password (PostgreSQL), so `Debug` never prints it.
     pub url: String,
+    #[serde(deserialize_with = "integer")]
     pub pool_size: u32,
+    #[serde(deserialize_with = "integer")]
     pub connect_timeout_secs: u64,
     /// PostgreSQL: longest a statement may run; 0 for no limit.
+    #[serde(deserialize_with = "integer")]
     pub statement_timeout_secs: u64,
+    #[serde(deserialize_with = "integer")]
     pub write_queue_capacity: usize,
+    #[serde(deserialize_with = "integer")]
     pub max_batch: usize,
 }
 
@@ -92,6 +105,7 @@ pub enum DummyModeSetting {
 #[serde(deny_unknown_fields)]
 pub struct DummySettings {
     pub mode: DummyModeSetting,
+    #[serde(deserialize_with = "integer")]
     pub word_delay_ms: u64,
 }
 
@@ -104,10 +118,15 @@ pub struct AssistantSettings {
     #[serde(default)]
     pub api_key: Option<SecretString>,
     pub system_prompt: String,
+    #[serde(deserialize_with = "integer")]
     pub timeout_secs: u64,
+    #[serde(deserialize_with = "integer")]
     pub max_retries: u32,
+    #[serde(deserialize_with = "integer")]
     pub context_messages: usize,
+    #[serde(deserialize_with = "integer")]
     pub max_concurrency: usize,
+    #[serde(deserialize_with = "integer")]
     pub max_queue: usize,
     pub dummy: DummySettings,
 }
@@ -127,8 +146,11 @@ pub struct CacheSettings {
     /// May hold a password, so `Debug` never prints it.
     pub url: String,
     pub key_prefix: String,
+    #[serde(deserialize_with = "integer")]
     pub ttl_secs: u64,
+    #[serde(deserialize_with = "integer")]
     pub max_entries: usize,
+    #[serde(deserialize_with = "integer")]
     pub stream_log_ttl_secs: u64,
 }
 
@@ -193,9 +215,13 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: String,
     pub service_name: String,
     /// Share of new traces exported, from 0 to 1.
+    #[serde(deserialize_with = "number")]
     pub sample_ratio: f64,
+    #[serde(deserialize_with = "integer")]
     pub export_timeout_secs: u64,
+    #[serde(deserialize_with = "integer")]
     pub batch_size: usize,
+    #[serde(deserialize_with = "integer")]
     pub queue_capacity: usize,
 }
 
@@ -208,10 +234,14 @@ pub struct CorsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
+    #[serde(deserialize_with = "integer")]
     pub max_message_chars: usize,
+    #[serde(deserialize_with = "integer")]
     pub max_body_bytes: usize,
     /// Event streams one client address may have open at once; 0 for no limit.
+    #[serde(deserialize_with = "integer")]
     pub max_streams_per_client: usize,
+    #[serde(deserialize_with = "integer")]
     pub max_header_bytes: usize,
 }
 
@@ -219,8 +249,10 @@ pub struct LimitSettings {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     /// Requests per second per client address; 0 turns rate limiting off.
+    #[serde(deserialize_with = "number")]
     pub per_second: f64,
     /// Requests a client may make at once after being idle.
+    #[serde(deserialize_with = "integer")]
     pub burst: u32,
     /// Addresses or CIDR blocks of reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,

@@ -61,13 +61,51 @@ fn values_past_their_ceiling_are_refused_naming_the_key() {
         ),
     ] {
         let error = refusal(&[(key, value)]);
+        // Past the setting's type, the value is refused as it is read; past a ceiling the type
+        // holds, by the check of ceilings.
         assert!(
-            error.contains(named) && error.contains("at most"),
+            error.contains(named) && (error.contains("at most") || error.contains("range")),
             "{key}={value}: {error}"
         );
     }
     let at_the_ceiling = load(&[("CHAT__SERVER__WORKERS", "512")]).unwrap();
     assert_eq!(at_the_ceiling.server.workers, 512);
+}
+
+#[test]
+fn numbers_that_are_not_what_the_key_takes_are_refused_instead_of_rounded_or_guessed() {
+    for (key, value, named) in [
+        ("CHAT__SERVER__WORKERS", "1.5", "server.workers"),
+        ("CHAT__SERVER__WORKERS", "true", "server.workers"),
+        ("CHAT__SERVER__PORT", "yes", "server.port"),
+        ("CHAT__SERVER__PORT", "-1", "server.port"),
+        ("CHAT__STORAGE__MAX_BATCH", "on", "storage.max_batch"),
+        ("CHAT__RATE_LIMIT__BURST", "0.5", "rate_limit.burst"),
+        (
+            "CHAT__RATE_LIMIT__PER_SECOND",
+            "true",
+            "rate_limit.per_second",
+        ),
+        (
+            "CHAT__TELEMETRY__SAMPLE_RATIO",
+            "yes",
+            "telemetry.sample_ratio",
+        ),
+    ] {
+        let error = refusal(&[(key, value)]);
+        assert!(error.contains(named), "{key}={value}: {error}");
+    }
+    let written_as_numbers = load(&[
+        ("CHAT__SERVER__WORKERS", "3"),
+        ("CHAT__SERVER__PORT", "8081"),
+        ("CHAT__RATE_LIMIT__PER_SECOND", "2.5"),
+        ("CHAT__TELEMETRY__SAMPLE_RATIO", "1"),
+    ])
+    .unwrap();
+    assert_eq!(written_as_numbers.server.workers, 3);
+    assert_eq!(written_as_numbers.server.port, 8081);
+    assert!((written_as_numbers.rate_limit.per_second - 2.5).abs() < f64::EPSILON);
+    assert!((written_as_numbers.telemetry.sample_ratio - 1.0).abs() < f64::EPSILON);
 }
 
 #[test]
