@@ -360,6 +360,31 @@ async function main() {
     markdownHash = new URL(page.url()).hash;
   });
 
+  await test('a long line of code scrolls in its block, not the page; typed line breaks stay', async () => {
+    const longLine = `const ${'veryLongIdentifier_'.repeat(12)} = 1;`;
+    for (const viewport of [DESKTOP, PHONE]) {
+      const page = await fresh(viewport);
+      await open(page, base, markdownHash);
+      await sendAndWait(page, ['```js', longLine, '```', '', 'line one', 'line two'].join('\n'));
+      const layout = await page.evaluate(() => {
+        const pre = [...document.querySelectorAll('article[aria-label="You"] pre')].at(-1);
+        return { page: document.documentElement.scrollWidth, window: window.innerWidth, pre: pre?.clientWidth ?? 0, code: pre?.scrollWidth ?? 0 };
+      });
+      assert(layout.page <= layout.window, `the page does not scroll sideways at ${viewport.width} px (${layout.page} > ${layout.window})`);
+      assert(layout.code > layout.pre, `the code block scrolls inside itself (${layout.code} <= ${layout.pre})`);
+      assert(await page.getByRole('button', { name: 'Send' }).isVisible(), 'Send stays on screen');
+      const box = await page.getByRole('button', { name: 'Send' }).boundingBox();
+      assert(box && box.x + box.width <= viewport.width, `Send is within the window (${JSON.stringify(box)})`);
+      const typed = log(page).locator('article[aria-label="You"]').last().locator('p').last();
+      const lines = await typed.evaluate((p) => {
+        const range = document.createRange();
+        range.selectNodeContents(p);
+        return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+      });
+      assert(lines === 2, `"line one" and "line two" stay on two lines (${lines})`);
+    }
+  });
+
   await test('HTML in a message stays visible text and never runs', async () => {
     const page = await fresh();
     await page.addInitScript(() => {

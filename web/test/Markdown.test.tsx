@@ -43,4 +43,16 @@ describe('Markdown', () => {
     expect(blocks[0]?.textContent).toBe('const x = 1; // note\n');
     expect(blocks[1]?.textContent).toBe('plain\n');
   });
+
+  it('renders tables, strikethrough and bare links, as models write them', () => {
+    const { container, getByRole } = render(
+      <Markdown text={'| Name | Value |\n| --- | ---: |\n| a | 1 |\n| b | 2 |\n\n~~old~~ new, see https://example.com/x'} />,
+    );
+    expect([...container.querySelectorAll('th')].map((th) => th.textContent)).toEqual(['Name', 'Value']);
+    expect([...container.querySelectorAll('tbody tr')].map((tr) => tr.textContent)).toEqual(['a1', 'b2']);
+    expect(container.querySelector('del')?.textContent).toBe('old');
+    const link = getByRole('link', { name: 'https://example.com/x' });
+    expect(link.getAttribute('target')).toBe('_blank');
+    expect(link.getAttribute('rel')).toBe('noopener noreferrer');
+  });
 });

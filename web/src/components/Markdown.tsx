@@ -1,5 +1,6 @@
 import type { ComponentPropsWithoutRef } from 'react';
 import ReactMarkdown, { type Components } from 'react-markdown';
+import remarkGfm from 'remark-gfm';
 import { rehypeHighlightLite } from './highlight';
 
 /**
@@ -30,13 +31,30 @@ function Link(props: ComponentPropsWithoutRef<'a'> & { node?: unknown }) {
   );
 }
 
-const components: Components = { a: Link };
+/**
+ * Code blocks and tables scroll sideways when wider than the message; a region that scrolls must
+ * be reachable by keyboard, so it takes focus (arrow keys then scroll it).
+ */
+function Pre(props: ComponentPropsWithoutRef<'pre'> & { node?: unknown }) {
+  const { node: _node, ...rest } = props;
+  return <pre tabIndex={0} {...rest} />;
+}
 
-/** Message text as safe markdown: no raw HTML, safe URLs only (react-markdown's default). */
+function Table(props: ComponentPropsWithoutRef<'table'> & { node?: unknown }) {
+  const { node: _node, ...rest } = props;
+  return <table tabIndex={0} {...rest} />;
+}
+
+const components: Components = { a: Link, pre: Pre, table: Table };
+
+/**
+ * Message text as safe markdown with GitHub's extensions (tables, strikethrough, task lists, bare
+ * links), as models write it: no raw HTML, safe URLs only (react-markdown's default).
+ */
 export function Markdown({ text }: { text: string }) {
   return (
     <div className="markdown">
-      <ReactMarkdown remarkPlugins={[remarkHtmlAsText]} rehypePlugins={[rehypeHighlightLite]} components={components}>
+      <ReactMarkdown remarkPlugins={[remarkGfm, remarkHtmlAsText]} rehypePlugins={[rehypeHighlightLite]} components={components}>
         {text}
       </ReactMarkdown>
     </div>
