@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState } from 'react';
+import { type MouseEvent, useCallback, useEffect, useRef, useState } from 'react';
 import { api, errorMessage, isUnreachable } from './api/client';
 import type { Conversation } from './api/types';
 import { ConversationView } from './components/ConversationView';
@@ -56,10 +56,18 @@ export function App() {
 
   useEffect(loadList, [loadList]);
 
-  // The selected conversation lives in the URL so a reload comes back to it.
+  // The selected conversation lives in the URL so a reload comes back to it. Opening one is a new
+  // history entry, so Back returns to the conversation before; a selection the app makes on its
+  // own (the first one shown, the next one after a delete) replaces the entry instead.
+  const openedByUser = useRef(false);
   useEffect(() => {
     const hash = selectedId ? `#/c/${encodeURIComponent(selectedId)}` : '';
-    if (window.location.hash !== hash) history.replaceState(null, '', `${window.location.pathname}${window.location.search}${hash}`);
+    const url = `${window.location.pathname}${window.location.search}${hash}`;
+    if (window.location.hash !== hash) {
+      if (openedByUser.current && window.location.hash !== '') history.pushState(null, '', url);
+      else history.replaceState(null, '', url);
+    }
+    openedByUser.current = false;
   }, [selectedId]);
 
   useEffect(() => {
@@ -75,7 +83,8 @@ export function App() {
       (page) => {
         setConversations((cs) => {
           const have = new Set(cs.map((c) => c.id));
-          return [...cs, ...page.items.filter((c) => !have.has(c.id))];
+          // Sorted again: a conversation opened by its link may already be in, out of page order.
+          return [...cs, ...page.items.filter((c) => !have.has(c.id))].sort(byRecent);
         });
         setListCursor(page.next_cursor);
         setList({ kind: 'ready' });
@@ -91,6 +100,7 @@ export function App() {
     setConversations((cs) => [c, ...cs.filter((x) => x.id !== c.id)].sort(byRecent));
 
   const select = (id: string) => {
+    openedByUser.current = true;
     setSelectedId(id);
     if (menuOpen) {
       setMenuOpen(false);
@@ -98,8 +108,8 @@ export function App() {
     }
   };
 
-  const createConversation = useCallback(async (title?: string) => {
-    const c = await api.createConversation(title);
+  const createConversation = useCallback(async () => {
+    const c = await api.createConversation();
     createdHere.current.add(c.id);
     upsert(c);
     setSidebarError(null);
@@ -142,6 +152,8 @@ export function App() {
   };
 
   const onActivity = useCallback((id: string, updatedAt: string, firstUserText?: string) => {
+    // Something was stored, so the server is reachable again: an old sidebar error is stale.
+    setSidebarError(null);
     setConversations((cs) =>
       cs.map((c) => (c.id === id && instant(updatedAt) > instant(c.updated_at) ? { ...c, updated_at: updatedAt } : c)).sort(byRecent),
     );
@@ -162,6 +174,23 @@ export function App() {
 
   const selected = conversations.find((c) => c.id === selectedId);
 
+  // A conversation opened by its link may be older than the loaded page of the list: fetch it, so
+  // its title shows and new activity moves it to the top like any other.
+  const listReady = list.kind === 'ready';
+  useEffect(() => {
+    if (!listReady || selectedId === null || conversationsRef.current.some((c) => c.id === selectedId)) return;
+    let current = true;
+    api.getConversation(selectedId).then(
+      (c) => {
+        if (current) setConversations((cs) => (cs.some((x) => x.id === c.id) ? cs : [...cs, c].sort(byRecent)));
+      },
+      () => undefined,
+    );
+    return () => {
+      current = false;
+    };
+  }, [listReady, selectedId]);
+
   useEffect(() => {
     document.title = selected ? `${selected.title} – Chat` : 'Chat';
   }, [selected]);
@@ -174,7 +203,7 @@ export function App() {
 
   return (
     <div className={`app${menuOpen ? ' menu-open' : ''}`} onKeyDown={(e) => e.key === 'Escape' && menuOpen && closeMenu()}>
-      <a className="skip-link" href="#composer-input">
+      <a className="skip-link" href="#composer-input" onClick={skipToComposer}>
         Skip to message box
       </a>
       <header className="topbar">
@@ -226,6 +255,12 @@ export function App() {
       </main>
     </div>
   );
+}
+
+/** Focuses the message box without following the link, whose hash would close the conversation. */
+function skipToComposer(event: MouseEvent<HTMLAnchorElement>) {
+  event.preventDefault();
+  document.getElementById('composer-input')?.focus();
 }
 
 function titleFrom(text: string): string {

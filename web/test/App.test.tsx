@@ -32,6 +32,7 @@ function fakeServer() {
     const id = m[1];
     const c = conversations.find((x) => x.id === id);
     if (!c) return json({ status: 'error', message: 'Conversation not found.', code: 'not_found' }, 404);
+    if (!m[2] && method === 'GET') return json(c);
     if (m[2] && method === 'GET') return json({ items: messages[id] ?? [], next_cursor: null });
     if (m[2] && method === 'POST') {
       const content = (JSON.parse(String(init.body)) as { content: string }).content;
@@ -460,17 +461,26 @@ describe('following a reply in progress', () => {
     expect(screen.queryByRole('alert')).toBeNull();
   });
 
-  it('a dropped send resumes with Last-Event-ID instead of giving the message back', async () => {
-    const post = sseResponse();
-    const resumed = sseResponse();
+  /**
+   * Renders with streamed sends answered by `post`; once the first load's follow is done, later
+   * follows answer with `answer()`. Returns the `Last-Event-ID` of each later follow.
+   */
+  async function renderWithFollow(post: ReturnType<typeof sseResponse>, answer: () => Response) {
     const cursors: (string | null)[] = [];
     server.onStream(() => post.response);
     await renderLoaded();
     await waitFor(() => expect(fetchMock.calls.some((c) => c.url === '/api/v1/conversations/c2/stream')).toBe(true));
     server.onFollow((_id, last) => {
       cursors.push(last);
-      return resumed.response;
+      return answer();
     });
+    return cursors;
+  }
+
+  it('a dropped send resumes with Last-Event-ID instead of giving the message back', async () => {
+    const post = sseResponse();
+    const resumed = sseResponse();
+    const cursors = await renderWithFollow(post, () => resumed.response);
     fireEvent.change(composer(), { target: { value: 'Keep going' } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
     await act(async () => post.send(start('Keep going') + ev(2, 'delta', { text: 'Going' })));
@@ -506,5 +516,128 @@ describe('following a reply in progress', () => {
     expect(await screen.findByText('Partial, then complete.', {}, { timeout: 4000 })).toBeTruthy();
     expect(screen.queryByText(/Stopped/)).toBeNull();
     expect(within(screen.getByRole('log')).getAllByText('Stop me')).toHaveLength(1);
+  });
+
+  /** Sends `text` on a streamed POST that starts and shows `partial`, then presses Stop. */
+  async function sendThenStop(post: ReturnType<typeof sseResponse>, text: string, partial: string) {
+    fireEvent.change(composer(), { target: { value: text } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => post.send(start(text) + ev(2, 'delta', { text: partial })));
+    expect(await screen.findByText(partial)).toBeTruthy();
+    fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    expect(await screen.findByText(/Stopped/)).toBeTruthy();
+  }
+
+  it('after Stop, a reply longer than the polls is followed silently to its end and then shown', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const post = sseResponse();
+      const rest = sseResponse();
+      const cursors = await renderWithFollow(post, () => rest.response);
+      await sendThenStop(post, 'A long one', 'Slowly');
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(10_000);
+      });
+      expect(cursors).toEqual([`${G}:2`]);
+      expect(screen.getByText(/Stopped/)).toBeTruthy();
+      const done = { user_message: msg('c2', 'user', 'A long one'), assistant_message: msg('c2', 'assistant', 'Slowly, at last.') };
+      server.messages.c2?.push(done.user_message, done.assistant_message);
+      await act(async () => {
+        rest.send(ev(3, 'done', done));
+        rest.close();
+      });
+      expect(await screen.findByText('Slowly, at last.')).toBeTruthy();
+      expect(screen.queryByText(/Stopped/)).toBeNull();
+      expect(screen.queryByRole('alert')).toBeNull();
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a reply lost before it was stored (the server restarted mid-reply) gives the message back', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const post = sseResponse();
+      // A restarted server knows nothing of the generation: 204, and nothing was stored.
+      const cursors = await renderWithFollow(post, () => new Response(null, { status: 204 }));
+      await sendThenStop(post, 'Remember me', 'Half of it');
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(10_000);
+      });
+      const alert = await screen.findByRole('alert');
+      expect(alert.textContent).toContain('The reply was lost before it was stored');
+      expect(alert.textContent).toContain('Your message is back in the message box.');
+      expect(cursors).toEqual([`${G}:2`]);
+      expect((composer() as HTMLTextAreaElement).value).toBe('Remember me');
+      expect(screen.queryByText(/Stopped/)).toBeNull();
+      expect(screen.queryByText('Half of it')).toBeNull();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('navigation', () => {
+  beforeEach(() => history.replaceState(null, '', '/'));
+
+  it('Back returns to the conversation opened before, within the app', async () => {
+    await renderLoaded();
+    expect(window.location.hash).toBe('#/c/c2');
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    expect(await screen.findByText('No messages yet')).toBeTruthy();
+    expect(window.location.hash).toBe('#/c/c1');
+    await act(async () => {
+      history.back();
+      await new Promise((r) => setTimeout(r, 50));
+    });
+    expect(await screen.findByText('Earlier answer')).toBeTruthy();
+    expect(window.location.hash).toBe('#/c/c2');
+  });
+
+  it('the skip link focuses the message box and keeps the conversation open', async () => {
+    await renderLoaded();
+    fireEvent.click(screen.getByRole('link', { name: 'Skip to message box' }));
+    expect(document.activeElement).toBe(composer());
+    expect(window.location.hash).toBe('#/c/c2');
+    await act(async () => new Promise((r) => setTimeout(r, 50)));
+    expect(screen.getByText('Earlier answer')).toBeTruthy();
+  });
+
+  it('a conversation opened by its link but beyond the loaded page shows its title and joins the list', async () => {
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        (url, init) =>
+          url.pathname === '/api/v1/conversations' && (init.method ?? 'GET') === 'GET'
+            ? json({ items: server.conversations.filter((c) => c.id === 'c2'), next_cursor: 'page-2' })
+            : undefined,
+        server.route,
+      ]).fn,
+    );
+    history.replaceState(null, '', '/#/c/c1');
+    render(<App />);
+    expect(await screen.findByText('No messages yet')).toBeTruthy();
+    expect(await screen.findByRole('heading', { name: 'Older chat' })).toBeTruthy();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    expect(within(nav).getByRole('button', { name: 'Older chat' }).getAttribute('aria-current')).toBe('page');
+  });
+
+  it('a message refused by the server leaves an untitled conversation, not one named after it', async () => {
+    server.onStream(() => json({ status: 'error', message: 'content must be at most 10 characters, got 24', code: 'text_too_long' }, 413));
+    render(<App />);
+    await screen.findByText('Earlier answer');
+    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
+    await screen.findByText('No messages yet');
+    history.replaceState(null, '', '/');
+    fireEvent(window, new HashChangeEvent('hashchange'));
+    expect(await screen.findByText('Start a new conversation')).toBeTruthy();
+    fireEvent.change(composer(), { target: { value: 'This is far too long....' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    const alert = await screen.findByRole('alert');
+    expect(alert.textContent).toBe('Sending failed: content must be at most 10 characters, got 24. Your message is back in the message box.');
+    const created = fetchMock.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations');
+    expect(created.map((c) => c.body)).toEqual([{}, {}]);
+    expect((composer() as HTMLTextAreaElement).value).toBe('This is far too long....');
   });
 });

@@ -8,6 +8,8 @@ const PAGE_SIZE = 50;
 /** After Stop, how often and how many times to look for the reply the server goes on to store. */
 const RELOAD_DELAY_MS = 1000;
 const RELOAD_ATTEMPTS = 8;
+/** While the server cannot be reached, how often to try again to learn what became of a reply. */
+const UNREACHABLE_RETRY_MS = 5000;
 
 interface Pending {
   user: string;
@@ -17,8 +19,12 @@ interface Pending {
 
 interface Props {
   conversationId: string | null;
-  /** Creates a conversation (when sending with none selected) without selecting it. */
-  onCreate: (title: string) => Promise<Conversation>;
+  /**
+   * Creates a conversation (when sending with none selected) without selecting it. It starts as
+   * "New chat" and takes its title from the first exchange once that is stored, so a message the
+   * server refuses does not leave a conversation named after it.
+   */
+  onCreate: () => Promise<Conversation>;
   onSelect: (id: string) => void;
   /** Something was stored in the conversation: move it to the top, maybe give it a title. */
   onActivity: (id: string, updatedAt: string, firstUserText?: string) => void;
@@ -39,6 +45,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   const logRef = useRef<HTMLDivElement>(null);
   const inputRef = useRef<HTMLTextAreaElement>(null);
   const abortRef = useRef<AbortController | null>(null);
+  /** Waits for stopped replies to be stored; ended when the view switches conversation. */
+  const waits = useRef(new Set<AbortController>());
   const stoppedRef = useRef(false);
   /** Bumped on every conversation switch so late answers for the old one are dropped. */
   const generation = useRef(0);
@@ -90,6 +98,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     shownId.current = conversationId;
     abortRef.current?.abort();
     abortRef.current = null;
+    for (const waiting of waits.current) waiting.abort();
+    waits.current.clear();
     setMessages([]);
     setNextCursor(null);
     setPending(null);
@@ -103,7 +113,13 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   }, [conversationId, loadNewest]);
 
   // Abort a stream in flight when the view goes away (the server still stores the reply).
-  useEffect(() => () => abortRef.current?.abort(), []);
+  useEffect(
+    () => () => {
+      abortRef.current?.abort();
+      for (const waiting of waits.current) waiting.abort();
+    },
+    [],
+  );
 
   const loadOlder = useCallback(() => {
     if (!conversationId || !nextCursor || olderLoading) return;
@@ -156,36 +172,89 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     if (el.scrollTop < 120) loadOlder();
   };
 
-  /** After Stop: the server finishes and stores the exchange, so fetch it once it is there. */
-  const reloadAfterStop = (id: string, known: Set<string>) => {
+  /** Shows the messages stored since `known`, and moves the conversation up in the list. */
+  const showStored = (id: string, fresh: Message[]) => {
+    setMessages((m) => {
+      const have = new Set(m.map((x) => x.id));
+      return [...m, ...fresh.filter((x) => !have.has(x.id))];
+    });
+    setPending((p) => (p?.state === 'stopped' ? null : p));
+    const last = fresh[fresh.length - 1];
+    if (last) onActivity(id, last.created_at);
+  };
+
+  /**
+   * After Stop or a lost connection: the server finishes and stores the exchange, so fetch it once
+   * it is there. A short reply is there within a few polls; a longer one is waited for by following
+   * its generation silently to its end. When it ends without a stored reply (the assistant failed,
+   * or the server restarted mid-reply and lost it), the user's text goes back into the composer.
+   */
+  const reloadAfterStop = (id: string, known: Set<string>, lastEventId: string | null) => {
     const gen = generation.current;
+    const waiting = new AbortController();
+    waits.current.add(waiting);
+    const text = pendingRef.current?.user ?? '';
     let attempt = 0;
-    const tick = () => {
+    let ended: unknown = null;
+    const later = (step: () => void, ms: number) =>
+      setTimeout(() => {
+        if (gen === generation.current && !waiting.signal.aborted) step();
+      }, ms);
+    const settle = (fresh: Message[]) => {
+      waits.current.delete(waiting);
+      if (fresh.some((m) => m.role === 'assistant')) {
+        showStored(id, fresh);
+        return;
+      }
+      setPending((p) => (p?.state === 'stopped' ? null : p));
+      setDraft((d) => (d.trim() === '' ? text : `${text}\n${d}`));
+      const why =
+        ended === null
+          ? 'The reply was lost before it was stored (the server may have restarted).'
+          : ended instanceof ApiError && ended.status === 200
+            ? `The assistant failed to reply: ${sentence(errorMessage(ended))} Nothing was stored.`
+            : `Could not fetch the reply: ${sentence(errorMessage(ended))}`;
+      setSendError(`${why} Your message is back in the message box.`);
+    };
+    const check = (final: boolean) => {
       attempt += 1;
       api.listMessages(id, { limit: PAGE_SIZE }).then(
         (page) => {
-          if (gen !== generation.current) return;
+          if (gen !== generation.current || waiting.signal.aborted) return;
           const fresh = page.items.filter((m) => !known.has(m.id));
-          if (fresh.some((m) => m.role === 'assistant') || attempt >= RELOAD_ATTEMPTS) {
-            if (fresh.length > 0) {
-              setMessages((m) => {
-                const have = new Set(m.map((x) => x.id));
-                return [...m, ...fresh.filter((x) => !have.has(x.id))];
-              });
-              setPending((p) => (p?.state === 'stopped' ? null : p));
-              const last = fresh[fresh.length - 1];
-              if (last) onActivity(id, last.created_at);
-            }
-            return;
-          }
-          setTimeout(tick, RELOAD_DELAY_MS);
+          if (final) settle(fresh);
+          else if (fresh.some((m) => m.role === 'assistant')) {
+            waits.current.delete(waiting);
+            showStored(id, fresh);
+          } else if (attempt < RELOAD_ATTEMPTS) later(() => check(false), RELOAD_DELAY_MS);
+          else follow();
         },
-        () => {
-          if (gen === generation.current && attempt < RELOAD_ATTEMPTS) setTimeout(tick, RELOAD_DELAY_MS);
+        (err: unknown) => {
+          if (gen !== generation.current || waiting.signal.aborted) return;
+          if (isUnreachable(err) || attempt < RELOAD_ATTEMPTS) {
+            later(() => check(final), attempt < RELOAD_ATTEMPTS ? RELOAD_DELAY_MS : UNREACHABLE_RETRY_MS);
+          } else {
+            ended = err;
+            settle([]);
+          }
         },
       );
     };
-    setTimeout(tick, RELOAD_DELAY_MS);
+    const follow = () => {
+      api.followStream(id, { signal: waiting.signal, lastEventId }).then(
+        () => check(true),
+        (err: unknown) => {
+          if (isAbort(err)) return;
+          if (isUnreachable(err)) {
+            later(follow, UNREACHABLE_RETRY_MS);
+            return;
+          }
+          ended = err;
+          check(true);
+        },
+      );
+    };
+    later(() => check(false), RELOAD_DELAY_MS);
   };
 
   /** Appends a stored exchange, unless (part of) it is already shown. */
@@ -207,9 +276,13 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     stoppedRef.current = false;
     const gen = generation.current;
     let shown = false;
+    let lastEventId: string | null = null;
     api
       .followStream(convId, {
         signal: controller.signal,
+        onEventId: (eventId) => {
+          lastEventId = eventId;
+        },
         onStart: (start) => {
           if (gen !== generation.current) return;
           shown = true;
@@ -243,7 +316,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           if (isAbort(err)) {
             if (stoppedRef.current && shown) {
               setPending((p) => (p ? { ...p, state: 'stopped' } : p));
-              reloadAfterStop(convId, new Set(messagesRef.current.map((m) => m.id)));
+              reloadAfterStop(convId, new Set(messagesRef.current.map((m) => m.id)), lastEventId);
             }
             return;
           }
@@ -290,7 +363,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       setSendError(
         isUnreachable(err)
           ? 'Cannot reach the server. Your message was not sent; it is back in the message box.'
-          : `Sending failed: ${errorMessage(err)}${retryHint(err)} Your message is back in the message box.`,
+          : `Sending failed: ${sentence(errorMessage(err))}${retryHint(err)} Your message is back in the message box.`,
       );
       inputRef.current?.focus();
     };
@@ -298,7 +371,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     let id = conversationId;
     if (id === null) {
       try {
-        const created = await onCreate(titleFrom(text));
+        const created = await onCreate();
         id = created.id;
         adoptedRef.current = id;
         onSelect(id);
@@ -312,11 +385,13 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const known = new Set(messagesRef.current.map((m) => m.id));
     /** Once the server sent an event the message is taken: a failure must not offer it again. */
     let accepted = false;
+    let lastEventId: string | null = null;
     try {
       const exchange: Exchange = await api.streamMessage(convId, text, {
         signal: controller.signal,
-        onEventId: () => {
+        onEventId: (eventId) => {
           accepted = true;
+          lastEventId = eventId;
         },
         onDelta: (delta) => {
           if (gen !== generation.current) return;
@@ -332,14 +407,14 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       if (isAbort(err)) {
         if (stoppedRef.current) {
           setPending((p) => (p ? { ...p, state: 'stopped' } : p));
-          reloadAfterStop(convId, known);
+          reloadAfterStop(convId, known, lastEventId);
         }
       } else if (accepted && !(err instanceof ApiError && err.status === 200)) {
         // The connection broke for good (reconnecting with Last-Event-ID failed) or the reply
         // ended meanwhile: the server still finishes and stores it, so fetch it from there.
         setPending((p) => (p ? { ...p, state: 'stopped' } : p));
         if (!(err instanceof ApiError && err.code === 'stream_gone')) setSendError(`Lost the connection to the reply: ${errorMessage(err)}`);
-        reloadAfterStop(convId, known);
+        reloadAfterStop(convId, known, lastEventId);
       } else {
         fail(err);
       }
@@ -434,9 +509,9 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   );
 }
 
-function titleFrom(text: string): string {
-  const line = text.trim().split('\n')[0] ?? '';
-  return line.length > 60 ? `${line.slice(0, 57)}…` : line || 'New chat';
+/** A message from the server as a sentence: it may come without a full stop. */
+function sentence(text: string): string {
+  return /[.!?…]$/.test(text) ? text : `${text}.`;
 }
 
 function retryHint(err: unknown): string {
