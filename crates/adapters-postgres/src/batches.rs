@@ -7,10 +7,11 @@
 //! the `INSERT` and `COMMIT` took four or more, each a wake-up of PostgreSQL's backend and of this
 //! thread. The function claims the positions of each conversation's queued exchanges with one
 //! `UPDATE` and writes every message of the batch with one `INSERT`. Appends to a missing
-//! conversation fail there without touching anything. If the `INSERT` finds a message id taken,
-//! the call stores nothing and the batch runs again in a transaction with each append as its own
-//! statement in its own savepoint, so the refusal undoes only itself. Any other failure answers
-//! every requester with it. Requesters are answered after the commit.
+//! conversation fail there without touching anything. If PostgreSQL refuses the call for what one
+//! append holds (a message id taken, text it cannot store), the call stores nothing and the batch
+//! runs again in a transaction with each append as its own statement in its own savepoint, so the
+//! refusal undoes only itself. A failure of the database as a whole (connection lost, timeout)
+//! answers every requester with it. Requesters are answered after the commit.
 //!
 //! Two batches may be in flight. Each locks conversation rows in one order (by id), so two
 //! batches, here or on another replica, never wait for each other in a cycle, and one
@@ -20,14 +21,14 @@ use std::sync::Arc;
 
 use diesel::connection::Connection;
 use diesel::pg::PgConnection;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::Error as DieselError;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
 use diesel::{QueryableByName, RunQueryDsl};
 use domain::{Exchange, NewExchange, RepositoryError, Role};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
-use crate::{append, checkout, map_error, stored_message, PgPool};
+use crate::{append, checkout, is_refusal, map_error, stored_message, PgPool};
 
 /// The whole batch in one round trip, committed on its own: see the migration that creates
 /// `append_exchange_batch`.
@@ -145,8 +146,8 @@ async fn form_batches(
 
 /// Why the first, savepoint-free attempt at a batch was abandoned.
 enum TogetherError {
-    /// A message id was taken: the batch runs again with a savepoint per append.
-    JobFailed,
+    /// PostgreSQL refused what an append holds: the batch runs again with a savepoint per append.
+    Refused,
     Storage(DieselError),
 }
 
@@ -179,7 +180,7 @@ fn write_batch(pool: &PgPool, mut batch: Vec<QueuedAppend>) {
     let outcomes = match together {
         Ok(outcomes) => outcomes,
         Err(TogetherError::Storage(error)) => return answer_all(batch, &map_error(error)),
-        Err(TogetherError::JobFailed) => {
+        Err(TogetherError::Refused) => {
             metrics::counter!("storage_writer_isolated_batches_total").increment(1);
             match connection.transaction(|connection| write_isolated(connection, &batch)) {
                 Ok(outcomes) => outcomes,
@@ -194,8 +195,8 @@ fn write_batch(pool: &PgPool, mut batch: Vec<QueuedAppend>) {
     }
 }
 
-/// The batch in one statement; a taken message id abandons the attempt, which then stored
-/// nothing.
+/// The batch in one statement; a refusal of what an append holds abandons the attempt, which
+/// then stored nothing.
 fn write_together(
     connection: &mut PgConnection,
     batch: &[QueuedAppend],
@@ -240,11 +241,12 @@ fn write_together(
         .bind::<Array<Text>, _>(&messages.contents)
         .bind::<Array<BigInt>, _>(&messages.created_at)
         .get_result(connection)
-        .map_err(|error| match error {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-                TogetherError::JobFailed
+        .map_err(|error| {
+            if is_refusal(&error) {
+                TogetherError::Refused
+            } else {
+                TogetherError::Storage(error)
             }
-            other => TogetherError::Storage(other),
         })?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for (group, base) in conversation_groups(batch).zip(bases) {
@@ -280,7 +282,7 @@ fn conversation_groups(batch: &[QueuedAppend]) -> impl Iterator<Item = &[QueuedA
 }
 
 /// Each append as its own statement in its own savepoint. Appends refused for their own reasons
-/// (a missing conversation, a taken id) fail alone.
+/// (a missing conversation, a taken id, text PostgreSQL cannot store) fail alone.
 fn write_isolated(
     connection: &mut PgConnection,
     batch: &[QueuedAppend],
@@ -288,14 +290,12 @@ fn write_isolated(
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
         // A nested transaction is a savepoint: a failure undoes only this append.
-        let outcome = connection
-            .transaction(|connection| append(connection, &job.exchange))
-            .map_err(map_error);
-        match outcome {
-            Ok(_) | Err(RepositoryError::NotFound | RepositoryError::Conflict) => {
-                outcomes.push(outcome);
+        match connection.transaction(|connection| append(connection, &job.exchange)) {
+            Ok(exchange) => outcomes.push(Ok(exchange)),
+            Err(error) if matches!(error, DieselError::NotFound) || is_refusal(&error) => {
+                outcomes.push(Err(map_error(error)));
             }
-            Err(error) => return Err(IsolatedError::Append(error)),
+            Err(error) => return Err(IsolatedError::Append(map_error(error))),
         }
     }
     Ok(outcomes)

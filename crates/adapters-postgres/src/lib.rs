@@ -360,13 +360,29 @@ fn map_error(error: DieselError) -> RepositoryError {
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
             RepositoryError::Unavailable(format!("PostgreSQL connection lost: {}", info.message()))
         }
-        DieselError::DatabaseError(_, info)
-            if info.message().contains("statement timeout")
-                || info.message().contains("terminating connection") =>
-        {
+        DieselError::DatabaseError(_, info) if is_outage_message(info.message()) => {
             RepositoryError::Unavailable(format!("PostgreSQL: {}", info.message()))
         }
         other => RepositoryError::Unknown(anyhow!("PostgreSQL: {other}")),
+    }
+}
+
+/// A statement cut short by the server as a whole (a timeout, a shutdown), not refused for its
+/// data.
+fn is_outage_message(message: &str) -> bool {
+    message.contains("statement timeout") || message.contains("terminating connection")
+}
+
+/// PostgreSQL refused the statement for what it was given (a taken id, text it cannot store),
+/// which can be pinned on the one append that gave it; a lost connection or a timeout cannot.
+fn is_refusal(error: &DieselError) -> bool {
+    match error {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => false,
+        DieselError::DatabaseError(_, info) => !is_outage_message(info.message()),
+        _ => false,
     }
 }
 
