@@ -178,8 +178,8 @@ impl ChatService {
         when_missing: WhenMissing,
     ) -> Result<Exchange, ChatError> {
         let context = self.reply_context(id, text, when_missing).await?;
-        let reply = self.assistant.reply(&context).await?;
-        if reply.is_empty() {
+        let reply = without_nul(self.assistant.reply(&context).await?);
+        if reply.trim().is_empty() {
             return Err(empty_reply().into());
         }
         let exchange = NewExchange::new(id, context.user_text, reply);
@@ -261,8 +261,19 @@ async fn ensure_default_conversation(
 
 const DEFAULT_CONVERSATION_TITLE: &str = "Chat";
 
+/// A reply with nothing but whitespace is no answer, as a message of only whitespace is blank.
 fn empty_reply() -> AssistantError {
     AssistantError::Provider("the assistant returned an empty reply".to_owned())
+}
+
+/// A reply without NUL characters, which carry nothing readable and which not every backend can
+/// store (PostgreSQL's text refuses them): a model that emits one should not lose its whole answer.
+fn without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "")
+    } else {
+        text
+    }
 }
 
 /// What storing an exchange does when its conversation does not exist.
@@ -304,7 +315,7 @@ impl PendingReply {
         let mut reply = String::new();
         let mut listening = true;
         while let Some(piece) = deltas.next().await {
-            let piece = piece?;
+            let piece = without_nul(piece?);
             if piece.is_empty() {
                 continue;
             }
@@ -313,7 +324,7 @@ impl PendingReply {
                 listening = false;
             }
         }
-        if reply.is_empty() {
+        if reply.trim().is_empty() {
             return Err(empty_reply().into());
         }
         let exchange = NewExchange::new(context.conversation_id, context.user_text, reply);
@@ -523,6 +534,66 @@ mod tests {
             .send_message(ConversationId::generate(), text)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reply_of_only_whitespace_is_no_answer_and_nothing_is_stored() {
+        let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
+        repository.expect_append_exchange().never();
+        let service = service(repository, assistant_replying(" \n\t "));
+        let text = service.message_text("hello").unwrap();
+
+        let sent = service
+            .send_message(ConversationId::DEFAULT, text.clone())
+            .await;
+        assert!(matches!(
+            sent,
+            Err(ChatError::Assistant(AssistantError::Provider(_)))
+        ));
+        let pending = service
+            .start_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap();
+        let streamed = pending.complete(futures::sink::drain()).await;
+        assert!(matches!(
+            streamed,
+            Err(ChatError::Assistant(AssistantError::Provider(_)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn nul_characters_in_a_reply_are_dropped_so_every_backend_can_store_it() {
+        let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
+        repository
+            .expect_append_exchange()
+            .withf(|exchange| exchange.assistant.content == "one two")
+            .times(2)
+            .returning(|exchange| Ok(stored(exchange)));
+        let service = service(repository, assistant_replying("one\0 two\0"));
+        let text = service.message_text("hello").unwrap();
+
+        let sent = service
+            .send_message(ConversationId::DEFAULT, text.clone())
+            .await
+            .unwrap();
+        assert_eq!(sent.assistant_message.content, "one two");
+        let pending = service
+            .start_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap();
+        let (sender, receiver) = futures::channel::mpsc::channel(16);
+        let streamed = pending.complete(sender).await.unwrap();
+        let events: Vec<ReplyEvent> = receiver.collect().await;
+        assert_eq!(streamed.assistant_message.content, "one two");
+        assert_eq!(
+            events,
+            vec![
+                ReplyEvent::Delta("one ".to_owned()),
+                ReplyEvent::Delta("two".to_owned())
+            ]
+        );
     }
 
     #[tokio::test]
