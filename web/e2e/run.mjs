@@ -334,6 +334,7 @@ async function main() {
     await nav(page).getByRole('button', { name: 'Delete Renamed by e2e' }).click();
     await page.getByRole('alertdialog').getByRole('button', { name: 'Delete' }).click();
     await nav(page).getByRole('button', { name: 'Renamed by e2e', exact: true }).waitFor({ state: 'detached' });
+    await page.waitForFunction(() => document.activeElement?.classList.contains('new-chat'));
     await page.reload();
     await composer(page).waitFor();
     await nav(page).getByRole('listitem').first().waitFor();
@@ -484,9 +485,20 @@ async function main() {
     assert(await composer(page).isVisible(), 'the composer is shown');
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert(overflow <= 0, `no horizontal scrolling (${overflow}px too wide)`);
+    // With motion, as most users see it: the menu slides in, and focus must still land in it.
+    await page.emulateMedia({ reducedMotion: 'no-preference' });
     await menu.click();
     await nav(page).waitFor({ state: 'visible' });
     assert((await menu.getAttribute('aria-expanded')) === 'true', 'the menu button says it is expanded');
+    await page.waitForFunction(() => document.activeElement?.classList.contains('new-chat'), null, { timeout: 2000 });
+    // "New chat" is the menu's first control: Shift+Tab from it must not reach the page behind.
+    await page.keyboard.press('Shift+Tab');
+    const behind = await page.evaluate(() => {
+      const active = document.activeElement;
+      return active && active !== document.body && !active.closest('#sidebar') ? active.outerHTML.slice(0, 80) : null;
+    });
+    assert(behind === null, `focus stays out of the page behind the open menu (${behind})`);
+    await page.emulateMedia({ reducedMotion: 'reduce' });
     await page.screenshot({ path: path.join(shotsDir, 'phone-menu-light.png') });
     await nav(page).locator('[aria-current="page"]').click();
     await nav(page).waitFor({ state: 'hidden' });

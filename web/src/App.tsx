@@ -203,10 +203,13 @@ export function App() {
 
   return (
     <div className={`app${menuOpen ? ' menu-open' : ''}`} onKeyDown={(e) => e.key === 'Escape' && menuOpen && closeMenu()}>
-      <a className="skip-link" href="#composer-input" onClick={skipToComposer}>
+      <a className="skip-link" href="#composer-input" onClick={skipToComposer} inert={menuOpen}>
         Skip to message box
       </a>
-      <header className="topbar">
+      {/* While the phone menu is open over the page, what is behind it (this header, the main
+          column, the skip link) is inert, so keyboard focus stays in the menu; Escape or the
+          scrim closes it. */}
+      <header className="topbar" inert={menuOpen}>
         <button
           type="button"
           className="icon-button menu-button"
@@ -238,7 +241,7 @@ export function App() {
         onLoadMore={loadMore}
       />
       {menuOpen && <div className="scrim" onClick={closeMenu} aria-hidden="true" />}
-      <main className="main">
+      <main className="main" inert={menuOpen}>
         {unreachable ? (
           <div className="state error page-error" role="alert">
             <p className="empty-title">

@@ -66,7 +66,8 @@ export function Sidebar(props: Props) {
           onConfirm={() => {
             const target = confirming;
             setConfirming(null);
-            void props.onDelete(target.id);
+            // The deleted conversation's buttons go away with it: keep keyboard focus in the list.
+            void props.onDelete(target.id).then(() => document.querySelector<HTMLElement>(`#${props.id} .new-chat`)?.focus());
           }}
         />
       )}
