@@ -1,6 +1,7 @@
-//! Per-client rate limiting: a token bucket per client address, refilled at `per_second` up to
-//! `burst`. A client over its rate gets `429` with `Retry-After`; health, readiness and metrics
-//! are never limited, so probes and scrapes keep working under load.
+//! Per-client rate limiting of the API: a token bucket per client address, refilled at
+//! `per_second` up to `burst`. A client over its rate gets `429` with `Retry-After`. Only the API
+//! is limited: probes and scrapes keep working under load, and a limited user reloading the page
+//! still gets the web client (whose API calls then say how long to wait) rather than a JSON error.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -29,8 +30,8 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// Routes that are never limited: orchestrator probes and metric scrapes.
-const EXEMPT: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// The routes that are limited: the seed contract and the product API.
+const LIMITED_PREFIXES: [&str; 2] = ["/chat/", "/api/"];
 
 /// Most clients remembered at once; past it idle (full) buckets are forgotten first, then the
 /// least recently seen, so memory stays bounded whatever addresses arrive.
@@ -177,7 +178,11 @@ pub(crate) async fn limit_rate(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let rejected = request.app_data::<web::Data<AppState>>().and_then(|state| {
         let limiter = state.limits.rate.as_ref()?;
-        if EXEMPT.contains(&request.path()) {
+        let path = request.path();
+        if !LIMITED_PREFIXES
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+        {
             return None;
         }
         let client = client_ip(&request, &state.settings.trusted_proxies)?;

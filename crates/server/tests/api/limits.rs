@@ -83,7 +83,7 @@ async fn a_burst_is_served_then_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn health_readiness_and_metrics_are_never_limited() {
+async fn only_the_api_is_limited_not_probes_metrics_docs_or_the_web_client() {
     let app = limited(1).spawn().await;
     assert_eq!(
         get_from(&app, "/api/v1/conversations", None).await.status(),
@@ -97,8 +97,11 @@ async fn health_readiness_and_metrics_are_never_limited() {
         for path in ["/healthz", "/readyz"] {
             assert_eq!(get_from(&app, path, None).await.status(), 200, "{path}");
         }
-        assert_ne!(get_from(&app, "/metrics", None).await.status(), 429);
+        for path in ["/metrics", "/", "/assets/index.js", "/openapi.json"] {
+            assert_ne!(get_from(&app, path, None).await.status(), 429, "{path}");
+        }
     }
+    assert_eq!(get_from(&app, "/chat/history", None).await.status(), 429);
 }
 
 #[tokio::test]
