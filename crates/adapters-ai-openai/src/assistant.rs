@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AF
 use reqwest::{Response, Url};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{timeout_at, Instant};
 use tracing::{field, Instrument, Span};
 
 use crate::metrics::{CallRecorder, Outcome};
@@ -27,6 +28,12 @@ use crate::wire::{error_message_from_body, ChatRequest, Chunk, Completion};
 const MAX_QUOTED_CHARS: usize = 300;
 /// At most this much of an error body is read to find the provider's message.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// The longest reply accepted, in bytes of text. A model's `max_tokens` keeps real replies far
+/// below it; past it the provider is misbehaving and the reply would only fill memory and storage.
+const MAX_REPLY_BYTES: usize = 1 << 20;
+/// The longest JSON document read: a non-streamed answer, or one event (one line) of a stream.
+/// Room for a whole reply in one document even with JSON escaping (`\u00e9`, 6 bytes for `é`'s 2).
+const MAX_JSON_BYTES: usize = 4 * MAX_REPLY_BYTES;
 
 /// An [`Assistant`] backed by any OpenAI-compatible `POST {base_url}/chat/completions` endpoint
 /// (OpenAI, vLLM, Ollama, llama.cpp server, TGI, gateways).
@@ -118,19 +125,7 @@ impl OpenAiAssistant {
                         let attempt = async {
                             let response =
                                 inner.check_status(inner.send(body, false).await?).await?;
-                            let bytes = response.bytes().await.map_err(|error| {
-                                Failure::retry(RetryReason::Connection, describe(error))
-                            })?;
-                            let completion: Completion =
-                                serde_json::from_slice(&bytes).map_err(|error| {
-                                    Failure::Fatal(AssistantError::Provider(format!(
-                                        "the provider sent a malformed response: {error}"
-                                    )))
-                                })?;
-                            match completion.into_text() {
-                                Some(text) if !text.is_empty() => Ok(text),
-                                _ => Err(Failure::Fatal(empty_reply())),
-                            }
+                            read_completion(response).await
                         };
                         tokio::time::timeout(inner.settings.timeout, attempt)
                             .await
@@ -160,12 +155,28 @@ impl OpenAiAssistant {
                     let body = body.clone();
                     let inner = &inner;
                     async move {
-                        let response = tokio::time::timeout(inner.settings.timeout, async {
+                        let timeout = inner.settings.timeout;
+                        let deadline = Instant::now() + timeout;
+                        let response = timeout_at(deadline, async {
                             inner.check_status(inner.send(body, true).await?).await
                         })
                         .await
                         .unwrap_or_else(|_| Err(Failure::timed_out()))?;
-                        let mut stream = PieceStream::new(response, inner.settings.timeout);
+                        let media_type = media_type(&response);
+                        let mut stream = if media_type.eq_ignore_ascii_case("text/event-stream") {
+                            PieceStream::new(response.bytes_stream().boxed(), deadline, timeout)
+                        } else if media_type.eq_ignore_ascii_case("application/json") {
+                            // Some servers ignore `stream: true` and send the whole completion.
+                            let text = timeout_at(deadline, read_completion(response))
+                                .await
+                                .unwrap_or_else(|_| Err(Failure::timed_out()))?;
+                            PieceStream::whole(text, timeout)
+                        } else {
+                            return Err(Failure::Fatal(AssistantError::Provider(format!(
+                                "the provider answered with content type {:?} instead of text/event-stream",
+                                inner.quote(media_type)
+                            ))));
+                        };
                         // Until a piece exists nothing was shown to anyone: failures may retry.
                         match stream.next_piece().await {
                             Ok(Some(first)) => {
@@ -230,6 +241,54 @@ fn endpoint(base_url: &str) -> Result<Url, OpenAiConfigError> {
 
 fn empty_reply() -> AssistantError {
     AssistantError::Provider("the provider returned an empty reply".to_owned())
+}
+
+fn reply_too_long() -> AssistantError {
+    AssistantError::Provider(format!(
+        "the reply is longer than {} MiB",
+        MAX_REPLY_BYTES >> 20
+    ))
+}
+
+/// The media type of a response without its parameters (`; charset=utf-8`); empty if none.
+fn media_type(response: &Response) -> &str {
+    let value = response.headers().get(CONTENT_TYPE);
+    let value = value.and_then(|value| value.to_str().ok()).unwrap_or("");
+    value.split(';').next().unwrap_or("").trim()
+}
+
+/// The text of a non-streamed answer, its size bounded.
+async fn read_completion(response: Response) -> Result<String, Failure> {
+    let body = read_body(response, MAX_JSON_BYTES).await?;
+    let completion: Completion = serde_json::from_slice(&body).map_err(|error| {
+        Failure::Fatal(AssistantError::Provider(format!(
+            "the provider sent a malformed response: {error}"
+        )))
+    })?;
+    match completion.into_text() {
+        Some(text) if text.len() > MAX_REPLY_BYTES => Err(Failure::Fatal(reply_too_long())),
+        Some(text) if !text.is_empty() => Ok(text),
+        _ => Err(Failure::Fatal(empty_reply())),
+    }
+}
+
+/// The whole body, refused as soon as it passes `limit` bytes.
+async fn read_body(mut response: Response, limit: usize) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| Failure::retry(RetryReason::Connection, describe(error)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(Failure::Fatal(AssistantError::Provider(format!(
+                "the provider's answer is longer than {} MiB",
+                limit >> 20
+            ))));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Why an attempt failed, and whether another one may help.
@@ -483,13 +542,15 @@ impl Inner {
 
 /// How a stream went wrong.
 enum StreamFailure {
-    /// Nothing arrived for a whole timeout.
+    /// No text arrived for a whole timeout.
     Idle,
     /// The connection broke or the body ended before `[DONE]`.
     Cut(String),
     Malformed(String),
     /// The provider reported an error inside the stream.
     Provider(String),
+    /// The text passed [`MAX_REPLY_BYTES`].
+    TooLong,
 }
 
 impl StreamFailure {
@@ -505,6 +566,7 @@ impl StreamFailure {
             StreamFailure::Provider(message) => {
                 AssistantError::Provider(format!("the provider failed mid-stream: {message}"))
             }
+            StreamFailure::TooLong => reply_too_long(),
         }
     }
 }
@@ -515,30 +577,49 @@ struct PieceStream {
     parser: SseParser,
     pending: VecDeque<String>,
     done: bool,
-    idle_timeout: Duration,
+    /// When the next piece of text is due: `timeout` after the attempt started, then after each
+    /// piece. Keep-alive comments and empty chunks do not move it: they are no sign of progress.
+    deadline: Instant,
+    timeout: Duration,
+    text_bytes: usize,
 }
 
 impl PieceStream {
-    fn new(response: Response, idle_timeout: Duration) -> Self {
+    fn new(
+        body: BoxStream<'static, reqwest::Result<Bytes>>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Self {
         Self {
-            body: response.bytes_stream().boxed(),
-            parser: SseParser::default(),
+            body,
+            parser: SseParser::new(MAX_JSON_BYTES),
             pending: VecDeque::new(),
             done: false,
-            idle_timeout,
+            deadline,
+            timeout,
+            text_bytes: 0,
         }
+    }
+
+    /// A reply that came whole, as a stream of that one piece.
+    fn whole(text: String, timeout: Duration) -> Self {
+        let mut pieces = Self::new(stream::empty().boxed(), Instant::now() + timeout, timeout);
+        pieces.pending.push_back(text);
+        pieces.done = true;
+        pieces
     }
 
     /// The next non-empty piece; `None` after `[DONE]`.
     async fn next_piece(&mut self) -> Result<Option<String>, StreamFailure> {
         loop {
             if let Some(piece) = self.pending.pop_front() {
+                self.deadline = Instant::now() + self.timeout;
                 return Ok(Some(piece));
             }
             if self.done {
                 return Ok(None);
             }
-            let events = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
+            let events = match timeout_at(self.deadline, self.body.next()).await {
                 Err(_) => return Err(StreamFailure::Idle),
                 Ok(Some(Ok(bytes))) => self.parser.feed(&bytes),
                 Ok(Some(Err(error))) => return Err(StreamFailure::Cut(describe(error))),
@@ -556,8 +637,7 @@ impl PieceStream {
                     events
                 }
             };
-            let events =
-                events.map_err(|_| StreamFailure::Malformed("the data is not UTF-8".to_owned()))?;
+            let events = events.map_err(|error| StreamFailure::Malformed(error.to_string()))?;
             self.handle(events)?;
         }
     }
@@ -577,6 +657,10 @@ impl PieceStream {
                 return Err(StreamFailure::Provider(message));
             }
             if let Some(content) = chunk.into_content().filter(|c| !c.is_empty()) {
+                self.text_bytes += content.len();
+                if self.text_bytes > MAX_REPLY_BYTES {
+                    return Err(StreamFailure::TooLong);
+                }
                 self.pending.push_back(content);
             }
         }

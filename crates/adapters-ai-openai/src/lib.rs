@@ -7,6 +7,8 @@
 //! - Rate limits (429), 408, 5xx, timeouts and connection failures are retried with exponential
 //!   backoff and full jitter, honouring `Retry-After`; a stream is retried only while it has
 //!   produced no text.
+//! - A reply over 1 MiB of text is refused; a streamed request answered with anything but
+//!   `text/event-stream` or a whole JSON completion is a malformed answer. Neither is retried.
 //! - At most `max_concurrency` requests are in flight; at most `max_queue` callers wait for one,
 //!   the next is refused with [`domain::AssistantError::Overloaded`].
 //! - The API key is a [`secrecy::SecretString`]: it never appears in `Debug`, logs or errors.

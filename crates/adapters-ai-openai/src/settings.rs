@@ -19,7 +19,8 @@ pub struct OpenAiSettings {
     /// Sent first, as a `system` message, when set and not blank.
     pub system_prompt: Option<String>,
     /// The limit of one attempt: for `reply` the whole request and body; for `reply_stream` the
-    /// wait for the response headers, then the longest silence allowed between two chunks.
+    /// wait for the first piece of text, then the longest silence allowed between two pieces of
+    /// text (keep-alive comments and content-less chunks do not count).
     pub timeout: Duration,
     /// Retries after the first attempt, so at most `max_retries + 1` attempts.
     pub max_retries: u32,

@@ -3,61 +3,82 @@
 /// Collects `data:` lines into events. Lines end with `\n` or `\r\n`; a blank line ends an event;
 /// lines starting with `:` are comments; fields other than `data` are ignored. Several `data`
 /// lines in one event are joined with `\n`, as the SSE specification says.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SseParser {
-    buffer: Vec<u8>,
+    /// The bytes after the last line end: never holds a `\n`, so only new bytes are searched.
+    line: Vec<u8>,
     data: Option<String>,
+    /// The longest line, and the longest data of one event, before the body is refused: a
+    /// provider that never ends its line must not grow memory without end.
+    max_event_bytes: usize,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct NotUtf8;
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SseError {
+    #[error("the data is not UTF-8")]
+    NotUtf8,
+    #[error("an event is longer than {0} bytes")]
+    TooLong(usize),
+}
 
 impl SseParser {
-    /// Feeds the next bytes of the body and returns the data of every event they complete.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Vec<String>, NotUtf8> {
-        self.buffer.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        let mut start = 0;
-        while let Some(offset) = self.buffer[start..].iter().position(|&b| b == b'\n') {
-            let end = start + offset;
-            let mut line = &self.buffer[start..end];
-            if let [rest @ .., b'\r'] = line {
-                line = rest;
-            }
-            let line = std::str::from_utf8(line).map_err(|_| NotUtf8)?;
-            if let Some(event) = process_line(&mut self.data, line) {
-                events.push(event);
-            }
-            start = end + 1;
+    pub(crate) fn new(max_event_bytes: usize) -> Self {
+        Self {
+            line: Vec::new(),
+            data: None,
+            max_event_bytes,
         }
-        self.buffer.drain(..start);
+    }
+
+    /// Feeds the next bytes of the body and returns the data of every event they complete.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<Vec<String>, SseError> {
+        let mut events = Vec::new();
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+            self.extend_line(&bytes[..end])?;
+            events.extend(self.end_line()?);
+            bytes = &bytes[end + 1..];
+        }
+        self.extend_line(bytes)?;
         Ok(events)
     }
 
     /// The body ended: an unterminated last line and an event without its blank line still count.
-    pub(crate) fn finish(&mut self) -> Result<Vec<String>, NotUtf8> {
+    pub(crate) fn finish(&mut self) -> Result<Vec<String>, SseError> {
         let mut events = Vec::new();
-        if !self.buffer.is_empty() {
-            let rest = std::mem::take(&mut self.buffer);
-            let line = std::str::from_utf8(&rest).map_err(|_| NotUtf8)?;
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if let Some(event) = process_line(&mut self.data, line) {
-                events.push(event);
-            }
+        if !self.line.is_empty() {
+            events.extend(self.end_line()?);
         }
-        if let Some(event) = self.data.take() {
-            events.push(event);
-        }
+        events.extend(self.data.take());
         Ok(events)
+    }
+
+    fn extend_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
+        if self.line.len() + bytes.len() > self.max_event_bytes {
+            return Err(SseError::TooLong(self.max_event_bytes));
+        }
+        self.line.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn end_line(&mut self) -> Result<Option<String>, SseError> {
+        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+        let line = std::str::from_utf8(line).map_err(|_| SseError::NotUtf8)?;
+        let event = process_line(&mut self.data, line, self.max_event_bytes)?;
+        self.line.clear();
+        Ok(event)
     }
 }
 
-fn process_line(data: &mut Option<String>, line: &str) -> Option<String> {
+fn process_line(
+    data: &mut Option<String>,
+    line: &str,
+    max_event_bytes: usize,
+) -> Result<Option<String>, SseError> {
     if line.is_empty() {
-        return data.take();
+        return Ok(data.take());
     }
     if line.starts_with(':') {
-        return None;
+        return Ok(None);
     }
     let (field, value) = match line.split_once(':') {
         Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
@@ -66,21 +87,26 @@ fn process_line(data: &mut Option<String>, line: &str) -> Option<String> {
     if field == "data" {
         match data {
             Some(existing) => {
+                if existing.len() + 1 + value.len() > max_event_bytes {
+                    return Err(SseError::TooLong(max_event_bytes));
+                }
                 existing.push('\n');
                 existing.push_str(value);
             }
             None => *data = Some(value.to_owned()),
         }
     }
-    None
+    Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const LIMIT: usize = 1 << 20;
+
     fn parse_in_pieces(body: &[u8], piece: usize) -> Vec<String> {
-        let mut parser = SseParser::default();
+        let mut parser = SseParser::new(LIMIT);
         let mut events = Vec::new();
         for chunk in body.chunks(piece) {
             events.extend(parser.feed(chunk).unwrap());
@@ -111,7 +137,50 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_reported() {
-        let mut parser = SseParser::default();
-        assert_eq!(parser.feed(b"data: \xff\n"), Err(NotUtf8));
+        let mut parser = SseParser::new(LIMIT);
+        assert_eq!(parser.feed(b"data: \xff\n"), Err(SseError::NotUtf8));
+    }
+
+    #[test]
+    fn lines_and_events_longer_than_the_bound_are_refused() {
+        let mut parser = SseParser::new(16);
+        assert_eq!(
+            parser.feed(b"data: 0123456789\n").unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(parser.feed(b"\n").unwrap(), vec!["0123456789"]);
+        // One line arriving in pieces, never ended.
+        assert_eq!(parser.feed(b": 0123456789").unwrap(), Vec::<String>::new());
+        assert_eq!(parser.feed(b"ABCDEF"), Err(SseError::TooLong(16)));
+        // A line ended in the same chunk.
+        let mut parser = SseParser::new(16);
+        assert_eq!(
+            parser.feed(b"data: 0123456789ABCDEF\n"),
+            Err(SseError::TooLong(16))
+        );
+        // Short data lines that add up within one event.
+        let mut parser = SseParser::new(16);
+        assert_eq!(
+            parser.feed(b"data: 01234567\ndata: 89ABCDEF\n"),
+            Err(SseError::TooLong(16))
+        );
+    }
+
+    #[test]
+    fn a_long_line_in_small_chunks_is_scanned_once() {
+        // Rescanning the kept part of the line on every chunk made this take minutes.
+        let line = format!("data: {}\n\n", "x".repeat(4 << 20));
+        let mut parser = SseParser::new(8 << 20);
+        let started = std::time::Instant::now();
+        let mut events = Vec::new();
+        for chunk in line.as_bytes().chunks(256) {
+            events.extend(parser.feed(chunk).unwrap());
+        }
+        assert_eq!(events.len(), 1);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -39,7 +39,7 @@ pub enum Reply {
     Hang,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Part {
     /// Bytes written as one chunk, flushed at once.
     Data(String),

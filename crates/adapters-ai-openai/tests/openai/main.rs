@@ -347,28 +347,221 @@ async fn a_hanging_provider_times_out_after_every_attempt() {
     assert_eq!(fake.requests().len(), 4, "two attempts per call");
 }
 
-#[tokio::test]
-async fn a_stream_that_goes_silent_ends_with_a_timeout_and_is_not_retried() {
-    let fake = FakeProvider::start(|_, _| {
-        Reply::Stream(vec![
-            Part::Data(event("Hel")),
-            Part::Pause(Duration::from_secs(30)),
-        ])
-    })
-    .await;
+/// What a stream of `parts` from a fake provider gives with `timeout`, and the fake, to count its
+/// requests.
+async fn streamed(
+    parts: Vec<Part>,
+    timeout: Duration,
+) -> (Vec<Result<String, AssistantError>>, FakeProvider) {
+    let fake = FakeProvider::start(move |_, _| Reply::Stream(parts.clone())).await;
     let mut settings = settings(&fake.base_url);
-    settings.timeout = Duration::from_millis(300);
+    settings.timeout = timeout;
     let stream = assistant(settings)
         .reply_stream(&context(&[], "Hi"))
         .await
         .unwrap();
-    let items = collect(stream).await;
+    (collect(stream).await, fake)
+}
+
+/// Streams "Hel" and then `after`, with a 300 ms timeout: the stream must end with a timeout
+/// within a few seconds, after one attempt only (text was shown, so nothing is retried).
+async fn assert_times_out_after_hel(after: Vec<Part>) {
+    let started = Instant::now();
+    let mut parts = vec![Part::Data(event("Hel"))];
+    parts.extend(after);
+    let (items, fake) = streamed(parts, Duration::from_millis(300)).await;
     assert_eq!(items.len(), 2, "{items:?}");
     assert_eq!(items[0].as_ref().unwrap(), "Hel");
     assert!(
         matches!(items[1], Err(AssistantError::Timeout)),
         "{items:?}"
     );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_that_goes_silent_ends_with_a_timeout_and_is_not_retried() {
+    assert_times_out_after_hel(vec![Part::Pause(Duration::from_secs(30))]).await;
+}
+
+/// `count` copies of `part`, each followed by a pause: bytes that keep the connection busy.
+fn repeated(part: &str, count: usize, pause: Duration) -> Vec<Part> {
+    (0..count)
+        .flat_map(|_| [Part::Data(part.to_owned()), Part::Pause(pause)])
+        .collect()
+}
+
+#[tokio::test]
+async fn keep_alives_and_role_only_chunks_do_not_hold_off_the_timeout_before_text() {
+    let role_only =
+        "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
+    let fake = FakeProvider::start(move |index, _| match index {
+        0 => Reply::Stream(repeated(": keep-alive\n\n", 50, Duration::from_millis(100))),
+        _ => Reply::Stream(repeated(role_only, 50, Duration::from_millis(100))),
+    })
+    .await;
+    let mut settings = settings(&fake.base_url);
+    settings.timeout = Duration::from_millis(400);
+    settings.max_retries = 1;
+
+    let started = Instant::now();
+    let error = assistant(settings)
+        .reply_stream(&context(&[], "Hi"))
+        .await
+        .err()
+        .expect("no text ever comes");
+    assert!(matches!(error, AssistantError::Timeout), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(fake.requests().len(), 2, "a timeout before text is retried");
+}
+
+#[tokio::test]
+async fn keep_alives_after_text_do_not_hold_off_the_timeout() {
+    assert_times_out_after_hel(repeated(": keep-alive\n\n", 50, Duration::from_millis(100))).await;
+}
+
+#[tokio::test]
+async fn a_reply_that_keeps_producing_text_outlasts_the_timeout() {
+    let mut parts = repeated(&event("word "), 8, Duration::from_millis(100));
+    parts.push(Part::Data(done()));
+    let (items, _fake) = streamed(parts, Duration::from_millis(400)).await;
+    let pieces: Vec<String> = items.into_iter().map(Result::unwrap).collect();
+    assert_eq!(pieces.concat(), "word ".repeat(8));
+}
+
+/// A provider that answers every request with these raw bytes, for answers the fake cannot give.
+async fn raw_provider(response: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 64 * 1024];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    format!("http://{address}/v1")
+}
+
+#[tokio::test]
+async fn a_streamed_request_answered_with_html_is_refused_without_retry() {
+    let base_url = raw_provider(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: 20\r\nconnection: close\r\n\r\n<html>gateway</html>",
+    )
+    .await;
+    let started = Instant::now();
+    let error = assistant(settings(&base_url))
+        .reply_stream(&context(&[], "Hi"))
+        .await
+        .err()
+        .expect("HTML is no event stream");
+    let message = provider_message(error);
+    assert!(message.contains("text/html"), "{message}");
+    assert!(!message.contains("attempts"), "not retried: {message}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_streamed_request_answered_with_a_whole_completion_is_one_piece() {
+    let fake = FakeProvider::start(|index, _| match index {
+        0 => Reply::completion("a whole reply"),
+        _ => Reply::json(200, "<html>gateway</html>".to_owned()),
+    })
+    .await;
+    let assistant = assistant(settings(&fake.base_url));
+    let stream = assistant.reply_stream(&context(&[], "Hi")).await.unwrap();
+    let pieces: Vec<String> = collect(stream)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(pieces, ["a whole reply"]);
+
+    let error = assistant
+        .reply_stream(&context(&[], "Hi"))
+        .await
+        .err()
+        .expect("JSON that is no completion");
+    assert!(provider_message(error).contains("malformed"));
+    assert_eq!(
+        fake.requests().len(),
+        2,
+        "a malformed answer is not retried"
+    );
+}
+
+#[tokio::test]
+async fn replies_over_a_mebibyte_are_refused_without_retry() {
+    let piece = "a".repeat(50_000);
+    let fake = FakeProvider::start(move |index, _| {
+        let streamed = |count: usize| {
+            let mut parts: Vec<Part> = (0..count).map(|_| Part::Data(event(&piece))).collect();
+            parts.push(Part::Data(done()));
+            Reply::Stream(parts)
+        };
+        match index {
+            0 => Reply::completion(&piece.repeat(20)),
+            1 => Reply::completion(&piece.repeat(22)),
+            2 => streamed(20),
+            _ => streamed(22),
+        }
+    })
+    .await;
+    let assistant = assistant(settings(&fake.base_url));
+
+    let whole = assistant.reply(&context(&[], "Hi")).await.unwrap();
+    assert_eq!(whole.len(), 1_000_000);
+    let error = assistant.reply(&context(&[], "Hi")).await.unwrap_err();
+    assert!(provider_message(error).contains("longer than"));
+
+    let stream = assistant.reply_stream(&context(&[], "Hi")).await.unwrap();
+    let streamed: usize = collect(stream)
+        .await
+        .into_iter()
+        .map(|item| item.unwrap().len())
+        .sum();
+    assert_eq!(streamed, 1_000_000);
+    let items = collect(assistant.reply_stream(&context(&[], "Hi")).await.unwrap()).await;
+    let Some(Err(AssistantError::Provider(message))) = items.last() else {
+        panic!("expected a Provider error at the end");
+    };
+    assert!(message.contains("longer than"), "{message}");
+    let shown: usize = items.iter().flatten().map(String::len).sum();
+    assert!(shown <= 1 << 20, "{shown} bytes passed on");
+    assert_eq!(fake.requests().len(), 4, "nothing is retried");
+}
+
+#[tokio::test]
+async fn an_endless_line_is_refused_as_malformed_without_retry() {
+    let fake = FakeProvider::start(|_, _| {
+        let mut parts = vec![Part::Data(": ".to_owned())];
+        parts.extend((0..80).map(|_| Part::Data("x".repeat(64 * 1024))));
+        parts.extend([
+            Part::Data("\n\n".to_owned()),
+            Part::Data(event("ok")),
+            Part::Data(done()),
+        ]);
+        Reply::Stream(parts)
+    })
+    .await;
+    let error = assistant(settings(&fake.base_url))
+        .reply_stream(&context(&[], "Hi"))
+        .await
+        .err()
+        .expect("a 5 MiB line is refused");
+    let message = provider_message(error);
+    assert!(message.contains("malformed"), "{message}");
     assert_eq!(fake.requests().len(), 1);
 }
 
