@@ -1,5 +1,5 @@
 import { type MouseEvent, useCallback, useEffect, useRef, useState } from 'react';
-import { api, errorMessage, isUnreachable } from './api/client';
+import { ApiError, api, errorMessage, isUnreachable } from './api/client';
 import type { Conversation } from './api/types';
 import { ConversationView } from './components/ConversationView';
 import { Sidebar } from './components/Sidebar';
@@ -157,12 +157,11 @@ export function App() {
     setConversations((cs) =>
       cs.map((c) => (c.id === id && instant(updatedAt) > instant(c.updated_at) ? { ...c, updated_at: updatedAt } : c)).sort(byRecent),
     );
-    // A fresh "New chat" takes its name from the first message; a failure here is harmless.
-    const current = conversationsRef.current.find((c) => c.id === id);
-    if (firstUserText !== undefined && current?.title === DEFAULT_TITLE) {
-      api.renameConversation(id, titleFrom(firstUserText)).then(
-        (c) => setConversations((cs) => cs.map((x) => (x.id === id ? { ...x, title: c.title } : x))),
-        () => undefined,
+    // A fresh "New chat" takes its name from the first message.
+    const untitled = () => conversationsRef.current.find((c) => c.id === id)?.title === DEFAULT_TITLE;
+    if (firstUserText !== undefined && untitled()) {
+      nameConversation(id, titleFrom(firstUserText), untitled, (title) =>
+        setConversations((cs) => cs.map((x) => (x.id === id ? { ...x, title } : x))),
       );
     }
   }, []);
@@ -257,6 +256,28 @@ export function App() {
         )}
       </main>
     </div>
+  );
+}
+
+/** Waits before each new try at naming a conversation, while the server cannot be reached. */
+const NAMING_RETRY_DELAYS_MS = [1000, 4000, 15000];
+
+/**
+ * Renames a conversation after its first exchange. A rename the server could not take (it was
+ * restarting, say) is tried again a little later, as long as the conversation is still untitled;
+ * one it refused (deleted meanwhile) is left alone, as a name is a nicety.
+ */
+function nameConversation(id: string, title: string, untitled: () => boolean, named: (title: string) => void, attempt = 0) {
+  api.renameConversation(id, title).then(
+    (c) => named(c.title),
+    (err: unknown) => {
+      const delay = NAMING_RETRY_DELAYS_MS[attempt];
+      const transient = isUnreachable(err) || (err instanceof ApiError && err.status >= 500);
+      if (delay === undefined || !transient) return;
+      setTimeout(() => {
+        if (untitled()) nameConversation(id, title, untitled, named, attempt + 1);
+      }, delay);
+    },
   );
 }
 

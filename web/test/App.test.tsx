@@ -640,4 +640,45 @@ describe('navigation', () => {
     expect(created.map((c) => c.body)).toEqual([{}, {}]);
     expect((composer() as HTMLTextAreaElement).value).toBe('This is far too long....');
   });
+
+  it('a first message names its new chat, trying again when the rename meets a restarting server', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const done = sseResponse();
+      server.onStream(() => done.response);
+      let patches = 0;
+      vi.stubGlobal(
+        'fetch',
+        mockFetch([
+          (_url, init) => {
+            if (init.method !== 'PATCH') return undefined;
+            patches += 1;
+            return patches === 1 ? json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503) : undefined;
+          },
+          server.route,
+        ]).fn,
+      );
+      render(<App />);
+      await screen.findByText('Earlier answer');
+      fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
+      await screen.findByText('No messages yet');
+      fireEvent.change(composer(), { target: { value: 'Plan a trip to Lisbon' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      const id = server.conversations.at(-1)?.id ?? '';
+      const exchange = { user_message: msg(id, 'user', 'Plan a trip to Lisbon'), assistant_message: msg(id, 'assistant', 'Gladly.') };
+      await act(async () => {
+        done.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
+        done.close();
+      });
+      await waitFor(() => expect(patches).toBe(1));
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(1500);
+      });
+      const nav = screen.getByRole('navigation', { name: 'Conversations' });
+      expect(await within(nav).findByRole('button', { name: 'Plan a trip to Lisbon' })).toBeTruthy();
+      expect(patches).toBe(2);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 });
