@@ -166,6 +166,8 @@ export function App() {
     }
   }, []);
 
+  const onGone = useCallback((id: string) => setConversations((cs) => cs.filter((c) => c.id !== id)), []);
+
   const closeMenu = () => {
     setMenuOpen(false);
     menuButtonRef.current?.focus();
@@ -252,7 +254,7 @@ export function App() {
             </button>
           </div>
         ) : (
-          <ConversationView conversationId={selectedId} onCreate={createConversation} onSelect={select} onActivity={onActivity} />
+          <ConversationView conversationId={selectedId} onCreate={createConversation} onSelect={select} onActivity={onActivity} onGone={onGone} />
         )}
       </main>
     </div>

@@ -681,4 +681,34 @@ describe('navigation', () => {
       vi.useRealTimers();
     }
   });
+
+  it('sending to a conversation deleted in another tab says so, keeps the text and drops it from the list', async () => {
+    server.onStream(() => json({ status: 'error', message: 'Conversation not found.', code: 'conversation_not_found' }, 404));
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Are you still there?' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    const alert = await screen.findByRole('alert');
+    expect(alert.textContent).toContain('This conversation was deleted');
+    expect((composer() as HTMLTextAreaElement).value).toBe('Are you still there?');
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    await waitFor(() => expect(within(nav).queryByRole('button', { name: 'Recent chat' })).toBeNull());
+    expect(within(nav).getByRole('button', { name: 'Older chat' })).toBeTruthy();
+
+    // Sent again, it starts a new chat, which shows none of the deleted one's messages.
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await waitFor(() => expect(fetchMock.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations')).toHaveLength(1));
+    const id = server.conversations.at(-1)?.id ?? '';
+    const exchange = { user_message: msg(id, 'user', 'Are you still there?'), assistant_message: msg(id, 'assistant', 'Here.') };
+    await act(async () => {
+      done.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
+      done.close();
+    });
+    const log = screen.getByRole('log');
+    expect(await within(log).findByText('Here.')).toBeTruthy();
+    expect(within(log).queryByText('Earlier answer')).toBeNull();
+    expect(await within(nav).findByRole('button', { name: 'Are you still there?' })).toBeTruthy();
+    expect(screen.queryByRole('alert')).toBeNull();
+  });
 });

@@ -28,11 +28,13 @@ interface Props {
   onSelect: (id: string) => void;
   /** Something was stored in the conversation: move it to the top, maybe give it a title. */
   onActivity: (id: string, updatedAt: string, firstUserText?: string) => void;
+  /** The server no longer has the conversation (deleted in another tab): drop it from the list. */
+  onGone: (id: string) => void;
 }
 
 type LoadState = { kind: 'idle' } | { kind: 'loading' } | { kind: 'ready' } | { kind: 'error'; error: unknown };
 
-export function ConversationView({ conversationId, onCreate, onSelect, onActivity }: Props) {
+export function ConversationView({ conversationId, onCreate, onSelect, onActivity, onGone }: Props) {
   const [messages, setMessages] = useState<Message[]>([]);
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [load, setLoad] = useState<LoadState>({ kind: 'idle' });
@@ -41,6 +43,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   const [draft, setDraft] = useState('');
   const [pending, setPending] = useState<Pending | null>(null);
   const [sendError, setSendError] = useState<string | null>(null);
+  /** The server no longer has this conversation: the next send starts a new one. */
+  const [gone, setGone] = useState(false);
 
   const logRef = useRef<HTMLDivElement>(null);
   const inputRef = useRef<HTMLTextAreaElement>(null);
@@ -104,6 +108,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setNextCursor(null);
     setPending(null);
     setSendError(null);
+    setGone(false);
     setOlderError(null);
     setOlderLoading(false);
     setDraft(drafts.current.get(conversationId) ?? '');
@@ -346,7 +351,9 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       abortRef.current.abort();
       abortRef.current = null;
     }
-    const first = messagesRef.current.length === 0 && nextCursor === null;
+    // A conversation deleted meanwhile (in another tab) is not sent to again: a new one starts.
+    const startsNew = gone || conversationId === null;
+    const first = startsNew || (messagesRef.current.length === 0 && nextCursor === null);
     setSendError(null);
     setDraft('');
     setPending({ user: text, reply: '', state: 'streaming' });
@@ -356,23 +363,37 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     abortRef.current = controller;
     const gen = generation.current;
 
+    let id = startsNew ? null : conversationId;
     const fail = (err: unknown) => {
       setPending(null);
       // Nothing the user wrote is lost: the text goes back into the composer.
       setDraft((d) => (d.trim() === '' ? text : `${text}\n${d}`));
+      const deleted = err instanceof ApiError && err.code === 'conversation_not_found';
+      if (deleted && id !== null) {
+        setGone(true);
+        onGone(id);
+      }
       setSendError(
         isUnreachable(err)
           ? 'Cannot reach the server. Your message was not sent; it is back in the message box.'
-          : `Sending failed: ${sentence(errorMessage(err))}${retryHint(err)} Your message is back in the message box.`,
+          : deleted
+            ? 'This conversation was deleted, perhaps in another tab. Your message is back in the message box: send it again to start a new chat with it.'
+            : `Sending failed: ${sentence(errorMessage(err))}${retryHint(err)} Your message is back in the message box.`,
       );
       inputRef.current?.focus();
     };
 
-    let id = conversationId;
     if (id === null) {
       try {
         const created = await onCreate();
         id = created.id;
+        if (gone) {
+          // The deleted conversation's messages are not this one's.
+          setGone(false);
+          setMessages([]);
+          setNextCursor(null);
+          messagesRef.current = [];
+        }
         adoptedRef.current = id;
         onSelect(id);
       } catch (err) {
