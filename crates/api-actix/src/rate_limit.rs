@@ -153,6 +153,12 @@ impl From<&ApiSettings> for ClientLimits {
     }
 }
 
+/// The path as the router matches it, percent-encoding decoded: the raw `path()` would let
+/// `/%61pi/...` reach the API while looking like no API path at all.
+fn routed_path(request: &ServiceRequest) -> &str {
+    request.match_info().as_str()
+}
+
 /// A 429 in the shape of the route asked for: the seed routes keep their `{status, message}`
 /// body, the product API adds its `code`.
 pub(crate) fn too_many(
@@ -164,7 +170,7 @@ pub(crate) fn too_many(
     let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
     let error =
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message).retry_after_secs(seconds);
-    if request.path().starts_with("/chat/") {
+    if routed_path(request).starts_with("/chat/") {
         SeedError::from(error).error_response()
     } else {
         error.error_response()
@@ -178,7 +184,7 @@ pub(crate) async fn limit_rate(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let rejected = request.app_data::<web::Data<AppState>>().and_then(|state| {
         let limiter = state.limits.rate.as_ref()?;
-        let path = request.path();
+        let path = routed_path(&request);
         if !LIMITED_PREFIXES
             .iter()
             .any(|prefix| path.starts_with(prefix))

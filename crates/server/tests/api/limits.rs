@@ -102,6 +102,10 @@ async fn only_the_api_is_limited_not_probes_metrics_docs_or_the_web_client() {
         }
     }
     assert_eq!(get_from(&app, "/chat/history", None).await.status(), 429);
+    // Percent-encoding reaches the same route, so it is limited the same.
+    for path in ["/%61pi/v1/conversations", "/%63hat/history"] {
+        assert_eq!(get_from(&app, path, None).await.status(), 429, "{path}");
+    }
 }
 
 #[tokio::test]
