@@ -360,28 +360,38 @@ fn map_error(error: DieselError) -> RepositoryError {
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
             RepositoryError::Unavailable(format!("PostgreSQL connection lost: {}", info.message()))
         }
-        DieselError::DatabaseError(_, info) if is_outage_message(info.message()) => {
+        DieselError::DatabaseError(_, info)
+            if info.message().contains("statement timeout")
+                || info.message().contains("terminating connection") =>
+        {
             RepositoryError::Unavailable(format!("PostgreSQL: {}", info.message()))
         }
         other => RepositoryError::Unknown(anyhow!("PostgreSQL: {other}")),
     }
 }
 
-/// A statement cut short by the server as a whole (a timeout, a shutdown), not refused for its
-/// data.
-fn is_outage_message(message: &str) -> bool {
-    message.contains("statement timeout") || message.contains("terminating connection")
-}
-
 /// PostgreSQL refused the statement for what it was given (a taken id, text it cannot store),
-/// which can be pinned on the one append that gave it; a lost connection or a timeout cannot.
+/// which can be pinned on the one append that gave it. Only such refusals count: anything else (a
+/// lost connection, a timeout, a read-only replica after failover, a full disk) fails the whole
+/// batch rather than being retried append by append against a database already in trouble.
 fn is_refusal(error: &DieselError) -> bool {
+    /// Data exceptions PostgreSQL reports without a kind diesel names.
+    const DATA_REFUSALS: [&str; 3] = [
+        "invalid byte sequence",
+        "invalid input syntax",
+        "value too long",
+    ];
     match error {
         DieselError::DatabaseError(
-            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            DatabaseErrorKind::UniqueViolation
+            | DatabaseErrorKind::ForeignKeyViolation
+            | DatabaseErrorKind::NotNullViolation
+            | DatabaseErrorKind::CheckViolation,
             _,
-        ) => false,
-        DieselError::DatabaseError(_, info) => !is_outage_message(info.message()),
+        ) => true,
+        DieselError::DatabaseError(_, info) => DATA_REFUSALS
+            .iter()
+            .any(|refusal| info.message().starts_with(refusal)),
         _ => false,
     }
 }
