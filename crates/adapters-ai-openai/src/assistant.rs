@@ -578,7 +578,8 @@ struct PieceStream {
     pending: VecDeque<String>,
     done: bool,
     /// When the next piece of text is due: `timeout` after the attempt started, then after each
-    /// piece. Keep-alive comments and empty chunks do not move it: they are no sign of progress.
+    /// piece or chunk of a reasoning model's thinking. Keep-alive comments and empty chunks do not
+    /// move it: they are no sign of progress.
     deadline: Instant,
     timeout: Duration,
     text_bytes: usize,
@@ -655,6 +656,10 @@ impl PieceStream {
                 .map_err(|error| StreamFailure::Malformed(error.to_string()))?;
             if let Some(message) = chunk.error_message() {
                 return Err(StreamFailure::Provider(message));
+            }
+            if chunk.is_reasoning() {
+                // A reasoning model may think for longer than the timeout before its first text.
+                self.deadline = Instant::now() + self.timeout;
             }
             if let Some(content) = chunk.into_content().filter(|c| !c.is_empty()) {
                 self.text_bytes += content.len();

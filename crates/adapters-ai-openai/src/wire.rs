@@ -84,7 +84,17 @@ pub(crate) struct Chunk {
 
 #[derive(Deserialize)]
 struct ChunkChoice {
-    delta: Option<ContentHolder>,
+    delta: Option<Delta>,
+}
+
+/// What a streamed chunk adds: the reply's text, or a reasoning model's thinking, which servers
+/// stream beside it (`reasoning_content` from vLLM and DeepSeek, `reasoning` from OpenRouter) and
+/// which is not part of the reply.
+#[derive(Deserialize)]
+struct Delta {
+    content: Option<String>,
+    reasoning_content: Option<String>,
+    reasoning: Option<String>,
 }
 
 impl Chunk {
@@ -92,6 +102,19 @@ impl Chunk {
         self.error
             .as_ref()
             .map(|error| describe_error(error).unwrap_or_else(|| "unknown error".to_owned()))
+    }
+
+    /// Whether the chunk carries a reasoning model's thinking: progress, though not text.
+    pub(crate) fn is_reasoning(&self) -> bool {
+        let delta = self
+            .choices
+            .first()
+            .and_then(|choice| choice.delta.as_ref());
+        delta.is_some_and(|delta| {
+            [&delta.reasoning_content, &delta.reasoning]
+                .into_iter()
+                .any(|thinking| thinking.as_deref().is_some_and(|text| !text.is_empty()))
+        })
     }
 
     pub(crate) fn into_content(self) -> Option<String> {
@@ -148,5 +171,14 @@ mod tests {
             serde_json::from_str(r#"{"choices":[{"delta":{"role":"assistant","content":null}}]}"#)
                 .unwrap();
         assert_eq!(role_only.into_content(), None);
+        let thinking: Chunk = serde_json::from_str(
+            r#"{"choices":[{"delta":{"content":null,"reasoning_content":"Let me see"}}]}"#,
+        )
+        .unwrap();
+        assert!(thinking.is_reasoning());
+        assert_eq!(thinking.into_content(), None);
+        let routed: Chunk =
+            serde_json::from_str(r#"{"choices":[{"delta":{"reasoning":"Hmm"}}]}"#).unwrap();
+        assert!(routed.is_reasoning());
     }
 }

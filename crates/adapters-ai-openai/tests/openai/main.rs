@@ -430,6 +430,23 @@ async fn keep_alives_after_text_do_not_hold_off_the_timeout() {
 }
 
 #[tokio::test]
+async fn a_reasoning_model_thinking_longer_than_the_timeout_is_not_cut() {
+    let thinking =
+        "data: {\"choices\":[{\"delta\":{\"content\":null,\"reasoning_content\":\"hmm\"}}]}\n\n";
+    let mut parts = repeated(thinking, 10, Duration::from_millis(100));
+    parts.push(Part::Data(event("Answer")));
+    parts.push(Part::Data(done()));
+    let (items, fake) = streamed(parts, Duration::from_millis(400)).await;
+    let pieces: Vec<String> = items.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        pieces.concat(),
+        "Answer",
+        "the thinking is not part of the reply"
+    );
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
 async fn a_reply_that_keeps_producing_text_outlasts_the_timeout() {
     let mut parts = repeated(&event("word "), 8, Duration::from_millis(100));
     parts.push(Part::Data(done()));
