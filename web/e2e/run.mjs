@@ -499,6 +499,14 @@ async function main() {
     });
     assert(behind === null, `focus stays out of the page behind the open menu (${behind})`);
     await page.emulateMedia({ reducedMotion: 'reduce' });
+    // Turned sideways past the phone width, the menu closes rather than leaving the page inert.
+    await page.setViewportSize(DESKTOP);
+    await page.waitForFunction(() => !document.querySelector('main')?.inert);
+    await composer(page).click();
+    await page.setViewportSize(PHONE);
+    assert(!(await nav(page).isVisible()), 'the menu is closed back on the phone width');
+    await menu.click();
+    await nav(page).waitFor({ state: 'visible' });
     await page.screenshot({ path: path.join(shotsDir, 'phone-menu-light.png') });
     await nav(page).locator('[aria-current="page"]').click();
     await nav(page).waitFor({ state: 'hidden' });

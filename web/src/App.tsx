@@ -100,7 +100,8 @@ export function App() {
     setConversations((cs) => [c, ...cs.filter((x) => x.id !== c.id)].sort(byRecent));
 
   const select = (id: string) => {
-    openedByUser.current = true;
+    // Choosing the conversation already open (to close the phone menu) adds no history entry.
+    if (id !== selectedId) openedByUser.current = true;
     setSelectedId(id);
     if (menuOpen) {
       setMenuOpen(false);
@@ -137,6 +138,7 @@ export function App() {
     }
   };
 
+  /** Deletes a conversation; resolves whether it is gone. */
   const remove = async (id: string) => {
     try {
       await api.deleteConversation(id);
@@ -146,8 +148,10 @@ export function App() {
         setSelectedId((cur) => (cur === id ? (rest[0]?.id ?? null) : cur));
         return rest;
       });
+      return true;
     } catch (err) {
       setSidebarError(`Could not delete: ${errorMessage(err)}`);
+      return false;
     }
   };
 
@@ -195,6 +199,18 @@ export function App() {
   useEffect(() => {
     document.title = selected ? `${selected.title} – Chat` : 'Chat';
   }, [selected]);
+
+  // The menu exists only on a phone-sized screen: a menu left open when the screen widens (a
+  // phone turned sideways) would leave the page behind it inert with no menu button to close it.
+  useEffect(() => {
+    if (typeof matchMedia !== 'function') return;
+    const phone = matchMedia('(max-width: 767px)');
+    const onChange = () => {
+      if (!phone.matches) setMenuOpen(false);
+    };
+    phone.addEventListener('change', onChange);
+    return () => phone.removeEventListener('change', onChange);
+  }, []);
 
   // On a phone the sidebar opens over the page: move focus into it.
   useEffect(() => {

@@ -555,6 +555,37 @@ describe('following a reply in progress', () => {
     }
   });
 
+  it('a message sent after Stop is not taken for the stopped reply, which is still given back when lost', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const first = sseResponse();
+      const second = sseResponse();
+      const posts = [first, second];
+      server.onStream(() => (posts.shift() ?? second).response);
+      await renderLoaded();
+      await waitFor(() => expect(fetchMock.calls.some((c) => c.url === '/api/v1/conversations/c2/stream')).toBe(true));
+      server.onFollow(() => new Response(null, { status: 204 }));
+      await sendThenStop(first, 'The first question', 'Thinking about it');
+      fireEvent.change(composer(), { target: { value: 'A quick second one' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      const stored = { user_message: msg('c2', 'user', 'A quick second one'), assistant_message: msg('c2', 'assistant', 'Quick answer.') };
+      server.messages.c2?.push(stored.user_message, stored.assistant_message);
+      await act(async () => {
+        second.send(`event: done\ndata: ${JSON.stringify(stored)}\n\n`);
+        second.close();
+      });
+      expect(await screen.findByText('Quick answer.')).toBeTruthy();
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(10_000);
+      });
+      const alert = await screen.findByRole('alert');
+      expect(alert.textContent).toContain('The reply was lost before it was stored');
+      expect((composer() as HTMLTextAreaElement).value).toBe('The first question');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('a reply lost before it was stored (the server restarted mid-reply) gives the message back', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
@@ -710,5 +741,39 @@ describe('navigation', () => {
     expect(within(log).queryByText('Earlier answer')).toBeNull();
     expect(await within(nav).findByRole('button', { name: 'Are you still there?' })).toBeTruthy();
     expect(screen.queryByRole('alert')).toBeNull();
+  });
+
+  it('choosing the conversation already open adds no history entry, nor does the app choosing the next', async () => {
+    await renderLoaded();
+    const entries = history.length;
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: 'Recent chat' }));
+    await act(async () => new Promise((r) => setTimeout(r, 50)));
+    expect(history.length).toBe(entries);
+    // Deleting the open conversation makes the app open the next one: that replaces the entry.
+    fireEvent.click(within(nav).getByRole('button', { name: 'Delete Recent chat' }));
+    fireEvent.click(within(screen.getByRole('alertdialog')).getByRole('button', { name: 'Delete' }));
+    await screen.findByText('No messages yet');
+    expect(window.location.hash).toBe('#/c/c1');
+    expect(history.length).toBe(entries);
+  });
+
+  it('a delete the server refuses leaves the conversation listed and focus where it was', async () => {
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        (_url, init) =>
+          init.method === 'DELETE' ? json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503) : undefined,
+        server.route,
+      ]).fn,
+    );
+    render(<App />);
+    await screen.findByText('Earlier answer');
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: 'Delete Older chat' }));
+    fireEvent.click(within(screen.getByRole('alertdialog')).getByRole('button', { name: 'Delete' }));
+    expect(await within(nav).findByText(/Could not delete/)).toBeTruthy();
+    expect(within(nav).getByRole('button', { name: 'Older chat' })).toBeTruthy();
+    expect(document.activeElement?.classList.contains('new-chat')).toBe(false);
   });
 });

@@ -177,13 +177,16 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     if (el.scrollTop < 120) loadOlder();
   };
 
-  /** Shows the messages stored since `known`, and moves the conversation up in the list. */
-  const showStored = (id: string, fresh: Message[]) => {
+  /**
+   * Shows the messages stored since the reply to `text` was stopped, drops that reply's stopped
+   * placeholder, and moves the conversation up in the list.
+   */
+  const showStored = (id: string, text: string, fresh: Message[]) => {
     setMessages((m) => {
       const have = new Set(m.map((x) => x.id));
       return [...m, ...fresh.filter((x) => !have.has(x.id))];
     });
-    setPending((p) => (p?.state === 'stopped' ? null : p));
+    setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
     const last = fresh[fresh.length - 1];
     if (last) onActivity(id, last.created_at);
   };
@@ -199,6 +202,10 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const waiting = new AbortController();
     waits.current.add(waiting);
     const text = pendingRef.current?.user ?? '';
+    // Other exchanges may be stored meanwhile (a message sent after Stop): only this one's user
+    // message followed by a reply means this reply is in.
+    const isIn = (fresh: Message[]) =>
+      fresh.some((m, i) => m.role === 'user' && m.content === text && fresh[i + 1]?.role === 'assistant');
     let attempt = 0;
     let ended: unknown = null;
     const later = (step: () => void, ms: number) =>
@@ -207,11 +214,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       }, ms);
     const settle = (fresh: Message[]) => {
       waits.current.delete(waiting);
-      if (fresh.some((m) => m.role === 'assistant')) {
-        showStored(id, fresh);
+      if (isIn(fresh)) {
+        showStored(id, text, fresh);
         return;
       }
-      setPending((p) => (p?.state === 'stopped' ? null : p));
+      setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
       setDraft((d) => (d.trim() === '' ? text : `${text}\n${d}`));
       const why =
         ended === null
@@ -228,9 +235,9 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           if (gen !== generation.current || waiting.signal.aborted) return;
           const fresh = page.items.filter((m) => !known.has(m.id));
           if (final) settle(fresh);
-          else if (fresh.some((m) => m.role === 'assistant')) {
+          else if (isIn(fresh)) {
             waits.current.delete(waiting);
-            showStored(id, fresh);
+            showStored(id, text, fresh);
           } else if (attempt < RELOAD_ATTEMPTS) later(() => check(false), RELOAD_DELAY_MS);
           else follow();
         },

@@ -14,7 +14,8 @@ interface Props {
   onSelect: (id: string) => void;
   onNew: () => void;
   onRename: (id: string, title: string) => Promise<void>;
-  onDelete: (id: string) => Promise<void>;
+  /** Resolves whether the conversation is gone. */
+  onDelete: (id: string) => Promise<boolean>;
   onLoadMore: () => void;
 }
 
@@ -67,7 +68,9 @@ export function Sidebar(props: Props) {
             const target = confirming;
             setConfirming(null);
             // The deleted conversation's buttons go away with it: keep keyboard focus in the list.
-            void props.onDelete(target.id).then(() => document.querySelector<HTMLElement>(`#${props.id} .new-chat`)?.focus());
+            void props.onDelete(target.id).then((deleted) => {
+              if (deleted) document.querySelector<HTMLElement>(`#${props.id} .new-chat`)?.focus();
+            });
           }}
         />
       )}
