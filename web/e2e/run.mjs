@@ -660,6 +660,21 @@ async function main() {
     await log(page).getByText('No messages yet').waitFor();
   });
 
+  await test('two tabs: what one stores and names shows in the other without a reload', async () => {
+    const page = await fresh();
+    await open(page, base, markdownHash);
+    await newChat(page);
+    const hash = new URL(page.url()).hash;
+    const other = watch(await context.newPage());
+    await other.setViewportSize(DESKTOP);
+    await open(other, base, hash);
+    await log(other).getByText('No messages yet').waitFor();
+    await sendAndWait(page, 'Said in the first tab');
+    await log(other).getByText('Said in the first tab').waitFor();
+    await nav(other).getByRole('button', { name: 'Said in the first tab', exact: true }).waitFor();
+    await other.close();
+  });
+
   // Last, because it stops the server.
   await test('server gone: a send keeps the text, loading offers Retry', async () => {
     const page = await fresh();

@@ -1,5 +1,6 @@
 import { type MouseEvent, useCallback, useEffect, useRef, useState } from 'react';
 import { ApiError, api, errorMessage, isUnreachable } from './api/client';
+import { joinTabs, type TabSync } from './api/sync';
 import type { Conversation } from './api/types';
 import { ConversationView } from './components/ConversationView';
 import { Sidebar } from './components/Sidebar';
@@ -99,6 +100,32 @@ export function App() {
   const upsert = (c: Conversation) =>
     setConversations((cs) => [c, ...cs.filter((x) => x.id !== c.id)].sort(byRecent));
 
+  /** The conversation was deleted elsewhere (another tab, or found gone): drop it from the list. */
+  const onGone = useCallback((id: string) => setConversations((cs) => cs.filter((c) => c.id !== id)), []);
+
+  const touch = (id: string, updatedAt: string) =>
+    setConversations((cs) =>
+      cs.map((c) => (c.id === id && instant(updatedAt) > instant(c.updated_at) ? { ...c, updated_at: updatedAt } : c)).sort(byRecent),
+    );
+
+  // Other tabs of this browser say what they changed, so this one shows it without a reload.
+  const tabs = useRef<TabSync | null>(null);
+  const [storedElsewhere, setStoredElsewhere] = useState(0);
+  const selectedRef = useRef(selectedId);
+  selectedRef.current = selectedId;
+  useEffect(() => {
+    const sync = joinTabs((event) => {
+      if (event.kind === 'upserted') upsert(event.conversation);
+      else if (event.kind === 'deleted') onGone(event.id);
+      else {
+        touch(event.id, event.updatedAt);
+        if (event.id === selectedRef.current) setStoredElsewhere((n) => n + 1);
+      }
+    });
+    tabs.current = sync;
+    return sync.close;
+  }, [onGone]);
+
   const select = (id: string) => {
     // Choosing the conversation already open (to close the phone menu) adds no history entry.
     if (id !== selectedId) openedByUser.current = true;
@@ -113,6 +140,7 @@ export function App() {
     const c = await api.createConversation();
     createdHere.current.add(c.id);
     upsert(c);
+    tabs.current?.post({ kind: 'upserted', conversation: c });
     setSidebarError(null);
     return c;
   }, []);
@@ -131,6 +159,7 @@ export function App() {
     try {
       const c = await api.renameConversation(id, title);
       setConversations((cs) => cs.map((x) => (x.id === id ? c : x)));
+      tabs.current?.post({ kind: 'upserted', conversation: c });
       setSidebarError(null);
     } catch (err) {
       setSidebarError(`Could not rename: ${errorMessage(err)}`);
@@ -142,6 +171,7 @@ export function App() {
   const remove = async (id: string) => {
     try {
       await api.deleteConversation(id);
+      tabs.current?.post({ kind: 'deleted', id });
       setSidebarError(null);
       setConversations((cs) => {
         const rest = cs.filter((x) => x.id !== id);
@@ -158,19 +188,17 @@ export function App() {
   const onActivity = useCallback((id: string, updatedAt: string, firstUserText?: string) => {
     // Something was stored, so the server is reachable again: an old sidebar error is stale.
     setSidebarError(null);
-    setConversations((cs) =>
-      cs.map((c) => (c.id === id && instant(updatedAt) > instant(c.updated_at) ? { ...c, updated_at: updatedAt } : c)).sort(byRecent),
-    );
+    touch(id, updatedAt);
+    tabs.current?.post({ kind: 'stored', id, updatedAt });
     // A fresh "New chat" takes its name from the first message.
     const untitled = () => conversationsRef.current.find((c) => c.id === id)?.title === DEFAULT_TITLE;
     if (firstUserText !== undefined && untitled()) {
-      nameConversation(id, titleFrom(firstUserText), untitled, (title) =>
-        setConversations((cs) => cs.map((x) => (x.id === id ? { ...x, title } : x))),
-      );
+      nameConversation(id, titleFrom(firstUserText), untitled, (c) => {
+        setConversations((cs) => cs.map((x) => (x.id === id ? { ...x, title: c.title } : x)));
+        tabs.current?.post({ kind: 'upserted', conversation: c });
+      });
     }
   }, []);
-
-  const onGone = useCallback((id: string) => setConversations((cs) => cs.filter((c) => c.id !== id)), []);
 
   const closeMenu = () => {
     setMenuOpen(false);
@@ -270,7 +298,7 @@ export function App() {
             </button>
           </div>
         ) : (
-          <ConversationView conversationId={selectedId} onCreate={createConversation} onSelect={select} onActivity={onActivity} onGone={onGone} />
+          <ConversationView conversationId={selectedId} onCreate={createConversation} onSelect={select} onActivity={onActivity} onGone={onGone} storedElsewhere={storedElsewhere} />
         )}
       </main>
     </div>
@@ -285,9 +313,9 @@ const NAMING_RETRY_DELAYS_MS = [1000, 4000, 15000];
  * restarting, say) is tried again a little later, as long as the conversation is still untitled;
  * one it refused (deleted meanwhile) is left alone, as a name is a nicety.
  */
-function nameConversation(id: string, title: string, untitled: () => boolean, named: (title: string) => void, attempt = 0) {
+function nameConversation(id: string, title: string, untitled: () => boolean, named: (c: Conversation) => void, attempt = 0) {
   api.renameConversation(id, title).then(
-    (c) => named(c.title),
+    named,
     (err: unknown) => {
       const delay = NAMING_RETRY_DELAYS_MS[attempt];
       const transient = isUnreachable(err) || (err instanceof ApiError && err.status >= 500);

@@ -777,3 +777,49 @@ describe('navigation', () => {
     expect(document.activeElement?.classList.contains('new-chat')).toBe(false);
   });
 });
+
+describe('other tabs of the same browser', () => {
+  let otherTab: BroadcastChannel;
+  let heard: unknown[];
+  beforeEach(() => {
+    otherTab = new BroadcastChannel('chat-tabs');
+    heard = [];
+    otherTab.onmessage = (message) => heard.push(message.data);
+  });
+  afterEach(() => otherTab.close());
+
+  it('show what another tab created, renamed, deleted and stored, without a reload', async () => {
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    otherTab.postMessage({ kind: 'upserted', conversation: conv('n9', 'Made in another tab', '2026-03-01T00:00:00Z') });
+    expect(await within(nav).findByRole('button', { name: 'Made in another tab' })).toBeTruthy();
+    otherTab.postMessage({ kind: 'upserted', conversation: conv('c1', 'Renamed in another tab', '2026-01-01T00:00:00Z') });
+    expect(await within(nav).findByRole('button', { name: 'Renamed in another tab' })).toBeTruthy();
+    otherTab.postMessage({ kind: 'deleted', id: 'n9' });
+    await waitFor(() => expect(within(nav).queryByRole('button', { name: 'Made in another tab' })).toBeNull());
+
+    const question = msg('c2', 'user', 'Asked in another tab');
+    const answer = msg('c2', 'assistant', 'Answered in another tab');
+    server.messages.c2?.push(question, answer);
+    otherTab.postMessage({ kind: 'stored', id: 'c2', updatedAt: answer.created_at });
+    const log = screen.getByRole('log');
+    expect(await within(log).findByText('Answered in another tab')).toBeTruthy();
+    expect(within(log).getAllByText('Earlier answer')).toHaveLength(1);
+  });
+
+  it('tell the other tabs what this one created and stored', async () => {
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Hello' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    const exchange = { user_message: msg('c2', 'user', 'Hello'), assistant_message: msg('c2', 'assistant', 'Hi.') };
+    await act(async () => {
+      sse.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
+      sse.close();
+    });
+    await waitFor(() => expect(heard).toContainEqual({ kind: 'stored', id: 'c2', updatedAt: exchange.assistant_message.created_at }));
+    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
+    await waitFor(() => expect(heard.some((e) => (e as { kind: string }).kind === 'upserted')).toBe(true));
+  });
+});

@@ -30,11 +30,13 @@ interface Props {
   onActivity: (id: string, updatedAt: string, firstUserText?: string) => void;
   /** The server no longer has the conversation (deleted in another tab): drop it from the list. */
   onGone: (id: string) => void;
+  /** Counts exchanges another tab stored in the open conversation: each change fetches them. */
+  storedElsewhere: number;
 }
 
 type LoadState = { kind: 'idle' } | { kind: 'loading' } | { kind: 'ready' } | { kind: 'error'; error: unknown };
 
-export function ConversationView({ conversationId, onCreate, onSelect, onActivity, onGone }: Props) {
+export function ConversationView({ conversationId, onCreate, onSelect, onActivity, onGone, storedElsewhere }: Props) {
   const [messages, setMessages] = useState<Message[]>([]);
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [load, setLoad] = useState<LoadState>({ kind: 'idle' });
@@ -116,6 +118,24 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     if (conversationId === null) setLoad({ kind: 'ready' });
     else loadNewest(conversationId, true);
   }, [conversationId, loadNewest]);
+
+  // Another tab stored an exchange here: add what is new to the end. Not while a reply of this
+  // tab is in flight, whose own end adds its exchange where it belongs.
+  useEffect(() => {
+    if (storedElsewhere === 0 || shownId.current === null || pendingRef.current) return;
+    const id = shownId.current;
+    const gen = generation.current;
+    api.listMessages(id, { limit: PAGE_SIZE }).then(
+      (page) => {
+        if (gen !== generation.current || pendingRef.current) return;
+        setMessages((m) => {
+          const have = new Set(m.map((x) => x.id));
+          return [...m, ...page.items.filter((x) => !have.has(x.id))];
+        });
+      },
+      () => undefined,
+    );
+  }, [storedElsewhere]);
 
   // Abort a stream in flight when the view goes away (the server still stores the reply).
   useEffect(

@@ -1,0 +1,27 @@
+import type { Conversation } from './types';
+
+/** What one tab of the app tells the others in the same browser, so they show it without a reload. */
+export type SyncEvent =
+  /** Created or renamed. */
+  | { kind: 'upserted'; conversation: Conversation }
+  | { kind: 'deleted'; id: string }
+  /** An exchange was stored in the conversation. */
+  | { kind: 'stored'; id: string; updatedAt: string };
+
+export interface TabSync {
+  post: (event: SyncEvent) => void;
+  close: () => void;
+}
+
+const CHANNEL = 'chat-tabs';
+
+/**
+ * Joins the tabs' channel; `onEvent` hears the other tabs (never this one's own posts). Without
+ * BroadcastChannel each tab simply stays on its own until reloaded.
+ */
+export function joinTabs(onEvent: (event: SyncEvent) => void): TabSync {
+  if (typeof BroadcastChannel !== 'function') return { post: () => undefined, close: () => undefined };
+  const channel = new BroadcastChannel(CHANNEL);
+  channel.onmessage = (message: MessageEvent<SyncEvent>) => onEvent(message.data);
+  return { post: (event) => channel.postMessage(event), close: () => channel.close() };
+}
