@@ -358,6 +358,11 @@ async function main() {
     const link = mine.getByRole('link', { name: 'the example' });
     assert((await link.getAttribute('target')) === '_blank', 'links open in a new tab');
     assert((await link.getAttribute('rel')) === 'noopener noreferrer', 'links have rel="noopener noreferrer"');
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+    await mine.getByRole('button', { name: 'Copy' }).click();
+    await mine.getByRole('button', { name: 'Copied' }).waitFor();
+    const copied = await page.evaluate(() => navigator.clipboard.readText());
+    assert(copied === text, `Copy puts the message as written on the clipboard (${JSON.stringify(copied)})`);
     markdownHash = new URL(page.url()).hash;
   });
 

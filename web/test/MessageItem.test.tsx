@@ -1,0 +1,34 @@
+import { act, fireEvent, render, screen } from '@testing-library/react';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { MessageItem } from '../src/components/MessageItem';
+
+describe('MessageItem', () => {
+  afterEach(() => vi.unstubAllGlobals());
+
+  it('copies a stored message as written and says so for a moment', async () => {
+    const writeText = vi.fn().mockResolvedValue(undefined);
+    vi.stubGlobal('navigator', { ...navigator, clipboard: { writeText } });
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      render(<MessageItem role="assistant" content={'Use `ls -l`:\n\n- one'} />);
+      fireEvent.click(screen.getByRole('button', { name: 'Copy' }));
+      expect(await screen.findByRole('button', { name: 'Copied' })).toBeTruthy();
+      expect(writeText).toHaveBeenCalledWith('Use `ls -l`:\n\n- one');
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(2500);
+      });
+      expect(screen.getByRole('button', { name: 'Copy' })).toBeTruthy();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('says when the browser refuses to copy, and offers no copy while a reply streams', async () => {
+    vi.stubGlobal('navigator', { ...navigator, clipboard: { writeText: vi.fn().mockRejectedValue(new Error('denied')) } });
+    const { rerender } = render(<MessageItem role="user" content="Hello" />);
+    fireEvent.click(screen.getByRole('button', { name: 'Copy' }));
+    expect(await screen.findByRole('button', { name: 'Copy failed' })).toBeTruthy();
+    rerender(<MessageItem role="assistant" content="Hal" state="streaming" />);
+    expect(screen.queryByRole('button', { name: /Copy/ })).toBeNull();
+  });
+});
