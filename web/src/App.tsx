@@ -33,7 +33,12 @@ export function App() {
   const [selectedId, setSelectedId] = useState<string | null>(idFromHash);
   const [menuOpen, setMenuOpen] = useState(false);
   const menuButtonRef = useRef<HTMLButtonElement>(null);
-  const createdHere = useRef(new Set<string>());
+  /** Conversations this tab learned of on its own (created here, or told by another tab). */
+  const learnedOf = useRef(new Set<string>());
+  /** Conversations deleted here or in another tab: a late event must not bring one back. */
+  const [deleted, setDeleted] = useState<ReadonlySet<string>>(new Set());
+  const deletedRef = useRef(deleted);
+  deletedRef.current = deleted;
   const conversationsRef = useRef(conversations);
   conversationsRef.current = conversations;
 
@@ -41,10 +46,10 @@ export function App() {
     setList({ kind: 'loading' });
     api.listConversations({ limit: LIST_PAGE }).then(
       (page) => {
-        // Keep conversations created while the list was loading: the page may predate them.
+        // Keep conversations learned of while the list was loading: the page may predate them.
         setConversations((prev) => {
           const inPage = new Set(page.items.map((c) => c.id));
-          const mine = prev.filter((c) => createdHere.current.has(c.id) && !inPage.has(c.id));
+          const mine = prev.filter((c) => learnedOf.current.has(c.id) && !inPage.has(c.id));
           return [...mine, ...page.items].sort(byRecent);
         });
         setListCursor(page.next_cursor);
@@ -100,6 +105,23 @@ export function App() {
   const upsert = (c: Conversation) =>
     setConversations((cs) => [c, ...cs.filter((x) => x.id !== c.id)].sort(byRecent));
 
+  /** A conversation as another tab last saw it: added if new here, else renamed, never older. */
+  const learn = (c: Conversation) => {
+    if (deletedRef.current.has(c.id)) return;
+    learnedOf.current.add(c.id);
+    setConversations((cs) => {
+      const known = cs.find((x) => x.id === c.id);
+      if (!known) return [c, ...cs].sort(byRecent);
+      const updated_at = instant(c.updated_at) > instant(known.updated_at) ? c.updated_at : known.updated_at;
+      return cs.map((x) => (x.id === c.id ? { ...x, title: c.title, updated_at } : x)).sort(byRecent);
+    });
+  };
+
+  const forget = (id: string) => {
+    setDeleted((ids) => new Set(ids).add(id));
+    setConversations((cs) => cs.filter((c) => c.id !== id));
+  };
+
   /** The conversation was deleted elsewhere (another tab, or found gone): drop it from the list. */
   const onGone = useCallback((id: string) => setConversations((cs) => cs.filter((c) => c.id !== id)), []);
 
@@ -115,16 +137,18 @@ export function App() {
   selectedRef.current = selectedId;
   useEffect(() => {
     const sync = joinTabs((event) => {
-      if (event.kind === 'upserted') upsert(event.conversation);
-      else if (event.kind === 'deleted') onGone(event.id);
+      if (event.kind === 'upserted') learn(event.conversation);
+      else if (event.kind === 'deleted') forget(event.id);
       else {
-        touch(event.id, event.updatedAt);
+        if (conversationsRef.current.some((c) => c.id === event.id)) touch(event.id, event.updatedAt);
+        // Beyond the loaded page of the list: fetch it, as it is now among the most recent.
+        else api.getConversation(event.id).then(learn, () => undefined);
         if (event.id === selectedRef.current) setStoredElsewhere((n) => n + 1);
       }
     });
     tabs.current = sync;
     return sync.close;
-  }, [onGone]);
+  }, []);
 
   const select = (id: string) => {
     // Choosing the conversation already open (to close the phone menu) adds no history entry.
@@ -138,7 +162,7 @@ export function App() {
 
   const createConversation = useCallback(async () => {
     const c = await api.createConversation();
-    createdHere.current.add(c.id);
+    learnedOf.current.add(c.id);
     upsert(c);
     tabs.current?.post({ kind: 'upserted', conversation: c });
     setSidebarError(null);
@@ -172,6 +196,7 @@ export function App() {
     try {
       await api.deleteConversation(id);
       tabs.current?.post({ kind: 'deleted', id });
+      setDeleted((ids) => new Set(ids).add(id));
       setSidebarError(null);
       setConversations((cs) => {
         const rest = cs.filter((x) => x.id !== id);
@@ -298,7 +323,15 @@ export function App() {
             </button>
           </div>
         ) : (
-          <ConversationView conversationId={selectedId} onCreate={createConversation} onSelect={select} onActivity={onActivity} onGone={onGone} storedElsewhere={storedElsewhere} />
+          <ConversationView
+            conversationId={selectedId}
+            onCreate={createConversation}
+            onSelect={select}
+            onActivity={onActivity}
+            onGone={onGone}
+            storedElsewhere={storedElsewhere}
+            deletedElsewhere={selectedId !== null && deleted.has(selectedId)}
+          />
         )}
       </main>
     </div>

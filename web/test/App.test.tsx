@@ -822,4 +822,57 @@ describe('other tabs of the same browser', () => {
     fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
     await waitFor(() => expect(heard.some((e) => (e as { kind: string }).kind === 'upserted')).toBe(true));
   });
+
+  it('an exchange another tab stored while this one streamed shows once this reply ends, in the server order', async () => {
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Mine' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => sse.send('event: delta\ndata: {"text":"Mi"}\n\n'));
+    const theirs = [msg('c2', 'user', 'Theirs'), msg('c2', 'assistant', 'Their answer')];
+    const mine = { user_message: msg('c2', 'user', 'Mine'), assistant_message: msg('c2', 'assistant', 'My answer') };
+    server.messages.c2?.push(...theirs, mine.user_message, mine.assistant_message);
+    otherTab.postMessage({ kind: 'stored', id: 'c2', updatedAt: theirs[1]?.created_at });
+    await act(async () => new Promise((r) => setTimeout(r, 50)));
+    await act(async () => {
+      sse.send(`event: done\ndata: ${JSON.stringify(mine)}\n\n`);
+      sse.close();
+    });
+    const log = screen.getByRole('log');
+    await within(log).findByText('Their answer');
+    const bodies = [...log.querySelectorAll('article .message-body')].map((e) => e.textContent);
+    expect(bodies).toEqual(['Earlier question', 'Earlier answer', 'Theirs', 'Their answer', 'Mine', 'My answer']);
+  });
+
+  it('the open conversation deleted in another tab says so, and a send starts a new chat', async () => {
+    await renderLoaded();
+    otherTab.postMessage({ kind: 'deleted', id: 'c2' });
+    expect((await screen.findByRole('alert')).textContent).toContain('This conversation has been deleted');
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    expect(within(nav).queryByRole('button', { name: 'Recent chat' })).toBeNull();
+    // A late rename from the tab that deleted it does not bring it back.
+    otherTab.postMessage({ kind: 'upserted', conversation: conv('c2', 'Back from the dead', '2026-05-01T00:00:00Z') });
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    fireEvent.change(composer(), { target: { value: 'Fresh start' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await waitFor(() => expect(fetchMock.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations')).toHaveLength(1));
+    expect(within(nav).queryByRole('button', { name: 'Back from the dead' })).toBeNull();
+  });
+
+  it('a rename from another tab keeps the newer activity time, and activity beyond the page is fetched', async () => {
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    otherTab.postMessage({ kind: 'stored', id: 'c1', updatedAt: '2026-04-01T00:00:00Z' });
+    await waitFor(() => expect(within(nav).getAllByRole('listitem')[0]?.textContent).toBe('Older chat'));
+    otherTab.postMessage({ kind: 'upserted', conversation: conv('c1', 'Older, renamed', '2026-01-01T00:00:00Z') });
+    await within(nav).findByRole('button', { name: 'Older, renamed' });
+    expect(within(nav).getAllByRole('listitem')[0]?.textContent).toBe('Older, renamed');
+
+    server.conversations.push(conv('c3', 'Beyond the page', '2026-06-01T00:00:00Z'));
+    otherTab.postMessage({ kind: 'stored', id: 'c3', updatedAt: '2026-06-01T00:00:00Z' });
+    await within(nav).findByRole('button', { name: 'Beyond the page' });
+    expect(within(nav).getAllByRole('listitem')[0]?.textContent).toBe('Beyond the page');
+  });
 });

@@ -31,4 +31,23 @@ describe('MessageItem', () => {
     rerender(<MessageItem role="assistant" content="Hal" state="streaming" />);
     expect(screen.queryByRole('button', { name: /Copy/ })).toBeNull();
   });
+
+  it('copies over plain http too, where the Clipboard API is missing, and keeps focus on the button', async () => {
+    vi.stubGlobal('navigator', { ...navigator, clipboard: undefined });
+    const execCommand = vi.fn().mockReturnValue(true);
+    document.execCommand = execCommand;
+    render(<MessageItem role="assistant" content="Plain text" />);
+    const button = screen.getByRole('button', { name: 'Copy' });
+    button.focus();
+    fireEvent.click(button);
+    expect(await screen.findByRole('button', { name: 'Copied' })).toBeTruthy();
+    expect(execCommand).toHaveBeenCalledWith('copy');
+    expect(document.activeElement).toBe(button);
+    expect(document.querySelector('textarea')).toBeNull();
+  });
+
+  it('a message still on its way has no Copy button', () => {
+    render(<MessageItem role="user" content="Sending" state="sending" />);
+    expect(screen.queryByRole('button', { name: /Copy/ })).toBeNull();
+  });
 });

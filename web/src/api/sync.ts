@@ -22,6 +22,24 @@ const CHANNEL = 'chat-tabs';
 export function joinTabs(onEvent: (event: SyncEvent) => void): TabSync {
   if (typeof BroadcastChannel !== 'function') return { post: () => undefined, close: () => undefined };
   const channel = new BroadcastChannel(CHANNEL);
-  channel.onmessage = (message: MessageEvent<SyncEvent>) => onEvent(message.data);
+  channel.onmessage = (message: MessageEvent<unknown>) => {
+    // Another version of the app in another tab may say things this one does not know.
+    if (isSyncEvent(message.data)) onEvent(message.data);
+  };
   return { post: (event) => channel.postMessage(event), close: () => channel.close() };
+}
+
+function isSyncEvent(data: unknown): data is SyncEvent {
+  if (typeof data !== 'object' || data === null) return false;
+  const event = data as Record<string, unknown>;
+  switch (event.kind) {
+    case 'upserted':
+      return typeof event.conversation === 'object' && event.conversation !== null;
+    case 'deleted':
+      return typeof event.id === 'string';
+    case 'stored':
+      return typeof event.id === 'string' && typeof event.updatedAt === 'string';
+    default:
+      return false;
+  }
 }

@@ -32,11 +32,13 @@ interface Props {
   onGone: (id: string) => void;
   /** Counts exchanges another tab stored in the open conversation: each change fetches them. */
   storedElsewhere: number;
+  /** The open conversation was deleted (in another tab, or here before Back led to it again). */
+  deletedElsewhere: boolean;
 }
 
 type LoadState = { kind: 'idle' } | { kind: 'loading' } | { kind: 'ready' } | { kind: 'error'; error: unknown };
 
-export function ConversationView({ conversationId, onCreate, onSelect, onActivity, onGone, storedElsewhere }: Props) {
+export function ConversationView({ conversationId, onCreate, onSelect, onActivity, onGone, storedElsewhere, deletedElsewhere }: Props) {
   const [messages, setMessages] = useState<Message[]>([]);
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [load, setLoad] = useState<LoadState>({ kind: 'idle' });
@@ -119,23 +121,35 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     else loadNewest(conversationId, true);
   }, [conversationId, loadNewest]);
 
-  // Another tab stored an exchange here: add what is new to the end. Not while a reply of this
-  // tab is in flight, whose own end adds its exchange where it belongs.
+  // Another tab stored an exchange here: fetch the newest page and add what is new. While a reply
+  // of this tab is in flight (streaming, or stopped and awaited) the fetch is owed until it ends,
+  // so this tab's own exchange and the other's both end up shown, in the server's order.
+  const owedRefetch = useRef(false);
   useEffect(() => {
-    if (storedElsewhere === 0 || shownId.current === null || pendingRef.current) return;
+    if (storedElsewhere === 0) return;
+    owedRefetch.current = true;
+  }, [storedElsewhere]);
+  const idle = pending === null;
+  useEffect(() => {
     const id = shownId.current;
+    if (!owedRefetch.current || !idle || id === null) return;
+    owedRefetch.current = false;
     const gen = generation.current;
     api.listMessages(id, { limit: PAGE_SIZE }).then(
       (page) => {
-        if (gen !== generation.current || pendingRef.current) return;
-        setMessages((m) => {
-          const have = new Set(m.map((x) => x.id));
-          return [...m, ...page.items.filter((x) => !have.has(x.id))];
-        });
+        if (gen === generation.current) setMessages((m) => withNewest(m, page.items));
       },
       () => undefined,
     );
-  }, [storedElsewhere]);
+  }, [storedElsewhere, idle]);
+
+  // Deleted while open here (in another tab), or opened again with Back after its deletion: say
+  // so, and let the next send start a new chat.
+  useEffect(() => {
+    if (!deletedElsewhere) return;
+    setGone(true);
+    setSendError('This conversation has been deleted. What you send now starts a new chat.');
+  }, [deletedElsewhere, conversationId]);
 
   // Abort a stream in flight when the view goes away (the server still stores the reply).
   useEffect(
@@ -198,16 +212,13 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   };
 
   /**
-   * Shows the messages stored since the reply to `text` was stopped, drops that reply's stopped
-   * placeholder, and moves the conversation up in the list.
+   * Shows the newest page, with the reply to `text` that was stopped in it, drops that reply's
+   * stopped placeholder, and moves the conversation up in the list.
    */
-  const showStored = (id: string, text: string, fresh: Message[]) => {
-    setMessages((m) => {
-      const have = new Set(m.map((x) => x.id));
-      return [...m, ...fresh.filter((x) => !have.has(x.id))];
-    });
+  const showStored = (id: string, text: string, newest: Message[]) => {
+    setMessages((m) => withNewest(m, newest));
     setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
-    const last = fresh[fresh.length - 1];
+    const last = newest[newest.length - 1];
     if (last) onActivity(id, last.created_at);
   };
 
@@ -232,12 +243,14 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       setTimeout(() => {
         if (gen === generation.current && !waiting.signal.aborted) step();
       }, ms);
-    const settle = (fresh: Message[]) => {
+    const settle = (newest: Message[]) => {
       waits.current.delete(waiting);
-      if (isIn(fresh)) {
-        showStored(id, text, fresh);
+      if (isIn(newest.filter((m) => !known.has(m.id)))) {
+        showStored(id, text, newest);
         return;
       }
+      // Whatever else was stored meanwhile (another tab's exchanges) is still shown.
+      setMessages((m) => withNewest(m, newest));
       setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
       setDraft((d) => (d.trim() === '' ? text : `${text}\n${d}`));
       const why =
@@ -253,11 +266,10 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       api.listMessages(id, { limit: PAGE_SIZE }).then(
         (page) => {
           if (gen !== generation.current || waiting.signal.aborted) return;
-          const fresh = page.items.filter((m) => !known.has(m.id));
-          if (final) settle(fresh);
-          else if (isIn(fresh)) {
+          if (final) settle(page.items);
+          else if (isIn(page.items.filter((m) => !known.has(m.id)))) {
             waits.current.delete(waiting);
-            showStored(id, text, fresh);
+            showStored(id, text, page.items);
           } else if (attempt < RELOAD_ATTEMPTS) later(() => check(false), RELOAD_DELAY_MS);
           else follow();
         },
@@ -542,7 +554,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         ))}
         {pending && (
           <>
-            <MessageItem role="user" content={pending.user} />
+            <MessageItem role="user" content={pending.user} state="sending" />
             <MessageItem role="assistant" content={pending.reply} state={pending.state} />
           </>
         )}
@@ -555,6 +567,15 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       <Composer value={draft} onChange={setDraft} onSend={() => void send()} onStop={stop} streaming={streaming} inputRef={inputRef} />
     </div>
   );
+}
+
+/**
+ * `shown` brought up to date with the conversation's newest page, in the server's order: the page
+ * takes the place of what it holds at the end, and older messages stay before it.
+ */
+function withNewest(shown: Message[], newest: Message[]): Message[] {
+  const inPage = new Set(newest.map((m) => m.id));
+  return [...shown.filter((m) => !inPage.has(m.id)), ...newest];
 }
 
 /** A message from the server as a sentence: it may come without a full stop. */

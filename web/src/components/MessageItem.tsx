@@ -1,12 +1,15 @@
-import { useEffect, useState } from 'react';
+import { type MouseEvent, useEffect, useState } from 'react';
 import type { Role } from '../api/types';
 import { Markdown } from './Markdown';
 
 interface Props {
   role: Role;
   content: string;
-  /** "streaming" shows a typing cursor; "stopped" notes the reply was cut short here. */
-  state?: 'streaming' | 'stopped';
+  /**
+   * Not stored yet: "sending" is the user's message on its way, "streaming" shows a typing
+   * cursor, "stopped" notes the reply was cut short here. Only a stored message can be copied.
+   */
+  state?: 'sending' | 'streaming' | 'stopped';
 }
 
 export function MessageItem({ role, content, state }: Props) {
@@ -38,19 +41,38 @@ function CopyButton({ text }: { text: string }) {
     const timer = setTimeout(() => setCopy('idle'), 2000);
     return () => clearTimeout(timer);
   }, [copy]);
-  const onCopy = () => {
-    // The Clipboard API exists only on secure origins (https, localhost).
-    const written = navigator.clipboard?.writeText(text) ?? Promise.reject(new Error('no clipboard'));
-    written.then(
+  const onCopy = (event: MouseEvent<HTMLButtonElement>) => {
+    const button = event.currentTarget;
+    copyText(text, button).then(
       () => setCopy('copied'),
       () => setCopy('failed'),
     );
   };
   return (
     <div className="message-actions">
-      <button type="button" onClick={onCopy} aria-live="polite">
+      <button type="button" onClick={onCopy}>
         {copy === 'copied' ? 'Copied' : copy === 'failed' ? 'Copy failed' : 'Copy'}
       </button>
     </div>
   );
+}
+
+/**
+ * Puts `text` on the clipboard. The Clipboard API exists only on secure origins (https,
+ * localhost); a server reached over plain http on a LAN address gets the older copy command,
+ * which needs the text selected in the page for a moment. Focus then goes back to `from`.
+ */
+function copyText(text: string, from: HTMLElement): Promise<void> {
+  if (navigator.clipboard) return navigator.clipboard.writeText(text);
+  const area = document.createElement('textarea');
+  area.value = text;
+  area.setAttribute('readonly', '');
+  area.style.position = 'fixed';
+  area.style.opacity = '0';
+  document.body.append(area);
+  area.select();
+  const copied = document.execCommand('copy');
+  area.remove();
+  from.focus();
+  return copied ? Promise.resolve() : Promise.reject(new Error('the browser refused to copy'));
 }
