@@ -102,10 +102,10 @@ export function App() {
     );
   };
 
-  const upsert = (c: Conversation) =>
-    setConversations((cs) => [c, ...cs.filter((x) => x.id !== c.id)].sort(byRecent));
-
-  /** A conversation as another tab last saw it: added if new here, else renamed, never older. */
+  /**
+   * A conversation as last seen (created here, told of by another tab, fetched): added if new
+   * here, else renamed, its activity time never moved back.
+   */
   const learn = (c: Conversation) => {
     if (deletedRef.current.has(c.id)) return;
     learnedOf.current.add(c.id);
@@ -162,8 +162,7 @@ export function App() {
 
   const createConversation = useCallback(async () => {
     const c = await api.createConversation();
-    learnedOf.current.add(c.id);
-    upsert(c);
+    learn(c);
     tabs.current?.post({ kind: 'upserted', conversation: c });
     setSidebarError(null);
     return c;
@@ -240,7 +239,7 @@ export function App() {
     let current = true;
     api.getConversation(selectedId).then(
       (c) => {
-        if (current) setConversations((cs) => (cs.some((x) => x.id === c.id) ? cs : [...cs, c].sort(byRecent)));
+        if (current) learn(c);
       },
       () => undefined,
     );

@@ -48,9 +48,8 @@ impl<T: TryFrom<i128>> Visitor<'_> for IntegerVisitor<T> {
     }
 
     fn visit_u128<E: de::Error>(self, value: u128) -> Result<T, E> {
-        let value = i128::try_from(value)
-            .map_err(|_| E::invalid_value(Unexpected::Other("a number out of range"), &self))?;
-        self.in_range(value)
+        // Past i128 is past every setting's type too, so i128::MAX is refused the same way.
+        self.in_range(i128::try_from(value).unwrap_or(i128::MAX))
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<T, E> {

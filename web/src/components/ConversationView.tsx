@@ -124,16 +124,12 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   // Another tab stored an exchange here: fetch the newest page and add what is new. While a reply
   // of this tab is in flight (streaming, or stopped and awaited) the fetch is owed until it ends,
   // so this tab's own exchange and the other's both end up shown, in the server's order.
-  const owedRefetch = useRef(false);
-  useEffect(() => {
-    if (storedElsewhere === 0) return;
-    owedRefetch.current = true;
-  }, [storedElsewhere]);
+  const fetchedElsewhere = useRef(0);
   const idle = pending === null;
   useEffect(() => {
     const id = shownId.current;
-    if (!owedRefetch.current || !idle || id === null) return;
-    owedRefetch.current = false;
+    if (fetchedElsewhere.current === storedElsewhere || !idle || id === null) return;
+    fetchedElsewhere.current = storedElsewhere;
     const gen = generation.current;
     api.listMessages(id, { limit: PAGE_SIZE }).then(
       (page) => {
