@@ -23,6 +23,32 @@ describe('MessageItem', () => {
     }
   });
 
+  it('a second click while it says Copied starts its moment again', async () => {
+    vi.stubGlobal('navigator', { ...navigator, clipboard: { writeText: vi.fn().mockResolvedValue(undefined) } });
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      render(<MessageItem role="assistant" content="Hi" />);
+      fireEvent.click(screen.getByRole('button', { name: 'Copy' }));
+      expect(await screen.findByRole('button', { name: 'Copied' })).toBeTruthy();
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(1500);
+      });
+      await act(async () => {
+        fireEvent.click(screen.getByRole('button', { name: 'Copied' }));
+      });
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(1000);
+      });
+      expect(screen.getByRole('button', { name: 'Copied' })).toBeTruthy();
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(1500);
+      });
+      expect(screen.getByRole('button', { name: 'Copy' })).toBeTruthy();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('says when the browser refuses to copy, and offers no copy while a reply streams', async () => {
     vi.stubGlobal('navigator', { ...navigator, clipboard: { writeText: vi.fn().mockRejectedValue(new Error('denied')) } });
     const { rerender } = render(<MessageItem role="user" content="Hello" />);

@@ -31,27 +31,30 @@ export function MessageItem({ role, content, state }: Props) {
   );
 }
 
-type CopyState = 'idle' | 'copied' | 'failed';
+type CopyOutcome = 'copied' | 'failed';
 
-/** Copies the message's text as written (its markdown source), and says for a moment whether it did. */
+/**
+ * Copies the message's text as written (its markdown source), and says for 2 s whether it did.
+ * Each click is its own object, so clicking again while it says "Copied" starts the 2 s again.
+ */
 function CopyButton({ text }: { text: string }) {
-  const [copy, setCopy] = useState<CopyState>('idle');
+  const [copy, setCopy] = useState<{ outcome: CopyOutcome } | null>(null);
   useEffect(() => {
-    if (copy === 'idle') return;
-    const timer = setTimeout(() => setCopy('idle'), 2000);
+    if (!copy) return;
+    const timer = setTimeout(() => setCopy(null), 2000);
     return () => clearTimeout(timer);
   }, [copy]);
   const onCopy = (event: MouseEvent<HTMLButtonElement>) => {
     const button = event.currentTarget;
     copyText(text, button).then(
-      () => setCopy('copied'),
-      () => setCopy('failed'),
+      () => setCopy({ outcome: 'copied' }),
+      () => setCopy({ outcome: 'failed' }),
     );
   };
   return (
     <div className="message-actions">
       <button type="button" onClick={onCopy}>
-        {copy === 'copied' ? 'Copied' : copy === 'failed' ? 'Copy failed' : 'Copy'}
+        {copy?.outcome === 'copied' ? 'Copied' : copy?.outcome === 'failed' ? 'Copy failed' : 'Copy'}
       </button>
     </div>
   );
