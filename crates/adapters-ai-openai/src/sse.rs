@@ -1,12 +1,15 @@
 //! A small Server-Sent Events parser: bytes in (split anywhere), event data out.
 
-/// Collects `data:` lines into events. Lines end with `\n` or `\r\n`; a blank line ends an event;
+/// Collects `data:` lines into events. Lines end with `\n`, `\r\n` or a lone `\r`, as the SSE
+/// specification allows (a `\r\n` split between two chunks is still one line end); a blank line ends an event;
 /// lines starting with `:` are comments; fields other than `data` are ignored. Several `data`
 /// lines in one event are joined with `\n`, as the SSE specification says.
 #[derive(Debug)]
 pub(crate) struct SseParser {
-    /// The bytes after the last line end: never holds a `\n`, so only new bytes are searched.
+    /// The bytes after the last line end: never holds a `\n` or `\r`, so only new bytes are searched.
     line: Vec<u8>,
+    /// The last chunk ended with `\r`: a `\n` that starts the next one belongs to that line end.
+    after_cr: bool,
     data: Option<String>,
     /// The longest line, and the longest data of one event, before the body is refused: a
     /// provider that never ends its line must not grow memory without end.
@@ -25,6 +28,7 @@ impl SseParser {
     pub(crate) fn new(max_event_bytes: usize) -> Self {
         Self {
             line: Vec::new(),
+            after_cr: false,
             data: None,
             max_event_bytes,
         }
@@ -33,10 +37,18 @@ impl SseParser {
     /// Feeds the next bytes of the body and returns the data of every event they complete.
     pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<Vec<String>, SseError> {
         let mut events = Vec::new();
-        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+        if bytes.is_empty() {
+            return Ok(events);
+        }
+        if std::mem::take(&mut self.after_cr) {
+            bytes = bytes.strip_prefix(b"\n").unwrap_or(bytes);
+        }
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
             self.extend_line(&bytes[..end])?;
             events.extend(self.end_line()?);
-            bytes = &bytes[end + 1..];
+            let crlf = bytes[end] == b'\r' && bytes.get(end + 1) == Some(&b'\n');
+            self.after_cr = bytes[end] == b'\r' && end + 1 == bytes.len();
+            bytes = &bytes[end + if crlf { 2 } else { 1 }..];
         }
         self.extend_line(bytes)?;
         Ok(events)
@@ -61,8 +73,7 @@ impl SseParser {
     }
 
     fn end_line(&mut self) -> Result<Option<String>, SseError> {
-        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
-        let line = std::str::from_utf8(line).map_err(|_| SseError::NotUtf8)?;
+        let line = std::str::from_utf8(&self.line).map_err(|_| SseError::NotUtf8)?;
         let event = process_line(&mut self.data, line, self.max_event_bytes)?;
         self.line.clear();
         Ok(event)
@@ -122,6 +133,18 @@ mod tests {
             assert_eq!(
                 parse_in_pieces(body.as_bytes(), piece),
                 vec!["{\"a\":\"é\"}", "first\nsecond", "[DONE]"],
+                "split every {piece} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_line() {
+        let body = "data: one\r\rdata: two\rdata: three\r\r\n\r\ndata: four\r\n\r";
+        for piece in 1..body.len() {
+            assert_eq!(
+                parse_in_pieces(body.as_bytes(), piece),
+                vec!["one", "two\nthree", "four"],
                 "split every {piece} bytes"
             );
         }
