@@ -10,7 +10,7 @@ use domain::{
 use futures::stream::{self, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, Client, Value};
+use redis::{AsyncCommands, AsyncConnectionConfig, Client, Value};
 
 /// A generation that never finishes (its replica died mid-reply) is dropped after this long.
 const UNFINISHED_LIFETIME_SECS: u64 = 3600;
@@ -19,10 +19,17 @@ const UNFINISHED_LIFETIME_SECS: u64 = 3600;
 const RUNNING_CHECKED: isize = 16;
 /// How long one blocking read waits before checking that the log still exists.
 const BLOCK_MILLIS: usize = 2000;
+/// A blocking read's answer comes after up to `BLOCK_MILLIS`; its connection waits this much
+/// longer before calling Redis unreachable (the library's default of 500 ms would end every
+/// follower at the first pause between two tokens).
+const BLOCKING_READ_MARGIN: Duration = Duration::from_secs(2);
 /// A follower gives up on a generation that logged nothing for this many blocking reads (two
 /// minutes): its writer lost the log (say its final event could not be written) and nothing more
 /// will come.
 const IDLE_READS: u32 = 60;
+/// An unfinished generation that logged nothing for as long as a follower waits is no longer in
+/// progress: its replica died (killed, out of memory) before it could log the end.
+const ABANDONED_AFTER_MILLIS: u128 = BLOCK_MILLIS as u128 * IDLE_READS as u128;
 
 /// Generation logs in Redis Streams: one stream per generation, entry ids `<sequence>-0`, so any
 /// replica sharing the Redis can replay and follow any reply.
@@ -61,6 +68,18 @@ fn text(value: Option<&Value>) -> String {
 /// The conversation an entry belongs to.
 fn conversation(entry: &StreamId) -> Option<ConversationId> {
     text(entry.map.get("conversation")).parse().ok()
+}
+
+/// When the entry was logged, in milliseconds since the Unix epoch; `None` for an entry without
+/// the field (logged by an older version).
+fn logged_at(entry: &StreamId) -> Option<u128> {
+    text(entry.map.get("at")).parse().ok()
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis())
 }
 
 /// An entry and whether it is the final one.
@@ -109,6 +128,18 @@ impl RedisGenerationLog {
         format!("{}:conversation:{id}:running", self.prefix)
     }
 
+    async fn newest_entry(
+        &self,
+        generation_id: GenerationId,
+    ) -> Result<Option<StreamId>, GenerationLogError> {
+        let mut commands = self.commands.clone();
+        let newest: StreamRangeReply = commands
+            .xrevrange_count(self.stream_key(generation_id), "+", "-", 1)
+            .await
+            .map_err(unavailable)?;
+        Ok(newest.ids.into_iter().next())
+    }
+
     fn next_sequence(
         &self,
         id: GenerationId,
@@ -134,9 +165,7 @@ impl GenerationLog for RedisGenerationLog {
     ) -> Result<(), GenerationLogError> {
         let mut commands = self.commands.clone();
         let key = self.running_key(conversation_id);
-        let started_millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis());
+        let started_millis = now_millis();
         let (_, _): (Value, Value) = redis::pipe()
             .atomic()
             .zadd(&key, generation_id.to_string(), started_millis.to_string())
@@ -166,11 +195,13 @@ impl GenerationLog for RedisGenerationLog {
             UNFINISHED_LIFETIME_SECS
         };
         let conversation = conversation_id.to_string();
+        let at = now_millis().to_string();
         let fields = [
             ("name", name),
             ("data", data),
             ("last", if last { "1" } else { "0" }),
             ("conversation", conversation.as_str()),
+            ("at", at.as_str()),
         ];
         let mut commands = self.commands.clone();
         let (_, _): (Value, Value) = redis::pipe()
@@ -200,11 +231,16 @@ impl GenerationLog for RedisGenerationLog {
             .map_err(unavailable)?;
         for generation_id in newest_first.iter().filter_map(|id| id.parse().ok()) {
             // Its final event may be logged without the set updated yet (another replica, or the
-            // removal failed); an expired log has nothing left to resume.
-            if let Some(state) = self.state(generation_id).await? {
-                if !state.finished {
-                    return Ok(Some(generation_id));
-                }
+            // removal failed); an expired log has nothing left to resume; a log silent for long
+            // lost its writer.
+            let Some(newest) = self.newest_entry(generation_id).await? else {
+                continue;
+            };
+            let finished = event(&newest).is_none_or(|(_, last)| last);
+            let abandoned = logged_at(&newest)
+                .is_some_and(|at| now_millis().saturating_sub(at) > ABANDONED_AFTER_MILLIS);
+            if !finished && !abandoned {
+                return Ok(Some(generation_id));
             }
         }
         Ok(None)
@@ -214,15 +250,10 @@ impl GenerationLog for RedisGenerationLog {
         &self,
         generation_id: GenerationId,
     ) -> Result<Option<GenerationState>, GenerationLogError> {
-        let mut commands = self.commands.clone();
-        let newest: StreamRangeReply = commands
-            .xrevrange_count(self.stream_key(generation_id), "+", "-", 1)
-            .await
-            .map_err(unavailable)?;
-        Ok(newest.ids.first().and_then(|entry| {
-            let (event, last) = event(entry)?;
+        Ok(self.newest_entry(generation_id).await?.and_then(|entry| {
+            let (event, last) = event(&entry)?;
             Some(GenerationState {
-                conversation_id: conversation(entry)?,
+                conversation_id: conversation(&entry)?,
                 last_sequence: event.sequence,
                 finished: last,
             })
@@ -248,9 +279,14 @@ impl GenerationLog for RedisGenerationLog {
         }
         // Blocking reads get a connection of their own: on a shared one they would hold up
         // every other command behind them.
+        let reader_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(
+                Duration::from_millis(BLOCK_MILLIS as u64) + BLOCKING_READ_MARGIN,
+            ));
         let reader: MultiplexedConnection = self
             .client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&reader_config)
             .await
             .map_err(unavailable)?;
         let events = stream::unfold(

@@ -69,3 +69,49 @@ mod redis_streams {
 
     testkit::generation_log_conformance!(redis_log());
 }
+
+/// A replica that died mid-reply never logs the end: once its log has been silent for as long
+/// as a follower waits (two minutes), its generation is no longer in progress.
+#[tokio::test]
+async fn a_generation_silent_for_minutes_is_no_longer_in_progress() {
+    let Some((log, keys)) = redis_log().await else {
+        return;
+    };
+    let conversation = domain::ConversationId::generate();
+    let (dead, alive) = (
+        domain::GenerationId::generate(),
+        domain::GenerationId::generate(),
+    );
+    log.begin(conversation, alive).await.unwrap();
+    log.append(alive, "start", "{}", false).await.unwrap();
+    // Later, so that it is the newest of the two.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    log.begin(conversation, dead).await.unwrap();
+    let three_minutes_ago = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 180_000;
+    let client = redis::Client::open(keys.url.as_str()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{}:generation:{dead}", keys.prefix))
+        .arg("1-0")
+        .arg(&[
+            ("name", "start".to_owned()),
+            ("data", "{}".to_owned()),
+            ("last", "0".to_owned()),
+            ("conversation", conversation.to_string()),
+            ("at", three_minutes_ago.to_string()),
+        ])
+        .query(&mut connection)
+        .unwrap();
+
+    assert_eq!(
+        log.in_progress(conversation).await.unwrap(),
+        Some(alive),
+        "the newer, dead generation is passed over"
+    );
+    log.append(alive, "done", "{}", true).await.unwrap();
+    assert_eq!(log.in_progress(conversation).await.unwrap(), None);
+}

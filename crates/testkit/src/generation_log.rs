@@ -61,6 +61,28 @@ pub async fn followers_receive_live_events_until_the_last(log: Arc<dyn Generatio
     assert_eq!(events.last().unwrap().name, "done");
 }
 
+/// A model may think for seconds between two tokens: longer than one blocking read of a log
+/// that waits for new events, and far longer than a network client's usual response timeout.
+pub async fn followers_wait_through_long_pauses(log: Arc<dyn GenerationLog>) {
+    let (_, id) = begun(log.as_ref()).await;
+    log.append(id, "start", "{}", false).await.unwrap();
+    let follower = {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move { collect(log.as_ref(), id, 0).await })
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    log.append(id, "delta", "{}", false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    log.append(id, "done", "{}", true).await.unwrap();
+    let names: Vec<String> = follower
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.name)
+        .collect();
+    assert_eq!(names, ["start", "delta", "done"]);
+}
+
 pub async fn in_progress_names_the_running_generation_until_it_finishes(
     log: Arc<dyn GenerationLog>,
 ) {
@@ -128,6 +150,7 @@ macro_rules! generation_log_conformance {
             generation_log;
             sequences_start_at_one_and_replay_in_order,
             followers_receive_live_events_until_the_last,
+            followers_wait_through_long_pauses,
             in_progress_names_the_running_generation_until_it_finishes,
             the_newest_running_generation_is_in_progress_until_it_finishes,
             state_reports_progress,
