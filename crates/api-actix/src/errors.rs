@@ -241,6 +241,12 @@ impl From<ChatError> for ApiError {
             ChatError::ConversationNotFound => ApiError::conversation_not_found(),
             ChatError::Storage(storage) => storage.into(),
             ChatError::Assistant(assistant) => assistant.into(),
+            ChatError::CutShort => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "The server stopped before the reply began; send the message again.",
+            )
+            .retry_later(),
         }
     }
 }

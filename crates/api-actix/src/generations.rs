@@ -4,16 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tracing::Instrument;
 
 /// Replies that run to completion whether or not their client is still listening. They run on a
 /// runtime that outlives the HTTP workers, and shutdown waits for them, so a reply that has started
-/// is finished and stored even when the client leaves or the server is asked to stop.
+/// is finished and stored even when the client leaves or the server is asked to stop. A stop that
+/// cannot wait any longer cuts them short ([`Generations::cut_short`]): each stores what it has.
 #[derive(Clone, Debug)]
 pub struct Generations {
     runtime: Handle,
     in_flight: Arc<InFlight>,
+    cut: Arc<watch::Sender<bool>>,
 }
 
 #[derive(Debug, Default)]
@@ -38,7 +40,25 @@ impl Generations {
         Self {
             runtime,
             in_flight: Arc::default(),
+            cut: Arc::new(watch::Sender::new(false)),
         }
+    }
+
+    /// Resolves when the running replies are to be cut short.
+    pub(crate) fn cut_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut cut = self.cut.subscribe();
+        async move {
+            if cut.wait_for(|cut| *cut).await.is_err() {
+                // Nobody can cut any more: the reply runs to its end.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Ends every running reply where it got to, and every reply started later at once; each
+    /// stores what it has and ends its stream with `done` (or, with no text yet, an error).
+    pub fn cut_short(&self) {
+        self.cut.send_replace(true);
     }
 
     pub(crate) fn spawn<F>(&self, generation: F)

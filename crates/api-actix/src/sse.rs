@@ -5,6 +5,7 @@
 //! `id: <generation>:<sequence>`, so a client that lost the connection resumes from the last id
 //! it saw, on this replica or another.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use actix_web::http::header;
@@ -112,6 +113,7 @@ async fn run_logged(
     log: Arc<dyn GenerationLog>,
     generation_id: GenerationId,
     pending: PendingReply,
+    cut_short: impl Future<Output = ()>,
 ) {
     let (deltas, mut delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
     let relay = async {
@@ -124,7 +126,7 @@ async fn run_logged(
             }
         }
     };
-    let (outcome, ()) = future::join(pending.complete(deltas), relay).await;
+    let (outcome, ()) = future::join(pending.complete(deltas, cut_short), relay).await;
     let (name, data) = final_event(outcome);
     if let Err(error) = log.append(generation_id, name, &data, true).await {
         tracing::warn!(%error, "logging the end of a reply failed");
@@ -154,9 +156,10 @@ pub(crate) async fn stream_reply(
     };
     match logged.await {
         Ok(events) => {
+            let cut_short = state.generations.cut_signal();
             state
                 .generations
-                .spawn(run_logged(log, generation_id, pending));
+                .spawn(run_logged(log, generation_id, pending, cut_short));
             follow_response(generation_id, events)
         }
         Err(error) => {
@@ -170,8 +173,9 @@ pub(crate) async fn stream_reply(
 fn stream_unlogged(state: &AppState, start: &str, pending: PendingReply) -> HttpResponse {
     let (deltas, delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
     let (outcome_sender, outcome) = futures::channel::oneshot::channel();
+    let cut_short = state.generations.cut_signal();
     state.generations.spawn(async move {
-        let result = pending.complete(deltas).await;
+        let result = pending.complete(deltas, cut_short).await;
         let _ = outcome_sender.send(final_event(result));
     });
     let start = frame(None, "start", start);

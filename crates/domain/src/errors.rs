@@ -86,6 +86,9 @@ pub enum ChatError {
     Storage(RepositoryError),
     #[error(transparent)]
     Assistant(#[from] AssistantError),
+    /// The server stopped before the assistant wrote any of the reply; nothing was stored.
+    #[error("the server stopped before the reply began")]
+    CutShort,
 }
 
 impl From<RepositoryError> for ChatError {

@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::{Sink, SinkExt, StreamExt};
@@ -303,15 +304,21 @@ impl PendingReply {
     /// arrives. When the receiving side goes away (the client disconnected) the reply still runs to
     /// the end and is stored, so nothing the user asked for is lost. When the assistant fails,
     /// nothing is stored.
-    pub async fn complete<S>(self, mut events: S) -> Result<Exchange, ChatError>
+    ///
+    /// When `cut_short` resolves first (the server is stopping and cannot wait any longer), the
+    /// reply ends where it got to and that much is stored, as a user who stops a reply expects;
+    /// a reply with no text yet stores nothing and fails with [`ChatError::CutShort`].
+    pub async fn complete<S, C>(self, mut events: S, cut_short: C) -> Result<Exchange, ChatError>
     where
         S: Sink<ReplyEvent> + Unpin,
+        C: Future<Output = ()>,
     {
         let PendingReply {
             repository,
             context,
-            mut deltas,
+            deltas,
         } = self;
+        let mut deltas = deltas.take_until(Box::pin(cut_short));
         let mut reply = String::new();
         let mut listening = true;
         while let Some(piece) = deltas.next().await {
@@ -325,7 +332,11 @@ impl PendingReply {
             }
         }
         if reply.trim().is_empty() {
-            return Err(empty_reply().into());
+            return Err(if deltas.take_result().is_some() {
+                ChatError::CutShort
+            } else {
+                empty_reply().into()
+            });
         }
         let exchange = NewExchange::new(context.conversation_id, context.user_text, reply);
         Ok(repository.append_exchange(&exchange).await?)
@@ -337,7 +348,7 @@ mod tests {
     use super::*;
     use crate::ports::{MockAssistant, MockChatRepository};
     use crate::Role;
-    use futures::stream;
+    use futures::{future, stream};
 
     fn stored(exchange: &NewExchange) -> Exchange {
         let message = |role, new: &crate::NewMessage, position| Message {
@@ -555,7 +566,9 @@ mod tests {
             .start_reply(ConversationId::DEFAULT, text)
             .await
             .unwrap();
-        let streamed = pending.complete(futures::sink::drain()).await;
+        let streamed = pending
+            .complete(futures::sink::drain(), future::pending())
+            .await;
         assert!(matches!(
             streamed,
             Err(ChatError::Assistant(AssistantError::Provider(_)))
@@ -584,7 +597,7 @@ mod tests {
             .await
             .unwrap();
         let (sender, receiver) = futures::channel::mpsc::channel(16);
-        let streamed = pending.complete(sender).await.unwrap();
+        let streamed = pending.complete(sender, future::pending()).await.unwrap();
         let events: Vec<ReplyEvent> = receiver.collect().await;
         assert_eq!(streamed.assistant_message.content, "one two");
         assert_eq!(
@@ -613,7 +626,7 @@ mod tests {
             .unwrap();
 
         let (sender, receiver) = futures::channel::mpsc::channel(16);
-        let exchange = pending.complete(sender).await.unwrap();
+        let exchange = pending.complete(sender, future::pending()).await.unwrap();
         let events: Vec<ReplyEvent> = receiver.collect().await;
 
         assert_eq!(
@@ -644,7 +657,7 @@ mod tests {
 
         let (sender, receiver) = futures::channel::mpsc::channel(1);
         drop(receiver);
-        let exchange = pending.complete(sender).await.unwrap();
+        let exchange = pending.complete(sender, future::pending()).await.unwrap();
         assert_eq!(exchange.assistant_message.content, "still stored");
     }
 
@@ -671,8 +684,65 @@ mod tests {
 
         let (sender, _receiver) = futures::channel::mpsc::channel(16);
         assert!(matches!(
-            pending.complete(sender).await,
+            pending.complete(sender, future::pending()).await,
             Err(ChatError::Assistant(AssistantError::Provider(_)))
+        ));
+    }
+
+    fn service_streaming_then_waiting(repository: MockChatRepository) -> ChatService {
+        let mut assistant = MockAssistant::new();
+        assistant.expect_context_messages().return_const(0usize);
+        assistant.expect_reply_stream().returning(|_| {
+            Ok(stream::iter(vec![Ok("the first words ".to_owned())])
+                .chain(stream::pending())
+                .boxed())
+        });
+        service(repository, assistant)
+    }
+
+    #[tokio::test]
+    async fn a_reply_cut_short_is_stored_as_far_as_it_got() {
+        let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
+        repository
+            .expect_append_exchange()
+            .withf(|exchange| exchange.assistant.content == "the first words ")
+            .times(1)
+            .returning(|exchange| Ok(stored(exchange)));
+        let service = service_streaming_then_waiting(repository);
+        let text = service.message_text("hello").unwrap();
+        let pending = service
+            .start_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap();
+
+        let (sender, mut receiver) = futures::channel::mpsc::channel(16);
+        let cut_after_the_first_piece = async move {
+            receiver.next().await;
+        };
+        let exchange = pending
+            .complete(sender, cut_after_the_first_piece)
+            .await
+            .unwrap();
+        assert_eq!(exchange.assistant_message.content, "the first words ");
+    }
+
+    #[tokio::test]
+    async fn a_reply_cut_short_before_any_text_stores_nothing() {
+        let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
+        repository.expect_append_exchange().never();
+        let service = service_streaming_then_waiting(repository);
+        let text = service.message_text("hello").unwrap();
+        let pending = service
+            .start_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap();
+
+        let (sender, _receiver) = futures::channel::mpsc::channel(16);
+        assert!(matches!(
+            pending.complete(sender, future::ready(())).await,
+            Err(ChatError::CutShort)
         ));
     }
 

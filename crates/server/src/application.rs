@@ -105,13 +105,23 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, then lets in-flight requests and replies finish within
     /// one grace period counted from the signal. Every acknowledged write is committed by then:
-    /// each request waited for its commit before it was answered.
+    /// each request waited for its commit before it was answered. Replies still being generated
+    /// near the end of the grace period are cut short, so that what they have is stored and
+    /// their streams end with `done` before the connections close.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let stop_requested = Arc::new(std::sync::OnceLock::new());
         let signal_seen = Arc::clone(&stop_requested);
+        let generations = self.generations.clone();
+        let grace = self.shutdown_grace;
         tokio::spawn(async move {
             stop_signal().await;
             let _ = signal_seen.set(Instant::now());
+            tokio::time::sleep(grace.saturating_sub(time_to_store_cut_replies(grace))).await;
+            let in_flight = generations.in_flight();
+            if in_flight > 0 {
+                tracing::warn!(in_flight, "grace period nearly over; cutting replies short");
+            }
+            generations.cut_short();
         });
         self.server.await?;
         let in_flight = self.generations.in_flight();
@@ -125,11 +135,17 @@ impl Application {
         if !self.generations.wait_idle(remaining).await {
             tracing::warn!(
                 unfinished = self.generations.in_flight(),
-                "grace period over; replies still in progress are abandoned"
+                "grace period over; replies that could not be stored in time are abandoned"
             );
         }
         Ok(())
     }
+}
+
+/// The end of the grace period kept for replies cut short to store what they have and send their
+/// last event: a quarter of it, at most 3 s (a commit takes milliseconds; an outage fails in 2 s).
+fn time_to_store_cut_replies(grace: Duration) -> Duration {
+    (grace / 4).min(Duration::from_secs(3))
 }
 
 /// The signals the HTTP server stops on; observed here too, to time the grace period.

@@ -370,3 +370,73 @@ async fn sigterm_lets_in_flight_requests_and_streams_finish() {
         .unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test]
+async fn a_reply_longer_than_the_grace_period_is_cut_short_and_stored_as_far_as_it_got() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut variables = deterministic();
+    variables.push(("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "100".to_owned()));
+    variables.push(("CHAT__SERVER__SHUTDOWN_GRACE_SECS", "3".to_owned()));
+    let mut server = start(directory.path(), &variables);
+    let client = reqwest::Client::new();
+    let conversation = create_conversation(&client, &server, None).await;
+    let id = conversation["id"].as_str().unwrap().to_owned();
+    let messages = server.url(&format!("/api/v1/conversations/{id}/messages"));
+    let words = vec!["word"; 100].join(" ");
+    let response = client
+        .post(&messages)
+        .header("accept", "text/event-stream")
+        .json(&json!({ "content": words }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let stream = tokio::spawn(async move { response.text().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
+    server.terminate();
+
+    // A hundred words at 100 ms each would take ten seconds; the grace period is three.
+    let body = stream.await.unwrap();
+    let done = body
+        .split("\n\n")
+        .find(|frame| frame.contains("event: done"))
+        .unwrap_or_else(|| panic!("the stream ends with done: {body}"));
+    let data = done
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .unwrap();
+    let exchange: Value = serde_json::from_str(data).unwrap();
+    let cut_reply = exchange["assistant_message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cut_reply.split_whitespace().count() > 5,
+        "some of it: {cut_reply}"
+    );
+    assert!(cut_reply.len() < words.len(), "not all of it: {cut_reply}");
+    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "within the grace period and a little"
+    );
+
+    let server = start(directory.path(), &deterministic());
+    let stored: Value = reqwest::get(server.url(&format!("/api/v1/conversations/{id}/messages")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let contents: Vec<&str> = stored["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, [words.as_str(), cut_reply.as_str()]);
+}
