@@ -21,7 +21,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use domain::RepositoryError;
 use tokio::sync::watch;
@@ -62,6 +63,8 @@ pub(crate) struct Durability {
     synced: watch::Sender<u64>,
     /// Set while the last batch failed with an outage; readiness reports it.
     failing: AtomicBool,
+    /// When a batch last failed with an outage.
+    last_outage: Mutex<Option<Instant>>,
     /// Set for good once a sync failed.
     broken: AtomicBool,
 }
@@ -72,6 +75,7 @@ impl Durability {
             committing: AtomicU64::new(0),
             synced: watch::Sender::new(0),
             failing: AtomicBool::new(false),
+            last_outage: Mutex::new(None),
             broken: AtomicBool::new(false),
         }
     }
@@ -103,6 +107,14 @@ impl Durability {
 
     pub(crate) fn is_failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed) || self.is_broken()
+    }
+
+    /// A batch failed with an outage less than `window` ago.
+    pub(crate) fn failed_within(&self, window: Duration) -> bool {
+        self.last_outage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|at| at.elapsed() < window)
     }
 
     pub(crate) fn is_broken(&self) -> bool {
@@ -158,6 +170,12 @@ pub(crate) fn run_syncer(
             .last()
             .is_some_and(|batch| matches!(batch.commit, Err(RepositoryError::Unavailable(_))));
         durability.failing.store(outage, Ordering::Relaxed);
+        if outage {
+            *durability
+                .last_outage
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+        }
         // Readers go on even when the sync failed: writes stop, and readiness tells.
         durability.synced.send_replace(last);
         let answer = SyncedBatches {

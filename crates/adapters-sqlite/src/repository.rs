@@ -25,6 +25,9 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Reads that may wait for a reader thread; one more is refused with `Overloaded`.
 const READ_QUEUE_CAPACITY: usize = 1024;
+/// After a write failed for storage reasons, readiness reports the outage this long without
+/// trying a write of its own.
+const REAL_WRITES_FAILED_RECENTLY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct SqliteSettings {
@@ -304,7 +307,14 @@ impl ChatRepository for SqliteChatRepository {
         if self.writer.is_failing() {
             // The flag clears only when a write commits. A replica that readiness has taken out
             // of the load balancer gets no writes, so the check tries one itself; otherwise it
-            // would stay unready after storage came back.
+            // would stay unready after storage came back. Not while real writes keep failing:
+            // the check's one-page write can succeed where they fail (a full disk with room
+            // left in the WAL), and readiness would then let traffic back to fail again.
+            if self.writer.failed_within(REAL_WRITES_FAILED_RECENTLY) {
+                return Err(RepositoryError::Unavailable(
+                    "writes failed in the last seconds".to_owned(),
+                ));
+            }
             return self.writer.write(rewrite_user_version).await;
         }
         self.read(|conn| conn.batch_execute("SELECT 1 FROM conversations LIMIT 1"))

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
 use diesel::sqlite::SqliteConnection;
@@ -300,6 +300,11 @@ impl Writer {
 
     pub(crate) fn is_failing(&self) -> bool {
         self.durability.is_failing()
+    }
+
+    /// A batch failed with an outage less than `window` ago.
+    pub(crate) fn failed_within(&self, window: Duration) -> bool {
+        self.durability.failed_within(window)
     }
 }
 
@@ -610,6 +615,8 @@ mod tests {
         }
         assert_eq!(stored(&path), 0);
         assert!(writer.is_failing(), "readiness reports the outage");
+        assert!(writer.failed_within(Duration::from_secs(60)));
+        assert!(!writer.failed_within(Duration::ZERO));
     }
 
     /// A WAL sync that tells the test each time it is called, then waits for the test to say how

@@ -212,7 +212,7 @@ async fn an_unwritable_sqlite_file_gets_quick_503s_and_recovers_without_restart(
     assert_eq!(response.status(), 200);
 
     drop(immutable);
-    let recovered = assert_recovers(&server, &conversation, Duration::from_secs(10)).await;
+    let recovered = assert_recovers(&server, &conversation, Duration::from_secs(20)).await;
     eprintln!("SQLite unwritable: recovered in {recovered:?}");
 }
 
