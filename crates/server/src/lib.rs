@@ -4,6 +4,7 @@ mod application;
 pub mod settings;
 mod strict_numbers;
 pub mod telemetry;
+mod text_list;
 pub mod wiring;
 
 pub use application::Application;

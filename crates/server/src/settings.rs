@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::strict_numbers::{integer, number};
+use crate::text_list::comma_separated;
 
 const BUILT_IN_DEFAULTS: &str = include_str!("../../../config/default.toml");
 
@@ -228,6 +229,7 @@ pub struct TelemetrySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsSettings {
+    #[serde(deserialize_with = "comma_separated")]
     pub allowed_origins: Vec<String>,
 }
 
@@ -255,6 +257,7 @@ pub struct RateLimitSettings {
     #[serde(deserialize_with = "integer")]
     pub burst: u32,
     /// Addresses or CIDR blocks of reverse proxies whose `X-Forwarded-For` is believed.
+    #[serde(deserialize_with = "comma_separated")]
     pub trusted_proxies: Vec<String>,
 }
 
@@ -387,10 +390,9 @@ impl Settings {
                     .prefix("CHAT")
                     .prefix_separator("__")
                     .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("cors.allowed_origins")
-                    .with_list_parse_key("rate_limit.trusted_proxies")
-                    .try_parsing(true),
+                    // Left as text: numeric, boolean and list keys convert it themselves, and
+                    // text keys (a file name `007`, an API key of digits) must not become numbers.
+                    .try_parsing(false),
             )
             .build()
             .and_then(Config::try_deserialize)

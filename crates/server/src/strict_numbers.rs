@@ -2,8 +2,8 @@
 //! it rounds `1.5` to 2 and reads `true`, `yes` and `on` as 1, so `workers = 1.5` or
 //! `CHAT__SERVER__PORT=yes` would start a server configured differently from what was written.
 //! These deserializers refuse such values, and the error names the key. A whole number written
-//! as a float (`2.0`, or a variable too large for `i64`, which the environment source reads as
-//! a float) is taken at its value.
+//! as a float (`2.0`) is taken at its value. Environment variables arrive as strings (so that text
+//! settings such as `007` stay as written) and are read here the same way.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -61,11 +61,15 @@ impl<T: TryFrom<i128>> Visitor<'_> for IntegerVisitor<T> {
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<T, E> {
-        let number = value
-            .trim()
-            .parse::<i128>()
-            .map_err(|_| E::invalid_value(Unexpected::Str(value), &self))?;
-        self.in_range(number)
+        let written = value.trim();
+        if let Ok(number) = written.parse::<i128>() {
+            return self.in_range(number);
+        }
+        // Past i128, or a whole number written as a float: as if it had been written unquoted.
+        match written.parse::<f64>() {
+            Ok(number) if number.is_finite() => self.visit_f64(number),
+            _ => Err(E::invalid_value(Unexpected::Str(value), &self)),
+        }
     }
 }
 

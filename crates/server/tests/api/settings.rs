@@ -109,6 +109,30 @@ fn numbers_that_are_not_what_the_key_takes_are_refused_instead_of_rounded_or_gue
 }
 
 #[test]
+fn text_settings_from_the_environment_stay_as_written() {
+    let settings = load(&[
+        ("CHAT__STORAGE__URL", "007"),
+        ("CHAT__ASSISTANT__MODEL", "1e3"),
+        ("CHAT__CACHE__KEY_PREFIX", "0x10"),
+        ("CHAT__SECURITY__HSTS", "true"),
+        ("CHAT__SERVER__KEEP_ALIVE_SECS", "2.0"),
+        ("CHAT__RATE_LIMIT__TRUSTED_PROXIES", "10.0.0.1, 10.0.0.0/8"),
+        ("CHAT__CORS__ALLOWED_ORIGINS", ""),
+    ])
+    .unwrap();
+    assert_eq!(settings.storage.url, "007");
+    assert_eq!(settings.assistant.model, "1e3");
+    assert_eq!(settings.cache.key_prefix, "0x10");
+    assert!(settings.security.hsts);
+    assert_eq!(settings.server.keep_alive_secs, 2);
+    assert_eq!(
+        settings.rate_limit.trusted_proxies,
+        ["10.0.0.1", "10.0.0.0/8"]
+    );
+    assert!(settings.cors.allowed_origins.is_empty());
+}
+
+#[test]
 fn a_rate_too_small_for_a_timer_is_refused() {
     for per_second in ["1e-300", "0.0001", "-1", "NaN"] {
         let error = refusal(&[("CHAT__RATE_LIMIT__PER_SECOND", per_second)]);
