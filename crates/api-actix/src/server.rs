@@ -80,7 +80,7 @@ pub fn app(
         .app_data(web::Data::new(state))
         .app_data(web::QueryConfig::default().error_handler(query_error))
         // Innermost, so limited answers still get CORS, security headers, request ids and metrics.
-        .wrap(from_fn(limit_streams))
+        // The stream limit is innermost of all, on the two routes that stream.
         .wrap(from_fn(limit_rate))
         .wrap(from_fn(limit_headers))
         .wrap(cors(&settings))
@@ -118,13 +118,23 @@ pub fn app(
             "/api/v1/conversations/{id}/messages",
             vec![
                 (Method::GET, web::get().to(v1::list_messages)),
-                (Method::POST, web::post().to(v1::send_message)),
+                (
+                    Method::POST,
+                    web::post()
+                        .to(v1::send_message)
+                        .wrap(from_fn(limit_streams)),
+                ),
             ],
             false,
         ))
         .service(resource(
             "/api/v1/conversations/{id}/stream",
-            vec![(Method::GET, web::get().to(v1::resume_stream))],
+            vec![(
+                Method::GET,
+                web::get()
+                    .to(v1::resume_stream)
+                    .wrap(from_fn(limit_streams)),
+            )],
             false,
         ))
         .service(resource(

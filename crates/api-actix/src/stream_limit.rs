@@ -112,8 +112,8 @@ fn is_event_stream(response: &ServiceResponse<impl MessageBody>) -> bool {
         .is_some_and(|value| value.starts_with("text/event-stream"))
 }
 
-/// Middleware: `429 too_many_streams` when a client asks for one more event stream than it may
-/// have open.
+/// Route middleware of the routes that stream (sending a message, resuming a reply):
+/// `429 too_many_streams` when a client asks for one more event stream than it may have open.
 pub(crate) async fn limit_streams(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,

@@ -255,6 +255,29 @@ async fn open_streams_per_client_are_limited_and_freed_when_a_stream_ends_or_is_
     assert_eq!(other.status(), 200);
     drop(other);
     app.send(id, "not streamed").await;
+    // Nor are requests that cannot stream, whatever they accept.
+    for path in [
+        "/healthz".to_owned(),
+        format!("/api/v1/conversations/{id}/messages"),
+    ] {
+        let response = app
+            .client
+            .get(app.url(&path))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let seed = app
+        .client
+        .post(app.url("/chat/message"))
+        .header("accept", "text/event-stream")
+        .json(&json!({"message": "seed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seed.status(), 200);
 
     // Reading a stream to its end frees its slot.
     let text = first.text().await.unwrap();
