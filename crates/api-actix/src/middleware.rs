@@ -139,11 +139,16 @@ pub(crate) async fn observe(
     let elapsed = started.elapsed();
     record_request(method, route, status, elapsed.as_secs_f64());
     span.record("status", status.as_u16());
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // A refused or failed request gets a line at the default level, so the id a user quotes
+    // from a failure is found in the log; answered ones only at debug, where their volume
+    // costs nothing in production.
     span.in_scope(|| {
-        tracing::debug!(
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            "request finished"
-        );
+        if status.is_client_error() || status.is_server_error() {
+            tracing::info!(latency_ms, "request finished");
+        } else {
+            tracing::debug!(latency_ms, "request finished");
+        }
     });
     let mut response = result?;
     if let Ok(value) = HeaderValue::from_str(&id) {

@@ -421,10 +421,28 @@ async fn message_contents_are_not_logged_at_info() {
         .await
         .unwrap();
     assert!(response.text().await.unwrap().contains("event: done"));
+    let refused = client
+        .post(server.url("/chat/message"))
+        .header("x-request-id", "bug-report-42")
+        .json(&json!({"message": "   "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
     let output = server.stop();
     assert!(output.contains("chat-server listening"), "{output}");
     assert!(
         !output.contains("zebra-7431"),
         "message text in info logs:\n{output}"
+    );
+    let finished: Vec<&str> = output
+        .lines()
+        .filter(|line| line.contains("request finished"))
+        .collect();
+    assert_eq!(finished.len(), 1, "only the refused request: {finished:?}");
+    assert!(
+        finished[0].contains("bug-report-42") && finished[0].contains("400"),
+        "the refusal is found by its request id: {}",
+        finished[0]
     );
 }
