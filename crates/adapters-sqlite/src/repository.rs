@@ -61,6 +61,7 @@ pub struct SqliteChatRepository {
     readers: ReaderThreads,
     lookups: ReaderThreads,
     writer: Writer,
+    settings: SqliteSettings,
 }
 
 #[derive(Debug)]
@@ -149,6 +150,7 @@ impl SqliteChatRepository {
             readers,
             lookups,
             writer,
+            settings: settings.clone(),
         })
     }
 
@@ -319,6 +321,26 @@ impl ChatRepository for SqliteChatRepository {
         }
         self.read(|conn| conn.batch_execute("SELECT 1 FROM conversations LIMIT 1"))
             .await
+    }
+
+    /// Moves the WAL's pages into the database file and empties the WAL, so that after a clean
+    /// stop `chat.db` alone holds everything (the process exits without closing its
+    /// connections, and only the last connection to close would do this by itself).
+    async fn close(&self) {
+        let settings = self.settings.clone();
+        let checkpoint = tokio::task::spawn_blocking(move || {
+            let mut connection = open_writer_connection(&settings)?;
+            connection
+                .batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                .map_err(from_diesel)
+        });
+        match checkpoint.await {
+            Ok(Ok(())) => tracing::info!("SQLite WAL checkpointed into the database file"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "SQLite WAL checkpoint at stop failed; the next start recovers the WAL")
+            }
+            Err(error) => tracing::warn!(%error, "SQLite WAL checkpoint at stop did not run"),
+        }
     }
 }
 

@@ -70,6 +70,11 @@ pub trait ChatRepository: Send + Sync {
 
     /// Succeeds when storage can serve reads and writes now; `Unavailable` otherwise.
     async fn health_check(&self) -> Result<(), RepositoryError>;
+
+    /// Called once at a clean stop, after the last write was answered: leaves storage as a
+    /// copy or backup tool expects to find it. Nothing acknowledged depends on it. Most
+    /// backends have nothing to do.
+    async fn close(&self) {}
 }
 
 /// A reply arriving piece by piece. Concatenated, the pieces are the whole reply.

@@ -71,6 +71,11 @@ impl ChatService {
         self.repository.health_check().await
     }
 
+    /// Closes storage at a clean stop, once nothing more will be written.
+    pub async fn close(&self) {
+        self.repository.close().await;
+    }
+
     /// Creates the default conversation unless it exists.
     pub async fn ensure_default_conversation(&self) -> Result<(), ChatError> {
         ensure_default_conversation(self.repository.as_ref(), Timestamp::now()).await

@@ -14,6 +14,7 @@ use crate::wiring::{build_assistant, build_generation_log, build_repository};
 pub struct Application {
     port: u16,
     server: api_actix::Server,
+    service: Arc<ChatService>,
     generations: Generations,
     shutdown_grace: Duration,
 }
@@ -74,7 +75,7 @@ impl Application {
             max_header_bytes: settings.limits.max_header_bytes,
         };
         let state = AppState {
-            service,
+            service: Arc::clone(&service),
             generations: generations.clone(),
             generation_log,
             metrics,
@@ -94,6 +95,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            service,
             generations,
             shutdown_grace: settings.shutdown_grace(),
         })
@@ -138,6 +140,7 @@ impl Application {
                 "grace period over; replies that could not be stored in time are abandoned"
             );
         }
+        self.service.close().await;
         Ok(())
     }
 }

@@ -369,6 +369,31 @@ async fn sigterm_lets_in_flight_requests_and_streams_finish() {
         .await
         .unwrap();
     assert!(status.success(), "exit status {status}");
+
+    // After a clean stop the database file alone holds everything: a copy of it without its
+    // WAL, as an operator copying `chat.db` would make, has all sixteen exchanges.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        directory.path().join("chat.db"),
+        copy.path().join("chat.db"),
+    )
+    .unwrap();
+    let server = start(copy.path(), &deterministic());
+    assert_eq!(history(&server).await.len(), 8, "eight posts");
+    let streamed: Value = reqwest::get(server.url(&format!(
+        "/api/v1/conversations/{}/messages?limit=50",
+        conversation["id"].as_str().unwrap()
+    )))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        streamed["items"].as_array().unwrap().len(),
+        16,
+        "eight streams, two messages each"
+    );
 }
 
 #[tokio::test]
