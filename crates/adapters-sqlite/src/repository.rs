@@ -328,20 +328,60 @@ impl ChatRepository for SqliteChatRepository {
     /// connections, and only the last connection to close would do this by itself).
     async fn close(&self) {
         let settings = self.settings.clone();
-        let checkpoint = tokio::task::spawn_blocking(move || {
-            let mut connection = open_writer_connection(&settings)?;
-            connection
-                .batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                .map_err(from_diesel)
-        });
+        let checkpoint = tokio::task::spawn_blocking(move || checkpoint_wal(&settings));
         match checkpoint.await {
-            Ok(Ok(())) => tracing::info!("SQLite WAL checkpointed into the database file"),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "SQLite WAL checkpoint at stop failed; the next start recovers the WAL")
+            Ok(Ok(WalCheckpoint::Complete)) => {
+                tracing::info!("SQLite WAL checkpointed into the database file");
             }
+            Ok(Ok(WalCheckpoint::Blocked)) => tracing::warn!(
+                "SQLite WAL checkpoint at stop was blocked by another connection; chat.db alone is \
+                 not complete, keep chat.db-wal with it (the next start recovers it)"
+            ),
+            Ok(Err(error)) => tracing::warn!(
+                %error,
+                "SQLite WAL checkpoint at stop failed; the next start recovers the WAL"
+            ),
             Err(error) => tracing::warn!(%error, "SQLite WAL checkpoint at stop did not run"),
         }
     }
+}
+
+enum WalCheckpoint {
+    /// Every frame of the WAL is in the database file and the WAL is empty.
+    Complete,
+    /// A reader or writer of another connection held frames back; they stay in the WAL.
+    Blocked,
+}
+
+/// Folds the WAL into the database file on a connection of its own, waiting at most a second
+/// for other connections: the stop it belongs to should not wait on a stuck one.
+fn checkpoint_wal(settings: &SqliteSettings) -> Result<WalCheckpoint, RepositoryError> {
+    #[derive(diesel::QueryableByName)]
+    struct Checkpoint {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        busy: i32,
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        log: i32,
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        checkpointed: i32,
+    }
+    let mut connection = open_writer_connection(settings)?;
+    connection
+        .batch_execute("PRAGMA busy_timeout = 1000")
+        .map_err(from_diesel)?;
+    let outcome: Checkpoint = diesel::RunQueryDsl::get_result(
+        diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)"),
+        &mut connection,
+    )
+    .map_err(from_diesel)?;
+    // TRUNCATE reports a log of 0 frames once it has emptied the WAL; `busy` says it could not.
+    Ok(
+        if outcome.busy == 0 && outcome.log == outcome.checkpointed {
+            WalCheckpoint::Complete
+        } else {
+            WalCheckpoint::Blocked
+        },
+    )
 }
 
 /// Writes the header's `user_version` back with its own value: a real one-page write that changes

@@ -157,14 +157,17 @@ pub fn app(
         .default_service(web::to(web_client::fallback))
 }
 
-/// Starts serving on `listener` (port 0 is fine). SIGTERM and SIGINT stop accepting connections
-/// and give in-flight requests `shutdown_grace` to finish.
+/// Starts serving on `listener` (port 0 is fine). It does not watch signals: stop it through
+/// `Server::handle`; a graceful stop gives in-flight requests `shutdown_grace` to finish.
 pub fn serve(
     listener: TcpListener,
     state: AppState,
     http: &HttpSettings,
 ) -> std::io::Result<Server> {
     let mut server = HttpServer::new(move || app(state.clone()))
+        // The caller watches the signals and stops the server through its handle: actix-web's
+        // own handling would make SIGINT (Ctrl-C) a forced stop that drops every stream.
+        .disable_signals()
         .keep_alive(http.keep_alive)
         .client_request_timeout(http.client_request_timeout)
         .shutdown_timeout(http.shutdown_grace.as_secs())

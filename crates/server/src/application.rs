@@ -109,23 +109,51 @@ impl Application {
     /// one grace period counted from the signal. Every acknowledged write is committed by then:
     /// each request waited for its commit before it was answered. Replies still being generated
     /// near the end of the grace period are cut short, so that what they have is stored and
-    /// their streams end with `done` before the connections close.
+    /// their streams end with `done` before the connections close. A second signal stops at
+    /// once: replies are cut short and connections closed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let stop_requested = Arc::new(std::sync::OnceLock::new());
         let signal_seen = Arc::clone(&stop_requested);
         let generations = self.generations.clone();
+        let server = self.server.handle();
         let grace = self.shutdown_grace;
+        let (forced, forced_stop) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            stop_signal().await;
+            let signal = stop_signal().await;
             let _ = signal_seen.set(Instant::now());
-            tokio::time::sleep(grace.saturating_sub(time_to_store_cut_replies(grace))).await;
+            tracing::info!(
+                signal,
+                grace_secs = grace.as_secs(),
+                "stopping: no new connections; in-flight requests and replies get the grace period (a second signal stops at once)"
+            );
+            // Sends the stop at once; the returned future only tells when it is done.
+            tokio::spawn(server.stop(true));
+            let cut_at = grace.saturating_sub(time_to_store_cut_replies(grace));
+            let second_signal = tokio::select! {
+                () = tokio::time::sleep(cut_at) => None,
+                signal = stop_signal() => Some(signal),
+            };
             let in_flight = generations.in_flight();
             if in_flight > 0 {
-                tracing::warn!(in_flight, "grace period nearly over; cutting replies short");
+                tracing::warn!(in_flight, "cutting replies in progress short");
             }
             generations.cut_short();
+            if let Some(signal) = second_signal {
+                tracing::warn!(signal, "second signal: not waiting for open connections");
+                let _ = forced.send(());
+            }
         });
-        self.server.await?;
+        let forced_stop = async {
+            if forced_stop.await.is_err() {
+                // No second signal came: the graceful stop runs to its end.
+                std::future::pending::<()>().await;
+            }
+        };
+        // A forced stop leaves the HTTP workers to end with the process.
+        tokio::select! {
+            served = self.server => served?,
+            () = forced_stop => {}
+        }
         let in_flight = self.generations.in_flight();
         if in_flight > 0 {
             tracing::info!(in_flight, "waiting for replies in progress");
@@ -134,13 +162,15 @@ impl Application {
             .get()
             .map_or(Duration::ZERO, |signalled: &Instant| signalled.elapsed());
         let remaining = self.shutdown_grace.saturating_sub(spent);
-        if !self.generations.wait_idle(remaining).await {
+        if self.generations.wait_idle(remaining).await {
+            self.service.close().await;
+        } else {
+            // Storage is still busy with them: closing it now would only wait on them too.
             tracing::warn!(
                 unfinished = self.generations.in_flight(),
                 "grace period over; replies that could not be stored in time are abandoned"
             );
         }
-        self.service.close().await;
         Ok(())
     }
 }
@@ -151,25 +181,28 @@ fn time_to_store_cut_replies(grace: Duration) -> Duration {
     (grace / 4).min(Duration::from_secs(3))
 }
 
-/// The signals the HTTP server stops on; observed here too, to time the grace period.
-async fn stop_signal() {
+/// Waits for SIGTERM or SIGINT (Ctrl-C) and names it. The HTTP server does not watch signals
+/// itself: it would treat SIGINT as a forced stop, dropping every stream.
+async fn stop_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         match signal(SignalKind::terminate()) {
             Ok(mut terminate) => {
                 tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => "SIGTERM",
+                    _ = tokio::signal::ctrl_c() => "SIGINT",
                 }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
     }
 }

@@ -72,9 +72,19 @@ impl ServerProcess {
         self.child.wait().expect("reaped");
     }
 
+    /// SIGTERM, as Kubernetes and Docker stop a container.
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// SIGINT, as Ctrl-C in a terminal.
+    pub fn interrupt(&self) {
+        self.signal("-INT");
+    }
+
+    fn signal(&self, option: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([option, &self.pid().to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success());

@@ -465,3 +465,89 @@ async fn a_reply_longer_than_the_grace_period_is_cut_short_and_stored_as_far_as_
         .collect();
     assert_eq!(contents, [words.as_str(), cut_reply.as_str()]);
 }
+
+/// A streamed reply, sent and left to run in the background; its whole body when it ends.
+async fn stream_in_background(
+    client: &reqwest::Client,
+    messages: &str,
+    content: &str,
+) -> tokio::task::JoinHandle<String> {
+    let response = client
+        .post(messages)
+        .header("accept", "text/event-stream")
+        .json(&json!({ "content": content }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    tokio::spawn(async move { response.text().await.unwrap_or_default() })
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_as_gracefully_as_sigterm() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut variables = deterministic();
+    variables.push(("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "60".to_owned()));
+    let mut server = start(directory.path(), &variables);
+    let client = reqwest::Client::new();
+    let conversation = create_conversation(&client, &server, None).await;
+    let messages = server.url(&format!(
+        "/api/v1/conversations/{}/messages",
+        conversation["id"].as_str().unwrap()
+    ));
+    let stream = stream_in_background(&client, &messages, "interrupted politely").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.interrupt();
+    let body = stream.await.unwrap();
+    assert!(body.contains("event: done"), "the stream finished: {body}");
+    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn a_second_signal_stops_at_once_and_keeps_what_was_generated() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut variables = deterministic();
+    variables.push(("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "100".to_owned()));
+    variables.push(("CHAT__SERVER__SHUTDOWN_GRACE_SECS", "30".to_owned()));
+    let mut server = start(directory.path(), &variables);
+    let client = reqwest::Client::new();
+    let conversation = create_conversation(&client, &server, None).await;
+    let id = conversation["id"].as_str().unwrap().to_owned();
+    let messages = server.url(&format!("/api/v1/conversations/{id}/messages"));
+    let words = vec!["word"; 100].join(" ");
+    let _stream = stream_in_background(&client, &messages, &words).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.interrupt();
+    // Ten seconds of reply left and a grace period of thirty: the second signal ends both.
+    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "stopped at once: {:?}",
+        signalled.elapsed()
+    );
+
+    let server = start(directory.path(), &deterministic());
+    let stored: Value = reqwest::get(server.url(&format!("/api/v1/conversations/{id}/messages")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = stored["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "the message and its cut reply: {stored}");
+    assert_eq!(items[0]["content"], words.as_str());
+    let reply = items[1]["content"].as_str().unwrap();
+    assert!(
+        !reply.is_empty() && reply.len() < words.len(),
+        "some of the reply: {reply}"
+    );
+}
