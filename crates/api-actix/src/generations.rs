@@ -55,6 +55,11 @@ impl Generations {
         }
     }
 
+    /// The running replies have been cut short: the server is about to stop.
+    pub(crate) fn is_cut(&self) -> bool {
+        *self.cut.borrow()
+    }
+
     /// Ends every running reply where it got to, and every reply started later at once; each
     /// stores what it has and ends its stream with `done` (or, with no text yet, an error).
     pub fn cut_short(&self) {

@@ -2,7 +2,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::{ConversationId, GenerationId, GenerationLogError};
+use domain::{ChatError, ConversationId, GenerationId, GenerationLogError};
 
 use crate::body::{read_json, read_optional_json};
 use crate::dto::{
@@ -217,6 +217,10 @@ pub(crate) async fn send_message(
         read_json(&request, payload, state.settings.max_body_bytes).await?;
     let text = state.service.message_text(body.content)?;
     if sse::accepts_event_stream(request.headers()) {
+        if state.generations.is_cut() {
+            // It would be cut before its first word, after the provider was asked (and paid).
+            return Err(ChatError::CutShort.into());
+        }
         let content = text.as_str().to_owned();
         let pending = state.service.start_reply(id, text).await?;
         return Ok(sse::stream_reply(&state, id, content, pending).await);

@@ -1,7 +1,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::{Sink, SinkExt, StreamExt};
+use futures::future::{self, Either};
+use futures::{FutureExt, Sink, SinkExt, StreamExt};
 
 use crate::errors::{AssistantError, ChatError, RepositoryError};
 use crate::ids::ConversationId;
@@ -323,7 +324,8 @@ impl PendingReply {
             context,
             deltas,
         } = self;
-        let mut deltas = deltas.take_until(Box::pin(cut_short));
+        let cut_short = Box::pin(cut_short).shared();
+        let mut deltas = deltas.take_until(cut_short.clone());
         let mut reply = String::new();
         let mut listening = true;
         while let Some(piece) = deltas.next().await {
@@ -332,8 +334,14 @@ impl PendingReply {
                 continue;
             }
             reply.push_str(&piece);
-            if listening && events.send(ReplyEvent::Delta(piece)).await.is_err() {
-                listening = false;
+            if listening {
+                // A listener that lags (its buffer full) must not hold the cut off: the cut
+                // ends the offers, and the stored reply carries every piece.
+                let send = events.send(ReplyEvent::Delta(piece));
+                listening = match future::select(send, cut_short.clone()).await {
+                    Either::Left((sent, _)) => sent.is_ok(),
+                    Either::Right(((), _)) => false,
+                };
             }
         }
         if reply.trim().is_empty() {
@@ -353,7 +361,7 @@ mod tests {
     use super::*;
     use crate::ports::{MockAssistant, MockChatRepository};
     use crate::Role;
-    use futures::{future, stream};
+    use futures::stream;
 
     fn stored(exchange: &NewExchange) -> Exchange {
         let message = |role, new: &crate::NewMessage, position| Message {
@@ -730,6 +738,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(exchange.assistant_message.content, "the first words ");
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_lags_does_not_hold_the_cut_off() {
+        let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
+        repository
+            .expect_append_exchange()
+            .withf(|exchange| exchange.assistant.content == "one ")
+            .times(1)
+            .returning(|exchange| Ok(stored(exchange)));
+        let mut assistant = MockAssistant::new();
+        assistant.expect_context_messages().return_const(0usize);
+        assistant.expect_reply_stream().returning(|_| {
+            let pieces = ["one ", "two ", "three "].map(|piece| Ok(piece.to_owned()));
+            Ok(stream::iter(pieces).chain(stream::pending()).boxed())
+        });
+        let service = service(repository, assistant);
+        let text = service.message_text("hello").unwrap();
+        let pending = service
+            .start_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap();
+
+        // Nobody reads: the first offer waits for good (a bounded channel's send completes
+        // only once the piece is taken).
+        let (sender, _never_read) = futures::channel::mpsc::channel(0);
+        let cut = tokio::time::sleep(std::time::Duration::from_millis(50));
+        let exchange = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            pending.complete(sender, cut),
+        )
+        .await
+        .expect("the cut ends the reply although its listener lags")
+        .unwrap();
+        assert_eq!(exchange.assistant_message.content, "one ");
     }
 
     #[tokio::test]
