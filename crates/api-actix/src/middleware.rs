@@ -142,9 +142,11 @@ pub(crate) async fn observe(
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     // A refused or failed request gets a line at the default level, so the id a user quotes
     // from a failure is found in the log; answered ones only at debug, where their volume
-    // costs nothing in production.
+    // costs nothing in production. So do rate-limited ones (429): a flood must stay cheap to
+    // refuse, and `http_requests_total` counts them.
     span.in_scope(|| {
-        if status.is_client_error() || status.is_server_error() {
+        let failed = status.is_client_error() || status.is_server_error();
+        if failed && status != StatusCode::TOO_MANY_REQUESTS {
             tracing::info!(latency_ms, "request finished");
         } else {
             tracing::debug!(latency_ms, "request finished");
