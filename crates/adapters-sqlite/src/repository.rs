@@ -327,6 +327,11 @@ impl ChatRepository for SqliteChatRepository {
     /// stop `chat.db` alone holds everything (the process exits without closing its
     /// connections, and only the last connection to close would do this by itself).
     async fn close(&self) {
+        // Queued behind every write already submitted, so that those are in the WAL first.
+        if let Err(error) = self.writer.write(|_| Ok(())).await {
+            tracing::warn!(%error, "SQLite writes still failing at stop; the WAL is left to the next start");
+            return;
+        }
         let settings = self.settings.clone();
         let checkpoint = tokio::task::spawn_blocking(move || checkpoint_wal(&settings));
         match checkpoint.await {

@@ -112,6 +112,8 @@ impl Application {
     /// their streams end with `done` before the connections close. A second signal stops at
     /// once: replies are cut short and connections closed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // Listening from here on, so that no signal is lost between the first and the second.
+        let mut signals = StopSignals::listen();
         let stop_requested = Arc::new(std::sync::OnceLock::new());
         let signal_seen = Arc::clone(&stop_requested);
         let generations = self.generations.clone();
@@ -119,7 +121,7 @@ impl Application {
         let grace = self.shutdown_grace;
         let (forced, forced_stop) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            let signal = stop_signal().await;
+            let signal = signals.next().await;
             let _ = signal_seen.set(Instant::now());
             tracing::info!(
                 signal,
@@ -128,19 +130,23 @@ impl Application {
             );
             // Sends the stop at once; the returned future only tells when it is done.
             tokio::spawn(server.stop(true));
-            let cut_at = grace.saturating_sub(time_to_store_cut_replies(grace));
-            let second_signal = tokio::select! {
-                () = tokio::time::sleep(cut_at) => None,
-                signal = stop_signal() => Some(signal),
-            };
-            let in_flight = generations.in_flight();
-            if in_flight > 0 {
-                tracing::warn!(in_flight, "cutting replies in progress short");
-            }
-            generations.cut_short();
-            if let Some(signal) = second_signal {
-                tracing::warn!(signal, "second signal: not waiting for open connections");
-                let _ = forced.send(());
+            let cut_time =
+                tokio::time::sleep(grace.saturating_sub(time_to_store_cut_replies(grace)));
+            tokio::pin!(cut_time);
+            let mut cut = false;
+            loop {
+                tokio::select! {
+                    () = &mut cut_time, if !cut => {
+                        cut = true;
+                        cut_short(&generations);
+                    }
+                    signal = signals.next() => {
+                        tracing::warn!(signal, "second signal: not waiting for open connections");
+                        cut_short(&generations);
+                        let _ = forced.send(());
+                        return;
+                    }
+                }
             }
         });
         let forced_stop = async {
@@ -149,11 +155,15 @@ impl Application {
                 std::future::pending::<()>().await;
             }
         };
-        // A forced stop leaves the HTTP workers to end with the process.
-        tokio::select! {
-            served = self.server => served?,
-            () = forced_stop => {}
-        }
+        // Dropping the server future on a forced stop stops its workers at once, closing their
+        // connections; requests they were serving may still have writes queued.
+        let graceful = tokio::select! {
+            served = self.server => {
+                served?;
+                true
+            }
+            () = forced_stop => false,
+        };
         let in_flight = self.generations.in_flight();
         if in_flight > 0 {
             tracing::info!(in_flight, "waiting for replies in progress");
@@ -162,17 +172,29 @@ impl Application {
             .get()
             .map_or(Duration::ZERO, |signalled: &Instant| signalled.elapsed());
         let remaining = self.shutdown_grace.saturating_sub(spent);
-        if self.generations.wait_idle(remaining).await {
-            self.service.close().await;
-        } else {
-            // Storage is still busy with them: closing it now would only wait on them too.
+        let idle = self.generations.wait_idle(remaining).await;
+        if !idle {
             tracing::warn!(
                 unfinished = self.generations.in_flight(),
                 "grace period over; replies that could not be stored in time are abandoned"
             );
         }
+        if graceful && idle {
+            self.service.close().await;
+        } else {
+            // Writes may still be on their way to storage: closing it now could not say so.
+            tracing::warn!("stopped without closing storage; the next start recovers it");
+        }
         Ok(())
     }
+}
+
+fn cut_short(generations: &Generations) {
+    let in_flight = generations.in_flight();
+    if in_flight > 0 {
+        tracing::warn!(in_flight, "cutting replies in progress short");
+    }
+    generations.cut_short();
 }
 
 /// The end of the grace period kept for replies cut short to store what they have and send their
@@ -181,28 +203,62 @@ fn time_to_store_cut_replies(grace: Duration) -> Duration {
     (grace / 4).min(Duration::from_secs(3))
 }
 
-/// Waits for SIGTERM or SIGINT (Ctrl-C) and names it. The HTTP server does not watch signals
-/// itself: it would treat SIGINT as a forced stop, dropping every stream.
-async fn stop_signal() -> &'static str {
+/// SIGTERM and SIGINT (Ctrl-C), listened to from creation on, so that one arriving between two
+/// waits is not lost. The HTTP server does not watch signals itself: it would treat SIGINT as a
+/// forced stop, dropping every stream.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = terminate.recv() => "SIGTERM",
-                    _ = tokio::signal::ctrl_c() => "SIGINT",
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(signal) => Some(signal),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for {name}; it will not stop the server gracefully");
+                    None
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+            };
+            Self {
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+
+    /// The name of the next signal; never resolves when none can be listened to.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+                if let Some(signal) = signal {
+                    if signal.recv().await.is_some() {
+                        return;
+                    }
+                }
+                std::future::pending().await
+            }
+            tokio::select! {
+                () = received(self.terminate.as_mut()) => "SIGTERM",
+                () = received(self.interrupt.as_mut()) => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            "Ctrl-C"
+        }
     }
 }
