@@ -396,32 +396,57 @@ async fn sigterm_lets_in_flight_requests_and_streams_finish() {
     );
 }
 
-#[tokio::test]
-async fn a_reply_longer_than_the_grace_period_is_cut_short_and_stored_as_far_as_it_got() {
-    let directory = tempfile::tempdir().unwrap();
+/// A server with the given grace period, streaming a reply of a hundred words at 100 ms each
+/// (ten seconds) for 0.3 s already: the server, the conversation id, the message sent and the
+/// stream's whole body once it ends.
+async fn streaming_a_long_reply(
+    directory: &Path,
+    grace_secs: u64,
+) -> (
+    ServerProcess,
+    String,
+    String,
+    tokio::task::JoinHandle<String>,
+) {
     let mut variables = deterministic();
     variables.push(("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "100".to_owned()));
-    variables.push(("CHAT__SERVER__SHUTDOWN_GRACE_SECS", "3".to_owned()));
-    let mut server = start(directory.path(), &variables);
+    variables.push(("CHAT__SERVER__SHUTDOWN_GRACE_SECS", grace_secs.to_string()));
+    let server = start(directory, &variables);
     let client = reqwest::Client::new();
     let conversation = create_conversation(&client, &server, None).await;
     let id = conversation["id"].as_str().unwrap().to_owned();
     let messages = server.url(&format!("/api/v1/conversations/{id}/messages"));
     let words = vec!["word"; 100].join(" ");
-    let response = client
-        .post(&messages)
-        .header("accept", "text/event-stream")
-        .json(&json!({ "content": words }))
-        .send()
+    let stream = stream_in_background(&client, &messages, &words).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (server, id, words, stream)
+}
+
+/// The contents of a conversation's messages, as a restarted server on `directory` has them.
+async fn stored_after_restart(directory: &Path, id: &str) -> Vec<String> {
+    let server = start(directory, &deterministic());
+    let stored: Value = reqwest::get(server.url(&format!("/api/v1/conversations/{id}/messages")))
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
-    let stream = tokio::spawn(async move { response.text().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stored["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reply_longer_than_the_grace_period_is_cut_short_and_stored_as_far_as_it_got() {
+    let directory = tempfile::tempdir().unwrap();
+    let (mut server, id, words, stream) = streaming_a_long_reply(directory.path(), 3).await;
     let signalled = std::time::Instant::now();
     server.terminate();
 
-    // A hundred words at 100 ms each would take ten seconds; the grace period is three.
+    // Ten seconds of reply left; the grace period is three.
     let body = stream.await.unwrap();
     let done = body
         .split("\n\n")
@@ -449,21 +474,10 @@ async fn a_reply_longer_than_the_grace_period_is_cut_short_and_stored_as_far_as_
         signalled.elapsed() < Duration::from_secs(5),
         "within the grace period and a little"
     );
-
-    let server = start(directory.path(), &deterministic());
-    let stored: Value = reqwest::get(server.url(&format!("/api/v1/conversations/{id}/messages")))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let contents: Vec<&str> = stored["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|message| message["content"].as_str().unwrap())
-        .collect();
-    assert_eq!(contents, [words.as_str(), cut_reply.as_str()]);
+    assert_eq!(
+        stored_after_restart(directory.path(), &id).await,
+        [words, cut_reply]
+    );
 }
 
 /// A streamed reply, sent and left to run in the background; its whole body when it ends.
@@ -509,17 +523,7 @@ async fn ctrl_c_stops_as_gracefully_as_sigterm() {
 #[tokio::test]
 async fn a_second_signal_stops_at_once_and_keeps_what_was_generated() {
     let directory = tempfile::tempdir().unwrap();
-    let mut variables = deterministic();
-    variables.push(("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "100".to_owned()));
-    variables.push(("CHAT__SERVER__SHUTDOWN_GRACE_SECS", "30".to_owned()));
-    let mut server = start(directory.path(), &variables);
-    let client = reqwest::Client::new();
-    let conversation = create_conversation(&client, &server, None).await;
-    let id = conversation["id"].as_str().unwrap().to_owned();
-    let messages = server.url(&format!("/api/v1/conversations/{id}/messages"));
-    let words = vec!["word"; 100].join(" ");
-    let _stream = stream_in_background(&client, &messages, &words).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut server, id, words, _stream) = streaming_a_long_reply(directory.path(), 30).await;
     let signalled = std::time::Instant::now();
     server.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -534,20 +538,12 @@ async fn a_second_signal_stops_at_once_and_keeps_what_was_generated() {
         "stopped at once: {:?}",
         signalled.elapsed()
     );
-
-    let server = start(directory.path(), &deterministic());
-    let stored: Value = reqwest::get(server.url(&format!("/api/v1/conversations/{id}/messages")))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let items = stored["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2, "the message and its cut reply: {stored}");
-    assert_eq!(items[0]["content"], words.as_str());
-    let reply = items[1]["content"].as_str().unwrap();
+    let stored = stored_after_restart(directory.path(), &id).await;
+    assert_eq!(stored.len(), 2, "the message and its cut reply: {stored:?}");
+    assert_eq!(stored[0], words);
     assert!(
-        !reply.is_empty() && reply.len() < words.len(),
-        "some of the reply: {reply}"
+        !stored[1].is_empty() && stored[1].len() < words.len(),
+        "some of the reply: {}",
+        stored[1]
     );
 }
