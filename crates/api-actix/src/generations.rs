@@ -63,6 +63,10 @@ impl Generations {
     /// Ends every running reply where it got to, and every reply started later at once; each
     /// stores what it has and ends its stream with `done` (or, with no text yet, an error).
     pub fn cut_short(&self) {
+        let in_flight = self.in_flight();
+        if in_flight > 0 {
+            tracing::warn!(in_flight, "cutting replies in progress short");
+        }
         self.cut.send_replace(true);
     }
 

@@ -702,32 +702,42 @@ mod tests {
         ));
     }
 
-    fn service_streaming_then_waiting(repository: MockChatRepository) -> ChatService {
+    /// A started reply whose assistant sends `pieces`, then waits for ever.
+    async fn reply_sending_then_waiting(
+        repository: MockChatRepository,
+        pieces: &'static [&'static str],
+    ) -> PendingReply {
         let mut assistant = MockAssistant::new();
         assistant.expect_context_messages().return_const(0usize);
-        assistant.expect_reply_stream().returning(|_| {
-            Ok(stream::iter(vec![Ok("the first words ".to_owned())])
-                .chain(stream::pending())
-                .boxed())
+        assistant.expect_reply_stream().returning(move |_| {
+            let pieces = pieces.iter().map(|piece| Ok((*piece).to_owned()));
+            Ok(stream::iter(pieces).chain(stream::pending()).boxed())
         });
-        service(repository, assistant)
+        let service = service(repository, assistant);
+        let text = service.message_text("hello").unwrap();
+        service
+            .start_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap()
     }
 
-    #[tokio::test]
-    async fn a_reply_cut_short_is_stored_as_far_as_it_got() {
+    /// A repository that expects exactly one exchange, whose reply is `reply`.
+    fn storing_once(reply: &'static str) -> MockChatRepository {
         let mut repository = MockChatRepository::new();
         existing_conversations(&mut repository);
         repository
             .expect_append_exchange()
-            .withf(|exchange| exchange.assistant.content == "the first words ")
+            .withf(move |exchange| exchange.assistant.content == reply)
             .times(1)
             .returning(|exchange| Ok(stored(exchange)));
-        let service = service_streaming_then_waiting(repository);
-        let text = service.message_text("hello").unwrap();
-        let pending = service
-            .start_reply(ConversationId::DEFAULT, text)
-            .await
-            .unwrap();
+        repository
+    }
+
+    #[tokio::test]
+    async fn a_reply_cut_short_is_stored_as_far_as_it_got() {
+        let pending =
+            reply_sending_then_waiting(storing_once("the first words "), &["the first words "])
+                .await;
 
         let (sender, mut receiver) = futures::channel::mpsc::channel(16);
         let cut_after_the_first_piece = async move {
@@ -742,25 +752,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_listener_that_lags_does_not_hold_the_cut_off() {
-        let mut repository = MockChatRepository::new();
-        existing_conversations(&mut repository);
-        repository
-            .expect_append_exchange()
-            .withf(|exchange| exchange.assistant.content == "one ")
-            .times(1)
-            .returning(|exchange| Ok(stored(exchange)));
-        let mut assistant = MockAssistant::new();
-        assistant.expect_context_messages().return_const(0usize);
-        assistant.expect_reply_stream().returning(|_| {
-            let pieces = ["one ", "two ", "three "].map(|piece| Ok(piece.to_owned()));
-            Ok(stream::iter(pieces).chain(stream::pending()).boxed())
-        });
-        let service = service(repository, assistant);
-        let text = service.message_text("hello").unwrap();
-        let pending = service
-            .start_reply(ConversationId::DEFAULT, text)
-            .await
-            .unwrap();
+        let pending =
+            reply_sending_then_waiting(storing_once("one "), &["one ", "two ", "three "]).await;
 
         // Nobody reads: the first offer waits for good (a bounded channel's send completes
         // only once the piece is taken).
@@ -781,12 +774,7 @@ mod tests {
         let mut repository = MockChatRepository::new();
         existing_conversations(&mut repository);
         repository.expect_append_exchange().never();
-        let service = service_streaming_then_waiting(repository);
-        let text = service.message_text("hello").unwrap();
-        let pending = service
-            .start_reply(ConversationId::DEFAULT, text)
-            .await
-            .unwrap();
+        let pending = reply_sending_then_waiting(repository, &["the first words "]).await;
 
         let (sender, _receiver) = futures::channel::mpsc::channel(16);
         assert!(matches!(

@@ -138,11 +138,11 @@ impl Application {
                 tokio::select! {
                     () = &mut cut_time, if !cut => {
                         cut = true;
-                        cut_short(&generations);
+                        generations.cut_short();
                     }
                     signal = signals.next() => {
                         tracing::warn!(signal, "second signal: not waiting for open connections");
-                        cut_short(&generations);
+                        generations.cut_short();
                         let _ = forced.send(());
                         return;
                     }
@@ -187,14 +187,6 @@ impl Application {
         }
         Ok(())
     }
-}
-
-fn cut_short(generations: &Generations) {
-    let in_flight = generations.in_flight();
-    if in_flight > 0 {
-        tracing::warn!(in_flight, "cutting replies in progress short");
-    }
-    generations.cut_short();
 }
 
 /// The end of the grace period kept for replies cut short to store what they have and send their

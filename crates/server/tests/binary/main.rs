@@ -323,29 +323,28 @@ fn postgres(database: &TestDatabase) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A server whose dummy assistant writes a word every 60 ms: the server, a client, and a new
+/// conversation's id and messages URL.
+async fn slowly_streaming_server(
+    directory: &Path,
+) -> (ServerProcess, reqwest::Client, String, String) {
+    let mut variables = deterministic();
+    variables.push(("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "60".to_owned()));
+    let server = start(directory, &variables);
+    let client = reqwest::Client::new();
+    let conversation = create_conversation(&client, &server, None).await;
+    let id = conversation["id"].as_str().unwrap().to_owned();
+    let messages = server.url(&format!("/api/v1/conversations/{id}/messages"));
+    (server, client, id, messages)
+}
+
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_and_streams_finish() {
     let directory = tempfile::tempdir().unwrap();
-    let mut variables = deterministic();
-    variables.push(("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "60".to_owned()));
-    let mut server = start(directory.path(), &variables);
-    let client = reqwest::Client::new();
-    let conversation = create_conversation(&client, &server, None).await;
-    let messages = server.url(&format!(
-        "/api/v1/conversations/{}/messages",
-        conversation["id"].as_str().unwrap()
-    ));
+    let (mut server, client, id, messages) = slowly_streaming_server(directory.path()).await;
     let mut streams = Vec::new();
     for i in 0..8 {
-        let response = client
-            .post(&messages)
-            .header("accept", "text/event-stream")
-            .json(&json!({"content": format!("stream {i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        streams.push(tokio::spawn(async move { response.text().await.unwrap() }));
+        streams.push(stream_in_background(&client, &messages, &format!("stream {i}")).await);
     }
     let mut posts = Vec::new();
     for i in 0..8 {
@@ -380,15 +379,13 @@ async fn sigterm_lets_in_flight_requests_and_streams_finish() {
     .unwrap();
     let server = start(copy.path(), &deterministic());
     assert_eq!(history(&server).await.len(), 8, "eight posts");
-    let streamed: Value = reqwest::get(server.url(&format!(
-        "/api/v1/conversations/{}/messages?limit=50",
-        conversation["id"].as_str().unwrap()
-    )))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let streamed: Value =
+        reqwest::get(server.url(&format!("/api/v1/conversations/{id}/messages?limit=50")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(
         streamed["items"].as_array().unwrap().len(),
         16,
@@ -500,15 +497,7 @@ async fn stream_in_background(
 #[tokio::test]
 async fn ctrl_c_stops_as_gracefully_as_sigterm() {
     let directory = tempfile::tempdir().unwrap();
-    let mut variables = deterministic();
-    variables.push(("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "60".to_owned()));
-    let mut server = start(directory.path(), &variables);
-    let client = reqwest::Client::new();
-    let conversation = create_conversation(&client, &server, None).await;
-    let messages = server.url(&format!(
-        "/api/v1/conversations/{}/messages",
-        conversation["id"].as_str().unwrap()
-    ));
+    let (mut server, client, _, messages) = slowly_streaming_server(directory.path()).await;
     let stream = stream_in_background(&client, &messages, "interrupted politely").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.interrupt();
