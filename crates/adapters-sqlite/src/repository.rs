@@ -406,9 +406,38 @@ fn rewrite_user_version(conn: &mut SqliteConnection) -> Result<(), diesel::resul
 mod tests {
     use std::sync::mpsc;
 
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
     use domain::{ConversationId, MessageWindow, NewExchange, PageLimit};
 
     use super::*;
+
+    /// A full disk fails real batches while the check's one-page write would still succeed: the
+    /// check must not make the replica ready again while real writes are failing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readiness_reports_an_outage_while_real_writes_keep_failing() {
+        let directory = tempfile::tempdir().unwrap();
+        let repository =
+            SqliteChatRepository::open(&SqliteSettings::new(directory.path().join("chat.db")))
+                .unwrap();
+        let full_disk = repository
+            .writer
+            .write(|_| -> Result<(), DieselError> {
+                Err(DieselError::DatabaseError(
+                    DatabaseErrorKind::Unknown,
+                    Box::new("database or disk is full".to_owned()),
+                ))
+            })
+            .await;
+        assert!(matches!(full_disk, Err(RepositoryError::Unavailable(_))));
+        assert!(matches!(
+            repository.health_check().await,
+            Err(RepositoryError::Unavailable(_))
+        ));
+        assert!(
+            repository.writer.is_failing(),
+            "the check wrote nothing of its own"
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_that_sees_a_commit_answers_only_once_the_commit_is_synced() {
