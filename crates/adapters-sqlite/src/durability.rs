@@ -63,8 +63,8 @@ pub(crate) struct Durability {
     synced: watch::Sender<u64>,
     /// Set while the last batch failed with an outage; readiness reports it.
     failing: AtomicBool,
-    /// When a batch last failed with an outage.
-    last_outage: Mutex<Option<Instant>>,
+    /// When readiness may try a write of its own again.
+    outages: Mutex<Outages>,
     /// Set for good once a sync failed.
     broken: AtomicBool,
 }
@@ -75,7 +75,7 @@ impl Durability {
             committing: AtomicU64::new(0),
             synced: watch::Sender::new(0),
             failing: AtomicBool::new(false),
-            last_outage: Mutex::new(None),
+            outages: Mutex::new(Outages::default()),
             broken: AtomicBool::new(false),
         }
     }
@@ -109,12 +109,26 @@ impl Durability {
         self.failing.load(Ordering::Relaxed) || self.is_broken()
     }
 
-    /// A batch failed with an outage less than `window` ago.
-    pub(crate) fn failed_within(&self, window: Duration) -> bool {
-        self.last_outage
+    /// How long readiness should still report the outage without trying a write of its own;
+    /// `None` once it may try one.
+    pub(crate) fn quiet_left(&self) -> Option<Duration> {
+        self.outages().quiet_left(Instant::now())
+    }
+
+    /// Records whether the last finished batch failed with an outage.
+    fn record_outcome(&self, outage: bool) {
+        let was_failing = self.failing.swap(outage, Ordering::Relaxed);
+        if outage {
+            self.outages().failed(!was_failing, Instant::now());
+        } else if was_failing {
+            self.outages().recovered(Instant::now());
+        }
+    }
+
+    fn outages(&self) -> std::sync::MutexGuard<'_, Outages> {
+        self.outages
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_some_and(|at| at.elapsed() < window)
     }
 
     pub(crate) fn is_broken(&self) -> bool {
@@ -127,6 +141,73 @@ impl Durability {
              restart the server once the disk is healthy"
                 .to_owned(),
         )
+    }
+}
+
+/// The quiet time after a first outage, and after one that follows a recovery that held.
+const SHORTEST_QUIET: Duration = Duration::from_secs(10);
+/// The quiet time stops doubling here, so a replica whose storage came back rejoins within it.
+const LONGEST_QUIET: Duration = Duration::from_secs(120);
+/// An outage that starts this soon after the last recovery counts as the same trouble.
+const RELAPSE_WINDOW: Duration = Duration::from_secs(300);
+
+/// When readiness, which has seen writes fail for storage reasons, may try a write of its own.
+///
+/// Readiness keeps reporting the outage for a quiet time after the last failure, because its
+/// one-page write can fit where real batches do not (a full disk with room left in the WAL):
+/// let back by that write, a replica takes traffic and fails again. Each outage that starts
+/// within [`RELAPSE_WINDOW`] of the last recovery doubles the quiet time, up to
+/// [`LONGEST_QUIET`], so such a replica spends ever less of its time in rotation failing writes.
+#[derive(Debug)]
+struct Outages {
+    last_failure: Option<Instant>,
+    last_recovery: Option<Instant>,
+    quiet: Duration,
+}
+
+impl Default for Outages {
+    fn default() -> Self {
+        Self {
+            last_failure: None,
+            last_recovery: None,
+            quiet: SHORTEST_QUIET,
+        }
+    }
+}
+
+impl Outages {
+    /// A batch failed with an outage at `now`; `starts` when the batch before it did not.
+    fn failed(&mut self, starts: bool, now: Instant) {
+        self.last_failure = Some(now);
+        if !starts {
+            return;
+        }
+        let relapse = self
+            .last_recovery
+            .is_some_and(|recovered| now.saturating_duration_since(recovered) < RELAPSE_WINDOW);
+        self.quiet = if relapse {
+            (self.quiet * 2).min(LONGEST_QUIET)
+        } else {
+            SHORTEST_QUIET
+        };
+        if relapse {
+            tracing::warn!(
+                quiet_secs = self.quiet.as_secs(),
+                "SQLite writes fail again soon after they recovered; readiness reports the \
+                 outage this long before trying a write of its own"
+            );
+        }
+    }
+
+    fn recovered(&mut self, now: Instant) {
+        self.last_recovery = Some(now);
+    }
+
+    fn quiet_left(&self, now: Instant) -> Option<Duration> {
+        let failed = self.last_failure?;
+        self.quiet
+            .checked_sub(now.saturating_duration_since(failed))
+            .filter(|left| !left.is_zero())
     }
 }
 
@@ -169,13 +250,7 @@ pub(crate) fn run_syncer(
         let outage = ready
             .last()
             .is_some_and(|batch| matches!(batch.commit, Err(RepositoryError::Unavailable(_))));
-        durability.failing.store(outage, Ordering::Relaxed);
-        if outage {
-            *durability
-                .last_outage
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
-        }
+        durability.record_outcome(outage);
         // Readers go on even when the sync failed: writes stop, and readiness tells.
         durability.synced.send_replace(last);
         let answer = SyncedBatches {
@@ -203,5 +278,77 @@ pub(crate) fn run_answerer(synced: Receiver<SyncedBatches>) {
                 job.finish(outcome);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// An outage of one batch starting at `at`, recovered `recovered_after` later.
+    fn outage_then_recovery(outages: &mut Outages, at: Instant, recovered_after: Duration) {
+        outages.failed(true, at);
+        outages.recovered(at + recovered_after);
+    }
+
+    #[test]
+    fn readiness_waits_the_shortest_quiet_time_after_a_first_outage() {
+        let start = Instant::now();
+        let mut outages = Outages::default();
+        assert_eq!(outages.quiet_left(start), None);
+        outages.failed(true, start);
+        assert_eq!(outages.quiet_left(start + 4 * SECOND), Some(6 * SECOND));
+        assert_eq!(outages.quiet_left(start + SHORTEST_QUIET), None);
+    }
+
+    #[test]
+    fn failures_within_one_outage_restart_the_quiet_time_without_lengthening_it() {
+        let start = Instant::now();
+        let mut outages = Outages::default();
+        outages.failed(true, start);
+        outages.failed(false, start + 8 * SECOND);
+        assert_eq!(outages.quiet_left(start + 9 * SECOND), Some(9 * SECOND));
+        assert_eq!(outages.quiet_left(start + 18 * SECOND), None);
+    }
+
+    #[test]
+    fn outages_returning_soon_after_a_recovery_double_the_quiet_time_up_to_the_longest() {
+        let mut at = Instant::now();
+        let mut outages = Outages::default();
+        let mut quiet_times = Vec::new();
+        for _ in 0..6 {
+            let quiet = outages.quiet;
+            outage_then_recovery(&mut outages, at, quiet);
+            quiet_times.push(outages.quiet.as_secs());
+            at += outages.quiet + 5 * SECOND;
+        }
+        assert_eq!(quiet_times, [10, 20, 40, 80, 120, 120]);
+        outages.failed(true, at);
+        assert_eq!(outages.quiet_left(at + 100 * SECOND), Some(20 * SECOND));
+    }
+
+    #[test]
+    fn only_the_first_failed_batch_of_an_outage_starts_it() {
+        let durability = Durability::new();
+        for outage in [true, true, false, true, true] {
+            durability.record_outcome(outage);
+        }
+        assert!(durability.is_failing());
+        assert_eq!(durability.outages().quiet, 2 * SHORTEST_QUIET);
+        assert!(durability.quiet_left().is_some());
+    }
+
+    #[test]
+    fn a_recovery_that_holds_starts_again_from_the_shortest_quiet_time() {
+        let start = Instant::now();
+        let mut outages = Outages::default();
+        outage_then_recovery(&mut outages, start, 10 * SECOND);
+        outage_then_recovery(&mut outages, start + 15 * SECOND, 20 * SECOND);
+        assert_eq!(outages.quiet, 20 * SECOND);
+        let recovered = start + 35 * SECOND;
+        outages.failed(true, recovered + RELAPSE_WINDOW);
+        assert_eq!(outages.quiet, SHORTEST_QUIET);
     }
 }

@@ -25,9 +25,6 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Reads that may wait for a reader thread; one more is refused with `Overloaded`.
 const READ_QUEUE_CAPACITY: usize = 1024;
-/// After a write failed for storage reasons, readiness reports the outage this long without
-/// trying a write of its own.
-const REAL_WRITES_FAILED_RECENTLY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct SqliteSettings {
@@ -312,10 +309,11 @@ impl ChatRepository for SqliteChatRepository {
             // would stay unready after storage came back. Not while real writes keep failing:
             // the check's one-page write can succeed where they fail (a full disk with room
             // left in the WAL), and readiness would then let traffic back to fail again.
-            if self.writer.failed_within(REAL_WRITES_FAILED_RECENTLY) {
-                return Err(RepositoryError::Unavailable(
-                    "writes failed in the last seconds".to_owned(),
-                ));
+            if let Some(left) = self.writer.quiet_left() {
+                return Err(RepositoryError::Unavailable(format!(
+                    "writes failed for storage reasons; the next trial write in {} s",
+                    left.as_secs().max(1)
+                )));
             }
             return self.writer.write(rewrite_user_version).await;
         }

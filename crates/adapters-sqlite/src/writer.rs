@@ -302,9 +302,10 @@ impl Writer {
         self.durability.is_failing()
     }
 
-    /// A batch failed with an outage less than `window` ago.
-    pub(crate) fn failed_within(&self, window: Duration) -> bool {
-        self.durability.failed_within(window)
+    /// How long readiness should still report an outage without trying a write of its own
+    /// (see [`crate::durability`]).
+    pub(crate) fn quiet_left(&self) -> Option<Duration> {
+        self.durability.quiet_left()
     }
 }
 
@@ -615,8 +616,10 @@ mod tests {
         }
         assert_eq!(stored(&path), 0);
         assert!(writer.is_failing(), "readiness reports the outage");
-        assert!(writer.failed_within(Duration::from_secs(60)));
-        assert!(!writer.failed_within(Duration::ZERO));
+        assert!(
+            writer.quiet_left().is_some(),
+            "readiness waits before writing itself"
+        );
     }
 
     /// A WAL sync that tells the test each time it is called, then waits for the test to say how
