@@ -357,17 +357,36 @@ fn map_error(error: DieselError) -> RepositoryError {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
             RepositoryError::Conflict
         }
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            info,
+        ) => {
             RepositoryError::Unavailable(format!("PostgreSQL connection lost: {}", info.message()))
         }
-        DieselError::DatabaseError(_, info)
-            if info.message().contains("statement timeout")
-                || info.message().contains("terminating connection") =>
-        {
+        DieselError::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, info) => {
+            RepositoryError::Unavailable(format!(
+                "PostgreSQL refuses writes (a read-only database or a standby): {}",
+                info.message()
+            ))
+        }
+        DieselError::DatabaseError(_, info) if is_outage_message(info.message()) => {
             RepositoryError::Unavailable(format!("PostgreSQL: {}", info.message()))
         }
         other => RepositoryError::Unknown(anyhow!("PostgreSQL: {other}")),
     }
+}
+
+/// Failures of the database rather than of the statement, which diesel gives no kind of its own:
+/// they pass once the database is well again, so callers may retry.
+fn is_outage_message(message: &str) -> bool {
+    const OUTAGES: [&str; 4] = [
+        "statement timeout",
+        "terminating connection",
+        // A full disk: "could not extend file ...: No space left on device".
+        "could not extend file",
+        "No space left on device",
+    ];
+    OUTAGES.iter().any(|outage| message.contains(outage))
 }
 
 /// PostgreSQL refused the statement for what it was given (a taken id, text it cannot store),
@@ -752,6 +771,22 @@ mod tests {
             "postgresql://h/db?sslmode=require&connect_timeout=9&keepalives_idle=5\
              &keepalives=1&keepalives_interval=10&keepalives_count=3"
         );
+    }
+
+    /// A full disk cannot be staged against the test database; its error as PostgreSQL words it.
+    #[test]
+    fn a_full_disk_is_an_outage_not_an_internal_error() {
+        let full_disk = DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new(
+                "could not extend file \"base/16384/16390\": No space left on device".to_owned(),
+            ),
+        );
+        assert!(!is_refusal(&full_disk), "the whole batch fails");
+        assert!(matches!(
+            map_error(full_disk),
+            RepositoryError::Unavailable(_)
+        ));
     }
 
     #[test]

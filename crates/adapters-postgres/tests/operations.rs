@@ -315,6 +315,64 @@ async fn outage_fails_fast_as_unavailable_and_recovers_by_itself() {
     proxy.abort();
 }
 
+/// A database that refuses writes (a standby promoted away from, a read-only default) fails
+/// them as unavailable, which clients may retry, and keeps serving reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_refusing_writes_fails_them_as_unavailable_and_still_serves_reads() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let repository = connect(&database).await;
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Read-only later").unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+    // New sessions start read-only; ending the pool's sessions makes it open new ones.
+    diesel::PgConnection::establish(database.url())
+        .unwrap()
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', \
+             current_database()); END $$; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+
+    let mut write = Ok(());
+    for _ in 0..10 {
+        write = repository
+            .append_exchange(&exchange(conversation.id, "refused"))
+            .await
+            .map(|_| ());
+        match &write {
+            Err(RepositoryError::Unavailable(reason)) if reason.contains("connection lost") => {}
+            _ => break,
+        }
+    }
+    match &write {
+        Err(RepositoryError::Unavailable(reason)) => {
+            assert!(reason.contains("refuses writes"), "{reason}");
+        }
+        other => panic!("a refused write must be unavailable (503): {other:?}"),
+    }
+    let read = repository.get_conversation(conversation.id).await.unwrap();
+    assert_eq!(read.title, "Read-only later");
+    let page = repository
+        .list_messages(
+            conversation.id,
+            MessageWindow::Latest,
+            PageLimit::new(10).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(page.items.is_empty(), "the refused write stored nothing");
+}
+
 /// Appends per second, one hot conversation and one conversation per task. Run with
 /// `cargo test --release -p adapters-postgres --test operations -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
