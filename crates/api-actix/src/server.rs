@@ -14,7 +14,7 @@ use crate::middleware::{cors, json_errors, limit_headers, observe, security_head
 use crate::openapi::ApiDoc;
 use crate::rate_limit::limit_rate;
 use crate::state::AppState;
-use crate::stream_limit::limit_streams;
+use crate::stream_limit::{limit_streams, limit_streams_when_asked};
 use crate::{ops, seed, v1, web_client};
 
 /// Connection-level limits and timeouts of the HTTP server.
@@ -122,7 +122,7 @@ pub fn app(
                     Method::POST,
                     web::post()
                         .to(v1::send_message)
-                        .wrap(from_fn(limit_streams)),
+                        .wrap(from_fn(limit_streams_when_asked)),
                 ),
             ],
             false,

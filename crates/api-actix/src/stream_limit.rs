@@ -112,16 +112,33 @@ fn is_event_stream(response: &ServiceResponse<impl MessageBody>) -> bool {
         .is_some_and(|value| value.starts_with("text/event-stream"))
 }
 
-/// Route middleware of the routes that stream (sending a message, resuming a reply):
-/// `429 too_many_streams` when a client asks for one more event stream than it may have open.
+/// Route middleware of a route that answers with an event stream whatever it is asked for
+/// (resuming a reply): `429 too_many_streams` when the client has as many open as it may.
 pub(crate) async fn limit_streams(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
+    limit(request, next, true).await
+}
+
+/// Route middleware of a route that streams only when asked with `Accept: text/event-stream`
+/// (sending a message); only such requests count.
+pub(crate) async fn limit_streams_when_asked(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let asked = crate::sse::accepts_event_stream(request.headers());
+    limit(request, next, asked).await
+}
+
+async fn limit(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    streams: bool,
+) -> Result<ServiceResponse<BoxBody>, Error> {
     let wanted = request
         .app_data::<web::Data<AppState>>()
-        .filter(|state| state.limits.streams.max_per_client > 0)
-        .filter(|_| crate::sse::accepts_event_stream(request.headers()))
+        .filter(|state| streams && state.limits.streams.max_per_client > 0)
         .and_then(|state| {
             let client = client_ip(&request, &state.settings.trusted_proxies)?;
             Some((Arc::clone(&state.limits.streams), client))

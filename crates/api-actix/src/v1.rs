@@ -264,7 +264,7 @@ fn log_unavailable(error: GenerationLogError) -> ApiError {
         (status = 204, description = "No reply in progress, or nothing left to deliver"),
         (status = 400, description = "Malformed conversation id or event id, or an event id past the reply's last event", body = ErrorResponse),
         (status = 404, description = "No such conversation", body = ErrorResponse),
-        (status = 429, description = "With Accept: text/event-stream, this client already has `limits.max_streams_per_client` streams open (`too_many_streams`); see Retry-After", body = ErrorResponse),
+        (status = 429, description = "This client already has `limits.max_streams_per_client` streams open (`too_many_streams`), counting this one whatever its Accept; see Retry-After", body = ErrorResponse),
         (status = 503, description = "Storage or the generation log unavailable", body = ErrorResponse),
         (status = 500, description = "Internal failure", body = ErrorResponse),
     )

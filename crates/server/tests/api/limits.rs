@@ -245,6 +245,18 @@ async fn open_streams_per_client_are_limited_and_freed_when_a_stream_ends_or_is_
     assert_eq!(second.status(), 200);
     let refused = open_stream(&app, id, None).await;
     assert_eq!(refused.status(), 429);
+    // Resuming always answers with a stream, so it counts whatever the request accepts.
+    let resume = app
+        .client
+        .get(app.url(&format!("/api/v1/conversations/{id}/stream")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resume.status(),
+        429,
+        "a resume without Accept is limited too"
+    );
     retry_after(&refused);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["status"], "error");
