@@ -63,16 +63,16 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     decode(&read_json_bytes(request, payload, limit).await?)
 }
 
-/// Like [`read_json`] for a body the client may leave out: no bytes and no Content-Type mean
-/// `T::default()`. Whether there is a body is known only once it is read, as a chunked one
-/// declares no length.
+/// Like [`read_json`] for a body the client may leave out: no bytes mean `T::default()`, also
+/// under a JSON Content-Type, which many clients send on every request. Whether there is a body
+/// is known only once it is read, as a chunked one declares no length.
 pub(crate) async fn read_optional_json<T: DeserializeOwned + Default>(
     request: &HttpRequest,
     payload: web::Payload,
     limit: usize,
 ) -> Result<T, BodyError> {
     let body = read_json_bytes(request, payload, limit).await?;
-    if body.is_empty() && !request.headers().contains_key(header::CONTENT_TYPE) {
+    if body.is_empty() {
         return Ok(T::default());
     }
     decode(&body)

@@ -241,6 +241,19 @@ async fn the_title_is_optional_and_defaults_to_new_chat() {
     assert_eq!(no_body["title"], "New chat");
     assert_ne!(no_body["id"], empty_object["id"]);
 
+    let typed_but_empty = app
+        .client
+        .post(app.url("/api/v1/conversations"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(typed_but_empty.status(), 201);
+    assert_eq!(
+        typed_but_empty.json::<Value>().await.unwrap()["title"],
+        "New chat"
+    );
+
     let empty_chunked = post_chunked_without_content_type(&app, b"").await;
     assert_eq!(empty_chunked.status(), 201);
     assert_eq!(
