@@ -69,7 +69,9 @@ pub(crate) async fn fallback(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let path = request.path();
+    // The path as the router matched it, percent-encoding decoded: the raw one would serve the
+    // client's page for `/%61pi/...`, an API path in disguise.
+    let path = request.match_info().as_str();
     let is_read = request.method() == Method::GET || request.method() == Method::HEAD;
     let Some(dist) = state.settings.web_dist_dir.as_deref() else {
         return Err(ApiError::not_found());

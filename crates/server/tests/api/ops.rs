@@ -524,3 +524,44 @@ async fn cors_follows_the_configured_origins() {
         .unwrap();
     assert!(dev.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn the_web_client_is_served_beside_the_api_without_hiding_its_errors() {
+    let dist = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dist.path().join("assets")).unwrap();
+    std::fs::write(
+        dist.path().join("index.html"),
+        "<!doctype html><title>chat</title>",
+    )
+    .unwrap();
+    std::fs::write(dist.path().join("assets/app-1a2b.js"), "console.log(1)").unwrap();
+    let app = TestApp::builder()
+        .with("CHAT__WEB__DIST_DIR", dist.path().display())
+        .spawn()
+        .await;
+
+    for page in ["/", "/conversations/whatever"] {
+        let response = app.get(page).await;
+        assert_eq!(response.status(), 200, "{page}");
+        assert_eq!(response.headers()["cache-control"], "no-cache", "{page}");
+        assert!(response
+            .text()
+            .await
+            .unwrap()
+            .contains("<title>chat</title>"));
+    }
+    let bundle = app.get("/assets/app-1a2b.js").await;
+    assert_eq!(bundle.status(), 200);
+    assert!(bundle.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    // A missing bundle file or an unknown API path, also percent-encoded, is the JSON 404,
+    // never the client's page.
+    for missing in ["/assets/gone-9z.js", "/api/v1/nope", "/%61pi/v1/nope"] {
+        let response = app.get(missing).await;
+        assert_eq!(response.status(), 404, "{missing}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "not_found", "{missing}");
+    }
+}
