@@ -179,6 +179,19 @@ fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
+/// A `HEAD` is answered as the `GET` of the same address, without its body (RFC 9110 requires
+/// both of a general-purpose server): actix-web's method guards would refuse it with 405. The
+/// HTTP/1 codec noted the method when it read the request and sends no body for it.
+pub(crate) async fn head_as_get(
+    mut request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    if request.method() == Method::HEAD {
+        request.head_mut().method = Method::GET;
+    }
+    next.call(request).await
+}
+
 /// Errors produced outside our handlers (the CORS layer refusing an origin, the framework
 /// refusing a request) come as plain text; they are rewritten as JSON like every other error.
 pub(crate) async fn json_errors(

@@ -10,7 +10,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::errors::{ApiError, SeedError};
-use crate::middleware::{cors, json_errors, limit_headers, observe, security_headers};
+use crate::middleware::{cors, head_as_get, json_errors, limit_headers, observe, security_headers};
 use crate::openapi::ApiDoc;
 use crate::rate_limit::limit_rate;
 use crate::state::AppState;
@@ -38,11 +38,15 @@ fn query_error(
     ApiError::bad_request("invalid_query", format!("Invalid query string: {error}.")).into()
 }
 
-/// A resource with its routes; any other method gets 405 with an `Allow` header listing them.
+/// A resource with its routes; any other method gets 405 with an `Allow` header listing them
+/// (and `HEAD` beside `GET`, see `head_as_get`).
 fn resource(path: &str, routes: Vec<(Method, Route)>, seed: bool) -> actix_web::Resource {
     let allow = routes
         .iter()
-        .map(|(method, _)| method.as_str())
+        .flat_map(|(method, _)| {
+            let head = (*method == Method::GET).then_some(Method::HEAD.as_str());
+            std::iter::once(method.as_str()).chain(head)
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let resource = routes
@@ -79,6 +83,8 @@ pub fn app(
     App::new()
         .app_data(web::Data::new(state))
         .app_data(web::QueryConfig::default().error_handler(query_error))
+        // Inside the request log, so that still shows the HEAD.
+        .wrap(from_fn(head_as_get))
         // Innermost, so limited answers still get CORS, security headers, request ids and metrics.
         // The stream limit is innermost of all, on the two routes that stream.
         .wrap(from_fn(limit_rate))

@@ -72,7 +72,8 @@ pub(crate) async fn fallback(
     // The path as the router matched it, percent-encoding decoded: the raw one would serve the
     // client's page for `/%61pi/...`, an API path in disguise.
     let path = request.match_info().as_str();
-    let is_read = request.method() == Method::GET || request.method() == Method::HEAD;
+    // A HEAD arrives here as GET (see `head_as_get`).
+    let is_read = request.method() == Method::GET;
     let Some(dist) = state.settings.web_dist_dir.as_deref() else {
         return Err(ApiError::not_found());
     };

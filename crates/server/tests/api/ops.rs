@@ -565,3 +565,40 @@ async fn the_web_client_is_served_beside_the_api_without_hiding_its_errors() {
         assert_eq!(body["code"], "not_found", "{missing}");
     }
 }
+
+#[tokio::test]
+async fn head_answers_as_get_without_a_body_and_the_connection_stays_usable() {
+    let app = TestApp::spawn().await;
+    // One connection for every request: a body sent after a HEAD would corrupt the next answer.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/api/v1/conversations",
+        "/chat/history",
+    ] {
+        let head = client.head(app.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "{path}");
+        assert!(head.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        assert!(head.bytes().await.unwrap().is_empty(), "{path}");
+        let get = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(get.status(), 200, "{path}");
+        let _: Value = get.json().await.unwrap();
+    }
+    let refused = client.head(app.url("/chat/message")).send().await.unwrap();
+    assert_eq!(refused.status(), 405);
+    assert_eq!(refused.headers()["allow"], "POST");
+    let refused = client
+        .put(app.url("/api/v1/conversations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 405);
+    assert_eq!(refused.headers()["allow"], "POST, GET, HEAD");
+}
