@@ -321,3 +321,19 @@ impl SeedError {
         SeedError(ApiError::for_text_field(error, field))
     }
 }
+
+/// Whether `routed_path` (the path as the router matched it, percent-encoding decoded) is one of
+/// the seed routes, whose errors keep the original app's `{status, message}` body.
+pub(crate) fn is_seed_path(routed_path: &str) -> bool {
+    routed_path.starts_with("/chat/")
+}
+
+/// `error` in the shape of the route at `routed_path`: the seed routes keep their
+/// `{status, message}` body, the product API adds its `code`.
+pub(crate) fn response_for_route(routed_path: &str, error: ApiError) -> HttpResponse {
+    if is_seed_path(routed_path) {
+        SeedError::from(error).error_response()
+    } else {
+        error.error_response()
+    }
+}

@@ -11,11 +11,10 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::Error;
-use actix_web::ResponseError;
 use metrics::{Counter, Gauge, Histogram};
 use tracing::Instrument;
 
-use crate::errors::ApiError;
+use crate::errors::{is_seed_path, response_for_route, ApiError, SeedError};
 use crate::state::ApiSettings;
 use crate::trace_context::TraceParent;
 
@@ -198,13 +197,18 @@ pub(crate) async fn json_errors(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let seed = is_seed_path(request.match_info().as_str());
     let response = match next.call(request).await {
         Ok(response) => response,
         Err(error) => {
             let status = error.as_response_error().status_code();
             let message = error.to_string();
             let api_error = ApiError::new(status, code_for(status), message);
-            return Err(api_error.into());
+            return Err(if seed {
+                SeedError::from(api_error).into()
+            } else {
+                api_error.into()
+            });
         }
     };
     let status = response.status();
@@ -216,7 +220,10 @@ pub(crate) async fn json_errors(
         .unwrap_or("Request failed")
         .to_owned();
     let (request, _) = response.into_parts();
-    let replacement = ApiError::new(status, code_for(status), message).error_response();
+    let replacement = response_for_route(
+        request.match_info().as_str(),
+        ApiError::new(status, code_for(status), message),
+    );
     Ok(ServiceResponse::new(request, replacement).map_into_right_body())
 }
 
@@ -241,9 +248,8 @@ pub(crate) async fn limit_headers(
             "headers_too_large",
             format!("The request target and headers are larger than {limit} bytes."),
         );
-        return Ok(request
-            .into_response(error.error_response())
-            .map_into_right_body());
+        let response = response_for_route(request.match_info().as_str(), error);
+        return Ok(request.into_response(response).map_into_right_body());
     }
     next.call(request)
         .await

@@ -14,10 +14,10 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{web, Error, ResponseError};
+use actix_web::{web, Error};
 
 use crate::client_ip::client_ip;
-use crate::errors::{ApiError, SeedError};
+use crate::errors::{response_for_route, ApiError};
 use crate::state::{ApiSettings, AppState};
 use crate::stream_limit::StreamSlots;
 
@@ -159,8 +159,7 @@ fn routed_path(request: &ServiceRequest) -> &str {
     request.match_info().as_str()
 }
 
-/// A 429 in the shape of the route asked for: the seed routes keep their `{status, message}`
-/// body, the product API adds its `code`.
+/// A 429 in the shape of the route asked for.
 pub(crate) fn too_many(
     request: &ServiceRequest,
     code: &'static str,
@@ -170,11 +169,7 @@ pub(crate) fn too_many(
     let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
     let error =
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message).retry_after_secs(seconds);
-    if routed_path(request).starts_with("/chat/") {
-        SeedError::from(error).error_response()
-    } else {
-        error.error_response()
-    }
+    response_for_route(routed_path(request), error)
 }
 
 /// Middleware: answers 429 at once when the client is over its rate.

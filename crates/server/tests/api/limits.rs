@@ -389,6 +389,24 @@ async fn headers_over_the_limit_get_a_json_431() {
     assert_eq!(response.status(), 431);
     let error: serde_json::Value = response.json().await.unwrap();
     assert_eq!(error["code"], "headers_too_large");
+    // The seed routes keep the original app's error shape.
+    let seed = app
+        .client
+        .get(app.url("/chat/history"))
+        .header("x-padding", "p".repeat(4096))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seed.status(), 431);
+    let error: serde_json::Value = seed.json().await.unwrap();
+    let mut keys: Vec<&str> = error
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["message", "status"], "{error}");
     let fine = app
         .client
         .get(app.url("/api/v1/conversations"))
