@@ -391,6 +391,9 @@ async fn message_contents_are_not_logged_at_info() {
     let directory = tempfile::tempdir().unwrap();
     let mut variables = deterministic();
     variables.push(("CHAT__LOG__LEVEL", "info".to_owned()));
+    // The four API requests below fill the bucket; the fifth is refused with 429.
+    variables.push(("CHAT__RATE_LIMIT__PER_SECOND", "0.001".to_owned()));
+    variables.push(("CHAT__RATE_LIMIT__BURST", "4".to_owned()));
     let server = Logged::start(directory.path(), &variables);
     let text = "a private note about zebra-7431";
     let client = reqwest::Client::new();
@@ -429,6 +432,14 @@ async fn message_contents_are_not_logged_at_info() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
+    let limited = client
+        .post(server.url("/chat/message"))
+        .header("x-request-id", "flood-17")
+        .json(&json!({"message": "one too many"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 429);
     let output = server.stop();
     assert!(output.contains("chat-server listening"), "{output}");
     assert!(
@@ -439,7 +450,11 @@ async fn message_contents_are_not_logged_at_info() {
         .lines()
         .filter(|line| line.contains("request finished"))
         .collect();
-    assert_eq!(finished.len(), 1, "only the refused request: {finished:?}");
+    assert_eq!(
+        finished.len(),
+        1,
+        "only the refused request, not the rate-limited one: {finished:?}"
+    );
     assert!(
         finished[0].contains("bug-report-42") && finished[0].contains("400"),
         "the refusal is found by its request id: {}",
