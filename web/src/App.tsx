@@ -366,6 +366,7 @@ function skipToComposer(event: MouseEvent<HTMLAnchorElement>) {
 }
 
 function titleFrom(text: string): string {
-  const line = text.trim().split('\n')[0] ?? '';
-  return line.length > 60 ? `${line.slice(0, 57)}…` : line || DEFAULT_TITLE;
+  // Counted in code points, so an emoji is never cut in half.
+  const line = Array.from(text.trim().split('\n')[0] ?? '');
+  return line.length > 60 ? `${line.slice(0, 57).join('')}…` : line.join('') || DEFAULT_TITLE;
 }

@@ -713,6 +713,25 @@ describe('navigation', () => {
     }
   });
 
+  it('a long first message names its chat without cutting an emoji in half', async () => {
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    await renderLoaded();
+    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
+    await screen.findByText('No messages yet');
+    const text = `${'a'.repeat(56)}😀😀 and a few more words`;
+    fireEvent.change(composer(), { target: { value: text } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    const id = server.conversations.at(-1)?.id ?? '';
+    const exchange = { user_message: msg(id, 'user', text), assistant_message: msg(id, 'assistant', 'Noted.') };
+    await act(async () => {
+      done.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
+      done.close();
+    });
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    expect(await within(nav).findByRole('button', { name: `${'a'.repeat(56)}😀…` })).toBeTruthy();
+  });
+
   it('sending to a conversation deleted in another tab says so, keeps the text and drops it from the list', async () => {
     server.onStream(() => json({ status: 'error', message: 'Conversation not found.', code: 'conversation_not_found' }, 404));
     await renderLoaded();
