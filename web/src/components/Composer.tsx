@@ -44,11 +44,12 @@ export function Composer({ value, onChange, onSend, onStop, streaming, inputRef 
         Enter sends, Shift+Enter adds a new line.
       </span>
       {streaming ? (
-        <button type="button" className="button stop" onClick={onStop}>
+        // Separate elements (keys): a Send pressed from the keyboard must not leave focus on Stop.
+        <button key="stop" type="button" className="button stop" onClick={onStop}>
           Stop
         </button>
       ) : (
-        <button type="submit" className="button primary" disabled={empty}>
+        <button key="send" type="submit" className="button primary" disabled={empty}>
           Send
         </button>
       )}
