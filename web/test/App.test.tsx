@@ -9,7 +9,7 @@ import { conv, json, mockFetch, msg, sseResponse, type Route } from './helpers';
 function fakeServer() {
   const conversations: Conversation[] = [conv('c1', 'Older chat', '2026-01-01T00:00:00Z'), conv('c2', 'Recent chat', '2026-01-03T00:00:00Z')];
   const messages: Record<string, Message[]> = { c1: [], c2: [msg('c2', 'user', 'Earlier question'), msg('c2', 'assistant', 'Earlier answer')] };
-  let streamHandler: ((id: string, content: string) => Response | Promise<Response>) | null = null;
+  let streamHandler: ((id: string, content: string, init: RequestInit) => Response | Promise<Response>) | null = null;
   /** Answers GET .../stream; by default nothing is in progress (204). */
   let followHandler: (id: string, lastEventId: string | null, init: RequestInit) => Response | Promise<Response> = () => new Response(null, { status: 204 });
   const route: Route = (url, init) => {
@@ -36,7 +36,7 @@ function fakeServer() {
     if (m[2] && method === 'GET') return json({ items: messages[id] ?? [], next_cursor: null });
     if (m[2] && method === 'POST') {
       const content = (JSON.parse(String(init.body)) as { content: string }).content;
-      if (streamHandler) return streamHandler(id, content);
+      if (streamHandler) return streamHandler(id, content, init);
       return undefined;
     }
     if (method === 'PATCH') {
@@ -53,7 +53,7 @@ function fakeServer() {
     conversations,
     messages,
     route,
-    onStream(h: (id: string, content: string) => Response | Promise<Response>) {
+    onStream(h: (id: string, content: string, init: RequestInit) => Response | Promise<Response>) {
       streamHandler = h;
     },
     onFollow(h: (id: string, lastEventId: string | null, init: RequestInit) => Response | Promise<Response>) {
@@ -245,6 +245,40 @@ describe('drafts', () => {
     fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
     await screen.findByText('Earlier answer');
     expect((composer() as HTMLTextAreaElement).value).toBe('half-written thought');
+  });
+});
+
+/** A streamed send the server has not answered yet; aborting it fails the fetch, as in a browser. */
+function unanswered(_id: string, _content: string, init: RequestInit): Promise<Response> {
+  return new Promise((_resolve, reject) => {
+    init.signal?.addEventListener('abort', () => reject(new DOMException('Aborted', 'AbortError')), { once: true });
+  });
+}
+
+describe('messages the server has not taken yet', () => {
+  it('wait in their conversation when the user switches away before the server answers', async () => {
+    server.onStream(unanswered);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'sent while leaving' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await screen.findByRole('button', { name: 'Stop' });
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    await screen.findByText('No messages yet');
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+    await screen.findByText('Earlier answer');
+    expect((composer() as HTMLTextAreaElement).value).toBe('sent while leaving');
+  });
+
+  it('come back at once on Stop, said to be unsent', async () => {
+    server.onStream(unanswered);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'stopped early' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+    expect(await screen.findByText(/Stopped before the server took the message/)).toBeTruthy();
+    expect((composer() as HTMLTextAreaElement).value).toBe('stopped early');
+    expect(screen.queryByText(/Stopped\. /)).toBeNull();
   });
 });
 

@@ -120,6 +120,62 @@ describe('ApiClient', () => {
       expect(ids).toEqual([`${G}:1`, `${G}:2`, `${G}:3`, `${G}:4`, `${G}:5`]);
     });
 
+    it('resumes after an interrupted event, which carries no id of its own', async () => {
+      const first = sseResponse();
+      const second = sseResponse();
+      const headers: (string | null)[] = [];
+      const { fn } = mockFetch([
+        (url, init) => {
+          if (url.pathname.endsWith('/messages')) return first.response;
+          headers.push(new Headers(init.headers).get('Last-Event-ID'));
+          return second.response;
+        },
+      ]);
+      const client = new ApiClient('', fn);
+      client.retryDelaysMs = [1];
+      const deltas: string[] = [];
+      let accepted = 0;
+      const p = client.streamMessage('c1', 'hi', { onDelta: (t) => deltas.push(t), onAccepted: () => (accepted += 1) });
+      first.send(
+        ev(1, 'start', { generation_id: G, conversation_id: 'c1', content: 'hi' }) +
+          ev(2, 'delta', { text: 'Hello' }) +
+          'event: error\ndata: {"message":"The reply stream was interrupted; reconnect to resume it.","code":"interrupted"}\n\n',
+      );
+      first.close();
+      await new Promise((r) => setTimeout(r, 20));
+      second.send(ev(3, 'delta', { text: ' world' }) + ev(4, 'done', exchange));
+      second.close();
+      await expect(p).resolves.toEqual(exchange);
+      expect(deltas).toEqual(['Hello', ' world']);
+      expect(headers).toEqual([`${G}:2`]);
+      expect(accepted).toBe(1);
+    });
+
+    it('follows the reply from its start when the stream was interrupted before any event', async () => {
+      const first = sseResponse();
+      const second = sseResponse();
+      const headers: (string | null)[] = [];
+      const { fn } = mockFetch([
+        (url, init) => {
+          if (url.pathname.endsWith('/messages')) return first.response;
+          headers.push(new Headers(init.headers).get('Last-Event-ID'));
+          return second.response;
+        },
+      ]);
+      const client = new ApiClient('', fn);
+      client.retryDelaysMs = [1];
+      const deltas: string[] = [];
+      const p = client.streamMessage('c1', 'hi', { onDelta: (t) => deltas.push(t) });
+      first.send('event: error\ndata: {"message":"interrupted","code":"interrupted"}\n\n');
+      first.close();
+      await new Promise((r) => setTimeout(r, 20));
+      second.send(ev(1, 'start', { generation_id: G, conversation_id: 'c1', content: 'hi' }) + ev(2, 'delta', { text: 'Hello world' }) + ev(3, 'done', exchange));
+      second.close();
+      await expect(p).resolves.toEqual(exchange);
+      expect(deltas).toEqual(['Hello world']);
+      expect(headers).toEqual([null]);
+    });
+
     it('follows a reply in progress from its start, and answers null on 204', async () => {
       const sse = sseResponse();
       let status = 200;

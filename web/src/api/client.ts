@@ -58,6 +58,11 @@ export interface StreamOptions {
   onStart?: (start: StreamStart) => void;
   /** Called with the id (`<generation_id>:<sequence>`) of every event received. */
   onEventId?: (id: string) => void;
+  /**
+   * Called when the server answers a send with a stream: it has taken the message and stores
+   * the exchange even if this connection is lost, so the text must not be offered for sending again.
+   */
+  onAccepted?: () => void;
   /** Called before each reconnection attempt after the connection was lost. */
   onReconnect?: (attempt: number) => void;
 }
@@ -147,11 +152,15 @@ export class ApiClient {
       opts.onDelta?.(exchange.assistant_message.content);
       return exchange;
     }
+    opts.onAccepted?.();
     const cursor: Cursor = { lastId: null, generation: null, sequence: 0 };
     try {
       return await this.readStream(res, cursor, opts);
     } catch (err) {
-      if (cursor.lastId === null || !retryable(err)) throw err;
+      if (!retryable(err)) throw err;
+      // Without an event id there is nothing to resume after, except when the server said the
+      // reply was interrupted before any event: then the reply in progress is followed from its start.
+      if (cursor.lastId === null && !(err instanceof ApiError && err.code === 'interrupted')) throw err;
       const exchange = await this.follow(id, cursor, opts, true);
       if (exchange) return exchange;
       throw new ApiError(204, 'The reply finished while the connection was down.', 'stream_gone');
@@ -220,6 +229,12 @@ export class ApiClient {
     let done: Exchange | undefined;
     const handle = (events: ReturnType<SseParser['push']>) => {
       for (const ev of events) {
+        if (ev.event === 'error') {
+          // Checked before the id: an `interrupted` event has none of its own, and the parser
+          // repeats the previous one, which would make it look like a replayed event.
+          const body = safeParse(ev.data) as Partial<ErrorBody> | undefined;
+          throw new ApiError(res.status, body?.message || 'The assistant failed to reply.', body?.code || 'stream_error');
+        }
         if (ev.id !== undefined) {
           const parsed = parseEventId(ev.id);
           if (parsed) {
@@ -245,9 +260,6 @@ export class ApiClient {
           if (text) opts.onDelta?.(text);
         } else if (ev.event === 'done') {
           done = JSON.parse(ev.data) as Exchange;
-        } else if (ev.event === 'error') {
-          const body = safeParse(ev.data) as Partial<ErrorBody> | undefined;
-          throw new ApiError(res.status, body?.message || 'The assistant failed to reply.', body?.code || 'stream_error');
         }
         // Unknown event names are ignored.
       }
@@ -318,10 +330,13 @@ async function toApiError(res: Response): Promise<Error> {
   return new ApiError(res.status, `The server answered ${res.status}.`, 'http_error', retryAfter);
 }
 
-/** Worth another try: the connection broke, the stream was cut short, or the server is restarting. */
+/**
+ * Worth another try: the connection broke, the stream was cut short or interrupted (the server
+ * could not read the reply's log), or the server is restarting.
+ */
 function retryable(err: unknown): boolean {
   if (err instanceof NetworkError) return true;
-  return err instanceof ApiError && (err.code === 'stream_incomplete' || err.status >= 500);
+  return err instanceof ApiError && (err.code === 'stream_incomplete' || err.code === 'interrupted' || err.status >= 500);
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

@@ -248,7 +248,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       // Whatever else was stored meanwhile (another tab's exchanges) is still shown.
       setMessages((m) => withNewest(m, newest));
       setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
-      setDraft((d) => (d.trim() === '' ? text : `${text}\n${d}`));
+      setDraft(withUnsent(text));
       const why =
         ended === null
           ? 'The reply was lost before it was stored (the server may have restarted).'
@@ -295,6 +295,12 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       );
     };
     later(() => check(false), RELOAD_DELAY_MS);
+  };
+
+  /** Puts text that was not sent back where it was written: the composer if that conversation is shown, else its saved draft. */
+  const keepDraft = (convId: string | null, text: string) => {
+    if (shownId.current === convId) setDraft(withUnsent(text));
+    else drafts.current.set(convId, withUnsent(text)(drafts.current.get(convId) ?? ''));
   };
 
   /** Appends a stored exchange, unless (part of) it is already shown. */
@@ -386,6 +392,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       abortRef.current.abort();
       abortRef.current = null;
     }
+    // Where the text was written: if the user leaves before the server takes it, it waits there.
+    const writtenIn = conversationId;
     // A conversation deleted meanwhile (in another tab) is not sent to again: a new one starts.
     const startsNew = gone || conversationId === null;
     const first = startsNew || (messagesRef.current.length === 0 && nextCursor === null);
@@ -402,7 +410,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const fail = (err: unknown) => {
       setPending(null);
       // Nothing the user wrote is lost: the text goes back into the composer.
-      setDraft((d) => (d.trim() === '' ? text : `${text}\n${d}`));
+      setDraft(withUnsent(text));
       const deleted = err instanceof ApiError && err.code === 'conversation_not_found';
       if (deleted && id !== null) {
         setGone(true);
@@ -421,6 +429,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     if (id === null) {
       try {
         const created = await onCreate();
+        if (gen !== generation.current) {
+          // The user went elsewhere meanwhile: stay there; the text waits in the new chat.
+          keepDraft(created.id, text);
+          return;
+        }
         id = created.id;
         if (gone) {
           // The deleted conversation's messages are not this one's.
@@ -432,21 +445,24 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         adoptedRef.current = id;
         onSelect(id);
       } catch (err) {
-        abortRef.current = null;
-        fail(err);
+        if (abortRef.current === controller) abortRef.current = null;
+        if (gen === generation.current) fail(err);
+        else keepDraft(writtenIn, text);
         return;
       }
     }
     const convId = id;
     const known = new Set(messagesRef.current.map((m) => m.id));
-    /** Once the server sent an event the message is taken: a failure must not offer it again. */
+    /** Once the server answered with a stream the message is taken: a failure must not offer it again. */
     let accepted = false;
     let lastEventId: string | null = null;
     try {
       const exchange: Exchange = await api.streamMessage(convId, text, {
         signal: controller.signal,
-        onEventId: (eventId) => {
+        onAccepted: () => {
           accepted = true;
+        },
+        onEventId: (eventId) => {
           lastEventId = eventId;
         },
         onDelta: (delta) => {
@@ -459,11 +475,20 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       setPending(null);
       onActivity(convId, exchange.assistant_message.created_at, first ? text : undefined);
     } catch (err) {
-      if (gen !== generation.current) return;
+      if (gen !== generation.current) {
+        // Leaving aborted the send; if the server had not taken the message yet, it was not sent.
+        if (!accepted) keepDraft(convId, text);
+        return;
+      }
       if (isAbort(err)) {
-        if (stoppedRef.current) {
+        if (!stoppedRef.current) return;
+        if (accepted) {
           setPending((p) => (p ? { ...p, state: 'stopped' } : p));
           reloadAfterStop(convId, known, lastEventId);
+        } else {
+          setPending(null);
+          setDraft(withUnsent(text));
+          setSendError('Stopped before the server took the message; it was not sent and is back in the message box.');
         }
       } else if (accepted && !(err instanceof ApiError && err.status === 200)) {
         // The connection broke for good (reconnecting with Last-Event-ID failed) or the reply
@@ -569,6 +594,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
  * `shown` brought up to date with the conversation's newest page, in the server's order: the page
  * takes the place of what it holds at the end, and older messages stay before it.
  */
+/** A draft with text that was not sent put back in front of whatever was typed since. */
+function withUnsent(text: string): (draft: string) => string {
+  return (draft) => (draft.trim() === '' ? text : `${text}\n${draft}`);
+}
+
 function withNewest(shown: Message[], newest: Message[]): Message[] {
   const inPage = new Set(newest.map((m) => m.id));
   return [...shown.filter((m) => !inPage.has(m.id)), ...newest];
