@@ -90,7 +90,8 @@ describe('ApiClient', () => {
     const ev = (seq: number, event: string, data: unknown) => `id: ${G}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
     const exchange = { user_message: msg('c1', 'user', 'hi'), assistant_message: msg('c1', 'assistant', 'Hello world') };
 
-    it('reconnects a dropped send with Last-Event-ID and skips events it already had', async () => {
+    /** A client whose send answers with `first` and whose resumes with `second`; `headers` records each resume's Last-Event-ID. */
+    function sendThenResume() {
       const first = sseResponse();
       const second = sseResponse();
       const headers: (string | null)[] = [];
@@ -103,6 +104,11 @@ describe('ApiClient', () => {
       ]);
       const client = new ApiClient('', fn);
       client.retryDelaysMs = [1, 1];
+      return { client, first, second, headers, calls };
+    }
+
+    it('reconnects a dropped send with Last-Event-ID and skips events it already had', async () => {
+      const { client, first, second, headers, calls } = sendThenResume();
       const deltas: string[] = [];
       const ids: string[] = [];
       const p = client.streamMessage('c1', 'hi', { onDelta: (t) => deltas.push(t), onEventId: (id) => ids.push(id) });
@@ -121,18 +127,7 @@ describe('ApiClient', () => {
     });
 
     it('resumes after an interrupted event, which carries no id of its own', async () => {
-      const first = sseResponse();
-      const second = sseResponse();
-      const headers: (string | null)[] = [];
-      const { fn } = mockFetch([
-        (url, init) => {
-          if (url.pathname.endsWith('/messages')) return first.response;
-          headers.push(new Headers(init.headers).get('Last-Event-ID'));
-          return second.response;
-        },
-      ]);
-      const client = new ApiClient('', fn);
-      client.retryDelaysMs = [1];
+      const { client, first, second, headers } = sendThenResume();
       const deltas: string[] = [];
       let accepted = 0;
       const p = client.streamMessage('c1', 'hi', { onDelta: (t) => deltas.push(t), onAccepted: () => (accepted += 1) });
@@ -152,18 +147,7 @@ describe('ApiClient', () => {
     });
 
     it('follows the reply from its start when the stream was interrupted before any event', async () => {
-      const first = sseResponse();
-      const second = sseResponse();
-      const headers: (string | null)[] = [];
-      const { fn } = mockFetch([
-        (url, init) => {
-          if (url.pathname.endsWith('/messages')) return first.response;
-          headers.push(new Headers(init.headers).get('Last-Event-ID'));
-          return second.response;
-        },
-      ]);
-      const client = new ApiClient('', fn);
-      client.retryDelaysMs = [1];
+      const { client, first, second, headers } = sendThenResume();
       const deltas: string[] = [];
       const p = client.streamMessage('c1', 'hi', { onDelta: (t) => deltas.push(t) });
       first.send('event: error\ndata: {"message":"interrupted","code":"interrupted"}\n\n');
