@@ -3,6 +3,7 @@
 use domain::{
     Conversation, ConversationCursor, Exchange, Message, MessageCursor, Page, Role, Timestamp,
 };
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use time::format_description::FormatItem;
 use time::macros::format_description;
@@ -277,6 +278,10 @@ pub(crate) struct ListConversationsQuery {
     /// `next_cursor` of the previous page.
     #[param(min_length = 1)]
     pub cursor: Option<String>,
+    /// The messages list's parameter, refused here.
+    #[param(ignore)]
+    #[serde(default, rename = "before")]
+    pub misplaced_before: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -288,6 +293,10 @@ pub(crate) struct ListMessagesQuery {
     /// `next_cursor` of the previous page: gives the messages before it.
     #[param(min_length = 1)]
     pub before: Option<String>,
+    /// The conversations list's parameter, refused here.
+    #[param(ignore)]
+    #[serde(default, rename = "cursor")]
+    pub misplaced_cursor: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -52,6 +52,15 @@ pub(crate) async fn create_conversation(
         .json(ConversationDto::from(conversation)))
 }
 
+/// The other list's page parameter. Ignored, it would give the first page again, and a client
+/// paging with it would loop over that page for ever.
+fn misplaced_page_parameter(sent: &str, expected: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_query",
+        format!("This list is paged with `{expected}`, not `{sent}`."),
+    )
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/conversations",
@@ -68,6 +77,9 @@ pub(crate) async fn list_conversations(
     state: web::Data<AppState>,
     query: web::Query<ListConversationsQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    if query.misplaced_before.is_some() {
+        return Err(misplaced_page_parameter("before", "cursor"));
+    }
     let page = state
         .service
         .list_conversations(query.cursor.as_deref(), query.limit)
@@ -174,6 +186,9 @@ pub(crate) async fn list_messages(
     id: web::Path<String>,
     query: web::Query<ListMessagesQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    if query.misplaced_cursor.is_some() {
+        return Err(misplaced_page_parameter("cursor", "before"));
+    }
     let page = state
         .service
         .list_messages(conversation_id(&id)?, query.before.as_deref(), query.limit)

@@ -433,6 +433,14 @@ async fn bad_conversation_list_queries_are_400() {
     )
     .await;
     let message_cursor = message_page_cursor(&app).await;
+    // The messages list's parameter name would be ignored and give the first page again.
+    assert_error(
+        app.get(&format!("/api/v1/conversations?before={message_cursor}"))
+            .await,
+        400,
+        "invalid_query",
+    )
+    .await;
     for cursor in [
         "garbage",
         "!!!!",
@@ -1110,6 +1118,15 @@ async fn pagination_over_thousands_of_messages_sees_every_message_once() {
     }
     assert_error(
         app.get(&format!("{}?limit=abc", messages_path(&id))).await,
+        400,
+        "invalid_query",
+    )
+    .await;
+    let first_page: Value = app.get(&messages_path(&id)).await.json().await.unwrap();
+    let older = first_page["next_cursor"].as_str().unwrap();
+    assert_error(
+        app.get(&format!("{}?cursor={older}", messages_path(&id)))
+            .await,
         400,
         "invalid_query",
     )
