@@ -165,6 +165,32 @@ section_hadolint() {
         # style is the lowest level: any finding at all fails the check.
         check "hadolint ${f#"$ROOT"/}" hadolint --failure-threshold style "$f"
     done
+    check "server image builder has every file the sources include at compile time" \
+        builder_has_compile_time_files
+}
+
+# Files outside crates/ that the Rust sources read at compile time (include_str!, include_bytes!)
+# must be in the server image's builder stage too, or the image cannot be built.
+builder_has_compile_time_files() {
+    python3 - "$ROOT" <<'PY'
+import os, re, sys
+root = sys.argv[1]
+dockerfile = open(os.path.join(root, "deploy/docker/server.Dockerfile")).read()
+builder = dockerfile.split(" AS builder", 1)[1].split("\nFROM ", 1)[0]
+missing = []
+for directory, _, files in os.walk(os.path.join(root, "crates")):
+    if "/tests" in directory or "/target" in directory:
+        continue
+    for name in (f for f in files if f.endswith(".rs")):
+        source = os.path.join(directory, name)
+        for included in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', open(source).read()):
+            path = os.path.relpath(os.path.normpath(os.path.join(directory, included)), root)
+            top = path.split(os.sep)[0]
+            if top != "crates" and f"COPY {top}/ {top}/" not in builder:
+                missing.append(f"{os.path.relpath(source, root)} includes {path}: no 'COPY {top}/ {top}/' in the builder stage")
+print("\n".join(missing))
+sys.exit(1 if missing else 0)
+PY
 }
 
 section_nginx() {

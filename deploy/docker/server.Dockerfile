@@ -68,6 +68,8 @@ RUN cargo build --release --locked -p server \
 # ---------------------------------------------------------------------------
 FROM deps AS builder
 COPY crates/ crates/
+# The built-in defaults are compiled in (include_str! in crates/server/src/settings.rs).
+COPY config/ config/
 # COPY keeps the sources' original mtimes, which can be older than the stubs;
 # touch them so cargo rebuilds every workspace crate instead of reusing a stub.
 RUN find crates -type f -exec touch {} + \
