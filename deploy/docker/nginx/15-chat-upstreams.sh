@@ -15,6 +15,9 @@ out=/etc/nginx/conf.d/00-chat-upstream.conf
         echo "    server ${server} max_fails=3 fail_timeout=10s;"
     done
     echo "    keepalive 32;"
+    # Below chat-server's own idle timeout (server.keep_alive_secs, 5 s by default), so nginx
+    # never reuses a connection the server is closing (a POST on it would fail with 502).
+    echo "    keepalive_timeout 4s;"
     echo "}"
 } > "${out}"
 
