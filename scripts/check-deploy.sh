@@ -285,8 +285,10 @@ need(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation must
 need(sc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities must drop ALL")
 need(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness probe must hit /readyz")
 need(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness probe must hit /healthz")
-need(pod["terminationGracePeriodSeconds"] > int(cm["CHAT__SERVER__SHUTDOWN_GRACE_SECS"]),
-     "terminationGracePeriodSeconds must exceed the server's shutdown grace")
+# SIGKILL must not come before the preStop pause, the grace and the 5 s the trace export may take.
+pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
+need(pod["terminationGracePeriodSeconds"] >= pre_stop + int(cm["CHAT__SERVER__SHUTDOWN_GRACE_SECS"]) + 5,
+     "terminationGracePeriodSeconds must cover the preStop pause, the shutdown grace and 5 s of trace export")
 if overlay == "single":
     need(spec["replicas"] == 1, "SQLite: exactly one replica")
     need(spec["strategy"]["type"] == "Recreate", "SQLite: Recreate strategy")
@@ -296,9 +298,11 @@ if overlay == "single":
     need(any(m["mountPath"] == "/data" for m in c["volumeMounts"]), "/data must be mounted")
     need(any("persistentVolumeClaim" in v for v in pod["volumes"]), "/data must be a PVC")
 else:
-    need(spec["replicas"] == 3, "postgres: 3 replicas")
+    need("replicas" not in spec, "postgres: replicas left to the HPA (an apply would reset them)")
     hpa = kinds.get("HorizontalPodAutoscaler", {}).get("spec", {})
     need((hpa.get("minReplicas"), hpa.get("maxReplicas")) == (2, 10), "postgres: HPA 2..10")
+    need((hpa.get("maxReplicas", 1) + 1) * int(cm["CHAT__STORAGE__POOL_SIZE"]) <= 97,
+         "postgres: (maxReplicas + 1) x pool size must fit PostgreSQL's default 97 usable connections")
     need(cm["CHAT__STORAGE__BACKEND"] == "postgres", "backend must be postgres")
     url = [e for e in c.get("env", []) if e["name"] == "CHAT__STORAGE__URL"]
     need(url and "secretKeyRef" in url[0].get("valueFrom", {}), "postgres URL must come from a Secret")
@@ -337,6 +341,8 @@ EOF
     done
     check "helm refuses postgres without a URL" \
         bash -c "! '$HELM' template chat '$chart' --set storage.backend=postgres >/dev/null 2>&1"
+    check "helm refuses a kill timeout shorter than the shutdown" \
+        bash -c "! '$HELM' template chat '$chart' --set terminationGracePeriodSeconds=30 >/dev/null 2>&1"
     check "helm sqlite render has 1 replica, Recreate, no HPA" \
         bash -c "grep -q 'replicas: 1' '$WORK/helm-sqlite.yaml' && grep -q 'type: Recreate' '$WORK/helm-sqlite.yaml' && ! grep -q 'kind: HorizontalPodAutoscaler' '$WORK/helm-sqlite.yaml'"
 }
