@@ -30,6 +30,8 @@ const IDLE_READS: u32 = 60;
 /// An unfinished generation that logged nothing for as long as a follower waits is no longer in
 /// progress: its replica died (killed, out of memory) before it could log the end.
 const ABANDONED_AFTER_MILLIS: u128 = BLOCK_MILLIS as u128 * IDLE_READS as u128;
+/// Redis's refusal of an `XADD` whose id is not above the stream's last one.
+const ALREADY_WRITTEN: &str = "equal or smaller than the target stream top item";
 
 /// Generation logs in Redis Streams: one stream per generation, entry ids `<sequence>-0`, so any
 /// replica sharing the Redis can replay and follow any reply.
@@ -140,19 +142,22 @@ impl RedisGenerationLog {
         Ok(newest.ids.into_iter().next())
     }
 
-    fn next_sequence(
-        &self,
-        id: GenerationId,
-        last: bool,
-    ) -> Result<(ConversationId, u64), GenerationLogError> {
-        let mut sequences = self.sequences.lock().unwrap_or_else(|p| p.into_inner());
+    /// The conversation of generation `id` and the sequence its next event gets. It moves on only
+    /// once that event is in the stream ([`Self::appended`]): a failed append is tried again with
+    /// the same sequence, so the stream never has a hole.
+    fn upcoming(&self, id: GenerationId) -> Result<(ConversationId, u64), GenerationLogError> {
+        let sequences = self.sequences.lock().unwrap_or_else(|p| p.into_inner());
         let (conversation, previous) = *sequences.get(&id).ok_or(GenerationLogError::NotFound)?;
+        Ok((conversation, previous + 1))
+    }
+
+    fn appended(&self, id: GenerationId, sequence: u64, last: bool) {
+        let mut sequences = self.sequences.lock().unwrap_or_else(|p| p.into_inner());
         if last {
             sequences.remove(&id);
-        } else {
-            sequences.insert(id, (conversation, previous + 1));
+        } else if let Some((_, previous)) = sequences.get_mut(&id) {
+            *previous = sequence;
         }
-        Ok((conversation, previous + 1))
     }
 }
 
@@ -187,7 +192,7 @@ impl GenerationLog for RedisGenerationLog {
         data: &str,
         last: bool,
     ) -> Result<u64, GenerationLogError> {
-        let (conversation_id, sequence) = self.next_sequence(generation_id, last)?;
+        let (conversation_id, sequence) = self.upcoming(generation_id)?;
         let key = self.stream_key(generation_id);
         let lifetime = if last {
             self.ttl.as_secs().max(1)
@@ -204,13 +209,20 @@ impl GenerationLog for RedisGenerationLog {
             ("at", at.as_str()),
         ];
         let mut commands = self.commands.clone();
-        let (_, _): (Value, Value) = redis::pipe()
+        let written: Result<(Value, Value), _> = redis::pipe()
             .atomic()
             .xadd(&key, format!("{sequence}-0"), &fields)
             .expire(&key, lifetime as i64)
             .query_async(&mut commands)
-            .await
-            .map_err(unavailable)?;
+            .await;
+        match written {
+            Ok(_) => {}
+            // Only this process writes this stream: an entry at this sequence already is the one
+            // an earlier attempt wrote before its answer was lost.
+            Err(error) if error.to_string().contains(ALREADY_WRITTEN) => {}
+            Err(error) => return Err(unavailable(error)),
+        }
+        self.appended(generation_id, sequence, last);
         if last {
             let _: i64 = commands
                 .zrem(self.running_key(conversation_id), generation_id.to_string())

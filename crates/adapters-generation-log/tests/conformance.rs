@@ -115,3 +115,63 @@ async fn a_generation_silent_for_minutes_is_no_longer_in_progress() {
     log.append(alive, "done", "{}", true).await.unwrap();
     assert_eq!(log.in_progress(conversation).await.unwrap(), None);
 }
+
+/// A failed append is tried again under the same sequence, so followers see no hole; one whose
+/// first attempt reached Redis (its answer lost on the way back) is not written twice.
+#[tokio::test]
+async fn a_failed_append_leaves_no_hole_and_a_repeated_one_no_double() {
+    use futures::StreamExt;
+
+    let Some((log, keys)) = redis_log().await else {
+        return;
+    };
+    let conversation = domain::ConversationId::generate();
+    let generation = domain::GenerationId::generate();
+    log.begin(conversation, generation).await.unwrap();
+    let key = format!("{}:generation:{generation}", keys.prefix);
+    let client = redis::Client::open(keys.url.as_str()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+
+    // A value of another type under the stream's key makes the append fail.
+    let () = connection.set(&key, "in the way").unwrap();
+    assert!(log.append(generation, "start", "{}", false).await.is_err());
+    let () = connection.del(&key).unwrap();
+    assert_eq!(
+        log.append(generation, "start", "{}", false).await.unwrap(),
+        1
+    );
+
+    // The next event as an attempt whose answer was lost left it in the stream.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let _: String = redis::cmd("XADD")
+        .arg(&key)
+        .arg("2-0")
+        .arg(&[
+            ("name", "delta".to_owned()),
+            ("data", "{\"text\":\"a\"}".to_owned()),
+            ("last", "0".to_owned()),
+            ("conversation", conversation.to_string()),
+            ("at", now.to_string()),
+        ])
+        .query(&mut connection)
+        .unwrap();
+    let retried = log.append(generation, "delta", "{\"text\":\"a\"}", false);
+    assert_eq!(retried.await.unwrap(), 2);
+    assert_eq!(log.append(generation, "done", "{}", true).await.unwrap(), 3);
+
+    let events: Vec<_> = log
+        .follow(generation, 0)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    let logged: Vec<(u64, &str)> = events
+        .iter()
+        .map(|event| (event.sequence, event.name.as_str()))
+        .collect();
+    assert_eq!(logged, [(1, "start"), (2, "delta"), (3, "done")]);
+}

@@ -145,6 +145,10 @@ pub trait GenerationLog: Send + Sync {
 
     /// Appends the next event and returns its sequence (1 for the first). `last` marks the final
     /// event: the generation is then finished and no longer in progress for its conversation.
+    ///
+    /// After `Unavailable` the caller may append the same event again: the sequence must not move
+    /// on until the event is in the log, and an attempt that reached the log before failing must
+    /// not make the repeat a second copy.
     async fn append(
         &self,
         generation_id: GenerationId,
