@@ -7,13 +7,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use domain::{
     ChatError, ConversationId, Exchange, GenerationEvents, GenerationId, GenerationLog,
-    PendingReply, ReplyEvent,
+    GenerationLogError, PendingReply, ReplyEvent,
 };
 use futures::channel::mpsc;
 use futures::{future, stream, StreamExt};
@@ -108,6 +109,34 @@ pub(crate) fn follow_response(
     event_stream(body)
 }
 
+/// Waits before each repeated attempt at logging an event.
+const LOG_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
+
+/// Appends one event to the log, trying again briefly when the log fails (a Redis fail-over):
+/// an adapter keeps the event's sequence until it is written, so a repeated attempt leaves
+/// neither a hole nor a double.
+async fn append_retrying(
+    log: &dyn GenerationLog,
+    generation_id: GenerationId,
+    name: &str,
+    data: &str,
+    last: bool,
+) -> Result<u64, GenerationLogError> {
+    let mut delays = LOG_RETRY_DELAYS.iter();
+    loop {
+        match log.append(generation_id, name, data, last).await {
+            Err(GenerationLogError::Unavailable(error)) => match delays.next() {
+                Some(delay) => {
+                    tracing::debug!(%error, "logging a reply event failed; trying again");
+                    tokio::time::sleep(*delay).await;
+                }
+                None => return Err(GenerationLogError::Unavailable(error)),
+            },
+            appended => return appended,
+        }
+    }
+}
+
 /// Runs the reply to its end, logging every event; the last one is `done` or `error`.
 async fn run_logged(
     log: Arc<dyn GenerationLog>,
@@ -117,18 +146,25 @@ async fn run_logged(
 ) {
     let (deltas, mut delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
     let relay = async {
+        // Once a delta cannot be logged, none after it is: the logged deltas stay the reply's
+        // beginning, never a text with a piece missing, and `done` still carries all of it.
+        let mut logging = true;
         while let Some(ReplyEvent::Delta(text)) = delta_events.next().await {
-            if let Err(error) = log
-                .append(generation_id, "delta", &json(&DeltaEvent { text }), false)
-                .await
+            if !logging {
+                continue;
+            }
+            let data = json(&DeltaEvent { text });
+            if let Err(error) =
+                append_retrying(log.as_ref(), generation_id, "delta", &data, false).await
             {
-                tracing::warn!(%error, "logging a delta failed");
+                tracing::warn!(%error, "logging a delta failed; the reply's later deltas are not logged");
+                logging = false;
             }
         }
     };
     let (outcome, ()) = future::join(pending.complete(deltas, cut_short), relay).await;
     let (name, data) = final_event(outcome);
-    if let Err(error) = log.append(generation_id, name, &data, true).await {
+    if let Err(error) = append_retrying(log.as_ref(), generation_id, name, &data, true).await {
         tracing::warn!(%error, "logging the end of a reply failed");
     }
 }

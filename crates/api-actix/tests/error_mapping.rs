@@ -1,6 +1,7 @@
 //! Every domain failure, from mocked ports, as the client sees it: status, headers and the exact
 //! JSON body, and never the internal cause.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use adapters_generation_log::MemoryGenerationLog;
@@ -13,8 +14,8 @@ use api_actix::{ApiSettings, AppState, ClientLimits, Generations};
 use domain::ports::{MockAssistant, MockChatRepository};
 use domain::{
     AssistantError, ChatService, ChatServiceConfig, Conversation, ConversationId,
-    ConversationTitle, Exchange, Message, NewExchange, NewMessage, RepositoryError, Role,
-    Timestamp,
+    ConversationTitle, Exchange, GenerationEvents, GenerationId, GenerationLog, GenerationLogError,
+    GenerationState, Message, NewExchange, NewMessage, RepositoryError, Role, Timestamp,
 };
 use futures::{stream, StreamExt};
 use serde_json::{json, Value};
@@ -112,6 +113,16 @@ async fn call(
     assistant: MockAssistant,
     request: TestRequest,
 ) -> Reply {
+    let log = Arc::new(MemoryGenerationLog::new(Duration::from_secs(60)));
+    call_with_log(repository, assistant, log, request).await
+}
+
+async fn call_with_log(
+    repository: MockChatRepository,
+    assistant: MockAssistant,
+    generation_log: Arc<dyn GenerationLog>,
+    request: TestRequest,
+) -> Reply {
     let settings = ApiSettings {
         max_body_bytes: 4096,
         cors_allowed_origins: vec![],
@@ -131,7 +142,7 @@ async fn call(
             },
         )),
         generations: Generations::new(tokio::runtime::Handle::current()),
-        generation_log: Arc::new(MemoryGenerationLog::new(Duration::from_secs(60))),
+        generation_log,
         metrics: None,
         limits: ClientLimits::from(&settings),
         settings: Arc::new(settings),
@@ -725,6 +736,143 @@ async fn a_successful_stream_ends_with_done_carrying_the_stored_exchange() {
     let done = &events[3].1;
     assert_eq!(done["user_message"]["content"], "hi");
     assert_eq!(done["assistant_message"]["content"], "Hello there, friend");
+}
+
+/// A log in memory whose appends of events other than `start` and the final one fail, as Redis's
+/// do through a fail-over.
+struct FailingLog {
+    inner: MemoryGenerationLog,
+    appends: AtomicUsize,
+    failing: Failing,
+}
+
+enum Failing {
+    /// Every other attempt, so each event gets in on its second try.
+    EveryOtherAttempt,
+    /// The attempts in this range (counting from 0, `start` being 0).
+    Between(std::ops::Range<usize>),
+}
+
+impl FailingLog {
+    fn new(failing: Failing) -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryGenerationLog::new(Duration::from_secs(60)),
+            appends: AtomicUsize::new(0),
+            failing,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl GenerationLog for FailingLog {
+    async fn begin(
+        &self,
+        conversation_id: ConversationId,
+        generation_id: GenerationId,
+    ) -> Result<(), GenerationLogError> {
+        self.inner.begin(conversation_id, generation_id).await
+    }
+
+    async fn append(
+        &self,
+        generation_id: GenerationId,
+        name: &str,
+        data: &str,
+        last: bool,
+    ) -> Result<u64, GenerationLogError> {
+        let attempt = self.appends.fetch_add(1, Ordering::SeqCst);
+        let fails = match &self.failing {
+            Failing::EveryOtherAttempt => attempt % 2 == 1,
+            Failing::Between(attempts) => attempts.contains(&attempt),
+        };
+        if fails && name != "start" && !last {
+            return Err(GenerationLogError::Unavailable("fail-over".to_owned()));
+        }
+        self.inner.append(generation_id, name, data, last).await
+    }
+
+    async fn in_progress(
+        &self,
+        conversation_id: ConversationId,
+    ) -> Result<Option<GenerationId>, GenerationLogError> {
+        self.inner.in_progress(conversation_id).await
+    }
+
+    async fn state(
+        &self,
+        generation_id: GenerationId,
+    ) -> Result<Option<GenerationState>, GenerationLogError> {
+        self.inner.state(generation_id).await
+    }
+
+    async fn follow(
+        &self,
+        generation_id: GenerationId,
+        after: u64,
+    ) -> Result<GenerationEvents, GenerationLogError> {
+        self.inner.follow(generation_id, after).await
+    }
+}
+
+fn storing_once(reply: &'static str) -> MockChatRepository {
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_append_exchange()
+        .withf(move |exchange| exchange.assistant.content == reply)
+        .times(1)
+        .returning(|exchange| Ok(stored(exchange)));
+    existing(repository)
+}
+
+#[actix_web::test]
+async fn events_the_log_failed_to_take_are_logged_on_a_second_try() {
+    let reply = call_with_log(
+        storing_once("Hello there, friend"),
+        assistant_streaming(
+            ["Hello ", "there, ", "friend"]
+                .into_iter()
+                .map(|piece| Ok(piece.to_owned()))
+                .collect(),
+        ),
+        FailingLog::new(Failing::EveryOtherAttempt),
+        v1_stream(ConversationId::DEFAULT, "hi"),
+    )
+    .await;
+    let events = reply.events();
+    let texts: Vec<&str> = events
+        .iter()
+        .filter(|(name, _)| name == "delta")
+        .map(|(_, data)| data["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.concat(), "Hello there, friend", "{}", reply.body);
+    assert_eq!(events.last().unwrap().0, "done");
+}
+
+#[actix_web::test]
+async fn a_log_failing_for_a_while_gets_the_reply_beginning_without_a_hole_then_done() {
+    // `start` and the first delta are logged; the second fails all three tries, and the log
+    // would take the third again: logging it would leave the second out.
+    let assistant = assistant_streaming(
+        ["Hello ", "there, ", "my ", "dear ", "friend"]
+            .into_iter()
+            .map(|piece| Ok(piece.to_owned()))
+            .collect(),
+    );
+    let reply = call_with_log(
+        storing_once("Hello there, my dear friend"),
+        assistant,
+        FailingLog::new(Failing::Between(2..5)),
+        v1_stream(ConversationId::DEFAULT, "hi"),
+    )
+    .await;
+    let events = reply.events();
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["delta", "done"], "{}", reply.body);
+    assert_eq!(events[0].1["text"], "Hello ");
+    assert_eq!(
+        events[1].1["assistant_message"]["content"],
+        "Hello there, my dear friend"
+    );
 }
 
 #[actix_web::test]
