@@ -590,15 +590,15 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   );
 }
 
-/**
- * `shown` brought up to date with the conversation's newest page, in the server's order: the page
- * takes the place of what it holds at the end, and older messages stay before it.
- */
 /** A draft with text that was not sent put back in front of whatever was typed since. */
 function withUnsent(text: string): (draft: string) => string {
   return (draft) => (draft.trim() === '' ? text : `${text}\n${draft}`);
 }
 
+/**
+ * `shown` brought up to date with the conversation's newest page, in the server's order: the page
+ * takes the place of what it holds at the end, and older messages stay before it.
+ */
 function withNewest(shown: Message[], newest: Message[]): Message[] {
   const inPage = new Set(newest.map((m) => m.id));
   return [...shown.filter((m) => !inPage.has(m.id)), ...newest];
