@@ -153,11 +153,16 @@ impl GenerationLog for MemoryGenerationLog {
         &self,
         conversation_id: ConversationId,
     ) -> Result<Option<GenerationId>, GenerationLogError> {
-        Ok(self
-            .logs()
+        let logs = self.logs();
+        let logged_something = |id: &&GenerationId| {
+            logs.generations
+                .get(id)
+                .is_some_and(|log| !log.events.is_empty())
+        };
+        Ok(logs
             .running
             .get(&conversation_id)
-            .and_then(|running| running.last().copied()))
+            .and_then(|running| running.iter().rev().find(logged_something).copied()))
     }
 
     async fn state(

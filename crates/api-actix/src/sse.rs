@@ -185,10 +185,14 @@ pub(crate) async fn stream_reply(
         conversation_id: conversation_id.to_string(),
         content,
     });
+    // Followed before anything is logged: a generation that has logged nothing is not in
+    // progress, so if the log fails here the reply goes on without it and no other client is
+    // shown a reply in progress that would never finish.
     let logged = async {
         log.begin(conversation_id, generation_id).await?;
+        let events = log.follow(generation_id, 0).await?;
         log.append(generation_id, "start", &start, false).await?;
-        log.follow(generation_id, 0).await
+        Ok::<_, GenerationLogError>(events)
     };
     match logged.await {
         Ok(events) => {

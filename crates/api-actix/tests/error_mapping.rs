@@ -206,6 +206,11 @@ fn assistant_streaming(pieces: Vec<Result<String, AssistantError>>) -> MockAssis
     assistant
 }
 
+/// An assistant without history that streams `pieces`.
+fn assistant_streaming_text(pieces: &[&str]) -> MockAssistant {
+    assistant_streaming(pieces.iter().map(|piece| Ok((*piece).to_owned())).collect())
+}
+
 fn repository_never_storing() -> MockChatRepository {
     let mut repository = MockChatRepository::new();
     repository.expect_append_exchange().never();
@@ -751,6 +756,8 @@ enum Failing {
     EveryOtherAttempt,
     /// The attempts in this range (counting from 0, `start` being 0).
     Between(std::ops::Range<usize>),
+    /// No append fails, but following does: a reader's own connection cannot be opened.
+    Follow,
 }
 
 impl FailingLog {
@@ -784,6 +791,7 @@ impl GenerationLog for FailingLog {
         let fails = match &self.failing {
             Failing::EveryOtherAttempt => attempt % 2 == 1,
             Failing::Between(attempts) => attempts.contains(&attempt),
+            Failing::Follow => false,
         };
         if fails && name != "start" && !last {
             return Err(GenerationLogError::Unavailable("fail-over".to_owned()));
@@ -810,6 +818,11 @@ impl GenerationLog for FailingLog {
         generation_id: GenerationId,
         after: u64,
     ) -> Result<GenerationEvents, GenerationLogError> {
+        if matches!(self.failing, Failing::Follow) {
+            return Err(GenerationLogError::Unavailable(
+                "too many clients".to_owned(),
+            ));
+        }
         self.inner.follow(generation_id, after).await
     }
 }
@@ -828,12 +841,7 @@ fn storing_once(reply: &'static str) -> MockChatRepository {
 async fn events_the_log_failed_to_take_are_logged_on_a_second_try() {
     let reply = call_with_log(
         storing_once("Hello there, friend"),
-        assistant_streaming(
-            ["Hello ", "there, ", "friend"]
-                .into_iter()
-                .map(|piece| Ok(piece.to_owned()))
-                .collect(),
-        ),
+        assistant_streaming_text(&["Hello ", "there, ", "friend"]),
         FailingLog::new(Failing::EveryOtherAttempt),
         v1_stream(ConversationId::DEFAULT, "hi"),
     )
@@ -852,12 +860,7 @@ async fn events_the_log_failed_to_take_are_logged_on_a_second_try() {
 async fn a_log_failing_for_a_while_gets_the_reply_beginning_without_a_hole_then_done() {
     // `start` and the first delta are logged; the second fails all three tries, and the log
     // would take the third again: logging it would leave the second out.
-    let assistant = assistant_streaming(
-        ["Hello ", "there, ", "my ", "dear ", "friend"]
-            .into_iter()
-            .map(|piece| Ok(piece.to_owned()))
-            .collect(),
-    );
+    let assistant = assistant_streaming_text(&["Hello ", "there, ", "my ", "dear ", "friend"]);
     let reply = call_with_log(
         storing_once("Hello there, my dear friend"),
         assistant,
@@ -872,6 +875,27 @@ async fn a_log_failing_for_a_while_gets_the_reply_beginning_without_a_hole_then_
     assert_eq!(
         events[1].1["assistant_message"]["content"],
         "Hello there, my dear friend"
+    );
+}
+
+#[actix_web::test]
+async fn a_reply_the_log_cannot_follow_streams_without_it_and_never_shows_as_in_progress() {
+    let log = FailingLog::new(Failing::Follow);
+    let reply = call_with_log(
+        storing_once("Hello there, friend"),
+        assistant_streaming_text(&["Hello ", "there, ", "friend"]),
+        log.clone(),
+        v1_stream(ConversationId::DEFAULT, "hi"),
+    )
+    .await;
+    assert!(!reply.body.contains("id: "), "{}", reply.body);
+    let events = reply.events();
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["delta", "delta", "delta", "done"], "{}", reply.body);
+    assert_eq!(
+        log.in_progress(ConversationId::DEFAULT).await.unwrap(),
+        None,
+        "no other client is offered a reply the log will never see finish"
     );
 }
 

@@ -158,7 +158,9 @@ pub trait GenerationLog: Send + Sync {
     ) -> Result<u64, GenerationLogError>;
 
     /// The conversation's generation in progress, if any: the newest of those still running, so
-    /// that when a newer one finishes an older one still running is in progress again.
+    /// that when a newer one finishes an older one still running is in progress again. A
+    /// generation that has logged nothing yet is not in progress: its reply may have gone on
+    /// without the log, which would then never see it finish.
     async fn in_progress(
         &self,
         conversation_id: ConversationId,

@@ -97,6 +97,20 @@ pub async fn in_progress_names_the_running_generation_until_it_finishes(
     assert_eq!(log.in_progress(conversation).await.unwrap(), None);
 }
 
+pub async fn a_generation_that_logged_nothing_is_not_in_progress(log: Arc<dyn GenerationLog>) {
+    let (conversation, older) = begun(log.as_ref()).await;
+    log.append(older, "start", "{}", false).await.unwrap();
+    let silent = GenerationId::generate();
+    log.begin(conversation, silent).await.unwrap();
+    assert_eq!(
+        log.in_progress(conversation).await.unwrap(),
+        Some(older),
+        "the newer generation has logged nothing"
+    );
+    log.append(older, "done", "{}", true).await.unwrap();
+    assert_eq!(log.in_progress(conversation).await.unwrap(), None);
+}
+
 pub async fn the_newest_running_generation_is_in_progress_until_it_finishes(
     log: Arc<dyn GenerationLog>,
 ) {
@@ -152,6 +166,7 @@ macro_rules! generation_log_conformance {
             followers_receive_live_events_until_the_last,
             followers_wait_through_long_pauses,
             in_progress_names_the_running_generation_until_it_finishes,
+            a_generation_that_logged_nothing_is_not_in_progress,
             the_newest_running_generation_is_in_progress_until_it_finishes,
             state_reports_progress,
             unknown_generations_are_not_found,
