@@ -406,6 +406,44 @@ describe('following a reply in progress', () => {
     expect(screen.queryByRole('alert')).toBeNull();
   });
 
+  it('keeps the older pages loaded meanwhile when the reply followed ends while reconnecting', async () => {
+    const conn = sseResponse();
+    let follows = 0;
+    server.onFollow(() => {
+      follows += 1;
+      return follows === 1 ? conn.response : new Response(null, { status: 204 });
+    });
+    const older = [msg('c2', 'user', 'Oldest question'), msg('c2', 'assistant', 'Oldest answer')];
+    const pages = (url: URL): Response | undefined => {
+      if (url.pathname !== '/api/v1/conversations/c2/messages') return undefined;
+      if (url.searchParams.get('before') === 'cur1') return json({ items: older, next_cursor: null });
+      return json({ items: server.messages.c2 ?? [], next_cursor: 'cur1' });
+    };
+    vi.stubGlobal('fetch', mockFetch([pages, server.route]).fn);
+    // jsdom has no layout: 100px per message in a 150px window, so older pages wait for a scroll.
+    const height = vi.spyOn(HTMLElement.prototype, 'scrollHeight', 'get').mockImplementation(function (this: HTMLElement) {
+      return this.querySelectorAll('article').length * 100;
+    });
+    const client = vi.spyOn(HTMLElement.prototype, 'clientHeight', 'get').mockReturnValue(150);
+    try {
+      await renderLoaded();
+      const log = screen.getByRole('log');
+      await act(async () => conn.send(start('Still there?') + ev(2, 'delta', { text: 'Yes' })));
+      expect(await within(log).findByText('Yes')).toBeTruthy();
+      log.scrollTop = 0;
+      fireEvent.scroll(log);
+      expect(await within(log).findByText('Oldest answer')).toBeTruthy();
+      // The reply is stored while the connection is down; the reconnection finds nothing left (204).
+      server.messages.c2?.push(msg('c2', 'user', 'Still there?'), msg('c2', 'assistant', 'Yes, always.'));
+      await act(async () => conn.error(new TypeError('network error')));
+      expect(await within(log).findByText('Yes, always.')).toBeTruthy();
+      expect(assistants(log)).toEqual(['Oldest answer', 'Earlier answer', 'Yes, always.']);
+    } finally {
+      height.mockRestore();
+      client.mockRestore();
+    }
+  });
+
   it('replaces the partial reply, never appends to it, when following starts over', async () => {
     const conns = [sseResponse(), sseResponse(), sseResponse()];
     const cursors: (string | null)[] = [];

@@ -130,13 +130,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const id = shownId.current;
     if (fetchedElsewhere.current === storedElsewhere || !idle || id === null) return;
     fetchedElsewhere.current = storedElsewhere;
-    const gen = generation.current;
-    api.listMessages(id, { limit: PAGE_SIZE }).then(
-      (page) => {
-        if (gen === generation.current) setMessages((m) => withNewest(m, page.items));
-      },
-      () => undefined,
-    );
+    // refreshNewest reads only refs and setters: no dependency of its own.
+    refreshNewest(id);
   }, [storedElsewhere, idle]);
 
   // Deleted while open here (in another tab), or opened again with Back after its deletion: say
@@ -303,6 +298,17 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     else drafts.current.set(convId, withUnsent(text)(drafts.current.get(convId) ?? ''));
   };
 
+  /** Adds what the newest page has that is not shown yet; older pages already loaded stay. */
+  const refreshNewest = (id: string) => {
+    const gen = generation.current;
+    api.listMessages(id, { limit: PAGE_SIZE }).then(
+      (page) => {
+        if (gen === generation.current) setMessages((m) => withNewest(m, page.items));
+      },
+      () => undefined,
+    );
+  };
+
   /** Appends a stored exchange, unless (part of) it is already shown. */
   const addExchange = (exchange: Exchange) =>
     setMessages((m) => {
@@ -354,7 +360,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           } else if (shown) {
             // The reply ended while reconnecting and its events are gone: it is stored by now.
             setPending(null);
-            loadNewest(convId);
+            refreshNewest(convId);
           }
         },
         (err: unknown) => {
@@ -374,7 +380,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
               ? `The assistant failed to reply: ${errorMessage(err)}`
               : `Lost the reply in progress: ${errorMessage(err)}`,
           );
-          loadNewest(convId);
+          refreshNewest(convId);
         },
       )
       .finally(() => {
