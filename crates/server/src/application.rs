@@ -28,13 +28,24 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Opens storage (running migrations), builds the assistant and binds the listener.
+    /// Binds the listener, builds the assistant and the generation log, then opens storage
+    /// (running migrations). Storage comes last so that a start that fails (the port taken,
+    /// Redis down) leaves it as it was; the bound listener answers nothing until serving starts.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        // The recorder comes first, so adapters can describe their metrics as they are built.
+        let address = (settings.server.host.as_str(), settings.server.port);
+        let listener = TcpListener::bind(address).with_context(|| {
+            format!(
+                "cannot listen on {}:{} (server.host, server.port)",
+                settings.server.host, settings.server.port
+            )
+        })?;
+        let port = listener.local_addr()?.port();
+        // The recorder comes before the adapters, so they can describe their metrics as they are
+        // built.
         let metrics = telemetry::metrics_renderer();
-        let repository = build_repository(&settings.storage).await?;
         let assistant = build_assistant(&settings.assistant, &settings.cache)?;
         let generation_log = build_generation_log(&settings.cache).await?;
+        let repository = build_repository(&settings.storage).await?;
         let service = Arc::new(ChatService::new(
             repository,
             assistant,
@@ -46,15 +57,6 @@ impl Application {
             .ensure_default_conversation()
             .await
             .context("cannot create the default conversation")?;
-
-        let address = (settings.server.host.as_str(), settings.server.port);
-        let listener = TcpListener::bind(address).with_context(|| {
-            format!(
-                "cannot listen on {}:{} (server.host, server.port)",
-                settings.server.host, settings.server.port
-            )
-        })?;
-        let port = listener.local_addr()?.port();
 
         let web_dist_dir = Some(settings.web.dist_dir.clone()).filter(|dir| dir.is_dir());
         if web_dist_dir.is_none() {

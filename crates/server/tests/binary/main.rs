@@ -150,6 +150,37 @@ fn bad_configuration_stops_the_start_naming_the_key() {
     );
 }
 
+#[test]
+fn a_start_that_fails_leaves_storage_untouched() {
+    let directory = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    for (what, variables, reason) in [
+        (
+            "port taken",
+            vec![("CHAT__SERVER__PORT", port.as_str())],
+            "cannot listen",
+        ),
+        (
+            "Redis down",
+            vec![
+                ("CHAT__SERVER__PORT", "0"),
+                ("CHAT__CACHE__KIND", "redis"),
+                ("CHAT__CACHE__URL", "redis://127.0.0.1:9"),
+            ],
+            "Redis",
+        ),
+    ] {
+        let (status, stderr) = run_to_exit(directory.path(), &variables);
+        assert_eq!(status.code(), Some(1), "{what}: {stderr}");
+        assert!(stderr.contains(reason), "{what}: {stderr}");
+        assert!(
+            !directory.path().join("chat.db").exists(),
+            "{what}: the database was created before the start failed"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_hundred_concurrent_posts_all_succeed_once_each() {
     let directory = tempfile::tempdir().unwrap();
