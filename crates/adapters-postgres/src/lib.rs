@@ -137,8 +137,8 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings 
     }
 }
 
-/// Sends the pool's connection failures to tracing (libpq messages name host and port, never the
-/// password).
+/// Sends the pool's connection failures to tracing. libpq's messages name host and port; they
+/// would repeat part of a password only from a URL it misreads, which the settings refuse.
 #[derive(Debug, Clone, Copy)]
 struct TracingErrorHandler;
 

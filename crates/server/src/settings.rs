@@ -350,6 +350,14 @@ fn misspelt_setting_variable(mut names: impl Iterator<Item = String>) -> Option<
     })
 }
 
+/// A layer of configuration read from `path` when the file is there. Only a missing file is
+/// skipped: one that is there but cannot be read (no permission, a directory) is an error, or the
+/// server would start on other settings than its operator wrote without a word.
+fn config_file(path: PathBuf) -> File<config::FileSourceFile, FileFormat> {
+    let missing = matches!(path.try_exists(), Ok(false));
+    File::from(path).required(!missing)
+}
+
 impl Settings {
     /// Reads the layers from the process environment.
     pub fn load() -> Result<Self, SettingsError> {
@@ -360,7 +368,16 @@ impl Settings {
                  `CHAT__` (two underscores), e.g. `CHAT__SERVER__PORT`"
             )));
         }
-        let directory = std::env::var("CHAT_CONFIG_DIR").unwrap_or_else(|_| "config".to_owned());
+        let directory = match std::env::var("CHAT_CONFIG_DIR") {
+            // Named on purpose: a mistyped directory must not start the server on the defaults.
+            Ok(named) if !Path::new(&named).is_dir() => {
+                return Err(SettingsError(format!(
+                    "configuration error: CHAT_CONFIG_DIR `{named}` is not a directory"
+                )));
+            }
+            Ok(named) => named,
+            Err(_) => "config".to_owned(),
+        };
         let environment = std::env::var("CHAT_ENV")
             .ok()
             .filter(|name| !name.is_empty());
@@ -379,10 +396,9 @@ impl Settings {
     ) -> Result<Self, SettingsError> {
         let mut builder = Config::builder()
             .add_source(File::from_str(BUILT_IN_DEFAULTS, FileFormat::Toml))
-            .add_source(File::from(directory.join("default.toml")).required(false));
+            .add_source(config_file(directory.join("default.toml")));
         if let Some(name) = environment {
-            builder = builder
-                .add_source(File::from(directory.join(format!("{name}.toml"))).required(false));
+            builder = builder.add_source(config_file(directory.join(format!("{name}.toml"))));
         }
         let settings: Settings = builder
             .add_source(
@@ -550,6 +566,26 @@ impl Settings {
     }
 }
 
+/// Whether the user and password of `url` (`scheme://user:password@host/...`) are written as
+/// libpq reads them. When they are not, libpq's error repeats what it took for the host, port or
+/// escape, which is then part of the password, in the log and the refusal.
+fn credentials_well_formed(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return true;
+    };
+    let Some((credentials, _)) = rest.rsplit_once('@') else {
+        return true;
+    };
+    let bytes = credentials.as_bytes();
+    bytes.iter().enumerate().all(|(at, byte)| match byte {
+        b'/' | b'@' | b'?' | b'#' => false,
+        b'%' => bytes
+            .get(at + 1..at + 3)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)),
+        byte => !byte.is_ascii_whitespace(),
+    })
+}
+
 impl StorageSettings {
     fn validate(&self) -> Result<(), SettingsError> {
         let is_postgres_url =
@@ -566,6 +602,11 @@ impl StorageSettings {
             StorageBackend::Postgres if !is_postgres_url => Err(invalid(
                 "storage.url",
                 "the postgres backend takes a URL such as \"postgres://user@host:5432/db\"",
+            )),
+            StorageBackend::Postgres if !credentials_well_formed(&self.url) => Err(invalid(
+                "storage.url",
+                "its user or password holds a character that must be percent-encoded (`@` is \
+                 `%40`, `/` is `%2F`, `%` is `%25`) or a `%` not followed by two hex digits",
             )),
             _ if self.url.trim().is_empty() => Err(invalid("storage.url", "must not be empty")),
             _ if self.pool_size == 0 => Err(invalid("storage.pool_size", "must be at least 1")),
@@ -684,6 +725,14 @@ impl TelemetrySettings {
 }
 
 impl AssistantSettings {
+    /// The API key to send, if any: a blank value (what compose passes for an unset variable) is
+    /// no key, not an empty `Authorization: Bearer` header.
+    pub fn configured_api_key(&self) -> Option<SecretString> {
+        self.api_key
+            .clone()
+            .filter(|key| !key.expose_secret().trim().is_empty())
+    }
+
     fn validate(&self) -> Result<(), SettingsError> {
         if self.kind == AssistantKind::Openai {
             check_http_url(

@@ -146,7 +146,7 @@ fn build_openai(settings: &AssistantSettings) -> anyhow::Result<Arc<dyn Assistan
     use adapters_ai_openai::{OpenAiAssistant, OpenAiSettings};
 
     let mut openai = OpenAiSettings::new(&settings.base_url, &settings.model);
-    openai.api_key = settings.api_key.clone();
+    openai.api_key = settings.configured_api_key();
     openai.system_prompt =
         Some(settings.system_prompt.clone()).filter(|prompt| !prompt.trim().is_empty());
     openai.timeout = Duration::from_secs(settings.timeout_secs);

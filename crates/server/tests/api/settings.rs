@@ -211,3 +211,59 @@ fn an_api_key_a_header_cannot_carry_is_refused_without_repeating_it() {
     );
     assert!(load(&[openai, ("CHAT__ASSISTANT__API_KEY", "sk-hunter2")]).is_ok());
 }
+
+#[test]
+fn a_blank_api_key_is_no_key() {
+    for blank in ["", "  "] {
+        let settings = load(&[
+            ("CHAT__ASSISTANT__KIND", "openai"),
+            ("CHAT__ASSISTANT__API_KEY", blank),
+        ])
+        .unwrap();
+        assert!(
+            settings.assistant.configured_api_key().is_none(),
+            "{blank:?}"
+        );
+    }
+    let settings = load(&[("CHAT__ASSISTANT__API_KEY", "sk-1")]).unwrap();
+    assert!(settings.assistant.configured_api_key().is_some());
+}
+
+#[test]
+fn a_config_file_that_cannot_be_read_is_an_error_not_skipped() {
+    let directory = tempfile::tempdir().unwrap();
+    // A directory where the file should be: reading it fails, as it would without permission.
+    std::fs::create_dir(directory.path().join("default.toml")).unwrap();
+    let refused = server::settings::Settings::load_from(
+        directory.path(),
+        None,
+        config::Environment::default().source(Some(Default::default())),
+    )
+    .expect_err("an unreadable default.toml is refused");
+    assert!(refused.to_string().contains("default.toml"), "{refused}");
+}
+
+#[test]
+fn a_database_password_libpq_would_misread_is_refused_without_repeating_it() {
+    for (url, secret) in [
+        ("postgres://chat:50%zebra@db/chat", "zebra"),
+        ("postgres://chat:kiwi@lemon@db/chat", "lemon"),
+        ("postgres://chat:kiwi/lemon@db/chat", "lemon"),
+    ] {
+        let refusal = refusal(&[
+            ("CHAT__STORAGE__BACKEND", "postgres"),
+            ("CHAT__STORAGE__URL", url),
+        ]);
+        assert!(refusal.contains("storage.url"), "{refusal}");
+        assert!(!refusal.contains(secret), "{url}: {refusal}");
+        assert!(!refusal.contains("kiwi"), "{url}: {refusal}");
+    }
+    load(&[
+        ("CHAT__STORAGE__BACKEND", "postgres"),
+        (
+            "CHAT__STORAGE__URL",
+            "postgres://chat:50%25off%40x@db:5432/chat?sslmode=require",
+        ),
+    ])
+    .expect("a percent-encoded password is fine");
+}

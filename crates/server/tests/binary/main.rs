@@ -136,6 +136,8 @@ fn bad_configuration_stops_the_start_naming_the_key() {
         (vec![("CHAT__LOG__LEVEL", "warning")], "log.level"),
         // One underscore after CHAT: the environment source would skip it silently.
         (vec![("CHAT_SERVER__PORT", "8001")], "CHAT_SERVER__PORT"),
+        // A mistyped configuration directory: the defaults are not what its operator wrote.
+        (vec![("CHAT_CONFIG_DIR", "no-such-dir")], "CHAT_CONFIG_DIR"),
     ] {
         let (status, stderr) = run_to_exit(directory.path(), &variables);
         assert_eq!(status.code(), Some(2), "{variables:?}: {stderr}");
