@@ -44,12 +44,31 @@ enum ExportError {
     #[error("cannot encode the spans: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("{}", with_causes(.0))]
-    Send(#[from] reqwest::Error),
+    Send(reqwest::Error),
     #[error("the collector answered {status}: {body}")]
     Rejected {
         status: reqwest::StatusCode,
         body: String,
     },
+}
+
+impl From<reqwest::Error> for ExportError {
+    /// Without the URL, which may carry the collector's credentials (`http://user:token@...`).
+    fn from(error: reqwest::Error) -> Self {
+        Self::Send(error.without_url())
+    }
+}
+
+/// `url` as it may be logged: without the credentials it may carry.
+fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => "the configured endpoint".to_owned(),
+    }
 }
 
 /// reqwest puts the useful part ("connection refused") in the source chain.
@@ -85,9 +104,10 @@ impl Throttle {
     }
 }
 
-#[derive(Debug)]
 pub(crate) struct Exporter {
     url: String,
+    /// `url` without credentials, for the log.
+    shown_url: String,
     client: reqwest::Client,
     resource: Vec<KeyValue>,
     batch_size: usize,
@@ -97,6 +117,14 @@ pub(crate) struct Exporter {
     failures: Throttle,
     drops: Throttle,
     failing: bool,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter")
+            .field("url", &self.shown_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Exporter {
@@ -109,6 +137,7 @@ impl Exporter {
         dropped: Arc<AtomicU64>,
     ) -> Self {
         Self {
+            shown_url: shown_url(&url),
             url,
             client,
             resource,
@@ -190,7 +219,7 @@ impl Exporter {
             Ok(()) => {
                 metrics::counter!(SPANS_EXPORTED).increment(spans);
                 if std::mem::take(&mut self.failing) {
-                    tracing::info!(url = %self.url, "trace export works again");
+                    tracing::info!(url = %self.shown_url, "trace export works again");
                 }
             }
             Err(error) => {
@@ -199,7 +228,7 @@ impl Exporter {
                 metrics::counter!(SPANS_DROPPED, "reason" => "export_failed").increment(spans);
                 if let Some(failures) = self.failures.occurred(1) {
                     tracing::warn!(
-                        url = %self.url,
+                        url = %self.shown_url,
                         %error,
                         failures,
                         "trace export failed; its spans are dropped (warned at most once a minute)"
@@ -258,5 +287,15 @@ mod tests {
         assert_eq!(throttle.occurred(3), None);
         throttle.last_warned = Some(Instant::now() - WARNING_INTERVAL);
         assert_eq!(throttle.occurred(1), Some(6), "with what was held back");
+    }
+
+    #[tokio::test]
+    async fn the_collector_credentials_are_never_in_what_is_logged() {
+        let url = "http://chat:s3cret-token@127.0.0.1:9/v1/traces";
+        assert_eq!(shown_url(url), "http://127.0.0.1:9/v1/traces");
+        let refused = reqwest::Client::new().post(url).send().await.unwrap_err();
+        let logged = ExportError::from(refused).to_string();
+        assert!(!logged.contains("s3cret"), "{logged}");
+        assert!(!logged.is_empty());
     }
 }
