@@ -121,10 +121,12 @@ struct SessionSettings {
 
 impl SessionSettings {
     fn apply(&self, connection: &mut PgConnection) -> QueryResult<()> {
-        let millis = self
-            .statement_timeout
-            .map_or(0, |timeout| timeout.as_millis());
-        connection.batch_execute(&format!("SET statement_timeout = {millis}"))
+        match self.statement_timeout {
+            Some(timeout) => connection
+                .batch_execute(&format!("SET statement_timeout = {}", timeout.as_millis())),
+            // The database's or role's own setting, which a `SET ... = 0` would have replaced.
+            None => connection.batch_execute("RESET statement_timeout"),
+        }
     }
 }
 
@@ -771,6 +773,42 @@ mod tests {
             "postgresql://h/db?sslmode=require&connect_timeout=9&keepalives_idle=5\
              &keepalives=1&keepalives_interval=10&keepalives_count=3"
         );
+    }
+
+    /// With no timeout of its own, a session goes back to the one the database or role sets,
+    /// also after migrations switched it off.
+    #[tokio::test]
+    async fn without_a_timeout_of_its_own_a_session_keeps_the_database_setting() {
+        let Some(database) = testkit::postgres::TestDatabase::create().await else {
+            return;
+        };
+        let url = database.url().to_owned();
+        tokio::task::spawn_blocking(move || {
+            PgConnection::establish(&url)
+                .unwrap()
+                .batch_execute(
+                    "DO $$ BEGIN EXECUTE format(\
+                     'ALTER DATABASE %I SET statement_timeout = ''1234ms''', current_database()); \
+                     END $$",
+                )
+                .unwrap();
+            let mut connection = PgConnection::establish(&url).unwrap();
+            connection
+                .batch_execute("SET statement_timeout = 0")
+                .unwrap();
+            let session = SessionSettings {
+                statement_timeout: None,
+            };
+            session.apply(&mut connection).unwrap();
+            let timeout: String = diesel::select(diesel::dsl::sql::<Text>(
+                "current_setting('statement_timeout')",
+            ))
+            .get_result(&mut connection)
+            .unwrap();
+            assert_eq!(timeout, "1234ms");
+        })
+        .await
+        .unwrap();
     }
 
     /// A full disk cannot be staged against the test database; its error as PostgreSQL words it.
