@@ -693,7 +693,11 @@ impl ChatRepository for PostgresChatRepository {
             diesel::update(conversations::table.find(id.as_uuid()))
                 .set((
                     conversations::title.eq(&title),
-                    conversations::updated_at.eq(now.unix_micros()),
+                    conversations::updated_at.eq(diesel::dsl::sql::<BigInt>(
+                        "GREATEST(updated_at, ",
+                    )
+                    .bind::<BigInt, _>(now.unix_micros())
+                    .sql(")")),
                 ))
                 .returning(ConversationRow::as_returning())
                 .get_result(connection)

@@ -159,7 +159,7 @@ pub(crate) fn rename_conversation(
     now: Timestamp,
 ) -> QueryResult<Conversation> {
     diesel::sql_query(format!(
-        "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ? \
+        "UPDATE conversations SET title = ?, updated_at = max(updated_at, ?) WHERE id = ? \
          RETURNING {CONVERSATION_COLUMNS}"
     ))
     .bind::<Text, _>(title.as_str())

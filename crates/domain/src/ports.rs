@@ -33,7 +33,8 @@ pub trait ChatRepository: Send + Sync {
         limit: PageLimit,
     ) -> Result<Page<Conversation, ConversationCursor>, RepositoryError>;
 
-    /// Sets the title and `updated_at = now`, returning the updated conversation.
+    /// Sets the title and `updated_at` to `now`, or leaves `updated_at` where it is when that is
+    /// later (`now` from a clock behind the last exchange's), returning the updated conversation.
     /// MUST return `NotFound` if the conversation does not exist.
     async fn rename_conversation(
         &self,

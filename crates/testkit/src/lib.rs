@@ -113,6 +113,7 @@ macro_rules! chat_repository_conformance {
             list_messages_of_missing_conversation_is_not_found,
             append_to_missing_conversation_is_not_found_and_stores_nothing,
             rename_changes_title_and_updated_at,
+            rename_never_moves_updated_at_back,
             delete_cascades_to_messages_and_nothing_else,
             list_conversations_orders_by_updated_at_then_id_descending,
             list_conversations_pages_cover_every_conversation_once,

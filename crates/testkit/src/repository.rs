@@ -261,6 +261,28 @@ pub async fn rename_changes_title_and_updated_at<R: ChatRepository + ?Sized>(rep
     );
 }
 
+/// A rename whose clock is behind the conversation's last activity (another replica's clock, or a
+/// `now` taken before an exchange committed) must not move it back: a client walking the list
+/// would meet it twice.
+pub async fn rename_never_moves_updated_at_back<R: ChatRepository + ?Sized>(repo: Arc<R>) {
+    let original = conversation("Busy", at(0));
+    create(&*repo, &original).await;
+    let exchange = new_exchange(original.id, "hi", "hello", at(1_000));
+    repo.append_exchange(&exchange).await.unwrap();
+    let last_activity = exchange.assistant.created_at;
+    let title = ConversationTitle::new("Renamed late").unwrap();
+    let renamed = repo
+        .rename_conversation(original.id, &title, at(500))
+        .await
+        .unwrap();
+    assert_eq!(renamed.title, "Renamed late");
+    assert_eq!(renamed.updated_at, last_activity);
+    assert_eq!(
+        repo.get_conversation(original.id).await.unwrap().updated_at,
+        last_activity
+    );
+}
+
 pub async fn delete_cascades_to_messages_and_nothing_else<R: ChatRepository + ?Sized>(
     repo: Arc<R>,
 ) {
@@ -862,18 +884,16 @@ pub async fn timestamps_round_trip_exactly<R: ChatRepository + ?Sized>(repo: Arc
             exchange.assistant.created_at.max(stamped.updated_at)
         );
 
+        // Past the exchange's time, so that the rename's own time is what is stored.
+        let later = Timestamp::from_unix_micros(moment.unix_micros() + 2);
         let renamed = repo
-            .rename_conversation(
-                stamped.id,
-                &ConversationTitle::new("Later").unwrap(),
-                moment,
-            )
+            .rename_conversation(stamped.id, &ConversationTitle::new("Later").unwrap(), later)
             .await
             .unwrap();
-        assert_eq!(renamed.updated_at, moment);
+        assert_eq!(renamed.updated_at, later);
         assert_eq!(
             repo.get_conversation(stamped.id).await.unwrap().updated_at,
-            moment
+            later
         );
     }
 }

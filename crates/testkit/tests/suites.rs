@@ -94,7 +94,7 @@ impl ChatRepository for MemoryRepository {
         let mut state = self.state.lock().unwrap();
         let (conversation, _) = state.get_mut(&id).ok_or(RepositoryError::NotFound)?;
         conversation.title = title.as_str().to_owned();
-        conversation.updated_at = now;
+        conversation.updated_at = conversation.updated_at.max(now);
         Ok(conversation.clone())
     }
 
