@@ -141,7 +141,8 @@ impl ChatService {
     }
 
     /// The default conversation from the beginning, a page at a time (pass the previous page's
-    /// cursor). Empty when the default conversation does not exist yet.
+    /// cursor). Empty when the default conversation does not exist yet; `NotFound` when it was
+    /// deleted after an earlier page, so that a history cut there is not taken for a whole one.
     pub async fn history_page(
         &self,
         after: Option<MessageCursor>,
@@ -153,7 +154,7 @@ impl ChatService {
             .list_messages(ConversationId::DEFAULT, window, limit)
             .await
         {
-            Err(RepositoryError::NotFound) => Ok(Page {
+            Err(RepositoryError::NotFound) if after.is_none() => Ok(Page {
                 items: Vec::new(),
                 next_cursor: None,
             }),
@@ -811,5 +812,12 @@ mod tests {
         let page = service.history_page(None).await.unwrap();
         assert!(page.items.is_empty());
         assert_eq!(page.next_cursor, None);
+        assert!(
+            service
+                .history_page(Some(MessageCursor { position: 200 }))
+                .await
+                .is_err(),
+            "deleted after the first page: the history is cut, not complete"
+        );
     }
 }
