@@ -67,6 +67,8 @@ pub(crate) struct Durability {
     outages: Mutex<Outages>,
     /// Set for good once a sync failed.
     broken: AtomicBool,
+    /// Set for good when the writer thread died of a panic: no write can be made any more.
+    writer_died: AtomicBool,
 }
 
 impl Durability {
@@ -77,6 +79,7 @@ impl Durability {
             failing: AtomicBool::new(false),
             outages: Mutex::new(Outages::default()),
             broken: AtomicBool::new(false),
+            writer_died: AtomicBool::new(false),
         }
     }
 
@@ -106,7 +109,15 @@ impl Durability {
     }
 
     pub(crate) fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::Relaxed) || self.is_broken()
+        self.failing.load(Ordering::Relaxed)
+            || self.is_broken()
+            || self.writer_died.load(Ordering::Relaxed)
+    }
+
+    /// The writer thread is unwinding from a panic (a bug in a write): readiness must report
+    /// it, as every write is refused from now on.
+    pub(crate) fn writer_died(&self) {
+        self.writer_died.store(true, Ordering::Relaxed);
     }
 
     /// How long readiness should still report the outage without trying a write of its own;

@@ -322,8 +322,23 @@ struct WriterThread {
     durability: Arc<Durability>,
 }
 
+/// Tells [`Durability`] when the writer thread unwinds from a panic.
+struct ReportsDeath(Arc<Durability>);
+
+impl Drop for ReportsDeath {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            tracing::error!(
+                "the SQLite writer thread panicked; every write is refused until restart"
+            );
+            self.0.writer_died();
+        }
+    }
+}
+
 impl WriterThread {
     fn run(mut self) {
+        let _death = ReportsDeath(Arc::clone(&self.durability));
         // `recv` fails only once every sender is gone and the queue is drained: then nothing is
         // left to write and the thread ends, and with it the syncer. A batch is whatever is
         // queued, never waited for: the sync runs on another thread, so requesters that arrive
@@ -561,6 +576,28 @@ mod tests {
 
     fn writer(path: &std::path::Path) -> Writer {
         Writer::spawn(table(path), reopen(path), wal_sync(path).unwrap(), 64, 64).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_panicked_is_reported_failing() {
+        let directory = tempfile::tempdir().unwrap();
+        let writer = writer(&directory.path().join("writer.db"));
+        let bug = writer
+            .write(|_| -> Result<(), DieselError> { panic!("a bug in a write") })
+            .await;
+        assert!(matches!(bug, Err(RepositoryError::Unavailable(_))));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !writer.is_failing() {
+            assert!(
+                Instant::now() < deadline,
+                "readiness still reports writes working"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(
+            writer.write(|_| Ok(())).await,
+            Err(RepositoryError::Unavailable(_))
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
