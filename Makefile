@@ -23,6 +23,7 @@ build:
 	$(CARGO) build --workspace --all-targets
 
 web/node_modules/.package-lock.json: web/package-lock.json
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); if (!((a === 20 && b >= 19) || (a === 22 && b >= 12) || a > 22)) { console.error("Node.js " + process.versions.node + " is too old for the web client: install 20.19+ or 22.12+"); process.exit(1); }'
 	cd web && $(NPM) ci --no-audit --no-fund
 	touch $@
 
