@@ -64,6 +64,36 @@ async fn redis_log() -> Option<(Arc<dyn GenerationLog>, RedisKeys)> {
     }
 }
 
+fn now_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// Writes an event (its sequence, name and data) into a generation's stream by hand, as the
+/// adapter would have at `at_millis`.
+fn write_event(
+    connection: &mut redis::Connection,
+    key: &str,
+    (sequence, name, data): (u64, &str, &str),
+    conversation: domain::ConversationId,
+    at_millis: u128,
+) {
+    let _: String = redis::cmd("XADD")
+        .arg(key)
+        .arg(format!("{sequence}-0"))
+        .arg(&[
+            ("name", name.to_owned()),
+            ("data", data.to_owned()),
+            ("last", "0".to_owned()),
+            ("conversation", conversation.to_string()),
+            ("at", at_millis.to_string()),
+        ])
+        .query(connection)
+        .unwrap();
+}
+
 mod redis_streams {
     use super::*;
 
@@ -87,25 +117,18 @@ async fn a_generation_silent_for_minutes_is_no_longer_in_progress() {
     // Later, so that it is the newest of the two.
     tokio::time::sleep(Duration::from_millis(5)).await;
     log.begin(conversation, dead).await.unwrap();
-    let three_minutes_ago = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        - 180_000;
     let client = redis::Client::open(keys.url.as_str()).unwrap();
     let mut connection = client.get_connection().unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg(format!("{}:generation:{dead}", keys.prefix))
-        .arg("1-0")
-        .arg(&[
-            ("name", "start".to_owned()),
-            ("data", "{}".to_owned()),
-            ("last", "0".to_owned()),
-            ("conversation", conversation.to_string()),
-            ("at", three_minutes_ago.to_string()),
-        ])
-        .query(&mut connection)
-        .unwrap();
+    let key = format!("{}:generation:{dead}", keys.prefix);
+    let three_minutes_ago = now_millis() - 180_000;
+    let start = (1, "start", "{}");
+    write_event(
+        &mut connection,
+        &key,
+        start,
+        conversation,
+        three_minutes_ago,
+    );
 
     assert_eq!(
         log.in_progress(conversation).await.unwrap(),
@@ -142,22 +165,8 @@ async fn a_failed_append_leaves_no_hole_and_a_repeated_one_no_double() {
     );
 
     // The next event as an attempt whose answer was lost left it in the stream.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let _: String = redis::cmd("XADD")
-        .arg(&key)
-        .arg("2-0")
-        .arg(&[
-            ("name", "delta".to_owned()),
-            ("data", "{\"text\":\"a\"}".to_owned()),
-            ("last", "0".to_owned()),
-            ("conversation", conversation.to_string()),
-            ("at", now.to_string()),
-        ])
-        .query(&mut connection)
-        .unwrap();
+    let delta = (2, "delta", "{\"text\":\"a\"}");
+    write_event(&mut connection, &key, delta, conversation, now_millis());
     let retried = log.append(generation, "delta", "{\"text\":\"a\"}", false);
     assert_eq!(retried.await.unwrap(), 2);
     assert_eq!(log.append(generation, "done", "{}", true).await.unwrap(), 3);
