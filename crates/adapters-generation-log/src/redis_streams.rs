@@ -142,6 +142,18 @@ impl RedisGenerationLog {
         Ok(newest.ids.into_iter().next())
     }
 
+    /// The event at `sequence` of the stream at `key`, if there is one.
+    async fn entry(
+        &self,
+        key: &str,
+        sequence: u64,
+    ) -> Result<Option<(GenerationEvent, bool)>, GenerationLogError> {
+        let mut commands = self.commands.clone();
+        let id = format!("{sequence}-0");
+        let found: StreamRangeReply = commands.xrange(key, &id, &id).await.map_err(unavailable)?;
+        Ok(found.ids.first().and_then(event))
+    }
+
     /// The conversation of generation `id` and the sequence its next event gets. It moves on only
     /// once that event is in the stream ([`Self::appended`]): a failed append is tried again with
     /// the same sequence, so the stream never has a hole.
@@ -192,44 +204,55 @@ impl GenerationLog for RedisGenerationLog {
         data: &str,
         last: bool,
     ) -> Result<u64, GenerationLogError> {
-        let (conversation_id, sequence) = self.upcoming(generation_id)?;
         let key = self.stream_key(generation_id);
         let lifetime = if last {
             self.ttl.as_secs().max(1)
         } else {
             UNFINISHED_LIFETIME_SECS
         };
-        let conversation = conversation_id.to_string();
-        let at = now_millis().to_string();
-        let fields = [
-            ("name", name),
-            ("data", data),
-            ("last", if last { "1" } else { "0" }),
-            ("conversation", conversation.as_str()),
-            ("at", at.as_str()),
-        ];
         let mut commands = self.commands.clone();
-        let written: Result<(Value, Value), _> = redis::pipe()
-            .atomic()
-            .xadd(&key, format!("{sequence}-0"), &fields)
-            .expire(&key, lifetime as i64)
-            .query_async(&mut commands)
-            .await;
-        match written {
-            Ok(_) => {}
-            // Only this process writes this stream: an entry at this sequence already is the one
-            // an earlier attempt wrote before its answer was lost.
-            Err(error) if error.to_string().contains(ALREADY_WRITTEN) => {}
-            Err(error) => return Err(unavailable(error)),
+        loop {
+            let (conversation_id, sequence) = self.upcoming(generation_id)?;
+            let conversation = conversation_id.to_string();
+            let at = now_millis().to_string();
+            let fields = [
+                ("name", name),
+                ("data", data),
+                ("last", if last { "1" } else { "0" }),
+                ("conversation", conversation.as_str()),
+                ("at", at.as_str()),
+            ];
+            let written: Result<(Value, Value), _> = redis::pipe()
+                .atomic()
+                .xadd(&key, format!("{sequence}-0"), &fields)
+                .expire(&key, lifetime as i64)
+                .query_async(&mut commands)
+                .await;
+            match written {
+                Ok(_) => {}
+                // Only this process writes this stream, so the entry at this sequence was written
+                // by an earlier attempt whose answer was lost: this very event, or one its caller
+                // gave up on, which this event then follows.
+                Err(error) if error.to_string().contains(ALREADY_WRITTEN) => {
+                    let entry = self.entry(&key, sequence).await?;
+                    let same =
+                        entry.is_some_and(|(event, _)| event.name == name && event.data == data);
+                    if !same {
+                        self.appended(generation_id, sequence, false);
+                        continue;
+                    }
+                }
+                Err(error) => return Err(unavailable(error)),
+            }
+            self.appended(generation_id, sequence, last);
+            if last {
+                let _: i64 = commands
+                    .zrem(self.running_key(conversation_id), generation_id.to_string())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            return Ok(sequence);
         }
-        self.appended(generation_id, sequence, last);
-        if last {
-            let _: i64 = commands
-                .zrem(self.running_key(conversation_id), generation_id.to_string())
-                .await
-                .map_err(unavailable)?;
-        }
-        Ok(sequence)
     }
 
     async fn in_progress(

@@ -169,7 +169,10 @@ async fn a_failed_append_leaves_no_hole_and_a_repeated_one_no_double() {
     write_event(&mut connection, &key, delta, conversation, now_millis());
     let retried = log.append(generation, "delta", "{\"text\":\"a\"}", false);
     assert_eq!(retried.await.unwrap(), 2);
-    assert_eq!(log.append(generation, "done", "{}", true).await.unwrap(), 3);
+    // An event its caller gave up on, although it got there: the next event goes after it.
+    let given_up = (3, "delta", "{\"text\":\"b\"}");
+    write_event(&mut connection, &key, given_up, conversation, now_millis());
+    assert_eq!(log.append(generation, "done", "{}", true).await.unwrap(), 4);
 
     let events: Vec<_> = log
         .follow(generation, 0)
@@ -182,5 +185,8 @@ async fn a_failed_append_leaves_no_hole_and_a_repeated_one_no_double() {
         .iter()
         .map(|event| (event.sequence, event.name.as_str()))
         .collect();
-    assert_eq!(logged, [(1, "start"), (2, "delta"), (3, "done")]);
+    assert_eq!(
+        logged,
+        [(1, "start"), (2, "delta"), (3, "delta"), (4, "done")]
+    );
 }
