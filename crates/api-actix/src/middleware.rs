@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use actix_cors::Cors;
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -179,16 +179,42 @@ fn code_for(status: StatusCode) -> &'static str {
 }
 
 /// A `HEAD` is answered as the `GET` of the same address, without its body (RFC 9110 requires
-/// both of a general-purpose server): actix-web's method guards would refuse it with 405. The
-/// HTTP/1 codec noted the method when it read the request and sends no body for it.
+/// both of a general-purpose server): actix-web's method guards would refuse it with 405.
 pub(crate) async fn head_as_get(
     mut request: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    if request.method() == Method::HEAD {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody, HeadBody>>, Error> {
+    let head = request.method() == Method::HEAD;
+    if head {
         request.head_mut().method = Method::GET;
     }
-    next.call(request).await
+    let response = next.call(request).await?;
+    if !head {
+        return Ok(response.map_into_left_body());
+    }
+    // The GET's body is dropped unread: the codec would send none of it, but would still read a
+    // stream (a reply being followed) to its end, holding the connection and a stream slot.
+    Ok(response.map_body(|_, body| EitherBody::right(HeadBody { size: body.size() })))
+}
+
+/// The body of a `GET` answered to a `HEAD`: the size its headers announce, and no content.
+pub(crate) struct HeadBody {
+    size: BodySize,
+}
+
+impl MessageBody for HeadBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        self.size
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<actix_web::web::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
 }
 
 /// Errors produced outside our handlers (the CORS layer refusing an origin, the framework

@@ -317,6 +317,34 @@ async fn open_streams_per_client_are_limited_and_freed_when_a_stream_ends_or_is_
 }
 
 #[tokio::test]
+async fn a_head_of_a_reply_being_followed_holds_no_stream_slot() {
+    let app = TestApp::builder()
+        .with("CHAT__LIMITS__MAX_STREAMS_PER_CLIENT", 2)
+        .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 100)
+        .spawn()
+        .await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let reply = open_stream(&app, id, None).await;
+    assert_eq!(reply.status(), 200);
+    let path = format!("/api/v1/conversations/{id}/stream");
+    let head = app.client.head(app.url(&path)).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "text/event-stream");
+    // The reply streams for seconds more; the HEAD's slot is free already.
+    let follow = app
+        .client
+        .get(app.url(&path))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 200, "the HEAD still holds a stream slot");
+    drop(follow);
+    drop(reply);
+}
+
+#[tokio::test]
 async fn a_full_sqlite_writer_queue_answers_503_with_retry_after_at_once() {
     let app = TestApp::builder()
         .with("CHAT__STORAGE__WRITE_QUEUE_CAPACITY", 1)
