@@ -83,10 +83,11 @@ pub fn app(
     App::new()
         .app_data(web::Data::new(state))
         .app_data(web::QueryConfig::default().error_handler(query_error))
-        // Inside the request log, so that still shows the HEAD.
+        // Innermost of the application's layers (only the stream limit, on the two routes that
+        // stream, is inside it), so the request log still shows the HEAD.
         .wrap(from_fn(head_as_get))
-        // Innermost, so limited answers still get CORS, security headers, request ids and metrics.
-        // The stream limit is innermost of all, on the two routes that stream.
+        // Inside the rest, so limited answers still get CORS, security headers, request ids and
+        // metrics.
         .wrap(from_fn(limit_rate))
         .wrap(from_fn(limit_headers))
         .wrap(cors(&settings))

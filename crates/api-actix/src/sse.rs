@@ -191,7 +191,7 @@ pub(crate) async fn stream_reply(
     let logged = async {
         log.begin(conversation_id, generation_id).await?;
         let events = log.follow(generation_id, 0).await?;
-        log.append(generation_id, "start", &start, false).await?;
+        append_retrying(log.as_ref(), generation_id, "start", &start, false).await?;
         Ok::<_, GenerationLogError>(events)
     };
     match logged.await {
