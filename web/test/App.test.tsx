@@ -248,37 +248,77 @@ describe('drafts', () => {
   });
 });
 
-/** A streamed send the server has not answered yet; aborting it fails the fetch, as in a browser. */
-function unanswered(_id: string, _content: string, init: RequestInit): Promise<Response> {
-  return new Promise((_resolve, reject) => {
-    init.signal?.addEventListener('abort', () => reject(new DOMException('Aborted', 'AbortError')), { once: true });
-  });
+/** A route that holds the creation of conversations until `release` is called. */
+function slowCreation() {
+  let release: () => void = () => undefined;
+  const route: Route = (url, init) => {
+    if (url.pathname !== '/api/v1/conversations' || init.method !== 'POST') return undefined;
+    return new Promise<Response | undefined>((resolve) => {
+      release = () => resolve(server.route(url, init) as Response);
+    });
+  };
+  return { route, release: () => release() };
 }
 
-describe('messages the server has not taken yet', () => {
-  it('wait in their conversation when the user switches away before the server answers', async () => {
-    server.onStream(unanswered);
-    await renderLoaded();
-    fireEvent.change(composer(), { target: { value: 'sent while leaving' } });
-    fireEvent.keyDown(composer(), { key: 'Enter' });
-    await screen.findByRole('button', { name: 'Stop' });
+/**
+ * Sends `text` to the open conversation, which turns out deleted elsewhere, then sends it again:
+ * that starts a new chat, whose creation `creation` holds.
+ */
+async function sendIntoANewChat(text: string) {
+  server.onStream(() => json({ status: 'error', message: 'Conversation not found.', code: 'conversation_not_found' }, 404));
+  await renderLoaded();
+  fireEvent.change(composer(), { target: { value: text } });
+  fireEvent.keyDown(composer(), { key: 'Enter' });
+  await screen.findByText(/deleted, perhaps in another tab/);
+  fireEvent.keyDown(composer(), { key: 'Enter' });
+  await screen.findByRole('button', { name: 'Stop' });
+}
+
+describe('a message sent while its new chat is being created', () => {
+  it('waits as that chat\'s draft when the user goes elsewhere meanwhile', async () => {
+    const creation = slowCreation();
+    vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);
+    await sendIntoANewChat('sent while leaving');
     fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
     await screen.findByText('No messages yet');
+    await act(async () => creation.release());
     expect((composer() as HTMLTextAreaElement).value).toBe('');
-    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
-    await screen.findByText('Earlier answer');
-    expect((composer() as HTMLTextAreaElement).value).toBe('sent while leaving');
+    const list = within(screen.getByRole('navigation', { name: 'Conversations' })).getByRole('list');
+    fireEvent.click(await within(list).findByRole('button', { name: 'New chat' }));
+    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('sent while leaving'));
   });
 
-  it('come back at once on Stop, said to be unsent', async () => {
-    server.onStream(unanswered);
-    await renderLoaded();
-    fireEvent.change(composer(), { target: { value: 'stopped early' } });
-    fireEvent.keyDown(composer(), { key: 'Enter' });
-    fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
-    expect(await screen.findByText(/Stopped before the server took the message/)).toBeTruthy();
+  it('comes back at once on Stop, as nothing was sent', async () => {
+    const creation = slowCreation();
+    const fetch = mockFetch([creation.route, server.route]);
+    vi.stubGlobal('fetch', fetch.fn);
+    await sendIntoANewChat('stopped early');
+    const sends = () => fetch.calls.filter((c) => c.method === 'POST' && c.url.endsWith('/messages')).length;
+    expect(sends()).toBe(1);
+    fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    await act(async () => creation.release());
+    expect(await screen.findByText(/Stopped before sending/)).toBeTruthy();
     expect((composer() as HTMLTextAreaElement).value).toBe('stopped early');
-    expect(screen.queryByText(/Stopped\. /)).toBeNull();
+    expect(sends()).toBe(1);
+  });
+});
+
+describe('a send interrupted before its first event', () => {
+  it('is looked for in the conversation, not given back as failed', async () => {
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Are you there?' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    // The server took it, then could not read the reply's log back.
+    server.messages.c2?.push(msg('c2', 'user', 'Are you there?'), msg('c2', 'assistant', 'Always.'));
+    await act(async () => {
+      sse.send('event: error\ndata: {"message":"The reply stream was interrupted.","code":"interrupted"}\n\n');
+      sse.close();
+    });
+    expect(await screen.findByText('Always.', {}, { timeout: 4000 })).toBeTruthy();
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+    expect(screen.queryByText(/Sending failed/)).toBeNull();
   });
 });
 

@@ -157,10 +157,9 @@ export class ApiClient {
     try {
       return await this.readStream(res, cursor, opts);
     } catch (err) {
-      if (!retryable(err)) throw err;
-      // Without an event id there is nothing to resume after, except when the server said the
-      // reply was interrupted before any event: then the reply in progress is followed from its start.
-      if (cursor.lastId === null && !(err instanceof ApiError && err.code === 'interrupted')) throw err;
+      // Without an event id there is nothing to resume after: following "the reply in progress"
+      // could pick up another tab's.
+      if (cursor.lastId === null || !retryable(err)) throw err;
       const exchange = await this.follow(id, cursor, opts, true);
       if (exchange) return exchange;
       throw new ApiError(204, 'The reply finished while the connection was down.', 'stream_gone');

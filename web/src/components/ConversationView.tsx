@@ -458,6 +458,14 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       }
     }
     const convId = id;
+    if (controller.signal.aborted) {
+      // Stopped while the new chat was being created: nothing was sent.
+      if (abortRef.current === controller) abortRef.current = null;
+      setPending(null);
+      setDraft(withUnsent(text));
+      setSendError('Stopped before sending; your message is back in the message box.');
+      return;
+    }
     const known = new Set(messagesRef.current.map((m) => m.id));
     /** Once the server answered with a stream the message is taken: a failure must not offer it again. */
     let accepted = false;
@@ -481,22 +489,16 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       setPending(null);
       onActivity(convId, exchange.assistant_message.created_at, first ? text : undefined);
     } catch (err) {
-      if (gen !== generation.current) {
-        // Leaving aborted the send; if the server had not taken the message yet, it was not sent.
-        if (!accepted) keepDraft(convId, text);
-        return;
-      }
+      // Leaving aborted the send. The server goes on with a request it was reading, so the
+      // message is (or will be) in that conversation: it is not offered again as a draft.
+      if (gen !== generation.current) return;
       if (isAbort(err)) {
-        if (!stoppedRef.current) return;
-        if (accepted) {
+        // Even before its answer, the server may have taken the message: look for it there.
+        if (stoppedRef.current) {
           setPending((p) => (p ? { ...p, state: 'stopped' } : p));
           reloadAfterStop(convId, known, lastEventId);
-        } else {
-          setPending(null);
-          setDraft(withUnsent(text));
-          setSendError('Stopped before the server took the message; it was not sent and is back in the message box.');
         }
-      } else if (accepted && !(err instanceof ApiError && err.status === 200)) {
+      } else if (accepted && !(err instanceof ApiError && err.status === 200 && err.code !== 'interrupted')) {
         // The connection broke for good (reconnecting with Last-Event-ID failed) or the reply
         // ended meanwhile: the server still finishes and stores it, so fetch it from there.
         setPending((p) => (p ? { ...p, state: 'stopped' } : p));
