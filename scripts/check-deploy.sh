@@ -342,7 +342,7 @@ EOF
     check "helm refuses postgres without a URL" \
         bash -c "! '$HELM' template chat '$chart' --set storage.backend=postgres >/dev/null 2>&1"
     check "helm refuses a kill timeout shorter than the shutdown" \
-        bash -c "! '$HELM' template chat '$chart' --set terminationGracePeriodSeconds=30 >/dev/null 2>&1"
+        bash -c "'$HELM' template chat '$chart' --set terminationGracePeriodSeconds=30 2>&1 | grep -q 'must be at least preStopSleepSeconds'"
     check "helm sqlite render has 1 replica, Recreate, no HPA" \
         bash -c "grep -q 'replicas: 1' '$WORK/helm-sqlite.yaml' && grep -q 'type: Recreate' '$WORK/helm-sqlite.yaml' && ! grep -q 'kind: HorizontalPodAutoscaler' '$WORK/helm-sqlite.yaml'"
 }
