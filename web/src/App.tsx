@@ -109,12 +109,16 @@ export function App() {
   const learn = (c: Conversation) => {
     if (deletedRef.current.has(c.id)) return;
     learnedOf.current.add(c.id);
-    setConversations((cs) => {
+    const withLearned = (cs: Conversation[]) => {
       const known = cs.find((x) => x.id === c.id);
       if (!known) return [c, ...cs].sort(byRecent);
       const updated_at = instant(c.updated_at) > instant(known.updated_at) ? c.updated_at : known.updated_at;
       return cs.map((x) => (x.id === c.id ? { ...x, title: c.title, updated_at } : x)).sort(byRecent);
-    });
+    };
+    setConversations(withLearned);
+    // Already so for code that runs before the next render: a reply that comes back at once must
+    // find its new chat still untitled, or the chat keeps "New chat".
+    conversationsRef.current = withLearned(conversationsRef.current);
   };
 
   const forget = (id: string) => {
