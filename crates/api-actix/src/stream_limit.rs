@@ -1,7 +1,7 @@
-//! Open Server-Sent Event streams per client. A request that asks for an event stream takes a
-//! slot before its handler runs (so no generation starts when the client is over its limit); the
-//! slot is held by the response body and given back when the body is dropped: the stream ended or
-//! the client went away.
+//! Open Server-Sent Event streams per client. A request that will be answered with an event
+//! stream takes a slot before its handler runs (so no generation starts when the client is over
+//! its limit); the slot is held by the response body and given back when the body is dropped:
+//! the stream ended or the client went away.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

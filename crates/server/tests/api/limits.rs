@@ -71,7 +71,11 @@ async fn a_burst_is_served_then_429_with_retry_after() {
         .await;
     assert_eq!(response.status(), 429);
     retry_after(&response);
-    let body: Value = response.json().await.unwrap();
+    assert_seed_error_shape(&response.json().await.unwrap());
+}
+
+/// The original app's error body: `status` and `message`, and no `code`.
+fn assert_seed_error_shape(body: &Value) {
     let keys: HashSet<&str> = body
         .as_object()
         .unwrap()
@@ -407,40 +411,20 @@ async fn headers_over_the_limit_get_a_json_431() {
         .with("CHAT__LIMITS__MAX_HEADER_BYTES", 2048)
         .spawn()
         .await;
-    let response = app
-        .client
-        .get(app.url("/api/v1/conversations"))
-        .header("x-padding", "p".repeat(4096))
-        .send()
-        .await
-        .unwrap();
+    let padded = |path: &str, padding: usize| {
+        app.client
+            .get(app.url(path))
+            .header("x-padding", "p".repeat(padding))
+            .send()
+    };
+    let response = padded("/api/v1/conversations", 4096).await.unwrap();
     assert_eq!(response.status(), 431);
-    let error: serde_json::Value = response.json().await.unwrap();
+    let error: Value = response.json().await.unwrap();
     assert_eq!(error["code"], "headers_too_large");
     // The seed routes keep the original app's error shape.
-    let seed = app
-        .client
-        .get(app.url("/chat/history"))
-        .header("x-padding", "p".repeat(4096))
-        .send()
-        .await
-        .unwrap();
+    let seed = padded("/chat/history", 4096).await.unwrap();
     assert_eq!(seed.status(), 431);
-    let error: serde_json::Value = seed.json().await.unwrap();
-    let mut keys: Vec<&str> = error
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["message", "status"], "{error}");
-    let fine = app
-        .client
-        .get(app.url("/api/v1/conversations"))
-        .header("x-padding", "p".repeat(512))
-        .send()
-        .await
-        .unwrap();
+    assert_seed_error_shape(&seed.json().await.unwrap());
+    let fine = padded("/api/v1/conversations", 512).await.unwrap();
     assert_eq!(fine.status(), 200);
 }
