@@ -213,20 +213,26 @@ export function App() {
     }
   };
 
-  const onActivity = useCallback((id: string, updatedAt: string, firstUserText?: string) => {
-    // Something was stored, so the server is reachable again: an old sidebar error is stale.
-    setSidebarError(null);
-    touch(id, updatedAt);
-    tabs.current?.post({ kind: 'stored', id, updatedAt });
-    // A fresh "New chat" takes its name from the first message.
+  /** A fresh "New chat" takes its name from its first message. */
+  const onFirstMessage = useCallback((id: string, firstUserText: string) => {
     const untitled = () => conversationsRef.current.find((c) => c.id === id)?.title === DEFAULT_TITLE;
-    if (firstUserText !== undefined && untitled()) {
-      nameConversation(id, titleFrom(firstUserText), untitled, (c) => {
-        setConversations((cs) => cs.map((x) => (x.id === id ? { ...x, title: c.title } : x)));
-        tabs.current?.post({ kind: 'upserted', conversation: c });
-      });
-    }
+    if (!untitled()) return;
+    nameConversation(id, titleFrom(firstUserText), untitled, (c) => {
+      setConversations((cs) => cs.map((x) => (x.id === id ? { ...x, title: c.title } : x)));
+      tabs.current?.post({ kind: 'upserted', conversation: c });
+    });
   }, []);
+
+  const onActivity = useCallback(
+    (id: string, updatedAt: string, firstUserText?: string) => {
+      // Something was stored, so the server is reachable again: an old sidebar error is stale.
+      setSidebarError(null);
+      touch(id, updatedAt);
+      tabs.current?.post({ kind: 'stored', id, updatedAt });
+      if (firstUserText !== undefined) onFirstMessage(id, firstUserText);
+    },
+    [onFirstMessage],
+  );
 
   const closeMenu = () => {
     setMenuOpen(false);
@@ -331,6 +337,7 @@ export function App() {
             onCreate={createConversation}
             onSelect={select}
             onActivity={onActivity}
+            onFirstMessage={onFirstMessage}
             onGone={onGone}
             storedElsewhere={storedElsewhere}
             deletedElsewhere={selectedId !== null && deleted.has(selectedId)}

@@ -825,6 +825,38 @@ describe('navigation', () => {
     }
   });
 
+  it('a new chat left during its first reply is named after it once opened again', async () => {
+    const reply = sseResponse();
+    server.onStream(() => reply.response);
+    render(<App />);
+    await screen.findByText('Earlier answer');
+    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
+    await screen.findByText('No messages yet');
+    fireEvent.change(composer(), { target: { value: 'Leave me mid-reply' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await screen.findByRole('button', { name: 'Stop' });
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: 'Recent chat' }));
+    await screen.findByText('Earlier answer');
+    // The server finished the reply meanwhile and stored the exchange.
+    const id = server.conversations.at(-1)?.id ?? '';
+    server.messages[id] = [msg(id, 'user', 'Leave me mid-reply'), msg(id, 'assistant', 'Done without you.')];
+    fireEvent.click(within(within(nav).getByRole('list')).getByRole('button', { name: 'New chat' }));
+    await screen.findByText('Done without you.');
+    expect(await within(nav).findByRole('button', { name: 'Leave me mid-reply' })).toBeTruthy();
+    expect(fetchMock.calls.filter((c) => c.method === 'PATCH').map((c) => c.body)).toEqual([{ title: 'Leave me mid-reply' }]);
+  });
+
+  it('opening a chat named by hand renames nothing', async () => {
+    server.messages.c1 = [msg('c1', 'user', 'Not a title')];
+    render(<App />);
+    await screen.findByText('Earlier answer');
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: 'Older chat' }));
+    await screen.findByText('Not a title');
+    expect(fetchMock.calls.filter((c) => c.method === 'PATCH')).toEqual([]);
+  });
+
   it('a long first message names its chat without cutting an emoji in half', async () => {
     const done = sseResponse();
     server.onStream(() => done.response);

@@ -28,6 +28,11 @@ interface Props {
   onSelect: (id: string) => void;
   /** Something was stored in the conversation: move it to the top, maybe give it a title. */
   onActivity: (id: string, updatedAt: string, firstUserText?: string) => void;
+  /**
+   * The conversation's first message was loaded: a chat still called "New chat" takes its title
+   * from it, also when its first reply ended while the user was elsewhere (or the tab was closed).
+   */
+  onFirstMessage: (id: string, firstUserText: string) => void;
   /** The server no longer has the conversation (deleted in another tab): drop it from the list. */
   onGone: (id: string) => void;
   /** Counts exchanges another tab stored in the open conversation: each change fetches them. */
@@ -38,7 +43,7 @@ interface Props {
 
 type LoadState = { kind: 'idle' } | { kind: 'loading' } | { kind: 'ready' } | { kind: 'error'; error: unknown };
 
-export function ConversationView({ conversationId, onCreate, onSelect, onActivity, onGone, storedElsewhere, deletedElsewhere }: Props) {
+export function ConversationView({ conversationId, onCreate, onSelect, onActivity, onFirstMessage, onGone, storedElsewhere, deletedElsewhere }: Props) {
   const [messages, setMessages] = useState<Message[]>([]);
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [load, setLoad] = useState<LoadState>({ kind: 'idle' });
@@ -86,6 +91,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         setMessages(page.items);
         setNextCursor(page.next_cursor);
         setLoad({ kind: 'ready' });
+        const first = page.items[0];
+        if (page.next_cursor === null && first?.role === 'user') onFirstMessage(id, first.content);
         if (follow) followRef.current(id);
       },
       (error: unknown) => {
@@ -93,7 +100,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         setLoad({ kind: 'error', error });
       },
     );
-  }, []);
+  }, [onFirstMessage]);
 
   useEffect(() => {
     if (conversationId !== null && conversationId === adoptedRef.current) {
