@@ -45,8 +45,10 @@ describe('ApiClient', () => {
 
   it('keeps multi-byte characters split between chunks intact', async () => {
     const bytes = new TextEncoder().encode('event: delta\ndata: {"text":"héllo 👋"}\n\nevent: error\ndata: {"message":"m","code":"c"}\n\n');
-    const text = new TextDecoder().decode(bytes);
-    for (const mid of [text.indexOf('é') + 1, text.indexOf('👋') + 1, text.indexOf('👋') + 3]) {
+    // Byte offsets inside each character: the second byte of é, and after each of 👋's first three.
+    const accent = bytes.indexOf(0xc3);
+    const wave = bytes.indexOf(0xf0);
+    for (const mid of [accent + 1, wave + 1, wave + 2, wave + 3]) {
       const stream = new ReadableStream<Uint8Array>({
         start(c) {
           c.enqueue(bytes.slice(0, mid));
