@@ -293,6 +293,7 @@ if overlay == "single":
     need(spec["replicas"] == 1, "SQLite: exactly one replica")
     need(spec["strategy"]["type"] == "Recreate", "SQLite: Recreate strategy")
     need("HorizontalPodAutoscaler" not in kinds, "SQLite: no HPA")
+    need("PodDisruptionBudget" not in kinds, "SQLite: no PDB (it would block draining the node)")
     need(cm["CHAT__STORAGE__BACKEND"] == "sqlite", "backend must be sqlite")
     need(cm["CHAT__STORAGE__URL"] == "/data/chat.db", "SQLite file must live on /data")
     need(any(m["mountPath"] == "/data" for m in c["volumeMounts"]), "/data must be mounted")
@@ -301,6 +302,7 @@ else:
     need("replicas" not in spec, "postgres: replicas left to the HPA (an apply would reset them)")
     hpa = kinds.get("HorizontalPodAutoscaler", {}).get("spec", {})
     need((hpa.get("minReplicas"), hpa.get("maxReplicas")) == (2, 10), "postgres: HPA 2..10")
+    need("PodDisruptionBudget" in kinds, "postgres: a PDB keeps replicas serving during drains")
     need((hpa.get("maxReplicas", 1) + 1) * int(cm["CHAT__STORAGE__POOL_SIZE"]) <= 97,
          "postgres: (maxReplicas + 1) x pool size must fit PostgreSQL's default 97 usable connections")
     need(cm["CHAT__STORAGE__BACKEND"] == "postgres", "backend must be postgres")
@@ -340,11 +342,28 @@ EOF
         check "kubernetes-validate --strict helm $v (k8s ${K8S_VERSIONS[*]})" validate "$out"
     done
     check "helm refuses postgres without a URL" \
-        bash -c "! '$HELM' template chat '$chart' --set storage.backend=postgres >/dev/null 2>&1"
+        bash -c "'$HELM' template chat '$chart' --set storage.backend=postgres 2>&1 | grep -q 'needs storage.postgres.url'"
     check "helm refuses a kill timeout shorter than the shutdown" \
         bash -c "'$HELM' template chat '$chart' --set terminationGracePeriodSeconds=30 2>&1 | grep -q 'must be at least preStopSleepSeconds'"
-    check "helm sqlite render has 1 replica, Recreate, no HPA" \
-        bash -c "grep -q 'replicas: 1' '$WORK/helm-sqlite.yaml' && grep -q 'type: Recreate' '$WORK/helm-sqlite.yaml' && ! grep -q 'kind: HorizontalPodAutoscaler' '$WORK/helm-sqlite.yaml'"
+    check "helm sqlite render has 1 replica, Recreate, no HPA, no PDB" helm_sqlite_invariants "$WORK/helm-sqlite.yaml"
+}
+
+helm_sqlite_invariants() {
+    "$VENV/bin/python" - "$1" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kinds = [d["kind"] for d in docs]
+spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]
+errors = [msg for ok, msg in [
+    (spec.get("replicas") == 1, "exactly one replica"),
+    (spec.get("strategy", {}).get("type") == "Recreate", "Recreate strategy"),
+    ("HorizontalPodAutoscaler" not in kinds, "no HPA"),
+    ("PodDisruptionBudget" not in kinds, "no PDB"),
+] if not ok]
+for e in errors:
+    print("helm sqlite invariant violated:", e)
+sys.exit(1 if errors else 0)
+PY
 }
 
 section_actionlint() {
