@@ -15,6 +15,10 @@ use crate::dto::{
 use crate::errors::SeedError;
 use crate::state::AppState;
 
+pub(crate) const HISTORY_ROUTE: &str = "/chat/history";
+pub(crate) const MESSAGE_ROUTE: &str = "/chat/message";
+pub(crate) const SEED_ROUTES: [&str; 2] = [HISTORY_ROUTE, MESSAGE_ROUTE];
+
 /// The history could not be read: the seed contract's exact 500 body.
 #[derive(Debug)]
 pub(crate) struct HistoryFailed;

@@ -95,12 +95,12 @@ pub fn app(
         .wrap(security_headers(&settings))
         .wrap(from_fn(observe))
         .service(resource(
-            "/chat/history",
+            seed::HISTORY_ROUTE,
             vec![(Method::GET, web::get().to(seed::history))],
             true,
         ))
         .service(resource(
-            "/chat/message",
+            seed::MESSAGE_ROUTE,
             vec![(Method::POST, web::post().to(seed::send_message))],
             true,
         ))

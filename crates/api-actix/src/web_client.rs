@@ -7,7 +7,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::errors::ApiError;
+use crate::errors::{response_for_route, ApiError};
+use crate::seed::SEED_ROUTES;
 use crate::state::AppState;
 
 const API_PREFIXES: [&str; 7] = [
@@ -63,15 +64,46 @@ async fn serve_file(
     Ok(response)
 }
 
-/// Everything no route matched: a file of the web client, the client's `index.html` for its own
-/// paths (it routes on the client side), or a JSON 404.
-pub(crate) async fn fallback(
-    request: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+/// Everything no route matched: a seed route asked for with a trailing slash, a file of the web
+/// client, the client's `index.html` for its own paths (it routes on the client side), or a JSON
+/// 404 in the shape of the API the path belongs to.
+pub(crate) async fn fallback(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     // The path as the router matched it, percent-encoding decoded: the raw one would serve the
     // client's page for `/%61pi/...`, an API path in disguise.
     let path = request.match_info().as_str();
+    if let Some(route) = seed_route_without_trailing_slash(path) {
+        return redirect_keeping_method(route, request.query_string());
+    }
+    match web_client_file(&request, &state, path).await {
+        Ok(response) => response,
+        Err(error) => response_for_route(path, error),
+    }
+}
+
+/// The original app (FastAPI) redirected `/chat/history/` to `/chat/history`, and so on, so a
+/// client written with the slash kept working.
+fn seed_route_without_trailing_slash(path: &str) -> Option<&'static str> {
+    let without = path.strip_suffix('/')?;
+    SEED_ROUTES.into_iter().find(|route| *route == without)
+}
+
+/// `307`, as FastAPI answered: unlike 301 and 302, clients repeat a POST with its body.
+fn redirect_keeping_method(route: &str, query: &str) -> HttpResponse {
+    let location = if query.is_empty() {
+        route.to_owned()
+    } else {
+        format!("{route}?{query}")
+    };
+    HttpResponse::TemporaryRedirect()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+async fn web_client_file(
+    request: &HttpRequest,
+    state: &AppState,
+    path: &str,
+) -> Result<HttpResponse, ApiError> {
     // A HEAD arrives here as GET (see `head_as_get`).
     let is_read = request.method() == Method::GET;
     let Some(dist) = state.settings.web_dist_dir.as_deref() else {
@@ -84,7 +116,7 @@ pub(crate) async fn fallback(
     if !relative.as_os_str().is_empty() {
         let file = dist.join(&relative);
         if is_file(&file).await {
-            return serve_file(&request, &file, &relative).await;
+            return serve_file(request, &file, &relative).await;
         }
         // A missing bundle file is an error, not the client's index page.
         if relative.starts_with("assets") {
@@ -92,7 +124,7 @@ pub(crate) async fn fallback(
         }
     }
     let index = Path::new("index.html");
-    serve_file(&request, &dist.join(index), index).await
+    serve_file(request, &dist.join(index), index).await
 }
 
 #[cfg(test)]

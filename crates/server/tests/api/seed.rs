@@ -239,6 +239,43 @@ async fn every_error_is_json_including_404_and_405() {
     assert_eq!(response.status(), 405);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["status"], "error");
+
+    // Under the seed routes' prefix, a 404 has their shape too.
+    let response = app.get("/chat/messages").await;
+    assert_eq!(response.status(), 404);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["status"], "error");
+    assert!(error.get("code").is_none(), "{error}");
+}
+
+/// FastAPI redirected a seed route asked for with a trailing slash, so clients written that way
+/// kept working.
+#[tokio::test]
+async fn a_seed_route_with_a_trailing_slash_redirects_there_keeping_the_method() {
+    let app = TestApp::spawn().await;
+    let not_following = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = not_following
+        .get(app.url("/chat/history/?page=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 307);
+    assert_eq!(response.headers()["location"], "/chat/history?page=2");
+
+    let response = app
+        .post_json("/chat/message/", &json!({"message": "with a slash"}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let history = app.history().await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["user"], "with a slash");
+
+    let response = app.get("/chat/history/").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Vec<Value>>().await.unwrap().len(), 1);
 }
 
 #[tokio::test]
