@@ -432,6 +432,8 @@ async fn a_failing_append_in_a_batch_fails_alone_and_the_rest_commit_in_order() 
     let Some(database) = TestDatabase::create().await else {
         return;
     };
+    // Without them, a writer committing one append at a time would pass this test too.
+    let histograms = testkit::histograms::recorded();
     let repository = one_batch_in_flight(&database).await;
     let conversation = Conversation::new(
         ConversationId::generate(),
@@ -471,6 +473,11 @@ async fn a_failing_append_in_a_batch_fails_alone_and_the_rest_commit_in_order() 
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocker.batch_execute("COMMIT").unwrap();
     let outcomes = outcomes.await.unwrap();
+    let largest = histograms.largest("storage_writer_batch_size");
+    assert!(
+        largest >= Some((WRITES / 2) as f64),
+        "the appends shared a batch (largest: {largest:?})"
+    );
 
     let mut positions = Vec::new();
     for (index, outcome) in outcomes {

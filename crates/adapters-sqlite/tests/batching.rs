@@ -1,6 +1,7 @@
 //! Group commit, seen from the requesters: writes queued together share one transaction, yet each
 //! gets its own outcome. The batch is forced by holding SQLite's write lock from another
-//! connection while the writes queue up, so every write below lands in one batch.
+//! connection while the writes queue up, so the writes below land in one batch (but the first
+//! few, which the writer took before it met the lock).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ fn kind(index: usize) -> Kind {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_write_in_a_batch_fails_alone_and_the_rest_commit_in_order() {
+    // Without them, a writer committing one write at a time would pass this test too.
+    let histograms = testkit::histograms::recorded();
     let directory = tempfile::tempdir().expect("a temporary directory");
     let path = directory.path().join("chat.db");
     let repository = Arc::new(
@@ -89,6 +92,11 @@ async fn a_failing_write_in_a_batch_fails_alone_and_the_rest_commit_in_order() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocker.batch_execute("COMMIT").unwrap();
     let outcomes = outcomes.await.expect("the writes panicked");
+    let largest = histograms.largest("storage_writer_batch_size");
+    assert!(
+        largest >= Some((WRITES / 2) as f64),
+        "the writes shared a batch (largest: {largest:?})"
+    );
 
     let mut stored_positions = Vec::new();
     for (index, outcome) in outcomes {
@@ -154,6 +162,7 @@ type Queued =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_in_a_batch_see_the_renames_and_deletes_queued_between_them() {
+    let histograms = testkit::histograms::recorded();
     let directory = tempfile::tempdir().expect("a temporary directory");
     let path = directory.path().join("chat.db");
     let repository = Arc::new(
@@ -207,10 +216,16 @@ async fn appends_in_a_batch_see_the_renames_and_deletes_queued_between_them() {
         append(kept.id, 6),
         append(deleted.id, 7),
     ];
+    let queued = writes.len();
     let outcomes = tokio::spawn(futures::future::join_all(writes));
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocker.batch_execute("COMMIT").unwrap();
     let outcomes = outcomes.await.expect("the writes panicked");
+    let largest = histograms.largest("storage_writer_batch_size");
+    assert!(
+        largest >= Some((queued / 2) as f64),
+        "the writes shared a batch (largest: {largest:?})"
+    );
 
     let (last, earlier) = outcomes.split_last().unwrap();
     assert!(

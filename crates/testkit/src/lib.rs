@@ -16,6 +16,7 @@
 pub mod assistant;
 pub mod fake_openai;
 pub mod generation_log;
+pub mod histograms;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod process;
