@@ -32,6 +32,27 @@ pub mod __private {
 /// Whatever must outlive a test's subject (a temporary database, say); dropped after it.
 pub type Guard = Box<dyn Send>;
 
+/// The machine lacks `need` (a database, a server binary, a privilege), so the calling test
+/// cannot run. Outside CI the test is skipped, said on stderr past the test harness's capture.
+/// In CI (`CI=true`) a skip would pass unseen, so the test fails instead, unless the CI names
+/// `need` in `CHAT_TEST_MAY_SKIP` (comma-separated) because it cannot provide it.
+///
+/// # Panics
+/// In CI, when `need` is not in `CHAT_TEST_MAY_SKIP`.
+pub fn cannot_run_without(need: &str, why: impl std::fmt::Display) {
+    let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
+    let may_skip = std::env::var("CHAT_TEST_MAY_SKIP")
+        .is_ok_and(|names| names.split(',').any(|name| name.trim() == need));
+    if in_ci && !may_skip {
+        panic!("{need} is required in CI (or name it in CHAT_TEST_MAY_SKIP): {why}");
+    }
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n**********\nSKIPPED (no {need}): {why}\n**********\n"
+    );
+}
+
 /// What a conformance macro's expression may yield: a repository for one test, with whatever must
 /// stay alive while it runs.
 pub trait TestSubject {

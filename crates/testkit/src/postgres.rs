@@ -41,13 +41,12 @@ impl TestDatabase {
                 url,
             }),
             Err(AdminError::Unreachable(reason)) => {
-                let shown = redact(&admin_url);
-                if std::env::var("CI").is_ok_and(|value| value == "true") {
-                    panic!("PostgreSQL not reachable at {shown} (set {URL_VARIABLE}): {reason}");
-                }
-                eprintln!(
-                    "\n**********\nSKIPPED: PostgreSQL not reachable at {shown} \
-                     (set {URL_VARIABLE}): {reason}\n**********\n"
+                crate::cannot_run_without(
+                    "postgres",
+                    format_args!(
+                        "not reachable at {} (set {URL_VARIABLE}): {reason}",
+                        redact(&admin_url)
+                    ),
                 );
                 None
             }

@@ -71,11 +71,7 @@ async fn a_lazy_store_recovers_when_redis_comes_back() {
     assert!(!works(&store).await, "nothing listens yet");
 
     let Some(redis) = OwnRedis::start(port) else {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: no redis-server binary to test reconnection with"
-        );
+        testkit::cannot_run_without("redis-server", "no binary to test reconnection with");
         return;
     };
     assert!(eventually_works(&store).await, "connects once Redis is up");

@@ -179,10 +179,13 @@ impl Immutable {
 }
 
 fn skip(reason: &str) {
-    eprintln!(
-        "\n**********\nSKIPPED: cannot make the SQLite files immutable (chattr +i needs \
-         CAP_LINUX_IMMUTABLE and ext4, xfs or btrfs): {}\n**********\n",
-        reason.trim()
+    testkit::cannot_run_without(
+        "chattr",
+        format_args!(
+            "cannot make the SQLite files immutable (chattr +i needs CAP_LINUX_IMMUTABLE and \
+             ext4, xfs or btrfs): {}",
+            reason.trim()
+        ),
     );
 }
 
