@@ -815,6 +815,26 @@ mod tests {
         .unwrap();
     }
 
+    /// Every connection requests run on, pooled or a reader's, carries the configured timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_configured_timeout_is_set_on_every_connection_requests_use() {
+        let Some(database) = testkit::postgres::TestDatabase::create().await else {
+            return;
+        };
+        let mut settings = PostgresSettings::new(database.url());
+        settings.statement_timeout = Some(Duration::from_millis(3250));
+        let repository = PostgresChatRepository::connect(settings).await.unwrap();
+        let timeout = |connection: &mut PgConnection| {
+            diesel::select(diesel::dsl::sql::<Text>(
+                "current_setting('statement_timeout')",
+            ))
+            .get_result::<String>(connection)
+            .map_err(map_error)
+        };
+        assert_eq!(repository.run("test", timeout).await.unwrap(), "3250ms");
+        assert_eq!(repository.read("test", timeout).await.unwrap(), "3250ms");
+    }
+
     /// A full disk cannot be staged against the test database; its error as PostgreSQL words it.
     #[test]
     fn a_full_disk_is_an_outage_not_an_internal_error() {

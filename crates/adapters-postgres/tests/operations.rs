@@ -186,7 +186,7 @@ async fn urls_of_other_schemes_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statement_timeout_applies_and_calls_keep_working() {
+async fn calls_work_with_a_statement_timeout_set() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
