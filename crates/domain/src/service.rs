@@ -360,6 +360,7 @@ impl PendingReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::MessageId;
     use crate::ports::{MockAssistant, MockChatRepository};
     use crate::Role;
     use futures::stream;
@@ -532,14 +533,28 @@ mod tests {
 
     #[tokio::test]
     async fn context_is_the_latest_messages_the_assistant_asks_for() {
+        let conversation_id = ConversationId::generate();
+        let earlier = |position, role, content: &str| Message {
+            id: MessageId::generate(),
+            conversation_id,
+            position,
+            role,
+            content: content.to_owned(),
+            created_at: Timestamp::now(),
+        };
+        let history = vec![
+            earlier(1, Role::User, "earlier question"),
+            earlier(2, Role::Assistant, "earlier answer"),
+        ];
         let mut repository = MockChatRepository::new();
+        let latest = history.clone();
         repository
             .expect_list_messages()
             .withf(|_, window, limit| *window == MessageWindow::Latest && limit.get() == 6)
             .times(1)
-            .returning(|_, _, _| {
+            .returning(move |_, _, _| {
                 Ok(Page {
-                    items: Vec::new(),
+                    items: latest.clone(),
                     next_cursor: None,
                 })
             });
@@ -550,15 +565,15 @@ mod tests {
         assistant.expect_context_messages().return_const(6usize);
         assistant
             .expect_reply()
-            .withf(|context| context.user_text.as_str() == "question")
+            .withf(move |context| {
+                context.user_text.as_str() == "question" && context.history == history
+            })
+            .times(1)
             .returning(|_| Ok("answer".to_owned()));
         let service = service(repository, assistant);
 
         let text = service.message_text("question").unwrap();
-        service
-            .send_message(ConversationId::generate(), text)
-            .await
-            .unwrap();
+        service.send_message(conversation_id, text).await.unwrap();
     }
 
     #[tokio::test]
