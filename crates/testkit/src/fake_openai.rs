@@ -37,6 +37,8 @@ pub enum Reply {
     Stream(Vec<Part>),
     /// Accepts the request and never answers.
     Hang,
+    /// This reply, after a pause (a provider slow to answer).
+    After(Duration, Box<Reply>),
 }
 
 #[derive(Debug, Clone)]
@@ -140,7 +142,12 @@ async fn serve(mut socket: TcpStream, respond: Arc<Respond>, recorded: Arc<Mutex
         all.push(request.clone());
         all.len() - 1
     };
-    match respond(index, &request) {
+    let mut reply = respond(index, &request);
+    while let Reply::After(pause, later) = reply {
+        tokio::time::sleep(pause).await;
+        reply = *later;
+    }
+    match reply {
         Reply::Json {
             status,
             headers,
@@ -180,7 +187,7 @@ async fn serve(mut socket: TcpStream, respond: Arc<Respond>, recorded: Arc<Mutex
             let _ = socket.write_all(b"0\r\n\r\n").await;
             let _ = socket.shutdown().await;
         }
-        Reply::Hang => {
+        Reply::Hang | Reply::After(..) => {
             tokio::time::sleep(Duration::from_secs(3_600)).await;
         }
     }

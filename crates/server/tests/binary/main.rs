@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use testkit::fake_openai::{self, FakeProvider, Part, Reply};
 use testkit::postgres::TestDatabase;
 use testkit::process::ServerProcess;
 
@@ -371,10 +372,41 @@ async fn slowly_streaming_server(
     (server, client, id, messages)
 }
 
+/// A provider that takes 600 ms over a plain reply and streams twenty words, one every 60 ms.
+async fn slow_provider() -> FakeProvider {
+    FakeProvider::start(|_, request| {
+        if request.body["stream"] == true {
+            let mut parts = Vec::new();
+            for word in 0..20 {
+                parts.push(Part::Data(fake_openai::event(&format!("word{word} "))));
+                parts.push(Part::Pause(Duration::from_millis(60)));
+            }
+            parts.push(Part::Data(fake_openai::done()));
+            Reply::Stream(parts)
+        } else {
+            Reply::After(
+                Duration::from_millis(600),
+                Box::new(Reply::completion("a slow reply")),
+            )
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_and_streams_finish() {
     let directory = tempfile::tempdir().unwrap();
-    let (mut server, client, id, messages) = slowly_streaming_server(directory.path()).await;
+    let provider = slow_provider().await;
+    let server_variables = vec![
+        ("CHAT__ASSISTANT__KIND", "openai".to_owned()),
+        ("CHAT__ASSISTANT__BASE_URL", provider.base_url.clone()),
+        ("CHAT__ASSISTANT__MAX_RETRIES", "0".to_owned()),
+    ];
+    let mut server = start(directory.path(), &server_variables);
+    let client = reqwest::Client::new();
+    let conversation = create_conversation(&client, &server, None).await;
+    let id = conversation["id"].as_str().unwrap().to_owned();
+    let messages = server.url(&format!("/api/v1/conversations/{id}/messages"));
     let mut streams = Vec::new();
     for i in 0..8 {
         streams.push(stream_in_background(&client, &messages, &format!("stream {i}")).await);
@@ -389,6 +421,10 @@ async fn sigterm_lets_in_flight_requests_and_streams_finish() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        posts.iter().all(|post| !post.is_finished()),
+        "the posts are still waiting for their replies"
+    );
     server.terminate();
     for stream in streams {
         let body = stream.await.unwrap();
@@ -410,7 +446,7 @@ async fn sigterm_lets_in_flight_requests_and_streams_finish() {
         copy.path().join("chat.db"),
     )
     .unwrap();
-    let server = start(copy.path(), &deterministic());
+    let server = start(copy.path(), &server_variables);
     assert_eq!(history(&server).await.len(), 8, "eight posts");
     let streamed: Value =
         reqwest::get(server.url(&format!("/api/v1/conversations/{id}/messages?limit=50")))
