@@ -227,8 +227,9 @@ impl From<Exchange> for ExchangeDto {
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct CreateConversationRequest {
-    /// Defaults to "New chat".
+    /// Defaults to "New chat"; not blank.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub title: Option<String>,
 }
 
