@@ -12,7 +12,13 @@ const DEFAULT_TITLE = 'New chat';
 
 function idFromHash(): string | null {
   const m = /^#\/c\/([^/?#]+)$/.exec(window.location.hash);
-  return m?.[1] ? decodeURIComponent(m[1]) : null;
+  if (!m?.[1]) return null;
+  try {
+    return decodeURIComponent(m[1]);
+  } catch {
+    // A mangled link (`%E0`) names no conversation; throwing here would blank the whole app.
+    return null;
+  }
 }
 
 /** RFC 3339 strings may differ in fractional digits or offset, so compare instants, not text. */

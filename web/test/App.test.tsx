@@ -724,6 +724,13 @@ describe('following a reply in progress', () => {
 describe('navigation', () => {
   beforeEach(() => history.replaceState(null, '', '/'));
 
+  it('a mangled link opens the app on the newest conversation instead of a blank page', async () => {
+    history.replaceState(null, '', '/#/c/%E0');
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    expect(within(nav).getByRole('button', { name: 'Recent chat' }).getAttribute('aria-current')).toBe('page');
+  });
+
   it('Back returns to the conversation opened before, within the app', async () => {
     await renderLoaded();
     expect(window.location.hash).toBe('#/c/c2');
