@@ -195,11 +195,25 @@ PY
 
 section_nginx() {
     banner "nginx config"
+    check "nginx sends the client's files with the server's Content-Security-Policy" nginx_csp_matches
     if ! command -v nginx >/dev/null 2>&1; then
         skip "nginx -t on the web proxy config" "nginx not installed"
         return
     fi
     check "nginx -t (rendered template, 2 upstreams)" nginx_test
+}
+
+nginx_csp_matches() {
+    "$VENV/bin/python" - "$ROOT/crates/api-actix/src/middleware.rs" "$ROOT/deploy/docker/nginx/default.conf.template" <<'PY'
+import re, sys
+rust = re.search(r'const CONTENT_SECURITY_POLICY: &str = "(.*?)";', open(sys.argv[1]).read(), re.S)
+nginx = re.search(r'\$chat_content_security_policy \{\s*default "(.*?)";', open(sys.argv[2]).read(), re.S)
+if not (rust and nginx):
+    sys.exit("a Content-Security-Policy was not found")
+server = re.sub(r"\\\n\s*", "", rust.group(1))
+if server != nginx.group(1):
+    sys.exit(f"nginx: {nginx.group(1)}\nserver: {server}")
+PY
 }
 
 nginx_test() {
