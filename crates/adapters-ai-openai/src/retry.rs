@@ -41,7 +41,8 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
         return Some(Duration::from_secs(seconds));
     }
     if let Ok(seconds) = value.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).ok();
+        // More seconds than a Duration holds still ask for the longest wait.
+        return (seconds >= 0.0).then(|| Duration::try_from_secs_f64(seconds).unwrap_or(MAX_DELAY));
     }
     let at = parse_http_date(value)?;
     Some(at.duration_since(now).unwrap_or_default())
@@ -60,7 +61,8 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
     };
     let day: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
     let month = MONTHS.iter().position(|m| m == month)? as u32 + 1;
-    let year: i64 = year.parse().ok()?;
+    // Four digits, as the format has them: a far-future year would overflow the time below.
+    let year: i64 = year.parse().ok().filter(|year| (0..=9999).contains(year))?;
     let mut clock = time.split(':').map(|part| part.parse::<u64>().ok());
     let (hours, minutes, seconds) = (clock.next()??, clock.next()??, clock.next()??);
     if clock.next().is_some() || hours > 23 || minutes > 59 || seconds > 60 {
@@ -97,6 +99,10 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-3", now), None);
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(MAX_DELAY)
+        );
     }
 
     #[test]
@@ -114,6 +120,12 @@ mod tests {
         );
         assert_eq!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 CET"), None);
+        // A year past the format's four digits overflowed the time and panicked.
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 300000000000 08:49:37 GMT"),
+            None
+        );
+        assert!(parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT").is_some());
     }
 
     #[test]
