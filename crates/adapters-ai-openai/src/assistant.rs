@@ -188,7 +188,7 @@ impl OpenAiAssistant {
                             Err(StreamFailure::Cut(detail)) => {
                                 Err(Failure::retry(RetryReason::Connection, detail))
                             }
-                            Err(other) => Err(Failure::Fatal(other.into_error())),
+                            Err(other) => Err(Failure::Fatal(other.into_error(inner))),
                         }
                     }
                 })
@@ -206,6 +206,7 @@ impl OpenAiAssistant {
         call.first_piece();
         let live = LiveStream {
             pieces,
+            inner,
             call,
             _permit: permit,
             span: Span::current(),
@@ -554,7 +555,9 @@ enum StreamFailure {
 }
 
 impl StreamFailure {
-    fn into_error(self) -> AssistantError {
+    /// The error to report; a provider's own message is quoted like one from an error body: key
+    /// scrubbed, length bounded.
+    fn into_error(self, inner: &Inner) -> AssistantError {
         match self {
             StreamFailure::Idle => AssistantError::Timeout,
             StreamFailure::Cut(detail) => {
@@ -563,9 +566,10 @@ impl StreamFailure {
             StreamFailure::Malformed(detail) => {
                 AssistantError::Provider(format!("the provider sent a malformed stream: {detail}"))
             }
-            StreamFailure::Provider(message) => {
-                AssistantError::Provider(format!("the provider failed mid-stream: {message}"))
-            }
+            StreamFailure::Provider(message) => AssistantError::Provider(format!(
+                "the provider failed mid-stream: {}",
+                inner.quote(&message)
+            )),
             StreamFailure::TooLong => reply_too_long(),
         }
     }
@@ -676,6 +680,7 @@ impl PieceStream {
 /// A stream handed to the caller: holds the concurrency slot until it ends or is dropped.
 struct LiveStream {
     pieces: PieceStream,
+    inner: Arc<Inner>,
     call: CallRecorder,
     _permit: OwnedSemaphorePermit,
     span: Span,
@@ -699,7 +704,7 @@ impl LiveStream {
                 None
             }
             Err(failure) => {
-                let error = failure.into_error();
+                let error = failure.into_error(&self.inner);
                 self.span
                     .in_scope(|| tracing::warn!(%error, "the reply stream failed"));
                 self.call.finish(Outcome::of_error(&error));

@@ -775,6 +775,12 @@ async fn the_key_stays_out_of_debug_output_errors_and_logs() {
         0 => Reply::json(503, "{}".to_owned()),
         1 => Reply::completion("fine"),
         2 => Reply::pieces(&["streamed"]),
+        3 => Reply::Stream(vec![
+            Part::Data(event("partial")),
+            Part::Data(format!(
+                "data: {{\"error\":{{\"message\":\"Key {KEY} over quota\"}}}}\n\n"
+            )),
+        ]),
         _ => Reply::json(
             401,
             format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY}"}}}}"#),
@@ -791,6 +797,11 @@ async fn the_key_stays_out_of_debug_output_errors_and_logs() {
     assert_eq!(assistant.reply(&context(&[], "Hi")).await.unwrap(), "fine");
     let stream = assistant.reply_stream(&context(&[], "Hi")).await.unwrap();
     assert_eq!(collect(stream).await.len(), 1);
+    let stream = assistant.reply_stream(&context(&[], "Hi")).await.unwrap();
+    let mid_stream = collect(stream).await.pop().unwrap().unwrap_err();
+    let shown = format!("{mid_stream} {mid_stream:?}");
+    assert!(!shown.contains(KEY), "{shown}");
+    assert!(shown.contains("[REDACTED]"), "{shown}");
     let error = assistant.reply(&context(&[], "Hi")).await.unwrap_err();
     let shown = format!("{error} {error:?}");
     assert!(!shown.contains(KEY), "{shown}");
