@@ -231,12 +231,16 @@ impl Assistant for OpenAiAssistant {
     }
 }
 
+/// `{base_url}/chat/completions`, joined on the path: a gateway's query string (Azure's
+/// `?api-version=...`) stays the query instead of swallowing the path appended after it.
 fn endpoint(base_url: &str) -> Result<Url, OpenAiConfigError> {
-    let joined = format!("{}/chat/completions", base_url.trim().trim_end_matches('/'));
-    let url = Url::parse(&joined).map_err(|_| OpenAiConfigError::BaseUrl)?;
+    let mut url = Url::parse(base_url.trim()).map_err(|_| OpenAiConfigError::BaseUrl)?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(OpenAiConfigError::BaseUrl);
     }
+    let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.set_fragment(None);
     Ok(url)
 }
 

@@ -82,6 +82,21 @@ async fn a_plain_reply_is_the_first_choice_content() {
     assert_eq!(requests[0].body["stream"], false);
 }
 
+/// Azure-style gateways take the API version as a query parameter of the base URL.
+#[tokio::test]
+async fn a_query_in_the_base_url_stays_after_the_joined_path() {
+    let fake = FakeProvider::start(|_, _| Reply::completion("ok")).await;
+    let settings = settings(&format!("{}/?api-version=2024-06-01", fake.base_url));
+    assistant(settings)
+        .reply(&context(&[], "hello"))
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.requests()[0].path,
+        "/v1/chat/completions?api-version=2024-06-01"
+    );
+}
+
 #[tokio::test]
 async fn the_request_carries_model_key_system_prompt_history_and_new_text_in_order() {
     let fake = FakeProvider::start(|_, _| Reply::completion("ok")).await;
