@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use domain::{Assistant, AssistantError, DeltaStream, ReplyContext};
+use domain::{is_blank_reply, Assistant, AssistantError, DeltaStream, ReplyContext};
 use futures::stream::{self, StreamExt};
 
 use crate::key::{cache_key, CacheScope};
@@ -77,7 +77,7 @@ impl Store {
     /// The cached reply, or `None` on a miss, an error or a timeout.
     async fn lookup(&self, key: &str) -> Option<String> {
         match self.bounded("get", self.cache.get(key)).await {
-            Some(Some(reply)) if !reply.is_empty() => {
+            Some(Some(reply)) if !is_blank_reply(&reply) => {
                 metrics::hit();
                 Some(reply)
             }
@@ -89,7 +89,8 @@ impl Store {
     }
 
     async fn store(&self, key: &str, reply: &str, ttl: Duration) {
-        if reply.is_empty() || ttl.is_zero() {
+        // A blank reply fails its request; cached, it would fail every repeat without asking.
+        if is_blank_reply(reply) || ttl.is_zero() {
             return;
         }
         self.bounded("put", self.cache.put(key, reply, ttl)).await;

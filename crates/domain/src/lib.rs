@@ -20,5 +20,5 @@ pub use ports::{
     GenerationState, ReplyContext,
 };
 pub use service::{ChatService, ChatServiceConfig, PendingReply, ReplyEvent};
-pub use text::{stream_pieces, ConversationTitle, MessageText, TextError};
+pub use text::{is_blank_reply, stream_pieces, ConversationTitle, MessageText, TextError};
 pub use time::Timestamp;

@@ -9,7 +9,7 @@ use crate::ids::ConversationId;
 use crate::model::{Conversation, Exchange, Message, NewExchange};
 use crate::paging::{ConversationCursor, MessageCursor, MessageWindow, Page, PageLimit};
 use crate::ports::{Assistant, ChatRepository, DeltaStream, ReplyContext};
-use crate::text::{ConversationTitle, MessageText};
+use crate::text::{is_blank_reply, ConversationTitle, MessageText};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,11 +186,11 @@ impl ChatService {
         when_missing: WhenMissing,
     ) -> Result<Exchange, ChatError> {
         let context = self.reply_context(id, text, when_missing).await?;
-        let reply = without_nul(self.assistant.reply(&context).await?);
-        if reply.trim().is_empty() {
+        let reply = self.assistant.reply(&context).await?;
+        if is_blank_reply(&reply) {
             return Err(empty_reply().into());
         }
-        let exchange = NewExchange::new(id, context.user_text, reply);
+        let exchange = NewExchange::new(id, context.user_text, without_nul(reply));
         match self.repository.append_exchange(&exchange).await {
             Err(RepositoryError::NotFound) if when_missing == WhenMissing::CreateDefault => {
                 ensure_default_conversation(self.repository.as_ref(), exchange.user.created_at)
@@ -345,7 +345,7 @@ impl PendingReply {
                 };
             }
         }
-        if reply.trim().is_empty() {
+        if is_blank_reply(&reply) {
             return Err(if deltas.take_result().is_some() {
                 ChatError::CutShort
             } else {

@@ -12,6 +12,14 @@ pub enum TextError {
     NulCharacter,
 }
 
+/// Whether an assistant's reply says nothing: empty, or only whitespace and NUL characters
+/// (which storage drops). Such a reply is no answer: neither stored nor worth caching.
+pub fn is_blank_reply(reply: &str) -> bool {
+    reply
+        .chars()
+        .all(|character| character == '\0' || character.is_whitespace())
+}
+
 fn validate(text: &str, max_chars: usize) -> Result<(), TextError> {
     if text.trim().is_empty() {
         return Err(TextError::Blank);

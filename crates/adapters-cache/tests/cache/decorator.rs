@@ -152,6 +152,23 @@ async fn failures_pass_through_and_are_not_cached() {
     assert_eq!(inner.calls(), 3);
 }
 
+/// The service refuses a blank reply; cached, it would fail every repeat of the question
+/// without the assistant being asked again.
+#[tokio::test]
+async fn a_blank_reply_is_not_cached() {
+    let inner = CountingAssistant::new();
+    let assistant = cached(&inner, scope("m", "p"), HOUR);
+    let question = context(&[], "say nothing");
+
+    inner.set(Behaviour::AnswerBlank);
+    assistant.reply(&question).await.unwrap();
+    drain(assistant.reply_stream(&question).await.unwrap()).await;
+    inner.set(Behaviour::Answer);
+    let answer = assistant.reply(&question).await.unwrap();
+    assert!(answer.starts_with("reply 3 to"), "{answer}");
+    assert_eq!(inner.calls(), 3);
+}
+
 #[tokio::test]
 async fn cached_replies_expire_after_the_ttl() {
     let inner = CountingAssistant::new();

@@ -53,6 +53,8 @@ pub enum Behaviour {
     FailMidStream,
     /// Fails before any piece exists.
     FailAtOnce,
+    /// Answers only whitespace and NUL, which the service takes for no answer.
+    AnswerBlank,
 }
 
 /// An assistant that counts its calls, so a test can tell a cached reply from a fresh one.
@@ -85,6 +87,7 @@ impl CountingAssistant {
                 "reply {call} to {}, with  some\nwords.",
                 context.user_text.as_str()
             )),
+            Behaviour::AnswerBlank => Ok(" \n\0 ".to_owned()),
             Behaviour::FailMidStream | Behaviour::FailAtOnce => {
                 Err(AssistantError::Provider("fake failure".into()))
             }
@@ -106,7 +109,7 @@ impl Assistant for CountingAssistant {
         let behaviour = *self.behaviour.lock().unwrap();
         let result = self.answer(context);
         match behaviour {
-            Behaviour::Answer => {
+            Behaviour::Answer | Behaviour::AnswerBlank => {
                 let reply = result?;
                 let pieces: Vec<String> = reply.split_inclusive(' ').map(str::to_owned).collect();
                 Ok(stream::iter(pieces.into_iter().map(Ok)).boxed())
