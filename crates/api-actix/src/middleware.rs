@@ -20,6 +20,7 @@ use crate::trace_context::TraceParent;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// A caller's request id is kept when it is short and printable, so ids can be followed across
 /// services; anything else is replaced, so logs never carry hostile header content.
@@ -302,6 +303,48 @@ pub(crate) fn security_headers(settings: &ApiSettings) -> DefaultHeaders {
     } else {
         headers
     }
+}
+
+/// Refuses a write (any method but GET, HEAD, OPTIONS) that a browser says another site's page
+/// made (`Sec-Fetch-Site: cross-site`), unless its origin is allowed. CORS only hides answers:
+/// a form, a beacon or a fetch without a JSON Content-Type needs no preflight, so without this any
+/// page a user of a local or intranet server opened could post messages there (and spend model
+/// calls). Clients that are not browsers send no such header and are not affected.
+pub(crate) async fn refuse_cross_site_writes(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let cross_site = request
+        .headers()
+        .get(SEC_FETCH_SITE)
+        .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if cross_site && !request.method().is_safe() {
+        let allowed =
+            request
+                .app_data::<actix_web::web::Data<crate::state::AppState>>()
+                .is_some_and(|state| {
+                    let origin = request
+                        .headers()
+                        .get(header::ORIGIN)
+                        .and_then(|origin| origin.to_str().ok());
+                    state.settings.cors_allowed_origins.iter().any(|allowed| {
+                        allowed == "*" || origin.is_some_and(|origin| origin == allowed)
+                    })
+                });
+        if !allowed {
+            let error = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_site_request",
+                "Another site's page may not change anything here; add its origin to \
+                 cors.allowed_origins to let it.",
+            );
+            let response = response_for_route(request.match_info().as_str(), error);
+            return Ok(request.into_response(response).map_into_right_body());
+        }
+    }
+    next.call(request)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 /// Whether `origin` names the host the request was sent to: the web client served by this server

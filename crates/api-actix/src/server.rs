@@ -10,7 +10,10 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::errors::{ApiError, SeedError};
-use crate::middleware::{cors, head_as_get, json_errors, limit_headers, observe, security_headers};
+use crate::middleware::{
+    cors, head_as_get, json_errors, limit_headers, observe, refuse_cross_site_writes,
+    security_headers,
+};
 use crate::openapi::ApiDoc;
 use crate::rate_limit::limit_rate;
 use crate::state::AppState;
@@ -90,6 +93,8 @@ pub fn app(
         // metrics.
         .wrap(from_fn(limit_rate))
         .wrap(from_fn(limit_headers))
+        // Outside the rate limit: a refused write costs its client's budget nothing.
+        .wrap(from_fn(refuse_cross_site_writes))
         .wrap(cors(&settings))
         .wrap(from_fn(json_errors))
         .wrap(security_headers(&settings))

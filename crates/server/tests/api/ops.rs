@@ -525,6 +525,75 @@ async fn cors_follows_the_configured_origins() {
     assert!(dev.headers().get("access-control-allow-origin").is_none());
 }
 
+/// What a browser sends with a write that another site's page made: a form or a beacon needs no
+/// preflight, so CORS alone would let it through to be stored.
+fn cross_site(request: reqwest::RequestBuilder, origin: &str) -> reqwest::RequestBuilder {
+    request
+        .header("origin", origin)
+        .header("sec-fetch-site", "cross-site")
+}
+
+#[tokio::test]
+async fn writes_from_another_sites_page_are_refused_unless_its_origin_is_allowed() {
+    let app = TestApp::spawn().await;
+    let evil = "http://evil.example";
+
+    let seed = cross_site(app.client.post(app.url("/chat/message")), evil)
+        .body(r#"{"message":"posted by a stranger"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seed.status(), 403);
+    let body: Value = seed.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+    assert!(body.get("code").is_none(), "the seed shape: {body}");
+    assert!(app.history().await.is_empty(), "nothing was stored");
+
+    let create = cross_site(app.client.post(app.url("/api/v1/conversations")), evil)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), 403);
+    let body: Value = create.json().await.unwrap();
+    assert_eq!(body["code"], "cross_site_request");
+    let conversation = app.create_conversation(Some("Kept")).await;
+    let id = conversation["id"].as_str().unwrap();
+    let path = format!("/api/v1/conversations/{id}");
+    for request in [
+        app.client
+            .patch(app.url(&path))
+            .json(&json!({"title": "Taken"})),
+        app.client.delete(app.url(&path)),
+    ] {
+        assert_eq!(
+            cross_site(request, evil).send().await.unwrap().status(),
+            403
+        );
+    }
+    assert_eq!(
+        app.get(&path).await.json::<Value>().await.unwrap()["title"],
+        "Kept"
+    );
+
+    // Reads are CORS's business (the answer is hidden); writes from an allowed origin, from this
+    // site's own pages and from clients that are not browsers go through.
+    let read = cross_site(app.client.get(app.url("/chat/history")), evil);
+    assert_eq!(read.send().await.unwrap().status(), 200);
+    let allowed = cross_site(
+        app.client.post(app.url("/chat/message")),
+        "http://localhost:3000",
+    )
+    .json(&json!({"message": "from the dev client"}));
+    assert_eq!(allowed.send().await.unwrap().status(), 200);
+    let own = app
+        .client
+        .post(app.url("/chat/message"))
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({"message": "from this site"}));
+    assert_eq!(own.send().await.unwrap().status(), 200);
+    assert_eq!(app.history().await.len(), 2);
+}
+
 #[tokio::test]
 async fn the_web_client_is_served_beside_the_api_without_hiding_its_errors() {
     let dist = tempfile::tempdir().unwrap();
