@@ -585,6 +585,8 @@ struct PieceStream {
     parser: SseParser,
     pending: VecDeque<String>,
     done: bool,
+    /// A chunk said why the reply finished: what follows can only be `[DONE]`.
+    finished: bool,
     /// When the next piece of text is due: `timeout` after the attempt started, then after each
     /// piece or chunk of a reasoning model's thinking. Keep-alive comments and empty chunks do not
     /// move it: they are no sign of progress.
@@ -604,6 +606,7 @@ impl PieceStream {
             parser: SseParser::new(MAX_JSON_BYTES),
             pending: VecDeque::new(),
             done: false,
+            finished: false,
             deadline,
             timeout,
             text_bytes: 0,
@@ -633,17 +636,20 @@ impl PieceStream {
                 Ok(Some(Ok(bytes))) => self.parser.feed(&bytes),
                 Ok(Some(Err(error))) => return Err(StreamFailure::Cut(describe(error))),
                 Ok(None) => {
-                    let events = self.parser.finish();
-                    // Pieces after the last complete event would be dropped anyway: a stream
-                    // without its end marker is a failure, whatever it carried.
-                    if let Ok(events) = &events {
-                        if !events.iter().any(|data| data.trim() == "[DONE]") {
-                            return Err(StreamFailure::Cut(
-                                "the stream ended without [DONE]".to_owned(),
-                            ));
-                        }
+                    let events = self
+                        .parser
+                        .finish()
+                        .map_err(|error| StreamFailure::Malformed(error.to_string()))?;
+                    self.handle(events)?;
+                    // Some servers end the body after the chunk that says why the reply finished,
+                    // without `[DONE]`; a body that ends before either was cut off.
+                    if !self.done && !self.finished {
+                        return Err(StreamFailure::Cut(
+                            "the stream ended without [DONE]".to_owned(),
+                        ));
                     }
-                    events
+                    self.done = true;
+                    continue;
                 }
             };
             let events = events.map_err(|error| StreamFailure::Malformed(error.to_string()))?;
@@ -665,6 +671,7 @@ impl PieceStream {
             if let Some(message) = chunk.error_message() {
                 return Err(StreamFailure::Provider(message));
             }
+            self.finished |= chunk.is_last();
             if chunk.is_reasoning() {
                 // A reasoning model may think for longer than the timeout before its first text.
                 self.deadline = Instant::now() + self.timeout;

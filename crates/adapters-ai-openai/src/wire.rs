@@ -85,6 +85,8 @@ pub(crate) struct Chunk {
 #[derive(Deserialize)]
 struct ChunkChoice {
     delta: Option<Delta>,
+    /// Why the reply ended (`stop`, `length`, ...); set on its last chunk only.
+    finish_reason: Option<String>,
 }
 
 /// What a streamed chunk adds: the reply's text, or a reasoning model's thinking, which servers
@@ -115,6 +117,13 @@ impl Chunk {
                 .into_iter()
                 .any(|thinking| thinking.as_deref().is_some_and(|text| !text.is_empty()))
         })
+    }
+
+    /// Whether this is the reply's last chunk: it says why the reply finished.
+    pub(crate) fn is_last(&self) -> bool {
+        self.choices
+            .first()
+            .is_some_and(|choice| choice.finish_reason.is_some())
     }
 
     pub(crate) fn into_content(self) -> Option<String> {

@@ -680,6 +680,33 @@ async fn a_stream_cut_after_text_ends_with_an_error_and_is_never_retried() {
     }
 }
 
+/// Some servers end the body after the chunk giving the finish reason, without `[DONE]`: that
+/// reply is whole.
+#[tokio::test]
+async fn a_stream_ending_after_its_finish_reason_without_done_is_whole() {
+    let finish = r#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+    let fake = FakeProvider::start(move |_, _| {
+        Reply::Stream(vec![
+            Part::Data(event("Hel")),
+            Part::Data(event("lo")),
+            Part::Data(format!("{finish}\n\n")),
+        ])
+    })
+    .await;
+    let items = collect(
+        assistant(settings(&fake.base_url))
+            .reply_stream(&context(&[], "Hi"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let pieces: Vec<&str> = items
+        .iter()
+        .map(|item| item.as_deref().expect("no error"))
+        .collect();
+    assert_eq!(pieces, ["Hel", "lo"]);
+}
+
 #[tokio::test]
 async fn callers_beyond_the_queue_are_refused_and_slots_come_back_when_a_stream_is_dropped() {
     let fake = FakeProvider::start(|index, _| match index {
