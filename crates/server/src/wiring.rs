@@ -95,10 +95,12 @@ pub fn build_assistant(
     adapters_cache::describe_metrics();
     let scope = match settings.kind {
         AssistantKind::Dummy => CacheScope {
+            provider: format!("dummy:{:?}", settings.dummy.mode),
             model: "dummy".to_owned(),
             system_prompt: String::new(),
         },
         AssistantKind::Openai => CacheScope {
+            provider: settings.base_url.trim().trim_end_matches('/').to_owned(),
             model: settings.model.clone(),
             system_prompt: settings.system_prompt.clone(),
         },

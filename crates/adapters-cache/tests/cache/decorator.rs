@@ -63,9 +63,18 @@ async fn another_context_prompt_or_model_is_a_miss() {
     assert_eq!(inner.calls(), 5, "another system prompt");
     with("other model", "p").reply(&question).await.unwrap();
     assert_eq!(inner.calls(), 6, "another model");
+    let elsewhere = CacheScope {
+        provider: "http://127.0.0.1:11434/v1".to_owned(),
+        ..scope("m", "p")
+    };
+    CachedAssistant::new(inner.clone(), store.clone(), elsewhere, HOUR)
+        .reply(&question)
+        .await
+        .unwrap();
+    assert_eq!(inner.calls(), 7, "another provider");
 
     with("m", "p").reply(&question).await.unwrap();
-    assert_eq!(inner.calls(), 6, "the original is still cached");
+    assert_eq!(inner.calls(), 7, "the original is still cached");
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use metrics::{
 
 pub fn scope(model: &str, system_prompt: &str) -> CacheScope {
     CacheScope {
+        provider: "https://provider.example/v1".to_owned(),
         model: model.to_owned(),
         system_prompt: system_prompt.to_owned(),
     }
