@@ -1,12 +1,16 @@
 //! Reading a JSON request body with the limits and error messages this API promises, instead of
 //! the framework's plain-text extractor errors.
 
+use std::time::Duration;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 use bytes::BytesMut;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
+
+use crate::state::ApiSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BodyError {
@@ -18,6 +22,8 @@ pub(crate) enum BodyError {
     Invalid(String),
     #[error("The request body could not be read: {0}")]
     Read(String),
+    #[error("The request body did not arrive within {} seconds.", .0.as_secs())]
+    TimedOut(Duration),
 }
 
 /// A body without a Content-Type is read as JSON (clients such as the original web client did
@@ -58,9 +64,9 @@ fn declared_length(request: &HttpRequest) -> Option<usize> {
 pub(crate) async fn read_json<T: DeserializeOwned>(
     request: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    settings: &ApiSettings,
 ) -> Result<T, BodyError> {
-    decode(&read_json_bytes(request, payload, limit).await?)
+    decode(&read_json_bytes(request, payload, settings).await?)
 }
 
 /// Like [`read_json`] for a body the client may leave out: no bytes mean `T::default()`, also
@@ -69,9 +75,9 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
 pub(crate) async fn read_optional_json<T: DeserializeOwned + Default>(
     request: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    settings: &ApiSettings,
 ) -> Result<T, BodyError> {
-    let body = read_json_bytes(request, payload, limit).await?;
+    let body = read_json_bytes(request, payload, settings).await?;
     if body.is_empty() {
         return Ok(T::default());
     }
@@ -81,23 +87,31 @@ pub(crate) async fn read_optional_json<T: DeserializeOwned + Default>(
 async fn read_json_bytes(
     request: &HttpRequest,
     mut payload: web::Payload,
-    limit: usize,
+    settings: &ApiSettings,
 ) -> Result<BytesMut, BodyError> {
+    let limit = settings.max_body_bytes;
     if !is_json(request) {
         return Err(BodyError::UnsupportedMediaType);
     }
     if declared_length(request).is_some_and(|length| length > limit) {
         return Err(BodyError::TooLarge { limit });
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|error| BodyError::Read(error.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge { limit });
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|error| BodyError::Read(error.to_string()))?;
+            if body.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    // The framework's request timeout ends with the head: a body sent a byte at a time would
+    // hold the connection (and, on a streaming route, a stream slot) for as long as it liked.
+    tokio::time::timeout(settings.body_timeout, read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut(settings.body_timeout)))
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {

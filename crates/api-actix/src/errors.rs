@@ -267,6 +267,11 @@ impl From<BodyError> for ApiError {
             BodyError::Invalid(_) | BodyError::Read(_) => {
                 ApiError::bad_request("invalid_body", error.to_string())
             }
+            BodyError::TimedOut(_) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                error.to_string(),
+            ),
         }
     }
 }

@@ -157,7 +157,7 @@ pub(crate) async fn send_message(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, SeedError> {
-    let body: SeedSendRequest = read_json(&request, payload, state.settings.max_body_bytes).await?;
+    let body: SeedSendRequest = read_json(&request, payload, &state.settings).await?;
     let text = state
         .service
         .message_text(body.message)

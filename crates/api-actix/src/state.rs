@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use domain::{ChatService, GenerationLog};
 
@@ -15,6 +16,8 @@ pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 pub struct ApiSettings {
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// How long a client has to send a request body once its head is in; slower gets 408.
+    pub body_timeout: Duration,
     /// Origins allowed by CORS (`*` allows any); credentials are never allowed.
     pub cors_allowed_origins: Vec<String>,
     /// The built web client served at `/`, if any.

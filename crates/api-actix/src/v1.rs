@@ -38,7 +38,7 @@ pub(crate) async fn create_conversation(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body: CreateConversationRequest =
-        read_optional_json(&request, payload, state.settings.max_body_bytes).await?;
+        read_optional_json(&request, payload, &state.settings).await?;
     let conversation = state
         .service
         .create_conversation(body.title.as_deref())
@@ -134,8 +134,7 @@ pub(crate) async fn rename_conversation(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = conversation_id(&id)?;
-    let body: RenameConversationRequest =
-        read_json(&request, payload, state.settings.max_body_bytes).await?;
+    let body: RenameConversationRequest = read_json(&request, payload, &state.settings).await?;
     let conversation = state
         .service
         .rename_conversation(id, &body.title)
@@ -228,8 +227,7 @@ pub(crate) async fn send_message(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = conversation_id(&id)?;
-    let body: SendMessageRequest =
-        read_json(&request, payload, state.settings.max_body_bytes).await?;
+    let body: SendMessageRequest = read_json(&request, payload, &state.settings).await?;
     let text = state.service.message_text(body.content)?;
     if sse::accepts_event_stream(request.headers()) {
         if state.generations.is_cut() {

@@ -125,6 +125,7 @@ async fn call_with_log(
 ) -> Reply {
     let settings = ApiSettings {
         max_body_bytes: 4096,
+        body_timeout: Duration::from_secs(10),
         cors_allowed_origins: vec![],
         web_dist_dir: None,
         hsts: false,

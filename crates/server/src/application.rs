@@ -68,6 +68,7 @@ impl Application {
         let generations = Generations::new(tokio::runtime::Handle::current());
         let api_settings = ApiSettings {
             max_body_bytes: settings.limits.max_body_bytes,
+            body_timeout: Duration::from_secs(settings.server.client_request_timeout_secs),
             cors_allowed_origins: settings.cors.allowed_origins.clone(),
             web_dist_dir,
             hsts: settings.security.hsts,

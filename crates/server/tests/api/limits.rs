@@ -428,3 +428,38 @@ async fn headers_over_the_limit_get_a_json_431() {
     let fine = padded("/api/v1/conversations", 512).await.unwrap();
     assert_eq!(fine.status(), 200);
 }
+
+/// The framework's request timeout ends with the head; a body sent a byte at a time must not hold
+/// the connection (or a stream slot) for ever.
+#[tokio::test]
+async fn a_body_slower_than_the_request_timeout_gets_408_and_nothing_is_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::builder()
+        .with("CHAT__SERVER__CLIENT_REQUEST_TIMEOUT_SECS", 1)
+        .spawn()
+        .await;
+    let authority = app.address.trim_start_matches("http://");
+    let mut connection = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let started = Instant::now();
+    connection
+        .write_all(
+            b"POST /chat/message HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+              Content-Length: 40\r\n\r\n{\"message\": ",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), connection.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed well before the client would have finished")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains(r#"{"status":"error","message":"The request body did not arrive"#),
+        "{answer}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(app.history().await.is_empty());
+}
