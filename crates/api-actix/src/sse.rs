@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::dto::{DeltaEvent, ExchangeDto, StreamErrorEvent, StreamStartEvent};
 use crate::errors::ApiError;
 use crate::state::AppState;
+use crate::stream_limit::HeldStreamSlot;
 
 /// Deltas buffered for a slow log before generation waits for it.
 const DELTA_BUFFER: usize = 64;
@@ -171,12 +172,14 @@ async fn run_logged(
 
 /// Starts the reply as a logged background generation and answers with its event stream. The
 /// generation does not depend on the response: if the client goes away it still runs to its end
-/// and is stored, and its log lets the client pick the stream up again.
+/// and is stored, and its log lets the client pick the stream up again. It holds the client's
+/// stream `slot` (if the request took one) until it ends.
 pub(crate) async fn stream_reply(
     state: &AppState,
     conversation_id: ConversationId,
     content: String,
     pending: PendingReply,
+    slot: Option<HeldStreamSlot>,
 ) -> HttpResponse {
     let log = Arc::clone(&state.generation_log);
     let generation_id = GenerationId::generate();
@@ -197,24 +200,32 @@ pub(crate) async fn stream_reply(
     match logged.await {
         Ok(events) => {
             let cut_short = state.generations.cut_signal();
-            state
-                .generations
-                .spawn(run_logged(log, generation_id, pending, cut_short));
+            let generation = run_logged(log, generation_id, pending, cut_short);
+            state.generations.spawn(async move {
+                let _slot = slot;
+                generation.await;
+            });
             follow_response(generation_id, events)
         }
         Err(error) => {
             // Without a log the reply still streams; it just cannot be resumed.
             tracing::warn!(%error, "generation log unavailable; streaming without resume");
-            stream_unlogged(state, &start, pending)
+            stream_unlogged(state, &start, pending, slot)
         }
     }
 }
 
-fn stream_unlogged(state: &AppState, start: &str, pending: PendingReply) -> HttpResponse {
+fn stream_unlogged(
+    state: &AppState,
+    start: &str,
+    pending: PendingReply,
+    slot: Option<HeldStreamSlot>,
+) -> HttpResponse {
     let (deltas, delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
     let (outcome_sender, outcome) = futures::channel::oneshot::channel();
     let cut_short = state.generations.cut_signal();
     state.generations.spawn(async move {
+        let _slot = slot;
         let result = pending.complete(deltas, cut_short).await;
         let _ = outcome_sender.send(final_event(result));
     });

@@ -1,7 +1,8 @@
 //! Open Server-Sent Event streams per client. A request that will be answered with an event
 //! stream takes a slot before its handler runs (so no generation starts when the client is over
-//! its limit); the slot is held by the response body and given back when the body is dropped:
-//! the stream ended or the client went away.
+//! its limit); the slot is held by the response body and, for a new reply, by its generation too,
+//! and given back once both are done. A client that hangs up does not get it back while its reply
+//! still runs: otherwise hanging up at once would start any number of replies.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,7 +15,7 @@ use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{web, Error};
+use actix_web::{web, Error, HttpMessage, HttpRequest};
 use bytes::Bytes;
 
 use crate::client_ip::client_ip;
@@ -34,6 +35,20 @@ pub(crate) struct StreamSlots {
 pub(crate) struct StreamSlot {
     slots: Arc<StreamSlots>,
     client: IpAddr,
+}
+
+/// The slot a request took, in its extensions, for whatever its handler starts that outlives
+/// the response (a reply's generation) to hold as well.
+#[derive(Debug, Clone)]
+pub(crate) struct HeldStreamSlot {
+    _slot: Arc<StreamSlot>,
+}
+
+impl HeldStreamSlot {
+    /// The slot `request` holds, if the stream limit gave it one.
+    pub(crate) fn of(request: &HttpRequest) -> Option<Self> {
+        request.extensions().get::<Self>().cloned()
+    }
 }
 
 impl StreamSlots {
@@ -86,7 +101,7 @@ impl Drop for StreamSlot {
 /// A response body that holds its client's stream slot until it is dropped.
 struct SlotBody {
     body: BoxBody,
-    _slot: StreamSlot,
+    _slot: HeldStreamSlot,
 }
 
 impl MessageBody for SlotBody {
@@ -159,6 +174,10 @@ async fn limit(
         );
         return Ok(request.into_response(response));
     };
+    let slot = HeldStreamSlot {
+        _slot: Arc::new(slot),
+    };
+    request.extensions_mut().insert(slot.clone());
     let response = next.call(request).await?;
     if !is_event_stream(&response) {
         // An error answer (404, 400, ...): nothing stays open.

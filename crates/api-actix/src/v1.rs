@@ -13,6 +13,7 @@ use crate::dto::{
 use crate::errors::ApiError;
 use crate::sse;
 use crate::state::AppState;
+use crate::stream_limit::HeldStreamSlot;
 
 fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid_id())
@@ -236,7 +237,8 @@ pub(crate) async fn send_message(
         }
         let content = text.as_str().to_owned();
         let pending = state.service.start_reply(id, text).await?;
-        return Ok(sse::stream_reply(&state, id, content, pending).await);
+        let slot = HeldStreamSlot::of(&request);
+        return Ok(sse::stream_reply(&state, id, content, pending, slot).await);
     }
     let exchange = state.service.send_message(id, text).await?;
     Ok(HttpResponse::Created().json(ExchangeDto::from(exchange)))

@@ -233,7 +233,7 @@ async fn open_stream(
 }
 
 #[tokio::test]
-async fn open_streams_per_client_are_limited_and_freed_when_a_stream_ends_or_is_dropped() {
+async fn open_streams_per_client_are_limited_and_freed_when_a_stream_ends() {
     let app = TestApp::builder()
         .with("CHAT__LIMITS__MAX_STREAMS_PER_CLIENT", 2)
         .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 100)
@@ -302,22 +302,47 @@ async fn open_streams_per_client_are_limited_and_freed_when_a_stream_ends_or_is_
     assert_eq!(third.status(), 200);
     assert_eq!(open_stream(&app, id, None).await.status(), 429);
 
-    // A client that goes away frees its slot too.
     drop(second);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    drop(third);
+}
+
+/// Hanging up does not give the slot back while the reply runs on: otherwise a client could
+/// start any number of replies by hanging up at once.
+#[tokio::test]
+async fn a_client_that_hangs_up_gets_its_slot_back_when_its_reply_ends() {
+    let app = TestApp::builder()
+        .with("CHAT__LIMITS__MAX_STREAMS_PER_CLIENT", 1)
+        .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 100)
+        .spawn()
+        .await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+
+    let hung_up = Instant::now();
+    drop(open_stream_of(&app, id, None, 12).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = open_stream(&app, id, None).await;
+    assert_eq!(
+        refused.status(),
+        429,
+        "the reply of the dropped stream still runs"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
     let reopened = loop {
-        let response = open_stream(&app, id, None).await;
+        let response = open_stream_of(&app, id, None, 3).await;
         if response.status() == 200 {
             break response;
         }
-        assert!(
-            Instant::now() < deadline,
-            "a dropped stream never freed its slot"
-        );
+        assert!(Instant::now() < deadline, "the slot never came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    drop(reopened);
-    drop(third);
+    assert!(
+        hung_up.elapsed() >= Duration::from_millis(800),
+        "back only once the reply of twelve words ended ({:?})",
+        hung_up.elapsed()
+    );
+    let text = reopened.text().await.unwrap();
+    assert!(text.contains("event: done"), "{text}");
 }
 
 #[tokio::test]
