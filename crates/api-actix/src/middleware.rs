@@ -254,33 +254,82 @@ pub(crate) async fn json_errors(
     Ok(ServiceResponse::new(request, replacement).map_into_right_body())
 }
 
-/// Refuses a request whose head (target and headers) is larger than configured, with a JSON 431,
-/// before any handler reads it. The framework's own cap (128 KiB) stays as the outer bound.
-pub(crate) async fn limit_headers(
+/// Refuses, before any handler reads them, the requests no handler should see: a head larger
+/// than configured, and a write another site's page made. One layer for both: each layer costs
+/// every request.
+pub(crate) async fn screen_requests(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let limit = request
+    let refusal = request
         .app_data::<actix_web::web::Data<crate::state::AppState>>()
-        .map_or(usize::MAX, |state| state.settings.max_header_bytes);
-    let size = request.uri().to_string().len()
-        + request
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum::<usize>();
-    if size > limit {
-        let error = ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            format!("The request target and headers are larger than {limit} bytes."),
-        );
+        .and_then(|state| {
+            oversized_head(&request, &state.settings)
+                .or_else(|| cross_site_write(&request, &state.settings))
+        });
+    if let Some(error) = refusal {
         let response = response_for_route(request.match_info().as_str(), error);
         return Ok(request.into_response(response).map_into_right_body());
     }
     next.call(request)
         .await
         .map(ServiceResponse::map_into_left_body)
+}
+
+/// A head (target and headers) larger than configured: 431, in JSON. The framework's own cap
+/// (128 KiB) stays as the outer bound.
+fn oversized_head(request: &ServiceRequest, settings: &ApiSettings) -> Option<ApiError> {
+    let limit = settings.max_header_bytes;
+    let uri = request.uri();
+    let target = uri.scheme_str().map_or(0, |scheme| scheme.len() + 3)
+        + uri
+            .authority()
+            .map_or(0, |authority| authority.as_str().len())
+        + uri.path_and_query().map_or(0, |path| path.as_str().len());
+    let size = target
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    (size > limit).then(|| {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("The request target and headers are larger than {limit} bytes."),
+        )
+    })
+}
+
+/// A write (any method but GET, HEAD, OPTIONS) that a browser says another site's page made
+/// (`Sec-Fetch-Site: cross-site`), from an origin not allowed: 403. CORS only hides answers: a
+/// form, a beacon or a fetch without a JSON Content-Type needs no preflight, so without this any
+/// page a user of a local or intranet server opened could post messages there (and spend model
+/// calls). Clients that are not browsers send no such header and are not affected.
+fn cross_site_write(request: &ServiceRequest, settings: &ApiSettings) -> Option<ApiError> {
+    let cross_site = request
+        .headers()
+        .get(SEC_FETCH_SITE)
+        .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if !cross_site || request.method().is_safe() {
+        return None;
+    }
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|origin| origin.to_str().ok());
+    let allowed = settings
+        .cors_allowed_origins
+        .iter()
+        .any(|allowed| allowed == "*" || origin.is_some_and(|origin| origin == allowed));
+    (!allowed).then(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_request",
+            "Another site's page may not change anything here; add its origin to \
+             cors.allowed_origins to let it.",
+        )
+    })
 }
 
 /// The web client loads only its own scripts and styles and talks only to its own origin.
@@ -303,48 +352,6 @@ pub(crate) fn security_headers(settings: &ApiSettings) -> DefaultHeaders {
     } else {
         headers
     }
-}
-
-/// Refuses a write (any method but GET, HEAD, OPTIONS) that a browser says another site's page
-/// made (`Sec-Fetch-Site: cross-site`), unless its origin is allowed. CORS only hides answers:
-/// a form, a beacon or a fetch without a JSON Content-Type needs no preflight, so without this any
-/// page a user of a local or intranet server opened could post messages there (and spend model
-/// calls). Clients that are not browsers send no such header and are not affected.
-pub(crate) async fn refuse_cross_site_writes(
-    request: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let cross_site = request
-        .headers()
-        .get(SEC_FETCH_SITE)
-        .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-    if cross_site && !request.method().is_safe() {
-        let allowed =
-            request
-                .app_data::<actix_web::web::Data<crate::state::AppState>>()
-                .is_some_and(|state| {
-                    let origin = request
-                        .headers()
-                        .get(header::ORIGIN)
-                        .and_then(|origin| origin.to_str().ok());
-                    state.settings.cors_allowed_origins.iter().any(|allowed| {
-                        allowed == "*" || origin.is_some_and(|origin| origin == allowed)
-                    })
-                });
-        if !allowed {
-            let error = ApiError::new(
-                StatusCode::FORBIDDEN,
-                "cross_site_request",
-                "Another site's page may not change anything here; add its origin to \
-                 cors.allowed_origins to let it.",
-            );
-            let response = response_for_route(request.match_info().as_str(), error);
-            return Ok(request.into_response(response).map_into_right_body());
-        }
-    }
-    next.call(request)
-        .await
-        .map(ServiceResponse::map_into_left_body)
 }
 
 /// Whether `origin` names the host the request was sent to: the web client served by this server

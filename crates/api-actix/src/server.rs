@@ -11,8 +11,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::errors::{ApiError, SeedError};
 use crate::middleware::{
-    cors, head_as_get, json_errors, limit_headers, observe, refuse_cross_site_writes,
-    security_headers,
+    cors, head_as_get, json_errors, observe, screen_requests, security_headers,
 };
 use crate::openapi::ApiDoc;
 use crate::rate_limit::limit_rate;
@@ -92,9 +91,7 @@ pub fn app(
         // Inside the rest, so limited answers still get CORS, security headers, request ids and
         // metrics.
         .wrap(from_fn(limit_rate))
-        .wrap(from_fn(limit_headers))
-        // Outside the rate limit: a refused write costs its client's budget nothing.
-        .wrap(from_fn(refuse_cross_site_writes))
+        .wrap(from_fn(screen_requests))
         .wrap(cors(&settings))
         .wrap(from_fn(json_errors))
         .wrap(security_headers(&settings))
