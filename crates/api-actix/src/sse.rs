@@ -138,12 +138,15 @@ async fn append_retrying(
     }
 }
 
-/// Runs the reply to its end, logging every event; the last one is `done` or `error`.
+/// Runs the reply to its end, logging every event; the last one is `done` or `error`. The
+/// client's stream `slot` goes back before that event is logged, so a client that saw it may
+/// start its next reply at once.
 async fn run_logged(
     log: Arc<dyn GenerationLog>,
     generation_id: GenerationId,
     pending: PendingReply,
     cut_short: impl Future<Output = ()>,
+    slot: Option<HeldStreamSlot>,
 ) {
     let (deltas, mut delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
     let relay = async {
@@ -164,6 +167,7 @@ async fn run_logged(
         }
     };
     let (outcome, ()) = future::join(pending.complete(deltas, cut_short), relay).await;
+    drop(slot);
     let (name, data) = final_event(outcome);
     if let Err(error) = append_retrying(log.as_ref(), generation_id, name, &data, true).await {
         tracing::warn!(%error, "logging the end of a reply failed");
@@ -200,11 +204,9 @@ pub(crate) async fn stream_reply(
     match logged.await {
         Ok(events) => {
             let cut_short = state.generations.cut_signal();
-            let generation = run_logged(log, generation_id, pending, cut_short);
-            state.generations.spawn(async move {
-                let _slot = slot;
-                generation.await;
-            });
+            state
+                .generations
+                .spawn(run_logged(log, generation_id, pending, cut_short, slot));
             follow_response(generation_id, events)
         }
         Err(error) => {
@@ -225,8 +227,9 @@ fn stream_unlogged(
     let (outcome_sender, outcome) = futures::channel::oneshot::channel();
     let cut_short = state.generations.cut_signal();
     state.generations.spawn(async move {
-        let _slot = slot;
         let result = pending.complete(deltas, cut_short).await;
+        // Back before the client can see the end, so its next reply may start at once.
+        drop(slot);
         let _ = outcome_sender.send(final_event(result));
     });
     let start = frame(None, "start", start);
