@@ -301,16 +301,17 @@ fn oversized_head(request: &ServiceRequest, settings: &ApiSettings) -> Option<Ap
     })
 }
 
-/// A write (any method but GET, HEAD, OPTIONS) that a browser says another site's page made
-/// (`Sec-Fetch-Site: cross-site`), from an origin not allowed: 403. CORS only hides answers: a
-/// form, a beacon or a fetch without a JSON Content-Type needs no preflight, so without this any
-/// page a user of a local or intranet server opened could post messages there (and spend model
-/// calls). Clients that are not browsers send no such header and are not affected.
+/// A write (any method but GET, HEAD, OPTIONS) that a browser says another origin's page made
+/// (`Sec-Fetch-Site: cross-site`, or `same-site`: a sibling subdomain or another port), from an
+/// origin not allowed: 403. CORS only hides answers: a form, a beacon or a fetch without a JSON
+/// Content-Type needs no preflight, so without this any page a user of a local or intranet
+/// server opened could post messages there (and spend model calls). This server's own pages
+/// (`same-origin`) and clients that are not browsers (no such header) are not affected.
 fn cross_site_write(request: &ServiceRequest, settings: &ApiSettings) -> Option<ApiError> {
-    let cross_site = request
-        .headers()
-        .get(SEC_FETCH_SITE)
-        .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    let cross_site = request.headers().get(SEC_FETCH_SITE).is_some_and(|site| {
+        let site = site.as_bytes();
+        site.eq_ignore_ascii_case(b"cross-site") || site.eq_ignore_ascii_case(b"same-site")
+    });
     if !cross_site || request.method().is_safe() {
         return None;
     }

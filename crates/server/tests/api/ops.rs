@@ -577,6 +577,16 @@ async fn writes_from_another_sites_page_are_refused_unless_its_origin_is_allowed
 
     // Reads are CORS's business (the answer is hidden); writes from an allowed origin, from this
     // site's own pages and from clients that are not browsers go through.
+    let sibling = app
+        .client
+        .post(app.url("/api/v1/conversations"))
+        .header("origin", "http://other.localhost:8000")
+        .header("sec-fetch-site", "same-site");
+    assert_eq!(
+        sibling.send().await.unwrap().status(),
+        403,
+        "a sibling subdomain"
+    );
     let read = cross_site(app.client.get(app.url("/chat/history")), evil);
     assert_eq!(read.send().await.unwrap().status(), 200);
     let allowed = cross_site(
