@@ -372,7 +372,7 @@ async fn slowly_streaming_server(
     (server, client, id, messages)
 }
 
-/// A provider that takes 600 ms over a plain reply and streams twenty words, one every 60 ms.
+/// A provider that takes 1.5 s over a plain reply and streams twenty words, one every 60 ms.
 async fn slow_provider() -> FakeProvider {
     FakeProvider::start(|_, request| {
         if request.body["stream"] == true {
@@ -385,7 +385,7 @@ async fn slow_provider() -> FakeProvider {
             Reply::Stream(parts)
         } else {
             Reply::After(
-                Duration::from_millis(600),
+                Duration::from_millis(1500),
                 Box::new(Reply::completion("a slow reply")),
             )
         }
@@ -420,7 +420,16 @@ async fn sigterm_lets_in_flight_requests_and_streams_finish() {
             request.send().await.map(|r| r.status())
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Every request has reached the provider, which takes 1.5 s over each plain reply: all are
+    // in flight when the signal comes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while provider.requests().len() < 16 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the requests never reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         posts.iter().all(|post| !post.is_finished()),
         "the posts are still waiting for their replies"
