@@ -433,7 +433,7 @@ async fn a_failing_append_in_a_batch_fails_alone_and_the_rest_commit_in_order() 
         return;
     };
     // Without them, a writer committing one append at a time would pass this test too.
-    let histograms = testkit::histograms::recorded();
+    let histograms = testkit::histograms::record().await;
     let repository = one_batch_in_flight(&database).await;
     let conversation = Conversation::new(
         ConversationId::generate(),

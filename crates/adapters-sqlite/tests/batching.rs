@@ -52,7 +52,7 @@ fn kind(index: usize) -> Kind {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_write_in_a_batch_fails_alone_and_the_rest_commit_in_order() {
     // Without them, a writer committing one write at a time would pass this test too.
-    let histograms = testkit::histograms::recorded();
+    let histograms = testkit::histograms::record().await;
     let directory = tempfile::tempdir().expect("a temporary directory");
     let path = directory.path().join("chat.db");
     let repository = Arc::new(
@@ -162,7 +162,7 @@ type Queued =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_in_a_batch_see_the_renames_and_deletes_queued_between_them() {
-    let histograms = testkit::histograms::recorded();
+    let histograms = testkit::histograms::record().await;
     let directory = tempfile::tempdir().expect("a temporary directory");
     let path = directory.path().join("chat.db");
     let repository = Arc::new(

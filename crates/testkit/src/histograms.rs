@@ -8,24 +8,38 @@ use metrics::{
     Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 
-/// Every value recorded to any histogram since [`recorded`] was first called, by metric name.
+/// Every value recorded to any histogram during one test, by metric name.
 #[derive(Debug, Default)]
-pub struct RecordedHistograms(Mutex<HashMap<String, Vec<f64>>>);
+struct RecordedHistograms(Mutex<HashMap<String, Vec<f64>>>);
 
-impl RecordedHistograms {
-    /// The largest value recorded to `name`, if any was.
+/// The histograms of one test's components. Tests of one process take turns (a test binary's
+/// threads share one global recorder, the only one components on threads of their own report
+/// to): the next one starts recording when this one is dropped.
+#[derive(Debug)]
+pub struct Recording {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Recording {
+    /// The largest value recorded to `name` since this recording started, if any was.
     pub fn largest(&self, name: &str) -> Option<f64> {
-        let values = self.0.lock().expect("recorded histograms");
+        let values = recorded().0.lock().expect("recorded histograms");
         values.get(name)?.iter().copied().reduce(f64::max)
     }
 }
 
-/// Starts recording (once per process: a test binary's threads share one global recorder, which
-/// is also the only one components on threads of their own report to) and returns the record.
+/// Starts recording, once the tests of this process recording before have finished.
 ///
 /// # Panics
 /// If another global recorder was installed in this process.
-pub fn recorded() -> &'static RecordedHistograms {
+pub async fn record() -> Recording {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let turn = TURN.lock().await;
+    recorded().0.lock().expect("recorded histograms").clear();
+    Recording { _turn: turn }
+}
+
+fn recorded() -> &'static RecordedHistograms {
     static RECORDED: OnceLock<&'static RecordedHistograms> = OnceLock::new();
     RECORDED.get_or_init(|| {
         let recorded: &'static RecordedHistograms = Box::leak(Box::default());
