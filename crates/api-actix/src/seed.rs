@@ -145,6 +145,8 @@ fn history_stream(
         (status = 200, description = "The exchange is stored", body = SeedSendResponse),
         (status = 400, description = "Malformed JSON, missing or non-string `message`, blank text", body = SeedErrorResponse),
         (status = 413, description = "Body or text over the limit", body = SeedErrorResponse),
+        (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = SeedErrorResponse),
+        (status = 408, description = "The body did not arrive in time", body = SeedErrorResponse),
         (status = 415, description = "Body is not JSON", body = SeedErrorResponse),
         (status = 500, description = "Internal failure", body = SeedErrorResponse),
         (status = 502, description = "The assistant failed", body = SeedErrorResponse),
