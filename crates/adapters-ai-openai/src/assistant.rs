@@ -188,6 +188,12 @@ impl OpenAiAssistant {
                             Err(StreamFailure::Cut(detail)) => {
                                 Err(Failure::retry(RetryReason::Connection, detail))
                             }
+                            // A request the provider refuses fails before it streams (a 4xx);
+                            // an error event is the model failing while it ran, like a 5xx.
+                            Err(StreamFailure::Provider(message)) => Err(Failure::retry(
+                                RetryReason::ServerError,
+                                inner.quote(&message),
+                            )),
                             Err(other) => Err(Failure::Fatal(other.into_error(inner))),
                         }
                     }

@@ -627,6 +627,28 @@ async fn a_malformed_stream_ends_with_a_provider_error() {
     assert_eq!(fake.requests().len(), 2);
 }
 
+/// Before any text was shown, an error event is tried again, like a 5xx.
+#[tokio::test]
+async fn an_error_event_before_the_first_piece_is_retried() {
+    let fake = FakeProvider::start(|index, _| match index {
+        0 => Reply::Stream(vec![Part::Data(
+            "data: {\"error\":{\"message\":\"engine overloaded\"}}\n\n".to_owned(),
+        )]),
+        _ => Reply::pieces(&["fine"]),
+    })
+    .await;
+    let items = collect(
+        assistant(settings(&fake.base_url))
+            .reply_stream(&context(&[], "Hi"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].as_ref().unwrap(), "fine");
+    assert_eq!(fake.requests().len(), 2);
+}
+
 #[tokio::test]
 async fn an_error_event_inside_the_stream_is_a_provider_error() {
     let fake = FakeProvider::start(|_, _| {
