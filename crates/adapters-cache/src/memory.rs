@@ -6,12 +6,13 @@ use async_trait::async_trait;
 
 use crate::store::{CacheError, ReplyCache};
 
-/// An in-process [`ReplyCache`] for a single replica: at most `max_entries` replies, the least
-/// recently used one evicted first, each gone once its ttl has passed. Operations take a short
-/// lock and do no I/O.
+/// An in-process [`ReplyCache`] for a single replica: at most `max_entries` replies holding at
+/// most `max_bytes` of keys and text, the least recently used one evicted first, each gone once
+/// its ttl has passed. Operations take a short lock and do no I/O.
 #[derive(Debug)]
 pub struct MemoryReplyCache {
     max_entries: usize,
+    max_bytes: usize,
     state: Mutex<State>,
 }
 
@@ -21,6 +22,8 @@ struct State {
     /// Last use -> key; the first entry is the least recently used.
     order: BTreeMap<u64, String>,
     clock: u64,
+    /// Bytes of the keys and replies held.
+    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -39,17 +42,37 @@ impl State {
     fn remove(&mut self, key: &str) {
         if let Some(entry) = self.entries.remove(key) {
             self.order.remove(&entry.last_used);
+            self.bytes -= key.len() + entry.reply.len();
+        }
+    }
+
+    fn evict_least_recently_used(&mut self) -> bool {
+        match self.order.pop_first() {
+            Some((_, oldest)) => {
+                if let Some(entry) = self.entries.remove(&oldest) {
+                    self.bytes -= oldest.len() + entry.reply.len();
+                }
+                true
+            }
+            None => false,
         }
     }
 }
 
 impl MemoryReplyCache {
-    /// A cache holding at most `max_entries` replies; 0 stores nothing.
-    pub fn new(max_entries: usize) -> Self {
+    /// A cache holding at most `max_entries` replies of at most `max_bytes` in all (keys
+    /// included); a reply larger than that alone is not kept. 0 of either stores nothing.
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         Self {
             max_entries,
+            max_bytes,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Bytes of the keys and replies held now, expired ones not yet dropped included.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// How many replies are held now, expired ones not yet dropped included.
@@ -88,7 +111,8 @@ impl ReplyCache for MemoryReplyCache {
     }
 
     async fn put(&self, key: &str, reply: &str, ttl: Duration) -> Result<(), CacheError> {
-        if self.max_entries == 0 {
+        let size = key.len() + reply.len();
+        if self.max_entries == 0 || size > self.max_bytes {
             return Ok(());
         }
         let now = Instant::now();
@@ -99,14 +123,12 @@ impl ReplyCache for MemoryReplyCache {
         let mut state = self.lock();
         state.remove(key);
         // Make room by evicting the least recently used; an expired entry nobody reads drifts there.
-        while state.entries.len() >= self.max_entries {
-            match state.order.pop_first() {
-                Some((_, oldest)) => {
-                    state.entries.remove(&oldest);
-                }
-                None => break,
+        while state.entries.len() >= self.max_entries || state.bytes + size > self.max_bytes {
+            if !state.evict_least_recently_used() {
+                break;
             }
         }
+        state.bytes += size;
         let stamp = state.tick();
         state.order.insert(stamp, key.to_owned());
         state.entries.insert(

@@ -152,6 +152,8 @@ pub struct CacheSettings {
     #[serde(deserialize_with = "integer")]
     pub max_entries: usize,
     #[serde(deserialize_with = "integer")]
+    pub max_bytes: usize,
+    #[serde(deserialize_with = "integer")]
     pub stream_log_ttl_secs: u64,
 }
 
@@ -163,6 +165,7 @@ impl std::fmt::Debug for CacheSettings {
             .field("key_prefix", &self.key_prefix)
             .field("ttl_secs", &self.ttl_secs)
             .field("max_entries", &self.max_entries)
+            .field("max_bytes", &self.max_bytes)
             .field("stream_log_ttl_secs", &self.stream_log_ttl_secs)
             .finish()
     }
@@ -461,6 +464,9 @@ impl Settings {
         if self.cache.kind == CacheKind::Memory && self.cache.max_entries == 0 {
             return Err(invalid("cache.max_entries", "must be at least 1"));
         }
+        if self.cache.kind == CacheKind::Memory && self.cache.max_bytes == 0 {
+            return Err(invalid("cache.max_bytes", "must be at least 1"));
+        }
         self.rate_limit.validate()?;
         self.telemetry.validate()?;
         self.assistant.validate()?;
@@ -524,6 +530,7 @@ impl Settings {
         )?;
         at_most("cache.ttl_secs", self.cache.ttl_secs, 31_536_000)?;
         at_most("cache.max_entries", self.cache.max_entries, 1_000_000)?;
+        at_most("cache.max_bytes", self.cache.max_bytes, 17_179_869_184)?;
         at_most(
             "cache.stream_log_ttl_secs",
             self.cache.stream_log_ttl_secs,

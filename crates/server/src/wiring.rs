@@ -85,7 +85,7 @@ pub fn build_assistant(
     let assistant = build_provider(settings)?;
     let store: Arc<dyn ReplyCache> = match cache.kind {
         CacheKind::None => return Ok(assistant),
-        CacheKind::Memory => Arc::new(MemoryReplyCache::new(cache.max_entries)),
+        CacheKind::Memory => Arc::new(MemoryReplyCache::new(cache.max_entries, cache.max_bytes)),
         // Lazy: the cache is an optimisation, so Redis being down must not stop the start.
         CacheKind::Redis => Arc::new(
             RedisReplyCache::lazy(&cache.url, format!("{}:reply", cache.key_prefix))

@@ -19,7 +19,7 @@ fn over(store: Arc<dyn ReplyCache>) -> Arc<CachedAssistant> {
 mod memory {
     use super::*;
 
-    testkit::assistant_conformance!(async { over(Arc::new(MemoryReplyCache::new(100))) });
+    testkit::assistant_conformance!(async { over(Arc::new(MemoryReplyCache::new(100, 1 << 20))) });
 }
 
 mod redis {

@@ -12,7 +12,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 fn cached(inner: &Arc<CountingAssistant>, key_scope: CacheScope, ttl: Duration) -> CachedAssistant {
     CachedAssistant::new(
         inner.clone(),
-        Arc::new(MemoryReplyCache::new(100)),
+        Arc::new(MemoryReplyCache::new(100, 1 << 20)),
         key_scope,
         ttl,
     )
@@ -42,7 +42,7 @@ fn a_repeated_question_is_answered_from_the_cache() {
 #[tokio::test]
 async fn another_context_prompt_or_model_is_a_miss() {
     let inner = CountingAssistant::new();
-    let store = Arc::new(MemoryReplyCache::new(100));
+    let store = Arc::new(MemoryReplyCache::new(100, 1 << 20));
     let with = |model: &str, prompt: &str| {
         CachedAssistant::new(inner.clone(), store.clone(), scope(model, prompt), HOUR)
     };

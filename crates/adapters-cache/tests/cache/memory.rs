@@ -3,10 +3,12 @@ use std::time::Duration;
 use adapters_cache::{MemoryReplyCache, ReplyCache};
 
 const HOUR: Duration = Duration::from_secs(3600);
+/// Room for any reply these tests store: only the entry count limits them.
+const ROOMY: usize = 1 << 20;
 
 #[tokio::test]
 async fn stores_and_replaces_replies() {
-    let cache = MemoryReplyCache::new(10);
+    let cache = MemoryReplyCache::new(10, ROOMY);
     assert_eq!(cache.get("k").await.unwrap(), None);
     cache.put("k", "first", HOUR).await.unwrap();
     assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("first"));
@@ -17,7 +19,7 @@ async fn stores_and_replaces_replies() {
 
 #[tokio::test]
 async fn entries_expire_after_their_ttl() {
-    let cache = MemoryReplyCache::new(10);
+    let cache = MemoryReplyCache::new(10, ROOMY);
     cache
         .put("short", "gone soon", Duration::from_secs(1))
         .await
@@ -32,7 +34,7 @@ async fn entries_expire_after_their_ttl() {
 
 #[tokio::test]
 async fn the_least_recently_used_entry_is_evicted_when_full() {
-    let cache = MemoryReplyCache::new(3);
+    let cache = MemoryReplyCache::new(3, ROOMY);
     for key in ["a", "b", "c"] {
         cache.put(key, key, HOUR).await.unwrap();
     }
@@ -55,8 +57,37 @@ async fn the_least_recently_used_entry_is_evicted_when_full() {
 
 #[tokio::test]
 async fn zero_capacity_stores_nothing() {
-    let cache = MemoryReplyCache::new(0);
+    let cache = MemoryReplyCache::new(0, ROOMY);
     cache.put("k", "v", HOUR).await.unwrap();
     assert_eq!(cache.get("k").await.unwrap(), None);
     assert!(cache.is_empty());
+}
+
+#[tokio::test]
+async fn the_least_recently_used_entries_are_evicted_to_stay_within_the_bytes() {
+    // Keys of 2 bytes and replies of 10: room for three entries of 12 bytes.
+    let cache = MemoryReplyCache::new(100, 40);
+    for key in ["k1", "k2", "k3"] {
+        cache.put(key, "0123456789", HOUR).await.unwrap();
+    }
+    assert_eq!(cache.bytes(), 36);
+    assert!(cache.get("k1").await.unwrap().is_some());
+    cache.put("k4", "0123456789", HOUR).await.unwrap();
+    assert_eq!(
+        cache.get("k2").await.unwrap(),
+        None,
+        "the least recently used"
+    );
+    assert_eq!(cache.len(), 3);
+    assert_eq!(cache.bytes(), 36);
+    // A larger reply makes room for itself; one larger than the whole budget is not kept.
+    cache.put("k5", "0123456789012345678", HOUR).await.unwrap();
+    assert_eq!(cache.len(), 2);
+    assert_eq!(cache.bytes(), 33);
+    cache.put("k6", &"x".repeat(40), HOUR).await.unwrap();
+    assert_eq!(cache.get("k6").await.unwrap(), None);
+    assert_eq!(cache.len(), 2);
+    // Replacing or expiring an entry gives its bytes back.
+    cache.put("k5", "short", HOUR).await.unwrap();
+    assert_eq!(cache.bytes(), 19);
 }

@@ -54,6 +54,7 @@ fn values_past_their_ceiling_are_refused_naming_the_key() {
             "18446744073709551615",
             "assistant.max_concurrency",
         ),
+        ("CHAT__CACHE__MAX_BYTES", "17179869185", "cache.max_bytes"),
         (
             "CHAT__LIMITS__MAX_HEADER_BYTES",
             "200000",
@@ -266,4 +267,13 @@ fn a_database_password_libpq_would_misread_is_refused_without_repeating_it() {
         ),
     ])
     .expect("a percent-encoded password is fine");
+}
+
+#[test]
+fn a_memory_cache_needs_room_for_at_least_one_byte() {
+    let error = refusal(&[
+        ("CHAT__CACHE__KIND", "memory"),
+        ("CHAT__CACHE__MAX_BYTES", "0"),
+    ]);
+    assert!(error.contains("cache.max_bytes"), "{error}");
 }
