@@ -319,10 +319,8 @@ fn cross_site_write(request: &ServiceRequest, settings: &ApiSettings) -> Option<
         .headers()
         .get(header::ORIGIN)
         .and_then(|origin| origin.to_str().ok());
-    let allowed = settings
-        .cors_allowed_origins
-        .iter()
-        .any(|allowed| allowed == "*" || origin.is_some_and(|origin| origin == allowed));
+    // No configured origin is empty: without an Origin only `*` allows the write.
+    let allowed = is_allowed_origin(&settings.cors_allowed_origins, origin.unwrap_or(""));
     (!allowed).then(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -395,8 +393,15 @@ pub(crate) fn cors(settings: &ApiSettings) -> Cors {
         is_same_origin(origin, request)
             || origin
                 .to_str()
-                .is_ok_and(|origin| allowed.iter().any(|allowed| allowed == origin))
+                .is_ok_and(|origin| is_allowed_origin(&allowed, origin))
     })
+}
+
+/// Whether `cors.allowed_origins` (`allowed`) names `origin` or allows any with `*`.
+fn is_allowed_origin(allowed: &[String], origin: &str) -> bool {
+    allowed
+        .iter()
+        .any(|allowed| allowed == "*" || allowed == origin)
 }
 
 #[cfg(test)]

@@ -54,6 +54,17 @@ fn context(history: &[(Role, &str)], text: &str) -> ReplyContext {
     }
 }
 
+/// Every item of the stream a fresh assistant on `fake` answers "Hi" with.
+async fn streamed_from(fake: &FakeProvider) -> Vec<Result<String, AssistantError>> {
+    collect(
+        assistant(settings(&fake.base_url))
+            .reply_stream(&context(&[], "Hi"))
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 /// Every item of a stream, errors included.
 async fn collect(stream: domain::DeltaStream) -> Vec<Result<String, AssistantError>> {
     tokio::time::timeout(Duration::from_secs(10), stream.collect())
@@ -637,13 +648,7 @@ async fn an_error_event_before_the_first_piece_is_retried() {
         _ => Reply::pieces(&["fine"]),
     })
     .await;
-    let items = collect(
-        assistant(settings(&fake.base_url))
-            .reply_stream(&context(&[], "Hi"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let items = streamed_from(&fake).await;
     assert_eq!(items.len(), 1, "{items:?}");
     assert_eq!(items[0].as_ref().unwrap(), "fine");
     assert_eq!(fake.requests().len(), 2);
@@ -658,13 +663,7 @@ async fn an_error_event_inside_the_stream_is_a_provider_error() {
         ])
     })
     .await;
-    let items = collect(
-        assistant(settings(&fake.base_url))
-            .reply_stream(&context(&[], "Hi"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let items = streamed_from(&fake).await;
     let Some(Err(AssistantError::Provider(message))) = items.last() else {
         panic!("{items:?}");
     };
@@ -715,13 +714,7 @@ async fn a_stream_ending_after_its_finish_reason_without_done_is_whole() {
         ])
     })
     .await;
-    let items = collect(
-        assistant(settings(&fake.base_url))
-            .reply_stream(&context(&[], "Hi"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let items = streamed_from(&fake).await;
     let pieces: Vec<&str> = items
         .iter()
         .map(|item| item.as_deref().expect("no error"))

@@ -204,6 +204,13 @@ fn bad_limit_settings_name_the_key() {
     }
 }
 
+/// At most `max_streams` streams per client, and replies that take 100 ms a word.
+fn slowly_streaming(max_streams: usize) -> crate::helpers::TestAppBuilder {
+    TestApp::builder()
+        .with("CHAT__LIMITS__MAX_STREAMS_PER_CLIENT", max_streams)
+        .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 100)
+}
+
 /// Streams a reply of `words` words (the deterministic dummy echoes the text).
 async fn open_stream_of(
     app: &TestApp,
@@ -234,9 +241,7 @@ async fn open_stream(
 
 #[tokio::test]
 async fn open_streams_per_client_are_limited_and_freed_when_a_stream_ends() {
-    let app = TestApp::builder()
-        .with("CHAT__LIMITS__MAX_STREAMS_PER_CLIENT", 2)
-        .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 100)
+    let app = slowly_streaming(2)
         .with("CHAT__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1")
         .spawn()
         .await;
@@ -310,11 +315,7 @@ async fn open_streams_per_client_are_limited_and_freed_when_a_stream_ends() {
 /// start any number of replies by hanging up at once.
 #[tokio::test]
 async fn a_client_that_hangs_up_gets_its_slot_back_when_its_reply_ends() {
-    let app = TestApp::builder()
-        .with("CHAT__LIMITS__MAX_STREAMS_PER_CLIENT", 1)
-        .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 100)
-        .spawn()
-        .await;
+    let app = slowly_streaming(1).spawn().await;
     let conversation = app.create_conversation(None).await;
     let id = conversation["id"].as_str().unwrap();
 
@@ -347,11 +348,7 @@ async fn a_client_that_hangs_up_gets_its_slot_back_when_its_reply_ends() {
 
 #[tokio::test]
 async fn a_head_of_a_reply_being_followed_holds_no_stream_slot() {
-    let app = TestApp::builder()
-        .with("CHAT__LIMITS__MAX_STREAMS_PER_CLIENT", 2)
-        .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 100)
-        .spawn()
-        .await;
+    let app = slowly_streaming(2).spawn().await;
     let conversation = app.create_conversation(None).await;
     let id = conversation["id"].as_str().unwrap();
     let reply = open_stream(&app, id, None).await;
