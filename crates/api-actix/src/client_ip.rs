@@ -1,5 +1,6 @@
 //! Who the client is, for per-client limits: the peer address, or behind configured trusted
-//! proxies the right-most address in `X-Forwarded-For` that is not one of them.
+//! proxies the right-most address in `X-Forwarded-For` that is not one of them; an IPv6 client
+//! is its /64.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -81,11 +82,28 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(canonical)
 }
 
+/// Leading bits of an IPv6 address that name one client: a host is handed a whole /64 (SLAAC,
+/// privacy addresses) and may use any address in it.
+const IPV6_CLIENT_PREFIX: u32 = 64;
+
+/// What `request`'s client is counted as by the per-client limits: its IPv4 address, or the /64
+/// its IPv6 address is in, so a client cannot take another share by moving to another address
+/// of its own.
+pub(crate) fn client_key(request: &ServiceRequest, trusted: &[IpNetwork]) -> Option<IpAddr> {
+    client_ip(request, trusted).map(|address| match address {
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX << (128 - IPV6_CLIENT_PREFIX);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+        v4 => v4,
+    })
+}
+
 /// The client address of `request`. `X-Forwarded-For` is read only when the peer is a trusted
 /// proxy; then the hops are walked from the right, skipping trusted proxies, and the first other
 /// address is the client. A malformed hop ends the walk at the last trusted address, so a client
 /// cannot pick its own identity by sending garbage.
-pub(crate) fn client_ip(request: &ServiceRequest, trusted: &[IpNetwork]) -> Option<IpAddr> {
+fn client_ip(request: &ServiceRequest, trusted: &[IpNetwork]) -> Option<IpAddr> {
     let peer = canonical(request.peer_addr()?.ip());
     let is_trusted = |address: IpAddr| trusted.iter().any(|network| network.contains(address));
     if !is_trusted(peer) {
@@ -125,6 +143,29 @@ mod tests {
             request = request.insert_header(("x-forwarded-for", forwarded));
         }
         client_ip(&request.to_srv_request(), &networks(trusted)).unwrap()
+    }
+
+    fn key(peer: &str) -> IpAddr {
+        let request = TestRequest::default().peer_addr(peer.parse().unwrap());
+        client_key(&request.to_srv_request(), &[]).unwrap()
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_an_ipv4_client_its_address() {
+        let home = key("[2001:db8:1:2::1]:5000");
+        assert_eq!(home, "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(key("[2001:db8:1:2:ffff:ffff:ffff:ffff]:5000"), home);
+        assert_ne!(key("[2001:db8:1:3::1]:5000"), home);
+        assert_eq!(
+            key("192.0.2.1:5000"),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        assert_ne!(key("192.0.2.2:5000"), key("192.0.2.1:5000"));
+        assert_eq!(
+            key("[::ffff:192.0.2.1]:5000"),
+            "192.0.2.1".parse::<IpAddr>().unwrap(),
+            "a mapped IPv4 client keeps its own address"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, Error};
 
-use crate::client_ip::client_ip;
+use crate::client_ip::client_key;
 use crate::errors::{response_for_route, ApiError};
 use crate::state::{ApiSettings, AppState};
 use crate::stream_limit::StreamSlots;
@@ -186,7 +186,7 @@ pub(crate) async fn limit_rate(
         {
             return None;
         }
-        let client = client_ip(&request, &state.settings.trusted_proxies)?;
+        let client = client_key(&request, &state.settings.trusted_proxies)?;
         limiter.check(client, Instant::now()).err()
     });
     if let Some(wait) = rejected {

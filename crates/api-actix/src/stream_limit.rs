@@ -18,7 +18,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage, HttpRequest};
 use bytes::Bytes;
 
-use crate::client_ip::client_ip;
+use crate::client_ip::client_key;
 use crate::rate_limit::too_many;
 use crate::state::AppState;
 
@@ -155,7 +155,7 @@ async fn limit(
         .app_data::<web::Data<AppState>>()
         .filter(|state| streams && state.limits.streams.max_per_client > 0)
         .and_then(|state| {
-            let client = client_ip(&request, &state.settings.trusted_proxies)?;
+            let client = client_key(&request, &state.settings.trusted_proxies)?;
             Some((Arc::clone(&state.limits.streams), client))
         });
     let Some((slots, client)) = wanted else {

@@ -169,6 +169,23 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
     assert_eq!(get_from(&app, path, None).await.status(), 429);
 }
 
+#[tokio::test]
+async fn an_ipv6_client_is_limited_as_its_64_not_per_address() {
+    let app = limited(1)
+        .with("CHAT__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.0/8")
+        .spawn()
+        .await;
+    let path = "/api/v1/conversations";
+    let from = |client: &'static str| get_from(&app, path, Some(client));
+    assert_eq!(from("2001:db8:1:2::1").await.status(), 200);
+    assert_eq!(
+        from("2001:db8:1:2:abcd::99").await.status(),
+        429,
+        "another address of the same /64 is the same client"
+    );
+    assert_eq!(from("2001:db8:1:3::1").await.status(), 200);
+}
+
 #[test]
 fn bad_limit_settings_name_the_key() {
     let directory = tempfile::tempdir().unwrap();
