@@ -20,7 +20,7 @@ use tracing::{field, Instrument, Span};
 
 use crate::metrics::{CallRecorder, Outcome};
 use crate::retry::{delay_before_retry, parse_retry_after};
-use crate::settings::{OpenAiConfigError, OpenAiSettings};
+use crate::settings::{without_credentials, OpenAiConfigError, OpenAiSettings};
 use crate::sse::SseParser;
 use crate::wire::{error_message_from_body, ChatRequest, Chunk, Completion};
 
@@ -61,7 +61,7 @@ impl fmt::Debug for OpenAiAssistant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &self.inner;
         f.debug_struct("OpenAiAssistant")
-            .field("endpoint", &inner.endpoint.as_str())
+            .field("endpoint", &without_credentials(&inner.endpoint))
             .field("model", &inner.settings.model)
             .field("api_key", &inner.api_key.as_ref().map(|_| "[REDACTED]"))
             .field("max_concurrency", &inner.settings.max_concurrency)

@@ -1,16 +1,19 @@
 //! The adapter's configuration: plain Rust, so the server can map its own settings onto it.
 
+use std::fmt;
 use std::time::Duration;
 
+use reqwest::Url;
 use secrecy::SecretString;
 
 /// How to reach an OpenAI-compatible chat-completions endpoint and how hard to try.
 ///
-/// `Debug` is derived: `SecretString` prints as `[REDACTED]`, so the key never reaches a log.
-#[derive(Debug, Clone)]
+/// `Debug` shows neither the key nor credentials in the base URL, so neither reaches a log.
+#[derive(Clone)]
 pub struct OpenAiSettings {
     /// The API root, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`;
-    /// requests go to `{base_url}/chat/completions`.
+    /// requests go to `{base_url}/chat/completions`. A gateway's credentials may be in it
+    /// (`https://user:token@host/v1`).
     pub base_url: String,
     /// The model name sent with every request.
     pub model: String,
@@ -34,6 +37,36 @@ pub struct OpenAiSettings {
     pub initial_backoff: Duration,
     /// The largest bound the doubling reaches.
     pub max_backoff: Duration,
+}
+
+impl fmt::Debug for OpenAiSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let base_url = Url::parse(&self.base_url).map_or_else(
+            |_| "[not a URL]".to_owned(),
+            |url| without_credentials(&url),
+        );
+        f.debug_struct("OpenAiSettings")
+            .field("base_url", &base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key)
+            .field("system_prompt", &self.system_prompt)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("context_messages", &self.context_messages)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("max_queue", &self.max_queue)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .finish()
+    }
+}
+
+/// `url` as it may be shown: without the user name and password it may carry.
+pub(crate) fn without_credentials(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.into()
 }
 
 impl OpenAiSettings {

@@ -110,10 +110,11 @@ pub struct DummySettings {
     pub word_delay_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssistantSettings {
     pub kind: AssistantKind,
+    /// May hold credentials (`https://user:token@...`), so `Debug` shows it without them.
     pub base_url: String,
     pub model: String,
     #[serde(default)]
@@ -130,6 +131,24 @@ pub struct AssistantSettings {
     #[serde(deserialize_with = "integer")]
     pub max_queue: usize,
     pub dummy: DummySettings,
+}
+
+impl std::fmt::Debug for AssistantSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssistantSettings")
+            .field("kind", &self.kind)
+            .field("base_url", &url_without_credentials(&self.base_url))
+            .field("model", &self.model)
+            .field("api_key", &self.api_key)
+            .field("system_prompt", &self.system_prompt)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("max_retries", &self.max_retries)
+            .field("context_messages", &self.context_messages)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("max_queue", &self.max_queue)
+            .field("dummy", &self.dummy)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -212,10 +231,11 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     /// The OTLP/HTTP collector's base URL, or the full `.../v1/traces` URL; empty for no export.
+    /// May hold credentials, so `Debug` shows it without them.
     pub otlp_endpoint: String,
     pub service_name: String,
     /// Share of new traces exported, from 0 to 1.
@@ -227,6 +247,22 @@ pub struct TelemetrySettings {
     pub batch_size: usize,
     #[serde(deserialize_with = "integer")]
     pub queue_capacity: usize,
+}
+
+impl std::fmt::Debug for TelemetrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetrySettings")
+            .field(
+                "otlp_endpoint",
+                &url_without_credentials(&self.otlp_endpoint),
+            )
+            .field("service_name", &self.service_name)
+            .field("sample_ratio", &self.sample_ratio)
+            .field("export_timeout_secs", &self.export_timeout_secs)
+            .field("batch_size", &self.batch_size)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -320,6 +356,22 @@ fn check_log_level(level: &str) -> Result<(), SettingsError> {
         }
     }
     Ok(())
+}
+
+/// `url` as it may be shown in a log or a `Debug` print: without the user name and password it
+/// may carry. Text that is not a URL is not shown at all, as it may be a mistyped one.
+pub(crate) fn url_without_credentials(url: &str) -> String {
+    if url.is_empty() {
+        return String::new();
+    }
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => "[not a URL]".to_owned(),
+    }
 }
 
 /// Parses a URL setting. The message never repeats the value, which may hold a password.

@@ -818,6 +818,17 @@ fn invalid_settings_are_refused_with_the_key_named() {
     assert!(!error.to_string().contains("sk-bad"));
 }
 
+#[test]
+fn credentials_in_the_base_url_stay_out_of_debug_output() {
+    let settings = settings("https://gateway:url-secret@llm.example/v1");
+    let assistant = assistant(settings.clone());
+    for shown in [format!("{settings:?}"), format!("{assistant:?}")] {
+        assert!(!shown.contains("url-secret"), "{shown}");
+        assert!(!shown.contains("gateway"), "{shown}");
+        assert!(shown.contains("https://llm.example/v1"), "{shown}");
+    }
+}
+
 #[tokio::test]
 async fn the_key_stays_out_of_debug_output_errors_and_logs() {
     let logs = capture::LogBuffer::default();

@@ -214,6 +214,36 @@ fn an_api_key_a_header_cannot_carry_is_refused_without_repeating_it() {
 }
 
 #[test]
+fn no_secret_of_the_settings_is_in_their_debug_print() {
+    let settings = load(&[
+        ("CHAT__ASSISTANT__KIND", "openai"),
+        (
+            "CHAT__ASSISTANT__BASE_URL",
+            "https://gateway:base-secret@llm.example/v1",
+        ),
+        ("CHAT__ASSISTANT__API_KEY", "sk-key-secret"),
+        (
+            "CHAT__TELEMETRY__OTLP_ENDPOINT",
+            "http://collector:otlp-secret@127.0.0.1:4318",
+        ),
+        ("CHAT__STORAGE__BACKEND", "postgres"),
+        (
+            "CHAT__STORAGE__URL",
+            "postgres://chat:store-secret@127.0.0.1:5432/chat",
+        ),
+        ("CHAT__CACHE__KIND", "redis"),
+        ("CHAT__CACHE__URL", "redis://:cache-secret@127.0.0.1:6379/0"),
+    ])
+    .unwrap();
+    let shown = format!("{settings:?}");
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(
+        shown.contains("https://llm.example/v1") && shown.contains("http://127.0.0.1:4318/"),
+        "the URLs are still shown, without their credentials: {shown}"
+    );
+}
+
+#[test]
 fn a_blank_api_key_is_no_key() {
     for blank in ["", "  "] {
         let settings = load(&[

@@ -14,6 +14,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::layer::ignore_spans_of_this_thread;
 use super::wire::{self, KeyValue, Span};
+use crate::settings::url_without_credentials;
 
 /// Longest a finished span waits for a batch to fill.
 const BATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -56,18 +57,6 @@ impl From<reqwest::Error> for ExportError {
     /// Without the URL, which may carry the collector's credentials (`http://user:token@...`).
     fn from(error: reqwest::Error) -> Self {
         Self::Send(error.without_url())
-    }
-}
-
-/// `url` as it may be logged: without the credentials it may carry.
-fn shown_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
-        Err(_) => "the configured endpoint".to_owned(),
     }
 }
 
@@ -137,7 +126,7 @@ impl Exporter {
         dropped: Arc<AtomicU64>,
     ) -> Self {
         Self {
-            shown_url: shown_url(&url),
+            shown_url: url_without_credentials(&url),
             url,
             client,
             resource,
@@ -292,7 +281,7 @@ mod tests {
     #[tokio::test]
     async fn the_collector_credentials_are_never_in_what_is_logged() {
         let url = "http://chat:s3cret-token@127.0.0.1:9/v1/traces";
-        assert_eq!(shown_url(url), "http://127.0.0.1:9/v1/traces");
+        assert_eq!(url_without_credentials(url), "http://127.0.0.1:9/v1/traces");
         let refused = reqwest::Client::new().post(url).send().await.unwrap_err();
         let logged = ExportError::from(refused).to_string();
         assert!(!logged.contains("s3cret"), "{logged}");
