@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use domain::{
@@ -41,9 +41,26 @@ pub struct RedisGenerationLog {
     commands: ConnectionManager,
     prefix: String,
     ttl: Duration,
-    /// Conversation and last sequence of the generations this process is writing; a generation
-    /// has one writer.
-    sequences: Arc<Mutex<HashMap<GenerationId, (ConversationId, u64)>>>,
+    /// The generations this process is writing; a generation has one writer.
+    writing: Arc<Mutex<HashMap<GenerationId, Writing>>>,
+}
+
+/// A generation this process is writing.
+#[derive(Debug, Clone, Copy)]
+struct Writing {
+    conversation: ConversationId,
+    /// The sequence of its last event in the stream (0 before the first).
+    last: u64,
+    /// When it began or last logged an event; its stream expires `UNFINISHED_LIFETIME_SECS` later.
+    touched: Instant,
+}
+
+/// Forgets the generations that logged nothing for as long as an unfinished stream lives: their
+/// writer could not log their end (Redis failed it) and their stream is gone, so nothing more can
+/// be appended and they would otherwise stay here for the life of the process.
+fn forget_expired(writing: &mut HashMap<GenerationId, Writing>, now: Instant) {
+    let lifetime = Duration::from_secs(UNFINISHED_LIFETIME_SECS);
+    writing.retain(|_, generation| now.saturating_duration_since(generation.touched) < lifetime);
 }
 
 impl std::fmt::Debug for RedisGenerationLog {
@@ -117,7 +134,7 @@ impl RedisGenerationLog {
             commands,
             prefix: prefix.into(),
             ttl,
-            sequences: Arc::default(),
+            writing: Arc::default(),
         })
     }
 
@@ -158,17 +175,18 @@ impl RedisGenerationLog {
     /// once that event is in the stream ([`Self::appended`]): a failed append is tried again with
     /// the same sequence, so the stream never has a hole.
     fn upcoming(&self, id: GenerationId) -> Result<(ConversationId, u64), GenerationLogError> {
-        let sequences = self.sequences.lock().unwrap_or_else(|p| p.into_inner());
-        let (conversation, previous) = *sequences.get(&id).ok_or(GenerationLogError::NotFound)?;
-        Ok((conversation, previous + 1))
+        let writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = writing.get(&id).ok_or(GenerationLogError::NotFound)?;
+        Ok((generation.conversation, generation.last + 1))
     }
 
     fn appended(&self, id: GenerationId, sequence: u64, last: bool) {
-        let mut sequences = self.sequences.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         if last {
-            sequences.remove(&id);
-        } else if let Some((_, previous)) = sequences.get_mut(&id) {
-            *previous = sequence;
+            writing.remove(&id);
+        } else if let Some(generation) = writing.get_mut(&id) {
+            generation.last = sequence;
+            generation.touched = Instant::now();
         }
     }
 }
@@ -190,10 +208,17 @@ impl GenerationLog for RedisGenerationLog {
             .query_async(&mut commands)
             .await
             .map_err(unavailable)?;
-        self.sequences
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(generation_id, (conversation_id, 0));
+        let now = Instant::now();
+        let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        forget_expired(&mut writing, now);
+        writing.insert(
+            generation_id,
+            Writing {
+                conversation: conversation_id,
+                last: 0,
+                touched: now,
+            },
+        );
         Ok(())
     }
 
@@ -305,7 +330,7 @@ impl GenerationLog for RedisGenerationLog {
         let exists: bool = commands.exists(&key).await.map_err(unavailable)?;
         if !exists
             && !self
-                .sequences
+                .writing
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&generation_id)
@@ -388,5 +413,34 @@ impl GenerationLog for RedisGenerationLog {
         )
         .flatten();
         Ok(events.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generation_silent_for_its_stream_lifetime_is_forgotten_and_no_other() {
+        let start = Instant::now();
+        let generation = |touched| Writing {
+            conversation: ConversationId::generate(),
+            last: 3,
+            touched,
+        };
+        let lost = GenerationId::generate();
+        let running = GenerationId::generate();
+        let mut writing = HashMap::from([
+            (lost, generation(start)),
+            (running, generation(start + Duration::from_secs(60))),
+        ]);
+        let lifetime = Duration::from_secs(UNFINISHED_LIFETIME_SECS);
+
+        forget_expired(&mut writing, start + lifetime - Duration::from_secs(1));
+        assert_eq!(writing.len(), 2, "both may still log");
+
+        forget_expired(&mut writing, start + lifetime);
+        assert!(!writing.contains_key(&lost), "its stream has expired");
+        assert!(writing.contains_key(&running), "it logged a minute later");
     }
 }
