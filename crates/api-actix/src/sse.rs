@@ -17,7 +17,7 @@ use domain::{
     GenerationLogError, PendingReply, ReplyEvent,
 };
 use futures::channel::mpsc;
-use futures::{future, stream, StreamExt};
+use futures::{future, sink, stream, Sink, SinkExt, StreamExt};
 use serde::Serialize;
 
 use crate::dto::{DeltaEvent, ExchangeDto, StreamErrorEvent, StreamStartEvent};
@@ -25,8 +25,13 @@ use crate::errors::ApiError;
 use crate::state::AppState;
 use crate::stream_limit::HeldStreamSlot;
 
-/// Deltas buffered for a slow log before generation waits for it.
+/// Deltas buffered for a slow log (or, without a log, a slow client) before generation waits
+/// for it.
 const DELTA_BUFFER: usize = 64;
+/// Without a log, how long a reply waits for a client that reads none of its buffered deltas
+/// before it goes on without sending it more. The client still gets what was buffered and then
+/// the whole reply in `done`; the reply is stored without waiting for the client to read.
+const CLIENT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The client asked for Server-Sent Events (`Accept: text/event-stream`, among others or alone).
 pub(crate) fn accepts_event_stream(headers: &header::HeaderMap) -> bool {
@@ -166,7 +171,7 @@ async fn run_logged(
             }
         }
     };
-    let (outcome, ()) = future::join(pending.complete(deltas, cut_short), relay).await;
+    let (outcome, ()) = future::join(pending.complete(impatient(deltas), cut_short), relay).await;
     drop(slot);
     let (name, data) = final_event(outcome);
     if let Err(error) = append_retrying(log.as_ref(), generation_id, name, &data, true).await {
@@ -217,6 +222,18 @@ pub(crate) async fn stream_reply(
     }
 }
 
+/// `deltas`, refusing an event (so that the reply sends no more) once one has waited
+/// [`CLIENT_PATIENCE`] for room: a client that is connected but reads nothing would otherwise
+/// hold its reply, and the provider's answer, for as long as it stays.
+fn impatient(deltas: mpsc::Sender<ReplyEvent>) -> impl Sink<ReplyEvent> + Unpin {
+    Box::pin(sink::unfold(deltas, |mut deltas, event| async move {
+        match tokio::time::timeout(CLIENT_PATIENCE, deltas.send(event)).await {
+            Ok(Ok(())) => Ok(deltas),
+            Ok(Err(_)) | Err(_) => Err(()),
+        }
+    }))
+}
+
 fn stream_unlogged(
     state: &AppState,
     start: &str,
@@ -227,7 +244,7 @@ fn stream_unlogged(
     let (outcome_sender, outcome) = futures::channel::oneshot::channel();
     let cut_short = state.generations.cut_signal();
     state.generations.spawn(async move {
-        let result = pending.complete(deltas, cut_short).await;
+        let result = pending.complete(impatient(deltas), cut_short).await;
         // Back before the client can see the end, so its next reply may start at once.
         drop(slot);
         let _ = outcome_sender.send(final_event(result));

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use adapters_generation_log::MemoryGenerationLog;
 use std::time::Duration;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use anyhow::anyhow;
@@ -123,6 +125,28 @@ async fn call_with_log(
     generation_log: Arc<dyn GenerationLog>,
     request: TestRequest,
 ) -> Reply {
+    let app =
+        test::init_service(api_actix::app(state(repository, assistant, generation_log))).await;
+    let response = test::call_service(&app, request.to_request()).await;
+    read(response).await
+}
+
+async fn read(response: ServiceResponse<impl MessageBody>) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = test::read_body(response).await;
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).expect("UTF-8 body"),
+    }
+}
+
+fn state(
+    repository: MockChatRepository,
+    assistant: MockAssistant,
+    generation_log: Arc<dyn GenerationLog>,
+) -> AppState {
     let settings = ApiSettings {
         max_body_bytes: 4096,
         body_timeout: Duration::from_secs(10),
@@ -134,7 +158,7 @@ async fn call_with_log(
         max_streams_per_client: 0,
         max_header_bytes: 16 * 1024,
     };
-    let state = AppState {
+    AppState {
         service: Arc::new(ChatService::new(
             Arc::new(repository),
             Arc::new(assistant),
@@ -147,16 +171,6 @@ async fn call_with_log(
         metrics: None,
         limits: ClientLimits::from(&settings),
         settings: Arc::new(settings),
-    };
-    let app = test::init_service(api_actix::app(state)).await;
-    let response = test::call_service(&app, request.to_request()).await;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = test::read_body(response).await;
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8(body.to_vec()).expect("UTF-8 body"),
     }
 }
 
@@ -898,6 +912,53 @@ async fn a_reply_the_log_cannot_follow_streams_without_it_and_never_shows_as_in_
         None,
         "no other client is offered a reply the log will never see finish"
     );
+}
+
+#[actix_web::test]
+async fn without_a_log_a_client_that_reads_nothing_does_not_hold_its_reply() {
+    // Virtual time: the wait for the client passes as soon as nothing else can run.
+    tokio::time::pause();
+    let pieces: Vec<String> = (0..200).map(|index| format!("word{index} ")).collect();
+    let whole = pieces.concat();
+    let (stored_sender, stored_signal) = futures::channel::oneshot::channel();
+    let mut stored_sender = Some(stored_sender);
+    let mut repository = MockChatRepository::new();
+    let expected = whole.clone();
+    repository
+        .expect_append_exchange()
+        .withf(move |exchange| exchange.assistant.content == expected)
+        .times(1)
+        .returning(move |exchange| {
+            if let Some(sender) = stored_sender.take() {
+                let _ = sender.send(());
+            }
+            Ok(stored(exchange))
+        });
+    let state = state(
+        existing(repository),
+        assistant_streaming(pieces.into_iter().map(Ok).collect()),
+        FailingLog::new(Failing::Follow),
+    );
+    let app = test::init_service(api_actix::app(state)).await;
+    let unread =
+        test::call_service(&app, v1_stream(ConversationId::DEFAULT, "hi").to_request()).await;
+
+    tokio::time::timeout(Duration::from_secs(600), stored_signal)
+        .await
+        .expect("the reply is stored while its client reads nothing")
+        .unwrap();
+
+    let reply = read(unread).await;
+    assert!(!reply.body.contains("id: "), "streamed without the log");
+    let events = reply.events();
+    let (last, deltas) = events.split_last().unwrap();
+    assert!(
+        deltas.len() < 200 && deltas.iter().all(|(name, _)| name == "delta"),
+        "the buffered deltas, not the ones after the client stopped reading: {}",
+        deltas.len()
+    );
+    assert_eq!(last.0, "done");
+    assert_eq!(last.1["assistant_message"]["content"], whole.as_str());
 }
 
 #[actix_web::test]
