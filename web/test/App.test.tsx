@@ -91,8 +91,9 @@ describe('App', () => {
     expect(titles).toEqual(['Recent chat', 'Older chat']);
     expect(within(nav).getByRole('button', { name: 'Recent chat' }).getAttribute('aria-current')).toBe('page');
     const log = screen.getByRole('log');
-    expect(log.getAttribute('aria-live')).toBe('polite');
+    expect(log.getAttribute('aria-live')).toBe('off');
     expect(within(log).getByText('Earlier question')).toBeTruthy();
+    expect(screen.getByTestId('reply-announcer').textContent).toBe('');
     expect(within(nav).getByRole('button', { name: /New chat/ })).toBeTruthy();
   });
 
@@ -141,6 +142,9 @@ describe('App', () => {
     await waitFor(() => expect(screen.queryByRole('button', { name: 'Stop' })).toBeNull());
     expect(screen.getByRole('button', { name: 'Send' })).toBeTruthy();
     expect(within(log).getAllByText('Hi there, friend.')).toHaveLength(1);
+    const announcer = screen.getByTestId('reply-announcer');
+    expect(announcer.getAttribute('role')).toBe('status');
+    expect(announcer.textContent).toBe('Assistant: Hi there, friend.');
     expect(fetchMock.calls.find((c) => c.method === 'POST')?.body).toEqual({ content: 'Hello **there**' });
   });
 
@@ -345,6 +349,9 @@ describe('older messages', () => {
       await screen.findByText('Oldest answer');
       const texts = [...log.querySelectorAll('article')].map((a) => a.querySelector('.message-body')?.textContent);
       expect(texts).toEqual(['Oldest question', 'Oldest answer', 'Newer question', 'Newer answer']);
+      // Pages loaded are shown, not read out: no live region holds them.
+      expect(log.getAttribute('aria-live')).toBe('off');
+      expect(screen.getByTestId('reply-announcer').textContent).toBe('');
       // Two messages (200px) went in above: the view moved down by exactly that much.
       expect(log.scrollTop).toBe(200);
       expect(screen.queryByRole('button', { name: 'Load older messages' })).toBeNull();
@@ -686,7 +693,7 @@ describe('following a reply in progress', () => {
         second.send(`event: done\ndata: ${JSON.stringify(stored)}\n\n`);
         second.close();
       });
-      expect(await screen.findByText('Quick answer.')).toBeTruthy();
+      expect(await within(screen.getByRole('log')).findByText('Quick answer.')).toBeTruthy();
       await act(async () => {
         await vi.advanceTimersByTimeAsync(10_000);
       });

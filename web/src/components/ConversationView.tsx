@@ -2,6 +2,7 @@ import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react
 import { ApiError, api, errorMessage, isAbort, isUnreachable } from '../api/client';
 import type { Conversation, Exchange, Message } from '../api/types';
 import { Composer } from './Composer';
+import { Markdown } from './Markdown';
 import { MessageItem } from './MessageItem';
 
 const PAGE_SIZE = 50;
@@ -52,6 +53,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   const [draft, setDraft] = useState('');
   const [pending, setPending] = useState<Pending | null>(null);
   const [sendError, setSendError] = useState<string | null>(null);
+  // The reply a screen reader is told about: only replies that arrive here, never pages loaded.
+  const [announced, setAnnounced] = useState<Message | null>(null);
   /** The server no longer has this conversation: the next send starts a new one. */
   const [gone, setGone] = useState(false);
 
@@ -118,6 +121,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setMessages([]);
     setNextCursor(null);
     setPending(null);
+    setAnnounced(null);
     setSendError(null);
     setGone(false);
     setOlderError(null);
@@ -316,12 +320,14 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     );
   };
 
-  /** Appends a stored exchange, unless (part of) it is already shown. */
-  const addExchange = (exchange: Exchange) =>
+  /** Appends a stored exchange, unless (part of) it is already shown, and announces its reply. */
+  const addExchange = (exchange: Exchange) => {
     setMessages((m) => {
       const have = new Set(m.map((x) => x.id));
       return [...m, ...[exchange.user_message, exchange.assistant_message].filter((x) => !have.has(x.id))];
     });
+    setAnnounced(exchange.assistant_message);
+  };
 
   /**
    * Follows a reply in progress in the conversation just opened (`GET .../stream`), e.g. after a
@@ -534,10 +540,12 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
 
   return (
     <div className="conversation">
+      {/* Not a live region itself: a live log would read out every page of older messages put in
+          above, and the whole newest page on opening a chat. Replies are announced below. */}
       <div
         className="log"
         role="log"
-        aria-live="polite"
+        aria-live="off"
         aria-label="Messages"
         aria-busy={load.kind === 'loading' || streaming}
         ref={logRef}
@@ -593,6 +601,13 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             <MessageItem role="user" content={pending.user} state="sending" />
             <MessageItem role="assistant" content={pending.reply} state={pending.state} />
           </>
+        )}
+      </div>
+      <div className="visually-hidden" role="status" data-testid="reply-announcer">
+        {announced && (
+          <div key={announced.id}>
+            Assistant: <Markdown text={announced.content} />
+          </div>
         )}
       </div>
       {sendError && (
