@@ -247,6 +247,28 @@ section_compose() {
     banner "compose files (compose-spec schema)"
     check "compose.yaml" check-jsonschema --builtin-schema vendor.compose-spec "$ROOT/deploy/compose.yaml"
     check "compose.postgres.yaml" check-jsonschema --builtin-schema vendor.compose-spec "$ROOT/deploy/compose.postgres.yaml"
+    check "compose: chat services drop every capability; chat-server's root is read-only" compose_hardened
+}
+
+compose_hardened() {
+    "$VENV/bin/python" - "$ROOT/deploy/compose.yaml" "$ROOT/deploy/compose.postgres.yaml" <<'PY'
+import sys, yaml
+problems = []
+for path in sys.argv[1:]:
+    for name, service in yaml.safe_load(open(path))["services"].items():
+        image = service.get("image", "")
+        if not image.startswith("chat-"):
+            continue  # postgres, or an override of a service the base file defines
+        if service.get("cap_drop") != ["ALL"]:
+            problems.append(f"{path}: {name} keeps capabilities")
+        if "no-new-privileges:true" not in service.get("security_opt", []):
+            problems.append(f"{path}: {name} may gain privileges")
+        if image.startswith("chat-server") and not (
+            service.get("read_only") is True and "/tmp" in service.get("tmpfs", [])
+        ):
+            problems.append(f"{path}: {name} has a writable root or no /tmp")
+sys.exit("\n".join(problems) or None)
+PY
 }
 
 section_kustomize() {
