@@ -8,7 +8,7 @@ use std::str::FromStr;
 use actix_web::dev::ServiceRequest;
 use actix_web::http::header::HeaderName;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// An address or a CIDR block (`10.0.0.0/8`, `fd00::/8`, `192.168.1.7`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

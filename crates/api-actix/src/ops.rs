@@ -1,8 +1,10 @@
 //! Endpoints for operators and orchestrators.
 
+use actix_web::http::header::{HeaderMap, HeaderName, FORWARDED};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
+use crate::client_ip::X_FORWARDED_FOR;
 use crate::dto::{ErrorResponse, HealthResponse};
 use crate::errors::ApiError;
 use crate::state::AppState;
@@ -49,12 +51,27 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, A
     tag = "operations",
     responses(
         (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
-        (status = 404, description = "Metrics are not enabled", body = ErrorResponse),
+        (status = 404, description = "Metrics are not enabled, or a proxy forwarded the request (see `security.metrics_through_proxies`)", body = ErrorResponse),
     )
 )]
-pub(crate) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn metrics(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if !state.settings.metrics_through_proxies && forwarded_by_a_proxy(request.headers()) {
+        return Err(ApiError::not_found());
+    }
     let render = state.metrics.as_ref().ok_or_else(ApiError::not_found)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(render()))
+}
+
+/// A proxy (an ingress, a load balancer, the web image's nginx) names the client it forwards for
+/// in one of these; a scraper connecting to the replica sends none.
+fn forwarded_by_a_proxy(headers: &HeaderMap) -> bool {
+    const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    [FORWARDED, X_FORWARDED_FOR, X_REAL_IP]
+        .iter()
+        .any(|name| headers.contains_key(name))
 }

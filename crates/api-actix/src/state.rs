@@ -24,6 +24,8 @@ pub struct ApiSettings {
     pub web_dist_dir: Option<PathBuf>,
     /// Send `Strict-Transport-Security` (only behind HTTPS).
     pub hsts: bool,
+    /// Answer `/metrics` to requests a proxy forwarded; otherwise they get 404.
+    pub metrics_through_proxies: bool,
     /// Requests per client address; `None` for no limit.
     pub rate_limit: Option<RateLimit>,
     /// Proxies whose `X-Forwarded-For` names the client; empty to always use the peer address.

@@ -310,6 +310,7 @@ pub struct WebSettings {
 #[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
     pub hsts: bool,
+    pub metrics_through_proxies: bool,
 }
 
 /// A configuration problem, naming the key at fault.

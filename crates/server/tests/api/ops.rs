@@ -204,6 +204,41 @@ async fn metrics_count_requests_by_route() {
 }
 
 #[tokio::test]
+async fn metrics_are_not_answered_through_a_proxy_unless_configured() {
+    let forwarded = |app: &TestApp, header: &'static str, value: &'static str| {
+        app.client
+            .get(app.url("/metrics"))
+            .header(header, value)
+            .send()
+    };
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.get("/metrics").await.status(),
+        200,
+        "a scraper's own request"
+    );
+    for (header, value) in [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7"),
+        ("x-real-ip", "203.0.113.7"),
+    ] {
+        let response = forwarded(&app, header, value).await.unwrap();
+        assert_eq!(response.status(), 404, "{header}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "not_found", "{header}: {body}");
+    }
+
+    let app = TestApp::builder()
+        .with("CHAT__SECURITY__METRICS_THROUGH_PROXIES", "true")
+        .spawn()
+        .await;
+    let response = forwarded(&app, "x-forwarded-for", "203.0.113.7")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
 async fn invented_methods_share_one_metrics_label() {
     let app = TestApp::spawn().await;
     for invented in ["FOOBAR1", "FOOBAR2", "XYZ"] {
