@@ -171,7 +171,7 @@ async fn run_logged(
             }
         }
     };
-    let (outcome, ()) = future::join(pending.complete(impatient(deltas), cut_short), relay).await;
+    let (outcome, ()) = future::join(pending.complete(deltas, cut_short), relay).await;
     drop(slot);
     let (name, data) = final_event(outcome);
     if let Err(error) = append_retrying(log.as_ref(), generation_id, name, &data, true).await {
