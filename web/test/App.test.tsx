@@ -200,8 +200,9 @@ describe('App', () => {
     fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
     expect(await screen.findByRole('button', { name: 'Send' })).toBeTruthy();
     expect(await screen.findByText(/Stopped/)).toBeTruthy();
-    expect(await screen.findByText('Once upon a time, the end.', {}, { timeout: 4000 })).toBeTruthy();
+    expect(await within(screen.getByRole('log')).findByText('Once upon a time, the end.', {}, { timeout: 4000 })).toBeTruthy();
     expect(screen.queryByText(/Stopped/)).toBeNull();
+    expect(screen.getByTestId('reply-announcer').textContent).toBe('Assistant: Once upon a time, the end.');
   });
 
   it('creates, renames and deletes (after confirmation) conversations', async () => {
@@ -320,7 +321,7 @@ describe('a send interrupted before its first event', () => {
       sse.send('event: error\ndata: {"message":"The reply stream was interrupted.","code":"interrupted"}\n\n');
       sse.close();
     });
-    expect(await screen.findByText('Always.', {}, { timeout: 4000 })).toBeTruthy();
+    expect(await within(screen.getByRole('log')).findByText('Always.', {}, { timeout: 4000 })).toBeTruthy();
     expect((composer() as HTMLTextAreaElement).value).toBe('');
     expect(screen.queryByText(/Sending failed/)).toBeNull();
   });
@@ -632,7 +633,7 @@ describe('following a reply in progress', () => {
     fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
     expect(signal?.aborted).toBe(true);
     expect(await screen.findByText(/Stopped/)).toBeTruthy();
-    expect(await screen.findByText('Partial, then complete.', {}, { timeout: 4000 })).toBeTruthy();
+    expect(await within(screen.getByRole('log')).findByText('Partial, then complete.', {}, { timeout: 4000 })).toBeTruthy();
     expect(screen.queryByText(/Stopped/)).toBeNull();
     expect(within(screen.getByRole('log')).getAllByText('Stop me')).toHaveLength(1);
   });
@@ -665,7 +666,8 @@ describe('following a reply in progress', () => {
         rest.send(ev(3, 'done', done));
         rest.close();
       });
-      expect(await screen.findByText('Slowly, at last.')).toBeTruthy();
+      expect(await within(screen.getByRole('log')).findByText('Slowly, at last.')).toBeTruthy();
+      expect(screen.getByTestId('reply-announcer').textContent).toBe('Assistant: Slowly, at last.');
       expect(screen.queryByText(/Stopped/)).toBeNull();
       expect(screen.queryByRole('alert')).toBeNull();
       expect((composer() as HTMLTextAreaElement).value).toBe('');

@@ -28,6 +28,17 @@ describe('Markdown', () => {
     expect(link.getAttribute('rel')).toBe('noopener noreferrer');
   });
 
+  it('a copy that is only read out takes no focus: links, code blocks and tables stay out of the tab order', () => {
+    const text = 'See [the docs](https://example.com).\n\n```\ncode\n```\n\n| a |\n| - |\n| 1 |';
+    const shown = render(<Markdown text={text} />).container;
+    expect(shown.querySelectorAll('pre[tabindex="0"], table[tabindex="0"]')).toHaveLength(2);
+    const readOut = render(<Markdown text={text} focusable={false} />).container;
+    expect(readOut.querySelector('a')?.getAttribute('tabindex')).toBe('-1');
+    expect(readOut.querySelector('a')?.getAttribute('href')).toBe('https://example.com');
+    expect(readOut.querySelectorAll('[tabindex]:not([tabindex="-1"])')).toHaveLength(0);
+    expect(readOut.textContent).toBe(shown.textContent);
+  });
+
   it('drops javascript: URLs', () => {
     const { container } = render(<Markdown text="[click](javascript:alert(1))" />);
     expect(container.querySelector('a')?.getAttribute('href') ?? '').not.toContain('javascript');

@@ -214,11 +214,13 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   };
 
   /**
-   * Shows the newest page, with the reply to `text` that was stopped in it, drops that reply's
-   * stopped placeholder, and moves the conversation up in the list.
+   * Shows the newest page, with the reply to `text` that was stopped in it, announces that reply,
+   * drops its stopped placeholder, and moves the conversation up in the list.
    */
   const showStored = (id: string, text: string, newest: Message[]) => {
     setMessages((m) => withNewest(m, newest));
+    const reply = replyTo(newest, text);
+    if (reply) setAnnounced(reply);
     setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
     const last = newest[newest.length - 1];
     if (last) onActivity(id, last.created_at);
@@ -606,7 +608,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       <div className="visually-hidden" role="status" data-testid="reply-announcer">
         {announced && (
           <div key={announced.id}>
-            Assistant: <Markdown text={announced.content} />
+            Assistant: <Markdown text={announced.content} focusable={false} />
           </div>
         )}
       </div>
@@ -618,6 +620,14 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       <Composer value={draft} onChange={setDraft} onSend={() => void send()} onStop={stop} streaming={streaming} inputRef={inputRef} />
     </div>
   );
+}
+
+/** The reply to the latest user message of `page` that says `text`, if it is in the page. */
+function replyTo(page: Message[], text: string): Message | undefined {
+  for (let i = page.length - 1; i > 0; i -= 1) {
+    if (page[i].role === 'assistant' && page[i - 1].role === 'user' && page[i - 1].content === text) return page[i];
+  }
+  return undefined;
 }
 
 /** A draft with text that was not sent put back in front of whatever was typed since. */

@@ -47,14 +47,26 @@ function Table(props: ComponentPropsWithoutRef<'table'> & { node?: unknown }) {
 
 const components: Components = { a: Link, pre: Pre, table: Table };
 
+/** For a copy that is read out, never visited: nothing in it takes focus. */
+const unfocusable: Components = {
+  a: (props) => <Link {...props} tabIndex={-1} />,
+  pre: ({ node: _node, ...rest }) => <pre {...rest} />,
+  table: ({ node: _node, ...rest }) => <table {...rest} />,
+};
+
 /**
  * Message text as safe markdown with GitHub's extensions (tables, strikethrough, task lists, bare
  * links), as models write it: no raw HTML, safe URLs only (react-markdown's default).
+ * `focusable={false}` leaves links, code blocks and tables out of the tab order.
  */
-export function Markdown({ text }: { text: string }) {
+export function Markdown({ text, focusable = true }: { text: string; focusable?: boolean }) {
   return (
     <div className="markdown">
-      <ReactMarkdown remarkPlugins={[remarkGfm, remarkHtmlAsText]} rehypePlugins={[rehypeHighlightLite]} components={components}>
+      <ReactMarkdown
+        remarkPlugins={[remarkGfm, remarkHtmlAsText]}
+        rehypePlugins={[rehypeHighlightLite]}
+        components={focusable ? components : unfocusable}
+      >
         {text}
       </ReactMarkdown>
     </div>
