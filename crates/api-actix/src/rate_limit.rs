@@ -1,5 +1,5 @@
-//! Per-client rate limiting of the API: a token bucket per client address, refilled at
-//! `per_second` up to `burst`. A client over its rate gets `429` with `Retry-After`. Only the API
+//! Per-client rate limiting of the API: a token bucket per client (an IPv4 address or an IPv6
+//! /64), refilled at `per_second` up to `burst`. A client over its rate gets `429` with `Retry-After`. Only the API
 //! is limited: probes and scrapes keep working under load, and a limited user reloading the page
 //! still gets the web client (whose API calls then say how long to wait) rather than a JSON error.
 
@@ -21,7 +21,7 @@ use crate::errors::{response_for_route, ApiError};
 use crate::state::{ApiSettings, AppState};
 use crate::stream_limit::StreamSlots;
 
-/// Allowed request rate per client address.
+/// Allowed request rate per client.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
     /// Tokens added per second; above 0.
@@ -44,7 +44,7 @@ struct Bucket {
     updated: Instant,
 }
 
-/// Token buckets by client address, in shards so workers rarely wait for each other.
+/// Token buckets by client, in shards so workers rarely wait for each other.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     limit: RateLimit,

@@ -224,7 +224,8 @@ pub(crate) async fn stream_reply(
 
 /// `deltas`, refusing an event (so that the reply sends no more) once one has waited
 /// [`CLIENT_PATIENCE`] for room: a client that is connected but reads nothing would otherwise
-/// hold its reply, and the provider's answer, for as long as it stays.
+/// hold its reply, and the provider's answer, for as long as it stays. Once a send has failed the
+/// sink takes nothing more, and `PendingReply::complete` offers nothing more after a failed send.
 fn impatient(deltas: mpsc::Sender<ReplyEvent>) -> impl Sink<ReplyEvent> + Unpin {
     Box::pin(sink::unfold(deltas, |mut deltas, event| async move {
         match tokio::time::timeout(CLIENT_PATIENCE, deltas.send(event)).await {

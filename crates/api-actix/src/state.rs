@@ -26,11 +26,12 @@ pub struct ApiSettings {
     pub hsts: bool,
     /// Answer `/metrics` to requests a proxy forwarded; otherwise they get 404.
     pub metrics_through_proxies: bool,
-    /// Requests per client address; `None` for no limit.
+    /// Requests per client (an IPv4 address or an IPv6 /64); `None` for no limit.
     pub rate_limit: Option<RateLimit>,
     /// Proxies whose `X-Forwarded-For` names the client; empty to always use the peer address.
     pub trusted_proxies: Vec<IpNetwork>,
-    /// Event streams a client address may have open at once; 0 for no limit.
+    /// Event streams a client (an IPv4 address or an IPv6 /64) may have open at once; 0 for no
+    /// limit.
     pub max_streams_per_client: usize,
     /// Largest request target plus headers, in bytes; larger gets 431.
     pub max_header_bytes: usize,

@@ -22,7 +22,7 @@ use crate::client_ip::client_key;
 use crate::rate_limit::too_many;
 use crate::state::AppState;
 
-/// Open streams by client address; an entry exists only while its client has a stream open, so
+/// Open streams by client; an entry exists only while its client has a stream open, so
 /// the map is never larger than the number of open connections.
 #[derive(Debug)]
 pub(crate) struct StreamSlots {
