@@ -774,6 +774,8 @@ enum Failing {
     Between(std::ops::Range<usize>),
     /// No append fails, but following does: a reader's own connection cannot be opened.
     Follow,
+    /// No append fails, but each delta takes this long to be logged.
+    SlowDeltas(Duration),
 }
 
 impl FailingLog {
@@ -808,6 +810,12 @@ impl GenerationLog for FailingLog {
             Failing::EveryOtherAttempt => attempt % 2 == 1,
             Failing::Between(attempts) => attempts.contains(&attempt),
             Failing::Follow => false,
+            Failing::SlowDeltas(delay) => {
+                if name == "delta" {
+                    tokio::time::sleep(*delay).await;
+                }
+                false
+            }
         };
         if fails && name != "start" && !last {
             return Err(GenerationLogError::Unavailable("fail-over".to_owned()));
@@ -960,6 +968,40 @@ async fn without_a_log_a_client_that_reads_nothing_does_not_hold_its_reply() {
     );
     assert_eq!(last.0, "done");
     assert_eq!(last.1["assistant_message"]["content"], whole.as_str());
+}
+
+#[actix_web::test]
+async fn a_log_slower_than_a_client_may_be_still_gets_every_delta() {
+    // Virtual time: each slow append passes as soon as nothing else can run.
+    tokio::time::pause();
+    let pieces: Vec<String> = (0..100).map(|index| format!("word{index} ")).collect();
+    let whole = pieces.concat();
+    let mut repository = MockChatRepository::new();
+    let expected = whole.clone();
+    repository
+        .expect_append_exchange()
+        .withf(move |exchange| exchange.assistant.content == expected)
+        .times(1)
+        .returning(|exchange| Ok(stored(exchange)));
+    let reply = call_with_log(
+        existing(repository),
+        assistant_streaming(pieces.into_iter().map(Ok).collect()),
+        FailingLog::new(Failing::SlowDeltas(Duration::from_secs(11))),
+        v1_stream(ConversationId::DEFAULT, "hi"),
+    )
+    .await;
+    let events = reply.events();
+    let (last, deltas) = events.split_last().unwrap();
+    let texts: Vec<&str> = deltas
+        .iter()
+        .map(|(_, data)| data["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts.concat(),
+        whole,
+        "the log, not a client, reads the deltas"
+    );
+    assert_eq!(last.0, "done");
 }
 
 #[actix_web::test]
