@@ -11,8 +11,8 @@ use anyhow::Context;
 use domain::{Assistant, ChatRepository, GenerationLog};
 
 use crate::settings::{
-    AssistantKind, AssistantSettings, CacheKind, CacheSettings, DummyModeSetting, StorageBackend,
-    StorageSettings,
+    url_without_credentials, AssistantKind, AssistantSettings, CacheKind, CacheSettings,
+    DummyModeSetting, StorageBackend, StorageSettings,
 };
 
 /// Opens the storage the settings name, applying its migrations.
@@ -93,24 +93,31 @@ pub fn build_assistant(
         ),
     };
     adapters_cache::describe_metrics();
-    let scope = match settings.kind {
+    Ok(Arc::new(CachedAssistant::new(
+        assistant,
+        store,
+        cache_scope(settings),
+        Duration::from_secs(cache.ttl_secs),
+    )))
+}
+
+/// What decides a reply besides the conversation, for the reply cache's key. A provider is its
+/// URL without credentials: they are not part of what answers, and `Debug` prints the scope.
+pub fn cache_scope(settings: &AssistantSettings) -> CacheScope {
+    match settings.kind {
         AssistantKind::Dummy => CacheScope {
             provider: format!("dummy:{:?}", settings.dummy.mode),
             model: "dummy".to_owned(),
             system_prompt: String::new(),
         },
         AssistantKind::Openai => CacheScope {
-            provider: settings.base_url.trim().trim_end_matches('/').to_owned(),
+            provider: url_without_credentials(settings.base_url.trim())
+                .trim_end_matches('/')
+                .to_owned(),
             model: settings.model.clone(),
             system_prompt: settings.system_prompt.clone(),
         },
-    };
-    Ok(Arc::new(CachedAssistant::new(
-        assistant,
-        store,
-        scope,
-        Duration::from_secs(cache.ttl_secs),
-    )))
+    }
 }
 
 /// Where streamed replies are logged for resuming: Redis Streams when Redis is configured, so any

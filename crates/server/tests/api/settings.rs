@@ -241,6 +241,11 @@ fn no_secret_of_the_settings_is_in_their_debug_print() {
         shown.contains("https://llm.example/v1") && shown.contains("http://127.0.0.1:4318/"),
         "the URLs are still shown, without their credentials: {shown}"
     );
+    let scope = server::wiring::cache_scope(&settings.assistant);
+    assert_eq!(
+        scope.provider, "https://llm.example/v1",
+        "the reply cache's key and its Debug print name the provider without credentials"
+    );
 }
 
 #[test]
