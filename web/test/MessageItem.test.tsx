@@ -2,8 +2,36 @@ import { act, fireEvent, render, screen } from '@testing-library/react';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MessageItem } from '../src/components/MessageItem';
 
+const markdownRenders = vi.hoisted(() => ({ count: 0 }));
+vi.mock('../src/components/Markdown', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/components/Markdown')>();
+  return {
+    Markdown: (props: Parameters<typeof real.Markdown>[0]) => {
+      markdownRenders.count += 1;
+      return real.Markdown(props);
+    },
+  };
+});
+
 describe('MessageItem', () => {
   afterEach(() => vi.unstubAllGlobals());
+
+  it('is not rendered again when the view around it is, so typing does not parse every message', () => {
+    function View({ draft }: { draft: string }) {
+      return (
+        <>
+          <MessageItem role="assistant" content="Some **markdown**" />
+          <p>{draft}</p>
+        </>
+      );
+    }
+    const { rerender } = render(<View draft="a" />);
+    const first = markdownRenders.count;
+    expect(first).toBeGreaterThan(0);
+    rerender(<View draft="ab" />);
+    rerender(<View draft="abc" />);
+    expect(markdownRenders.count).toBe(first);
+  });
 
   it('copies a stored message as written and says so for a moment', async () => {
     const writeText = vi.fn().mockResolvedValue(undefined);

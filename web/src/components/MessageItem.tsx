@@ -1,4 +1,4 @@
-import { type MouseEvent, useEffect, useState } from 'react';
+import { type MouseEvent, memo, useEffect, useState } from 'react';
 import type { Role } from '../api/types';
 import { Markdown } from './Markdown';
 
@@ -12,7 +12,11 @@ interface Props {
   state?: 'sending' | 'streaming' | 'stopped';
 }
 
-export function MessageItem({ role, content, state }: Props) {
+/**
+ * Memoised: its props are plain values, and the view re-renders on every keystroke in the
+ * composer and every streamed piece, which would otherwise parse every loaded message again.
+ */
+export const MessageItem = memo(function MessageItem({ role, content, state }: Props) {
   return (
     <article className={`message ${role}`} aria-label={role === 'user' ? 'You' : 'Assistant'} data-state={state}>
       <div className="message-author" aria-hidden="true">
@@ -29,7 +33,7 @@ export function MessageItem({ role, content, state }: Props) {
       {state === undefined && <CopyButton text={content} />}
     </article>
   );
-}
+});
 
 type CopyOutcome = 'copied' | 'failed';
 
