@@ -205,6 +205,55 @@ describe('App', () => {
     expect(screen.getByTestId('reply-announcer').textContent).toBe('Assistant: Once upon a time, the end.');
   });
 
+  it('keeps the focus in the message box when Send, and then Stop, give way to each other', async () => {
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Hello' } });
+    const send = screen.getByRole('button', { name: 'Send' });
+    send.focus();
+    fireEvent.click(send);
+    const stop = await screen.findByRole('button', { name: 'Stop' });
+    expect(document.activeElement).toBe(composer());
+
+    stop.focus();
+    const done = { user_message: msg('c2', 'user', 'Hello'), assistant_message: msg('c2', 'assistant', 'Hi.') };
+    await act(async () => {
+      sse.send(`event: done\ndata: ${JSON.stringify(done)}\n\n`);
+      sse.close();
+    });
+    await screen.findByRole('button', { name: 'Send' });
+    expect(document.activeElement).toBe(composer());
+  });
+
+  it('a rename the server refuses leaves the field open with the focus back in it', async () => {
+    let patches = 0;
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        (_url, init) => {
+          if (init.method !== 'PATCH') return undefined;
+          patches += 1;
+          return json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
+        },
+        server.route,
+      ]).fn,
+    );
+    render(<App />);
+    await screen.findByText('Earlier answer');
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: 'Rename Older chat' }));
+    const input = within(nav).getByRole('textbox', { name: 'Conversation title' }) as HTMLInputElement;
+    fireEvent.change(input, { target: { value: 'Better name' } });
+    const save = within(nav).getByRole('button', { name: 'Save' });
+    save.focus();
+    fireEvent.click(save);
+    await waitFor(() => expect(patches).toBe(1));
+    await waitFor(() => expect(document.activeElement).toBe(input));
+    expect(input.value).toBe('Better name');
+    expect(input.readOnly).toBe(false);
+  });
+
   it('creates, renames and deletes (after confirmation) conversations', async () => {
     await renderLoaded();
     const nav = screen.getByRole('navigation', { name: 'Conversations' });

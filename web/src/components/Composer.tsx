@@ -1,4 +1,4 @@
-import { type FormEvent, type KeyboardEvent, type RefObject } from 'react';
+import { type FormEvent, type KeyboardEvent, type RefObject, useLayoutEffect, useRef } from 'react';
 
 interface Props {
   value: string;
@@ -12,6 +12,14 @@ interface Props {
 /** The message box: Enter sends, Shift+Enter adds a line; Stop replaces Send while a reply streams. */
 export function Composer({ value, onChange, onSend, onStop, streaming, inputRef }: Props) {
   const empty = value.trim() === '';
+  const lastFocused = useRef<Element | null>(null);
+
+  // Send and Stop replace each other: when the one that had focus goes, focus would fall to the
+  // page and the next Tab start from its top. It goes to the message box instead.
+  useLayoutEffect(() => {
+    const lost = document.activeElement === null || document.activeElement === document.body;
+    if (lost && lastFocused.current !== null && !lastFocused.current.isConnected) inputRef?.current?.focus();
+  }, [streaming, inputRef]);
 
   const submit = (e: FormEvent) => {
     e.preventDefault();
@@ -26,7 +34,7 @@ export function Composer({ value, onChange, onSend, onStop, streaming, inputRef 
   };
 
   return (
-    <form className="composer" onSubmit={submit}>
+    <form className="composer" onSubmit={submit} onFocus={(e) => (lastFocused.current = e.target)}>
       <label htmlFor="composer-input" className="visually-hidden">
         Message
       </label>

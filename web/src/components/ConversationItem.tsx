@@ -42,7 +42,8 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
       await onRename(next);
       finish();
     } catch {
-      // The sidebar shows the error; keep the field open with what was typed.
+      // The sidebar shows the error; keep the field open with what was typed, and the focus in it.
+      inputRef.current?.focus();
     } finally {
       setSaving(false);
     }
@@ -69,7 +70,7 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
             maxLength={200}
             onChange={(e) => setTitle(e.target.value)}
             onKeyDown={onKeyDown}
-            disabled={saving}
+            readOnly={saving}
           />
           <button type="submit" className="button small primary" disabled={saving || title.trim() === ''}>
             Save
