@@ -342,6 +342,47 @@ describe('a message sent while its new chat is being created', () => {
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('sent while leaving'));
   });
 
+  it('is not cut by leaving before the server takes it; refused then, its text waits in that chat', async () => {
+    let release!: (response: Response) => void;
+    let signal: AbortSignal | null | undefined;
+    server.onStream((_id, _content, init) => {
+      signal = init.signal;
+      return new Promise<Response>((resolve) => (release = resolve));
+    });
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Kept if refused' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await waitFor(() => expect(signal).toBeDefined());
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    await screen.findByText('No messages yet');
+    expect(signal?.aborted).toBe(false);
+    await act(async () => release(json({ status: 'error', message: 'The assistant is busy.', code: 'overloaded' }, 503, { 'Retry-After': '1' })));
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Kept if refused'));
+  });
+
+  it('is read no further once the server takes it after the user left', async () => {
+    const sse = sseResponse();
+    let release!: (response: Response) => void;
+    let signal: AbortSignal | null | undefined;
+    server.onStream((_id, _content, init) => {
+      signal = init.signal;
+      return new Promise<Response>((resolve) => (release = resolve));
+    });
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Taken while away' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await waitFor(() => expect(signal).toBeDefined());
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    await screen.findByText('No messages yet');
+    await act(async () => release(sse.response));
+    await waitFor(() => expect(signal?.aborted).toBe(true));
+    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+    await within(screen.getByRole('log')).findByText('Earlier answer');
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+  });
+
   it('comes back at once on Stop, as nothing was sent', async () => {
     const creation = slowCreation();
     const fetch = mockFetch([creation.route, server.route]);

@@ -61,6 +61,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   const logRef = useRef<HTMLDivElement>(null);
   const inputRef = useRef<HTMLTextAreaElement>(null);
   const abortRef = useRef<AbortController | null>(null);
+  /**
+   * The send in flight until the server takes its message. Leaving the conversation then must not
+   * cut it: a server still reading it, or asking the assistant, would drop it with the connection.
+   */
+  const untakenSend = useRef<{ controller: AbortController; left: boolean } | null>(null);
   /** Waits for stopped replies to be stored; ended when the view switches conversation. */
   const waits = useRef(new Set<AbortController>());
   const stoppedRef = useRef(false);
@@ -114,7 +119,9 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     generation.current += 1;
     drafts.current.set(shownId.current, draftRef.current);
     shownId.current = conversationId;
-    abortRef.current?.abort();
+    const untaken = untakenSend.current;
+    if (untaken !== null && untaken.controller === abortRef.current) untaken.left = true;
+    else abortRef.current?.abort();
     abortRef.current = null;
     for (const waiting of waits.current) waiting.abort();
     waits.current.clear();
@@ -485,11 +492,16 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     /** Once the server answered with a stream the message is taken: a failure must not offer it again. */
     let accepted = false;
     let lastEventId: string | null = null;
+    const untaken = { controller, left: false };
+    untakenSend.current = untaken;
     try {
       const exchange: Exchange = await api.streamMessage(convId, text, {
         signal: controller.signal,
         onAccepted: () => {
           accepted = true;
+          if (untakenSend.current === untaken) untakenSend.current = null;
+          // Left meanwhile: the server goes on with the reply and stores it; stop reading it here.
+          if (untaken.left) controller.abort();
         },
         onEventId: (eventId) => {
           lastEventId = eventId;
@@ -504,9 +516,12 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       setPending(null);
       onActivity(convId, exchange.assistant_message.created_at, first ? text : undefined);
     } catch (err) {
-      // Leaving aborted the send. The server goes on with a request it was reading, so the
-      // message is (or will be) in that conversation: it is not offered again as a draft.
-      if (gen !== generation.current) return;
+      if (gen !== generation.current) {
+        // Left before the server took the message, and then it refused it or could not be
+        // reached: the text waits in that conversation's message box.
+        if (!accepted && !isAbort(err)) keepDraft(convId, text);
+        return;
+      }
       if (isAbort(err)) {
         // Even before its answer, the server may have taken the message: look for it there.
         if (stoppedRef.current) {
@@ -524,6 +539,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       }
     } finally {
       if (abortRef.current === controller) abortRef.current = null;
+      if (untakenSend.current === untaken) untakenSend.current = null;
     }
   };
 
