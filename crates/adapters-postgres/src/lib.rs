@@ -113,11 +113,17 @@ impl fmt::Debug for PostgresChatRepository {
     }
 }
 
-/// Applies the statement timeout to every new connection.
+/// Applies the isolation level and the statement timeout to every new connection.
 #[derive(Debug, Clone, Copy)]
 struct SessionSettings {
     statement_timeout: Option<Duration>,
 }
+
+/// Appends rely on READ COMMITTED: an `UPDATE` that waited for a conversation's row lock reads the
+/// `last_position` its holder committed. A database or role defaulting to REPEATABLE READ or
+/// SERIALIZABLE would fail such an append with a serialization error instead.
+const READ_COMMITTED: &str =
+    "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED";
 
 impl SessionSettings {
     fn apply(&self, connection: &mut PgConnection) -> QueryResult<()> {
@@ -132,6 +138,7 @@ impl SessionSettings {
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
     fn on_acquire(&self, connection: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        connection.batch_execute(READ_COMMITTED)?;
         if self.statement_timeout.is_some() {
             self.apply(connection)?;
         }
@@ -365,6 +372,11 @@ fn map_error(error: DieselError) -> RepositoryError {
         ) => {
             RepositoryError::Unavailable(format!("PostgreSQL connection lost: {}", info.message()))
         }
+        // Two writers met on the same rows (possible only under an isolation level above READ
+        // COMMITTED, which sessions do not use): trying again succeeds.
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
+            RepositoryError::Unavailable(format!("PostgreSQL: {}", info.message()))
+        }
         DieselError::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, info) => {
             RepositoryError::Unavailable(format!(
                 "PostgreSQL refuses writes (a read-only database or a standby): {}",
@@ -381,8 +393,11 @@ fn map_error(error: DieselError) -> RepositoryError {
 /// Failures of the database rather than of the statement, which diesel gives no kind of its own:
 /// they pass once the database is well again, so callers may retry.
 fn is_outage_message(message: &str) -> bool {
-    const OUTAGES: [&str; 4] = [
-        "statement timeout",
+    const OUTAGES: [&str; 5] = [
+        // A statement or lock timeout (a `lock_timeout` of the database or role while another
+        // session holds a row), an administrator's cancel, a standby replaying over the query.
+        "canceling statement due to",
+        "deadlock detected",
         "terminating connection",
         // A full disk: "could not extend file ...: No space left on device".
         "could not extend file",
@@ -849,6 +864,35 @@ mod tests {
             map_error(full_disk),
             RepositoryError::Unavailable(_)
         ));
+    }
+
+    /// A lock or statement timeout, a deadlock, an administrator's cancel, two serializable
+    /// writers: the database's trouble of the moment, so 503 with Retry-After, not 500.
+    #[test]
+    fn waits_and_conflicts_of_the_moment_are_outages_not_internal_errors() {
+        let errors = [
+            (
+                DatabaseErrorKind::Unknown,
+                "canceling statement due to lock timeout",
+            ),
+            (DatabaseErrorKind::Unknown, "deadlock detected"),
+            (
+                DatabaseErrorKind::Unknown,
+                "canceling statement due to user request",
+            ),
+            (
+                DatabaseErrorKind::SerializationFailure,
+                "could not serialize access due to concurrent update",
+            ),
+        ];
+        for (kind, message) in errors {
+            let error = DieselError::DatabaseError(kind, Box::new(message.to_owned()));
+            assert!(!is_refusal(&error), "{message}: the whole batch fails");
+            assert!(
+                matches!(map_error(error), RepositoryError::Unavailable(_)),
+                "{message}"
+            );
+        }
     }
 
     #[test]

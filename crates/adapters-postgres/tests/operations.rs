@@ -56,6 +56,70 @@ fn hold_row_lock(database: &TestDatabase, conversation: ConversationId) -> diese
     blocker
 }
 
+/// A database whose sessions default to REPEATABLE READ (an administrator's `ALTER DATABASE`) and
+/// a transaction of another session that updates `conversation` and holds it until `COMMIT`.
+fn repeatable_read_with_a_concurrent_update(
+    database: &TestDatabase,
+    conversation: ConversationId,
+) -> diesel::PgConnection {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let mut other = diesel::PgConnection::establish(database.url()).unwrap();
+    // Its own statement: before a `BEGIN` in the same string it would join that transaction.
+    other
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation \
+             = ''repeatable read''', current_database()); END $$",
+        )
+        .unwrap();
+    other
+        .batch_execute(&format!(
+            "BEGIN; UPDATE conversations SET updated_at = updated_at WHERE id = '{conversation}'"
+        ))
+        .unwrap();
+    other
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_that_waited_for_another_writer_succeeds_whatever_the_database_isolation_default()
+{
+    use diesel::connection::SimpleConnection;
+
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Isolation").unwrap(),
+        Timestamp::now(),
+    );
+    connect(&database)
+        .await
+        .create_conversation(&conversation)
+        .await
+        .unwrap();
+    let mut other = repeatable_read_with_a_concurrent_update(&database, conversation.id);
+    // Connected after the change, so its sessions would start with the new default.
+    let repository = Arc::new(connect(&database).await);
+    let append = {
+        let repository = Arc::clone(&repository);
+        tokio::spawn(async move {
+            repository
+                .append_exchange(&exchange(conversation.id, "after the other writer"))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    other.batch_execute("COMMIT").unwrap();
+    let stored = append
+        .await
+        .unwrap()
+        .expect("the append reads the committed row instead of failing to serialize");
+    assert_eq!(stored.user_message.position, 1);
+    assert_eq!(stored.assistant_message.position, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_appending_to_one_conversation_keep_positions_gap_free() {
     let Some(database) = TestDatabase::create().await else {
