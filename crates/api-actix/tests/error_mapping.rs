@@ -498,6 +498,20 @@ async fn readiness_is_503_when_storage_is_unavailable() {
     .await;
     assert_eq!(reply.status, StatusCode::OK);
 
+    // Busy is not unready: its queue full, storage still serves.
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_health_check()
+        .times(1)
+        .returning(|| Err(RepositoryError::Overloaded));
+    let reply = call(
+        repository,
+        MockAssistant::new(),
+        TestRequest::get().uri("/readyz"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+
     // Liveness never touches storage.
     let mut repository = MockChatRepository::new();
     repository.expect_health_check().never();
