@@ -18,10 +18,11 @@ pub(crate) fn from_diesel(error: DieselError) -> RepositoryError {
     }
 }
 
-/// SQLite reports conditions that pass (a locked or read-only file, a full disk, an I/O error) only
-/// as message text; those are outages, not bugs, and retrying later may succeed.
+/// SQLite reports the state of its file (locked, read-only, full, failing I/O, damaged) and of the
+/// process (out of memory) only as message text. Those are outages, not bugs: the replica is not
+/// ready, and retrying may succeed once the file or the process is well again.
 fn is_outage(message: &str) -> bool {
-    const OUTAGES: [&str; 7] = [
+    const OUTAGES: [&str; 10] = [
         "locked",
         "busy",
         "readonly",
@@ -29,6 +30,10 @@ fn is_outage(message: &str) -> bool {
         "disk i/o",
         "unable to open",
         "full",
+        // "database disk image is malformed", "file is not a database": restore from a backup.
+        "malformed",
+        "not a database",
+        "out of memory",
     ];
     let message = message.to_ascii_lowercase();
     OUTAGES.iter().any(|outage| message.contains(outage))
@@ -36,4 +41,27 @@ fn is_outage(message: &str) -> bool {
 
 pub(crate) fn unavailable(error: impl std::fmt::Display) -> RepositoryError {
     RepositoryError::Unavailable(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_file_or_a_process_out_of_memory_is_an_outage_not_an_internal_error() {
+        for message in [
+            "database disk image is malformed",
+            "file is not a database",
+            "out of memory",
+        ] {
+            let error = DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new(message.to_owned()),
+            );
+            assert!(
+                matches!(from_diesel(error), RepositoryError::Unavailable(_)),
+                "{message}"
+            );
+        }
+    }
 }
