@@ -766,6 +766,31 @@ describe('following a reply in progress', () => {
     }
   });
 
+  it('after Stop, a stream out of reach for good does not keep the stored reply from showing', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const post = sseResponse();
+      const follows = await renderWithFollow(post, () =>
+        json({ status: 'error', message: 'Replies in progress cannot be resumed right now.', code: 'stream_log_unavailable' }, 503),
+      );
+      await sendThenStop(post, 'Out of reach', 'Partly');
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(20_000);
+      });
+      expect(follows.length).toBeGreaterThan(0);
+      expect(screen.getByText(/Stopped/)).toBeTruthy();
+      const done = { user_message: msg('c2', 'user', 'Out of reach'), assistant_message: msg('c2', 'assistant', 'Stored all the same.') };
+      server.messages.c2?.push(done.user_message, done.assistant_message);
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(20_000);
+      });
+      expect(await within(screen.getByRole('log')).findByText('Stored all the same.')).toBeTruthy();
+      expect(screen.queryByText(/Stopped/)).toBeNull();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('a message sent after Stop is not taken for the stopped reply, which is still given back when lost', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {

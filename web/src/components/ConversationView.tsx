@@ -301,7 +301,9 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         (err: unknown) => {
           if (isAbort(err)) return;
           if (isUnreachable(err)) {
-            later(follow, UNREACHABLE_RETRY_MS);
+            // Look for the stored reply before following again: the stream may stay out of
+            // reach (its log down) while the list has the reply already.
+            later(() => check(false), UNREACHABLE_RETRY_MS);
             return;
           }
           ended = err;
