@@ -490,6 +490,12 @@ async function main() {
     await menu.click();
     await nav(page).waitFor({ state: 'visible' });
     await page.screenshot({ path: path.join(shotsDir, 'phone-menu-light.png') });
+    // Escape closes it and gives focus back to the menu button, not to the page's top.
+    await page.keyboard.press('Escape');
+    await nav(page).waitFor({ state: 'hidden' });
+    await page.waitForFunction(() => document.activeElement?.getAttribute('aria-label') === 'Conversations menu', null, { timeout: 2000 });
+    await menu.click();
+    await nav(page).waitFor({ state: 'visible' });
     await nav(page).locator('[aria-current="page"]').click();
     await nav(page).waitFor({ state: 'hidden' });
     await page.keyboard.press('Escape');

@@ -240,9 +240,11 @@ export function App() {
     [onFirstMessage],
   );
 
+  /** Set when the menu closes from the keyboard or the scrim: focus then goes back to its button. */
+  const refocusMenuButton = useRef(false);
   const closeMenu = () => {
+    refocusMenuButton.current = true;
     setMenuOpen(false);
-    menuButtonRef.current?.focus();
   };
 
   const selected = conversations.find((c) => c.id === selectedId);
@@ -280,9 +282,14 @@ export function App() {
     return () => phone.removeEventListener('change', onChange);
   }, []);
 
-  // On a phone the sidebar opens over the page: move focus into it.
+  // On a phone the sidebar opens over the page: move focus into it. Back to the menu button once
+  // it has closed: before, the header behind the menu is still inert and cannot take focus.
   useEffect(() => {
     if (menuOpen) document.querySelector<HTMLElement>('#sidebar .new-chat')?.focus();
+    else if (refocusMenuButton.current) {
+      refocusMenuButton.current = false;
+      menuButtonRef.current?.focus();
+    }
   }, [menuOpen]);
   const unreachable = list.kind === 'error' && conversations.length === 0;
 
