@@ -461,6 +461,28 @@ describe('unknown conversation', () => {
     expect(await screen.findByText(/This conversation does not exist/)).toBeTruthy();
     expect(screen.queryByRole('button', { name: 'Retry' })).toBeNull();
   });
+
+  it('a message sent from a deleted conversation\'s link starts a new chat at the first try', async () => {
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    history.replaceState(null, '', '/#/c/gone');
+    render(<App />);
+    await screen.findByText(/This conversation does not exist/);
+    const before = server.conversations.length;
+    fireEvent.change(composer(), { target: { value: 'Hello again' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await waitFor(() => expect(server.conversations.length).toBe(before + 1));
+    const id = server.conversations.at(-1)?.id ?? '';
+    const exchange = { user_message: msg(id, 'user', 'Hello again'), assistant_message: msg(id, 'assistant', 'Welcome back.') };
+    await act(async () => {
+      done.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
+      done.close();
+    });
+    expect(await within(screen.getByRole('log')).findByText('Welcome back.')).toBeTruthy();
+    expect(screen.queryByText(/This conversation does not exist/)).toBeNull();
+    const sends = fetchMock.calls.filter((c) => c.method === 'POST' && c.url.endsWith('/messages'));
+    expect(sends.map((c) => c.url)).toEqual([`/api/v1/conversations/${id}/messages`]);
+  });
 });
 
 describe('new chat during the first load', () => {

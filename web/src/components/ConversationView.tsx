@@ -106,6 +106,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       (error: unknown) => {
         if (gen !== generation.current) return;
         setLoad({ kind: 'error', error });
+        // No such conversation (a link to a deleted one): a message sent here starts a new chat.
+        if (error instanceof ApiError && error.status === 404) setGone(true);
       },
     );
   }, [onFirstMessage]);
@@ -466,10 +468,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         }
         id = created.id;
         if (gone) {
-          // The deleted conversation's messages are not this one's.
+          // The deleted conversation's messages (or the word that it is gone) are not this one's.
           setGone(false);
           setMessages([]);
           setNextCursor(null);
+          setLoad({ kind: 'ready' });
           messagesRef.current = [];
         }
         adoptedRef.current = id;
