@@ -191,7 +191,8 @@ export function App() {
   const rename = async (id: string, title: string) => {
     try {
       const c = await api.renameConversation(id, title);
-      setConversations((cs) => cs.map((x) => (x.id === id ? c : x)));
+      // The server counts a rename as activity: the list takes the order it will have on reload.
+      setConversations((cs) => cs.map((x) => (x.id === id ? c : x)).sort(byRecent));
       tabs.current?.post({ kind: 'upserted', conversation: c });
       setSidebarError(null);
     } catch (err) {

@@ -41,6 +41,8 @@ function fakeServer() {
     }
     if (method === 'PATCH') {
       c.title = (JSON.parse(String(init.body)) as { title: string }).title;
+      // As the server does: a rename is activity.
+      c.updated_at = '2027-01-01T00:00:00Z';
       return json(c);
     }
     if (method === 'DELETE') {
@@ -267,6 +269,7 @@ describe('App', () => {
     fireEvent.submit(input);
     expect(await within(nav).findByRole('button', { name: 'Renamed chat' })).toBeTruthy();
     expect(server.conversations.find((c) => c.id === 'c1')?.title).toBe('Renamed chat');
+    expect(within(nav).getAllByRole('listitem')[0]?.textContent).toBe('Renamed chat');
 
     fireEvent.click(within(nav).getByRole('button', { name: 'Delete Renamed chat' }));
     const dialog = screen.getByRole('alertdialog');
