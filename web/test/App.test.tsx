@@ -488,6 +488,43 @@ describe('unknown conversation', () => {
   });
 });
 
+describe('a send while the messages load', () => {
+  it('keeps the exchange answered before the page arrived, after the page', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        async (url, init) => {
+          if (url.pathname !== '/api/v1/conversations/c2/messages' || (init.method ?? 'GET') !== 'GET') return undefined;
+          // The page as it was when asked for, delivered after the reply.
+          const page = await server.route(url, init);
+          await gate;
+          return page;
+        },
+        server.route,
+      ]).fn,
+    );
+    render(<App />);
+    await screen.findByText('Loading messages…');
+    fireEvent.change(composer(), { target: { value: 'Quick one' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    const exchange = { user_message: msg('c2', 'user', 'Quick one'), assistant_message: msg('c2', 'assistant', 'Quick answer.') };
+    await act(async () => {
+      done.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
+      done.close();
+    });
+    await act(async () => release());
+    const log = screen.getByRole('log');
+    await within(log).findByText('Earlier answer');
+    const texts = [...log.querySelectorAll('article')].map((a) => a.querySelector('.message-body')?.textContent);
+    expect(texts.slice(-2)).toEqual(['Quick one', 'Quick answer.']);
+    expect(texts).toContain('Earlier answer');
+  });
+});
+
 describe('new chat during the first load', () => {
   it('keeps a conversation created before the list arrived', async () => {
     let release!: () => void;

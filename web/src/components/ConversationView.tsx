@@ -96,7 +96,9 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       (page) => {
         if (gen !== generation.current) return;
         stickToBottom.current = true;
-        setMessages(page.items);
+        // An exchange sent and answered while the page was on its way is newer than the page.
+        const inPage = new Set(page.items.map((m) => m.id));
+        setMessages((shown) => [...page.items, ...shown.filter((m) => !inPage.has(m.id))]);
         setNextCursor(page.next_cursor);
         setLoad({ kind: 'ready' });
         const first = page.items[0];
