@@ -759,17 +759,26 @@ impl ChatRepository for PostgresChatRepository {
     }
 
     async fn health_check(&self) -> Result<(), RepositoryError> {
-        self.run("health_check", |connection| {
-            connection
-                .batch_execute("SELECT 1")
-                .map_err(|error| match map_error(error) {
-                    RepositoryError::Unknown(error) => {
-                        RepositoryError::Unavailable(error.to_string())
-                    }
-                    other => other,
-                })
-        })
-        .await
+        let checked = self
+            .run("health_check", |connection| {
+                connection
+                    .batch_execute("SELECT 1")
+                    .map_err(|error| match map_error(error) {
+                        RepositoryError::Unknown(error) => {
+                            RepositoryError::Unavailable(error.to_string())
+                        }
+                        other => other,
+                    })
+            })
+            .await;
+        // No connection came free in time, but every one of them is open and at work: the
+        // database answers, the replica is busy.
+        let state = self.pool.state();
+        let busy = state.idle_connections == 0 && state.connections >= self.pool.max_size();
+        match checked {
+            Err(RepositoryError::Unavailable(_)) if busy => Err(RepositoryError::Overloaded),
+            checked => checked,
+        }
     }
 }
 
@@ -848,6 +857,41 @@ mod tests {
         };
         assert_eq!(repository.run("test", timeout).await.unwrap(), "3250ms");
         assert_eq!(repository.read("test", timeout).await.unwrap(), "3250ms");
+    }
+
+    /// Every connection busy past the checkout timeout is load, which the domain counts as ready;
+    /// only a database that cannot be reached is an outage.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_check_that_finds_every_connection_at_work_reports_load_not_an_outage() {
+        let Some(database) = testkit::postgres::TestDatabase::create().await else {
+            return;
+        };
+        let mut settings = PostgresSettings::new(database.url());
+        settings.pool_size = 2;
+        settings.connect_timeout = Duration::from_millis(500);
+        let repository =
+            std::sync::Arc::new(PostgresChatRepository::connect(settings).await.unwrap());
+        let hold = |repository: std::sync::Arc<PostgresChatRepository>| async move {
+            repository
+                .run("test", |_| {
+                    std::thread::sleep(Duration::from_secs(2));
+                    Ok(())
+                })
+                .await
+        };
+        let held = [
+            tokio::spawn(hold(std::sync::Arc::clone(&repository))),
+            tokio::spawn(hold(std::sync::Arc::clone(&repository))),
+        ];
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(matches!(
+            repository.health_check().await,
+            Err(RepositoryError::Overloaded)
+        ));
+        for held in held {
+            held.await.unwrap().unwrap();
+        }
+        repository.health_check().await.unwrap();
     }
 
     /// A full disk cannot be staged against the test database; its error as PostgreSQL words it.
