@@ -345,7 +345,8 @@ describe('a message sent while its new chat is being created', () => {
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('sent while leaving'));
   });
 
-  it('is not cut by leaving before the server takes it; refused then, its text waits in that chat', async () => {
+  /** Sends `text` in the open chat and opens another before the server answers the send. */
+  async function sendThenLeaveBeforeItIsTaken(text: string) {
     let release!: (response: Response) => void;
     let signal: AbortSignal | null | undefined;
     server.onStream((_id, _content, init) => {
@@ -353,12 +354,17 @@ describe('a message sent while its new chat is being created', () => {
       return new Promise<Response>((resolve) => (release = resolve));
     });
     await renderLoaded();
-    fireEvent.change(composer(), { target: { value: 'Kept if refused' } });
+    fireEvent.change(composer(), { target: { value: text } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
     await waitFor(() => expect(signal).toBeDefined());
     fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
     await screen.findByText('No messages yet');
-    expect(signal?.aborted).toBe(false);
+    return { release, aborted: () => signal?.aborted };
+  }
+
+  it('is not cut by leaving before the server takes it; refused then, its text waits in that chat', async () => {
+    const { release, aborted } = await sendThenLeaveBeforeItIsTaken('Kept if refused');
+    expect(aborted()).toBe(false);
     await act(async () => release(json({ status: 'error', message: 'The assistant is busy.', code: 'overloaded' }, 503, { 'Retry-After': '1' })));
     expect((composer() as HTMLTextAreaElement).value).toBe('');
     fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
@@ -367,20 +373,9 @@ describe('a message sent while its new chat is being created', () => {
 
   it('is read no further once the server takes it after the user left', async () => {
     const sse = sseResponse();
-    let release!: (response: Response) => void;
-    let signal: AbortSignal | null | undefined;
-    server.onStream((_id, _content, init) => {
-      signal = init.signal;
-      return new Promise<Response>((resolve) => (release = resolve));
-    });
-    await renderLoaded();
-    fireEvent.change(composer(), { target: { value: 'Taken while away' } });
-    fireEvent.keyDown(composer(), { key: 'Enter' });
-    await waitFor(() => expect(signal).toBeDefined());
-    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
-    await screen.findByText('No messages yet');
+    const { release, aborted } = await sendThenLeaveBeforeItIsTaken('Taken while away');
     await act(async () => release(sse.response));
-    await waitFor(() => expect(signal?.aborted).toBe(true));
+    await waitFor(() => expect(aborted()).toBe(true));
     fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
     await within(screen.getByRole('log')).findByText('Earlier answer');
     expect((composer() as HTMLTextAreaElement).value).toBe('');

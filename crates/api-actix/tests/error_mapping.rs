@@ -470,47 +470,32 @@ async fn a_conflict_is_409() {
     reply.assert_api_error(409, "conflict");
 }
 
+/// `/readyz` as answered when storage's health check gives `health`.
+async fn readiness(health: fn() -> Result<(), RepositoryError>) -> Reply {
+    let mut repository = MockChatRepository::new();
+    repository
+        .expect_health_check()
+        .times(1)
+        .returning(health);
+    call(
+        repository,
+        MockAssistant::new(),
+        TestRequest::get().uri("/readyz"),
+    )
+    .await
+}
+
 #[actix_web::test]
 async fn readiness_is_503_when_storage_is_unavailable() {
-    let mut repository = MockChatRepository::new();
-    repository
-        .expect_health_check()
-        .times(1)
-        .returning(|| Err(RepositoryError::Unavailable(SECRET.to_owned())));
-    let reply = call(
-        repository,
-        MockAssistant::new(),
-        TestRequest::get().uri("/readyz"),
-    )
-    .await;
-    reply.assert_api_error(503, "storage_unavailable");
-
-    let mut repository = MockChatRepository::new();
-    repository
-        .expect_health_check()
-        .times(1)
-        .returning(|| Ok(()));
-    let reply = call(
-        repository,
-        MockAssistant::new(),
-        TestRequest::get().uri("/readyz"),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK);
-
+    readiness(|| Err(RepositoryError::Unavailable(SECRET.to_owned())))
+        .await
+        .assert_api_error(503, "storage_unavailable");
+    assert_eq!(readiness(|| Ok(())).await.status, StatusCode::OK);
     // Busy is not unready: its queue full, storage still serves.
-    let mut repository = MockChatRepository::new();
-    repository
-        .expect_health_check()
-        .times(1)
-        .returning(|| Err(RepositoryError::Overloaded));
-    let reply = call(
-        repository,
-        MockAssistant::new(),
-        TestRequest::get().uri("/readyz"),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        readiness(|| Err(RepositoryError::Overloaded)).await.status,
+        StatusCode::OK
+    );
 
     // Liveness never touches storage.
     let mut repository = MockChatRepository::new();
