@@ -473,10 +473,7 @@ async fn a_conflict_is_409() {
 /// `/readyz` as answered when storage's health check gives `health`.
 async fn readiness(health: fn() -> Result<(), RepositoryError>) -> Reply {
     let mut repository = MockChatRepository::new();
-    repository
-        .expect_health_check()
-        .times(1)
-        .returning(health);
+    repository.expect_health_check().times(1).returning(health);
     call(
         repository,
         MockAssistant::new(),
@@ -850,7 +847,8 @@ impl GenerationLog for FailingLog {
     }
 }
 
-fn storing_once(reply: &'static str) -> MockChatRepository {
+fn storing_once(reply: impl Into<String>) -> MockChatRepository {
+    let reply = reply.into();
     let mut repository = MockChatRepository::new();
     repository
         .expect_append_exchange()
@@ -922,12 +920,18 @@ async fn a_reply_the_log_cannot_follow_streams_without_it_and_never_shows_as_in_
     );
 }
 
+/// A reply of `count` pieces, one numbered word each, and its whole text.
+fn numbered_words(count: usize) -> (Vec<String>, String) {
+    let pieces: Vec<String> = (0..count).map(|index| format!("word{index} ")).collect();
+    let whole = pieces.concat();
+    (pieces, whole)
+}
+
 #[actix_web::test]
 async fn without_a_log_a_client_that_reads_nothing_does_not_hold_its_reply() {
     // Virtual time: the wait for the client passes as soon as nothing else can run.
     tokio::time::pause();
-    let pieces: Vec<String> = (0..200).map(|index| format!("word{index} ")).collect();
-    let whole = pieces.concat();
+    let (pieces, whole) = numbered_words(200);
     let (stored_sender, stored_signal) = futures::channel::oneshot::channel();
     let mut stored_sender = Some(stored_sender);
     let mut repository = MockChatRepository::new();
@@ -973,17 +977,9 @@ async fn without_a_log_a_client_that_reads_nothing_does_not_hold_its_reply() {
 async fn a_log_slower_than_a_client_may_be_still_gets_every_delta() {
     // Virtual time: each slow append passes as soon as nothing else can run.
     tokio::time::pause();
-    let pieces: Vec<String> = (0..100).map(|index| format!("word{index} ")).collect();
-    let whole = pieces.concat();
-    let mut repository = MockChatRepository::new();
-    let expected = whole.clone();
-    repository
-        .expect_append_exchange()
-        .withf(move |exchange| exchange.assistant.content == expected)
-        .times(1)
-        .returning(|exchange| Ok(stored(exchange)));
+    let (pieces, whole) = numbered_words(100);
     let reply = call_with_log(
-        existing(repository),
+        storing_once(whole.clone()),
         assistant_streaming(pieces.into_iter().map(Ok).collect()),
         FailingLog::new(Failing::SlowDeltas(Duration::from_secs(11))),
         v1_stream(ConversationId::DEFAULT, "hi"),
