@@ -78,6 +78,23 @@ afterEach(() => {
 
 const composer = () => screen.getByRole('textbox', { name: 'Message' });
 
+/** Renames (PATCH) answered 503 while `refuses(attempt)` holds, counted; the rest as the fake server does. */
+function refusingRenames(refuses: (attempt: number) => boolean) {
+  const renames = { count: 0 };
+  vi.stubGlobal(
+    'fetch',
+    mockFetch([
+      (_url, init) => {
+        if (init.method !== 'PATCH') return undefined;
+        renames.count += 1;
+        return refuses(renames.count) ? json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503) : undefined;
+      },
+      server.route,
+    ]).fn,
+  );
+  return renames;
+}
+
 async function renderLoaded() {
   render(<App />);
   await screen.findByText('Earlier answer');
@@ -229,18 +246,7 @@ describe('App', () => {
   });
 
   it('a rename the server refuses leaves the field open with the focus back in it', async () => {
-    let patches = 0;
-    vi.stubGlobal(
-      'fetch',
-      mockFetch([
-        (_url, init) => {
-          if (init.method !== 'PATCH') return undefined;
-          patches += 1;
-          return json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
-        },
-        server.route,
-      ]).fn,
-    );
+    const renames = refusingRenames(() => true);
     render(<App />);
     await screen.findByText('Earlier answer');
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
@@ -250,7 +256,7 @@ describe('App', () => {
     const save = within(nav).getByRole('button', { name: 'Save' });
     save.focus();
     fireEvent.click(save);
-    await waitFor(() => expect(patches).toBe(1));
+    await waitFor(() => expect(renames.count).toBe(1));
     await waitFor(() => expect(document.activeElement).toBe(input));
     expect(input.value).toBe('Better name');
     expect(input.readOnly).toBe(false);
@@ -977,18 +983,7 @@ describe('navigation', () => {
     try {
       const done = sseResponse();
       server.onStream(() => done.response);
-      let patches = 0;
-      vi.stubGlobal(
-        'fetch',
-        mockFetch([
-          (_url, init) => {
-            if (init.method !== 'PATCH') return undefined;
-            patches += 1;
-            return patches === 1 ? json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503) : undefined;
-          },
-          server.route,
-        ]).fn,
-      );
+      const renames = refusingRenames((attempt) => attempt === 1);
       render(<App />);
       await screen.findByText('Earlier answer');
       fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
@@ -1001,13 +996,13 @@ describe('navigation', () => {
         done.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
         done.close();
       });
-      await waitFor(() => expect(patches).toBe(1));
+      await waitFor(() => expect(renames.count).toBe(1));
       await act(async () => {
         await vi.advanceTimersByTimeAsync(1500);
       });
       const nav = screen.getByRole('navigation', { name: 'Conversations' });
       expect(await within(nav).findByRole('button', { name: 'Plan a trip to Lisbon' })).toBeTruthy();
-      expect(patches).toBe(2);
+      expect(renames.count).toBe(2);
     } finally {
       vi.useRealTimers();
     }
