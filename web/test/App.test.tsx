@@ -68,6 +68,8 @@ let server: ReturnType<typeof fakeServer>;
 let fetchMock: ReturnType<typeof mockFetch>;
 
 beforeEach(() => {
+  // Drafts outlive a render, as they outlive a reload: no test may find another's.
+  sessionStorage.clear();
   server = fakeServer();
   fetchMock = mockFetch([server.route]);
   vi.stubGlobal('fetch', fetchMock.fn);
@@ -299,6 +301,16 @@ describe('App', () => {
 });
 
 describe('drafts', () => {
+  it('keeps unsent text over a reload of the page', async () => {
+    const first = render(<App />);
+    await screen.findByText('Earlier answer');
+    fireEvent.change(composer(), { target: { value: 'Half a thought' } });
+    first.unmount();
+    render(<App />);
+    await screen.findByText('Earlier answer');
+    expect((composer() as HTMLTextAreaElement).value).toBe('Half a thought');
+  });
+
   it('keeps unsent text per conversation when switching away and back', async () => {
     await renderLoaded();
     fireEvent.change(composer(), { target: { value: 'half-written thought' } });

@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, api, errorMessage, isAbort, isUnreachable } from '../api/client';
 import type { Conversation, Exchange, Message } from '../api/types';
+import { loadDraft, saveDraft } from '../drafts';
 import { Composer } from './Composer';
 import { Markdown } from './Markdown';
 import { MessageItem } from './MessageItem';
@@ -50,7 +51,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   const [load, setLoad] = useState<LoadState>({ kind: 'idle' });
   const [olderLoading, setOlderLoading] = useState(false);
   const [olderError, setOlderError] = useState<string | null>(null);
-  const [draft, setDraft] = useState('');
+  const [draft, setDraft] = useState(() => loadDraft(conversationId));
   const [pending, setPending] = useState<Pending | null>(null);
   const [sendError, setSendError] = useState<string | null>(null);
   // The reply a screen reader is told about: only replies that arrive here, never pages loaded.
@@ -83,11 +84,9 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   nextCursorRef.current = nextCursor;
   /** Set by the first load of a conversation: follow a reply in progress once the messages are in. */
   const followRef = useRef<(id: string) => void>(() => undefined);
-  /** Unsent text per conversation, so switching away and back loses nothing typed. */
-  const drafts = useRef(new Map<string | null, string>());
-  const draftRef = useRef(draft);
-  draftRef.current = draft;
   const shownId = useRef<string | null>(conversationId);
+  // Saved as typed, so switching away and back, or reloading the page, loses nothing.
+  useEffect(() => saveDraft(shownId.current, draft), [draft]);
 
   const loadNewest = useCallback((id: string, follow = false) => {
     const gen = generation.current;
@@ -121,7 +120,6 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       return;
     }
     generation.current += 1;
-    drafts.current.set(shownId.current, draftRef.current);
     shownId.current = conversationId;
     const untaken = untakenSend.current;
     if (untaken !== null && untaken.controller === abortRef.current) untaken.left = true;
@@ -137,8 +135,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setGone(false);
     setOlderError(null);
     setOlderLoading(false);
-    setDraft(drafts.current.get(conversationId) ?? '');
-    drafts.current.delete(conversationId);
+    setDraft(loadDraft(conversationId));
     if (conversationId === null) setLoad({ kind: 'ready' });
     else loadNewest(conversationId, true);
   }, [conversationId, loadNewest]);
@@ -321,7 +318,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   /** Puts text that was not sent back where it was written: the composer if that conversation is shown, else its saved draft. */
   const keepDraft = (convId: string | null, text: string) => {
     if (shownId.current === convId) setDraft(withUnsent(text));
-    else drafts.current.set(convId, withUnsent(text)(drafts.current.get(convId) ?? ''));
+    else saveDraft(convId, withUnsent(text)(loadDraft(convId)));
   };
 
   /** Adds what the newest page has that is not shown yet; older pages already loaded stay. */
