@@ -242,6 +242,25 @@ impl PostgresChatRepository {
         result
     }
 
+    /// Deletes conversation `id` in one statement when it has at most `chunk` messages. A larger
+    /// one loses its messages oldest first, `chunk` per statement, each within the statement
+    /// timeout and without the conversation's row lock, which appends need; it goes with its
+    /// last chunk, and a message appended to it meanwhile goes with it. A failure leaves the
+    /// conversation without some of its oldest messages; deleting it again goes on.
+    async fn delete_in_chunks(
+        &self,
+        id: ConversationId,
+        chunk: i64,
+    ) -> Result<(), RepositoryError> {
+        while !self
+            .run("delete_conversation", move |connection| {
+                delete_conversation_or_oldest_messages(connection, id, chunk)
+            })
+            .await?
+        {}
+        Ok(())
+    }
+
     /// Runs `query` on one of the reader threads (see `reads`), and records it like [`Self::run`].
     async fn read<T, F>(&self, operation: &'static str, query: F) -> Result<T, RepositoryError>
     where
@@ -317,6 +336,41 @@ fn with_network_defaults(url: &str, connect_timeout: Duration) -> String {
         url.push_str(value);
     }
     url
+}
+
+/// Messages one statement of a conversation's deletion removes. In one statement, a conversation
+/// of millions of messages (the seed routes' default one, after long use) would outlast the
+/// statement timeout, so it could never be deleted, and hold its row lock all the while.
+const MESSAGES_DELETED_PER_STATEMENT: i64 = 10_000;
+
+/// One step of deleting a conversation: its `chunk` oldest messages while it has more than that,
+/// then the conversation itself with the rest (ON DELETE CASCADE). Returns whether it is gone.
+fn delete_conversation_or_oldest_messages(
+    connection: &mut PgConnection,
+    id: ConversationId,
+    chunk: i64,
+) -> Result<bool, RepositoryError> {
+    let more_than_a_chunk = diesel::sql_query(
+        "DELETE FROM messages WHERE id IN \
+         (SELECT id FROM messages WHERE conversation_id = $1 ORDER BY position LIMIT $2) \
+         AND (SELECT COUNT(*) FROM \
+              (SELECT 1 FROM messages WHERE conversation_id = $1 LIMIT $2 + 1) AS counted) > $2",
+    )
+    .bind::<SqlUuid, _>(id.as_uuid())
+    .bind::<BigInt, _>(chunk)
+    .execute(connection)
+    .map_err(map_error)?
+        > 0;
+    if more_than_a_chunk {
+        return Ok(false);
+    }
+    let deleted = diesel::delete(conversations::table.find(id.as_uuid()))
+        .execute(connection)
+        .map_err(map_error)?;
+    if deleted == 0 {
+        return Err(RepositoryError::NotFound);
+    }
+    Ok(true)
 }
 
 fn checkout(
@@ -724,17 +778,8 @@ impl ChatRepository for PostgresChatRepository {
 
     #[tracing::instrument(skip(self))]
     async fn delete_conversation(&self, id: ConversationId) -> Result<(), RepositoryError> {
-        self.run("delete_conversation", move |connection| {
-            // Messages go with it: ON DELETE CASCADE, in the same statement.
-            let deleted = diesel::delete(conversations::table.find(id.as_uuid()))
-                .execute(connection)
-                .map_err(map_error)?;
-            if deleted == 0 {
-                return Err(RepositoryError::NotFound);
-            }
-            Ok(())
-        })
-        .await
+        self.delete_in_chunks(id, MESSAGES_DELETED_PER_STATEMENT)
+            .await
     }
 
     #[tracing::instrument(skip(self))]
@@ -892,6 +937,80 @@ mod tests {
             held.await.unwrap().unwrap();
         }
         repository.health_check().await.unwrap();
+    }
+
+    /// A conversation goes in several statements of its messages, oldest first, then its row;
+    /// another conversation keeps every message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_conversation_is_deleted_in_chunks_of_messages_and_no_other_is_touched() {
+        let Some(database) = testkit::postgres::TestDatabase::create().await else {
+            return;
+        };
+        let repository = PostgresChatRepository::connect(PostgresSettings::new(database.url()))
+            .await
+            .unwrap();
+        let create = |title: &str| {
+            domain::Conversation::new(
+                ConversationId::generate(),
+                domain::ConversationTitle::new(title).unwrap(),
+                domain::Timestamp::now(),
+            )
+        };
+        let (doomed, kept, cut) = (create("Doomed"), create("Kept"), create("Cut"));
+        for conversation in [&doomed, &kept, &cut] {
+            repository.create_conversation(conversation).await.unwrap();
+            for index in 0..5 {
+                let text = domain::MessageText::new(format!("question {index}"), 100).unwrap();
+                let exchange = domain::NewExchange::new(conversation.id, text, "reply".to_owned());
+                repository.append_exchange(&exchange).await.unwrap();
+            }
+        }
+
+        repository.delete_in_chunks(doomed.id, 3).await.unwrap();
+
+        assert!(matches!(
+            repository.get_conversation(doomed.id).await,
+            Err(RepositoryError::NotFound)
+        ));
+        let left = repository
+            .run("test", move |connection| {
+                messages::table
+                    .filter(messages::conversation_id.eq(doomed.id.as_uuid()))
+                    .count()
+                    .get_result::<i64>(connection)
+                    .map_err(map_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "no message of it is left");
+        let latest = domain::PageLimit::new(50).unwrap();
+        let page = repository
+            .list_messages(kept.id, domain::MessageWindow::Latest, latest)
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 10);
+        assert!(matches!(
+            repository.delete_in_chunks(doomed.id, 3).await,
+            Err(RepositoryError::NotFound)
+        ));
+
+        let gone = repository
+            .run("test", move |connection| {
+                delete_conversation_or_oldest_messages(connection, cut.id, 3)
+            })
+            .await
+            .unwrap();
+        assert!(!gone, "ten messages are more than a chunk");
+        let page = repository
+            .list_messages(cut.id, domain::MessageWindow::Latest, latest)
+            .await
+            .unwrap();
+        let positions: Vec<i64> = page.items.iter().map(|m| m.position).collect();
+        assert_eq!(
+            positions,
+            (4..=10).collect::<Vec<_>>(),
+            "the oldest went first"
+        );
     }
 
     /// A full disk cannot be staged against the test database; its error as PostgreSQL words it.

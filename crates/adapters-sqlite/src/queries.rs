@@ -169,6 +169,34 @@ pub(crate) fn rename_conversation(
     .try_into()
 }
 
+/// One step of deleting a conversation: the conversation itself (and its messages) when it has
+/// at most `chunk` messages left, otherwise its `chunk` oldest messages. Returns whether the
+/// conversation is gone.
+pub(crate) fn delete_conversation_or_oldest_messages(
+    conn: &mut SqliteConnection,
+    id: ConversationId,
+    chunk: i64,
+) -> QueryResult<bool> {
+    let more_than_a_chunk = diesel::sql_query(
+        "DELETE FROM messages WHERE id IN \
+         (SELECT id FROM messages WHERE conversation_id = ? ORDER BY position LIMIT ?) \
+         AND (SELECT COUNT(*) FROM \
+              (SELECT 1 FROM messages WHERE conversation_id = ? LIMIT ? + 1)) > ?",
+    )
+    .bind::<Text, _>(id.to_string())
+    .bind::<BigInt, _>(chunk)
+    .bind::<Text, _>(id.to_string())
+    .bind::<BigInt, _>(chunk)
+    .bind::<BigInt, _>(chunk)
+    .execute(conn)?
+        > 0;
+    if more_than_a_chunk {
+        return Ok(false);
+    }
+    delete_conversation(conn, id)?;
+    Ok(true)
+}
+
 pub(crate) fn delete_conversation(
     conn: &mut SqliteConnection,
     id: ConversationId,

@@ -26,6 +26,12 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Reads that may wait for a reader thread; one more is refused with `Overloaded`.
 const READ_QUEUE_CAPACITY: usize = 1024;
 
+/// Messages one write of a conversation's deletion removes. In one write, a conversation of
+/// millions of messages (the seed routes' default one, after long use) would hold the single
+/// writer, and every other write, for as long as deleting all of them takes, and grow the WAL by
+/// all of them at once.
+const MESSAGES_DELETED_PER_WRITE: i64 = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct SqliteSettings {
     /// The database file; created with its directory's permissions when missing.
@@ -149,6 +155,24 @@ impl SqliteChatRepository {
             writer,
             settings: settings.clone(),
         })
+    }
+
+    /// Deletes conversation `id` in one write when it has at most `chunk` messages. A larger one
+    /// loses its messages oldest first, `chunk` per write, so that other writes take turns with
+    /// them, and goes with its last chunk; a message appended to it meanwhile goes with it. A
+    /// failure leaves the conversation without some of its oldest messages; deleting it again
+    /// goes on.
+    async fn delete_in_chunks(
+        &self,
+        id: ConversationId,
+        chunk: i64,
+    ) -> Result<(), RepositoryError> {
+        while !self
+            .writer
+            .write(move |conn| queries::delete_conversation_or_oldest_messages(conn, id, chunk))
+            .await?
+        {}
+        Ok(())
     }
 
     /// Records how long `operation` took and how it ended, under the label set every storage
@@ -278,10 +302,11 @@ impl ChatRepository for SqliteChatRepository {
     }
 
     async fn delete_conversation(&self, id: ConversationId) -> Result<(), RepositoryError> {
-        let delete = self
-            .writer
-            .write(move |conn| queries::delete_conversation(conn, id));
-        Self::timed("delete_conversation", delete).await
+        Self::timed(
+            "delete_conversation",
+            self.delete_in_chunks(id, MESSAGES_DELETED_PER_WRITE),
+        )
+        .await
     }
 
     async fn list_messages(
@@ -405,9 +430,80 @@ mod tests {
     use std::sync::mpsc;
 
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
+    use diesel::RunQueryDsl;
     use domain::{ConversationId, MessageWindow, NewExchange, PageLimit};
 
     use super::*;
+
+    /// A conversation goes in several writes of its messages, oldest first, then its row; another
+    /// conversation keeps every message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_conversation_is_deleted_in_chunks_of_messages_and_no_other_is_touched() {
+        let directory = tempfile::tempdir().unwrap();
+        let repository =
+            SqliteChatRepository::open(&SqliteSettings::new(directory.path().join("chat.db")))
+                .unwrap();
+        let create = |title: &str| {
+            domain::Conversation::new(
+                ConversationId::generate(),
+                domain::ConversationTitle::new(title).unwrap(),
+                domain::Timestamp::now(),
+            )
+        };
+        let (doomed, kept, cut) = (create("Doomed"), create("Kept"), create("Cut"));
+        for conversation in [&doomed, &kept, &cut] {
+            repository.create_conversation(conversation).await.unwrap();
+            for index in 0..5 {
+                let text = domain::MessageText::new(format!("question {index}"), 100).unwrap();
+                let exchange = NewExchange::new(conversation.id, text, "reply".to_owned());
+                repository.append_exchange(&exchange).await.unwrap();
+            }
+        }
+
+        repository.delete_in_chunks(doomed.id, 3).await.unwrap();
+
+        assert!(matches!(
+            repository.get_conversation(doomed.id).await,
+            Err(RepositoryError::NotFound)
+        ));
+        let left = repository
+            .read(move |conn| {
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+                    "(SELECT COUNT(*) FROM messages WHERE conversation_id = '{}')",
+                    doomed.id
+                )))
+                .get_result::<i64>(conn)
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "no message of it is left");
+        let page = repository
+            .list_messages(kept.id, MessageWindow::Latest, PageLimit::new(50).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 10);
+        assert!(matches!(
+            repository.delete_in_chunks(doomed.id, 3).await,
+            Err(RepositoryError::NotFound)
+        ));
+
+        let gone = repository
+            .writer
+            .write(move |conn| queries::delete_conversation_or_oldest_messages(conn, cut.id, 3))
+            .await
+            .unwrap();
+        assert!(!gone, "ten messages are more than a chunk");
+        let page = repository
+            .list_messages(cut.id, MessageWindow::Latest, PageLimit::new(50).unwrap())
+            .await
+            .unwrap();
+        let positions: Vec<i64> = page.items.iter().map(|m| m.position).collect();
+        assert_eq!(
+            positions,
+            (4..=10).collect::<Vec<_>>(),
+            "the oldest went first"
+        );
+    }
 
     /// A full disk fails real batches while the check's one-page write would still succeed: the
     /// check must not make the replica ready again while real writes are failing.

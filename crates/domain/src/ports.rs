@@ -43,7 +43,10 @@ pub trait ChatRepository: Send + Sync {
         now: Timestamp,
     ) -> Result<Conversation, RepositoryError>;
 
-    /// Deletes the conversation and every message in it, atomically.
+    /// Deletes the conversation and every message in it: once it returns `Ok`, none is left.
+    /// A large conversation MAY go in several steps, its oldest messages first, so that one
+    /// deletion cannot hold the storage for long; a failure part way MAY leave it without some
+    /// of its oldest messages, and deleting it again finishes.
     /// MUST return `NotFound` if the conversation does not exist.
     async fn delete_conversation(&self, id: ConversationId) -> Result<(), RepositoryError>;
 
