@@ -939,78 +939,27 @@ mod tests {
         repository.health_check().await.unwrap();
     }
 
-    /// A conversation goes in several statements of its messages, oldest first, then its row;
-    /// another conversation keeps every message.
+    /// A conversation goes in several statements of its messages, oldest first, then its row.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_conversation_is_deleted_in_chunks_of_messages_and_no_other_is_touched() {
         let Some(database) = testkit::postgres::TestDatabase::create().await else {
             return;
         };
-        let repository = PostgresChatRepository::connect(PostgresSettings::new(database.url()))
-            .await
-            .unwrap();
-        let create = |title: &str| {
-            domain::Conversation::new(
-                ConversationId::generate(),
-                domain::ConversationTitle::new(title).unwrap(),
-                domain::Timestamp::now(),
-            )
-        };
-        let (doomed, kept, cut) = (create("Doomed"), create("Kept"), create("Cut"));
-        for conversation in [&doomed, &kept, &cut] {
-            repository.create_conversation(conversation).await.unwrap();
-            for index in 0..5 {
-                let text = domain::MessageText::new(format!("question {index}"), 100).unwrap();
-                let exchange = domain::NewExchange::new(conversation.id, text, "reply".to_owned());
-                repository.append_exchange(&exchange).await.unwrap();
-            }
-        }
-
-        repository.delete_in_chunks(doomed.id, 3).await.unwrap();
-
-        assert!(matches!(
-            repository.get_conversation(doomed.id).await,
-            Err(RepositoryError::NotFound)
-        ));
-        let left = repository
-            .run("test", move |connection| {
-                messages::table
-                    .filter(messages::conversation_id.eq(doomed.id.as_uuid()))
-                    .count()
-                    .get_result::<i64>(connection)
-                    .map_err(map_error)
-            })
-            .await
-            .unwrap();
-        assert_eq!(left, 0, "no message of it is left");
-        let latest = domain::PageLimit::new(50).unwrap();
-        let page = repository
-            .list_messages(kept.id, domain::MessageWindow::Latest, latest)
-            .await
-            .unwrap();
-        assert_eq!(page.items.len(), 10);
-        assert!(matches!(
-            repository.delete_in_chunks(doomed.id, 3).await,
-            Err(RepositoryError::NotFound)
-        ));
-
-        let gone = repository
-            .run("test", move |connection| {
-                delete_conversation_or_oldest_messages(connection, cut.id, 3)
-            })
-            .await
-            .unwrap();
-        assert!(!gone, "ten messages are more than a chunk");
-        let page = repository
-            .list_messages(cut.id, domain::MessageWindow::Latest, latest)
-            .await
-            .unwrap();
-        let positions: Vec<i64> = page.items.iter().map(|m| m.position).collect();
-        assert_eq!(
-            positions,
-            (4..=10).collect::<Vec<_>>(),
-            "the oldest went first"
+        let repository = std::sync::Arc::new(
+            PostgresChatRepository::connect(PostgresSettings::new(database.url()))
+                .await
+                .unwrap(),
         );
+        testkit::repository::deleting_in_steps_goes_oldest_first_and_leaves_nothing(
+            std::sync::Arc::clone(&repository),
+            |id| repository.delete_in_chunks(id, 3),
+            |id| {
+                repository.run("test", move |connection| {
+                    delete_conversation_or_oldest_messages(connection, id, 3)
+                })
+            },
+        )
+        .await;
     }
 
     /// A full disk cannot be staged against the test database; its error as PostgreSQL words it.

@@ -427,82 +427,31 @@ fn rewrite_user_version(conn: &mut SqliteConnection) -> Result<(), diesel::resul
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
+    use std::sync::{mpsc, Arc};
 
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
-    use diesel::RunQueryDsl;
     use domain::{ConversationId, MessageWindow, NewExchange, PageLimit};
 
     use super::*;
 
-    /// A conversation goes in several writes of its messages, oldest first, then its row; another
-    /// conversation keeps every message.
+    /// A conversation goes in several writes of its messages, oldest first, then its row.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_conversation_is_deleted_in_chunks_of_messages_and_no_other_is_touched() {
         let directory = tempfile::tempdir().unwrap();
-        let repository =
+        let repository = Arc::new(
             SqliteChatRepository::open(&SqliteSettings::new(directory.path().join("chat.db")))
-                .unwrap();
-        let create = |title: &str| {
-            domain::Conversation::new(
-                ConversationId::generate(),
-                domain::ConversationTitle::new(title).unwrap(),
-                domain::Timestamp::now(),
-            )
-        };
-        let (doomed, kept, cut) = (create("Doomed"), create("Kept"), create("Cut"));
-        for conversation in [&doomed, &kept, &cut] {
-            repository.create_conversation(conversation).await.unwrap();
-            for index in 0..5 {
-                let text = domain::MessageText::new(format!("question {index}"), 100).unwrap();
-                let exchange = NewExchange::new(conversation.id, text, "reply".to_owned());
-                repository.append_exchange(&exchange).await.unwrap();
-            }
-        }
-
-        repository.delete_in_chunks(doomed.id, 3).await.unwrap();
-
-        assert!(matches!(
-            repository.get_conversation(doomed.id).await,
-            Err(RepositoryError::NotFound)
-        ));
-        let left = repository
-            .read(move |conn| {
-                diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
-                    "(SELECT COUNT(*) FROM messages WHERE conversation_id = '{}')",
-                    doomed.id
-                )))
-                .get_result::<i64>(conn)
-            })
-            .await
-            .unwrap();
-        assert_eq!(left, 0, "no message of it is left");
-        let page = repository
-            .list_messages(kept.id, MessageWindow::Latest, PageLimit::new(50).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(page.items.len(), 10);
-        assert!(matches!(
-            repository.delete_in_chunks(doomed.id, 3).await,
-            Err(RepositoryError::NotFound)
-        ));
-
-        let gone = repository
-            .writer
-            .write(move |conn| queries::delete_conversation_or_oldest_messages(conn, cut.id, 3))
-            .await
-            .unwrap();
-        assert!(!gone, "ten messages are more than a chunk");
-        let page = repository
-            .list_messages(cut.id, MessageWindow::Latest, PageLimit::new(50).unwrap())
-            .await
-            .unwrap();
-        let positions: Vec<i64> = page.items.iter().map(|m| m.position).collect();
-        assert_eq!(
-            positions,
-            (4..=10).collect::<Vec<_>>(),
-            "the oldest went first"
+                .unwrap(),
         );
+        testkit::repository::deleting_in_steps_goes_oldest_first_and_leaves_nothing(
+            Arc::clone(&repository),
+            |id| repository.delete_in_chunks(id, 3),
+            |id| {
+                repository
+                    .writer
+                    .write(move |conn| queries::delete_conversation_or_oldest_messages(conn, id, 3))
+            },
+        )
+        .await;
     }
 
     /// A full disk fails real batches while the check's one-page write would still succeed: the

@@ -336,7 +336,59 @@ pub async fn delete_cascades_to_messages_and_nothing_else<R: ChatRepository + ?S
     assert_eq!(again, expected_exchange(&doomed_exchange, 1));
 }
 
-/// Conversations with ties on `updated_at` and ids whose order differs from creation order.
+/// For an adapter that deletes a large conversation in steps (the port allows it), with a step of
+/// three messages: `delete_in_steps` deletes a conversation that way, `one_step` takes one step
+/// and says whether the conversation is gone. It ends with none of its messages, the oldest go
+/// first, and no other conversation loses any.
+pub async fn deleting_in_steps_goes_oldest_first_and_leaves_nothing<
+    R,
+    D,
+    DeleteFuture,
+    S,
+    StepFuture,
+>(
+    repo: Arc<R>,
+    delete_in_steps: D,
+    one_step: S,
+) where
+    R: ChatRepository + ?Sized,
+    D: Fn(ConversationId) -> DeleteFuture,
+    DeleteFuture: std::future::Future<Output = Result<(), RepositoryError>>,
+    S: Fn(ConversationId) -> StepFuture,
+    StepFuture: std::future::Future<Output = Result<bool, RepositoryError>>,
+{
+    let [doomed, kept, cut] = ["Doomed", "Kept", "Cut"].map(|title| conversation(title, at(0)));
+    for conversation in [&doomed, &kept, &cut] {
+        create(&*repo, conversation).await;
+    }
+    append_many(&*repo, doomed.id, 5).await;
+    let kept_messages = append_many(&*repo, kept.id, 5).await;
+    append_many(&*repo, cut.id, 5).await;
+
+    delete_in_steps(doomed.id)
+        .await
+        .expect("a conversation of ten messages is deleted in steps of three");
+
+    assert_not_found(
+        repo.get_conversation(doomed.id).await,
+        "get_conversation after delete",
+    );
+    assert_not_found(delete_in_steps(doomed.id).await, "a second delete");
+    assert_eq!(all_messages(&*repo, kept.id).await, kept_messages);
+    // A conversation with the same id starts empty: no message of it is left.
+    create(&*repo, &doomed).await;
+    assert!(all_messages(&*repo, doomed.id).await.is_empty());
+
+    let gone = one_step(cut.id).await.expect("one step of a deletion");
+    assert!(!gone, "ten messages are more than a step");
+    assert_eq!(
+        positions(&all_messages(&*repo, cut.id).await),
+        (4..=10).collect::<Vec<_>>(),
+        "the oldest went first"
+    );
+}
+
+/// Conversations with ties on `updated_at` and ids whose order differs from creation order./// Conversations with ties on `updated_at` and ids whose order differs from creation order.
 async fn seed_conversations<R: ChatRepository + ?Sized>(
     repo: &R,
     count: usize,
