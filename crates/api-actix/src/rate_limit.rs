@@ -1,7 +1,8 @@
 //! Per-client rate limiting of the API: a token bucket per client (an IPv4 address or an IPv6
-//! /64), refilled at `per_second` up to `burst`. A client over its rate gets `429` with `Retry-After`. Only the API
-//! is limited: probes and scrapes keep working under load, and a limited user reloading the page
-//! still gets the web client (whose API calls then say how long to wait) rather than a JSON error.
+//! /64), refilled at `per_second` up to `burst`. A client over its rate gets `429` with
+//! `Retry-After`. Only the API is limited: probes and scrapes keep working under load, and a
+//! limited user reloading the page still gets the web client (whose API calls then say how long
+//! to wait) rather than a JSON error.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
