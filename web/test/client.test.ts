@@ -128,6 +128,21 @@ describe('ApiClient', () => {
       expect(ids).toEqual([`${G}:1`, `${G}:2`, `${G}:3`, `${G}:4`, `${G}:5`]);
     });
 
+    it('resumes from the last whole event when the connection closes inside one', async () => {
+      const { client, first, second, headers } = sendThenResume();
+      const deltas: string[] = [];
+      const p = client.streamMessage('c1', 'hi', { onDelta: (t) => deltas.push(t) });
+      first.send(ev(1, 'start', { generation_id: G, conversation_id: 'c1', content: 'hi' }) + ev(2, 'delta', { text: 'Hello' }));
+      first.send(`id: ${G}:3\nevent: delta\ndata: {"text":" wor`);
+      first.close();
+      await new Promise((r) => setTimeout(r, 20));
+      second.send(ev(3, 'delta', { text: ' world' }) + ev(4, 'done', exchange));
+      second.close();
+      await expect(p).resolves.toEqual(exchange);
+      expect(deltas).toEqual(['Hello', ' world']);
+      expect(headers).toEqual([`${G}:2`]);
+    });
+
     it('resumes after an interrupted event, which carries no id of its own', async () => {
       const { client, first, second, headers } = sendThenResume();
       const deltas: string[] = [];

@@ -63,8 +63,11 @@ describe('SseParser', () => {
     expect(parseInChunks('event: ping\n\nretry: 100\nfoo: bar\ndata: x\n\n', [])).toEqual([{ event: 'message', data: 'x' }]);
   });
 
-  it('emits a last event left without a trailing blank line at the end of the stream', () => {
-    expect(parseInChunks('event: done\ndata: {}', [])).toEqual([{ event: 'done', data: '{}' }]);
+  it('drops an event the stream ends inside, before its blank line', () => {
+    expect(parseInChunks('event: done\ndata: {}', [])).toEqual([]);
+    expect(parseInChunks('event: done\ndata: {}\n', [])).toEqual([]);
+    expect(parseInChunks('data: a\n\nid: 9\nevent: delta\ndata: {"text":"He', [3])).toEqual([{ event: 'message', data: 'a' }]);
+    expect(parseInChunks('data: a\r\n\r', [])).toEqual([{ event: 'message', data: 'a' }]);
   });
 
   it('attaches `<generation_id>:<sequence>` ids to their events, split anywhere', () => {

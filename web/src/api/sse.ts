@@ -28,15 +28,17 @@ export class SseParser {
     return this.drain(false);
   }
 
-  /** Signals the end of the stream; returns a last event if one was left without a blank line. */
+  /**
+   * Signals the end of the stream; returns the events its last chunk completed. An event the
+   * stream ends inside (no blank line after it) is dropped, as the standard says: a connection
+   * cut mid-event must not pass for a whole one, whose id would mark it as received.
+   */
   end(): SseEvent[] {
     const events = this.drain(true);
-    if (this.buffer.length > 0) {
-      this.processLine(this.buffer, events);
-      this.buffer = '';
-    }
-    // Be lenient with a server that closes without the final blank line.
-    this.dispatch(events);
+    this.buffer = '';
+    this.eventType = '';
+    this.dataLines = [];
+    this.hasData = false;
     return events;
   }
 
