@@ -5,6 +5,7 @@ import type { Conversation } from './api/types';
 import { ConversationView } from './components/ConversationView';
 import { Sidebar } from './components/Sidebar';
 import { ThemeToggle } from './components/ThemeToggle';
+import { saveDraft } from './drafts';
 import { useTheme } from './hooks/useTheme';
 
 const LIST_PAGE = 50;
@@ -127,9 +128,11 @@ export function App() {
     conversationsRef.current = withLearned(conversationsRef.current);
   };
 
+  /** Another tab deleted the conversation. Unsent text goes with it, unless it is open here: a send from it starts a new chat. */
   const forget = (id: string) => {
     setDeleted((ids) => new Set(ids).add(id));
     setConversations((cs) => cs.filter((c) => c.id !== id));
+    if (id !== selectedRef.current) saveDraft(id, '');
   };
 
   /** The conversation was deleted elsewhere (another tab, or found gone): drop it from the list. */
@@ -205,6 +208,7 @@ export function App() {
   const remove = async (id: string) => {
     try {
       await api.deleteConversation(id);
+      saveDraft(id, '');
       tabs.current?.post({ kind: 'deleted', id });
       setDeleted((ids) => new Set(ids).add(id));
       setSidebarError(null);

@@ -2,6 +2,7 @@ import { act, fireEvent, render, screen, waitFor, within } from '@testing-librar
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { App } from '../src/App';
 import { api } from '../src/api/client';
+import { loadDraft, saveDraft } from '../src/drafts';
 import type { Conversation, Message } from '../src/api/types';
 import { conv, json, mockFetch, msg, sseResponse, type Route } from './helpers';
 
@@ -1217,6 +1218,28 @@ describe('other tabs of the same browser', () => {
     fireEvent.keyDown(composer(), { key: 'Enter' });
     await waitFor(() => expect(fetchMock.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations')).toHaveLength(1));
     expect(within(nav).queryByRole('button', { name: 'Back from the dead' })).toBeNull();
+  });
+
+  it('drops a deleted conversation\'s unsent text, here and in another tab, but not where it is open', async () => {
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'for the recent chat' } });
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    await screen.findByText('No messages yet');
+    fireEvent.change(composer(), { target: { value: 'for the older chat' } });
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: 'Delete Older chat' }));
+    fireEvent.click(within(screen.getByRole('alertdialog')).getByRole('button', { name: 'Delete' }));
+    await waitFor(() => expect(within(nav).queryByRole('button', { name: 'Older chat' })).toBeNull());
+    expect(loadDraft('c1')).toBe('');
+
+    saveDraft('c9', 'for a chat deleted elsewhere');
+    otherTab.postMessage({ kind: 'deleted', id: 'c9' });
+    await waitFor(() => expect(loadDraft('c9')).toBe(''));
+    await screen.findByText('Earlier answer');
+    expect((composer() as HTMLTextAreaElement).value).toBe('for the recent chat');
+    otherTab.postMessage({ kind: 'deleted', id: 'c2' });
+    await screen.findByRole('alert');
+    expect(loadDraft('c2')).toBe('for the recent chat');
   });
 
   it('a rename from another tab keeps the newer activity time, and activity beyond the page is fetched', async () => {
