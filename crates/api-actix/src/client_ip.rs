@@ -40,14 +40,24 @@ impl FromStr for IpNetwork {
         if prefix > max {
             return Err(invalid());
         }
-        Ok(Self { address, prefix })
+        // Clients are compared as IPv4 when mapped (see `canonical`), so a mapped block is
+        // kept as the IPv4 block it covers; a shorter prefix would reach beyond the mapped range.
+        match address {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+                let prefix = prefix.checked_sub(96).ok_or_else(invalid)?;
+                Ok(Self {
+                    address: canonical(address),
+                    prefix,
+                })
+            }
+            _ => Ok(Self { address, prefix }),
+        }
     }
 }
 
 impl IpNetwork {
     pub fn contains(&self, candidate: IpAddr) -> bool {
-        let candidate = canonical(candidate);
-        match (canonical(self.address), candidate) {
+        match (self.address, canonical(candidate)) {
             (IpAddr::V4(network), IpAddr::V4(candidate)) => {
                 let mask = u32::MAX
                     .checked_shl(32 - u32::from(self.prefix))
@@ -182,9 +192,32 @@ mod tests {
         let v6: IpNetwork = "fd00::/8".parse().unwrap();
         assert!(v6.contains("fd12::1".parse().unwrap()));
         assert!(!v6.contains("10.0.0.1".parse().unwrap()));
-        for bad in ["", "10.0.0.0/33", "proxy", "10.0.0.0/x", "::/129"] {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "proxy",
+            "10.0.0.0/x",
+            "::/129",
+            "::ffff:10.0.0.0/95",
+        ] {
             assert!(bad.parse::<IpNetwork>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_proxy_written_as_a_mapped_address_is_that_ipv4_address() {
+        let proxy: IpNetwork = "::ffff:10.0.0.5".parse().unwrap();
+        assert_eq!(proxy, "10.0.0.5".parse().unwrap());
+        assert!(proxy.contains("10.0.0.5".parse().unwrap()));
+        assert!(proxy.contains("::ffff:10.0.0.5".parse().unwrap()));
+        assert!(!proxy.contains("10.0.0.6".parse().unwrap()));
+        let block: IpNetwork = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert_eq!(block, "10.0.0.0/8".parse().unwrap());
+        assert_eq!(
+            client("10.0.0.6:443", Some("198.51.100.7"), &["::ffff:10.0.0.5"]),
+            "10.0.0.6".parse::<IpAddr>().unwrap(),
+            "another peer's X-Forwarded-For is not believed"
+        );
     }
 
     #[test]
