@@ -99,6 +99,7 @@ pub struct ReplyContext {
 #[async_trait]
 pub trait Assistant: Send + Sync {
     /// How many earlier messages this assistant wants in [`ReplyContext::history`]; 0 for none.
+    /// The history is one page of the conversation, so it holds at most [`PageLimit::MAX`].
     fn context_messages(&self) -> usize;
 
     /// The whole reply. MUST NOT return an empty reply: an empty answer is a `Provider` error.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
+use domain::PageLimit;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -520,6 +521,10 @@ impl Settings {
         if self.cache.kind == CacheKind::Memory && self.cache.max_bytes == 0 {
             return Err(invalid("cache.max_bytes", "must be at least 1"));
         }
+        if self.cache.stream_log_ttl_secs == 0 {
+            // The log of a reply that just finished would go before its own followers read `done`.
+            return Err(invalid("cache.stream_log_ttl_secs", "must be at least 1"));
+        }
         self.rate_limit.validate()?;
         self.telemetry.validate()?;
         self.assistant.validate()?;
@@ -565,10 +570,11 @@ impl Settings {
         at_most("storage.max_batch", storage.max_batch, 100_000)?;
         at_most("assistant.timeout_secs", assistant.timeout_secs, 3_600)?;
         at_most("assistant.max_retries", assistant.max_retries, 100)?;
+        // The history is read as one page of the conversation.
         at_most(
             "assistant.context_messages",
             assistant.context_messages,
-            10_000,
+            u64::from(PageLimit::MAX),
         )?;
         at_most(
             "assistant.max_concurrency",
