@@ -66,6 +66,43 @@ async fn starts_from_any_directory_with_built_in_defaults() {
     assert!(directory.path().join("chat.db").exists());
 }
 
+/// A body of `message` with every character escaped as `\uXXXX`, as Python's `json.dumps` and
+/// many other encoders send text that is not ASCII.
+fn escaped_message_body(characters: usize) -> String {
+    format!("{{\"message\":\"{}\"}}", "\\u4e2d".repeat(characters))
+}
+
+#[tokio::test]
+async fn by_default_the_longest_message_fits_in_a_body_even_with_every_character_escaped() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = start(directory.path(), &[]);
+    let client = reqwest::Client::new();
+    let post = |body: String| {
+        client
+            .post(server.url("/chat/message"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let longest = post(escaped_message_body(16_000)).await.unwrap();
+    assert_eq!(longest.status(), 200);
+    let stored = default_conversation_messages(&server).await;
+    assert_eq!(
+        stored[0]["content"].as_str().unwrap().chars().count(),
+        16_000
+    );
+    let too_long = post(escaped_message_body(16_001)).await.unwrap();
+    assert_eq!(too_long.status(), 413);
+    let error: Value = too_long.json().await.unwrap();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("16000 characters"),
+        "refused for its text, not its bytes: {error}"
+    );
+}
+
 #[tokio::test]
 async fn config_files_and_environment_override_the_defaults() {
     let directory = tempfile::tempdir().unwrap();
