@@ -932,6 +932,7 @@ async fn without_a_log_a_client_that_reads_nothing_does_not_hold_its_reply() {
     // Virtual time: the wait for the client passes as soon as nothing else can run.
     tokio::time::pause();
     let (pieces, whole) = numbered_words(200);
+    let first_pieces = pieces.clone();
     let (stored_sender, stored_signal) = futures::channel::oneshot::channel();
     let mut stored_sender = Some(stored_sender);
     let mut repository = MockChatRepository::new();
@@ -965,9 +966,23 @@ async fn without_a_log_a_client_that_reads_nothing_does_not_hold_its_reply() {
     let events = reply.events();
     let (last, deltas) = events.split_last().unwrap();
     assert!(
-        deltas.len() < 200 && deltas.iter().all(|(name, _)| name == "delta"),
+        deltas.iter().all(|(name, _)| name == "delta"),
+        "{}",
+        reply.body
+    );
+    let texts: Vec<&str> = deltas
+        .iter()
+        .map(|(_, data)| data["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        !texts.is_empty() && texts.len() < 200,
         "the buffered deltas, not the ones after the client stopped reading: {}",
-        deltas.len()
+        texts.len()
+    );
+    assert_eq!(
+        texts,
+        first_pieces[..texts.len()],
+        "what was buffered arrives whole and in order"
     );
     assert_eq!(last.0, "done");
     assert_eq!(last.1["assistant_message"]["content"], whole.as_str());
