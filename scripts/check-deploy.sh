@@ -235,6 +235,8 @@ error_log stderr;
 events {}
 http {
     include /etc/nginx/mime.types;
+    # Nginx opens its built-in access log otherwise, which only root may write.
+    access_log off;
     client_body_temp_path $d/tmp; proxy_temp_path $d/tmp;
     fastcgi_temp_path $d/tmp; uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
     include $d/conf.d/*.conf;
