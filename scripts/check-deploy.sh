@@ -196,11 +196,26 @@ PY
 section_nginx() {
     banner "nginx config"
     check "nginx sends the client's files with the server's Content-Security-Policy" nginx_csp_matches
+    check "nginx waits as long for a whole reply on /chat/ as for a silent stream" nginx_long_waits
     if ! command -v nginx >/dev/null 2>&1; then
         skip "nginx -t on the web proxy config" "nginx not installed"
         return
     fi
     check "nginx -t (rendered template, 2 upstreams)" nginx_test
+}
+
+nginx_long_waits() {
+    "$VENV/bin/python" - "$ROOT/deploy/docker/nginx/default.conf.template" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+short = []
+for path in ("/chat/", "~ ^/api/v1/conversations/[^/]+/(messages|stream)$"):
+    block = re.search(r"location " + re.escape(path) + r" \{(.*?)\n    \}", text, re.S)
+    if not block or "proxy_read_timeout ${CHAT_PROXY_READ_TIMEOUT};" not in block.group(1):
+        short.append(path)
+if short:
+    sys.exit(f"proxy_read_timeout is not CHAT_PROXY_READ_TIMEOUT in: {short}")
+PY
 }
 
 nginx_csp_matches() {

@@ -11,7 +11,8 @@
 #   CHAT_API_UPSTREAMS   space-separated host:port list of chat-server
 #                        instances (default "api:8000"); every entry becomes a
 #                        server line of the nginx upstream.
-#   CHAT_PROXY_READ_TIMEOUT  how long a stream may stay silent (default 3600s).
+#   CHAT_PROXY_READ_TIMEOUT  how long a stream may stay silent, or a plain
+#                        POST /chat/message wait for its reply (default 3600s).
 
 ARG NODE_VERSION=22
 ARG NGINX_VERSION=1.27
