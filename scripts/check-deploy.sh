@@ -313,6 +313,22 @@ EOF
         check "kubernetes-validate --strict overlays/$overlay (k8s ${K8S_VERSIONS[*]})" validate "$out"
         check "overlays/$overlay invariants" kustomize_invariants "$overlay" "$out"
     done
+    check "an overlay sets the image by the name docs/operations.md gives" kustomize_image_override
+}
+
+# An overlay matches the image by the name the base already gave it, not the Deployment's own.
+kustomize_image_override() {
+    local copy="$WORK/image-override"
+    cp -r "$ROOT/deploy" "$copy"
+    cat >>"$copy/k8s/overlays/single/kustomization.yaml" <<'EOF'
+images:
+  - name: ghcr.io/example/chat-server
+    newName: registry.example.org/team/chat-server
+    newTag: "9.9.9"
+EOF
+    render_kustomize "$copy/k8s/overlays/single" "$copy/out.yaml" || return 1
+    grep -q "image: registry.example.org/team/chat-server:9.9.9" "$copy/out.yaml" \
+        && grep -q "set image ghcr.io/example/chat-server=" "$ROOT/docs/operations.md"
 }
 
 # The rules that matter most operationally, asserted on the rendered output.
