@@ -265,6 +265,21 @@ section_compose() {
     check "compose.yaml" check-jsonschema --builtin-schema vendor.compose-spec "$ROOT/deploy/compose.yaml"
     check "compose.postgres.yaml" check-jsonschema --builtin-schema vendor.compose-spec "$ROOT/deploy/compose.postgres.yaml"
     check "compose: chat services drop every capability; chat-server's root is read-only" compose_hardened
+    check "compose.postgres.yaml: both API replicas share a Redis stream log" compose_replicas_share_redis
+}
+
+# Without a shared log, a resume that reaches the replica not generating the reply gets 204.
+compose_replicas_share_redis() {
+    "$VENV/bin/python" - "$ROOT/deploy/compose.postgres.yaml" <<'PY'
+import sys, yaml
+services = yaml.safe_load(open(sys.argv[1]))["services"]
+for name in ("api", "api2"):
+    env = services[name]["environment"]
+    if env.get("CHAT__CACHE__KIND") != "redis" or not env.get("CHAT__CACHE__URL", "").startswith("redis://redis:"):
+        sys.exit(f"{name}: no shared Redis log ({env.get('CHAT__CACHE__KIND')!r})")
+    if "redis" not in services[name].get("depends_on", {}):
+        sys.exit(f"{name}: starts without waiting for redis")
+PY
 }
 
 compose_hardened() {
