@@ -393,6 +393,9 @@ else:
     url = [e for e in c.get("env", []) if e["name"] == "CHAT__STORAGE__URL"]
     need(url and "secretKeyRef" in url[0].get("valueFrom", {}), "postgres URL must come from a Secret")
     need("CHAT__STORAGE__URL" not in cm, "postgres URL must not be in the ConfigMap")
+    need(cm.get("CHAT__CACHE__KIND") == "redis", "postgres: the replicas share a Redis stream log")
+    redis = [e for e in c.get("env", []) if e["name"] == "CHAT__CACHE__URL"]
+    need(redis and "secretKeyRef" in redis[0].get("valueFrom", {}), "Redis URL must come from a Secret")
 for e in errors:
     print("invariant violated:", e)
 sys.exit(1 if errors else 0)
@@ -427,6 +430,10 @@ EOF
     done
     check "helm refuses postgres without a URL" \
         bash -c "'$HELM' template chat '$chart' --set storage.backend=postgres 2>&1 | grep -q 'needs storage.postgres.url'"
+    check "helm refuses cache.kind=redis without the Secret of its URL" \
+        bash -c "'$HELM' template chat '$chart' --set cache.kind=redis 2>&1 | grep -q 'needs cache.redis.existingSecret'"
+    check "helm postgres render: the replicas share Redis, its URL from a Secret" \
+        bash -c "grep -q 'CHAT__CACHE__KIND: \"redis\"' '$WORK/helm-postgres.yaml' && grep -A3 'name: CHAT__CACHE__URL' '$WORK/helm-postgres.yaml' | grep -q secretKeyRef"
     check "helm refuses a kill timeout shorter than the shutdown" \
         bash -c "'$HELM' template chat '$chart' --set terminationGracePeriodSeconds=30 2>&1 | grep -q 'must be at least preStopSleepSeconds'"
     check "helm sqlite render has 1 replica, Recreate, no HPA, no PDB" helm_sqlite_invariants "$WORK/helm-sqlite.yaml"

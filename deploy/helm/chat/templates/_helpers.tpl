@@ -63,6 +63,18 @@ app.kubernetes.io/component: server
 {{- default (printf "%s-postgres" (include "chat.fullname" .)) .Values.storage.postgres.existingSecret }}
 {{- end }}
 
+{{/* Validated cache kind. */}}
+{{- define "chat.cacheKind" -}}
+{{- $kind := .Values.cache.kind }}
+{{- if not (has $kind (list "none" "memory" "redis")) }}
+{{- fail (printf "cache.kind must be none, memory or redis, got %q" $kind) }}
+{{- end }}
+{{- if and (eq $kind "redis") (not .Values.cache.redis.existingSecret) }}
+{{- fail "cache.kind=redis needs cache.redis.existingSecret, a Secret holding the redis:// URL" }}
+{{- end }}
+{{- $kind }}
+{{- end }}
+
 {{- define "chat.pvcName" -}}
 {{- default (printf "%s-data" (include "chat.fullname" .)) .Values.storage.sqlite.persistence.existingClaim }}
 {{- end }}
