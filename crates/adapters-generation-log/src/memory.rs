@@ -186,12 +186,14 @@ impl GenerationLog for MemoryGenerationLog {
         generation_id: GenerationId,
         after: u64,
     ) -> Result<GenerationEvents, GenerationLogError> {
-        let appended = self
-            .logs()
-            .generations
-            .get(&generation_id)
-            .map(|log| log.appended.subscribe())
-            .ok_or(GenerationLogError::NotFound)?;
+        let appended = {
+            let mut logs = self.logs();
+            logs.expire(self.ttl);
+            logs.generations
+                .get(&generation_id)
+                .map(|log| log.appended.subscribe())
+                .ok_or(GenerationLogError::NotFound)?
+        };
         let inner = Arc::clone(&self.inner);
         let events = stream::unfold(
             (inner, appended, after, false),

@@ -13,6 +13,16 @@ mod memory {
     testkit::generation_log_conformance!(async {
         Arc::new(MemoryGenerationLog::new(Duration::from_secs(60))) as Arc<dyn GenerationLog>
     });
+
+    #[tokio::test]
+    async fn a_finished_log_expires_after_its_ttl() {
+        let ttl = Duration::from_millis(200);
+        testkit::generation_log::a_finished_log_expires_after_its_ttl(
+            Arc::new(MemoryGenerationLog::new(ttl)),
+            ttl,
+        )
+        .await;
+    }
 }
 
 /// Deletes every key under a test's prefix when the test ends.
@@ -39,9 +49,13 @@ impl Drop for RedisKeys {
     }
 }
 
-/// A log on the real Redis under a prefix of its own, or `None` (loudly) where Redis is absent
-/// outside CI.
 async fn redis_log() -> Option<(Arc<dyn GenerationLog>, RedisKeys)> {
+    redis_log_kept_for(Duration::from_secs(60)).await
+}
+
+/// A log on the real Redis under a prefix of its own, finished generations kept for `ttl`, or
+/// `None` (loudly) where Redis is absent outside CI.
+async fn redis_log_kept_for(ttl: Duration) -> Option<(Arc<dyn GenerationLog>, RedisKeys)> {
     let url = std::env::var("CHAT_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let nanos = SystemTime::now()
@@ -49,7 +63,7 @@ async fn redis_log() -> Option<(Arc<dyn GenerationLog>, RedisKeys)> {
         .unwrap()
         .as_nanos();
     let prefix = format!("chat-test-{}-{nanos}", std::process::id());
-    match RedisGenerationLog::connect(&url, prefix.clone(), Duration::from_secs(60)).await {
+    match RedisGenerationLog::connect(&url, prefix.clone(), ttl).await {
         Ok(log) => Some((
             Arc::new(log) as Arc<dyn GenerationLog>,
             RedisKeys { url, prefix },
@@ -98,6 +112,16 @@ mod redis_streams {
     use super::*;
 
     testkit::generation_log_conformance!(redis_log());
+
+    #[tokio::test]
+    async fn a_finished_log_expires_after_its_ttl() {
+        // Redis keeps keys for whole seconds.
+        let ttl = Duration::from_secs(1);
+        let Some((log, _keys)) = redis_log_kept_for(ttl).await else {
+            return;
+        };
+        testkit::generation_log::a_finished_log_expires_after_its_ttl(log, ttl).await;
+    }
 }
 
 /// A replica that died mid-reply never logs the end: once its log has been silent for as long

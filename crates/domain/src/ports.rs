@@ -126,7 +126,7 @@ pub struct GenerationEvent {
 pub struct GenerationState {
     /// The conversation the reply belongs to.
     pub conversation_id: ConversationId,
-    /// Sequence of the last event appended so far (0 before the first).
+    /// Sequence of the last event appended so far (0 if reported before the first).
     pub last_sequence: u64,
     /// The final event has been appended; nothing more will come.
     pub finished: bool,
@@ -171,7 +171,9 @@ pub trait GenerationLog: Send + Sync {
         conversation_id: ConversationId,
     ) -> Result<Option<GenerationId>, GenerationLogError>;
 
-    /// Where the generation stands; `None` when it is unknown or its log expired.
+    /// Where the generation stands; `None` when it is unknown or its log expired. Before its first
+    /// event a generation may be either (a log shared by replicas may learn of it only from that
+    /// event); callers ask only about generations they saw an event of.
     async fn state(
         &self,
         generation_id: GenerationId,
@@ -179,7 +181,8 @@ pub trait GenerationLog: Send + Sync {
 
     /// The events after sequence `after` that are already logged, then each new one as it is
     /// appended; the stream ends after the final event. MUST return `NotFound` when the
-    /// generation is unknown or expired.
+    /// generation is unknown or expired. A generation begun in this process is known from `begin`
+    /// on: the server follows a reply before its first event.
     async fn follow(
         &self,
         generation_id: GenerationId,

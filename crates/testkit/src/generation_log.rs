@@ -83,6 +83,32 @@ pub async fn followers_wait_through_long_pauses(log: Arc<dyn GenerationLog>) {
     assert_eq!(names, ["start", "delta", "done"]);
 }
 
+/// The server follows a reply it is about to stream right after `begin`, before the first event:
+/// a log that does not know the generation yet leaves every reply unresumable.
+pub async fn a_generation_begun_here_can_be_followed_before_its_first_event(
+    log: Arc<dyn GenerationLog>,
+) {
+    let (_, id) = begun(log.as_ref()).await;
+    let events = log
+        .follow(id, 0)
+        .await
+        .expect("a generation begun in this process is known");
+    let follower = tokio::spawn(tokio::time::timeout(
+        Duration::from_secs(10),
+        events.map(Result::unwrap).collect::<Vec<_>>(),
+    ));
+    log.append(id, "start", "{}", false).await.unwrap();
+    log.append(id, "done", "{}", true).await.unwrap();
+    let names: Vec<String> = follower
+        .await
+        .unwrap()
+        .expect("a finished generation's stream ends")
+        .into_iter()
+        .map(|event| event.name)
+        .collect();
+    assert_eq!(names, ["start", "done"]);
+}
+
 pub async fn in_progress_names_the_running_generation_until_it_finishes(
     log: Arc<dyn GenerationLog>,
 ) {
@@ -148,6 +174,27 @@ pub async fn state_reports_progress(log: Arc<dyn GenerationLog>) {
     assert_eq!(log.state(GenerationId::generate()).await.unwrap(), None);
 }
 
+/// For a log whose finished generations are kept for `ttl` (an adapter's own test picks a short
+/// one, so the macro cannot): after it, the generation is unknown to `state` and `follow`, and
+/// no longer in progress.
+pub async fn a_finished_log_expires_after_its_ttl(log: Arc<dyn GenerationLog>, ttl: Duration) {
+    let (conversation, id) = begun(log.as_ref()).await;
+    log.append(id, "start", "{}", false).await.unwrap();
+    log.append(id, "done", "{}", true).await.unwrap();
+    assert_eq!(
+        collect(log.as_ref(), id, 0).await.len(),
+        2,
+        "kept until then"
+    );
+    tokio::time::sleep(ttl + ttl / 2).await;
+    assert!(
+        matches!(log.follow(id, 0).await, Err(GenerationLogError::NotFound)),
+        "an expired log is not followed"
+    );
+    assert_eq!(log.state(id).await.unwrap(), None);
+    assert_eq!(log.in_progress(conversation).await.unwrap(), None);
+}
+
 pub async fn unknown_generations_are_not_found(log: Arc<dyn GenerationLog>) {
     assert!(matches!(
         log.follow(GenerationId::generate(), 0).await,
@@ -165,6 +212,7 @@ macro_rules! generation_log_conformance {
             sequences_start_at_one_and_replay_in_order,
             followers_receive_live_events_until_the_last,
             followers_wait_through_long_pauses,
+            a_generation_begun_here_can_be_followed_before_its_first_event,
             in_progress_names_the_running_generation_until_it_finishes,
             a_generation_that_logged_nothing_is_not_in_progress,
             the_newest_running_generation_is_in_progress_until_it_finishes,
