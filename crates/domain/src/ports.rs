@@ -103,6 +103,8 @@ pub trait Assistant: Send + Sync {
     fn context_messages(&self) -> usize;
 
     /// The whole reply. MUST NOT return an empty reply: an empty answer is a `Provider` error.
+    /// Nor one past 1 MiB of text: the rest of the system (storage, the reply cache) sizes for
+    /// that, and a longer one is a `Provider` error too (`reply_stream` likewise ends in one).
     async fn reply(&self, context: &ReplyContext) -> Result<String, AssistantError>;
 
     /// The reply as a stream of pieces. Errors that happen before any piece exists (provider
