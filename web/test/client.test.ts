@@ -109,6 +109,14 @@ describe('ApiClient', () => {
       return { client, first, second, headers, calls };
     }
 
+    /** Ends the send's response after "Hello", then answers the resume with " world" and `done`. */
+    async function closeThenResumeWithTheRest(first: ReturnType<typeof sseResponse>, second: ReturnType<typeof sseResponse>) {
+      first.close();
+      await new Promise((r) => setTimeout(r, 20));
+      second.send(ev(3, 'delta', { text: ' world' }) + ev(4, 'done', exchange));
+      second.close();
+    }
+
     it('reconnects a dropped send with Last-Event-ID and skips events it already had', async () => {
       const { client, first, second, headers, calls } = sendThenResume();
       const deltas: string[] = [];
@@ -134,10 +142,7 @@ describe('ApiClient', () => {
       const p = client.streamMessage('c1', 'hi', { onDelta: (t) => deltas.push(t) });
       first.send(ev(1, 'start', { generation_id: G, conversation_id: 'c1', content: 'hi' }) + ev(2, 'delta', { text: 'Hello' }));
       first.send(`id: ${G}:3\nevent: delta\ndata: {"text":" wor`);
-      first.close();
-      await new Promise((r) => setTimeout(r, 20));
-      second.send(ev(3, 'delta', { text: ' world' }) + ev(4, 'done', exchange));
-      second.close();
+      await closeThenResumeWithTheRest(first, second);
       await expect(p).resolves.toEqual(exchange);
       expect(deltas).toEqual(['Hello', ' world']);
       expect(headers).toEqual([`${G}:2`]);
@@ -153,10 +158,7 @@ describe('ApiClient', () => {
           ev(2, 'delta', { text: 'Hello' }) +
           'event: error\ndata: {"message":"The reply stream was interrupted; reconnect to resume it.","code":"interrupted"}\n\n',
       );
-      first.close();
-      await new Promise((r) => setTimeout(r, 20));
-      second.send(ev(3, 'delta', { text: ' world' }) + ev(4, 'done', exchange));
-      second.close();
+      await closeThenResumeWithTheRest(first, second);
       await expect(p).resolves.toEqual(exchange);
       expect(deltas).toEqual(['Hello', ' world']);
       expect(headers).toEqual([`${G}:2`]);
