@@ -66,10 +66,14 @@ async fn starts_from_any_directory_with_built_in_defaults() {
     assert!(directory.path().join("chat.db").exists());
 }
 
-/// A body of `message` with every character escaped as `\uXXXX`, as Python's `json.dumps` and
-/// many other encoders send text that is not ASCII.
+/// A body of `message` with every character escaped as JSON allows at the longest, as Python's
+/// `json.dumps` sends text that is not ASCII: an emoji, beyond the Basic Multilingual Plane, is
+/// two escapes of 6 bytes.
 fn escaped_message_body(characters: usize) -> String {
-    format!("{{\"message\":\"{}\"}}", "\\u4e2d".repeat(characters))
+    format!(
+        "{{\"message\":\"{}\"}}",
+        "\\ud83d\\ude00".repeat(characters)
+    )
 }
 
 #[tokio::test]
