@@ -570,12 +570,6 @@ impl Settings {
         at_most("storage.max_batch", storage.max_batch, 100_000)?;
         at_most("assistant.timeout_secs", assistant.timeout_secs, 3_600)?;
         at_most("assistant.max_retries", assistant.max_retries, 100)?;
-        // The history is read as one page of the conversation.
-        at_most(
-            "assistant.context_messages",
-            assistant.context_messages,
-            u64::from(PageLimit::MAX),
-        )?;
         at_most(
             "assistant.max_concurrency",
             assistant.max_concurrency,
@@ -828,6 +822,11 @@ impl AssistantSettings {
                 return Err(invalid("assistant.timeout_secs", "must be at least 1"));
             }
         }
-        Ok(())
+        // The history is read as one page of the conversation.
+        at_most(
+            "assistant.context_messages",
+            self.context_messages,
+            u64::from(PageLimit::MAX),
+        )
     }
 }

@@ -60,11 +60,6 @@ fn values_past_their_ceiling_are_refused_naming_the_key() {
             "200000",
             "limits.max_header_bytes",
         ),
-        (
-            "CHAT__ASSISTANT__CONTEXT_MESSAGES",
-            "201",
-            "assistant.context_messages",
-        ),
     ] {
         let error = refusal(&[(key, value)]);
         // Past the setting's type, the value is refused as it is read; past a ceiling the type
@@ -76,8 +71,6 @@ fn values_past_their_ceiling_are_refused_naming_the_key() {
     }
     let at_the_ceiling = load(&[("CHAT__SERVER__WORKERS", "512")]).unwrap();
     assert_eq!(at_the_ceiling.server.workers, 512);
-    let a_whole_page_of_context = load(&[("CHAT__ASSISTANT__CONTEXT_MESSAGES", "200")]).unwrap();
-    assert_eq!(a_whole_page_of_context.assistant.context_messages, 200);
 }
 
 #[test]
@@ -329,4 +322,15 @@ fn a_finished_reply_stays_resumable_for_at_least_a_second() {
     );
     let shortest = load(&[("CHAT__CACHE__STREAM_LOG_TTL_SECS", "1")]).unwrap();
     assert_eq!(shortest.cache.stream_log_ttl_secs, 1);
+}
+
+#[test]
+fn context_beyond_one_page_of_the_conversation_is_refused() {
+    let error = refusal(&[("CHAT__ASSISTANT__CONTEXT_MESSAGES", "201")]);
+    assert!(
+        error.contains("assistant.context_messages") && error.contains("at most 200"),
+        "{error}"
+    );
+    let a_whole_page = load(&[("CHAT__ASSISTANT__CONTEXT_MESSAGES", "200")]).unwrap();
+    assert_eq!(a_whole_page.assistant.context_messages, 200);
 }
