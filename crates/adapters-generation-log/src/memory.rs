@@ -153,7 +153,9 @@ impl GenerationLog for MemoryGenerationLog {
         &self,
         conversation_id: ConversationId,
     ) -> Result<Option<GenerationId>, GenerationLogError> {
-        let logs = self.logs();
+        let mut logs = self.logs();
+        logs.expire(self.ttl);
+        let logs = &*logs;
         let logged_something = |id: &&GenerationId| {
             logs.generations
                 .get(id)
