@@ -285,20 +285,35 @@ PY
 compose_hardened() {
     "$VENV/bin/python" - "$ROOT/deploy/compose.yaml" "$ROOT/deploy/compose.postgres.yaml" <<'PY'
 import sys, yaml
+
+def merged(base, override):
+    """The override file's mappings laid over the base's, as compose combines -f files (a list
+    it sets replaces the base's: stricter than compose's union, never laxer)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+base_path, override_path = sys.argv[1:]
+base = yaml.safe_load(open(base_path))["services"]
+override = yaml.safe_load(open(override_path))["services"]
 problems = []
-for path in sys.argv[1:]:
-    for name, service in yaml.safe_load(open(path))["services"].items():
+for label, services in (
+    (base_path, base),
+    (f"{base_path} + {override_path}", {n: merged(base.get(n, {}), s) for n, s in override.items()}),
+):
+    for name, service in services.items():
         image = service.get("image", "")
         if not image.startswith("chat-"):
-            continue  # postgres, or an override of a service the base file defines
+            continue  # postgres, redis
         if service.get("cap_drop") != ["ALL"]:
-            problems.append(f"{path}: {name} keeps capabilities")
+            problems.append(f"{label}: {name} keeps capabilities")
         if "no-new-privileges:true" not in service.get("security_opt", []):
-            problems.append(f"{path}: {name} may gain privileges")
+            problems.append(f"{label}: {name} may gain privileges")
         if image.startswith("chat-server") and not (
             service.get("read_only") is True and "/tmp" in service.get("tmpfs", [])
         ):
-            problems.append(f"{path}: {name} has a writable root or no /tmp")
+            problems.append(f"{label}: {name} has a writable root or no /tmp")
 sys.exit("\n".join(problems) or None)
 PY
 }
