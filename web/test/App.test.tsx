@@ -867,6 +867,87 @@ describe('following a reply in progress', () => {
     }
   });
 
+  it('a followed reply the assistant fails gives the message back, as nothing was stored', async () => {
+    const sse = sseResponse();
+    server.onFollow((id) => (id === 'c2' ? sse.response : new Response(null, { status: 204 })));
+    await renderLoaded();
+    await act(async () => sse.send(start('Tell me a story') + ev(2, 'delta', { text: 'Once' })));
+    expect(await screen.findByText('Once')).toBeTruthy();
+    await act(async () => {
+      sse.send('event: error\ndata: {"message":"The assistant failed.","code":"assistant_failed"}\n\n');
+      sse.close();
+    });
+    expect((await screen.findByRole('alert')).textContent).toContain('Nothing was stored');
+    expect((composer() as HTMLTextAreaElement).value).toBe('Tell me a story');
+    expect(screen.queryByText('Once')).toBeNull();
+  });
+
+  it('a followed reply out of reach for good is waited for and shown once stored, the alert gone', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const sse = sseResponse();
+      let follows = 0;
+      server.onFollow((id) => {
+        if (id !== 'c2') return new Response(null, { status: 204 });
+        follows += 1;
+        if (follows === 1) return sse.response;
+        throw new TypeError('network error');
+      });
+      await renderLoaded();
+      await act(async () => sse.send(start('Still there?') + ev(2, 'delta', { text: 'Yes' })));
+      expect(await screen.findByText('Yes')).toBeTruthy();
+      await act(async () => sse.error(new TypeError('network error')));
+      expect((await screen.findByRole('alert')).textContent).toContain('Lost the reply in progress');
+      const done = { user_message: msg('c2', 'user', 'Still there?'), assistant_message: msg('c2', 'assistant', 'Yes, always.') };
+      server.messages.c2?.push(done.user_message, done.assistant_message);
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(3_000);
+      });
+      expect(await within(screen.getByRole('log')).findByText('Yes, always.')).toBeTruthy();
+      expect(screen.queryByRole('alert')).toBeNull();
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('after Stop, a refusal of the moment (429, 503) is tried again, not taken for a lost reply', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const post = sseResponse();
+      await renderWithFollow(post, () => new Response(null, { status: 204 }));
+      await sendThenStop(post, 'Busy now', 'Part');
+      let refusals = 0;
+      vi.stubGlobal(
+        'fetch',
+        mockFetch([
+          (url, init) => {
+            if (init.method !== undefined && init.method !== 'GET') return undefined;
+            if (!url.pathname.endsWith('/c2/messages') || refusals >= 12) return undefined;
+            refusals += 1;
+            return json({ status: 'error', message: 'Too many requests.', code: 'rate_limited' }, 429, { 'Retry-After': '1' });
+          },
+          server.route,
+        ]).fn,
+      );
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(15_000);
+      });
+      // Past the 8 polls after which a refusal used to count as the reply being lost.
+      expect(refusals).toBeGreaterThan(8);
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+      const done = { user_message: msg('c2', 'user', 'Busy now'), assistant_message: msg('c2', 'assistant', 'Part of it, then all.') };
+      server.messages.c2?.push(done.user_message, done.assistant_message);
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(20_000);
+      });
+      expect(await within(screen.getByRole('log')).findByText('Part of it, then all.')).toBeTruthy();
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('a message sent after Stop is not taken for the stopped reply, which is still given back when lost', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {

@@ -30,6 +30,11 @@ export function isUnreachable(err: unknown): boolean {
   return err instanceof NetworkError;
 }
 
+/** A refusal of the moment (429, 503, both with Retry-After): the same request may succeed soon. */
+export function isBusy(err: unknown): boolean {
+  return err instanceof ApiError && (err.status === 429 || err.status === 503);
+}
+
 export function isAbort(err: unknown): boolean {
   return err instanceof DOMException && err.name === 'AbortError';
 }

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { ApiError, api, errorMessage, isAbort, isUnreachable } from '../api/client';
+import { ApiError, api, errorMessage, isAbort, isBusy, isUnreachable } from '../api/client';
 import type { Conversation, Exchange, Message } from '../api/types';
 import { loadDraft, saveDraft } from '../drafts';
 import { Composer } from './Composer';
@@ -226,6 +226,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
    * drops its stopped placeholder, and moves the conversation up in the list.
    */
   const showStored = (id: string, text: string, newest: Message[]) => {
+    // A lost connection was reported while waiting; the reply it lost is here now.
+    setSendError(null);
     setMessages((m) => withNewest(m, newest));
     const reply = replyTo(newest, text);
     if (reply) setAnnounced(reply);
@@ -287,7 +289,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         },
         (err: unknown) => {
           if (gen !== generation.current || waiting.signal.aborted) return;
-          if (isUnreachable(err) || attempt < RELOAD_ATTEMPTS) {
+          if (isUnreachable(err) || isBusy(err) || attempt < RELOAD_ATTEMPTS) {
             later(() => check(final), attempt < RELOAD_ATTEMPTS ? RELOAD_DELAY_MS : UNREACHABLE_RETRY_MS);
           } else {
             ended = err;
@@ -301,7 +303,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         () => check(true),
         (err: unknown) => {
           if (isAbort(err)) return;
-          if (isUnreachable(err)) {
+          if (isUnreachable(err) || isBusy(err)) {
             // Look for the stored reply before following again: the stream may stay out of
             // reach (its log down) while the list has the reply already.
             later(() => check(false), UNREACHABLE_RETRY_MS);
@@ -353,6 +355,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     stoppedRef.current = false;
     const gen = generation.current;
     let shown = false;
+    let userText = '';
     let lastEventId: string | null = null;
     api
       .followStream(convId, {
@@ -363,6 +366,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         onStart: (start) => {
           if (gen !== generation.current) return;
           shown = true;
+          userText = start.content;
           stickToBottom.current = true;
           // Following from the first event again: replace whatever was shown, never append to it.
           setPending({ user: start.content, reply: '', state: 'streaming' });
@@ -399,13 +403,18 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           }
           // Nothing was shown (no reply in progress, or a server without the route): stay quiet.
           if (!shown) return;
-          setPending(null);
-          setSendError(
-            err instanceof ApiError && err.status === 200
-              ? `The assistant failed to reply: ${errorMessage(err)}`
-              : `Lost the reply in progress: ${errorMessage(err)}`,
-          );
-          refreshNewest(convId);
+          if (err instanceof ApiError && err.status === 200 && err.code !== 'interrupted') {
+            // The assistant failed: nothing was stored, so the message goes back where it was
+            // written, as when it fails while sent from here.
+            setPending(null);
+            setDraft(withUnsent(userText));
+            setSendError(`The assistant failed to reply: ${sentence(errorMessage(err))} Nothing was stored; your message is back in the message box.`);
+            return;
+          }
+          // Out of reach: the server still finishes and stores the reply, so wait for it there.
+          setPending((p) => (p ? { ...p, state: 'stopped' } : p));
+          setSendError(`Lost the reply in progress: ${errorMessage(err)}`);
+          reloadAfterStop(convId, new Set(messagesRef.current.map((m) => m.id)), lastEventId);
         },
       )
       .finally(() => {
