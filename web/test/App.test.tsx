@@ -390,6 +390,31 @@ describe('a message sent while its new chat is being created', () => {
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Kept if refused'));
   });
 
+  it('streams here after all when the user is back before the server takes it', async () => {
+    const sse = sseResponse();
+    const { release, aborted } = await sendThenLeaveBeforeItIsTaken('Taken on return');
+    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+    await within(screen.getByRole('log')).findByText('Earlier answer');
+    await act(async () => release(sse.response));
+    const log = screen.getByRole('log');
+    const G = 'cccccccc-0000-4000-8000-000000000003';
+    await act(async () =>
+      sse.send(
+        `id: ${G}:1\nevent: start\ndata: ${JSON.stringify({ generation_id: G, conversation_id: 'c2', content: 'Taken on return' })}\n\n` +
+          `id: ${G}:2\nevent: delta\ndata: {"text":"Right here"}\n\n`,
+      ),
+    );
+    expect(await within(log).findByText('Right here')).toBeTruthy();
+    expect(aborted()).toBe(false);
+    const done = { user_message: msg('c2', 'user', 'Taken on return'), assistant_message: msg('c2', 'assistant', 'Right here.') };
+    await act(async () => {
+      sse.send(`id: ${G}:3\nevent: done\ndata: ${JSON.stringify(done)}\n\n`);
+      sse.close();
+    });
+    expect(await within(log).findByText('Right here.')).toBeTruthy();
+    expect(within(log).getAllByText('Taken on return')).toHaveLength(1);
+  });
+
   it('is read no further once the server takes it after the user left', async () => {
     const sse = sseResponse();
     const { release, aborted } = await sendThenLeaveBeforeItIsTaken('Taken while away');

@@ -444,7 +444,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     stoppedRef.current = false;
     const controller = new AbortController();
     abortRef.current = controller;
-    const gen = generation.current;
+    // Moves on if the user leaves and comes back before the server takes the message.
+    let gen = generation.current;
 
     let id = startsNew ? null : conversationId;
     const fail = (err: unknown) => {
@@ -513,8 +514,20 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         onAccepted: () => {
           accepted = true;
           if (untakenSend.current === untaken) untakenSend.current = null;
-          // Left meanwhile: the server goes on with the reply and stores it; stop reading it here.
-          if (untaken.left) controller.abort();
+          if (!untaken.left) return;
+          if (shownId.current === convId && !pendingRef.current) {
+            // Back in the conversation it was written in: its reply streams here after all (a
+            // check for a reply in progress, made before the server took it, gives way to it).
+            untaken.left = false;
+            abortRef.current?.abort();
+            abortRef.current = controller;
+            gen = generation.current;
+            stickToBottom.current = true;
+            setPending({ user: text, reply: '', state: 'streaming' });
+          } else {
+            // Left meanwhile: the server goes on with the reply and stores it; stop reading it here.
+            controller.abort();
+          }
         },
         onEventId: (eventId) => {
           lastEventId = eventId;
