@@ -494,8 +494,15 @@ async function main() {
     await page.keyboard.press('Escape');
     await nav(page).waitFor({ state: 'hidden' });
     await page.waitForFunction(() => document.activeElement?.getAttribute('aria-label') === 'Conversations menu', null, { timeout: 2000 });
+    // Escape in a rename inside the menu ends the edit only: the menu stays, focus on Rename.
     await menu.click();
     await nav(page).waitFor({ state: 'visible' });
+    await nav(page).getByRole('button', { name: /^Rename / }).first().click();
+    await nav(page).getByRole('textbox', { name: 'Conversation title' }).waitFor();
+    await page.keyboard.press('Escape');
+    await page.waitForFunction(() => document.activeElement?.getAttribute('aria-label')?.startsWith('Rename '), null, { timeout: 2000 });
+    await page.waitForTimeout(400);
+    assert(await nav(page).isVisible(), 'the menu stays open after Escape ends a rename');
     await nav(page).locator('[aria-current="page"]').click();
     await nav(page).waitFor({ state: 'hidden' });
     await page.keyboard.press('Escape');

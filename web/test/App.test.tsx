@@ -292,6 +292,23 @@ describe('App', () => {
     expect(server.conversations.some((c) => c.id === 'c1')).toBe(false);
   });
 
+  it('Escape in the phone menu\'s delete dialog or rename closes only that, not the menu', async () => {
+    const { container } = render(<App />);
+    await screen.findByText('Earlier answer');
+    fireEvent.click(screen.getByRole('button', { name: 'Conversations menu' }));
+    const app = container.querySelector('.app');
+    expect(app?.classList.contains('menu-open')).toBe(true);
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: 'Delete Older chat' }));
+    fireEvent.keyDown(screen.getByRole('alertdialog'), { key: 'Escape' });
+    expect(screen.queryByRole('alertdialog')).toBeNull();
+    expect(app?.classList.contains('menu-open')).toBe(true);
+    fireEvent.click(within(nav).getByRole('button', { name: 'Rename Older chat' }));
+    fireEvent.keyDown(within(nav).getByRole('textbox', { name: 'Conversation title' }), { key: 'Escape' });
+    expect(within(nav).queryByRole('textbox', { name: 'Conversation title' })).toBeNull();
+    expect(app?.classList.contains('menu-open')).toBe(true);
+  });
+
   it('toggles the theme and remembers the choice', async () => {
     await renderLoaded();
     fireEvent.click(screen.getByRole('button', { name: 'Switch to dark theme' }));

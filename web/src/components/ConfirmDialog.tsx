@@ -23,7 +23,9 @@ export function ConfirmDialog({ title, message, confirmLabel, onConfirm, onCance
 
   const onKeyDown = (e: KeyboardEvent) => {
     if (e.key === 'Escape') {
+      // Closes the dialog only; the phone menu it was opened from stays open.
       e.preventDefault();
+      e.stopPropagation();
       onCancel();
     } else if (e.key === 'Tab') {
       // Keep focus inside the dialog: it has exactly two buttons.

@@ -51,7 +51,9 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
 
   const onKeyDown = (e: KeyboardEvent) => {
     if (e.key === 'Escape') {
+      // Ends the edit only; the phone menu around it stays open.
       e.preventDefault();
+      e.stopPropagation();
       finish();
     }
   };
