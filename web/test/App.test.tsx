@@ -990,6 +990,81 @@ describe('following a reply in progress', () => {
     }
   });
 
+  it('a resume answered by a page instead of a stream is waited for, not taken for a failed reply', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const post = sseResponse();
+      await renderWithFollow(post, () => new Response('<!doctype html><p>Hello from a proxy</p>', { status: 200, headers: { 'Content-Type': 'text/html' } }));
+      fireEvent.change(composer(), { target: { value: 'Through a proxy' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await act(async () => post.send(start('Through a proxy') + ev(2, 'delta', { text: 'Part' })));
+      expect(await screen.findByText('Part')).toBeTruthy();
+      await act(async () => post.error(new TypeError('network error')));
+      expect((await screen.findByRole('alert')).textContent).toContain('Lost the connection');
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+      const done = { user_message: msg('c2', 'user', 'Through a proxy'), assistant_message: msg('c2', 'assistant', 'Part, and the rest.') };
+      server.messages.c2?.push(done.user_message, done.assistant_message);
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(3_000);
+      });
+      expect(await within(screen.getByRole('log')).findByText('Part, and the rest.')).toBeTruthy();
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+      expect(screen.queryByRole('alert')).toBeNull();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('the stopped reply showing up keeps the alert about a later send', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const post = sseResponse();
+      await renderWithFollow(post, () => new Response(null, { status: 204 }));
+      await sendThenStop(post, 'First', 'Fir');
+      server.onStream(() => json({ status: 'error', message: 'Too many requests.', code: 'rate_limited' }, 429, { 'Retry-After': '2' }));
+      fireEvent.change(composer(), { target: { value: 'Second' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      expect((await screen.findByRole('alert')).textContent).toContain('Sending failed');
+      const done = { user_message: msg('c2', 'user', 'First'), assistant_message: msg('c2', 'assistant', 'First, answered.') };
+      server.messages.c2?.push(done.user_message, done.assistant_message);
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(3_000);
+      });
+      expect(await within(screen.getByRole('log')).findByText('First, answered.')).toBeTruthy();
+      expect(screen.getByRole('alert').textContent).toContain('Sending failed');
+      expect((composer() as HTMLTextAreaElement).value).toBe('Second');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('Retry while a stopped reply is waited for does not follow it a second way', async () => {
+    let pageFailures = 1;
+    const post = sseResponse();
+    server.onStream(() => post.response);
+    server.onFollow(() => new Response(null, { status: 204 }));
+    const fetch = mockFetch([
+      (url, init) => {
+        if (init.method === 'GET' && url.pathname === '/api/v1/conversations/c2/messages' && pageFailures > 0) {
+          pageFailures -= 1;
+          return json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
+        }
+        return undefined;
+      },
+      server.route,
+    ]);
+    vi.stubGlobal('fetch', fetch.fn);
+    render(<App />);
+    expect(await screen.findByText(/Could not load the messages/)).toBeTruthy();
+    await sendThenStop(post, 'While it failed', 'Wh');
+    const follows = () => fetch.calls.filter((c) => c.url === '/api/v1/conversations/c2/stream').length;
+    const before = follows();
+    fireEvent.click(screen.getByRole('button', { name: 'Retry' }));
+    await within(screen.getByRole('log')).findByText('Earlier answer');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(follows()).toBe(before);
+  });
+
   it('a message sent after Stop is not taken for the stopped reply, which is still given back when lost', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {

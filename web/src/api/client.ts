@@ -17,6 +17,17 @@ export class ApiError extends Error {
   }
 }
 
+/** An `error` event in a reply stream: the server's own word on how the reply ended. */
+export class ReplyStreamError extends ApiError {}
+
+/**
+ * The server said the reply failed, so nothing was stored. Not for an interruption (the reply goes
+ * on and can be resumed) nor for a stream the client found broken (`not_a_stream`, a proxy's page).
+ */
+export function replyFailed(err: unknown): boolean {
+  return err instanceof ReplyStreamError && err.code !== 'interrupted';
+}
+
 /** The server could not be reached at all (network down, server stopped, proxy without upstream). */
 export class NetworkError extends Error {
   constructor(message = 'Cannot reach the server.') {
@@ -237,7 +248,7 @@ export class ApiClient {
           // Checked before the id: an `interrupted` event has none of its own, and the parser
           // repeats the previous one, which would make it look like a replayed event.
           const body = safeParse(ev.data) as Partial<ErrorBody> | undefined;
-          throw new ApiError(res.status, body?.message || 'The assistant failed to reply.', body?.code || 'stream_error');
+          throw new ReplyStreamError(res.status, body?.message || 'The assistant failed to reply.', body?.code || 'stream_error');
         }
         if (ev.id !== undefined) {
           const parsed = parseEventId(ev.id);

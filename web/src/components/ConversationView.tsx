@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { ApiError, api, errorMessage, isAbort, isBusy, isUnreachable } from '../api/client';
+import { ApiError, api, errorMessage, isAbort, isBusy, isUnreachable, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message } from '../api/types';
 import { loadDraft, saveDraft } from '../drafts';
 import { Composer } from './Composer';
@@ -9,6 +9,8 @@ import { MessageItem } from './MessageItem';
 const PAGE_SIZE = 50;
 /** After Stop, how often and how many times to look for the reply the server goes on to store. */
 const RELOAD_DELAY_MS = 1000;
+/** How the alerts about a reply lost from view begin; they go once the stored reply shows. */
+const LOST_PREFIX = 'Lost the';
 const RELOAD_ATTEMPTS = 8;
 /** While the server cannot be reached, how often to try again to learn what became of a reply. */
 const UNREACHABLE_RETRY_MS = 5000;
@@ -226,8 +228,9 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
    * drops its stopped placeholder, and moves the conversation up in the list.
    */
   const showStored = (id: string, text: string, newest: Message[]) => {
-    // A lost connection was reported while waiting; the reply it lost is here now.
-    setSendError(null);
+    // A lost connection was reported while waiting; the reply it lost is here now. Any other
+    // alert (a later send refused) stays.
+    setSendError((e) => (e?.startsWith(LOST_PREFIX) ? null : e));
     setMessages((m) => withNewest(m, newest));
     const reply = replyTo(newest, text);
     if (reply) setAnnounced(reply);
@@ -270,7 +273,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       const why =
         ended === null
           ? 'The reply was lost before it was stored (the server may have restarted).'
-          : ended instanceof ApiError && ended.status === 200
+          : replyFailed(ended)
             ? `The assistant failed to reply: ${sentence(errorMessage(ended))} Nothing was stored.`
             : `Could not fetch the reply: ${sentence(errorMessage(ended))}`;
       setSendError(`${why} Your message is back in the message box.`);
@@ -349,7 +352,9 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
    * so far, then streams the rest with Stop, exactly like a reply to a message sent here.
    */
   const followReply = (convId: string) => {
-    if (abortRef.current) return;
+    // A reply being waited for after Stop or a lost connection is shown, or given back, by that
+    // wait; a second way to it would give the text back twice.
+    if (abortRef.current || waits.current.size > 0) return;
     const controller = new AbortController();
     abortRef.current = controller;
     stoppedRef.current = false;
@@ -403,7 +408,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           }
           // Nothing was shown (no reply in progress, or a server without the route): stay quiet.
           if (!shown) return;
-          if (err instanceof ApiError && err.status === 200 && err.code !== 'interrupted') {
+          if (replyFailed(err)) {
             // The assistant failed: nothing was stored, so the message goes back where it was
             // written, as when it fails while sent from here.
             setPending(null);
@@ -413,7 +418,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           }
           // Out of reach: the server still finishes and stores the reply, so wait for it there.
           setPending((p) => (p ? { ...p, state: 'stopped' } : p));
-          setSendError(`Lost the reply in progress: ${errorMessage(err)}`);
+          setSendError(`${LOST_PREFIX} reply in progress: ${errorMessage(err)}`);
           reloadAfterStop(convId, new Set(messagesRef.current.map((m) => m.id)), lastEventId);
         },
       )
@@ -554,11 +559,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           setPending((p) => (p ? { ...p, state: 'stopped' } : p));
           reloadAfterStop(convId, known, lastEventId);
         }
-      } else if (accepted && !(err instanceof ApiError && err.status === 200 && err.code !== 'interrupted')) {
+      } else if (accepted && !replyFailed(err)) {
         // The connection broke for good (reconnecting with Last-Event-ID failed) or the reply
         // ended meanwhile: the server still finishes and stores it, so fetch it from there.
         setPending((p) => (p ? { ...p, state: 'stopped' } : p));
-        if (!(err instanceof ApiError && err.code === 'stream_gone')) setSendError(`Lost the connection to the reply: ${errorMessage(err)}`);
+        if (!(err instanceof ApiError && err.code === 'stream_gone')) setSendError(`${LOST_PREFIX} connection to the reply: ${errorMessage(err)}`);
         reloadAfterStop(convId, known, lastEventId);
       } else {
         fail(err);
