@@ -34,3 +34,41 @@ export function saveDraft(conversationId: string | null, text: string) {
     }
   }
 }
+
+const SENT_PREFIX = 'chat:sent:';
+const sentInMemory = new Map<string, string>();
+
+/**
+ * Remembers the text this tab sent to a conversation until its reply ends, in the tab's
+ * sessionStorage so that a reload keeps it: when a reply this tab follows fails, only the tab
+ * that sent its message puts the text back in the message box, not every tab that watched it.
+ */
+export function markSent(conversationId: string, text: string) {
+  try {
+    sessionStorage.setItem(SENT_PREFIX + conversationId, text);
+    sentInMemory.delete(conversationId);
+  } catch {
+    // Storage refused: this page remembers it until it is reloaded.
+    sentInMemory.set(conversationId, text);
+  }
+}
+
+/** Whether this tab (before a reload too) sent `text` to the conversation and its reply has not ended. */
+export function sentHere(conversationId: string, text: string): boolean {
+  try {
+    const stored = sessionStorage.getItem(SENT_PREFIX + conversationId);
+    if (stored !== null) return stored === text;
+  } catch {
+    // Storage refused: only memory has it.
+  }
+  return sentInMemory.get(conversationId) === text;
+}
+
+export function clearSent(conversationId: string) {
+  sentInMemory.delete(conversationId);
+  try {
+    sessionStorage.removeItem(SENT_PREFIX + conversationId);
+  } catch {
+    // Storage refuses everything: memory alone held it.
+  }
+}

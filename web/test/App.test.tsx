@@ -2,7 +2,7 @@ import { act, fireEvent, render, screen, waitFor, within } from '@testing-librar
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { App } from '../src/App';
 import { api } from '../src/api/client';
-import { loadDraft, saveDraft } from '../src/drafts';
+import { loadDraft, markSent, saveDraft, sentHere } from '../src/drafts';
 import type { Conversation, Message } from '../src/api/types';
 import { conv, json, mockFetch, msg, sseResponse, type Route } from './helpers';
 
@@ -909,19 +909,32 @@ describe('following a reply in progress', () => {
     }
   });
 
-  it('a followed reply the assistant fails gives the message back, as nothing was stored', async () => {
+  /** Follows a reply to `text` on opening the app, and has the assistant fail it. */
+  async function followAFailingReply(text: string) {
     const sse = sseResponse();
     server.onFollow((id) => (id === 'c2' ? sse.response : new Response(null, { status: 204 })));
     await renderLoaded();
-    await act(async () => sse.send(start('Tell me a story') + ev(2, 'delta', { text: 'Once' })));
+    await act(async () => sse.send(start(text) + ev(2, 'delta', { text: 'Once' })));
     expect(await screen.findByText('Once')).toBeTruthy();
     await act(async () => {
       sse.send('event: error\ndata: {"message":"The assistant failed.","code":"assistant_failed"}\n\n');
       sse.close();
     });
     expect((await screen.findByRole('alert')).textContent).toContain('Nothing was stored');
-    expect((composer() as HTMLTextAreaElement).value).toBe('Tell me a story');
     expect(screen.queryByText('Once')).toBeNull();
+  }
+
+  it('a followed reply the assistant fails gives the message back to the tab that sent it, reloaded', async () => {
+    markSent('c2', 'Tell me a story');
+    await followAFailingReply('Tell me a story');
+    expect((composer() as HTMLTextAreaElement).value).toBe('Tell me a story');
+    expect(sentHere('c2', 'Tell me a story')).toBe(false);
+  });
+
+  it('a followed reply the assistant fails is only reported in a tab that did not send it', async () => {
+    await followAFailingReply('Sent from another tab');
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+    expect(screen.getByRole('alert').textContent).not.toContain('back in the message box');
   });
 
   it('a followed reply out of reach for good is waited for and shown once stored, the alert gone', async () => {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { loadDraft, saveDraft } from '../src/drafts';
+import { clearSent, loadDraft, markSent, saveDraft, sentHere } from '../src/drafts';
 
 describe('drafts', () => {
   afterEach(() => {
@@ -16,6 +16,23 @@ describe('drafts', () => {
     saveDraft('c1', '');
     expect(loadDraft('c1')).toBe('');
     expect(sessionStorage.length).toBe(1);
+  });
+
+  it('knows which text this tab sent until its reply ends, over a reload and where storage refuses', () => {
+    markSent('c1', 'mine');
+    expect(sentHere('c1', 'mine')).toBe(true);
+    expect(sentHere('c1', 'another tab\'s')).toBe(false);
+    expect(sentHere('c2', 'mine')).toBe(false);
+    expect(sessionStorage.length).toBe(1);
+    clearSent('c1');
+    expect(sentHere('c1', 'mine')).toBe(false);
+    vi.spyOn(Storage.prototype, 'setItem').mockImplementation(() => {
+      throw new DOMException('full', 'QuotaExceededError');
+    });
+    markSent('c1', 'kept in memory');
+    expect(sentHere('c1', 'kept in memory')).toBe(true);
+    clearSent('c1');
+    expect(sentHere('c1', 'kept in memory')).toBe(false);
   });
 
   it('keeps a draft the storage refuses in memory, never an older stored one', () => {

@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, api, errorMessage, isAbort, isBusy, isUnreachable, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message } from '../api/types';
-import { loadDraft, saveDraft } from '../drafts';
+import { clearSent, loadDraft, markSent, saveDraft, sentHere } from '../drafts';
 import { Composer } from './Composer';
 import { Markdown } from './Markdown';
 import { MessageItem } from './MessageItem';
@@ -237,19 +237,22 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
     const last = newest[newest.length - 1];
     if (last) onActivity(id, last.created_at);
+    if (sentHere(id, text)) clearSent(id);
   };
 
   /**
    * After Stop or a lost connection: the server finishes and stores the exchange, so fetch it once
    * it is there. A short reply is there within a few polls; a longer one is waited for by following
    * its generation silently to its end. When it ends without a stored reply (the assistant failed,
-   * or the server restarted mid-reply and lost it), the user's text goes back into the composer.
+   * or the server restarted mid-reply and lost it), the user's text goes back into the composer of
+   * the tab that sent it; another tab that watched the reply only says so.
    */
   const reloadAfterStop = (id: string, known: Set<string>, lastEventId: string | null) => {
     const gen = generation.current;
     const waiting = new AbortController();
     waits.current.add(waiting);
     const text = pendingRef.current?.user ?? '';
+    const ours = sentHere(id, text);
     // Other exchanges may be stored meanwhile (a message sent after Stop): only this one's user
     // message followed by a reply means this reply is in.
     const isIn = (fresh: Message[]) =>
@@ -269,14 +272,17 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       // Whatever else was stored meanwhile (another tab's exchanges) is still shown.
       setMessages((m) => withNewest(m, newest));
       setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
-      setDraft(withUnsent(text));
+      if (ours) {
+        clearSent(id);
+        setDraft(withUnsent(text));
+      }
       const why =
         ended === null
           ? 'The reply was lost before it was stored (the server may have restarted).'
           : replyFailed(ended)
             ? `The assistant failed to reply: ${sentence(errorMessage(ended))} Nothing was stored.`
             : `Could not fetch the reply: ${sentence(errorMessage(ended))}`;
-      setSendError(`${why} Your message is back in the message box.`);
+      setSendError(ours ? `${why} Your message is back in the message box.` : why);
     };
     const check = (final: boolean) => {
       attempt += 1;
@@ -390,6 +396,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             const first = nextCursorRef.current === null && messagesRef.current.every((m) => ids.has(m.id));
             addExchange(exchange);
             setPending(null);
+            if (sentHere(convId, exchange.user_message.content)) clearSent(convId);
             onActivity(convId, exchange.assistant_message.created_at, first ? exchange.user_message.content : undefined);
           } else if (shown) {
             // The reply ended while reconnecting and its events are gone: it is stored by now.
@@ -410,10 +417,16 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           if (!shown) return;
           if (replyFailed(err)) {
             // The assistant failed: nothing was stored, so the message goes back where it was
-            // written, as when it fails while sent from here.
+            // written (this tab, if it sent it before a reload), as when it fails while sent here.
             setPending(null);
-            setDraft(withUnsent(userText));
-            setSendError(`The assistant failed to reply: ${sentence(errorMessage(err))} Nothing was stored; your message is back in the message box.`);
+            const why = `The assistant failed to reply: ${sentence(errorMessage(err))} Nothing was stored.`;
+            if (sentHere(convId, userText)) {
+              clearSent(convId);
+              setDraft(withUnsent(userText));
+              setSendError(`${why} Your message is back in the message box.`);
+            } else {
+              setSendError(why);
+            }
             return;
           }
           // Out of reach: the server still finishes and stores the reply, so wait for it there.
@@ -513,6 +526,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     let lastEventId: string | null = null;
     const untaken = { controller, left: false };
     untakenSend.current = untaken;
+    markSent(convId, text);
     try {
       const exchange: Exchange = await api.streamMessage(convId, text, {
         signal: controller.signal,
@@ -542,6 +556,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           setPending((p) => (p ? { ...p, reply: p.reply + delta } : p));
         },
       });
+      clearSent(convId);
       if (gen !== generation.current) return;
       addExchange(exchange);
       setPending(null);
@@ -550,7 +565,10 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       if (gen !== generation.current) {
         // Left before the server took the message, and then it refused it or could not be
         // reached: the text waits in that conversation's message box.
-        if (!accepted && !isAbort(err)) keepDraft(convId, text);
+        if (!accepted && !isAbort(err)) {
+          clearSent(convId);
+          keepDraft(convId, text);
+        }
         return;
       }
       if (isAbort(err)) {
@@ -566,6 +584,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         if (!(err instanceof ApiError && err.code === 'stream_gone')) setSendError(`${LOST_PREFIX} connection to the reply: ${errorMessage(err)}`);
         reloadAfterStop(convId, known, lastEventId);
       } else {
+        clearSent(convId);
         fail(err);
       }
     } finally {
