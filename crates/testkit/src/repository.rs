@@ -388,7 +388,7 @@ pub async fn deleting_in_steps_goes_oldest_first_and_leaves_nothing<
     );
 }
 
-/// Conversations with ties on `updated_at` and ids whose order differs from creation order./// Conversations with ties on `updated_at` and ids whose order differs from creation order.
+/// Conversations with ties on `updated_at` and ids whose order differs from creation order.
 async fn seed_conversations<R: ChatRepository + ?Sized>(
     repo: &R,
     count: usize,

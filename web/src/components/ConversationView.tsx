@@ -9,11 +9,11 @@ import { MessageItem } from './MessageItem';
 const PAGE_SIZE = 50;
 /** After Stop, how often and how many times to look for the reply the server goes on to store. */
 const RELOAD_DELAY_MS = 1000;
-/** How the alerts about a reply lost from view begin; they go once the stored reply shows. */
-const LOST_PREFIX = 'Lost the';
 const RELOAD_ATTEMPTS = 8;
 /** While the server cannot be reached, how often to try again to learn what became of a reply. */
 const UNREACHABLE_RETRY_MS = 5000;
+/** How the alerts about a reply lost from view begin; they go once the stored reply shows. */
+const LOST_PREFIX = 'Lost the';
 
 interface Pending {
   user: string;
