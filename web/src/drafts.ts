@@ -66,6 +66,10 @@ export function sentHere(conversationId: string, text: string): boolean {
   return sent.get(conversationId) === text;
 }
 
-export function clearSent(conversationId: string) {
-  sent.remove(conversationId);
+/**
+ * Forgets `text` as sent once its reply ended. A later send to the conversation replaced its mark
+ * with its own, which stays: that reply has not ended.
+ */
+export function clearSent(conversationId: string, text: string) {
+  if (sentHere(conversationId, text)) sent.remove(conversationId);
 }

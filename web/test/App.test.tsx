@@ -1109,6 +1109,36 @@ describe('following a reply in progress', () => {
     }
   });
 
+  it('a stopped reply lost after a second send keeps that send\'s text for its own loss', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const first = sseResponse();
+      const second = sseResponse();
+      const posts = [first, second];
+      server.onStream(() => (posts.shift() ?? second).response);
+      await renderLoaded();
+      await waitFor(() => expect(fetchMock.calls.some((c) => c.url === '/api/v1/conversations/c2/stream')).toBe(true));
+      server.onFollow(() => new Response(null, { status: 204 }));
+      await sendThenStop(first, 'The first question', 'Thinking about it');
+      fireEvent.change(composer(), { target: { value: 'A second one' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await act(async () => second.send(start('A second one') + ev(2, 'delta', { text: 'Another thought' })));
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(10_000);
+      });
+      expect((composer() as HTMLTextAreaElement).value).toBe('The first question');
+      fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(10_000);
+      });
+      // The second reply was lost too, and this tab sent it: its text comes back as well.
+      expect((composer() as HTMLTextAreaElement).value).toBe('A second one\nThe first question');
+      expect(screen.getByRole('alert').textContent).toContain('Your message is back in the message box.');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('a reply lost before it was stored (the server restarted mid-reply) gives the message back', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {

@@ -18,20 +18,22 @@ describe('drafts', () => {
     expect(sessionStorage.length).toBe(1);
   });
 
-  it('knows which text this tab sent until its reply ends, over a reload and where storage refuses', () => {
+  it('knows which text this tab sent until its reply ends, over a reload and where storage refuses; the end of an earlier send keeps the mark of a later one', () => {
     markSent('c1', 'mine');
     expect(sentHere('c1', 'mine')).toBe(true);
     expect(sentHere('c1', 'another tab\'s')).toBe(false);
     expect(sentHere('c2', 'mine')).toBe(false);
     expect(sessionStorage.length).toBe(1);
-    clearSent('c1');
+    clearSent('c1', 'an earlier send');
+    expect(sentHere('c1', 'mine')).toBe(true);
+    clearSent('c1', 'mine');
     expect(sentHere('c1', 'mine')).toBe(false);
     vi.spyOn(Storage.prototype, 'setItem').mockImplementation(() => {
       throw new DOMException('full', 'QuotaExceededError');
     });
     markSent('c1', 'kept in memory');
     expect(sentHere('c1', 'kept in memory')).toBe(true);
-    clearSent('c1');
+    clearSent('c1', 'kept in memory');
     expect(sentHere('c1', 'kept in memory')).toBe(false);
   });
 

@@ -237,7 +237,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
     const last = newest[newest.length - 1];
     if (last) onActivity(id, last.created_at);
-    if (sentHere(id, text)) clearSent(id);
+    clearSent(id, text);
   };
 
   /**
@@ -273,7 +273,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       setMessages((m) => withNewest(m, newest));
       setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
       if (ours) {
-        clearSent(id);
+        clearSent(id, text);
         setDraft(withUnsent(text));
       }
       const why =
@@ -396,7 +396,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             const first = nextCursorRef.current === null && messagesRef.current.every((m) => ids.has(m.id));
             addExchange(exchange);
             setPending(null);
-            if (sentHere(convId, exchange.user_message.content)) clearSent(convId);
+            clearSent(convId, exchange.user_message.content);
             onActivity(convId, exchange.assistant_message.created_at, first ? exchange.user_message.content : undefined);
           } else if (shown) {
             // The reply ended while reconnecting and its events are gone: it is stored by now.
@@ -421,7 +421,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             setPending(null);
             const why = `The assistant failed to reply: ${sentence(errorMessage(err))} Nothing was stored.`;
             if (sentHere(convId, userText)) {
-              clearSent(convId);
+              clearSent(convId, userText);
               setDraft(withUnsent(userText));
               setSendError(`${why} Your message is back in the message box.`);
             } else {
@@ -556,7 +556,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           setPending((p) => (p ? { ...p, reply: p.reply + delta } : p));
         },
       });
-      clearSent(convId);
+      clearSent(convId, text);
       if (gen !== generation.current) return;
       addExchange(exchange);
       setPending(null);
@@ -566,7 +566,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         // Left before the server took the message, and then it refused it or could not be
         // reached: the text waits in that conversation's message box.
         if (!accepted && !isAbort(err)) {
-          clearSent(convId);
+          clearSent(convId, text);
           keepDraft(convId, text);
         }
         return;
@@ -584,7 +584,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         if (!(err instanceof ApiError && err.code === 'stream_gone')) setSendError(`${LOST_PREFIX} connection to the reply: ${errorMessage(err)}`);
         reloadAfterStop(convId, known, lastEventId);
       } else {
-        clearSent(convId);
+        clearSent(convId, text);
         fail(err);
       }
     } finally {
