@@ -1003,6 +1003,33 @@ describe('following a reply in progress', () => {
     }
   });
 
+  it('after Stop, a stream out of reach for longer than the polls is reported while waiting, and the report goes once stored', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const post = sseResponse();
+      await renderWithFollow(post, () =>
+        json({ status: 'error', message: 'Reply streams are unavailable.', code: 'stream_log_unavailable' }, 503, { 'Retry-After': '5' }),
+      );
+      await sendThenStop(post, 'Log is down', 'Part');
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(15_000);
+      });
+      const alert = await screen.findByRole('alert');
+      expect(alert.textContent).toContain('Lost the way to the stopped reply for now');
+      expect(alert.textContent).toContain('Trying again');
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+      const done = { user_message: msg('c2', 'user', 'Log is down'), assistant_message: msg('c2', 'assistant', 'Stored all the same.') };
+      server.messages.c2?.push(done.user_message, done.assistant_message);
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(10_000);
+      });
+      expect(await within(screen.getByRole('log')).findByText('Stored all the same.')).toBeTruthy();
+      expect(screen.queryByRole('alert')).toBeNull();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('a resume answered by a page instead of a stream is waited for, not taken for a failed reply', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {

@@ -259,6 +259,14 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       fresh.some((m, i) => m.role === 'user' && m.content === text && fresh[i + 1]?.role === 'assistant');
     let attempt = 0;
     let ended: unknown = null;
+    // Out of reach for longer than a few polls: say so (a later send's alert stays), and go on
+    // waiting, since the server may still store the reply.
+    const stillWaiting = (err: unknown) =>
+      setSendError((e) =>
+        e === null || e.startsWith(LOST_PREFIX)
+          ? `${LOST_PREFIX} way to the stopped reply for now: ${sentence(errorMessage(err))} Trying again; it shows here once stored.`
+          : e,
+      );
     const later = (step: () => void, ms: number) =>
       setTimeout(() => {
         if (gen === generation.current && !waiting.signal.aborted) step();
@@ -299,6 +307,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         (err: unknown) => {
           if (gen !== generation.current || waiting.signal.aborted) return;
           if (isUnreachable(err) || isBusy(err) || attempt < RELOAD_ATTEMPTS) {
+            if (attempt >= RELOAD_ATTEMPTS) stillWaiting(err);
             later(() => check(final), attempt < RELOAD_ATTEMPTS ? RELOAD_DELAY_MS : UNREACHABLE_RETRY_MS);
           } else {
             ended = err;
@@ -315,6 +324,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           if (isUnreachable(err) || isBusy(err)) {
             // Look for the stored reply before following again: the stream may stay out of
             // reach (its log down) while the list has the reply already.
+            stillWaiting(err);
             later(() => check(false), UNREACHABLE_RETRY_MS);
             return;
           }
