@@ -118,17 +118,33 @@ pub(crate) fn follow_response(
 /// Waits before each repeated attempt at logging an event.
 const LOG_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
 
-/// Appends one event to the log, trying again briefly when the log fails (a Redis fail-over):
-/// an adapter keeps the event's sequence until it is written, so a repeated attempt leaves
-/// neither a hole nor a double.
+/// Waits before each repeated attempt at logging a reply's final event: about a minute in all, as
+/// long as a Redis fail-over may take. The sender's stream and every follower wait for that event;
+/// given up after half a second, followers would wait out the log's idle limit on every resume.
+const FINAL_EVENT_RETRY_DELAYS: [Duration; 33] = {
+    let mut delays = [Duration::from_secs(2); 33];
+    delays[0] = Duration::from_millis(100);
+    delays[1] = Duration::from_millis(400);
+    delays[2] = Duration::from_secs(1);
+    delays
+};
+
+/// Once the server is stopping, how long the final event is still tried: as long as any other
+/// event, so that shutdown does not wait out a minute of retries.
+const FINAL_EVENT_PATIENCE_WHEN_STOPPING: Duration = Duration::from_secs(1);
+
+/// Appends one event to the log, trying again after each of `delays` when the log fails (a Redis
+/// fail-over): an adapter keeps the event's sequence until it is written, so a repeated attempt
+/// leaves neither a hole nor a double.
 async fn append_retrying(
     log: &dyn GenerationLog,
     generation_id: GenerationId,
     name: &str,
     data: &str,
     last: bool,
+    delays: &[Duration],
 ) -> Result<u64, GenerationLogError> {
-    let mut delays = LOG_RETRY_DELAYS.iter();
+    let mut delays = delays.iter();
     loop {
         match log.append(generation_id, name, data, last).await {
             Err(GenerationLogError::Unavailable(error)) => match delays.next() {
@@ -145,12 +161,13 @@ async fn append_retrying(
 
 /// Runs the reply to its end, logging every event; the last one is `done` or `error`. The
 /// client's stream `slot` goes back before that event is logged, so a client that saw it may
-/// start its next reply at once.
+/// start its next reply at once. `stopping` resolves when the server cuts its replies short.
 async fn run_logged(
     log: Arc<dyn GenerationLog>,
     generation_id: GenerationId,
     pending: PendingReply,
     cut_short: impl Future<Output = ()>,
+    stopping: impl Future<Output = ()>,
     slot: Option<HeldStreamSlot>,
 ) {
     let (deltas, mut delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
@@ -163,8 +180,15 @@ async fn run_logged(
                 continue;
             }
             let data = json(&DeltaEvent { text });
-            if let Err(error) =
-                append_retrying(log.as_ref(), generation_id, "delta", &data, false).await
+            if let Err(error) = append_retrying(
+                log.as_ref(),
+                generation_id,
+                "delta",
+                &data,
+                false,
+                &LOG_RETRY_DELAYS,
+            )
+            .await
             {
                 tracing::warn!(%error, "logging a delta failed; the reply's later deltas are not logged");
                 logging = false;
@@ -174,8 +198,28 @@ async fn run_logged(
     let (outcome, ()) = future::join(pending.complete(deltas, cut_short), relay).await;
     drop(slot);
     let (name, data) = final_event(outcome);
-    if let Err(error) = append_retrying(log.as_ref(), generation_id, name, &data, true).await {
-        tracing::warn!(%error, "logging the end of a reply failed");
+    let logged = append_retrying(
+        log.as_ref(),
+        generation_id,
+        name,
+        &data,
+        true,
+        &FINAL_EVENT_RETRY_DELAYS,
+    );
+    let out_of_patience = async {
+        stopping.await;
+        tokio::time::sleep(FINAL_EVENT_PATIENCE_WHEN_STOPPING).await;
+    };
+    let logged = std::pin::pin!(logged);
+    let out_of_patience = std::pin::pin!(out_of_patience);
+    match future::select(logged, out_of_patience).await {
+        future::Either::Left((Ok(_), _)) => {}
+        future::Either::Left((Err(error), _)) => {
+            tracing::warn!(%error, "logging the end of a reply failed");
+        }
+        future::Either::Right(((), _)) => {
+            tracing::warn!("the server is stopping: the end of a reply could not be logged");
+        }
     }
 }
 
@@ -203,15 +247,29 @@ pub(crate) async fn stream_reply(
     let logged = async {
         log.begin(conversation_id, generation_id).await?;
         let events = log.follow(generation_id, 0).await?;
-        append_retrying(log.as_ref(), generation_id, "start", &start, false).await?;
+        append_retrying(
+            log.as_ref(),
+            generation_id,
+            "start",
+            &start,
+            false,
+            &LOG_RETRY_DELAYS,
+        )
+        .await?;
         Ok::<_, GenerationLogError>(events)
     };
     match logged.await {
         Ok(events) => {
             let cut_short = state.generations.cut_signal();
-            state
-                .generations
-                .spawn(run_logged(log, generation_id, pending, cut_short, slot));
+            let stopping = state.generations.cut_signal();
+            state.generations.spawn(run_logged(
+                log,
+                generation_id,
+                pending,
+                cut_short,
+                stopping,
+                slot,
+            ));
             follow_response(generation_id, events)
         }
         Err(error) => {

@@ -755,11 +755,12 @@ async fn a_successful_stream_ends_with_done_carrying_the_stored_exchange() {
     assert_eq!(done["assistant_message"]["content"], "Hello there, friend");
 }
 
-/// A log in memory whose appends of events other than `start` and the final one fail, as Redis's
-/// do through a fail-over.
+/// A log in memory whose appends of events other than `start` fail, as Redis's do through a
+/// fail-over.
 struct FailingLog {
     inner: MemoryGenerationLog,
     appends: AtomicUsize,
+    final_attempts: AtomicUsize,
     failing: Failing,
 }
 
@@ -772,6 +773,9 @@ enum Failing {
     Follow,
     /// No append fails, but each delta takes this long to be logged.
     SlowDeltas(Duration),
+    /// Only the final event fails, this many times: a fail-over that lasts longer than a delta's
+    /// retries.
+    FinalEvent(usize),
 }
 
 impl FailingLog {
@@ -779,6 +783,7 @@ impl FailingLog {
         Arc::new(Self {
             inner: MemoryGenerationLog::new(Duration::from_secs(60)),
             appends: AtomicUsize::new(0),
+            final_attempts: AtomicUsize::new(0),
             failing,
         })
     }
@@ -803,8 +808,8 @@ impl GenerationLog for FailingLog {
     ) -> Result<u64, GenerationLogError> {
         let attempt = self.appends.fetch_add(1, Ordering::SeqCst);
         let fails = match &self.failing {
-            Failing::EveryOtherAttempt => attempt % 2 == 1,
-            Failing::Between(attempts) => attempts.contains(&attempt),
+            Failing::EveryOtherAttempt => attempt % 2 == 1 && !last,
+            Failing::Between(attempts) => attempts.contains(&attempt) && !last,
             Failing::Follow => false,
             Failing::SlowDeltas(delay) => {
                 if name == "delta" {
@@ -812,8 +817,11 @@ impl GenerationLog for FailingLog {
                 }
                 false
             }
+            Failing::FinalEvent(failures) => {
+                last && self.final_attempts.fetch_add(1, Ordering::SeqCst) < *failures
+            }
         };
-        if fails && name != "start" && !last {
+        if fails && name != "start" {
             return Err(GenerationLogError::Unavailable("fail-over".to_owned()));
         }
         self.inner.append(generation_id, name, data, last).await
@@ -896,6 +904,30 @@ async fn a_log_failing_for_a_while_gets_the_reply_beginning_without_a_hole_then_
     assert_eq!(
         events[1].1["assistant_message"]["content"],
         "Hello there, my dear friend"
+    );
+}
+
+#[actix_web::test]
+async fn the_end_of_a_reply_outlasts_a_log_failing_for_many_seconds() {
+    // Virtual time: the retries' waits pass as soon as nothing else can run. Ten failures take
+    // about 14 s of retrying; a delta's three tries would give up after half a second.
+    tokio::time::pause();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(600),
+        call_with_log(
+            storing_once("Hello there, friend"),
+            assistant_streaming_text(&["Hello ", "there, ", "friend"]),
+            FailingLog::new(Failing::FinalEvent(10)),
+            v1_stream(ConversationId::DEFAULT, "hi"),
+        ),
+    )
+    .await
+    .expect("the stream ends once its final event is logged");
+    let events = reply.events();
+    assert_eq!(events.last().unwrap().0, "done", "{}", reply.body);
+    assert_eq!(
+        events.last().unwrap().1["assistant_message"]["content"],
+        "Hello there, friend"
     );
 }
 
