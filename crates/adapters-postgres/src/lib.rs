@@ -213,6 +213,7 @@ impl PostgresChatRepository {
         };
         repository
             .run("migrate", move |connection| {
+                refuse_other_encodings(connection)?;
                 run_migrations(connection, session)
             })
             .await?;
@@ -309,7 +310,11 @@ fn record_operation<T>(
 /// Adds libpq parameters the URL does not set itself. Without a libpq `connect_timeout`, a
 /// connection attempt to a host that drops packets hangs for minutes in the pool's background
 /// threads and delays recovery; without keepalives, a query on a connection whose peer vanished
-/// (node lost, network partition) waits for the kernel's two-hour default.
+/// (node lost, network partition) waits for the kernel's two-hour default. Keepalives only probe
+/// a quiet connection: a query sent after the peer vanished stays unacknowledged and would be
+/// retransmitted for about 15 minutes (Linux's default), holding its pooled connection and its
+/// caller all that time, so `tcp_user_timeout` closes a connection whose sent data goes
+/// unacknowledged for 30 s. It never cuts a slow query: the server acknowledges what it receives.
 fn with_network_defaults(url: &str, connect_timeout: Duration) -> String {
     // libpq takes whole seconds and treats anything below 2 as 2.
     let connect_seconds = connect_timeout.as_secs_f64().ceil().max(2.0).to_string();
@@ -319,6 +324,7 @@ fn with_network_defaults(url: &str, connect_timeout: Duration) -> String {
         ("keepalives_idle", "30"),
         ("keepalives_interval", "10"),
         ("keepalives_count", "3"),
+        ("tcp_user_timeout", "30000"),
     ];
     let query = url.split_once('?').map_or("", |(_, query)| query);
     let present: Vec<&str> = query
@@ -378,6 +384,25 @@ fn checkout(
 ) -> Result<PooledConnection<ConnectionManager<PgConnection>>, RepositoryError> {
     pool.get()
         .map_err(|error| RepositoryError::Unavailable(format!("PostgreSQL: {error}")))
+}
+
+/// A database in another encoding (LATIN1, WIN1252) cannot hold every character a message may
+/// have: one emoji would fail its whole batch of appends after their replies were generated.
+/// Such a database is refused at start, with what to do instead.
+fn refuse_other_encodings(connection: &mut PgConnection) -> Result<(), RepositoryError> {
+    let encoding = diesel::select(diesel::dsl::sql::<Text>(
+        "current_setting('server_encoding')",
+    ))
+    .get_result::<String>(connection)
+    .map_err(map_error)?;
+    if encoding == "UTF8" {
+        return Ok(());
+    }
+    Err(RepositoryError::Unknown(anyhow!(
+        "the PostgreSQL database is encoded in {encoding}, which cannot hold every character of a \
+         message; create it with ENCODING 'UTF8' (e.g. CREATE DATABASE chat ENCODING 'UTF8' \
+         TEMPLATE template0)"
+    )))
 }
 
 fn run_migrations(
@@ -836,7 +861,7 @@ mod tests {
         assert_eq!(
             with_network_defaults("postgres://u:p@h/db", Duration::from_millis(2500)),
             "postgres://u:p@h/db?connect_timeout=3&keepalives=1&keepalives_idle=30\
-             &keepalives_interval=10&keepalives_count=3"
+             &keepalives_interval=10&keepalives_count=3&tcp_user_timeout=30000"
         );
         assert_eq!(
             with_network_defaults(
@@ -844,7 +869,7 @@ mod tests {
                 Duration::from_secs(1)
             ),
             "postgresql://h/db?sslmode=require&connect_timeout=9&keepalives_idle=5\
-             &keepalives=1&keepalives_interval=10&keepalives_count=3"
+             &keepalives=1&keepalives_interval=10&keepalives_count=3&tcp_user_timeout=30000"
         );
     }
 

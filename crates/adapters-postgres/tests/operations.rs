@@ -250,6 +250,20 @@ async fn urls_of_other_schemes_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_not_encoded_in_utf8_is_refused_at_start_saying_why() {
+    let Some(database) = TestDatabase::create_encoded("LATIN1").await else {
+        return;
+    };
+    let result = PostgresChatRepository::connect(PostgresSettings::new(database.url())).await;
+    let Err(RepositoryError::Unknown(error)) = result else {
+        panic!("a LATIN1 database was accepted: {result:?}");
+    };
+    let message = error.to_string();
+    assert!(message.contains("LATIN1"), "{message}");
+    assert!(message.contains("ENCODING 'UTF8'"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_work_with_a_statement_timeout_set() {
     let Some(database) = TestDatabase::create().await else {
         return;

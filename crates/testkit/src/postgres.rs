@@ -23,6 +23,19 @@ impl TestDatabase {
     /// Creates a uniquely named, empty database. `None` means PostgreSQL is unreachable and the test
     /// should return early (outside CI; in CI this panics instead).
     pub async fn create() -> Option<TestDatabase> {
+        Self::create_with("").await
+    }
+
+    /// As [`TestDatabase::create`], encoded in `encoding` (e.g. `LATIN1`) instead of the server's
+    /// default, to check what an adapter does with a database that cannot hold every character.
+    pub async fn create_encoded(encoding: &str) -> Option<TestDatabase> {
+        Self::create_with(&format!(
+            " ENCODING '{encoding}' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+        ))
+        .await
+    }
+
+    async fn create_with(options: &str) -> Option<TestDatabase> {
         let admin_url = std::env::var(URL_VARIABLE).unwrap_or_else(|_| DEFAULT_URL.to_owned());
         let name = format!(
             "chat_test_{}_{}",
@@ -30,7 +43,10 @@ impl TestDatabase {
             uuid::Uuid::now_v7().simple()
         );
         let url = with_database(&admin_url, &name);
-        let (admin, statement) = (admin_url.clone(), format!("CREATE DATABASE \"{name}\""));
+        let (admin, statement) = (
+            admin_url.clone(),
+            format!("CREATE DATABASE \"{name}\"{options}"),
+        );
         let created = tokio::task::spawn_blocking(move || execute(&admin, &statement))
             .await
             .expect("the blocking task creating a test database panicked");
