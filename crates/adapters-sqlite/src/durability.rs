@@ -33,8 +33,11 @@ use crate::writer::Job;
 pub(crate) type SyncWal = Box<dyn FnMut() -> io::Result<()> + Send>;
 
 /// The WAL file of the database at `database`, synced with `fdatasync`. SQLite keeps the file
-/// (the same inode) for as long as a connection is open, and the writer's stays open.
+/// (the same inode) for as long as a connection is open, and the writer's stays open. SQLite
+/// names the WAL after the file a symlink leads to, so the path is resolved first: beside the link
+/// there is no WAL, or a stale one whose sync would make nothing durable.
 pub(crate) fn wal_sync(database: &Path) -> io::Result<SyncWal> {
+    let database = database.canonicalize()?;
     let mut wal_path = database.as_os_str().to_owned();
     wal_path.push("-wal");
     let wal = File::options().read(true).open(PathBuf::from(wal_path))?;

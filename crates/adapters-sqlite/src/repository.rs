@@ -454,6 +454,31 @@ mod tests {
         .await;
     }
 
+    /// A database path that is a symlink (`chat.db -> /data/chat.db`, as a volume mount may be
+    /// laid out): SQLite writes the WAL beside the file the link leads to, and that is the one the
+    /// syncer must open and sync.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_reached_through_a_symlink_syncs_the_wal_sqlite_writes() {
+        let directory = tempfile::tempdir().unwrap();
+        let data = directory.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::File::create(data.join("chat.db")).unwrap();
+        let link = directory.path().join("chat.db");
+        std::os::unix::fs::symlink(data.join("chat.db"), &link).unwrap();
+        let repository = SqliteChatRepository::open(&SqliteSettings::new(&link))
+            .expect("a database reached through a symlink opens");
+        let conversation = domain::Conversation::new(
+            ConversationId::generate(),
+            domain::ConversationTitle::new("Linked").unwrap(),
+            domain::Timestamp::now(),
+        );
+        repository.create_conversation(&conversation).await.unwrap();
+        assert!(data.join("chat.db-wal").exists());
+        assert!(!directory.path().join("chat.db-wal").exists());
+        let stored = repository.get_conversation(conversation.id).await.unwrap();
+        assert_eq!(stored.title, "Linked");
+    }
+
     /// A full disk fails real batches while the check's one-page write would still succeed: the
     /// check must not make the replica ready again while real writes are failing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
