@@ -638,6 +638,12 @@ impl PieceStream {
                 return Ok(None);
             }
             let events = match timeout_at(self.deadline, self.body.next()).await {
+                // The chunk giving the finish reason came: the reply is whole, however the body
+                // then ends (a proxy cutting it, a server holding it open without `[DONE]`).
+                Err(_) | Ok(Some(Err(_))) if self.finished => {
+                    self.done = true;
+                    continue;
+                }
                 Err(_) => return Err(StreamFailure::Idle),
                 Ok(Some(Ok(bytes))) => self.parser.feed(&bytes),
                 Ok(Some(Err(error))) => return Err(StreamFailure::Cut(describe(error))),

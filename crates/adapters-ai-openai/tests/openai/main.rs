@@ -722,6 +722,27 @@ async fn a_stream_ending_after_its_finish_reason_without_done_is_whole() {
     assert_eq!(pieces, ["Hel", "lo"]);
 }
 
+/// After the chunk giving the finish reason the reply is whole, however the body then ends: cut
+/// (a proxy closing the connection), or held open without `[DONE]` past the idle timeout.
+#[tokio::test]
+async fn a_stream_cut_or_gone_silent_after_its_finish_reason_is_whole() {
+    let finish = r#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+    for end in [Part::Cut, Part::Pause(Duration::from_secs(30))] {
+        let parts = vec![
+            Part::Data(event("Hel")),
+            Part::Data(event("lo")),
+            Part::Data(format!("{finish}\n\n")),
+            end,
+        ];
+        let (items, _fake) = streamed(parts, Duration::from_millis(300)).await;
+        let pieces: Vec<&str> = items
+            .iter()
+            .map(|item| item.as_deref().expect("no error"))
+            .collect();
+        assert_eq!(pieces, ["Hel", "lo"]);
+    }
+}
+
 #[tokio::test]
 async fn callers_beyond_the_queue_are_refused_and_slots_come_back_when_a_stream_is_dropped() {
     let fake = FakeProvider::start(|index, _| match index {
