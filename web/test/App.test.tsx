@@ -1105,17 +1105,26 @@ describe('following a reply in progress', () => {
     expect(follows()).toBe(before);
   });
 
+  /**
+   * Sends "The first question" and stops its reply, which the server then loses (204, nothing
+   * stored); returns the stream that answers the next send.
+   */
+  async function stopThenSendAgain() {
+    const first = sseResponse();
+    const second = sseResponse();
+    const posts = [first, second];
+    server.onStream(() => (posts.shift() ?? second).response);
+    await renderLoaded();
+    await waitFor(() => expect(fetchMock.calls.some((c) => c.url === '/api/v1/conversations/c2/stream')).toBe(true));
+    server.onFollow(() => new Response(null, { status: 204 }));
+    await sendThenStop(first, 'The first question', 'Thinking about it');
+    return second;
+  }
+
   it('a message sent after Stop is not taken for the stopped reply, which is still given back when lost', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
-      const first = sseResponse();
-      const second = sseResponse();
-      const posts = [first, second];
-      server.onStream(() => (posts.shift() ?? second).response);
-      await renderLoaded();
-      await waitFor(() => expect(fetchMock.calls.some((c) => c.url === '/api/v1/conversations/c2/stream')).toBe(true));
-      server.onFollow(() => new Response(null, { status: 204 }));
-      await sendThenStop(first, 'The first question', 'Thinking about it');
+      const second = await stopThenSendAgain();
       fireEvent.change(composer(), { target: { value: 'A quick second one' } });
       fireEvent.keyDown(composer(), { key: 'Enter' });
       const stored = { user_message: msg('c2', 'user', 'A quick second one'), assistant_message: msg('c2', 'assistant', 'Quick answer.') };
@@ -1139,14 +1148,7 @@ describe('following a reply in progress', () => {
   it('a stopped reply lost after a second send keeps that send\'s text for its own loss', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
-      const first = sseResponse();
-      const second = sseResponse();
-      const posts = [first, second];
-      server.onStream(() => (posts.shift() ?? second).response);
-      await renderLoaded();
-      await waitFor(() => expect(fetchMock.calls.some((c) => c.url === '/api/v1/conversations/c2/stream')).toBe(true));
-      server.onFollow(() => new Response(null, { status: 204 }));
-      await sendThenStop(first, 'The first question', 'Thinking about it');
+      const second = await stopThenSendAgain();
       fireEvent.change(composer(), { target: { value: 'A second one' } });
       fireEvent.keyDown(composer(), { key: 'Enter' });
       await act(async () => second.send(start('A second one') + ev(2, 'delta', { text: 'Another thought' })));
