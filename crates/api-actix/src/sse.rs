@@ -159,6 +159,47 @@ async fn append_retrying(
     }
 }
 
+/// How often, at most, deltas the log refused are tried again, as more of the reply comes.
+const UNLOGGED_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Deltas of a reply that the log refused: the refused event as it was (an attempt that did
+/// write it, its answer lost, makes a repeat of the same event neither a hole nor a double), and
+/// the reply's text after it.
+struct Unlogged {
+    refused_event: String,
+    text_after: String,
+    next_try: tokio::time::Instant,
+}
+
+impl Unlogged {
+    fn new(refused_event: String) -> Self {
+        Self {
+            refused_event,
+            text_after: String::new(),
+            next_try: tokio::time::Instant::now() + UNLOGGED_RETRY_INTERVAL,
+        }
+    }
+
+    /// Logs the refused event and then the text after it as one delta, each tried once: the
+    /// reply is not held up while the log stays out.
+    async fn log(
+        &mut self,
+        log: &dyn GenerationLog,
+        generation_id: GenerationId,
+    ) -> Result<(), GenerationLogError> {
+        log.append(generation_id, "delta", &self.refused_event, false)
+            .await?;
+        if !self.text_after.is_empty() {
+            self.refused_event = json(&DeltaEvent {
+                text: std::mem::take(&mut self.text_after),
+            });
+            log.append(generation_id, "delta", &self.refused_event, false)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs the reply to its end, logging every event; the last one is `done` or `error`. The
 /// client's stream `slot` goes back before that event is logged, so a client that saw it may
 /// start its next reply at once. `stopping` resolves when the server cuts its replies short.
@@ -172,26 +213,39 @@ async fn run_logged(
 ) {
     let (deltas, mut delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
     let relay = async {
-        // Once a delta cannot be logged, none after it is: the logged deltas stay the reply's
-        // beginning, never a text with a piece missing, and `done` still carries all of it.
-        let mut logging = true;
+        // Once a delta cannot be logged, the ones after it wait with it and are logged once the
+        // log answers again: the logged deltas stay the reply's text without a piece missing, and
+        // a long reply does not stay silent in the log, where it would look abandoned. `done`
+        // still carries all of it.
+        let mut unlogged: Option<Unlogged> = None;
         while let Some(ReplyEvent::Delta(text)) = delta_events.next().await {
-            if !logging {
+            let Some(waiting) = unlogged.as_mut() else {
+                let data = json(&DeltaEvent { text });
+                if let Err(error) = append_retrying(
+                    log.as_ref(),
+                    generation_id,
+                    "delta",
+                    &data,
+                    false,
+                    &LOG_RETRY_DELAYS,
+                )
+                .await
+                {
+                    tracing::warn!(%error, "logging a delta failed; the reply's deltas wait until the log answers");
+                    unlogged = Some(Unlogged::new(data));
+                }
+                continue;
+            };
+            waiting.text_after.push_str(&text);
+            if tokio::time::Instant::now() < waiting.next_try {
                 continue;
             }
-            let data = json(&DeltaEvent { text });
-            if let Err(error) = append_retrying(
-                log.as_ref(),
-                generation_id,
-                "delta",
-                &data,
-                false,
-                &LOG_RETRY_DELAYS,
-            )
-            .await
-            {
-                tracing::warn!(%error, "logging a delta failed; the reply's later deltas are not logged");
-                logging = false;
+            match waiting.log(log.as_ref(), generation_id).await {
+                Ok(()) => {
+                    tracing::info!("the log answers again: the reply's deltas are logged");
+                    unlogged = None;
+                }
+                Err(_) => waiting.next_try = tokio::time::Instant::now() + UNLOGGED_RETRY_INTERVAL,
             }
         }
     };

@@ -908,6 +908,49 @@ async fn a_log_failing_for_a_while_gets_the_reply_beginning_without_a_hole_then_
 }
 
 #[actix_web::test]
+async fn deltas_a_failing_log_refused_are_logged_whole_once_it_answers_again() {
+    // Virtual time, one piece a second: the second piece fails all three tries, and the log
+    // answers again before the reply ends.
+    tokio::time::pause();
+    let pieces = [
+        "Hello ", "there, ", "my ", "dear ", "old ", "friend, ", "how ", "are ", "you?",
+    ];
+    let whole = pieces.concat();
+    let mut assistant = MockAssistant::new();
+    assistant.expect_context_messages().return_const(0usize);
+    assistant
+        .expect_reply_stream()
+        .times(1)
+        .returning(move |_| {
+            Ok(stream::iter(pieces)
+                .then(|piece| async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok(piece.to_owned())
+                })
+                .boxed())
+        });
+    let reply = call_with_log(
+        storing_once(whole.clone()),
+        assistant,
+        FailingLog::new(Failing::Between(2..5)),
+        v1_stream(ConversationId::DEFAULT, "hi"),
+    )
+    .await;
+    let events = reply.events();
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|(name, _)| name == "delta")
+        .map(|(_, data)| data["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas.concat(), whole, "{}", reply.body);
+    assert!(
+        deltas.len() < pieces.len(),
+        "the waiting pieces were logged together: {deltas:?}"
+    );
+    assert_eq!(events.last().unwrap().0, "done");
+}
+
+#[actix_web::test]
 async fn the_end_of_a_reply_outlasts_a_log_failing_for_many_seconds() {
     // Virtual time: the retries' waits pass as soon as nothing else can run. Ten failures take
     // about 14 s of retrying; a delta's three tries would give up after half a second.
