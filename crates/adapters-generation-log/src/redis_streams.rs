@@ -95,12 +95,6 @@ fn logged_at(entry: &StreamId) -> Option<u128> {
     text(entry.map.get("at")).parse().ok()
 }
 
-/// A generation whose newest entry is this old lost its writer: its replica died before it could
-/// log the end, and no follower waits for it any longer.
-fn is_abandoned(newest: &StreamId) -> bool {
-    logged_at(newest).is_some_and(|at| now_millis().saturating_sub(at) > ABANDONED_AFTER_MILLIS)
-}
-
 fn now_millis() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -303,7 +297,9 @@ impl GenerationLog for RedisGenerationLog {
                 continue;
             };
             let finished = event(&newest).is_none_or(|(_, last)| last);
-            if !finished && !is_abandoned(&newest) {
+            let abandoned = logged_at(&newest)
+                .is_some_and(|at| now_millis().saturating_sub(at) > ABANDONED_AFTER_MILLIS);
+            if !finished && !abandoned {
                 return Ok(Some(generation_id));
             }
         }
@@ -314,15 +310,12 @@ impl GenerationLog for RedisGenerationLog {
         &self,
         generation_id: GenerationId,
     ) -> Result<Option<GenerationState>, GenerationLogError> {
-        // A resume of a generation abandoned as `in_progress` sees it finds nothing more to come,
-        // instead of following a log nobody writes for as long as a follower waits, again on
-        // every retry.
         Ok(self.newest_entry(generation_id).await?.and_then(|entry| {
             let (event, last) = event(&entry)?;
             Some(GenerationState {
                 conversation_id: conversation(&entry)?,
                 last_sequence: event.sequence,
-                finished: last || is_abandoned(&entry),
+                finished: last,
             })
         }))
     }

@@ -163,48 +163,6 @@ async fn a_generation_silent_for_minutes_is_no_longer_in_progress() {
     assert_eq!(log.in_progress(conversation).await.unwrap(), None);
 }
 
-/// Resuming such a generation finds nothing more to come, instead of following a log that nobody
-/// writes until the follower gives up, again on every retry.
-#[tokio::test]
-async fn a_generation_silent_for_minutes_is_finished_for_a_resume() {
-    let Some((log, keys)) = redis_log().await else {
-        return;
-    };
-    let conversation = domain::ConversationId::generate();
-    let dead = domain::GenerationId::generate();
-    let client = redis::Client::open(keys.url.as_str()).unwrap();
-    let mut connection = client.get_connection().unwrap();
-    let key = format!("{}:generation:{dead}", keys.prefix);
-    let three_minutes_ago = now_millis() - 180_000;
-    write_event(
-        &mut connection,
-        &key,
-        (1, "start", "{}"),
-        conversation,
-        three_minutes_ago,
-    );
-    let delta = (2, "delta", r#"{"text":"Hel"}"#);
-    write_event(
-        &mut connection,
-        &key,
-        delta,
-        conversation,
-        three_minutes_ago,
-    );
-    let state = log
-        .state(dead)
-        .await
-        .unwrap()
-        .expect("its log is still there");
-    assert_eq!(state.last_sequence, 2);
-    assert!(state.finished, "{state:?}");
-
-    let alive = domain::GenerationId::generate();
-    log.begin(conversation, alive).await.unwrap();
-    log.append(alive, "start", "{}", false).await.unwrap();
-    assert!(!log.state(alive).await.unwrap().unwrap().finished);
-}
-
 /// A failed append is tried again under the same sequence, so followers see no hole; one whose
 /// first attempt reached Redis (its answer lost on the way back) is not written twice.
 #[tokio::test]

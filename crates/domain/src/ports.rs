@@ -130,8 +130,7 @@ pub struct GenerationState {
     pub conversation_id: ConversationId,
     /// Sequence of the last event appended so far (0 if reported before the first).
     pub last_sequence: u64,
-    /// Nothing more will come: the final event has been appended, or (in a log shared by
-    /// replicas) the generation was abandoned, its writer gone before it could log the end.
+    /// The final event has been appended; nothing more will come.
     pub finished: bool,
 }
 
