@@ -5,7 +5,6 @@
 //! `id: <generation>:<sequence>`, so a client that lost the connection resumes from the last id
 //! it saw, on this replica or another.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use serde::Serialize;
 
 use crate::dto::{DeltaEvent, ExchangeDto, StreamErrorEvent, StreamStartEvent};
 use crate::errors::ApiError;
+use crate::generations::Generations;
 use crate::state::AppState;
 use crate::stream_limit::HeldStreamSlot;
 
@@ -118,35 +118,26 @@ pub(crate) fn follow_response(
 /// Waits before each repeated attempt at logging an event.
 const LOG_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
 
-/// Waits before each repeated attempt at logging a reply's final event: about a minute in all, as
-/// long as a Redis fail-over may take. The sender's stream and every follower wait for that event;
-/// given up after half a second, followers would wait out the log's idle limit on every resume.
-const FINAL_EVENT_RETRY_DELAYS: [Duration; 33] = {
-    let mut delays = [Duration::from_secs(2); 33];
-    delays[0] = Duration::from_millis(100);
-    delays[1] = Duration::from_millis(400);
-    delays[2] = Duration::from_secs(1);
-    delays
-};
+/// How long a reply's final event is tried: as long as a Redis fail-over may take. The sender's
+/// stream and every follower wait for that event; given up after the other events' half second,
+/// followers would wait out the log's idle limit on every resume.
+const FINAL_EVENT_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Once the server is stopping, how long the final event is still tried: as long as any other
-/// event, so that shutdown does not wait out a minute of retries.
-const FINAL_EVENT_PATIENCE_WHEN_STOPPING: Duration = Duration::from_secs(1);
+/// The wait between attempts at a final event once those of [`LOG_RETRY_DELAYS`] are used.
+const FINAL_EVENT_LATER_DELAY: Duration = Duration::from_secs(2);
 
-/// Appends one event to the log, trying again after each of `delays` when the log fails (a Redis
-/// fail-over): an adapter keeps the event's sequence until it is written, so a repeated attempt
-/// leaves neither a hole nor a double.
+/// Appends one event to the log, trying again briefly when the log fails (a Redis fail-over):
+/// an adapter keeps the event's sequence until it is written, so a repeated attempt leaves
+/// neither a hole nor a double.
 async fn append_retrying(
     log: &dyn GenerationLog,
     generation_id: GenerationId,
     name: &str,
     data: &str,
-    last: bool,
-    delays: &[Duration],
 ) -> Result<u64, GenerationLogError> {
-    let mut delays = delays.iter();
+    let mut delays = LOG_RETRY_DELAYS.iter();
     loop {
-        match log.append(generation_id, name, data, last).await {
+        match log.append(generation_id, name, data, false).await {
             Err(GenerationLogError::Unavailable(error)) => match delays.next() {
                 Some(delay) => {
                     tracing::debug!(%error, "logging a reply event failed; trying again");
@@ -159,8 +150,54 @@ async fn append_retrying(
     }
 }
 
+/// Appends a reply's final event: tried as any event, then every [`FINAL_EVENT_LATER_DELAY`]
+/// until [`FINAL_EVENT_PATIENCE`] has passed, attempts included. Once replies are cut short the
+/// server is about to stop, so it is tried no longer than any other event.
+async fn append_final(
+    log: &dyn GenerationLog,
+    generation_id: GenerationId,
+    name: &str,
+    data: &str,
+    generations: &Generations,
+) -> Result<u64, GenerationLogError> {
+    let deadline = tokio::time::Instant::now() + FINAL_EVENT_PATIENCE;
+    let mut brief_delays = LOG_RETRY_DELAYS.iter();
+    loop {
+        let attempt = log.append(generation_id, name, data, true);
+        let error = match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Err(GenerationLogError::Unavailable(error))) => error,
+            Ok(appended) => return appended,
+            Err(_) => {
+                return Err(GenerationLogError::Unavailable(
+                    "the log did not answer in time".to_owned(),
+                ))
+            }
+        };
+        let delay = match brief_delays.next() {
+            Some(delay) => *delay,
+            None if generations.is_cut() => return Err(GenerationLogError::Unavailable(error)),
+            None => FINAL_EVENT_LATER_DELAY,
+        };
+        if tokio::time::Instant::now() + delay >= deadline {
+            return Err(GenerationLogError::Unavailable(error));
+        }
+        tracing::debug!(%error, "logging the end of a reply failed; trying again");
+        if generations.is_cut() {
+            tokio::time::sleep(delay).await;
+        } else {
+            // A cut ends a long wait at once, for a last attempt.
+            let wait = std::pin::pin!(tokio::time::sleep(delay));
+            future::select(wait, std::pin::pin!(generations.cut_signal())).await;
+        }
+    }
+}
+
 /// How often, at most, deltas the log refused are tried again, as more of the reply comes.
 const UNLOGGED_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long each of those attempts may take: while the log is out of reach, the reply must not
+/// wait on it (64 pieces fit in the channel meanwhile).
+const UNLOGGED_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Deltas of a reply that the log refused: the refused event as it was (an attempt that did
 /// write it, its answer lost, makes a repeat of the same event neither a hole nor a double), and
@@ -180,35 +217,43 @@ impl Unlogged {
         }
     }
 
-    /// Logs the refused event and then the text after it as one delta, each tried once: the
-    /// reply is not held up while the log stays out.
-    async fn log(
-        &mut self,
-        log: &dyn GenerationLog,
-        generation_id: GenerationId,
-    ) -> Result<(), GenerationLogError> {
-        log.append(generation_id, "delta", &self.refused_event, false)
-            .await?;
+    /// Logs the refused event and then the text after it as one delta, each tried once and
+    /// briefly: the reply is not held up while the log stays out. An attempt given up may still
+    /// have written its event; the next one repeats that same event.
+    async fn log(&mut self, log: &dyn GenerationLog, generation_id: GenerationId) -> bool {
+        if !append_briefly(log, generation_id, &self.refused_event).await {
+            return false;
+        }
         if !self.text_after.is_empty() {
             self.refused_event = json(&DeltaEvent {
                 text: std::mem::take(&mut self.text_after),
             });
-            log.append(generation_id, "delta", &self.refused_event, false)
-                .await?;
+            if !append_briefly(log, generation_id, &self.refused_event).await {
+                return false;
+            }
         }
-        Ok(())
+        true
     }
+}
+
+/// One attempt at logging a delta, given up after [`UNLOGGED_ATTEMPT_TIMEOUT`]; true once it is
+/// in the log.
+async fn append_briefly(log: &dyn GenerationLog, generation_id: GenerationId, data: &str) -> bool {
+    let attempt = log.append(generation_id, "delta", data, false);
+    matches!(
+        tokio::time::timeout(UNLOGGED_ATTEMPT_TIMEOUT, attempt).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Runs the reply to its end, logging every event; the last one is `done` or `error`. The
 /// client's stream `slot` goes back before that event is logged, so a client that saw it may
-/// start its next reply at once. `stopping` resolves when the server cuts its replies short.
+/// start its next reply at once.
 async fn run_logged(
     log: Arc<dyn GenerationLog>,
     generation_id: GenerationId,
     pending: PendingReply,
-    cut_short: impl Future<Output = ()>,
-    stopping: impl Future<Output = ()>,
+    generations: Generations,
     slot: Option<HeldStreamSlot>,
 ) {
     let (deltas, mut delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
@@ -221,15 +266,8 @@ async fn run_logged(
         while let Some(ReplyEvent::Delta(text)) = delta_events.next().await {
             let Some(waiting) = unlogged.as_mut() else {
                 let data = json(&DeltaEvent { text });
-                if let Err(error) = append_retrying(
-                    log.as_ref(),
-                    generation_id,
-                    "delta",
-                    &data,
-                    false,
-                    &LOG_RETRY_DELAYS,
-                )
-                .await
+                if let Err(error) =
+                    append_retrying(log.as_ref(), generation_id, "delta", &data).await
                 {
                     tracing::warn!(%error, "logging a delta failed; the reply's deltas wait until the log answers");
                     unlogged = Some(Unlogged::new(data));
@@ -240,40 +278,20 @@ async fn run_logged(
             if tokio::time::Instant::now() < waiting.next_try {
                 continue;
             }
-            match waiting.log(log.as_ref(), generation_id).await {
-                Ok(()) => {
-                    tracing::info!("the log answers again: the reply's deltas are logged");
-                    unlogged = None;
-                }
-                Err(_) => waiting.next_try = tokio::time::Instant::now() + UNLOGGED_RETRY_INTERVAL,
+            if waiting.log(log.as_ref(), generation_id).await {
+                tracing::info!("the log answers again: the reply's deltas are logged");
+                unlogged = None;
+            } else {
+                waiting.next_try = tokio::time::Instant::now() + UNLOGGED_RETRY_INTERVAL;
             }
         }
     };
+    let cut_short = generations.cut_signal();
     let (outcome, ()) = future::join(pending.complete(deltas, cut_short), relay).await;
     drop(slot);
     let (name, data) = final_event(outcome);
-    let logged = append_retrying(
-        log.as_ref(),
-        generation_id,
-        name,
-        &data,
-        true,
-        &FINAL_EVENT_RETRY_DELAYS,
-    );
-    let out_of_patience = async {
-        stopping.await;
-        tokio::time::sleep(FINAL_EVENT_PATIENCE_WHEN_STOPPING).await;
-    };
-    let logged = std::pin::pin!(logged);
-    let out_of_patience = std::pin::pin!(out_of_patience);
-    match future::select(logged, out_of_patience).await {
-        future::Either::Left((Ok(_), _)) => {}
-        future::Either::Left((Err(error), _)) => {
-            tracing::warn!(%error, "logging the end of a reply failed");
-        }
-        future::Either::Right(((), _)) => {
-            tracing::warn!("the server is stopping: the end of a reply could not be logged");
-        }
+    if let Err(error) = append_final(log.as_ref(), generation_id, name, &data, &generations).await {
+        tracing::warn!(%error, "logging the end of a reply failed");
     }
 }
 
@@ -301,29 +319,15 @@ pub(crate) async fn stream_reply(
     let logged = async {
         log.begin(conversation_id, generation_id).await?;
         let events = log.follow(generation_id, 0).await?;
-        append_retrying(
-            log.as_ref(),
-            generation_id,
-            "start",
-            &start,
-            false,
-            &LOG_RETRY_DELAYS,
-        )
-        .await?;
+        append_retrying(log.as_ref(), generation_id, "start", &start).await?;
         Ok::<_, GenerationLogError>(events)
     };
     match logged.await {
         Ok(events) => {
-            let cut_short = state.generations.cut_signal();
-            let stopping = state.generations.cut_signal();
-            state.generations.spawn(run_logged(
-                log,
-                generation_id,
-                pending,
-                cut_short,
-                stopping,
-                slot,
-            ));
+            let generations = state.generations.clone();
+            state
+                .generations
+                .spawn(run_logged(log, generation_id, pending, generations, slot));
             follow_response(generation_id, events)
         }
         Err(error) => {

@@ -886,9 +886,10 @@ async fn events_the_log_failed_to_take_are_logged_on_a_second_try() {
 }
 
 #[actix_web::test]
-async fn a_log_failing_for_a_while_gets_the_reply_beginning_without_a_hole_then_done() {
+async fn a_log_failing_for_a_while_leaves_no_hole_in_the_deltas_then_done() {
     // `start` and the first delta are logged; the second fails all three tries, and the log
-    // would take the third again: logging it would leave the second out.
+    // would take the third again: logging it would leave the second out. The rest of the reply
+    // comes before the refused delta is tried again, so `done` carries it.
     let assistant = assistant_streaming_text(&["Hello ", "there, ", "my ", "dear ", "friend"]);
     let reply = call_with_log(
         storing_once("Hello there, my dear friend"),
@@ -971,6 +972,28 @@ async fn the_end_of_a_reply_outlasts_a_log_failing_for_many_seconds() {
     assert_eq!(
         events.last().unwrap().1["assistant_message"]["content"],
         "Hello there, friend"
+    );
+}
+
+#[actix_web::test]
+async fn once_replies_are_cut_short_the_end_of_a_reply_is_tried_only_briefly() {
+    // The server stops while a reply runs and the log refuses everything: the generation must
+    // end within the other events' half second of tries, not hold the stop for a minute.
+    tokio::time::pause();
+    let state = state(
+        existing(repository_never_storing()),
+        assistant_streaming_text(&["Hello"]),
+        FailingLog::new(Failing::FinalEvent(usize::MAX)),
+    );
+    let generations = state.generations.clone();
+    let app = test::init_service(api_actix::app(state)).await;
+    let response =
+        test::call_service(&app, v1_stream(ConversationId::DEFAULT, "hi").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    generations.cut_short();
+    assert!(
+        generations.wait_idle(Duration::from_secs(5)).await,
+        "the generation still tries its final event"
     );
 }
 
