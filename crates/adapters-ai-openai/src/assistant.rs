@@ -585,6 +585,9 @@ impl StreamFailure {
     }
 }
 
+/// How long `[DONE]` is waited for after the chunk giving the finish reason.
+const AFTER_FINISH_PATIENCE: Duration = Duration::from_secs(1);
+
 /// Text pieces read from an SSE body.
 struct PieceStream {
     body: BoxStream<'static, reqwest::Result<Bytes>>,
@@ -627,11 +630,22 @@ impl PieceStream {
         pieces
     }
 
+    /// How long the next part of the body may take: the timeout, or, once the reply finished and
+    /// only `[DONE]` may follow, a moment, so that a server holding the body open does not hold
+    /// the finished reply (and the call's concurrency slot) for a whole timeout.
+    fn patience(&self) -> Duration {
+        if self.finished {
+            self.timeout.min(AFTER_FINISH_PATIENCE)
+        } else {
+            self.timeout
+        }
+    }
+
     /// The next non-empty piece; `None` after `[DONE]`.
     async fn next_piece(&mut self) -> Result<Option<String>, StreamFailure> {
         loop {
             if let Some(piece) = self.pending.pop_front() {
-                self.deadline = Instant::now() + self.timeout;
+                self.deadline = Instant::now() + self.patience();
                 return Ok(Some(piece));
             }
             if self.done {
@@ -683,10 +697,13 @@ impl PieceStream {
             if let Some(message) = chunk.error_message() {
                 return Err(StreamFailure::Provider(message));
             }
-            self.finished |= chunk.is_last();
+            if chunk.is_last() && !self.finished {
+                self.finished = true;
+                self.deadline = self.deadline.min(Instant::now() + self.patience());
+            }
             if chunk.is_reasoning() {
                 // A reasoning model may think for longer than the timeout before its first text.
-                self.deadline = Instant::now() + self.timeout;
+                self.deadline = Instant::now() + self.patience();
             }
             if let Some(content) = chunk.into_content().filter(|c| !c.is_empty()) {
                 self.text_bytes += content.len();
