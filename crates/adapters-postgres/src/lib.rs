@@ -386,23 +386,32 @@ fn checkout(
         .map_err(|error| RepositoryError::Unavailable(format!("PostgreSQL: {error}")))
 }
 
-/// A database in another encoding (LATIN1, WIN1252) cannot hold every character a message may
-/// have: one emoji would fail its whole batch of appends after their replies were generated.
-/// Such a database is refused at start, with what to do instead.
+/// A database in another encoding (LATIN1, WIN1252, EUC_JP) cannot hold every character a
+/// message may have: one emoji would fail its whole batch of appends after their replies were
+/// generated. Such a database is refused at start, with what to do instead. `SQL_ASCII` (what
+/// `initdb` picks under the C locale) stores the UTF-8 bytes it is sent unchanged, and nothing
+/// here relies on the database knowing characters, so it is kept, with a warning.
 fn refuse_other_encodings(connection: &mut PgConnection) -> Result<(), RepositoryError> {
     let encoding = diesel::select(diesel::dsl::sql::<Text>(
         "current_setting('server_encoding')",
     ))
     .get_result::<String>(connection)
     .map_err(map_error)?;
-    if encoding == "UTF8" {
-        return Ok(());
+    match encoding.as_str() {
+        "UTF8" => Ok(()),
+        "SQL_ASCII" => {
+            tracing::warn!(
+                "the PostgreSQL database is encoded in SQL_ASCII: it stores text as sent, but \
+                 checks nothing; prefer ENCODING 'UTF8'"
+            );
+            Ok(())
+        }
+        other => Err(RepositoryError::Unknown(anyhow!(
+            "the PostgreSQL database is encoded in {other}, which cannot hold every character \
+             of a message; create it with ENCODING 'UTF8' (e.g. CREATE DATABASE chat ENCODING \
+             'UTF8' TEMPLATE template0)"
+        ))),
     }
-    Err(RepositoryError::Unknown(anyhow!(
-        "the PostgreSQL database is encoded in {encoding}, which cannot hold every character of a \
-         message; create it with ENCODING 'UTF8' (e.g. CREATE DATABASE chat ENCODING 'UTF8' \
-         TEMPLATE template0)"
-    )))
 }
 
 fn run_migrations(

@@ -263,6 +263,37 @@ async fn a_database_not_encoded_in_utf8_is_refused_at_start_saying_why() {
     assert!(message.contains("ENCODING 'UTF8'"), "{message}");
 }
 
+/// `SQL_ASCII` keeps the bytes it is sent: a database created so (the C locale's default) works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_in_sql_ascii_keeps_every_character() {
+    let Some(database) = TestDatabase::create_encoded("SQL_ASCII").await else {
+        return;
+    };
+    let repository = connect(&database).await;
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Ünïcödé 🎉").unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+    let text = "日本語 and 🎉 émoji";
+    repository
+        .append_exchange(&exchange(conversation.id, text))
+        .await
+        .unwrap();
+    let stored = repository.get_conversation(conversation.id).await.unwrap();
+    assert_eq!(stored.title, "Ünïcödé 🎉");
+    let page = repository
+        .list_messages(
+            conversation.id,
+            MessageWindow::Latest,
+            PageLimit::new(10).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].content, text);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_work_with_a_statement_timeout_set() {
     let Some(database) = TestDatabase::create().await else {
