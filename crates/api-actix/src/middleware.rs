@@ -255,8 +255,8 @@ pub(crate) async fn json_errors(
 }
 
 /// Refuses, before any handler reads them, the requests no handler should see: a head larger
-/// than configured, and a write another site's page made. One layer for both: each layer costs
-/// every request.
+/// than configured, one for a host this server does not answer for, and a write another site's
+/// page made. One layer for all: each layer costs every request.
 pub(crate) async fn screen_requests(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -265,6 +265,7 @@ pub(crate) async fn screen_requests(
         .app_data::<actix_web::web::Data<crate::state::AppState>>()
         .and_then(|state| {
             oversized_head(&request, &state.settings)
+                .or_else(|| unknown_host(&request, &state.settings))
                 .or_else(|| cross_site_write(&request, &state.settings))
         });
     if let Some(error) = refusal {
@@ -299,6 +300,44 @@ fn oversized_head(request: &ServiceRequest, settings: &ApiSettings) -> Option<Ap
             format!("The request target and headers are larger than {limit} bytes."),
         )
     })
+}
+
+/// A request whose `Host` names a host not in `allowed_hosts`: 421. A page of another site that
+/// points its own name at this server's address (DNS rebinding) is, to the browser, the API's own
+/// origin, so neither CORS nor `Sec-Fetch-Site` stops it reading or writing; only the name it
+/// sends in `Host` gives it away. A request without a `Host` (HTTP/1.0) names nothing to check.
+fn unknown_host(request: &ServiceRequest, settings: &ApiSettings) -> Option<ApiError> {
+    if settings.allowed_hosts.iter().any(|host| host == "*") {
+        return None;
+    }
+    let authority = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .or_else(|| {
+            request
+                .uri()
+                .authority()
+                .map(|authority| authority.as_str())
+        })?;
+    let host = host_without_port(authority).to_ascii_lowercase();
+    if settings.allowed_hosts.contains(&host) {
+        return None;
+    }
+    Some(ApiError::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        "unknown_host",
+        "This server does not answer for the host this request names; add it to \
+         security.allowed_hosts to let it.",
+    ))
+}
+
+/// The host of a `Host` value: `example.com:8000` → `example.com`, `[::1]:8000` → `[::1]`.
+fn host_without_port(authority: &str) -> &str {
+    match authority.rfind(':') {
+        Some(colon) if !authority[colon..].contains(']') => &authority[..colon],
+        _ => authority,
+    }
 }
 
 /// A write (any method but GET, HEAD, OPTIONS) that a browser says another origin's page made

@@ -24,6 +24,8 @@ pub struct ApiSettings {
     pub web_dist_dir: Option<PathBuf>,
     /// Send `Strict-Transport-Security` (only behind HTTPS).
     pub hsts: bool,
+    /// Host names (lower case, no port) a request's `Host` may name; `*` for any. Others get 421.
+    pub allowed_hosts: Vec<String>,
     /// Answer `/metrics` to requests a proxy forwarded; otherwise they get 404.
     pub metrics_through_proxies: bool,
     /// Requests per client (an IPv4 address or an IPv6 /64); `None` for no limit.

@@ -153,6 +153,7 @@ fn state(
         cors_allowed_origins: vec![],
         web_dist_dir: None,
         hsts: false,
+        allowed_hosts: vec!["*".to_owned()],
         metrics_through_proxies: false,
         rate_limit: None,
         trusted_proxies: Vec::new(),

@@ -72,6 +72,7 @@ impl Application {
             cors_allowed_origins: settings.cors.allowed_origins.clone(),
             web_dist_dir,
             hsts: settings.security.hsts,
+            allowed_hosts: settings.allowed_hosts(),
             metrics_through_proxies: settings.security.metrics_through_proxies,
             rate_limit: settings.rate_limit.limit(),
             trusted_proxies: settings.rate_limit.trusted_proxy_networks()?,

@@ -312,6 +312,10 @@ pub struct WebSettings {
 pub struct SecuritySettings {
     pub hsts: bool,
     pub metrics_through_proxies: bool,
+    /// Host names requests may carry in `Host`; `*` for any. Empty: the loopback names when the
+    /// server listens on a loopback address, any host otherwise (see [`Settings::allowed_hosts`]).
+    #[serde(deserialize_with = "comma_separated")]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A configuration problem, naming the key at fault.
@@ -384,6 +388,57 @@ fn parse_url(key: &str, value: &str, example: &str) -> Result<reqwest::Url, Sett
             format!("is not a URL ({error}); expected one such as {example:?}"),
         )
     })
+}
+
+/// `*`, or an origin exactly as a browser sends it in `Origin` (`scheme://host[:port]`, the host in
+/// lower case, no default port): an entry written otherwise (a path, a user, a port out of range,
+/// `HTTP://`, `:443` on https) would never match, and its site's writes would be refused.
+fn check_origin(origin: &str) -> Result<(), SettingsError> {
+    const KEY: &str = "cors.allowed_origins";
+    if origin == "*" {
+        return Ok(());
+    }
+    let url = reqwest::Url::parse(origin).map_err(|error| {
+        invalid(
+            KEY,
+            format!("{origin:?} is not an origin like \"https://chat.example.com\": {error}"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(
+            KEY,
+            format!("{origin:?} is not an http:// or https:// origin"),
+        ));
+    }
+    let as_sent = url.origin().ascii_serialization();
+    if as_sent != origin {
+        return Err(invalid(
+            KEY,
+            format!(
+                "{origin:?} is not an origin as a browser sends it (scheme://host[:port], \
+                 nothing more); write {as_sent:?}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `*`, or a host name or IP address as a `Host` header carries it, without a port (an IPv6
+/// address in brackets).
+fn check_host_name(host: &str) -> Result<(), SettingsError> {
+    let well_formed = host == "*"
+        || (!host.is_empty()
+            && reqwest::Url::parse(&format!("http://{host}/")).is_ok_and(|url| {
+                url.host_str() == Some(host.to_ascii_lowercase().as_str()) && url.port().is_none()
+            }));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(invalid(
+            "security.allowed_hosts",
+            format!("{host:?} is not a host name like \"chat.example.com\" (no scheme, no port)"),
+        ))
+    }
 }
 
 /// An `http://` or `https://` URL with a host, as parsed by the HTTP client that will use it.
@@ -502,15 +557,10 @@ impl Settings {
         }
         check_log_level(&self.log.level)?;
         for origin in &self.cors.allowed_origins {
-            let well_formed = origin == "*"
-                || ((origin.starts_with("http://") || origin.starts_with("https://"))
-                    && !origin.ends_with('/'));
-            if !well_formed {
-                return Err(invalid(
-                    "cors.allowed_origins",
-                    format!("{origin:?} is not an origin like \"https://chat.example.com\""),
-                ));
-            }
+            check_origin(origin)?;
+        }
+        for host in &self.security.allowed_hosts {
+            check_host_name(host)?;
         }
         if self.cache.kind == CacheKind::Redis {
             self.cache.validate_redis_url()?;
@@ -619,6 +669,34 @@ impl Settings {
             128 << 10,
         )?;
         at_most("rate_limit.burst", self.rate_limit.burst, 1_000_000)
+    }
+
+    /// The host names a request may carry in `Host`: `security.allowed_hosts`, or when that is
+    /// empty, the loopback names if the server listens on a loopback address, and any host
+    /// otherwise. A server on a loopback address is the one a page of another site can reach by
+    /// pointing its own name at 127.0.0.1 (DNS rebinding): the browser then takes the API for
+    /// that page's own origin, so its `Host` is what tells the two apart.
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        if !self.security.allowed_hosts.is_empty() {
+            return self
+                .security
+                .allowed_hosts
+                .iter()
+                .map(|host| host.to_ascii_lowercase())
+                .collect();
+        }
+        let loopback = self.server.host.eq_ignore_ascii_case("localhost")
+            || self
+                .server
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback());
+        let names: &[&str] = if loopback {
+            &["localhost", "127.0.0.1", "[::1]"]
+        } else {
+            &["*"]
+        };
+        names.iter().map(|&name| name.to_owned()).collect()
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -483,7 +483,7 @@ async fn a_body_slower_than_the_request_timeout_gets_408_and_nothing_is_stored()
     let started = Instant::now();
     connection
         .write_all(
-            b"POST /chat/message HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+            b"POST /chat/message HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
               Content-Length: 40\r\n\r\n{\"message\": ",
         )
         .await

@@ -560,6 +560,93 @@ async fn cors_follows_the_configured_origins() {
     assert!(dev.headers().get("access-control-allow-origin").is_none());
 }
 
+/// DNS rebinding: a page of another site points its own name at 127.0.0.1, so to the browser the
+/// API is that page's own origin (`Sec-Fetch-Site: same-origin`, no CORS). Only the `Host` it
+/// names tells it apart, and a server on a loopback address answers only for the loopback names.
+#[tokio::test]
+async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names() {
+    let app = TestApp::spawn().await;
+    let port = app
+        .url("/")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let rebound = format!("attacker.example:{port}");
+    let write = app
+        .client
+        .post(app.url("/api/v1/conversations"))
+        .header("host", &rebound)
+        .header("origin", format!("http://{rebound}"))
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({"title": "Rebound"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 421);
+    let body: Value = write.json().await.unwrap();
+    assert_eq!(body["code"], "unknown_host");
+    let read = app
+        .client
+        .get(app.url("/chat/history"))
+        .header("host", &rebound)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 421);
+    for own in [
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let answered = app
+            .client
+            .get(app.url("/api/v1/conversations"))
+            .header("host", &own)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answered.status(), 200, "{own}");
+    }
+    let listed = app.get("/api/v1/conversations").await;
+    let listed: Value = listed.json().await.unwrap();
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["title"] != "Rebound"),
+        "nothing was created: {listed}"
+    );
+
+    let named = TestApp::builder()
+        .with("CHAT__SECURITY__ALLOWED_HOSTS", "chat.example")
+        .spawn()
+        .await;
+    let port = named
+        .url("/")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    for (host, status) in [
+        (format!("chat.example:{port}"), 200),
+        (format!("127.0.0.1:{port}"), 421),
+    ] {
+        let answered = named
+            .client
+            .get(named.url("/api/v1/conversations"))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answered.status(), status, "{host}");
+    }
+}
+
 /// What a browser sends with a write that another site's page made: a form or a beacon needs no
 /// preflight, so CORS alone would let it through to be stored.
 fn cross_site(request: reqwest::RequestBuilder, origin: &str) -> reqwest::RequestBuilder {

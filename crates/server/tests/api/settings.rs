@@ -334,3 +334,65 @@ fn context_beyond_one_page_of_the_conversation_is_refused() {
     let a_whole_page = load(&[("CHAT__ASSISTANT__CONTEXT_MESSAGES", "200")]).unwrap();
     assert_eq!(a_whole_page.assistant.context_messages, 200);
 }
+
+#[test]
+fn allowed_origins_must_be_written_as_a_browser_sends_them() {
+    for (origin, why) in [
+        ("http://a.example/path", "write \"http://a.example\""),
+        ("http://user@a.example", "write \"http://a.example\""),
+        ("HTTP://A.example", "write \"http://a.example\""),
+        ("https://a.example:443", "write \"https://a.example\""),
+        ("http://a.example?x", "write \"http://a.example\""),
+        ("http://a.example:99999", "not an origin"),
+        ("localhost:3000", "not an http:// or https:// origin"),
+        ("ftp://a.example", "not an http:// or https:// origin"),
+    ] {
+        let error = refusal(&[("CHAT__CORS__ALLOWED_ORIGINS", origin)]);
+        assert!(error.contains("cors.allowed_origins"), "{origin}: {error}");
+        assert!(error.contains(why), "{origin}: {error}");
+    }
+    let settings = load(&[(
+        "CHAT__CORS__ALLOWED_ORIGINS",
+        "http://a.example, http://localhost:3000, https://[::1]:8443, *",
+    )])
+    .unwrap();
+    assert_eq!(settings.cors.allowed_origins.len(), 4);
+}
+
+#[test]
+fn allowed_hosts_default_to_the_loopback_names_only_on_a_loopback_address() {
+    let loopback = load(&[("CHAT__SERVER__HOST", "127.0.0.1")]).unwrap();
+    assert_eq!(
+        loopback.allowed_hosts(),
+        ["localhost", "127.0.0.1", "[::1]"]
+    );
+    let ipv6_loopback = load(&[("CHAT__SERVER__HOST", "::1")]).unwrap();
+    assert_eq!(
+        ipv6_loopback.allowed_hosts(),
+        ["localhost", "127.0.0.1", "[::1]"]
+    );
+    let every_interface = load(&[("CHAT__SERVER__HOST", "0.0.0.0")]).unwrap();
+    assert_eq!(every_interface.allowed_hosts(), ["*"]);
+    let listed = load(&[
+        ("CHAT__SERVER__HOST", "127.0.0.1"),
+        (
+            "CHAT__SECURITY__ALLOWED_HOSTS",
+            "Chat.Example.com, [::1], 10.0.0.5",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(
+        listed.allowed_hosts(),
+        ["chat.example.com", "[::1]", "10.0.0.5"]
+    );
+    for host in [
+        "chat.example.com:8000",
+        "http://chat.example.com",
+        "a b",
+        "user@host",
+        "::1",
+    ] {
+        let error = refusal(&[("CHAT__SECURITY__ALLOWED_HOSTS", host)]);
+        assert!(error.contains("security.allowed_hosts"), "{host}: {error}");
+    }
+}
