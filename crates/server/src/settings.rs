@@ -462,6 +462,24 @@ fn misspelt_setting_variable(mut names: impl Iterator<Item = String>) -> Option<
     })
 }
 
+/// Two setting variables of which one is a section of the other, such as
+/// `CHAT__LIMITS__MAX_MESSAGE_CHARS` and a misspelt `CHAT__LIMITS__MAX_MESSAGE_CHARS__TYPO`: the
+/// environment source reads them in no fixed order, so one start refused the pair and the next
+/// one silently dropped the misspelt variable. Returns (the value, the one under it).
+fn clashing_setting_variables(names: impl Iterator<Item = String>) -> Option<(String, String)> {
+    let settings: Vec<String> = names
+        .filter(|name| name.starts_with("CHAT__"))
+        .map(|name| name.to_ascii_uppercase())
+        .collect();
+    settings.iter().find_map(|value| {
+        let section = format!("{value}__");
+        settings
+            .iter()
+            .find(|name| name.starts_with(&section))
+            .map(|nested| (value.clone(), nested.clone()))
+    })
+}
+
 /// A layer of configuration read from `path` when the file is there. Only a missing file is
 /// skipped: one that is there but cannot be read (no permission, a directory) is an error, or the
 /// server would start on other settings than its operator wrote without a word.
@@ -473,11 +491,17 @@ fn config_file(path: PathBuf) -> File<config::FileSourceFile, FileFormat> {
 impl Settings {
     /// Reads the layers from the process environment.
     pub fn load() -> Result<Self, SettingsError> {
-        let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
-        if let Some(name) = misspelt_setting_variable(names) {
+        let names = || std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        if let Some(name) = misspelt_setting_variable(names()) {
             return Err(SettingsError(format!(
                 "configuration error: `{name}` looks like a setting, but settings start with \
                  `CHAT__` (two underscores), e.g. `CHAT__SERVER__PORT`"
+            )));
+        }
+        if let Some((value, nested)) = clashing_setting_variables(names()) {
+            return Err(SettingsError(format!(
+                "configuration error: `{nested}` names a setting under `{value}`, which is set \
+                 too and holds a value, not settings; remove the one not meant"
             )));
         }
         let directory = match std::env::var("CHAT_CONFIG_DIR") {

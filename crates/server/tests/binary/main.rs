@@ -178,6 +178,15 @@ fn bad_configuration_stops_the_start_naming_the_key() {
         (vec![("CHAT__LOG__LEVEL", "warning")], "log.level"),
         // One underscore after CHAT: the environment source would skip it silently.
         (vec![("CHAT_SERVER__PORT", "8001")], "CHAT_SERVER__PORT"),
+        // A value and a misspelt key under it: read in no fixed order, they were refused on one
+        // start and the misspelt one silently dropped on the next.
+        (
+            vec![
+                ("CHAT__LIMITS__MAX_MESSAGE_CHARS", "10"),
+                ("CHAT__LIMITS__MAX_MESSAGE_CHARS__TYPO", "5"),
+            ],
+            "CHAT__LIMITS__MAX_MESSAGE_CHARS__TYPO",
+        ),
         // A mistyped configuration directory: the defaults are not what its operator wrote.
         (vec![("CHAT_CONFIG_DIR", "no-such-dir")], "CHAT_CONFIG_DIR"),
     ] {
