@@ -2,7 +2,36 @@ use std::process::ExitCode;
 
 use server::{telemetry, Application, Settings};
 
+const USAGE: &str = "\
+chat-server: a self-hostable chat service (HTTP API and web client).
+
+Usage: chat-server [--help | --version]
+
+It takes no other arguments. Settings come from config/default.toml, then
+$CHAT_CONFIG_DIR/$CHAT_ENV.toml, then CHAT__SECTION__KEY environment variables
+(e.g. CHAT__SERVER__PORT=8080); see docs/configuration.md.";
+
 fn main() -> ExitCode {
+    // Arguments are no way to configure it: one that is not understood must not start a server
+    // (and create a database) as if it had been.
+    if let Some(argument) = std::env::args_os().nth(1) {
+        return match argument.to_str() {
+            Some("--help" | "-h") => {
+                println!("{USAGE}");
+                ExitCode::SUCCESS
+            }
+            Some("--version" | "-V") => {
+                println!("chat-server {}", env!("CARGO_PKG_VERSION"));
+                ExitCode::SUCCESS
+            }
+            _ => {
+                eprintln!(
+                    "chat-server: unexpected argument {argument:?}; it takes none (see --help)"
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {

@@ -203,6 +203,49 @@ fn bad_configuration_stops_the_start_naming_the_key() {
     );
 }
 
+/// `--help` and `--version` answer and exit; any other argument is refused. None starts a server
+/// or creates a database, as `--help` used to.
+#[test]
+fn arguments_are_answered_or_refused_and_never_start_a_server() {
+    let directory = tempfile::tempdir().unwrap();
+    for (argument, code, says) in [
+        ("--help", 0, "Usage: chat-server"),
+        ("-h", 0, "Usage: chat-server"),
+        ("--version", 0, "chat-server "),
+        ("--port=9000", 2, "unexpected argument"),
+    ] {
+        let mut child = std::process::Command::new(BINARY)
+            .arg(argument)
+            .current_dir(directory.path())
+            .env_clear()
+            .env("CHAT__SERVER__PORT", "0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            panic!("{argument} started a server");
+        }
+        let output = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(code), "{argument}: {text}");
+        assert!(text.contains(says), "{argument}: {text}");
+    }
+    assert!(
+        !directory.path().join("chat.db").exists(),
+        "no database was created"
+    );
+}
+
 #[test]
 fn a_start_that_fails_leaves_storage_untouched() {
     let directory = tempfile::tempdir().unwrap();
