@@ -18,6 +18,8 @@ pub(crate) enum BodyError {
     TooLarge { limit: usize },
     #[error("The request body must be JSON (Content-Type: application/json).")]
     UnsupportedMediaType,
+    #[error("The request body must not be encoded (Content-Encoding {0:?} is not supported).")]
+    UnsupportedEncoding(String),
     #[error("{0}")]
     Invalid(String),
     #[error("The request body could not be read: {0}")]
@@ -49,6 +51,17 @@ fn is_json_media_type(content_type: Option<&str>) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A `Content-Encoding` other than `identity`: the body is read as it arrives, so a compressed one
+/// would be taken for malformed JSON, and one in a coding nobody knows for plain text.
+fn unsupported_encoding(request: &HttpRequest) -> Option<String> {
+    let encodings = request.headers().get_all(header::CONTENT_ENCODING);
+    encodings
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+        .map(str::to_owned)
 }
 
 fn declared_length(request: &HttpRequest) -> Option<usize> {
@@ -92,6 +105,9 @@ async fn read_json_bytes(
     let limit = settings.max_body_bytes;
     if !is_json(request) {
         return Err(BodyError::UnsupportedMediaType);
+    }
+    if let Some(encoding) = unsupported_encoding(request) {
+        return Err(BodyError::UnsupportedEncoding(encoding));
     }
     if declared_length(request).is_some_and(|length| length > limit) {
         return Err(BodyError::TooLarge { limit });

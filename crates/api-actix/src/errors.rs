@@ -259,7 +259,7 @@ impl From<BodyError> for ApiError {
                 "body_too_large",
                 error.to_string(),
             ),
-            BodyError::UnsupportedMediaType => ApiError::new(
+            BodyError::UnsupportedMediaType | BodyError::UnsupportedEncoding(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 error.to_string(),

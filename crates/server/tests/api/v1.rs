@@ -333,6 +333,37 @@ async fn creating_with_a_bad_body_is_rejected() {
         "unsupported_media_type",
     )
     .await;
+    // A body in a content coding: compressed, it would be taken for malformed JSON; in a coding
+    // nobody knows, for plain JSON.
+    for coding in ["gzip", "x-unknown", "identity, br"] {
+        let refused = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .header("content-encoding", coding)
+            .body(r#"{"title": "x"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_error(refused, 415, "unsupported_media_type").await;
+    }
+    let identity = app
+        .client
+        .post(app.url(path))
+        .header("content-type", "application/json")
+        .header("content-encoding", "identity")
+        .body(r#"{"title": "plain"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(identity.status(), 201);
+    let plain: serde_json::Value = identity.json().await.unwrap();
+    let plain_id = plain["id"].as_str().unwrap().to_owned();
+    app.client
+        .delete(app.url(&format!("{path}/{plain_id}")))
+        .send()
+        .await
+        .unwrap();
     // Only the default conversation exists: nothing was created by the refused requests.
     let ids = all_conversation_ids(&app, 200).await;
     assert_eq!(ids, [DEFAULT_ID]);
