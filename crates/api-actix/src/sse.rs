@@ -33,18 +33,26 @@ const DELTA_BUFFER: usize = 64;
 /// the whole reply in `done`; the reply is stored without waiting for the client to read.
 const CLIENT_PATIENCE: Duration = Duration::from_secs(10);
 
-/// The client asked for Server-Sent Events (`Accept: text/event-stream`, among others or alone).
+/// The client asked for Server-Sent Events (`Accept: text/event-stream`, among others or alone),
+/// and did not rule them out with `q=0` (RFC 9110: "not acceptable").
 pub(crate) fn accepts_event_stream(headers: &header::HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .any(|media| {
-            media
-                .split(';')
+            let mut parts = media.split(';');
+            let is_event_stream = parts
                 .next()
-                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
+                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"));
+            is_event_stream && !parts.any(is_zero_quality)
         })
+}
+
+fn is_zero_quality(parameter: &str) -> bool {
+    parameter.split_once('=').is_some_and(|(name, value)| {
+        name.trim().eq_ignore_ascii_case("q") && value.trim().parse::<f32>() == Ok(0.0)
+    })
 }
 
 fn json(data: &impl Serialize) -> String {
@@ -381,4 +389,38 @@ fn stream_unlogged(
             ),
         }));
     event_stream(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepting(value: &str) -> header::HeaderMap {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            header::HeaderValue::from_str(value).unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn event_streams_are_asked_for_anywhere_in_accept_unless_ruled_out_with_q_0() {
+        for asked in [
+            "text/event-stream",
+            "application/json, Text/Event-Stream",
+            "text/event-stream;q=0.5",
+            "text/event-stream; charset=utf-8",
+        ] {
+            assert!(accepts_event_stream(&accepting(asked)), "{asked}");
+        }
+        for not_asked in [
+            "application/json",
+            "text/event-stream;q=0",
+            "application/json, text/event-stream; q=0.000",
+            "*/*",
+        ] {
+            assert!(!accepts_event_stream(&accepting(not_asked)), "{not_asked}");
+        }
+    }
 }
