@@ -774,6 +774,15 @@ async fn unknown_paths_and_wrong_methods_are_json_404_and_405() {
         .await
         .unwrap();
     assert_error(delete_messages, 405, "method_not_allowed").await;
+    for documentation in ["/openapi.json", "/docs/", "/docs/index.html"] {
+        let post = app.post_json(documentation, &json!({})).await;
+        assert_eq!(
+            post.headers().get("allow").unwrap(),
+            "GET, HEAD",
+            "{documentation}"
+        );
+        assert_error(post, 405, "method_not_allowed").await;
+    }
     // Nothing was deleted by the refused requests.
     assert_eq!(
         app.get(&format!("/api/v1/conversations/{id}"))
