@@ -82,16 +82,17 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     decode(&read_json_bytes(request, payload, settings).await?)
 }
 
-/// Like [`read_json`] for a body the client may leave out: no bytes mean `T::default()`, also
-/// under a JSON Content-Type, which many clients send on every request. Whether there is a body
-/// is known only once it is read, as a chunked one declares no length.
+/// Like [`read_json`] for a body the client may leave out: no bytes, or JSON `null` (what the
+/// OpenAPI description of an optional body allows, and generated clients send), mean
+/// `T::default()`, also under a JSON Content-Type, which many clients send on every request.
+/// Whether there is a body is known only once it is read, as a chunked one declares no length.
 pub(crate) async fn read_optional_json<T: DeserializeOwned + Default>(
     request: &HttpRequest,
     payload: web::Payload,
     settings: &ApiSettings,
 ) -> Result<T, BodyError> {
     let body = read_json_bytes(request, payload, settings).await?;
-    if body.is_empty() {
+    if body.is_empty() || body.trim_ascii() == b"null" {
         return Ok(T::default());
     }
     decode(&body)

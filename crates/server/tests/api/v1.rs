@@ -260,6 +260,14 @@ async fn the_title_is_optional_and_defaults_to_new_chat() {
         empty_chunked.json::<Value>().await.unwrap()["title"],
         "New chat"
     );
+
+    // The OpenAPI description's optional body is an object or null; generated clients send null.
+    let null_body = app.post_json("/api/v1/conversations", &json!(null)).await;
+    assert_eq!(null_body.status(), 201);
+    assert_eq!(
+        null_body.json::<Value>().await.unwrap()["title"],
+        "New chat"
+    );
 }
 
 /// A body sent in chunks declares no length, and here no type either.
