@@ -305,30 +305,43 @@ fn oversized_head(request: &ServiceRequest, settings: &ApiSettings) -> Option<Ap
 /// A request whose `Host` names a host not in `allowed_hosts`: 421. A page of another site that
 /// points its own name at this server's address (DNS rebinding) is, to the browser, the API's own
 /// origin, so neither CORS nor `Sec-Fetch-Site` stops it reading or writing; only the name it
-/// sends in `Host` gives it away. A request without a `Host` (HTTP/1.0) names nothing to check.
+/// sends in `Host` gives it away. So only names are checked: an IP address (a probe's, a
+/// scraper's, a LAN client's) cannot be rebound, nor can `localhost` and its subdomains, which
+/// browsers resolve themselves. A request without a `Host` (HTTP/1.0) names nothing to check.
 fn unknown_host(request: &ServiceRequest, settings: &ApiSettings) -> Option<ApiError> {
     if settings.allowed_hosts.iter().any(|host| host == "*") {
         return None;
     }
-    let authority = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .or_else(|| {
-            request
-                .uri()
-                .authority()
-                .map(|authority| authority.as_str())
-        })?;
-    let host = host_without_port(authority).to_ascii_lowercase();
-    if settings.allowed_hosts.contains(&host) {
+    // An absolute-form target names the host itself, and a proxy's Host yields to it (RFC 9112).
+    let named = match request.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => match request.headers().get(header::HOST) {
+            Some(host) => Some(host.to_str().unwrap_or("")),
+            None => None,
+        },
+    }?;
+    let host = host_without_port(named);
+    let allowed = host.parse::<std::net::Ipv4Addr>().is_ok()
+        || (host.starts_with('[') && host.ends_with(']'))
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .get(host.len().saturating_sub(".localhost".len())..)
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case(".localhost"))
+        || settings
+            .allowed_hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(host));
+    if allowed {
         return None;
     }
+    let shown: String = host.chars().take(100).collect();
     Some(ApiError::new(
         StatusCode::MISDIRECTED_REQUEST,
         "unknown_host",
-        "This server does not answer for the host this request names; add it to \
-         security.allowed_hosts to let it.",
+        format!(
+            "This server does not answer for host {shown:?}; add it to security.allowed_hosts \
+             to let it."
+        ),
     ))
 }
 

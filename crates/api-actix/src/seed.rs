@@ -147,7 +147,7 @@ fn history_stream(
         (status = 413, description = "Body or text over the limit", body = SeedErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = SeedErrorResponse),
         (status = 408, description = "The body did not arrive in time", body = SeedErrorResponse),
-        (status = 415, description = "Body is not JSON", body = SeedErrorResponse),
+        (status = 415, description = "Body is not JSON, or is encoded (a Content-Encoding other than identity)", body = SeedErrorResponse),
         (status = 500, description = "Internal failure", body = SeedErrorResponse),
         (status = 502, description = "The assistant failed", body = SeedErrorResponse),
         (status = 503, description = "Storage or assistant overloaded or unavailable; see Retry-After", body = SeedErrorResponse),

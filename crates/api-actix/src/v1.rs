@@ -30,7 +30,7 @@ fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
         (status = 413, description = "Body too large", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
         (status = 408, description = "The body did not arrive in time", body = ErrorResponse),
-        (status = 415, description = "Body is not JSON", body = ErrorResponse),
+        (status = 415, description = "Body is not JSON, or is encoded (a Content-Encoding other than identity)", body = ErrorResponse),
         (status = 503, description = "Storage unavailable or overloaded; see Retry-After", body = ErrorResponse),
         (status = 500, description = "Internal failure", body = ErrorResponse),
     )
@@ -127,7 +127,7 @@ pub(crate) async fn get_conversation(
         (status = 413, description = "Body too large", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
         (status = 408, description = "The body did not arrive in time", body = ErrorResponse),
-        (status = 415, description = "Body is not JSON", body = ErrorResponse),
+        (status = 415, description = "Body is not JSON, or is encoded (a Content-Encoding other than identity)", body = ErrorResponse),
         (status = 503, description = "Storage unavailable or overloaded; see Retry-After", body = ErrorResponse),
         (status = 500, description = "Internal failure", body = ErrorResponse),
     )
@@ -220,7 +220,7 @@ pub(crate) async fn list_messages(
         (status = 413, description = "Body or content too large", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
         (status = 408, description = "The body did not arrive in time", body = ErrorResponse),
-        (status = 415, description = "Body is not JSON", body = ErrorResponse),
+        (status = 415, description = "Body is not JSON, or is encoded (a Content-Encoding other than identity)", body = ErrorResponse),
         (status = 429, description = "With Accept: text/event-stream, this client already has `limits.max_streams_per_client` streams open (`too_many_streams`); nothing was stored; see Retry-After", body = ErrorResponse),
         (status = 500, description = "Internal failure", body = ErrorResponse),
         (status = 502, description = "The assistant failed", body = ErrorResponse),

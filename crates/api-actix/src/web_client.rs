@@ -74,9 +74,10 @@ pub(crate) async fn fallback(request: HttpRequest, state: web::Data<AppState>) -
     if let Some(route) = seed_route_without_trailing_slash(path) {
         return redirect_keeping_method(route, request.query_string());
     }
-    // The API's description is read-only: its routes take GET only, so other methods land here.
-    // A HEAD arrives here as GET (see `head_as_get`).
-    let documentation = path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/");
+    // The API's description is read-only: its routes take GET only, so other methods land here
+    // (`/docs` itself redirects every method to `/docs/`). A HEAD arrives here as GET (see
+    // `head_as_get`).
+    let documentation = path == "/openapi.json" || path.starts_with("/docs/");
     if documentation && request.method() != Method::GET {
         return response_for_route(path, ApiError::method_not_allowed("GET, HEAD"));
     }

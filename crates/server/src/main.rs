@@ -7,9 +7,10 @@ chat-server: a self-hostable chat service (HTTP API and web client).
 
 Usage: chat-server [--help | --version]
 
-It takes no other arguments. Settings come from config/default.toml, then
-$CHAT_CONFIG_DIR/$CHAT_ENV.toml, then CHAT__SECTION__KEY environment variables
-(e.g. CHAT__SERVER__PORT=8080); see docs/configuration.md.";
+It takes no other arguments. Settings come from the built-in defaults, then
+default.toml and $CHAT_ENV.toml in $CHAT_CONFIG_DIR (./config when unset), then
+CHAT__SECTION__KEY environment variables (e.g. CHAT__SERVER__PORT=8080), each
+layer over the ones before; see docs/configuration.md.";
 
 fn main() -> ExitCode {
     // Arguments are no way to configure it: one that is not understood must not start a server

@@ -424,21 +424,32 @@ fn check_origin(origin: &str) -> Result<(), SettingsError> {
 }
 
 /// `*`, or a host name or IP address as a `Host` header carries it, without a port (an IPv6
-/// address in brackets).
+/// address in brackets). A name is matched whole: `*.example.com` would never match.
 fn check_host_name(host: &str) -> Result<(), SettingsError> {
-    let well_formed = host == "*"
-        || (!host.is_empty()
-            && reqwest::Url::parse(&format!("http://{host}/")).is_ok_and(|url| {
-                url.host_str() == Some(host.to_ascii_lowercase().as_str()) && url.port().is_none()
-            }));
-    if well_formed {
-        Ok(())
-    } else {
-        Err(invalid(
-            "security.allowed_hosts",
-            format!("{host:?} is not a host name like \"chat.example.com\" (no scheme, no port)"),
-        ))
+    const KEY: &str = "security.allowed_hosts";
+    if host == "*" {
+        return Ok(());
     }
+    let parsed = (!host.is_empty() && !host.contains('*'))
+        .then(|| reqwest::Url::parse(&format!("http://{host}/")).ok())
+        .flatten()
+        .filter(|url| url.port().is_none() && url.username().is_empty() && url.path() == "/");
+    let Some(as_sent) = parsed.as_ref().and_then(|url| url.host_str()) else {
+        return Err(invalid(
+            KEY,
+            format!(
+                "{host:?} is not a host name like \"chat.example.com\" (no scheme, no port, \
+                 no wildcard: `*` alone allows any host)"
+            ),
+        ));
+    };
+    if as_sent != host.to_ascii_lowercase() {
+        return Err(invalid(
+            KEY,
+            format!("{host:?} is not written as a Host header carries it; write {as_sent:?}"),
+        ));
+    }
+    Ok(())
 }
 
 /// An `http://` or `https://` URL with a host, as parsed by the HTTP client that will use it.
@@ -465,18 +476,21 @@ fn misspelt_setting_variable(mut names: impl Iterator<Item = String>) -> Option<
 /// Two setting variables of which one is a section of the other, such as
 /// `CHAT__LIMITS__MAX_MESSAGE_CHARS` and a misspelt `CHAT__LIMITS__MAX_MESSAGE_CHARS__TYPO`: the
 /// environment source reads them in no fixed order, so one start refused the pair and the next
-/// one silently dropped the misspelt variable. Returns (the value, the one under it).
+/// one silently dropped the misspelt variable. Two names for one setting (`CHAT__SERVER__PORT`
+/// and `chat__server__port`) clash the same way. Returns the pair, in upper case.
 fn clashing_setting_variables(names: impl Iterator<Item = String>) -> Option<(String, String)> {
+    // The source matches names whatever their case.
     let settings: Vec<String> = names
-        .filter(|name| name.starts_with("CHAT__"))
         .map(|name| name.to_ascii_uppercase())
+        .filter(|name| name.starts_with("CHAT__"))
         .collect();
-    settings.iter().find_map(|value| {
+    settings.iter().enumerate().find_map(|(index, value)| {
         let section = format!("{value}__");
         settings
             .iter()
-            .find(|name| name.starts_with(&section))
-            .map(|nested| (value.clone(), nested.clone()))
+            .enumerate()
+            .find(|&(other, name)| name.starts_with(&section) || (other != index && name == value))
+            .map(|(_, nested)| (value.clone(), nested.clone()))
     })
 }
 
@@ -499,9 +513,16 @@ impl Settings {
             )));
         }
         if let Some((value, nested)) = clashing_setting_variables(names()) {
+            let why = if value == nested {
+                format!("`{value}` is set twice, in different cases")
+            } else {
+                format!(
+                    "`{nested}` names a setting under `{value}`, which is set too and holds a \
+                     value, not settings"
+                )
+            };
             return Err(SettingsError(format!(
-                "configuration error: `{nested}` names a setting under `{value}`, which is set \
-                 too and holds a value, not settings; remove the one not meant"
+                "configuration error: {why}; remove the one not meant"
             )));
         }
         let directory = match std::env::var("CHAT_CONFIG_DIR") {
@@ -695,11 +716,12 @@ impl Settings {
         at_most("rate_limit.burst", self.rate_limit.burst, 1_000_000)
     }
 
-    /// The host names a request may carry in `Host`: `security.allowed_hosts`, or when that is
-    /// empty, the loopback names if the server listens on a loopback address, and any host
-    /// otherwise. A server on a loopback address is the one a page of another site can reach by
-    /// pointing its own name at 127.0.0.1 (DNS rebinding): the browser then takes the API for
-    /// that page's own origin, so its `Host` is what tells the two apart.
+    /// The host names a request may carry in `Host` besides IP addresses and `localhost` (which
+    /// cannot be rebound): `security.allowed_hosts`, or when that is empty, none if the server
+    /// listens on a loopback address, and any otherwise. A server on a loopback address is the
+    /// one a page of another site can reach by pointing its own name at 127.0.0.1 (DNS
+    /// rebinding): the browser then takes the API for that page's own origin, so its `Host` is
+    /// what tells the two apart.
     pub fn allowed_hosts(&self) -> Vec<String> {
         if !self.security.allowed_hosts.is_empty() {
             return self
@@ -714,13 +736,12 @@ impl Settings {
                 .server
                 .host
                 .parse::<std::net::IpAddr>()
-                .is_ok_and(|address| address.is_loopback());
-        let names: &[&str] = if loopback {
-            &["localhost", "127.0.0.1", "[::1]"]
+                .is_ok_and(|address| address.to_canonical().is_loopback());
+        if loopback {
+            Vec::new()
         } else {
-            &["*"]
-        };
-        names.iter().map(|&name| name.to_owned()).collect()
+            vec!["*".to_owned()]
+        }
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -562,7 +562,8 @@ async fn cors_follows_the_configured_origins() {
 
 /// DNS rebinding: a page of another site points its own name at 127.0.0.1, so to the browser the
 /// API is that page's own origin (`Sec-Fetch-Site: same-origin`, no CORS). Only the `Host` it
-/// names tells it apart, and a server on a loopback address answers only for the loopback names.
+/// names tells it apart: a server on a loopback address answers IP addresses (a probe's, a
+/// scraper's) and localhost, which cannot be rebound, and no other name unless listed.
 #[tokio::test]
 async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names() {
     let app = TestApp::spawn().await;
@@ -587,6 +588,13 @@ async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names()
     assert_eq!(write.status(), 421);
     let body: Value = write.json().await.unwrap();
     assert_eq!(body["code"], "unknown_host");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("attacker.example"),
+        "the refused host is named: {body}"
+    );
     let read = app
         .client
         .get(app.url("/chat/history"))
@@ -600,6 +608,9 @@ async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names()
         format!("LOCALHOST:{port}"),
         format!("127.0.0.1:{port}"),
         format!("[::1]:{port}"),
+        format!("10.1.2.3:{port}"),
+        format!("chat.localhost:{port}"),
+        "127.0.0.1".to_owned(),
     ] {
         let answered = app
             .client
@@ -634,7 +645,8 @@ async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names()
         .to_owned();
     for (host, status) in [
         (format!("chat.example:{port}"), 200),
-        (format!("127.0.0.1:{port}"), 421),
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("other.example:{port}"), 421),
     ] {
         let answered = named
             .client

@@ -360,17 +360,19 @@ fn allowed_origins_must_be_written_as_a_browser_sends_them() {
 }
 
 #[test]
-fn allowed_hosts_default_to_the_loopback_names_only_on_a_loopback_address() {
-    let loopback = load(&[("CHAT__SERVER__HOST", "127.0.0.1")]).unwrap();
-    assert_eq!(
-        loopback.allowed_hosts(),
-        ["localhost", "127.0.0.1", "[::1]"]
-    );
-    let ipv6_loopback = load(&[("CHAT__SERVER__HOST", "::1")]).unwrap();
-    assert_eq!(
-        ipv6_loopback.allowed_hosts(),
-        ["localhost", "127.0.0.1", "[::1]"]
-    );
+fn allowed_hosts_default_to_no_other_name_only_on_a_loopback_address() {
+    // IP addresses and localhost are always answered (they cannot be rebound); on a loopback
+    // address no other name is.
+    for loopback in [
+        "127.0.0.1",
+        "127.0.0.2",
+        "::1",
+        "::ffff:127.0.0.1",
+        "localhost",
+    ] {
+        let settings = load(&[("CHAT__SERVER__HOST", loopback)]).unwrap();
+        assert!(settings.allowed_hosts().is_empty(), "{loopback}");
+    }
     let every_interface = load(&[("CHAT__SERVER__HOST", "0.0.0.0")]).unwrap();
     assert_eq!(every_interface.allowed_hosts(), ["*"]);
     let listed = load(&[
@@ -391,8 +393,12 @@ fn allowed_hosts_default_to_the_loopback_names_only_on_a_loopback_address() {
         "a b",
         "user@host",
         "::1",
+        "*.example.com",
+        "bücher.example",
     ] {
         let error = refusal(&[("CHAT__SECURITY__ALLOWED_HOSTS", host)]);
         assert!(error.contains("security.allowed_hosts"), "{host}: {error}");
     }
+    let unicode = refusal(&[("CHAT__SECURITY__ALLOWED_HOSTS", "bücher.example")]);
+    assert!(unicode.contains("xn--bcher-kva.example"), "{unicode}");
 }

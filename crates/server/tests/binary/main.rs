@@ -187,6 +187,21 @@ fn bad_configuration_stops_the_start_naming_the_key() {
             ],
             "CHAT__LIMITS__MAX_MESSAGE_CHARS__TYPO",
         ),
+        // The same, in another case: the source matches names whatever their case.
+        (
+            vec![
+                ("CHAT__LIMITS__MAX_MESSAGE_CHARS", "10"),
+                ("chat__limits__max_message_chars__typo", "5"),
+            ],
+            "CHAT__LIMITS__MAX_MESSAGE_CHARS__TYPO",
+        ),
+        (
+            vec![
+                ("CHAT__SERVER__PORT", "8001"),
+                ("chat__server__port", "8002"),
+            ],
+            "CHAT__SERVER__PORT` is set twice",
+        ),
         // A mistyped configuration directory: the defaults are not what its operator wrote.
         (vec![("CHAT_CONFIG_DIR", "no-such-dir")], "CHAT_CONFIG_DIR"),
     ] {
