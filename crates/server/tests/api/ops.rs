@@ -567,13 +567,7 @@ async fn cors_follows_the_configured_origins() {
 #[tokio::test]
 async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names() {
     let app = TestApp::spawn().await;
-    let port = app
-        .url("/")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
+    let port = port_of(&app);
     let rebound = format!("attacker.example:{port}");
     let write = app
         .client
@@ -595,14 +589,7 @@ async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names()
             .contains("attacker.example"),
         "the refused host is named: {body}"
     );
-    let read = app
-        .client
-        .get(app.url("/chat/history"))
-        .header("host", &rebound)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 421);
+    assert_eq!(get_naming(&app, "/chat/history", &rebound).await, 421);
     for own in [
         format!("localhost:{port}"),
         format!("LOCALHOST:{port}"),
@@ -612,14 +599,11 @@ async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names()
         format!("chat.localhost:{port}"),
         "127.0.0.1".to_owned(),
     ] {
-        let answered = app
-            .client
-            .get(app.url("/api/v1/conversations"))
-            .header("host", &own)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answered.status(), 200, "{own}");
+        assert_eq!(
+            get_naming(&app, "/api/v1/conversations", &own).await,
+            200,
+            "{own}"
+        );
     }
     let listed = app.get("/api/v1/conversations").await;
     let listed: Value = listed.json().await.unwrap();
@@ -636,27 +620,30 @@ async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names()
         .with("CHAT__SECURITY__ALLOWED_HOSTS", "chat.example")
         .spawn()
         .await;
-    let port = named
-        .url("/")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
+    let port = port_of(&named);
     for (host, status) in [
         (format!("chat.example:{port}"), 200),
         (format!("127.0.0.1:{port}"), 200),
         (format!("other.example:{port}"), 421),
     ] {
-        let answered = named
-            .client
-            .get(named.url("/api/v1/conversations"))
-            .header("host", &host)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answered.status(), status, "{host}");
+        let answered = get_naming(&named, "/api/v1/conversations", &host).await;
+        assert_eq!(answered, status, "{host}");
     }
+}
+
+fn port_of(app: &TestApp) -> String {
+    let url = app.url("/");
+    url.trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The status of a GET of `path` whose `Host` names `host`.
+async fn get_naming(app: &TestApp, path: &str, host: &str) -> u16 {
+    let response = app.client.get(app.url(path)).header("host", host).send();
+    response.await.unwrap().status().as_u16()
 }
 
 /// What a browser sends with a write that another site's page made: a form or a beacon needs no
