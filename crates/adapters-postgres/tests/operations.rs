@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use adapters_postgres::{PostgresChatRepository, PostgresSettings};
 use domain::{
-    ChatRepository, Conversation, ConversationId, ConversationTitle, MessageCursor, MessageId,
-    MessageWindow, NewExchange, NewMessage, PageLimit, RepositoryError, Role, Timestamp,
+    ChatRepository, Conversation, ConversationId, ConversationTitle, Message, MessageCursor,
+    MessageId, MessageWindow, NewExchange, NewMessage, PageLimit, RepositoryError, Role, Timestamp,
 };
 use testkit::postgres::TestDatabase;
 use tokio::net::{TcpListener, TcpStream};
@@ -31,6 +31,16 @@ fn exchange(conversation_id: ConversationId, label: &str) -> NewExchange {
         user: message(label.to_owned()),
         assistant: message(format!("reply to {label}")),
     }
+}
+
+/// The newest page (200 messages) of a conversation, oldest first.
+async fn newest_messages(
+    repository: &PostgresChatRepository,
+    conversation_id: ConversationId,
+) -> Vec<Message> {
+    let newest = PageLimit::new(200).unwrap();
+    let page = repository.list_messages(conversation_id, MessageWindow::Latest, newest);
+    page.await.unwrap().items
 }
 
 /// A repository with one batch in flight, so appends queued meanwhile form the next batch
@@ -283,15 +293,8 @@ async fn a_database_in_sql_ascii_keeps_every_character() {
         .unwrap();
     let stored = repository.get_conversation(conversation.id).await.unwrap();
     assert_eq!(stored.title, "Ünïcödé 🎉");
-    let page = repository
-        .list_messages(
-            conversation.id,
-            MessageWindow::Latest,
-            PageLimit::new(10).unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(page.items[0].content, text);
+    let stored = newest_messages(&repository, conversation.id).await;
+    assert_eq!(stored[0].content, text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,15 +474,12 @@ async fn a_database_refusing_writes_fails_them_as_unavailable_and_still_serves_r
     }
     let read = repository.get_conversation(conversation.id).await.unwrap();
     assert_eq!(read.title, "Read-only later");
-    let page = repository
-        .list_messages(
-            conversation.id,
-            MessageWindow::Latest,
-            PageLimit::new(10).unwrap(),
-        )
-        .await
-        .unwrap();
-    assert!(page.items.is_empty(), "the refused write stored nothing");
+    assert!(
+        newest_messages(&repository, conversation.id)
+            .await
+            .is_empty(),
+        "the refused write stored nothing"
+    );
 }
 
 /// Appends per second, one hot conversation and one conversation per task. Run with
@@ -613,17 +613,9 @@ async fn a_failing_append_in_a_batch_fails_alone_and_the_rest_commit_in_order() 
         .map(|n| 3 + 2 * i64::try_from(n).unwrap())
         .collect();
     assert_eq!(positions, expected, "queued order, no gaps");
-    let page = repository
-        .list_messages(
-            conversation.id,
-            MessageWindow::Latest,
-            PageLimit::new(200).unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(page.items.len(), 2 + 2 * positions.len());
-    assert!(page
-        .items
+    let stored = newest_messages(&repository, conversation.id).await;
+    assert_eq!(stored.len(), 2 + 2 * positions.len());
+    assert!(stored
         .chunks(2)
         .all(|pair| pair[0].role == Role::User && pair[1].role == Role::Assistant));
 }
@@ -695,15 +687,8 @@ async fn a_batch_across_conversations_claims_each_in_order_and_refuses_only_the_
             positions, &expected,
             "queued order, no gaps in {conversation}"
         );
-        let page = repository
-            .list_messages(
-                *conversation,
-                MessageWindow::Latest,
-                PageLimit::new(200).unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(page.items.len(), 2 * positions.len());
+        let stored = newest_messages(&repository, *conversation).await;
+        assert_eq!(stored.len(), 2 * positions.len());
     }
     for conversation in missing {
         assert!(matches!(

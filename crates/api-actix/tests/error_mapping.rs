@@ -90,6 +90,15 @@ impl Reply {
         events
     }
 
+    /// The text of each `delta` event, in order.
+    fn delta_texts(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|(name, _)| name == "delta")
+            .map(|(_, data)| data["text"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     fn all_events(&self) -> Vec<(String, Value)> {
         self.body
             .split("\n\n")
@@ -876,14 +885,13 @@ async fn events_the_log_failed_to_take_are_logged_on_a_second_try() {
         v1_stream(ConversationId::DEFAULT, "hi"),
     )
     .await;
-    let events = reply.events();
-    let texts: Vec<&str> = events
-        .iter()
-        .filter(|(name, _)| name == "delta")
-        .map(|(_, data)| data["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts.concat(), "Hello there, friend", "{}", reply.body);
-    assert_eq!(events.last().unwrap().0, "done");
+    assert_eq!(
+        reply.delta_texts().concat(),
+        "Hello there, friend",
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.events().last().unwrap().0, "done");
 }
 
 #[actix_web::test]
@@ -938,18 +946,13 @@ async fn deltas_a_failing_log_refused_are_logged_whole_once_it_answers_again() {
         v1_stream(ConversationId::DEFAULT, "hi"),
     )
     .await;
-    let events = reply.events();
-    let deltas: Vec<&str> = events
-        .iter()
-        .filter(|(name, _)| name == "delta")
-        .map(|(_, data)| data["text"].as_str().unwrap())
-        .collect();
+    let deltas = reply.delta_texts();
     assert_eq!(deltas.concat(), whole, "{}", reply.body);
     assert!(
         deltas.len() < pieces.len(),
         "the waiting pieces were logged together: {deltas:?}"
     );
-    assert_eq!(events.last().unwrap().0, "done");
+    assert_eq!(reply.events().last().unwrap().0, "done");
 }
 
 #[actix_web::test]
