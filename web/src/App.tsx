@@ -5,7 +5,7 @@ import type { Conversation } from './api/types';
 import { ConversationView } from './components/ConversationView';
 import { Sidebar } from './components/Sidebar';
 import { ThemeToggle } from './components/ThemeToggle';
-import { saveDraft } from './drafts';
+import { loadDraft, saveDraft } from './drafts';
 import { useTheme } from './hooks/useTheme';
 
 const LIST_PAGE = 50;
@@ -48,6 +48,8 @@ export function App() {
   deletedRef.current = deleted;
   const conversationsRef = useRef(conversations);
   conversationsRef.current = conversations;
+  /** Conversations being created (a first send from a new chat, or New chat) right now. */
+  const creating = useRef(0);
 
   const loadList = useCallback(() => {
     setList({ kind: 'loading' });
@@ -61,7 +63,10 @@ export function App() {
         });
         setListCursor(page.next_cursor);
         setList({ kind: 'ready' });
-        setSelectedId((current) => current ?? page.items[0]?.id ?? null);
+        // The newest conversation opens, unless the user began a new chat while the list loaded:
+        // switching would hide what they typed, or cut the send that is creating the chat.
+        const composing = creating.current > 0 || loadDraft(null).trim() !== '';
+        setSelectedId((current) => current ?? (composing ? null : (page.items[0]?.id ?? null)));
       },
       (error: unknown) => setList({ kind: 'error', error }),
     );
@@ -174,7 +179,10 @@ export function App() {
   };
 
   const createConversation = useCallback(async () => {
-    const c = await api.createConversation();
+    creating.current += 1;
+    const c = await api.createConversation().finally(() => {
+      creating.current -= 1;
+    });
     learn(c);
     tabs.current?.post({ kind: 'upserted', conversation: c });
     setSidebarError(null);
@@ -207,7 +215,10 @@ export function App() {
   /** Deletes a conversation; resolves whether it is gone. */
   const remove = async (id: string) => {
     try {
-      await api.deleteConversation(id);
+      await api.deleteConversation(id).catch((err: unknown) => {
+        // Deleted already (on another device): what the user asked for is done.
+        if (!(err instanceof ApiError && err.status === 404)) throw err;
+      });
       saveDraft(id, '');
       tabs.current?.post({ kind: 'deleted', id });
       setDeleted((ids) => new Set(ids).add(id));
@@ -329,6 +340,8 @@ export function App() {
         conversations={conversations}
         selectedId={selectedId}
         loading={list.kind === 'loading'}
+        listFailed={list.kind === 'error'}
+        onRetryList={loadList}
         hasMore={listCursor !== null}
         error={sidebarError}
         onSelect={select}

@@ -61,9 +61,14 @@ export function markSent(conversationId: string, text: string) {
   sent.set(conversationId, text);
 }
 
+/** What this tab (before a reload too) last sent to the conversation, while its reply has not ended. */
+export function sentText(conversationId: string): string | null {
+  return sent.get(conversationId);
+}
+
 /** Whether this tab (before a reload too) sent `text` to the conversation and its reply has not ended. */
 export function sentHere(conversationId: string, text: string): boolean {
-  return sent.get(conversationId) === text;
+  return sentText(conversationId) === text;
 }
 
 /**

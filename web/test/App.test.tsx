@@ -205,8 +205,49 @@ describe('App', () => {
     render(<App />);
     expect(await screen.findByText('Cannot reach the server.')).toBeTruthy();
     down = false;
-    fireEvent.click(screen.getByRole('button', { name: 'Retry' }));
+    fireEvent.click(within(screen.getByRole('main')).getByRole('button', { name: 'Retry' }));
     expect(await screen.findByText('Earlier answer')).toBeTruthy();
+  });
+
+  it('a list that failed to load says so in the sidebar, even once a new chat is there, and Retry brings it', async () => {
+    let down = true;
+    vi.stubGlobal('fetch', (input: string, init?: RequestInit) =>
+      down && (init?.method ?? 'GET') === 'GET' ? Promise.reject(new TypeError('Failed to fetch')) : fetchMock.fn(input, init),
+    );
+    render(<App />);
+    expect(await screen.findByText('Cannot reach the server.')).toBeTruthy();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    expect(within(nav).queryByText('No conversations yet.')).toBeNull();
+    fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
+    expect(await within(nav).findByRole('list')).toBeTruthy();
+    expect(within(nav).getByText(/Could not load your conversations/)).toBeTruthy();
+    down = false;
+    fireEvent.click(within(nav).getByRole('button', { name: 'Retry' }));
+    expect(await within(nav).findByRole('button', { name: 'Recent chat' })).toBeTruthy();
+    expect(within(nav).queryByText(/Could not load your conversations/)).toBeNull();
+  });
+
+  it('text typed in a new chat while the list loads stays there when the list arrives', async () => {
+    let arrive!: () => void;
+    const listed = new Promise<void>((resolve) => (arrive = resolve));
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        async (url, init) => {
+          if (url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET') return undefined;
+          await listed;
+          return server.route(url, init);
+        },
+        server.route,
+      ]).fn,
+    );
+    render(<App />);
+    await screen.findByText('Start a new conversation');
+    fireEvent.change(composer(), { target: { value: 'Typed early' } });
+    await act(async () => arrive());
+    expect(await screen.findByRole('button', { name: 'Recent chat' })).toBeTruthy();
+    expect(screen.getByText('Start a new conversation')).toBeTruthy();
+    expect((composer() as HTMLTextAreaElement).value).toBe('Typed early');
   });
 
   it('Stop aborts the stream and reloads the stored reply a moment later', async () => {
@@ -225,6 +266,23 @@ describe('App', () => {
     expect(await within(screen.getByRole('log')).findByText('Once upon a time, the end.', {}, { timeout: 4000 })).toBeTruthy();
     expect(screen.queryByText(/Stopped/)).toBeNull();
     expect(screen.getByTestId('reply-announcer').textContent).toBe('Assistant: Once upon a time, the end.');
+  });
+
+  it('a new chat\'s first reply picked up after Stop names the chat', async () => {
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
+    await screen.findByText('No messages yet');
+    fireEvent.change(composer(), { target: { value: 'Name me after Stop' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => sse.send('event: delta\ndata: {"text":"Half"}\n\n'));
+    const id = server.conversations.at(-1)?.id ?? '';
+    server.messages[id] = [msg(id, 'user', 'Name me after Stop'), msg(id, 'assistant', 'Half, then the rest.')];
+    fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    expect(await within(screen.getByRole('log')).findByText('Half, then the rest.', {}, { timeout: 4000 })).toBeTruthy();
+    expect(await within(nav).findByRole('button', { name: 'Name me after Stop' })).toBeTruthy();
   });
 
   it('keeps the focus in the message box when Send, and then Stop, give way to each other', async () => {
@@ -437,9 +495,24 @@ describe('a message sent while its new chat is being created', () => {
     const { release, aborted } = await sendThenLeaveBeforeItIsTaken('Taken while away');
     await act(async () => release(sse.response));
     await waitFor(() => expect(aborted()).toBe(true));
+    // The server finished the reply meanwhile and stored the exchange.
+    server.messages.c2?.push(msg('c2', 'user', 'Taken while away'), msg('c2', 'assistant', 'Answered while away.'));
     fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
-    await within(screen.getByRole('log')).findByText('Earlier answer');
+    expect(await within(screen.getByRole('log')).findByText('Answered while away.')).toBeTruthy();
+    await waitFor(() => expect(sentHere('c2', 'Taken while away')).toBe(false));
     expect((composer() as HTMLTextAreaElement).value).toBe('');
+    expect(screen.queryByRole('alert')).toBeNull();
+  });
+
+  it('whose reply failed while the user was away gives the text back on return', async () => {
+    const sse = sseResponse();
+    const { release } = await sendThenLeaveBeforeItIsTaken('Failed while away');
+    await act(async () => release(sse.response));
+    // The reply failed meanwhile: nothing stored, and nothing in progress (204).
+    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Failed while away'));
+    expect(screen.getByRole('alert').textContent).toContain('was not stored');
+    expect(sentHere('c2', 'Failed while away')).toBe(false);
   });
 
   it('comes back at once on Stop, as nothing was sent', async () => {
@@ -650,6 +723,20 @@ describe('following a reply in progress', () => {
     const messages = fetchMock.calls.findIndex((c) => c.url.startsWith('/api/v1/conversations/c2/messages'));
     expect(messages).toBeGreaterThanOrEqual(0);
     expect(follow).toBeGreaterThan(messages);
+  });
+
+  it('a check refused for the moment (429) is asked again, and the reply in progress then shows', async () => {
+    const sse = sseResponse();
+    let asked = 0;
+    server.onFollow(() => {
+      asked += 1;
+      return asked === 1 ? json({ status: 'error', message: 'Too many streams.', code: 'too_many_streams' }, 429, { 'Retry-After': '1' }) : sse.response;
+    });
+    await renderLoaded();
+    await waitFor(() => expect(asked).toBe(1));
+    await act(async () => sse.send(start('Asked twice') + ev(2, 'delta', { text: 'Shown at last' })));
+    expect(await screen.findByText('Shown at last', undefined, { timeout: 3000 })).toBeTruthy();
+    expect(asked).toBe(2);
   });
 
   it('on 204 shows nothing more than the stored messages', async () => {
@@ -1382,6 +1469,21 @@ describe('navigation', () => {
     expect(await within(nav).findByText(/Could not delete/)).toBeTruthy();
     expect(within(nav).getByRole('button', { name: 'Older chat' })).toBeTruthy();
     expect(document.activeElement?.classList.contains('new-chat')).toBe(false);
+  });
+
+  it('a conversation deleted on another device leaves the list when deleted here too, or when opened', async () => {
+    render(<App />);
+    await screen.findByText('Earlier answer');
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    // Gone from the server behind this tab's back: the other device's delete.
+    server.conversations.splice(0, server.conversations.length);
+    fireEvent.click(within(nav).getByRole('button', { name: 'Older chat' }));
+    expect(await screen.findByText(/does not exist/)).toBeTruthy();
+    await waitFor(() => expect(within(nav).queryByRole('button', { name: 'Older chat' })).toBeNull());
+    fireEvent.click(within(nav).getByRole('button', { name: 'Delete Recent chat' }));
+    fireEvent.click(within(screen.getByRole('alertdialog')).getByRole('button', { name: 'Delete' }));
+    await waitFor(() => expect(within(nav).queryByRole('button', { name: 'Recent chat' })).toBeNull());
+    expect(within(nav).queryByText(/Could not delete/)).toBeNull();
   });
 });
 

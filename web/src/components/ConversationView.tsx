@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, api, errorMessage, isAbort, isBusy, isUnreachable, replyFailed } from '../api/client';
-import type { Conversation, Exchange, Message } from '../api/types';
-import { clearSent, loadDraft, markSent, saveDraft, sentHere } from '../drafts';
+import type { Conversation, Exchange, Message, Page } from '../api/types';
+import { clearSent, loadDraft, markSent, saveDraft, sentHere, sentText } from '../drafts';
 import { Composer } from './Composer';
 import { Markdown } from './Markdown';
 import { MessageItem } from './MessageItem';
@@ -109,11 +109,15 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       (error: unknown) => {
         if (gen !== generation.current) return;
         setLoad({ kind: 'error', error });
-        // No such conversation (a link to a deleted one): a message sent here starts a new chat.
-        if (error instanceof ApiError && error.status === 404) setGone(true);
+        // No such conversation (a link to a deleted one, or deleted on another device): a message
+        // sent here starts a new chat, and the list no longer offers it.
+        if (error instanceof ApiError && error.status === 404) {
+          setGone(true);
+          onGone(id);
+        }
       },
     );
-  }, [onFirstMessage]);
+  }, [onFirstMessage, onGone]);
 
   useEffect(() => {
     if (conversationId !== null && conversationId === adoptedRef.current) {
@@ -225,9 +229,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
 
   /**
    * Shows the newest page, with the reply to `text` that was stopped in it, announces that reply,
-   * drops its stopped placeholder, and moves the conversation up in the list.
+   * drops its stopped placeholder, and moves the conversation up in the list (naming a "New chat"
+   * whose first exchange this is).
    */
-  const showStored = (id: string, text: string, newest: Message[]) => {
+  const showStored = (id: string, text: string, page: Page<Message>) => {
+    const newest = page.items;
     // A lost connection was reported while waiting; the reply it lost is here now. Any other
     // alert (a later send refused) stays.
     setSendError((e) => (e?.startsWith(LOST_PREFIX) ? null : e));
@@ -236,7 +242,9 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     if (reply) setAnnounced(reply);
     setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
     const last = newest[newest.length - 1];
-    if (last) onActivity(id, last.created_at);
+    const first = newest[0];
+    const firstUserText = page.next_cursor === null && first?.role === 'user' ? first.content : undefined;
+    if (last) onActivity(id, last.created_at, firstUserText);
     clearSent(id, text);
   };
 
@@ -271,10 +279,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       setTimeout(() => {
         if (gen === generation.current && !waiting.signal.aborted) step();
       }, ms);
-    const settle = (newest: Message[]) => {
+    const settle = (page: Page<Message>) => {
       waits.current.delete(waiting);
+      const newest = page.items;
       if (isIn(newest.filter((m) => !known.has(m.id)))) {
-        showStored(id, text, newest);
+        showStored(id, text, page);
         return;
       }
       // Whatever else was stored meanwhile (another tab's exchanges) is still shown.
@@ -297,10 +306,10 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       api.listMessages(id, { limit: PAGE_SIZE }).then(
         (page) => {
           if (gen !== generation.current || waiting.signal.aborted) return;
-          if (final) settle(page.items);
+          if (final) settle(page);
           else if (isIn(page.items.filter((m) => !known.has(m.id)))) {
             waits.current.delete(waiting);
-            showStored(id, text, page.items);
+            showStored(id, text, page);
           } else if (attempt < RELOAD_ATTEMPTS) later(() => check(false), RELOAD_DELAY_MS);
           else follow();
         },
@@ -311,7 +320,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             later(() => check(final), attempt < RELOAD_ATTEMPTS ? RELOAD_DELAY_MS : UNREACHABLE_RETRY_MS);
           } else {
             ended = err;
-            settle([]);
+            settle({ items: [], next_cursor: null });
           }
         },
       );
@@ -348,6 +357,29 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     api.listMessages(id, { limit: PAGE_SIZE }).then(
       (page) => {
         if (gen === generation.current) setMessages((m) => withNewest(m, page.items));
+      },
+      () => undefined,
+    );
+  };
+
+  /**
+   * Opened with no reply in progress while this tab still holds the mark of a message it sent here:
+   * its reply ended while the user was elsewhere (or the page was reloaded). Stored, it shows;
+   * otherwise nothing was stored (the assistant failed, or the server restarted), and the text goes
+   * back into the message box. A send the server has not taken yet decides this itself.
+   */
+  const recoverSent = (id: string) => {
+    const text = sentText(id);
+    if (text === null || untakenSend.current !== null) return;
+    const gen = generation.current;
+    api.listMessages(id, { limit: PAGE_SIZE }).then(
+      (page) => {
+        if (gen !== generation.current || !sentHere(id, text) || pendingRef.current !== null || waits.current.size > 0) return;
+        clearSent(id, text);
+        setMessages((m) => withNewest(m, page.items));
+        if (replyTo(page.items, text)) return;
+        setDraft(withUnsent(text));
+        setSendError('The reply to your last message here was not stored (the assistant failed, or the server restarted). Your message is back in the message box.');
       },
       () => undefined,
     );
@@ -412,6 +444,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             // The reply ended while reconnecting and its events are gone: it is stored by now.
             setPending(null);
             refreshNewest(convId);
+          } else {
+            recoverSent(convId);
           }
         },
         (err: unknown) => {
@@ -423,8 +457,17 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             }
             return;
           }
-          // Nothing was shown (no reply in progress, or a server without the route): stay quiet.
-          if (!shown) return;
+          if (!shown) {
+            // Refused for the moment (429, 503) or out of reach: whether a reply is in progress
+            // is not known, so ask again while the conversation stays open. Anything else (a
+            // server without the route) means nothing to follow.
+            if (isBusy(err) || isUnreachable(err)) {
+              setTimeout(() => {
+                if (gen === generation.current) followReply(convId);
+              }, retryDelayMs(err));
+            }
+            return;
+          }
           if (replyFailed(err)) {
             // The assistant failed: nothing was stored, so the message goes back where it was
             // written (this tab, if it sent it before a reload), as when it fails while sent here.
@@ -723,6 +766,11 @@ function withNewest(shown: Message[], newest: Message[]): Message[] {
 /** A message from the server as a sentence: it may come without a full stop. */
 function sentence(text: string): string {
   return /[.!?…]$/.test(text) ? text : `${text}.`;
+}
+
+/** How long to wait before asking again after `err`: the server's `Retry-After`, or a few seconds. */
+function retryDelayMs(err: unknown): number {
+  return err instanceof ApiError && err.retryAfter !== undefined ? Math.max(err.retryAfter, 1) * 1000 : UNREACHABLE_RETRY_MS;
 }
 
 function retryHint(err: unknown): string {

@@ -9,6 +9,9 @@ interface Props {
   conversations: Conversation[];
   selectedId: string | null;
   loading: boolean;
+  /** The list could not be loaded: what shows is only what this tab learned of since. */
+  listFailed: boolean;
+  onRetryList: () => void;
   hasMore: boolean;
   error: string | null;
   onSelect: (id: string) => void;
@@ -33,12 +36,20 @@ export function Sidebar(props: Props) {
           {props.error}
         </p>
       )}
+      {props.listFailed && (
+        <p className="sidebar-state">
+          Could not load your conversations.{' '}
+          <button type="button" className="button small" onClick={props.onRetryList}>
+            Retry
+          </button>
+        </p>
+      )}
       {props.loading && conversations.length === 0 ? (
         <p className="sidebar-state" role="status">
           Loading conversations…
         </p>
       ) : conversations.length === 0 ? (
-        <p className="sidebar-state">No conversations yet.</p>
+        !props.listFailed && <p className="sidebar-state">No conversations yet.</p>
       ) : (
         <ul className="conversation-list">
           {conversations.map((c) => (
