@@ -19,10 +19,19 @@ pub(crate) struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
-    /// Methods the resource does allow, for a 405.
-    allow: Option<String>,
+    /// What the request may use instead, sent as a header.
+    accepted: Option<Accepted>,
     /// The whole cause, for the log only; never sent to the client.
     cause: Option<String>,
+}
+
+/// What a refused request may use instead.
+#[derive(Debug)]
+enum Accepted {
+    /// The methods the resource allows (`Allow`, for a 405).
+    Methods(String),
+    /// Only unencoded bodies (`Accept-Encoding: identity`, for a body in a content coding).
+    IdentityEncoding,
 }
 
 #[derive(Serialize)]
@@ -39,7 +48,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
-            allow: None,
+            accepted: None,
             cause: None,
         }
     }
@@ -78,7 +87,7 @@ impl ApiError {
             "method_not_allowed",
             "This method is not allowed on this address.",
         );
-        error.allow = Some(allow.to_owned());
+        error.accepted = Some(Accepted::Methods(allow.to_owned()));
         error
     }
 
@@ -87,8 +96,14 @@ impl ApiError {
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(seconds)));
         }
-        if let Some(allow) = &self.allow {
-            response.insert_header((header::ALLOW, allow.as_str()));
+        match &self.accepted {
+            Some(Accepted::Methods(allow)) => {
+                response.insert_header((header::ALLOW, allow.as_str()));
+            }
+            Some(Accepted::IdentityEncoding) => {
+                response.insert_header((header::ACCEPT_ENCODING, "identity"));
+            }
+            None => {}
         }
         response
     }
@@ -259,11 +274,21 @@ impl From<BodyError> for ApiError {
                 "body_too_large",
                 error.to_string(),
             ),
-            BodyError::UnsupportedMediaType | BodyError::UnsupportedEncoding(_) => ApiError::new(
+            BodyError::UnsupportedMediaType => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 error.to_string(),
             ),
+            // RFC 9110 (15.5.16): a refused content coding is answered with the codings accepted.
+            BodyError::UnsupportedEncoding(_) => {
+                let mut refused = ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    error.to_string(),
+                );
+                refused.accepted = Some(Accepted::IdentityEncoding);
+                refused
+            }
             BodyError::Invalid(_) | BodyError::Read(_) => {
                 ApiError::bad_request("invalid_body", error.to_string())
             }

@@ -353,6 +353,7 @@ async fn creating_with_a_bad_body_is_rejected() {
             .send()
             .await
             .unwrap();
+        assert_eq!(refused.headers()["accept-encoding"], "identity");
         assert_error(refused, 415, "unsupported_media_type").await;
     }
     let identity = app
