@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,16 @@ use tokio::sync::watch;
 
 /// A generation that never finishes (its process stopped mid-reply) is dropped after this long.
 const UNFINISHED_LIFETIME: Duration = Duration::from_secs(3600);
+/// What an event holds besides its name and data (its sequence, two string headers, the
+/// allocator's rounding), as counted against the byte budget.
+const EVENT_OVERHEAD_BYTES: usize = 96;
 
 /// Generation logs in this process's memory; right for a single replica.
 #[derive(Debug, Clone)]
 pub struct MemoryGenerationLog {
     inner: Arc<Mutex<Logs>>,
     ttl: Duration,
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -26,24 +30,39 @@ struct Logs {
     /// Each conversation's generations still running, oldest first: two tabs may each have a reply
     /// running, and when the newer one finishes the older one is the one in progress again.
     running: HashMap<ConversationId, Vec<GenerationId>>,
+    /// Finished generations in the order they finished: expiry and eviction take the front.
+    finished: VecDeque<(Instant, GenerationId)>,
+    /// What every log's events hold, as [`event_bytes`] counts it.
+    bytes: usize,
 }
 
 #[derive(Debug)]
 struct Log {
     conversation_id: ConversationId,
     events: Vec<GenerationEvent>,
+    /// What its events hold, as [`event_bytes`] counts it.
+    bytes: usize,
     started: Instant,
     finished: Option<Instant>,
     /// Carries the last sequence, waking followers on every append.
     appended: watch::Sender<u64>,
 }
 
+fn event_bytes(name: &str, data: &str) -> usize {
+    name.len() + data.len() + EVENT_OVERHEAD_BYTES
+}
+
 impl MemoryGenerationLog {
-    /// Finished logs are kept for `ttl`.
-    pub fn new(ttl: Duration) -> Self {
+    /// Finished logs are kept for `ttl`, and only while all the logs together hold at most
+    /// `max_bytes`: past that, the ones that finished first go first, so a burst of long replies
+    /// cannot take the process's memory. A resume of a log that went gets nothing to follow and
+    /// reads the stored reply instead, as after its `ttl`. Running replies are never dropped for
+    /// room: their followers need them, and there are only as many as replies being generated.
+    pub fn new(ttl: Duration, max_bytes: usize) -> Self {
         Self {
             inner: Arc::default(),
             ttl,
+            max_bytes,
         }
     }
 
@@ -55,17 +74,51 @@ impl MemoryGenerationLog {
 }
 
 impl Logs {
-    fn expire(&mut self, ttl: Duration) {
+    /// Drops the finished logs past `ttl`, then more of the oldest finished ones while all the logs
+    /// hold more than `max_bytes`, and the unfinished ones whose process gave up on them.
+    fn expire(&mut self, ttl: Duration, max_bytes: usize) {
         let now = Instant::now();
-        self.generations.retain(|_, log| match log.finished {
-            Some(finished) => now.duration_since(finished) < ttl,
-            None => now.duration_since(log.started) < UNFINISHED_LIFETIME.max(ttl),
-        });
+        while let Some(&(finished, id)) = self.finished.front() {
+            if now.duration_since(finished) < ttl {
+                // Over the budget, a log still being read goes only once its followers are done
+                // (they read a finished log to its end at once).
+                let followed = self
+                    .generations
+                    .get(&id)
+                    .is_some_and(|log| log.appended.receiver_count() > 0);
+                if self.bytes <= max_bytes || followed {
+                    break;
+                }
+            }
+            self.finished.pop_front();
+            self.remove(id);
+        }
+        let lifetime = UNFINISHED_LIFETIME.max(ttl);
+        let abandoned: Vec<GenerationId> = self
+            .running
+            .values()
+            .flatten()
+            .filter(|id| {
+                self.generations
+                    .get(id)
+                    .is_some_and(|log| now.duration_since(log.started) >= lifetime)
+            })
+            .copied()
+            .collect();
+        for id in abandoned {
+            self.remove(id);
+        }
         let generations = &self.generations;
         self.running.retain(|_, ids| {
             ids.retain(|id| generations.contains_key(id));
             !ids.is_empty()
         });
+    }
+
+    fn remove(&mut self, id: GenerationId) {
+        if let Some(log) = self.generations.remove(&id) {
+            self.bytes -= log.bytes;
+        }
     }
 }
 
@@ -96,13 +149,14 @@ impl GenerationLog for MemoryGenerationLog {
         generation_id: GenerationId,
     ) -> Result<(), GenerationLogError> {
         let mut logs = self.logs();
-        logs.expire(self.ttl);
+        logs.expire(self.ttl, self.max_bytes);
         let (appended, _) = watch::channel(0);
         logs.generations.insert(
             generation_id,
             Log {
                 conversation_id,
                 events: Vec::new(),
+                bytes: 0,
                 started: Instant::now(),
                 finished: None,
                 appended,
@@ -133,18 +187,24 @@ impl GenerationLog for MemoryGenerationLog {
             name: name.to_owned(),
             data: data.to_owned(),
         });
+        let added = event_bytes(name, data);
+        log.bytes += added;
+        let now = Instant::now();
         if last {
-            log.finished = Some(Instant::now());
+            log.finished = Some(now);
         }
         log.appended.send_replace(sequence);
         let conversation_id = log.conversation_id;
+        logs.bytes += added;
         if last {
+            logs.finished.push_back((now, generation_id));
             if let Some(running) = logs.running.get_mut(&conversation_id) {
                 running.retain(|id| *id != generation_id);
                 if running.is_empty() {
                     logs.running.remove(&conversation_id);
                 }
             }
+            logs.expire(self.ttl, self.max_bytes);
         }
         Ok(sequence)
     }
@@ -154,7 +214,7 @@ impl GenerationLog for MemoryGenerationLog {
         conversation_id: ConversationId,
     ) -> Result<Option<GenerationId>, GenerationLogError> {
         let mut logs = self.logs();
-        logs.expire(self.ttl);
+        logs.expire(self.ttl, self.max_bytes);
         let logs = &*logs;
         let logged_something = |id: &&GenerationId| {
             logs.generations
@@ -172,7 +232,7 @@ impl GenerationLog for MemoryGenerationLog {
         generation_id: GenerationId,
     ) -> Result<Option<GenerationState>, GenerationLogError> {
         let mut logs = self.logs();
-        logs.expire(self.ttl);
+        logs.expire(self.ttl, self.max_bytes);
         Ok(logs
             .generations
             .get(&generation_id)
@@ -190,7 +250,7 @@ impl GenerationLog for MemoryGenerationLog {
     ) -> Result<GenerationEvents, GenerationLogError> {
         let appended = {
             let mut logs = self.logs();
-            logs.expire(self.ttl);
+            logs.expire(self.ttl, self.max_bytes);
             logs.generations
                 .get(&generation_id)
                 .map(|log| log.appended.subscribe())

@@ -9,19 +9,70 @@ use redis::Commands;
 
 mod memory {
     use super::*;
+    use domain::{ConversationId, GenerationId};
+
+    /// Far more than the contract tests log.
+    const MAX_BYTES: usize = 1 << 20;
 
     testkit::generation_log_conformance!(async {
-        Arc::new(MemoryGenerationLog::new(Duration::from_secs(60))) as Arc<dyn GenerationLog>
+        Arc::new(MemoryGenerationLog::new(Duration::from_secs(60), MAX_BYTES))
+            as Arc<dyn GenerationLog>
     });
 
     #[tokio::test]
     async fn a_finished_log_expires_after_its_ttl() {
         let ttl = Duration::from_millis(200);
         testkit::generation_log::a_finished_log_expires_after_its_ttl(
-            Arc::new(MemoryGenerationLog::new(ttl)),
+            Arc::new(MemoryGenerationLog::new(ttl, MAX_BYTES)),
             ttl,
         )
         .await;
+    }
+
+    /// Logs a finished generation of one 10,000-byte event.
+    async fn finish_one(log: &MemoryGenerationLog, conversation: ConversationId) -> GenerationId {
+        let id = GenerationId::generate();
+        log.begin(conversation, id).await.unwrap();
+        log.append(id, "done", &"x".repeat(10_000), true)
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn is_kept(log: &MemoryGenerationLog, id: GenerationId) -> bool {
+        log.state(id).await.unwrap().is_some()
+    }
+
+    #[tokio::test]
+    async fn past_the_byte_budget_finished_logs_go_oldest_first_and_running_or_followed_ones_stay()
+    {
+        // Room for three events of about 10,100 bytes each (the text and some overhead).
+        let log = MemoryGenerationLog::new(Duration::from_secs(60), 30_600);
+        let conversation = ConversationId::generate();
+        let running = GenerationId::generate();
+        log.begin(conversation, running).await.unwrap();
+        log.append(running, "start", &"r".repeat(10_000), false)
+            .await
+            .unwrap();
+        let mut finished = Vec::new();
+        for _ in 0..4 {
+            finished.push(finish_one(&log, conversation).await);
+        }
+        assert!(!is_kept(&log, finished[0]).await);
+        assert!(!is_kept(&log, finished[1]).await);
+        assert!(is_kept(&log, finished[2]).await);
+        assert!(is_kept(&log, finished[3]).await);
+        assert!(!log.state(running).await.unwrap().unwrap().finished);
+
+        let follower = log.follow(finished[2], 0).await.unwrap();
+        let newest = finish_one(&log, conversation).await;
+        assert!(is_kept(&log, finished[2]).await, "a log being read stays");
+        assert!(is_kept(&log, newest).await);
+        drop(follower);
+        assert!(!is_kept(&log, finished[2]).await, "then goes, the oldest");
+        assert!(is_kept(&log, finished[3]).await);
+        assert!(is_kept(&log, newest).await);
+        assert!(is_kept(&log, running).await);
     }
 }
 

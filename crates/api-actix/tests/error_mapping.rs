@@ -124,7 +124,7 @@ async fn call(
     assistant: MockAssistant,
     request: TestRequest,
 ) -> Reply {
-    let log = Arc::new(MemoryGenerationLog::new(Duration::from_secs(60)));
+    let log = Arc::new(MemoryGenerationLog::new(Duration::from_secs(60), 1 << 20));
     call_with_log(repository, assistant, log, request).await
 }
 
@@ -791,7 +791,7 @@ enum Failing {
 impl FailingLog {
     fn new(failing: Failing) -> Arc<Self> {
         Arc::new(Self {
-            inner: MemoryGenerationLog::new(Duration::from_secs(60)),
+            inner: MemoryGenerationLog::new(Duration::from_secs(60), 1 << 20),
             appends: AtomicUsize::new(0),
             final_attempts: AtomicUsize::new(0),
             failing,

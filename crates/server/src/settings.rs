@@ -175,6 +175,8 @@ pub struct CacheSettings {
     pub max_bytes: usize,
     #[serde(deserialize_with = "integer")]
     pub stream_log_ttl_secs: u64,
+    #[serde(deserialize_with = "integer")]
+    pub stream_log_max_bytes: usize,
 }
 
 impl std::fmt::Debug for CacheSettings {
@@ -187,6 +189,7 @@ impl std::fmt::Debug for CacheSettings {
             .field("max_entries", &self.max_entries)
             .field("max_bytes", &self.max_bytes)
             .field("stream_log_ttl_secs", &self.stream_log_ttl_secs)
+            .field("stream_log_max_bytes", &self.stream_log_max_bytes)
             .finish()
     }
 }
@@ -620,6 +623,9 @@ impl Settings {
             // The log of a reply that just finished would go before its own followers read `done`.
             return Err(invalid("cache.stream_log_ttl_secs", "must be at least 1"));
         }
+        if self.cache.kind != CacheKind::Redis && self.cache.stream_log_max_bytes == 0 {
+            return Err(invalid("cache.stream_log_max_bytes", "must be at least 1"));
+        }
         self.rate_limit.validate()?;
         self.telemetry.validate()?;
         self.assistant.validate()?;
@@ -683,6 +689,11 @@ impl Settings {
             "cache.stream_log_ttl_secs",
             self.cache.stream_log_ttl_secs,
             86_400,
+        )?;
+        at_most(
+            "cache.stream_log_max_bytes",
+            self.cache.stream_log_max_bytes,
+            17_179_869_184,
         )?;
         at_most(
             "telemetry.export_timeout_secs",

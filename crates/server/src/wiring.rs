@@ -130,7 +130,9 @@ pub async fn build_generation_log(cache: &CacheSettings) -> anyhow::Result<Arc<d
                 .await
                 .context("cannot connect to Redis (cache.url)")?,
         ),
-        CacheKind::None | CacheKind::Memory => Arc::new(MemoryGenerationLog::new(ttl)),
+        CacheKind::None | CacheKind::Memory => {
+            Arc::new(MemoryGenerationLog::new(ttl, cache.stream_log_max_bytes))
+        }
     })
 }
 

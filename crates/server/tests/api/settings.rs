@@ -56,6 +56,11 @@ fn values_past_their_ceiling_are_refused_naming_the_key() {
         ),
         ("CHAT__CACHE__MAX_BYTES", "17179869185", "cache.max_bytes"),
         (
+            "CHAT__CACHE__STREAM_LOG_MAX_BYTES",
+            "17179869185",
+            "cache.stream_log_max_bytes",
+        ),
+        (
             "CHAT__LIMITS__MAX_HEADER_BYTES",
             "200000",
             "limits.max_header_bytes",
@@ -311,6 +316,22 @@ fn a_memory_cache_needs_room_for_at_least_one_byte() {
         ("CHAT__CACHE__MAX_BYTES", "0"),
     ]);
     assert!(error.contains("cache.max_bytes"), "{error}");
+}
+
+#[test]
+fn the_in_process_stream_log_needs_room_for_at_least_one_byte() {
+    let error = refusal(&[("CHAT__CACHE__STREAM_LOG_MAX_BYTES", "0")]);
+    assert!(
+        error.contains("cache.stream_log_max_bytes") && error.contains("at least 1"),
+        "{error}"
+    );
+    let in_redis = load(&[
+        ("CHAT__CACHE__KIND", "redis"),
+        ("CHAT__CACHE__STREAM_LOG_MAX_BYTES", "0"),
+    ])
+    .expect("Redis bounds its own memory");
+    assert_eq!(in_redis.cache.stream_log_max_bytes, 0);
+    assert_eq!(load(&[]).unwrap().cache.stream_log_max_bytes, 16 << 20);
 }
 
 #[test]
