@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use crate::store::{CacheError, ReplyCache};
 
 /// An in-process [`ReplyCache`] for a single replica: at most `max_entries` replies holding at
-/// most `max_bytes` of keys and text, the least recently used one evicted first, each gone once
-/// its ttl has passed. Operations take a short lock and do no I/O.
+/// most `max_bytes` (as [`MemoryReplyCache::entry_bytes`] counts them), the least recently used one
+/// evicted first, each gone once its ttl has passed. Operations take a short lock and do no I/O.
 #[derive(Debug)]
 pub struct MemoryReplyCache {
     max_entries: usize,
@@ -22,7 +22,7 @@ struct State {
     /// Last use -> key; the first entry is the least recently used.
     order: BTreeMap<u64, String>,
     clock: u64,
-    /// Bytes of the keys and replies held.
+    /// Bytes held, as [`MemoryReplyCache::entry_bytes`] counts them.
     bytes: usize,
 }
 
@@ -42,7 +42,7 @@ impl State {
     fn remove(&mut self, key: &str) {
         if let Some(entry) = self.entries.remove(key) {
             self.order.remove(&entry.last_used);
-            self.bytes -= key.len() + entry.reply.len();
+            self.bytes -= MemoryReplyCache::entry_bytes(key, &entry.reply);
         }
     }
 
@@ -50,7 +50,7 @@ impl State {
         match self.order.pop_first() {
             Some((_, oldest)) => {
                 if let Some(entry) = self.entries.remove(&oldest) {
-                    self.bytes -= oldest.len() + entry.reply.len();
+                    self.bytes -= MemoryReplyCache::entry_bytes(&oldest, &entry.reply);
                 }
                 true
             }
@@ -60,8 +60,19 @@ impl State {
 }
 
 impl MemoryReplyCache {
-    /// A cache holding at most `max_entries` replies of at most `max_bytes` in all (keys
-    /// included); a reply larger than that alone is not kept. 0 of either stores nothing.
+    /// What an entry holds besides its key and reply text: the map's slot, the recency index's
+    /// node and the allocator's rounding, so that many short replies cannot take several times
+    /// `max_bytes`.
+    pub const ENTRY_OVERHEAD_BYTES: usize = 160;
+
+    /// What an entry counts against `max_bytes`: its key twice (the map and the recency index each
+    /// hold one), its reply and [`Self::ENTRY_OVERHEAD_BYTES`].
+    pub fn entry_bytes(key: &str, reply: &str) -> usize {
+        2 * key.len() + reply.len() + Self::ENTRY_OVERHEAD_BYTES
+    }
+
+    /// A cache holding at most `max_entries` replies of at most `max_bytes` in all (keys and
+    /// bookkeeping included); a reply larger than that alone is not kept. 0 of either stores nothing.
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         Self {
             max_entries,
@@ -70,7 +81,7 @@ impl MemoryReplyCache {
         }
     }
 
-    /// Bytes of the keys and replies held now, expired ones not yet dropped included.
+    /// Bytes held now, as [`Self::entry_bytes`] counts them, expired ones not yet dropped included.
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -111,7 +122,7 @@ impl ReplyCache for MemoryReplyCache {
     }
 
     async fn put(&self, key: &str, reply: &str, ttl: Duration) -> Result<(), CacheError> {
-        let size = key.len() + reply.len();
+        let size = Self::entry_bytes(key, reply);
         if self.max_entries == 0 || size > self.max_bytes {
             return Ok(());
         }

@@ -65,12 +65,14 @@ async fn zero_capacity_stores_nothing() {
 
 #[tokio::test]
 async fn the_least_recently_used_entries_are_evicted_to_stay_within_the_bytes() {
-    // Keys of 2 bytes and replies of 10: room for three entries of 12 bytes.
-    let cache = MemoryReplyCache::new(100, 40);
+    // Keys of 2 bytes and replies of 10: room for three entries (the key counted twice).
+    let entry = MemoryReplyCache::entry_bytes("k1", "0123456789");
+    assert_eq!(entry, 14 + MemoryReplyCache::ENTRY_OVERHEAD_BYTES);
+    let cache = MemoryReplyCache::new(100, 3 * entry + 4);
     for key in ["k1", "k2", "k3"] {
         cache.put(key, "0123456789", HOUR).await.unwrap();
     }
-    assert_eq!(cache.bytes(), 36);
+    assert_eq!(cache.bytes(), 3 * entry);
     assert!(cache.get("k1").await.unwrap().is_some());
     cache.put("k4", "0123456789", HOUR).await.unwrap();
     assert_eq!(
@@ -79,15 +81,22 @@ async fn the_least_recently_used_entries_are_evicted_to_stay_within_the_bytes() 
         "the least recently used"
     );
     assert_eq!(cache.len(), 3);
-    assert_eq!(cache.bytes(), 36);
+    assert_eq!(cache.bytes(), 3 * entry);
     // A larger reply makes room for itself; one larger than the whole budget is not kept.
-    cache.put("k5", "0123456789012345678", HOUR).await.unwrap();
+    let larger = "x".repeat(entry + 5);
+    cache.put("k5", &larger, HOUR).await.unwrap();
     assert_eq!(cache.len(), 2);
-    assert_eq!(cache.bytes(), 33);
-    cache.put("k6", &"x".repeat(40), HOUR).await.unwrap();
+    assert_eq!(
+        cache.bytes(),
+        entry + MemoryReplyCache::entry_bytes("k5", &larger)
+    );
+    cache.put("k6", &"x".repeat(3 * entry), HOUR).await.unwrap();
     assert_eq!(cache.get("k6").await.unwrap(), None);
     assert_eq!(cache.len(), 2);
     // Replacing or expiring an entry gives its bytes back.
     cache.put("k5", "short", HOUR).await.unwrap();
-    assert_eq!(cache.bytes(), 19);
+    assert_eq!(
+        cache.bytes(),
+        entry + MemoryReplyCache::entry_bytes("k5", "short")
+    );
 }
