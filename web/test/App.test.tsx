@@ -1186,6 +1186,35 @@ describe('following a reply in progress', () => {
     return second;
   }
 
+  it('a stopped reply stays in view above a message sent after it, until it shows stored', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const second = await stopThenSendAgain();
+      fireEvent.change(composer(), { target: { value: 'Sent after Stop' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await act(async () => second.send('event: delta\ndata: {"text":"Streaming now"}\n\n'));
+      const log = screen.getByRole('log');
+      expect(await within(log).findByText('Streaming now')).toBeTruthy();
+      const texts = () => [...log.querySelectorAll('article')].map((a) => a.querySelector('.message-body')?.textContent);
+      expect(texts().slice(-4)).toEqual([
+        'The first question',
+        'Thinking about itStopped. The full reply will appear once the server has stored it.',
+        'Sent after Stop',
+        'Streaming now',
+      ]);
+      server.messages.c2?.push(msg('c2', 'user', 'The first question'), msg('c2', 'assistant', 'Thought it through.'));
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(2_000);
+      });
+      expect(await within(log).findByText('Thought it through.')).toBeTruthy();
+      expect(screen.queryByText(/Stopped\./)).toBeNull();
+      expect(within(log).getAllByText('The first question')).toHaveLength(1);
+      expect(within(log).getByText('Streaming now')).toBeTruthy();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('a message sent after Stop is not taken for the stopped reply, which is still given back when lost', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {

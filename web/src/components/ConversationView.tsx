@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
+import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, api, errorMessage, isAbort, isBusy, isUnreachable, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
 import { clearSent, loadDraft, markSent, saveDraft, sentHere, sentText } from '../drafts';
@@ -55,6 +55,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   const [olderError, setOlderError] = useState<string | null>(null);
   const [draft, setDraft] = useState(() => loadDraft(conversationId));
   const [pending, setPending] = useState<Pending | null>(null);
+  /** Stopped replies still awaited after a later send took `pending`: they stay in view above it. */
+  const [stopped, setStopped] = useState<Pending[]>([]);
   const [sendError, setSendError] = useState<string | null>(null);
   // The reply a screen reader is told about: only replies that arrive here, never pages loaded.
   const [announced, setAnnounced] = useState<Message | null>(null);
@@ -136,6 +138,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setMessages([]);
     setNextCursor(null);
     setPending(null);
+    setStopped([]);
     setAnnounced(null);
     setSendError(null);
     setGone(false);
@@ -150,7 +153,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   // of this tab is in flight (streaming, or stopped and awaited) the fetch is owed until it ends,
   // so this tab's own exchange and the other's both end up shown, in the server's order.
   const fetchedElsewhere = useRef(0);
-  const idle = pending === null;
+  const idle = pending === null && stopped.length === 0;
   useEffect(() => {
     const id = shownId.current;
     if (fetchedElsewhere.current === storedElsewhere || !idle || id === null) return;
@@ -227,6 +230,15 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     if (el.scrollTop < 120) loadOlder();
   };
 
+  /** Takes the stopped reply to `text` out of view: it is stored and shown, or given back. */
+  const dropStopped = (text: string) => {
+    setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
+    setStopped((all) => {
+      const at = all.findIndex((p) => p.user === text);
+      return at < 0 ? all : [...all.slice(0, at), ...all.slice(at + 1)];
+    });
+  };
+
   /**
    * Shows the newest page, with the reply to `text` that was stopped in it, announces that reply,
    * drops its stopped placeholder, and moves the conversation up in the list (naming a "New chat"
@@ -240,7 +252,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setMessages((m) => withNewest(m, newest));
     const reply = replyTo(newest, text);
     if (reply) setAnnounced(reply);
-    setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
+    dropStopped(text);
     const last = newest[newest.length - 1];
     const first = newest[0];
     const firstUserText = page.next_cursor === null && first?.role === 'user' ? first.content : undefined;
@@ -288,7 +300,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       }
       // Whatever else was stored meanwhile (another tab's exchanges) is still shown.
       setMessages((m) => withNewest(m, newest));
-      setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
+      dropStopped(text);
       if (ours) {
         clearSent(id, text);
         setDraft(withUnsent(text));
@@ -510,6 +522,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const first = startsNew || (messagesRef.current.length === 0 && nextCursor === null);
     setSendError(null);
     setDraft('');
+    const previous = pendingRef.current;
+    if (previous?.state === 'stopped') setStopped((all) => [...all, previous]);
     setPending({ user: text, reply: '', state: 'streaming' });
     stickToBottom.current = true;
     stoppedRef.current = false;
@@ -657,7 +671,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   };
 
   const streaming = pending?.state === 'streaming';
-  const empty = load.kind === 'ready' && messages.length === 0 && pending === null;
+  const empty = load.kind === 'ready' && messages.length === 0 && pending === null && stopped.length === 0;
 
   return (
     <div className="conversation">
@@ -716,6 +730,12 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         )}
         {messages.map((m) => (
           <MessageItem key={m.id} role={m.role} content={m.content} />
+        ))}
+        {stopped.map((p, i) => (
+          <Fragment key={`stopped-${i}`}>
+            <MessageItem role="user" content={p.user} state="sending" />
+            <MessageItem role="assistant" content={p.reply} state="stopped" />
+          </Fragment>
         ))}
         {pending && (
           <>
