@@ -80,18 +80,26 @@ impl Logs {
         let now = Instant::now();
         while let Some(&(finished, id)) = self.finished.front() {
             if now.duration_since(finished) < ttl {
-                // Over the budget, a log still being read goes only once its followers are done
-                // (they read a finished log to its end at once).
+                break;
+            }
+            self.finished.pop_front();
+            self.remove(id);
+        }
+        if self.bytes > max_bytes {
+            // A log a client is still reading stays, or its stream would end without its final
+            // event; the ones after it go instead.
+            let finished = std::mem::take(&mut self.finished);
+            for (at, id) in finished {
                 let followed = self
                     .generations
                     .get(&id)
                     .is_some_and(|log| log.appended.receiver_count() > 0);
-                if self.bytes <= max_bytes || followed {
-                    break;
+                if self.bytes > max_bytes && !followed {
+                    self.remove(id);
+                } else {
+                    self.finished.push_back((at, id));
                 }
             }
-            self.finished.pop_front();
-            self.remove(id);
         }
         let lifetime = UNFINISHED_LIFETIME.max(ttl);
         let abandoned: Vec<GenerationId> = self

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapters_generation_log::{MemoryGenerationLog, RedisGenerationLog};
 use domain::GenerationLog;
+use futures::StreamExt;
 use redis::Commands;
 
 mod memory {
@@ -67,12 +68,46 @@ mod memory {
         let follower = log.follow(finished[2], 0).await.unwrap();
         let newest = finish_one(&log, conversation).await;
         assert!(is_kept(&log, finished[2]).await, "a log being read stays");
+        assert!(
+            !is_kept(&log, finished[3]).await,
+            "the next oldest goes instead"
+        );
         assert!(is_kept(&log, newest).await);
         drop(follower);
-        assert!(!is_kept(&log, finished[2]).await, "then goes, the oldest");
-        assert!(is_kept(&log, finished[3]).await);
+        let newer = finish_one(&log, conversation).await;
+        assert!(
+            !is_kept(&log, finished[2]).await,
+            "read no more, it goes first"
+        );
         assert!(is_kept(&log, newest).await);
+        assert!(is_kept(&log, newer).await);
         assert!(is_kept(&log, running).await);
+    }
+
+    #[tokio::test]
+    async fn a_reply_followed_as_it_finishes_past_the_byte_budget_is_read_to_its_final_event() {
+        let log = MemoryGenerationLog::new(Duration::from_secs(60), 15_000);
+        let generation = GenerationId::generate();
+        log.begin(ConversationId::generate(), generation)
+            .await
+            .unwrap();
+        log.append(generation, "start", &"s".repeat(10_000), false)
+            .await
+            .unwrap();
+        let follower = log.follow(generation, 0).await.unwrap();
+        log.append(generation, "done", &"d".repeat(10_000), true)
+            .await
+            .unwrap();
+        let events: Vec<_> = follower.collect().await;
+        let names: Vec<_> = events
+            .into_iter()
+            .map(|event| event.unwrap().name)
+            .collect();
+        assert_eq!(names, ["start", "done"]);
+        assert!(
+            !is_kept(&log, generation).await,
+            "read to its end, it goes for room"
+        );
     }
 }
 
