@@ -436,7 +436,15 @@ pub(crate) fn cors(settings: &ApiSettings) -> Cors {
             HeaderName::from_static("last-event-id"),
             REQUEST_ID,
         ])
-        .expose_headers([REQUEST_ID, header::RETRY_AFTER, header::LOCATION])
+        // Every header an answer carries to say what to do next, so a page on an allowed origin can
+        // read it too.
+        .expose_headers([
+            REQUEST_ID,
+            header::RETRY_AFTER,
+            header::LOCATION,
+            header::ALLOW,
+            header::ACCEPT_ENCODING,
+        ])
         .max_age(3600);
     if any {
         return cors.send_wildcard().allow_any_origin();

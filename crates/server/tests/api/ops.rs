@@ -505,6 +505,19 @@ async fn cors_allows_the_dev_origin_and_nobody_else() {
         .headers()
         .get("access-control-allow-credentials")
         .is_none());
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    for header in [
+        "x-request-id",
+        "retry-after",
+        "location",
+        "allow",
+        "accept-encoding",
+    ] {
+        assert!(exposed.contains(header), "{header}: {exposed}");
+    }
     let response = app
         .client
         .get(app.url("/chat/history"))
