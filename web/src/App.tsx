@@ -1,5 +1,5 @@
 import { type MouseEvent, useCallback, useEffect, useRef, useState } from 'react';
-import { ApiError, api, errorMessage, isUnreachable } from './api/client';
+import { ApiError, api, errorMessage, isConversationGone, isUnreachable } from './api/client';
 import { joinTabs, type TabSync } from './api/sync';
 import type { Conversation } from './api/types';
 import { ConversationView } from './components/ConversationView';
@@ -217,7 +217,7 @@ export function App() {
     try {
       await api.deleteConversation(id).catch((err: unknown) => {
         // Deleted already (on another device): what the user asked for is done.
-        if (!(err instanceof ApiError && err.status === 404)) throw err;
+        if (!isConversationGone(err)) throw err;
       });
       saveDraft(id, '');
       tabs.current?.post({ kind: 'deleted', id });
@@ -235,14 +235,22 @@ export function App() {
     }
   };
 
+  /**
+   * Conversations named, or being named, from their first message: it may be seen again before the
+   * new name has reached the list (opened, then its reply picked up).
+   */
+  const naming = useRef(new Set<string>());
+
   /** A fresh "New chat" takes its name from its first message. */
   const onFirstMessage = useCallback((id: string, firstUserText: string) => {
     const untitled = () => conversationsRef.current.find((c) => c.id === id)?.title === DEFAULT_TITLE;
-    if (!untitled()) return;
-    nameConversation(id, titleFrom(firstUserText), untitled, (c) => {
+    if (!untitled() || naming.current.has(id)) return;
+    naming.current.add(id);
+    const named = (c: Conversation) => {
       setConversations((cs) => cs.map((x) => (x.id === id ? { ...x, title: c.title } : x)));
       tabs.current?.post({ kind: 'upserted', conversation: c });
-    });
+    };
+    nameConversation(id, titleFrom(firstUserText), untitled, named, () => naming.current.delete(id));
   }, []);
 
   const onActivity = useCallback(
@@ -387,18 +395,26 @@ const NAMING_RETRY_DELAYS_MS = [1000, 4000, 15000];
  * restarting, say) is tried again a little later, as long as the conversation is still untitled;
  * one it refused (deleted meanwhile) is left alone, as a name is a nicety.
  */
-function nameConversation(id: string, title: string, untitled: () => boolean, named: (c: Conversation) => void, attempt = 0) {
-  api.renameConversation(id, title).then(
-    named,
-    (err: unknown) => {
-      const delay = NAMING_RETRY_DELAYS_MS[attempt];
-      const transient = isUnreachable(err) || (err instanceof ApiError && err.status >= 500);
-      if (delay === undefined || !transient) return;
-      setTimeout(() => {
-        if (untitled()) nameConversation(id, title, untitled, named, attempt + 1);
-      }, delay);
-    },
-  );
+function nameConversation(
+  id: string,
+  title: string,
+  untitled: () => boolean,
+  named: (c: Conversation) => void,
+  gaveUp: () => void,
+  attempt = 0,
+) {
+  api.renameConversation(id, title).then(named, (err: unknown) => {
+    const delay = NAMING_RETRY_DELAYS_MS[attempt];
+    const transient = isUnreachable(err) || (err instanceof ApiError && err.status >= 500);
+    if (delay === undefined || !transient) {
+      gaveUp();
+      return;
+    }
+    setTimeout(() => {
+      if (untitled()) nameConversation(id, title, untitled, named, gaveUp, attempt + 1);
+      else gaveUp();
+    }, delay);
+  });
 }
 
 /** Focuses the message box without following the link, whose hash would close the conversation. */

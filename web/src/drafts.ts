@@ -57,18 +57,35 @@ export function saveDraft(conversationId: string | null, text: string) {
  */
 const sent = tabStore('chat:sent:');
 
-export function markSent(conversationId: string, text: string) {
-  sent.set(conversationId, text);
+/**
+ * A message this tab sent: its text, and the id of the newest message shown when it was sent, so
+ * that an earlier exchange of the same text is not taken for its reply.
+ */
+export interface SentMark {
+  text: string;
+  after: string | null;
+}
+
+export function markSent(conversationId: string, text: string, after: string | null = null) {
+  sent.set(conversationId, JSON.stringify({ text, after } satisfies SentMark));
 }
 
 /** What this tab (before a reload too) last sent to the conversation, while its reply has not ended. */
-export function sentText(conversationId: string): string | null {
-  return sent.get(conversationId);
+export function sentMark(conversationId: string): SentMark | null {
+  const stored = sent.get(conversationId);
+  if (stored === null) return null;
+  try {
+    const mark = JSON.parse(stored) as Partial<SentMark> | null;
+    if (typeof mark?.text === 'string') return { text: mark.text, after: typeof mark.after === 'string' ? mark.after : null };
+  } catch {
+    // An earlier version of the client kept the text alone.
+  }
+  return { text: stored, after: null };
 }
 
 /** Whether this tab (before a reload too) sent `text` to the conversation and its reply has not ended. */
 export function sentHere(conversationId: string, text: string): boolean {
-  return sentText(conversationId) === text;
+  return sentMark(conversationId)?.text === text;
 }
 
 /**

@@ -32,7 +32,7 @@ function fakeServer() {
     if (!m?.[1]) return undefined;
     const id = m[1];
     const c = conversations.find((x) => x.id === id);
-    if (!c) return json({ status: 'error', message: 'Conversation not found.', code: 'not_found' }, 404);
+    if (!c) return json({ status: 'error', message: 'Conversation not found.', code: 'conversation_not_found' }, 404);
     if (!m[2] && method === 'GET') return json(c);
     if (m[2] && method === 'GET') return json({ items: messages[id] ?? [], next_cursor: null });
     if (m[2] && method === 'POST') {
@@ -205,7 +205,7 @@ describe('App', () => {
     render(<App />);
     expect(await screen.findByText('Cannot reach the server.')).toBeTruthy();
     down = false;
-    fireEvent.click(within(screen.getByRole('main')).getByRole('button', { name: 'Retry' }));
+    fireEvent.click(screen.getByRole('button', { name: 'Retry' }));
     expect(await screen.findByText('Earlier answer')).toBeTruthy();
   });
 
@@ -222,25 +222,26 @@ describe('App', () => {
     expect(await within(nav).findByRole('list')).toBeTruthy();
     expect(within(nav).getByText(/Could not load your conversations/)).toBeTruthy();
     down = false;
-    fireEvent.click(within(nav).getByRole('button', { name: 'Retry' }));
+    fireEvent.click(within(nav).getByRole('button', { name: 'Retry loading conversations' }));
     expect(await within(nav).findByRole('button', { name: 'Recent chat' })).toBeTruthy();
     expect(within(nav).queryByText(/Could not load your conversations/)).toBeNull();
   });
 
-  it('text typed in a new chat while the list loads stays there when the list arrives', async () => {
-    let arrive!: () => void;
+  /** The list of conversations, answered once `arrive` is called. */
+  function slowList() {
+    let arrive: () => void = () => undefined;
     const listed = new Promise<void>((resolve) => (arrive = resolve));
-    vi.stubGlobal(
-      'fetch',
-      mockFetch([
-        async (url, init) => {
-          if (url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET') return undefined;
-          await listed;
-          return server.route(url, init);
-        },
-        server.route,
-      ]).fn,
-    );
+    const route: Route = async (url, init) => {
+      if (url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET') return undefined;
+      await listed;
+      return server.route(url, init);
+    };
+    return { route, arrive: () => arrive() };
+  }
+
+  it('text typed in a new chat while the list loads stays there when the list arrives', async () => {
+    const { route, arrive } = slowList();
+    vi.stubGlobal('fetch', mockFetch([route, server.route]).fn);
     render(<App />);
     await screen.findByText('Start a new conversation');
     fireEvent.change(composer(), { target: { value: 'Typed early' } });
@@ -248,6 +249,25 @@ describe('App', () => {
     expect(await screen.findByRole('button', { name: 'Recent chat' })).toBeTruthy();
     expect(screen.getByText('Start a new conversation')).toBeTruthy();
     expect((composer() as HTMLTextAreaElement).value).toBe('Typed early');
+  });
+
+  it('a message sent from a new chat while the list loads is not cut by the list arriving', async () => {
+    const list = slowList();
+    const creation = slowCreation();
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    vi.stubGlobal('fetch', mockFetch([list.route, creation.route, server.route]).fn);
+    render(<App />);
+    await screen.findByText('Start a new conversation');
+    fireEvent.change(composer(), { target: { value: 'Sent early' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => list.arrive());
+    expect(await screen.findByRole('button', { name: 'Recent chat' })).toBeTruthy();
+    await act(async () => creation.release());
+    await act(async () => sse.send('event: delta\ndata: {"text":"Answered here"}\n\n'));
+    const log = screen.getByRole('log');
+    expect(await within(log).findByText('Answered here')).toBeTruthy();
+    expect(within(log).getByText('Sent early')).toBeTruthy();
   });
 
   it('Stop aborts the stream and reloads the stored reply a moment later', async () => {
@@ -1021,6 +1041,31 @@ describe('following a reply in progress', () => {
     await followAFailingReply('Tell me a story');
     expect((composer() as HTMLTextAreaElement).value).toBe('Tell me a story');
     expect(sentHere('c2', 'Tell me a story')).toBe(false);
+  });
+
+  it('a message sent again with an earlier one\'s text is given back when its own reply was not stored', async () => {
+    const answered = server.messages.c2?.at(-1)?.id ?? null;
+    markSent('c2', 'Earlier question', answered);
+    await renderLoaded();
+    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Earlier question'));
+    expect(screen.getByRole('alert').textContent).toContain('was not stored');
+  });
+
+  it('a followed reply that ended unstored while reconnecting gives the message back to the tab that sent it', async () => {
+    markSent('c2', 'Cut off', server.messages.c2?.at(-1)?.id ?? null);
+    const sse = sseResponse();
+    let asked = 0;
+    server.onFollow(() => {
+      asked += 1;
+      return asked === 1 ? sse.response : new Response(null, { status: 204 });
+    });
+    await renderLoaded();
+    await act(async () => sse.send(start('Cut off') + ev(2, 'delta', { text: 'Half' })));
+    expect(await screen.findByText('Half')).toBeTruthy();
+    await act(async () => sse.error(new TypeError('network error')));
+    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Cut off'));
+    expect(screen.getByRole('alert').textContent).toContain('was not stored');
+    expect(screen.queryByText('Half')).toBeNull();
   });
 
   it('a followed reply the assistant fails is only reported in a tab that did not send it', async () => {

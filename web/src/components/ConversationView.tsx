@@ -1,7 +1,7 @@
 import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { ApiError, api, errorMessage, isAbort, isBusy, isUnreachable, replyFailed } from '../api/client';
+import { ApiError, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
-import { clearSent, loadDraft, markSent, saveDraft, sentHere, sentText } from '../drafts';
+import { clearSent, loadDraft, markSent, saveDraft, sentHere, sentMark } from '../drafts';
 import { Composer } from './Composer';
 import { Markdown } from './Markdown';
 import { MessageItem } from './MessageItem';
@@ -113,10 +113,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         setLoad({ kind: 'error', error });
         // No such conversation (a link to a deleted one, or deleted on another device): a message
         // sent here starts a new chat, and the list no longer offers it.
-        if (error instanceof ApiError && error.status === 404) {
-          setGone(true);
-          onGone(id);
-        }
+        if (error instanceof ApiError && error.status === 404) setGone(true);
+        if (isConversationGone(error)) onGone(id);
       },
     );
   }, [onFirstMessage, onGone]);
@@ -170,9 +168,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setSendError('This conversation has been deleted. What you send now starts a new chat.');
   }, [deletedElsewhere, conversationId]);
 
-  // Abort a stream in flight when the view goes away (the server still stores the reply).
+  // Abort a stream in flight when the view goes away (the server still stores the reply), and
+  // drop whatever answers and timers are still to come for it.
   useEffect(
     () => () => {
+      generation.current += 1;
       abortRef.current?.abort();
       for (const waiting of waits.current) waiting.abort();
     },
@@ -240,18 +240,18 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   };
 
   /**
-   * Shows the newest page, with the reply to `text` that was stopped in it, announces that reply,
-   * drops its stopped placeholder, and moves the conversation up in the list (naming a "New chat"
-   * whose first exchange this is).
+   * Shows the newest page, with the reply to `text` that was stopped in it, announces that reply
+   * (unless it was there when the conversation was opened), drops its stopped placeholder, and
+   * moves the conversation up in the list (naming a "New chat" whose first exchange this is).
    */
-  const showStored = (id: string, text: string, page: Page<Message>) => {
+  const showStored = (id: string, text: string, page: Page<Message>, announce = true) => {
     const newest = page.items;
     // A lost connection was reported while waiting; the reply it lost is here now. Any other
     // alert (a later send refused) stays.
     setSendError((e) => (e?.startsWith(LOST_PREFIX) ? null : e));
     setMessages((m) => withNewest(m, newest));
     const reply = replyTo(newest, text);
-    if (reply) setAnnounced(reply);
+    if (reply && announce) setAnnounced(reply);
     dropStopped(text);
     const last = newest[newest.length - 1];
     const first = newest[0];
@@ -375,21 +375,31 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   };
 
   /**
-   * Opened with no reply in progress while this tab still holds the mark of a message it sent here:
-   * its reply ended while the user was elsewhere (or the page was reloaded). Stored, it shows;
-   * otherwise nothing was stored (the assistant failed, or the server restarted), and the text goes
-   * back into the message box. A send the server has not taken yet decides this itself.
+   * No reply in progress (any more) while this tab still holds the mark of a message it sent here:
+   * its reply ended while the user was elsewhere, the page was reloaded, or the connection was
+   * down. Stored, it shows; otherwise nothing was stored (the assistant failed, or the server
+   * restarted), and the text goes back into the message box. A send the server has not taken yet
+   * decides this itself. A reply found on opening the conversation is not announced: it was
+   * there already, like the rest of the page.
    */
-  const recoverSent = (id: string) => {
-    const text = sentText(id);
-    if (text === null || untakenSend.current !== null) return;
+  const recoverSent = (id: string, onOpening: boolean) => {
+    const mark = sentMark(id);
+    if (mark === null || untakenSend.current !== null) return;
+    const { text, after } = mark;
     const gen = generation.current;
     api.listMessages(id, { limit: PAGE_SIZE }).then(
       (page) => {
-        if (gen !== generation.current || !sentHere(id, text) || pendingRef.current !== null || waits.current.size > 0) return;
+        // A send or a wait begun meanwhile decides for itself.
+        if (gen !== generation.current || !sentHere(id, text) || abortRef.current !== null || waits.current.size > 0) return;
+        // Only a reply stored after what was shown at the send is this one's (the same text may
+        // have been sent and answered before).
+        const newer = page.items.slice(page.items.findIndex((m) => m.id === after) + 1);
+        if (replyTo(newer, text)) {
+          showStored(id, text, page, !onOpening);
+          return;
+        }
         clearSent(id, text);
         setMessages((m) => withNewest(m, page.items));
-        if (replyTo(page.items, text)) return;
         setDraft(withUnsent(text));
         setSendError('The reply to your last message here was not stored (the assistant failed, or the server restarted). Your message is back in the message box.');
       },
@@ -453,11 +463,13 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             clearSent(convId, exchange.user_message.content);
             onActivity(convId, exchange.assistant_message.created_at, first ? exchange.user_message.content : undefined);
           } else if (shown) {
-            // The reply ended while reconnecting and its events are gone: it is stored by now.
+            // The reply ended while reconnecting and its events are gone: stored by now, or, if
+            // this tab sent it, given back when it was not.
             setPending(null);
-            refreshNewest(convId);
+            if (sentMark(convId) === null) refreshNewest(convId);
+            else recoverSent(convId, false);
           } else {
-            recoverSent(convId);
+            recoverSent(convId, true);
           }
         },
         (err: unknown) => {
@@ -537,7 +549,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       setPending(null);
       // Nothing the user wrote is lost: the text goes back into the composer.
       setDraft(withUnsent(text));
-      const deleted = err instanceof ApiError && err.code === 'conversation_not_found';
+      const deleted = isConversationGone(err);
       if (deleted && id !== null) {
         setGone(true);
         onGone(id);
@@ -593,7 +605,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     let lastEventId: string | null = null;
     const untaken = { controller, left: false };
     untakenSend.current = untaken;
-    markSent(convId, text);
+    markSent(convId, text, messagesRef.current.at(-1)?.id ?? null);
     try {
       const exchange: Exchange = await api.streamMessage(convId, text, {
         signal: controller.signal,

@@ -37,10 +37,10 @@ export function Sidebar(props: Props) {
         </p>
       )}
       {props.listFailed && (
-        <p className="sidebar-state">
+        <p className="sidebar-state" role="status">
           Could not load your conversations.{' '}
           <button type="button" className="button small" onClick={props.onRetryList}>
-            Retry
+            Retry loading conversations
           </button>
         </p>
       )}
