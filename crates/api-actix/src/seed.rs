@@ -5,7 +5,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::Bytes;
-use domain::{ChatService, Message, MessageCursor, Page, Role};
+use domain::{ChatError, ChatService, Message, MessageCursor, Page, Role};
 use futures::{stream, Stream};
 
 use crate::body::read_json;
@@ -122,8 +122,13 @@ fn history_stream(
                 Ok(next) => Some((Ok(Bytes::from(chunk)), Some((next, encoder)))),
                 Err(error) => {
                     // The status line is gone already; cutting the body tells the client it is
-                    // incomplete rather than letting it parse a truncated array as whole.
-                    tracing::error!(%error, "reading the history failed mid-stream");
+                    // incomplete rather than letting it parse a truncated array as whole. A
+                    // deletion while the history is read is no failure of the server's.
+                    if matches!(error, ChatError::ConversationNotFound) {
+                        tracing::info!("the history's conversation was deleted while it was sent");
+                    } else {
+                        tracing::error!(%error, "reading the history failed mid-stream");
+                    }
                     Some((
                         Err(actix_web::error::ErrorInternalServerError(HistoryFailed)),
                         None,

@@ -3,6 +3,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{ChatError, ConversationId, GenerationId, GenerationLogError};
+use futures::future::{self, Either};
 
 use crate::body::{read_json, read_optional_json};
 use crate::dto::{
@@ -243,7 +244,15 @@ pub(crate) async fn send_message(
             return Err(ChatError::CutShort.into());
         }
         let content = text.as_str().to_owned();
-        let pending = state.service.start_reply(id, text).await?;
+        // The provider may take long to send the first words; a cut meanwhile ends the wait as
+        // it ends a reply with no text yet, rather than leave the client without an answer
+        // until the grace period closes its connection.
+        let started = Box::pin(state.service.start_reply(id, text));
+        let pending = match future::select(started, Box::pin(state.generations.cut_signal())).await
+        {
+            Either::Left((started, _)) => started?,
+            Either::Right(((), _)) => return Err(ChatError::CutShort.into()),
+        };
         let slot = HeldStreamSlot::of(&request);
         return Ok(sse::stream_reply(&state, id, content, pending, slot).await);
     }

@@ -663,6 +663,58 @@ async fn a_reply_longer_than_the_grace_period_is_cut_short_and_stored_as_far_as_
     );
 }
 
+#[tokio::test]
+async fn a_streamed_send_still_waiting_for_its_first_words_when_cut_gets_shutting_down() {
+    let directory = tempfile::tempdir().unwrap();
+    // The provider takes the request, then says nothing for longer than the grace period.
+    let provider = FakeProvider::start(|_, _| {
+        Reply::Stream(vec![
+            Part::Pause(Duration::from_secs(30)),
+            Part::Data(fake_openai::event("too late")),
+            Part::Data(fake_openai::done()),
+        ])
+    })
+    .await;
+    let variables = vec![
+        ("CHAT__ASSISTANT__KIND", "openai".to_owned()),
+        ("CHAT__ASSISTANT__BASE_URL", provider.base_url.clone()),
+        ("CHAT__ASSISTANT__MAX_RETRIES", "0".to_owned()),
+        ("CHAT__SERVER__SHUTDOWN_GRACE_SECS", "2".to_owned()),
+    ];
+    let mut server = start(directory.path(), &variables);
+    let client = reqwest::Client::new();
+    let conversation = create_conversation(&client, &server, None).await;
+    let id = conversation["id"].as_str().unwrap().to_owned();
+    let send = client
+        .post(server.url(&format!("/api/v1/conversations/{id}/messages")))
+        .header("accept", "text/event-stream")
+        .json(&json!({ "content": "anyone there?" }))
+        .send();
+    let send = tokio::spawn(send);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while provider.requests().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.terminate();
+    let refused = send
+        .await
+        .unwrap()
+        .expect("an answer, not a closed connection");
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "shutting_down", "{body}");
+    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(stored_after_restart(directory.path(), &id).await.is_empty());
+}
+
 /// A streamed reply, sent and left to run in the background; its whole body when it ends.
 async fn stream_in_background(
     client: &reqwest::Client,
