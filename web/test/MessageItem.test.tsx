@@ -39,13 +39,16 @@ describe('MessageItem', () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
       render(<MessageItem role="assistant" content={'Use `ls -l`:\n\n- one'} />);
+      expect(screen.getByRole('status').textContent).toBe('');
       fireEvent.click(screen.getByRole('button', { name: 'Copy' }));
       expect(await screen.findByRole('button', { name: 'Copied' })).toBeTruthy();
+      expect(screen.getByRole('status').textContent).toBe('Copied to the clipboard.');
       expect(writeText).toHaveBeenCalledWith('Use `ls -l`:\n\n- one');
       await act(async () => {
         await vi.advanceTimersByTimeAsync(2500);
       });
       expect(screen.getByRole('button', { name: 'Copy' })).toBeTruthy();
+      expect(screen.getByRole('status').textContent).toBe('');
     } finally {
       vi.useRealTimers();
     }
@@ -82,6 +85,7 @@ describe('MessageItem', () => {
     const { rerender } = render(<MessageItem role="user" content="Hello" />);
     fireEvent.click(screen.getByRole('button', { name: 'Copy' }));
     expect(await screen.findByRole('button', { name: 'Copy failed' })).toBeTruthy();
+    expect(screen.getByRole('status').textContent).toBe('The browser refused to copy.');
     rerender(<MessageItem role="assistant" content="Hal" state="streaming" />);
     expect(screen.queryByRole('button', { name: /Copy/ })).toBeNull();
   });

@@ -38,8 +38,10 @@ export const MessageItem = memo(function MessageItem({ role, content, state }: P
 type CopyOutcome = 'copied' | 'failed';
 
 /**
- * Copies the message's text as written (its markdown source), and says for 2 s whether it did.
- * Each click is its own object, so clicking again while it says "Copied" starts the 2 s again.
+ * Copies the message's text as written (its markdown source), and says for 2 s whether it did:
+ * on the button, and in a status region, as a screen reader does not read out a button whose
+ * name changes under it. Each click is its own object, so clicking again while it says "Copied"
+ * starts the 2 s again.
  */
 function CopyButton({ text }: { text: string }) {
   const [copy, setCopy] = useState<{ outcome: CopyOutcome } | null>(null);
@@ -60,6 +62,9 @@ function CopyButton({ text }: { text: string }) {
       <button type="button" onClick={onCopy}>
         {copy?.outcome === 'copied' ? 'Copied' : copy?.outcome === 'failed' ? 'Copy failed' : 'Copy'}
       </button>
+      <span className="visually-hidden" role="status">
+        {copy?.outcome === 'copied' ? 'Copied to the clipboard.' : copy?.outcome === 'failed' ? 'The browser refused to copy.' : ''}
+      </span>
     </div>
   );
 }
