@@ -1217,9 +1217,9 @@ describe('following a reply in progress', () => {
 
   /**
    * Sends "The first question" and stops its reply, which the server then loses (204, nothing
-   * stored); returns the stream that answers the next send.
+   * stored), then sends `secondText`; returns the stream that answers it.
    */
-  async function stopThenSendAgain() {
+  async function stopThenSendAgain(secondText: string) {
     const first = sseResponse();
     const second = sseResponse();
     const posts = [first, second];
@@ -1228,15 +1228,15 @@ describe('following a reply in progress', () => {
     await waitFor(() => expect(fetchMock.calls.some((c) => c.url === '/api/v1/conversations/c2/stream')).toBe(true));
     server.onFollow(() => new Response(null, { status: 204 }));
     await sendThenStop(first, 'The first question', 'Thinking about it');
+    fireEvent.change(composer(), { target: { value: secondText } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
     return second;
   }
 
   it('a stopped reply stays in view above a message sent after it, until it shows stored', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
-      const second = await stopThenSendAgain();
-      fireEvent.change(composer(), { target: { value: 'Sent after Stop' } });
-      fireEvent.keyDown(composer(), { key: 'Enter' });
+      const second = await stopThenSendAgain('Sent after Stop');
       await act(async () => second.send('event: delta\ndata: {"text":"Streaming now"}\n\n'));
       const log = screen.getByRole('log');
       expect(await within(log).findByText('Streaming now')).toBeTruthy();
@@ -1263,9 +1263,7 @@ describe('following a reply in progress', () => {
   it('a message sent after Stop is not taken for the stopped reply, which is still given back when lost', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
-      const second = await stopThenSendAgain();
-      fireEvent.change(composer(), { target: { value: 'A quick second one' } });
-      fireEvent.keyDown(composer(), { key: 'Enter' });
+      const second = await stopThenSendAgain('A quick second one');
       const stored = { user_message: msg('c2', 'user', 'A quick second one'), assistant_message: msg('c2', 'assistant', 'Quick answer.') };
       server.messages.c2?.push(stored.user_message, stored.assistant_message);
       await act(async () => {
@@ -1287,9 +1285,7 @@ describe('following a reply in progress', () => {
   it('a stopped reply lost after a second send keeps that send\'s text for its own loss', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
-      const second = await stopThenSendAgain();
-      fireEvent.change(composer(), { target: { value: 'A second one' } });
-      fireEvent.keyDown(composer(), { key: 'Enter' });
+      const second = await stopThenSendAgain('A second one');
       await act(async () => second.send(start('A second one') + ev(2, 'delta', { text: 'Another thought' })));
       await act(async () => {
         await vi.advanceTimersByTimeAsync(10_000);
