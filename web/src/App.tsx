@@ -424,7 +424,18 @@ function skipToComposer(event: MouseEvent<HTMLAnchorElement>) {
 }
 
 function titleFrom(text: string): string {
+  // The first line with words in it, as read: without the markdown that would show as symbols.
+  const line = text.split('\n').map(plainLine).find((words) => words !== '') ?? '';
   // Counted in code points, so an emoji is never cut in half.
-  const line = Array.from(text.trim().split('\n')[0] ?? '');
-  return line.length > 60 ? `${line.slice(0, 57).join('')}…` : line.join('') || DEFAULT_TITLE;
+  const chars = Array.from(line);
+  return chars.length > 60 ? `${chars.slice(0, 57).join('')}…` : line || DEFAULT_TITLE;
+}
+
+/** A line of markdown as words: no code fence, heading, quote or list marker, emphasis or code ticks. */
+function plainLine(line: string): string {
+  if (/^\s*(```|~~~)/.test(line)) return '';
+  return line
+    .replace(/^\s*(#{1,6}\s+|>\s*|[-*+]\s+|\d+[.)]\s+)+/, '')
+    .replace(/\*\*|__|~~|`/g, '')
+    .trim();
 }

@@ -51,11 +51,14 @@ export function saveDraft(conversationId: string | null, text: string) {
 }
 
 /**
- * The text this tab sent to a conversation, until its reply ends: when a reply this tab follows
- * fails, only the tab that sent its message (before a reload too) puts the text back in the
- * message box, not every tab that watched it.
+ * The messages this tab sent to a conversation, until their replies end: when a reply this tab
+ * follows fails, only the tab that sent its message (before a reload too) puts the text back in
+ * the message box, not every tab that watched it. Several can wait at once (a message sent after
+ * Stop, before the stopped reply was stored).
  */
 const sent = tabStore('chat:sent:');
+/** Marks kept per conversation, the oldest dropped first: a bound on what a tab keeps. */
+const MAX_MARKS = 20;
 
 /**
  * A message this tab sent: its text, and the id of the newest message shown when it was sent, so
@@ -66,32 +69,41 @@ export interface SentMark {
   after: string | null;
 }
 
-export function markSent(conversationId: string, text: string, after: string | null = null) {
-  sent.set(conversationId, JSON.stringify({ text, after } satisfies SentMark));
+function isMark(value: unknown): value is SentMark {
+  const mark = value as Partial<SentMark> | null;
+  return typeof mark?.text === 'string' && (mark.after === null || typeof mark.after === 'string');
 }
 
-/** What this tab (before a reload too) last sent to the conversation, while its reply has not ended. */
-export function sentMark(conversationId: string): SentMark | null {
+/** This tab's marks for the conversation, oldest first. */
+export function sentMarks(conversationId: string): SentMark[] {
   const stored = sent.get(conversationId);
-  if (stored === null) return null;
+  if (stored === null) return [];
   try {
-    const mark = JSON.parse(stored) as Partial<SentMark> | null;
-    if (typeof mark?.text === 'string') return { text: mark.text, after: typeof mark.after === 'string' ? mark.after : null };
+    const marks: unknown = JSON.parse(stored);
+    if (Array.isArray(marks)) return marks.filter(isMark);
   } catch {
-    // An earlier version of the client kept the text alone.
+    // Not JSON: an earlier version of the client kept the text alone.
   }
-  return { text: stored, after: null };
+  return [{ text: stored, after: null }];
+}
+
+function saveMarks(conversationId: string, marks: SentMark[]) {
+  if (marks.length === 0) sent.remove(conversationId);
+  else sent.set(conversationId, JSON.stringify(marks.slice(-MAX_MARKS)));
+}
+
+export function markSent(conversationId: string, text: string, after: string | null = null) {
+  saveMarks(conversationId, [...sentMarks(conversationId), { text, after }]);
 }
 
 /** Whether this tab (before a reload too) sent `text` to the conversation and its reply has not ended. */
 export function sentHere(conversationId: string, text: string): boolean {
-  return sentMark(conversationId)?.text === text;
+  return sentMarks(conversationId).some((mark) => mark.text === text);
 }
 
-/**
- * Forgets `text` as sent once its reply ended. A later send to the conversation replaced its mark
- * with its own, which stays: that reply has not ended.
- */
+/** Forgets one message of `text` as sent, the oldest, once its reply ended; the others stay. */
 export function clearSent(conversationId: string, text: string) {
-  if (sentHere(conversationId, text)) sent.remove(conversationId);
+  const marks = sentMarks(conversationId);
+  const at = marks.findIndex((mark) => mark.text === text);
+  if (at >= 0) saveMarks(conversationId, [...marks.slice(0, at), ...marks.slice(at + 1)]);
 }

@@ -614,6 +614,24 @@ describe('unknown conversation', () => {
     expect(screen.queryByRole('button', { name: 'Retry' })).toBeNull();
   });
 
+  it('says so, without a pointless Retry, when the URL names no conversation id at all', async () => {
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        (url) =>
+          url.pathname.startsWith('/api/v1/conversations/not-an-id')
+            ? json({ status: 'error', message: 'The conversation id must be a UUID.', code: 'invalid_id' }, 400)
+            : undefined,
+        server.route,
+      ]).fn,
+    );
+    history.replaceState(null, '', '/#/c/not-an-id');
+    render(<App />);
+    expect(await screen.findByText(/does not exist/)).toBeTruthy();
+    expect(within(screen.getByRole('log')).queryByRole('button', { name: 'Retry' })).toBeNull();
+    history.replaceState(null, '', '/');
+  });
+
   it('a message sent from a deleted conversation\'s link starts a new chat at the first try', async () => {
     const done = sseResponse();
     server.onStream(() => done.response);
@@ -1068,6 +1086,58 @@ describe('following a reply in progress', () => {
     expect(screen.queryByText('Half')).toBeNull();
   });
 
+  it('messages sent here whose replies were all lost come back together, in the order sent', async () => {
+    const shown = server.messages.c2?.at(-1)?.id ?? null;
+    markSent('c2', 'alpha', shown);
+    markSent('c2', 'beta', shown);
+    await renderLoaded();
+    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('alpha\nbeta'));
+    expect(screen.getByRole('alert').textContent).toContain('2 of your messages');
+    expect(sentHere('c2', 'alpha') || sentHere('c2', 'beta')).toBe(false);
+  });
+
+  it('after a followed reply ends, an older one still running is followed too', async () => {
+    const H = 'cccccccc-0000-4000-8000-000000000003';
+    const newer = sseResponse();
+    const older = sseResponse();
+    const answers = [newer, older];
+    server.onFollow(() => answers.shift()?.response ?? new Response(null, { status: 204 }));
+    await renderLoaded();
+    const beta = { user_message: msg('c2', 'user', 'beta'), assistant_message: msg('c2', 'assistant', 'Beta answered.') };
+    await act(async () => {
+      newer.send(start('beta') + ev(2, 'done', beta));
+      newer.close();
+    });
+    const log = screen.getByRole('log');
+    expect(await within(log).findByText('Beta answered.')).toBeTruthy();
+    const other = (seq: number, event: string, data: unknown) => `id: ${H}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+    await act(async () => older.send(other(1, 'start', { generation_id: H, conversation_id: 'c2', content: 'alpha' }) + other(2, 'delta', { text: 'Alpha so far' })));
+    expect(await within(log).findByText('Alpha so far')).toBeTruthy();
+    const alpha = { user_message: msg('c2', 'user', 'alpha'), assistant_message: msg('c2', 'assistant', 'Alpha answered.') };
+    await act(async () => {
+      older.send(other(3, 'done', alpha));
+      older.close();
+    });
+    expect(await within(log).findByText('Alpha answered.')).toBeTruthy();
+    expect(within(log).getByText('Beta answered.')).toBeTruthy();
+  });
+
+  it('a watched reply that ended unstored while reconnecting is reported in a tab that did not send it', async () => {
+    const sse = sseResponse();
+    let asked = 0;
+    server.onFollow(() => {
+      asked += 1;
+      return asked === 1 ? sse.response : new Response(null, { status: 204 });
+    });
+    await renderLoaded();
+    await act(async () => sse.send(start('Sent elsewhere') + ev(2, 'delta', { text: 'Partly' })));
+    expect(await screen.findByText('Partly')).toBeTruthy();
+    await act(async () => sse.error(new TypeError('network error')));
+    expect((await screen.findByRole('alert')).textContent).toContain('lost before it was stored');
+    expect(screen.queryByText('Partly')).toBeNull();
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+  });
+
   it('a followed reply the assistant fails is only reported in a tab that did not send it', async () => {
     await followAFailingReply('Sent from another tab');
     expect((composer() as HTMLTextAreaElement).value).toBe('');
@@ -1255,6 +1325,32 @@ describe('following a reply in progress', () => {
       expect(screen.queryByText(/Stopped\./)).toBeNull();
       expect(within(log).getAllByText('The first question')).toHaveLength(1);
       expect(within(log).getByText('Streaming now')).toBeTruthy();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('the same text sent twice and stopped twice shows each exchange once it is stored', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const second = await stopThenSendAgain('The first question');
+      await act(async () => second.send(start('The first question') + ev(2, 'delta', { text: 'Again' })));
+      fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+      await waitFor(() => expect(screen.getAllByText(/Stopped\./)).toHaveLength(2));
+      server.messages.c2?.push(msg('c2', 'user', 'The first question'), msg('c2', 'assistant', 'First answer.'));
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(2_000);
+      });
+      const log = screen.getByRole('log');
+      expect(await within(log).findByText('First answer.')).toBeTruthy();
+      expect(screen.getAllByText(/Stopped\./)).toHaveLength(1);
+      server.messages.c2?.push(msg('c2', 'user', 'The first question'), msg('c2', 'assistant', 'Second answer.'));
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(2_000);
+      });
+      expect(await within(log).findByText('Second answer.')).toBeTruthy();
+      expect(screen.queryByText(/Stopped\./)).toBeNull();
+      expect(within(log).getAllByText('The first question')).toHaveLength(2);
     } finally {
       vi.useRealTimers();
     }
@@ -1475,6 +1571,62 @@ describe('navigation', () => {
     });
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
     expect(await within(nav).findByRole('button', { name: `${'a'.repeat(56)}😀…` })).toBeTruthy();
+  });
+
+  /** Sends `text` as the first message of a new chat, answered at once with `reply`. */
+  async function firstMessageOfANewChat(text: string) {
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    await renderLoaded();
+    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
+    await screen.findByText('No messages yet');
+    fireEvent.change(composer(), { target: { value: text } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    const id = server.conversations.at(-1)?.id ?? '';
+    const exchange = { user_message: msg(id, 'user', text), assistant_message: msg(id, 'assistant', 'Noted.') };
+    await act(async () => {
+      done.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
+      done.close();
+    });
+    return within(screen.getByRole('navigation', { name: 'Conversations' }));
+  }
+
+  it('a first message in markdown names its chat with its words, not its symbols', async () => {
+    const nav = await firstMessageOfANewChat('**Urgent**: the `build` fails\n\nDetails follow.');
+    expect(await nav.findByRole('button', { name: 'Urgent: the build fails' })).toBeTruthy();
+  });
+
+  it('a first message opening with a code block is named after its first line of code', async () => {
+    const nav = await firstMessageOfANewChat('```python\nprint("hello")\n```\nWhy does this fail?');
+    expect(await nav.findByRole('button', { name: 'print("hello")' })).toBeTruthy();
+  });
+
+  it('a message sent after Stopping the first one of a new chat does not name it', async () => {
+    const sse = sseResponse();
+    const second = sseResponse();
+    const posts = [sse, second];
+    server.onStream(() => (posts.shift() ?? second).response);
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
+    await screen.findByText('No messages yet');
+    fireEvent.change(composer(), { target: { value: 'Plan a trip to Lisbon' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => sse.send('event: delta\ndata: {"text":"Day one"}\n\n'));
+    fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    await screen.findByText(/Stopped/);
+    fireEvent.change(composer(), { target: { value: 'ok' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    const id = server.conversations.at(-1)?.id ?? '';
+    const trip = [msg(id, 'user', 'Plan a trip to Lisbon'), msg(id, 'assistant', 'Day one, day two.')];
+    const ok = { user_message: msg(id, 'user', 'ok'), assistant_message: msg(id, 'assistant', 'Fine.') };
+    server.messages[id] = [...trip, ok.user_message, ok.assistant_message];
+    await act(async () => {
+      second.send(`event: done\ndata: ${JSON.stringify(ok)}\n\n`);
+      second.close();
+    });
+    expect(await within(nav).findByRole('button', { name: 'Plan a trip to Lisbon' }, { timeout: 4000 })).toBeTruthy();
+    expect(within(nav).queryByRole('button', { name: 'ok' })).toBeNull();
   });
 
   it('sending to a conversation deleted in another tab says so, keeps the text and drops it from the list', async () => {

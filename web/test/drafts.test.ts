@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { clearSent, loadDraft, markSent, saveDraft, sentHere } from '../src/drafts';
+import { clearSent, loadDraft, markSent, saveDraft, sentHere, sentMarks } from '../src/drafts';
 
 describe('drafts', () => {
   afterEach(() => {
@@ -28,6 +28,7 @@ describe('drafts', () => {
     expect(sentHere('c1', 'mine')).toBe(true);
     clearSent('c1', 'mine');
     expect(sentHere('c1', 'mine')).toBe(false);
+    expect(sessionStorage.length).toBe(0);
     vi.spyOn(Storage.prototype, 'setItem').mockImplementation(() => {
       throw new DOMException('full', 'QuotaExceededError');
     });
@@ -35,6 +36,26 @@ describe('drafts', () => {
     expect(sentHere('c1', 'kept in memory')).toBe(true);
     clearSent('c1', 'kept in memory');
     expect(sentHere('c1', 'kept in memory')).toBe(false);
+  });
+
+  it('keeps every message sent and not answered yet, each of the same text on its own, oldest first', () => {
+    markSent('c1', 'first', 'm1');
+    markSent('c1', 'again', 'm2');
+    markSent('c1', 'again', 'm3');
+    expect(sentMarks('c1')).toEqual([
+      { text: 'first', after: 'm1' },
+      { text: 'again', after: 'm2' },
+      { text: 'again', after: 'm3' },
+    ]);
+    clearSent('c1', 'again');
+    expect(sentMarks('c1')).toEqual([
+      { text: 'first', after: 'm1' },
+      { text: 'again', after: 'm3' },
+    ]);
+    expect(sentHere('c1', 'again')).toBe(true);
+    // What an earlier version of the client stored: the text alone.
+    sessionStorage.setItem('chat:sent:c2', 'plain text');
+    expect(sentMarks('c2')).toEqual([{ text: 'plain text', after: null }]);
   });
 
   it('keeps a draft the storage refuses in memory, never an older stored one', () => {

@@ -1,7 +1,7 @@
 import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
-import { clearSent, loadDraft, markSent, saveDraft, sentHere, sentMark } from '../drafts';
+import { clearSent, loadDraft, markSent, saveDraft, sentHere, sentMarks } from '../drafts';
 import { Composer } from './Composer';
 import { Markdown } from './Markdown';
 import { MessageItem } from './MessageItem';
@@ -16,6 +16,8 @@ const UNREACHABLE_RETRY_MS = 5000;
 const LOST_PREFIX = 'Lost the';
 
 interface Pending {
+  /** Tells two sends of the same text apart. */
+  key: number;
   user: string;
   reply: string;
   state: 'streaming' | 'stopped';
@@ -74,6 +76,13 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   /** Waits for stopped replies to be stored; ended when the view switches conversation. */
   const waits = useRef(new Set<AbortController>());
   const stoppedRef = useRef(false);
+  const nextKey = useRef(0);
+  const newPending = (user: string): Pending => ({ key: (nextKey.current += 1), user, reply: '', state: 'streaming' });
+  /**
+   * User messages already taken for the reply of a stopped send or of a message given back, so
+   * that two sends of the same text each find their own exchange.
+   */
+  const claimed = useRef(new Set<string>());
   /** Bumped on every conversation switch so late answers for the old one are dropped. */
   const generation = useRef(0);
   /** A conversation this view just created itself: selecting it must not reset the send in flight. */
@@ -113,7 +122,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         setLoad({ kind: 'error', error });
         // No such conversation (a link to a deleted one, or deleted on another device): a message
         // sent here starts a new chat, and the list no longer offers it.
-        if (error instanceof ApiError && error.status === 404) setGone(true);
+        if (doesNotExist(error)) setGone(true);
         if (isConversationGone(error)) onGone(id);
       },
     );
@@ -137,6 +146,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setNextCursor(null);
     setPending(null);
     setStopped([]);
+    claimed.current.clear();
     setAnnounced(null);
     setSendError(null);
     setGone(false);
@@ -230,21 +240,33 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     if (el.scrollTop < 120) loadOlder();
   };
 
-  /** Takes the stopped reply to `text` out of view: it is stored and shown, or given back. */
-  const dropStopped = (text: string) => {
-    setPending((p) => (p?.state === 'stopped' && p.user === text ? null : p));
-    setStopped((all) => {
-      const at = all.findIndex((p) => p.user === text);
-      return at < 0 ? all : [...all.slice(0, at), ...all.slice(at + 1)];
-    });
+  /** Takes a stopped reply out of view: it is stored and shown, or given back. */
+  const dropStopped = (key: number) => {
+    setPending((p) => (p?.state === 'stopped' && p.key === key ? null : p));
+    setStopped((all) => all.filter((p) => p.key !== key));
+  };
+
+  /**
+   * Takes the first exchange of `text` in `fresh` that no other send has taken, if there is one:
+   * its user message directly followed by a reply.
+   */
+  const claimExchange = (fresh: Message[], text: string): boolean => {
+    const at = fresh.findIndex(
+      (m, i) => m.role === 'user' && m.content === text && fresh[i + 1]?.role === 'assistant' && !claimed.current.has(m.id),
+    );
+    const user = fresh[at];
+    if (user === undefined) return false;
+    claimed.current.add(user.id);
+    return true;
   };
 
   /**
    * Shows the newest page, with the reply to `text` that was stopped in it, announces that reply
-   * (unless it was there when the conversation was opened), drops its stopped placeholder, and
-   * moves the conversation up in the list (naming a "New chat" whose first exchange this is).
+   * (unless it was there when the conversation was opened), drops its stopped placeholder (`key`,
+   * if it had one), and moves the conversation up in the list (naming a "New chat" whose first
+   * exchange this is).
    */
-  const showStored = (id: string, text: string, page: Page<Message>, announce = true) => {
+  const showStored = (id: string, text: string, page: Page<Message>, announce: boolean, key?: number) => {
     const newest = page.items;
     // A lost connection was reported while waiting; the reply it lost is here now. Any other
     // alert (a later send refused) stays.
@@ -252,7 +274,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setMessages((m) => withNewest(m, newest));
     const reply = replyTo(newest, text);
     if (reply && announce) setAnnounced(reply);
-    dropStopped(text);
+    if (key !== undefined) dropStopped(key);
     const last = newest[newest.length - 1];
     const first = newest[0];
     const firstUserText = page.next_cursor === null && first?.role === 'user' ? first.content : undefined;
@@ -272,11 +294,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const waiting = new AbortController();
     waits.current.add(waiting);
     const text = pendingRef.current?.user ?? '';
+    const key = pendingRef.current?.key;
     const ours = sentHere(id, text);
-    // Other exchanges may be stored meanwhile (a message sent after Stop): only this one's user
-    // message followed by a reply means this reply is in.
-    const isIn = (fresh: Message[]) =>
-      fresh.some((m, i) => m.role === 'user' && m.content === text && fresh[i + 1]?.role === 'assistant');
+    // Other exchanges may be stored meanwhile (a message sent after Stop, maybe of the same text):
+    // only this text's user message followed by a reply, not taken by another send, is this one.
+    const isIn = (fresh: Message[]) => claimExchange(fresh, text);
     let attempt = 0;
     let ended: unknown = null;
     // Out of reach for longer than a few polls: say so (a later send's alert stays), and go on
@@ -295,12 +317,12 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       waits.current.delete(waiting);
       const newest = page.items;
       if (isIn(newest.filter((m) => !known.has(m.id)))) {
-        showStored(id, text, page);
+        showStored(id, text, page, true, key);
         return;
       }
       // Whatever else was stored meanwhile (another tab's exchanges) is still shown.
       setMessages((m) => withNewest(m, newest));
-      dropStopped(text);
+      if (key !== undefined) dropStopped(key);
       if (ours) {
         clearSent(id, text);
         setDraft(withUnsent(text));
@@ -321,7 +343,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           if (final) settle(page);
           else if (isIn(page.items.filter((m) => !known.has(m.id)))) {
             waits.current.delete(waiting);
-            showStored(id, text, page);
+            showStored(id, text, page, true, key);
           } else if (attempt < RELOAD_ATTEMPTS) later(() => check(false), RELOAD_DELAY_MS);
           else follow();
         },
@@ -383,25 +405,51 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
    * there already, like the rest of the page.
    */
   const recoverSent = (id: string, onOpening: boolean) => {
-    const mark = sentMark(id);
-    if (mark === null || untakenSend.current !== null) return;
-    const { text, after } = mark;
+    if (sentMarks(id).length === 0 || untakenSend.current !== null) return;
     const gen = generation.current;
     api.listMessages(id, { limit: PAGE_SIZE }).then(
       (page) => {
         // A send or a wait begun meanwhile decides for itself.
-        if (gen !== generation.current || !sentHere(id, text) || abortRef.current !== null || waits.current.size > 0) return;
-        // Only a reply stored after what was shown at the send is this one's (the same text may
-        // have been sent and answered before).
-        const newer = page.items.slice(page.items.findIndex((m) => m.id === after) + 1);
-        if (replyTo(newer, text)) {
-          showStored(id, text, page, !onOpening);
-          return;
+        if (gen !== generation.current || abortRef.current !== null || waits.current.size > 0) return;
+        let givenBack = 0;
+        // Newest first, so that texts given back end up in the box in the order they were sent.
+        for (const { text, after } of sentMarks(id).reverse()) {
+          // Only a reply stored after what was shown at the send is this one's (the same text may
+          // have been sent and answered before).
+          const newer = page.items.slice(page.items.findIndex((m) => m.id === after) + 1);
+          if (claimExchange(newer, text)) {
+            showStored(id, text, page, !onOpening);
+          } else {
+            clearSent(id, text);
+            setDraft(withUnsent(text));
+            givenBack += 1;
+          }
         }
-        clearSent(id, text);
         setMessages((m) => withNewest(m, page.items));
-        setDraft(withUnsent(text));
-        setSendError('The reply to your last message here was not stored (the assistant failed, or the server restarted). Your message is back in the message box.');
+        if (givenBack === 1) {
+          setSendError('The reply to your last message here was not stored (the assistant failed, or the server restarted). Your message is back in the message box.');
+        } else if (givenBack > 1) {
+          setSendError(`The replies to ${givenBack} of your messages here were not stored (the assistant failed, or the server restarted). They are back in the message box.`);
+        }
+      },
+      () => undefined,
+    );
+  };
+
+  /**
+   * A reply this tab watched (another tab sent it) ended while reconnecting and its events are
+   * gone: the newest page shows it once stored; if it is not there, say so (giving the text back
+   * is the sending tab's to do).
+   */
+  const confirmStored = (id: string, text: string, known: Set<string>) => {
+    const gen = generation.current;
+    api.listMessages(id, { limit: PAGE_SIZE }).then(
+      (page) => {
+        if (gen !== generation.current) return;
+        setMessages((m) => withNewest(m, page.items));
+        if (!claimExchange(page.items.filter((m) => !known.has(m.id)), text)) {
+          setSendError('The reply shown was lost before it was stored (the server may have restarted).');
+        }
       },
       () => undefined,
     );
@@ -431,7 +479,10 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const gen = generation.current;
     let shown = false;
     let userText = '';
+    let known = new Set<string>();
     let lastEventId: string | null = null;
+    /** Ended: another reply may be running in the conversation too (a send before a Stop). */
+    let followNext = false;
     api
       .followStream(convId, {
         signal: controller.signal,
@@ -442,9 +493,10 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           if (gen !== generation.current) return;
           shown = true;
           userText = start.content;
+          known = new Set(messagesRef.current.map((m) => m.id));
           stickToBottom.current = true;
           // Following from the first event again: replace whatever was shown, never append to it.
-          setPending({ user: start.content, reply: '', state: 'streaming' });
+          setPending(newPending(start.content));
         },
         onDelta: (delta) => {
           if (gen !== generation.current) return;
@@ -460,14 +512,17 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             const first = nextCursorRef.current === null && messagesRef.current.every((m) => ids.has(m.id));
             addExchange(exchange);
             setPending(null);
+            claimed.current.add(exchange.user_message.id);
             clearSent(convId, exchange.user_message.content);
             onActivity(convId, exchange.assistant_message.created_at, first ? exchange.user_message.content : undefined);
+            followNext = true;
           } else if (shown) {
-            // The reply ended while reconnecting and its events are gone: stored by now, or, if
-            // this tab sent it, given back when it was not.
+            // The reply ended while reconnecting and its events are gone. If this tab sent it,
+            // following again ends, once no reply runs, in showing it or giving the text back;
+            // a tab that only watched it says when it was not stored.
             setPending(null);
-            if (sentMark(convId) === null) refreshNewest(convId);
-            else recoverSent(convId, false);
+            if (!sentHere(convId, userText)) confirmStored(convId, userText, known);
+            followNext = true;
           } else {
             recoverSent(convId, true);
           }
@@ -514,6 +569,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       )
       .finally(() => {
         if (abortRef.current === controller) abortRef.current = null;
+        if (followNext && gen === generation.current) followReply(convId);
       });
   };
   followRef.current = followReply;
@@ -531,12 +587,14 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const writtenIn = conversationId;
     // A conversation deleted meanwhile (in another tab) is not sent to again: a new one starts.
     const startsNew = gone || conversationId === null;
-    const first = startsNew || (messagesRef.current.length === 0 && nextCursor === null);
+    // A stopped exchange not stored yet came first: its reply names the chat, not this one.
+    const first =
+      startsNew || (messagesRef.current.length === 0 && nextCursor === null && pendingRef.current === null && stopped.length === 0);
     setSendError(null);
     setDraft('');
     const previous = pendingRef.current;
     if (previous?.state === 'stopped') setStopped((all) => [...all, previous]);
-    setPending({ user: text, reply: '', state: 'streaming' });
+    setPending(newPending(text));
     stickToBottom.current = true;
     stoppedRef.current = false;
     const controller = new AbortController();
@@ -621,7 +679,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             abortRef.current = controller;
             gen = generation.current;
             stickToBottom.current = true;
-            setPending({ user: text, reply: '', state: 'streaming' });
+            setPending(newPending(text));
           } else {
             // Left meanwhile: the server goes on with the reply and stores it; stop reading it here.
             controller.abort();
@@ -706,7 +764,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         )}
         {load.kind === 'error' && (
           <div className="state error" role="alert">
-            {load.error instanceof ApiError && load.error.status === 404 ? (
+            {doesNotExist(load.error) ? (
               <p>This conversation does not exist (any more). Pick another one or start a new chat.</p>
             ) : (
               <>
@@ -798,6 +856,11 @@ function withNewest(shown: Message[], newest: Message[]): Message[] {
 /** A message from the server as a sentence: it may come without a full stop. */
 function sentence(text: string): string {
   return /[.!?…]$/.test(text) ? text : `${text}.`;
+}
+
+/** No conversation has this id: gone, or not an id at all (a mangled link). */
+function doesNotExist(err: unknown): boolean {
+  return err instanceof ApiError && (err.status === 404 || err.code === 'invalid_id');
 }
 
 /** How long to wait before asking again after `err`: the server's `Retry-After`, or a few seconds. */
