@@ -431,11 +431,15 @@ function titleFrom(text: string): string {
   return chars.length > 60 ? `${chars.slice(0, 57).join('')}…` : line || DEFAULT_TITLE;
 }
 
-/** A line of markdown as words: no code fence, heading, quote or list marker, emphasis or code ticks. */
+/**
+ * A line of markdown as words: no code fence or rule, heading, quote or list marker, code ticks or
+ * emphasis marks (only paired ones outside words: `snake_case` and `2**10` keep theirs).
+ */
 function plainLine(line: string): string {
-  if (/^\s*(```|~~~)/.test(line)) return '';
+  if (/^\s*(```|~~~)/.test(line) || /^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) return '';
   return line
-    .replace(/^\s*(#{1,6}\s+|>\s*|[-*+]\s+|\d+[.)]\s+)+/, '')
-    .replace(/\*\*|__|~~|`/g, '')
+    .replace(/^\s*(#{1,6}(\s+|$)|>\s*|[-*+]\s+|\d+[.)]\s+)+/, '')
+    .replace(/`([^`]+)`/g, '$1')
+    .replace(/(?<![\w*~])(\*\*|\*|__|_|~~)(?=\S)(.+?)(?<=\S)\1(?![\w*~])/g, '$2')
     .trim();
 }

@@ -80,9 +80,11 @@ export function sentMarks(conversationId: string): SentMark[] {
   if (stored === null) return [];
   try {
     const marks: unknown = JSON.parse(stored);
-    if (Array.isArray(marks)) return marks.filter(isMark);
+    if (Array.isArray(marks) && marks.every(isMark)) return marks;
+    // Earlier versions of the client kept one mark, then the text alone.
+    if (isMark(marks)) return [marks];
   } catch {
-    // Not JSON: an earlier version of the client kept the text alone.
+    // Not JSON: the text alone.
   }
   return [{ text: stored, after: null }];
 }

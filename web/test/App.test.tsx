@@ -626,10 +626,13 @@ describe('unknown conversation', () => {
       ]).fn,
     );
     history.replaceState(null, '', '/#/c/not-an-id');
-    render(<App />);
-    expect(await screen.findByText(/does not exist/)).toBeTruthy();
-    expect(within(screen.getByRole('log')).queryByRole('button', { name: 'Retry' })).toBeNull();
-    history.replaceState(null, '', '/');
+    try {
+      render(<App />);
+      expect(await screen.findByText(/does not exist/)).toBeTruthy();
+      expect(within(screen.getByRole('log')).queryByRole('button', { name: 'Retry' })).toBeNull();
+    } finally {
+      history.replaceState(null, '', '/');
+    }
   });
 
   it('a message sent from a deleted conversation\'s link starts a new chat at the first try', async () => {
@@ -1122,6 +1125,27 @@ describe('following a reply in progress', () => {
     expect(within(log).getByText('Beta answered.')).toBeTruthy();
   });
 
+  it('after a followed reply fails, an older one still running is followed too', async () => {
+    const H = 'cccccccc-0000-4000-8000-000000000004';
+    const failing = sseResponse();
+    const older = sseResponse();
+    const answers = [failing, older];
+    server.onFollow(() => answers.shift()?.response ?? new Response(null, { status: 204 }));
+    await renderLoaded();
+    await act(async () => {
+      failing.send(start('beta') + 'event: error\ndata: {"message":"The assistant failed.","code":"assistant_failed"}\n\n');
+      failing.close();
+    });
+    expect((await screen.findByRole('alert')).textContent).toContain('Nothing was stored');
+    const other = (seq: number, event: string, data: unknown) => `id: ${H}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+    const alpha = { user_message: msg('c2', 'user', 'alpha'), assistant_message: msg('c2', 'assistant', 'Alpha answered.') };
+    await act(async () => {
+      older.send(other(1, 'start', { generation_id: H, conversation_id: 'c2', content: 'alpha' }) + other(2, 'done', alpha));
+      older.close();
+    });
+    expect(await within(screen.getByRole('log')).findByText('Alpha answered.')).toBeTruthy();
+  });
+
   it('a watched reply that ended unstored while reconnecting is reported in a tab that did not send it', async () => {
     const sse = sseResponse();
     let asked = 0;
@@ -1330,6 +1354,33 @@ describe('following a reply in progress', () => {
     }
   });
 
+  it('a stopped reply is not taken for the stored reply of the same text sent again and answered', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const second = await stopThenSendAgain('The first question');
+      const retried = { user_message: msg('c2', 'user', 'The first question'), assistant_message: msg('c2', 'assistant', 'Answered at once.') };
+      server.messages.c2?.push(retried.user_message, retried.assistant_message);
+      await act(async () => {
+        second.send(`event: done\ndata: ${JSON.stringify(retried)}\n\n`);
+        second.close();
+      });
+      const log = screen.getByRole('log');
+      expect(await within(log).findByText('Answered at once.')).toBeTruthy();
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(2_000);
+      });
+      expect(screen.getAllByText(/Stopped\./)).toHaveLength(1);
+      server.messages.c2?.push(msg('c2', 'user', 'The first question'), msg('c2', 'assistant', 'Answered at length.'));
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(2_000);
+      });
+      expect(await within(log).findByText('Answered at length.')).toBeTruthy();
+      expect(screen.queryByText(/Stopped\./)).toBeNull();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('the same text sent twice and stopped twice shows each exchange once it is stored', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
@@ -1412,7 +1463,8 @@ describe('following a reply in progress', () => {
       const alert = await screen.findByRole('alert');
       expect(alert.textContent).toContain('The reply was lost before it was stored');
       expect(alert.textContent).toContain('Your message is back in the message box.');
-      expect(cursors).toEqual([`${G}:2`]);
+      // Its own generation, then the conversation asked again for another reply running.
+      expect(cursors).toEqual([`${G}:2`, null]);
       expect((composer() as HTMLTextAreaElement).value).toBe('Remember me');
       expect(screen.queryByText(/Stopped/)).toBeNull();
       expect(screen.queryByText('Half of it')).toBeNull();

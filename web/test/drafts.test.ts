@@ -53,9 +53,13 @@ describe('drafts', () => {
       { text: 'again', after: 'm3' },
     ]);
     expect(sentHere('c1', 'again')).toBe(true);
-    // What an earlier version of the client stored: the text alone.
+    // What earlier versions of the client stored: one mark, and before that the text alone.
+    sessionStorage.setItem('chat:sent:c2', JSON.stringify({ text: 'one mark', after: 'm9' }));
+    expect(sentMarks('c2')).toEqual([{ text: 'one mark', after: 'm9' }]);
     sessionStorage.setItem('chat:sent:c2', 'plain text');
     expect(sentMarks('c2')).toEqual([{ text: 'plain text', after: null }]);
+    sessionStorage.setItem('chat:sent:c2', '[1, 2]');
+    expect(sentMarks('c2')).toEqual([{ text: '[1, 2]', after: null }]);
   });
 
   it('keeps a draft the storage refuses in memory, never an older stored one', () => {

@@ -96,7 +96,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
   const nextCursorRef = useRef(nextCursor);
   nextCursorRef.current = nextCursor;
   /** Set by the first load of a conversation: follow a reply in progress once the messages are in. */
-  const followRef = useRef<(id: string) => void>(() => undefined);
+  const followRef = useRef<(id: string, opening: boolean) => void>(() => undefined);
   const shownId = useRef<string | null>(conversationId);
   // Saved as typed, so switching away and back, or reloading the page, loses nothing.
   useEffect(() => saveDraft(shownId.current, draft), [draft]);
@@ -115,7 +115,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         setLoad({ kind: 'ready' });
         const first = page.items[0];
         if (page.next_cursor === null && first?.role === 'user') onFirstMessage(id, first.content);
-        if (follow) followRef.current(id);
+        if (follow) followRef.current(id, true);
       },
       (error: unknown) => {
         if (gen !== generation.current) return;
@@ -301,6 +301,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const isIn = (fresh: Message[]) => claimExchange(fresh, text);
     let attempt = 0;
     let ended: unknown = null;
+    /** Found stored (and claimed), or its generation ended with `done`. */
+    let storedForSure = false;
     // Out of reach for longer than a few polls: say so (a later send's alert stays), and go on
     // waiting, since the server may still store the reply.
     const stillWaiting = (err: unknown) =>
@@ -316,8 +318,13 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const settle = (page: Page<Message>) => {
       waits.current.delete(waiting);
       const newest = page.items;
-      if (isIn(newest.filter((m) => !known.has(m.id)))) {
+      // Ended, another reply may still run (one sent before this, or after it): follow it.
+      const next = () => {
+        if (waits.current.size === 0) followRef.current(id, false);
+      };
+      if (storedForSure || isIn(newest.filter((m) => !known.has(m.id)))) {
         showStored(id, text, page, true, key);
+        next();
         return;
       }
       // Whatever else was stored meanwhile (another tab's exchanges) is still shown.
@@ -334,6 +341,10 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             ? `The assistant failed to reply: ${sentence(errorMessage(ended))} Nothing was stored.`
             : `Could not fetch the reply: ${sentence(errorMessage(ended))}`;
       setSendError(ours ? `${why} Your message is back in the message box.` : why);
+      // A chat whose stopped first message was lost is named after the first one stored.
+      const first = newest[0];
+      if (page.next_cursor === null && first?.role === 'user') onFirstMessage(id, first.content);
+      next();
     };
     const check = (final: boolean) => {
       attempt += 1;
@@ -342,8 +353,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           if (gen !== generation.current || waiting.signal.aborted) return;
           if (final) settle(page);
           else if (isIn(page.items.filter((m) => !known.has(m.id)))) {
-            waits.current.delete(waiting);
-            showStored(id, text, page, true, key);
+            storedForSure = true;
+            settle(page);
           } else if (attempt < RELOAD_ATTEMPTS) later(() => check(false), RELOAD_DELAY_MS);
           else follow();
         },
@@ -361,7 +372,13 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     };
     const follow = () => {
       api.followStream(id, { signal: waiting.signal, lastEventId }).then(
-        () => check(true),
+        (exchange) => {
+          if (exchange) {
+            storedForSure = true;
+            claimed.current.add(exchange.user_message.id);
+          }
+          check(true);
+        },
         (err: unknown) => {
           if (isAbort(err)) return;
           if (isUnreachable(err) || isBusy(err)) {
@@ -427,7 +444,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         }
         setMessages((m) => withNewest(m, page.items));
         if (givenBack === 1) {
-          setSendError('The reply to your last message here was not stored (the assistant failed, or the server restarted). Your message is back in the message box.');
+          setSendError('The reply to a message you sent here was not stored (the assistant failed, or the server restarted). Your message is back in the message box.');
         } else if (givenBack > 1) {
           setSendError(`The replies to ${givenBack} of your messages here were not stored (the assistant failed, or the server restarted). They are back in the message box.`);
         }
@@ -469,7 +486,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
    * reload or on coming back to it: shows the user's message from the `start` event and the reply
    * so far, then streams the rest with Stop, exactly like a reply to a message sent here.
    */
-  const followReply = (convId: string) => {
+  const followReply = (convId: string, opening: boolean) => {
     // A reply being waited for after Stop or a lost connection is shown, or given back, by that
     // wait; a second way to it would give the text back twice.
     if (abortRef.current || waits.current.size > 0) return;
@@ -481,8 +498,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     let userText = '';
     let known = new Set<string>();
     let lastEventId: string | null = null;
-    /** Ended: another reply may be running in the conversation too (a send before a Stop). */
-    let followNext = false;
+    /**
+     * Ended: another reply may be running in the conversation too (a send before a Stop); asked
+     * again after this many ms, if set.
+     */
+    let followNextAfter: number | null = null;
     api
       .followStream(convId, {
         signal: controller.signal,
@@ -515,16 +535,18 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             claimed.current.add(exchange.user_message.id);
             clearSent(convId, exchange.user_message.content);
             onActivity(convId, exchange.assistant_message.created_at, first ? exchange.user_message.content : undefined);
-            followNext = true;
+            followNextAfter = 0;
           } else if (shown) {
             // The reply ended while reconnecting and its events are gone. If this tab sent it,
             // following again ends, once no reply runs, in showing it or giving the text back;
             // a tab that only watched it says when it was not stored.
             setPending(null);
             if (!sentHere(convId, userText)) confirmStored(convId, userText, known);
-            followNext = true;
+            // Not at once: behind replicas with logs of their own, the next ask may find the
+            // reply again on the replica running it.
+            followNextAfter = RELOAD_DELAY_MS;
           } else {
-            recoverSent(convId, true);
+            recoverSent(convId, opening);
           }
         },
         (err: unknown) => {
@@ -542,7 +564,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             // server without the route) means nothing to follow.
             if (isBusy(err) || isUnreachable(err)) {
               setTimeout(() => {
-                if (gen === generation.current) followReply(convId);
+                if (gen === generation.current) followReply(convId, opening);
               }, retryDelayMs(err));
             }
             return;
@@ -559,6 +581,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             } else {
               setSendError(why);
             }
+            followNextAfter = 0;
             return;
           }
           // Out of reach: the server still finishes and stores the reply, so wait for it there.
@@ -569,7 +592,11 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       )
       .finally(() => {
         if (abortRef.current === controller) abortRef.current = null;
-        if (followNext && gen === generation.current) followReply(convId);
+        const after = followNextAfter;
+        if (after === null) return;
+        setTimeout(() => {
+          if (gen === generation.current) followReply(convId, false);
+        }, after);
       });
   };
   followRef.current = followReply;
@@ -694,6 +721,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         },
       });
       clearSent(convId, text);
+      claimed.current.add(exchange.user_message.id);
       if (gen !== generation.current) return;
       addExchange(exchange);
       setPending(null);
@@ -801,8 +829,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         {messages.map((m) => (
           <MessageItem key={m.id} role={m.role} content={m.content} />
         ))}
-        {stopped.map((p, i) => (
-          <Fragment key={`stopped-${i}`}>
+        {stopped.map((p) => (
+          <Fragment key={p.key}>
             <MessageItem role="user" content={p.user} state="sending" />
             <MessageItem role="assistant" content={p.reply} state="stopped" />
           </Fragment>
