@@ -1450,6 +1450,34 @@ describe('following a reply in progress', () => {
     }
   });
 
+  it('a reply stopped before its first event is not taken for another reply the wait then follows', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const post = sseResponse();
+      const other = sseResponse();
+      const cursors = await renderWithFollow(post, () => other.response);
+      fireEvent.change(composer(), { target: { value: 'Stopped while thinking' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+      expect(await screen.findByText(/Stopped/)).toBeTruthy();
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(9_000);
+      });
+      // No event id to follow by: the wait follows the reply in progress, another tab's.
+      expect(cursors).toEqual([null]);
+      const elsewhere = { user_message: msg('c2', 'user', 'Sent elsewhere'), assistant_message: msg('c2', 'assistant', 'Not yours.') };
+      await act(async () => {
+        other.send(start('Sent elsewhere') + ev(2, 'done', elsewhere));
+        other.close();
+      });
+      const alert = await screen.findByRole('alert');
+      expect(alert.textContent).toContain('The reply was lost before it was stored');
+      expect((composer() as HTMLTextAreaElement).value).toBe('Stopped while thinking');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('a reply lost before it was stored (the server restarted mid-reply) gives the message back', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
@@ -1642,6 +1670,42 @@ describe('navigation', () => {
     });
     return within(screen.getByRole('navigation', { name: 'Conversations' }));
   }
+
+  it('a message sent after a stopped first one that was lost names the new chat', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const stopped = sseResponse();
+      const second = sseResponse();
+      const posts = [stopped, second];
+      server.onStream(() => (posts.shift() ?? second).response);
+      await renderLoaded();
+      const nav = screen.getByRole('navigation', { name: 'Conversations' });
+      fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
+      await screen.findByText('No messages yet');
+      fireEvent.change(composer(), { target: { value: 'Lost on the way' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await act(async () => stopped.send('event: delta\ndata: {"text":"Half"}\n\n'));
+      fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+      await screen.findByText(/Stopped/);
+      fireEvent.change(composer(), { target: { value: 'Kept this one' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      // The stopped reply is never stored: its wait gives up (polls, then a 204) while the second streams.
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(10_000);
+      });
+      expect(await screen.findByText(/lost before it was stored/)).toBeTruthy();
+      const id = server.conversations.at(-1)?.id ?? '';
+      const kept = { user_message: msg(id, 'user', 'Kept this one'), assistant_message: msg(id, 'assistant', 'Stored.') };
+      server.messages[id] = [kept.user_message, kept.assistant_message];
+      await act(async () => {
+        second.send(`event: done\ndata: ${JSON.stringify(kept)}\n\n`);
+        second.close();
+      });
+      expect(await within(nav).findByRole('button', { name: 'Kept this one' })).toBeTruthy();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 
   it('a first message in markdown names its chat with its words, not its symbols', async () => {
     const nav = await firstMessageOfANewChat('**Urgent**: the `build` fails\n\nDetails follow.');

@@ -273,7 +273,8 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setSendError((e) => (e?.startsWith(LOST_PREFIX) ? null : e));
     setMessages((m) => withNewest(m, newest));
     const reply = replyTo(newest, text);
-    if (reply && announce) setAnnounced(reply);
+    // A reply that was on the page already is not news.
+    if (reply && announce && !messagesRef.current.some((m) => m.id === reply.id)) setAnnounced(reply);
     if (key !== undefined) dropStopped(key);
     const last = newest[newest.length - 1];
     const first = newest[0];
@@ -373,7 +374,12 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const follow = () => {
       api.followStream(id, { signal: waiting.signal, lastEventId }).then(
         (exchange) => {
-          if (exchange) {
+          // Followed by its own event id, the exchange is this reply's. Stopped before its first
+          // event, the wait followed "the reply in progress", which may be another send's.
+          const own =
+            exchange !== null &&
+            (lastEventId !== null || (exchange.user_message.content === text && !claimed.current.has(exchange.user_message.id)));
+          if (own) {
             storedForSure = true;
             claimed.current.add(exchange.user_message.id);
           }
@@ -532,8 +538,9 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             const first = nextCursorRef.current === null && messagesRef.current.every((m) => ids.has(m.id));
             addExchange(exchange);
             setPending(null);
+            // A wait that found it stored has cleared its mark already; another of the same text stays.
+            if (!claimed.current.has(exchange.user_message.id)) clearSent(convId, exchange.user_message.content);
             claimed.current.add(exchange.user_message.id);
-            clearSent(convId, exchange.user_message.content);
             onActivity(convId, exchange.assistant_message.created_at, first ? exchange.user_message.content : undefined);
             followNextAfter = 0;
           } else if (shown) {
@@ -723,9 +730,14 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       clearSent(convId, text);
       claimed.current.add(exchange.user_message.id);
       if (gen !== generation.current) return;
+      // Sent after a stopped first message: while that is awaited, its wait names the chat after
+      // whichever is stored first; once it was lost, this one is the first.
+      const ids = new Set([exchange.user_message.id, exchange.assistant_message.id]);
+      const firstStored =
+        first || (waits.current.size === 0 && nextCursorRef.current === null && messagesRef.current.every((m) => ids.has(m.id)));
       addExchange(exchange);
       setPending(null);
-      onActivity(convId, exchange.assistant_message.created_at, first ? text : undefined);
+      onActivity(convId, exchange.assistant_message.created_at, firstStored ? text : undefined);
     } catch (err) {
       if (gen !== generation.current) {
         // Left before the server took the message, and then it refused it or could not be
