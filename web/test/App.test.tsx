@@ -1671,24 +1671,33 @@ describe('navigation', () => {
     return within(screen.getByRole('navigation', { name: 'Conversations' }));
   }
 
+  /**
+   * In a new chat, sends `first` and stops its reply, then sends `second`; returns the stream that
+   * answers `second` and the conversation list.
+   */
+  async function stopFirstThenSendInANewChat(first: string, second: string) {
+    const stopped = sseResponse();
+    const answer = sseResponse();
+    const posts = [stopped, answer];
+    server.onStream(() => (posts.shift() ?? answer).response);
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
+    await screen.findByText('No messages yet');
+    fireEvent.change(composer(), { target: { value: first } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => stopped.send('event: delta\ndata: {"text":"Half"}\n\n'));
+    fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    await screen.findByText(/Stopped/);
+    fireEvent.change(composer(), { target: { value: second } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    return { second: answer, nav };
+  }
+
   it('a message sent after a stopped first one that was lost names the new chat', async () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
-      const stopped = sseResponse();
-      const second = sseResponse();
-      const posts = [stopped, second];
-      server.onStream(() => (posts.shift() ?? second).response);
-      await renderLoaded();
-      const nav = screen.getByRole('navigation', { name: 'Conversations' });
-      fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
-      await screen.findByText('No messages yet');
-      fireEvent.change(composer(), { target: { value: 'Lost on the way' } });
-      fireEvent.keyDown(composer(), { key: 'Enter' });
-      await act(async () => stopped.send('event: delta\ndata: {"text":"Half"}\n\n'));
-      fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
-      await screen.findByText(/Stopped/);
-      fireEvent.change(composer(), { target: { value: 'Kept this one' } });
-      fireEvent.keyDown(composer(), { key: 'Enter' });
+      const { second, nav } = await stopFirstThenSendInANewChat('Lost on the way', 'Kept this one');
       // The stopped reply is never stored: its wait gives up (polls, then a 204) while the second streams.
       await act(async () => {
         await vi.advanceTimersByTimeAsync(10_000);
@@ -1718,21 +1727,7 @@ describe('navigation', () => {
   });
 
   it('a message sent after Stopping the first one of a new chat does not name it', async () => {
-    const sse = sseResponse();
-    const second = sseResponse();
-    const posts = [sse, second];
-    server.onStream(() => (posts.shift() ?? second).response);
-    await renderLoaded();
-    const nav = screen.getByRole('navigation', { name: 'Conversations' });
-    fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
-    await screen.findByText('No messages yet');
-    fireEvent.change(composer(), { target: { value: 'Plan a trip to Lisbon' } });
-    fireEvent.keyDown(composer(), { key: 'Enter' });
-    await act(async () => sse.send('event: delta\ndata: {"text":"Day one"}\n\n'));
-    fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
-    await screen.findByText(/Stopped/);
-    fireEvent.change(composer(), { target: { value: 'ok' } });
-    fireEvent.keyDown(composer(), { key: 'Enter' });
+    const { second, nav } = await stopFirstThenSendInANewChat('Plan a trip to Lisbon', 'ok');
     const id = server.conversations.at(-1)?.id ?? '';
     const trip = [msg(id, 'user', 'Plan a trip to Lisbon'), msg(id, 'assistant', 'Day one, day two.')];
     const ok = { user_message: msg(id, 'user', 'ok'), assistant_message: msg(id, 'assistant', 'Fine.') };
