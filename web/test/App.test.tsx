@@ -81,6 +81,12 @@ afterEach(() => {
 
 const composer = () => screen.getByRole('textbox', { name: 'Message' });
 
+/** Lets `ms` of fake time pass, running what it wakes inside act. */
+const passTime = (ms: number) =>
+  act(async () => {
+    await vi.advanceTimersByTimeAsync(ms);
+  });
+
 /** Renames (PATCH) answered 503 while `refuses(attempt)` holds, counted; the rest as the fake server does. */
 function refusingRenames(refuses: (attempt: number) => boolean) {
   const renames = { count: 0 };
@@ -991,9 +997,7 @@ describe('following a reply in progress', () => {
       const rest = sseResponse();
       const cursors = await renderWithFollow(post, () => rest.response);
       await sendThenStop(post, 'A long one', 'Slowly');
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(10_000);
-      });
+      await passTime(10_000);
       expect(cursors).toEqual([`${G}:2`]);
       expect(screen.getByText(/Stopped/)).toBeTruthy();
       const done = { user_message: msg('c2', 'user', 'A long one'), assistant_message: msg('c2', 'assistant', 'Slowly, at last.') };
@@ -1020,9 +1024,7 @@ describe('following a reply in progress', () => {
         json({ status: 'error', message: 'Replies in progress cannot be resumed right now.', code: 'stream_log_unavailable' }, 503),
       );
       await sendThenStop(post, 'Out of reach', 'Partly');
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(20_000);
-      });
+      await passTime(20_000);
       expect(follows.length).toBeGreaterThan(0);
       expect(screen.getByText(/Stopped/)).toBeTruthy();
       const alert = await screen.findByRole('alert');
@@ -1031,9 +1033,7 @@ describe('following a reply in progress', () => {
       expect((composer() as HTMLTextAreaElement).value).toBe('');
       const done = { user_message: msg('c2', 'user', 'Out of reach'), assistant_message: msg('c2', 'assistant', 'Stored all the same.') };
       server.messages.c2?.push(done.user_message, done.assistant_message);
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(20_000);
-      });
+      await passTime(20_000);
       expect(await within(screen.getByRole('log')).findByText('Stored all the same.')).toBeTruthy();
       expect(screen.queryByText(/Stopped/)).toBeNull();
       expect(screen.queryByRole('alert')).toBeNull();
@@ -1072,8 +1072,11 @@ describe('following a reply in progress', () => {
     expect(screen.getByRole('alert').textContent).toContain('was not stored');
   });
 
-  it('a followed reply that ended unstored while reconnecting gives the message back to the tab that sent it', async () => {
-    markSent('c2', 'Cut off', server.messages.c2?.at(-1)?.id ?? null);
+  /**
+   * Opens c2 on a reply of `text` in progress, shows `partial` of it, then loses the connection;
+   * the reconnection finds nothing more (204): the reply ended unstored meanwhile.
+   */
+  async function followAReplyThatEndsUnseen(text: string, partial: string) {
     const sse = sseResponse();
     let asked = 0;
     server.onFollow(() => {
@@ -1081,9 +1084,14 @@ describe('following a reply in progress', () => {
       return asked === 1 ? sse.response : new Response(null, { status: 204 });
     });
     await renderLoaded();
-    await act(async () => sse.send(start('Cut off') + ev(2, 'delta', { text: 'Half' })));
-    expect(await screen.findByText('Half')).toBeTruthy();
+    await act(async () => sse.send(start(text) + ev(2, 'delta', { text: partial })));
+    expect(await screen.findByText(partial)).toBeTruthy();
     await act(async () => sse.error(new TypeError('network error')));
+  }
+
+  it('a followed reply that ended unstored while reconnecting gives the message back to the tab that sent it', async () => {
+    markSent('c2', 'Cut off', server.messages.c2?.at(-1)?.id ?? null);
+    await followAReplyThatEndsUnseen('Cut off', 'Half');
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Cut off'));
     expect(screen.getByRole('alert').textContent).toContain('was not stored');
     expect(screen.queryByText('Half')).toBeNull();
@@ -1147,16 +1155,7 @@ describe('following a reply in progress', () => {
   });
 
   it('a watched reply that ended unstored while reconnecting is reported in a tab that did not send it', async () => {
-    const sse = sseResponse();
-    let asked = 0;
-    server.onFollow(() => {
-      asked += 1;
-      return asked === 1 ? sse.response : new Response(null, { status: 204 });
-    });
-    await renderLoaded();
-    await act(async () => sse.send(start('Sent elsewhere') + ev(2, 'delta', { text: 'Partly' })));
-    expect(await screen.findByText('Partly')).toBeTruthy();
-    await act(async () => sse.error(new TypeError('network error')));
+    await followAReplyThatEndsUnseen('Sent elsewhere', 'Partly');
     expect((await screen.findByRole('alert')).textContent).toContain('lost before it was stored');
     expect(screen.queryByText('Partly')).toBeNull();
     expect((composer() as HTMLTextAreaElement).value).toBe('');
@@ -1186,9 +1185,7 @@ describe('following a reply in progress', () => {
       expect((await screen.findByRole('alert')).textContent).toContain('Lost the reply in progress');
       const done = { user_message: msg('c2', 'user', 'Still there?'), assistant_message: msg('c2', 'assistant', 'Yes, always.') };
       server.messages.c2?.push(done.user_message, done.assistant_message);
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(3_000);
-      });
+      await passTime(3_000);
       expect(await within(screen.getByRole('log')).findByText('Yes, always.')).toBeTruthy();
       expect(screen.queryByRole('alert')).toBeNull();
       expect((composer() as HTMLTextAreaElement).value).toBe('');
@@ -1216,17 +1213,13 @@ describe('following a reply in progress', () => {
           server.route,
         ]).fn,
       );
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(15_000);
-      });
+      await passTime(15_000);
       // Past the 8 polls after which a refusal used to count as the reply being lost.
       expect(refusals).toBeGreaterThan(8);
       expect((composer() as HTMLTextAreaElement).value).toBe('');
       const done = { user_message: msg('c2', 'user', 'Busy now'), assistant_message: msg('c2', 'assistant', 'Part of it, then all.') };
       server.messages.c2?.push(done.user_message, done.assistant_message);
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(20_000);
-      });
+      await passTime(20_000);
       expect(await within(screen.getByRole('log')).findByText('Part of it, then all.')).toBeTruthy();
       expect((composer() as HTMLTextAreaElement).value).toBe('');
     } finally {
@@ -1248,9 +1241,7 @@ describe('following a reply in progress', () => {
       expect((composer() as HTMLTextAreaElement).value).toBe('');
       const done = { user_message: msg('c2', 'user', 'Through a proxy'), assistant_message: msg('c2', 'assistant', 'Part, and the rest.') };
       server.messages.c2?.push(done.user_message, done.assistant_message);
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(3_000);
-      });
+      await passTime(3_000);
       expect(await within(screen.getByRole('log')).findByText('Part, and the rest.')).toBeTruthy();
       expect((composer() as HTMLTextAreaElement).value).toBe('');
       expect(screen.queryByRole('alert')).toBeNull();
@@ -1271,9 +1262,7 @@ describe('following a reply in progress', () => {
       expect((await screen.findByRole('alert')).textContent).toContain('Sending failed');
       const done = { user_message: msg('c2', 'user', 'First'), assistant_message: msg('c2', 'assistant', 'First, answered.') };
       server.messages.c2?.push(done.user_message, done.assistant_message);
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(3_000);
-      });
+      await passTime(3_000);
       expect(await within(screen.getByRole('log')).findByText('First, answered.')).toBeTruthy();
       expect(screen.getByRole('alert').textContent).toContain('Sending failed');
       expect((composer() as HTMLTextAreaElement).value).toBe('Second');
@@ -1309,6 +1298,16 @@ describe('following a reply in progress', () => {
     expect(follows()).toBe(before);
   });
 
+  /** Stores the exchange of `text` and `reply` in c2, as the server does, and ends `stream` with its `done`. */
+  async function storeAndFinish(stream: ReturnType<typeof sseResponse>, text: string, reply: string) {
+    const exchange = { user_message: msg('c2', 'user', text), assistant_message: msg('c2', 'assistant', reply) };
+    server.messages.c2?.push(exchange.user_message, exchange.assistant_message);
+    await act(async () => {
+      stream.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
+      stream.close();
+    });
+  }
+
   /**
    * Sends "The first question" and stops its reply, which the server then loses (204, nothing
    * stored), then sends `secondText`; returns the stream that answers it.
@@ -1342,9 +1341,7 @@ describe('following a reply in progress', () => {
         'Streaming now',
       ]);
       server.messages.c2?.push(msg('c2', 'user', 'The first question'), msg('c2', 'assistant', 'Thought it through.'));
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(2_000);
-      });
+      await passTime(2_000);
       expect(await within(log).findByText('Thought it through.')).toBeTruthy();
       expect(screen.queryByText(/Stopped\./)).toBeNull();
       expect(within(log).getAllByText('The first question')).toHaveLength(1);
@@ -1358,22 +1355,13 @@ describe('following a reply in progress', () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
       const second = await stopThenSendAgain('The first question');
-      const retried = { user_message: msg('c2', 'user', 'The first question'), assistant_message: msg('c2', 'assistant', 'Answered at once.') };
-      server.messages.c2?.push(retried.user_message, retried.assistant_message);
-      await act(async () => {
-        second.send(`event: done\ndata: ${JSON.stringify(retried)}\n\n`);
-        second.close();
-      });
+      await storeAndFinish(second, 'The first question', 'Answered at once.');
       const log = screen.getByRole('log');
       expect(await within(log).findByText('Answered at once.')).toBeTruthy();
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(2_000);
-      });
+      await passTime(2_000);
       expect(screen.getAllByText(/Stopped\./)).toHaveLength(1);
       server.messages.c2?.push(msg('c2', 'user', 'The first question'), msg('c2', 'assistant', 'Answered at length.'));
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(2_000);
-      });
+      await passTime(2_000);
       expect(await within(log).findByText('Answered at length.')).toBeTruthy();
       expect(screen.queryByText(/Stopped\./)).toBeNull();
     } finally {
@@ -1389,16 +1377,12 @@ describe('following a reply in progress', () => {
       fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
       await waitFor(() => expect(screen.getAllByText(/Stopped\./)).toHaveLength(2));
       server.messages.c2?.push(msg('c2', 'user', 'The first question'), msg('c2', 'assistant', 'First answer.'));
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(2_000);
-      });
+      await passTime(2_000);
       const log = screen.getByRole('log');
       expect(await within(log).findByText('First answer.')).toBeTruthy();
       expect(screen.getAllByText(/Stopped\./)).toHaveLength(1);
       server.messages.c2?.push(msg('c2', 'user', 'The first question'), msg('c2', 'assistant', 'Second answer.'));
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(2_000);
-      });
+      await passTime(2_000);
       expect(await within(log).findByText('Second answer.')).toBeTruthy();
       expect(screen.queryByText(/Stopped\./)).toBeNull();
       expect(within(log).getAllByText('The first question')).toHaveLength(2);
@@ -1411,16 +1395,9 @@ describe('following a reply in progress', () => {
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
       const second = await stopThenSendAgain('A quick second one');
-      const stored = { user_message: msg('c2', 'user', 'A quick second one'), assistant_message: msg('c2', 'assistant', 'Quick answer.') };
-      server.messages.c2?.push(stored.user_message, stored.assistant_message);
-      await act(async () => {
-        second.send(`event: done\ndata: ${JSON.stringify(stored)}\n\n`);
-        second.close();
-      });
+      await storeAndFinish(second, 'A quick second one', 'Quick answer.');
       expect(await within(screen.getByRole('log')).findByText('Quick answer.')).toBeTruthy();
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(10_000);
-      });
+      await passTime(10_000);
       const alert = await screen.findByRole('alert');
       expect(alert.textContent).toContain('The reply was lost before it was stored');
       expect((composer() as HTMLTextAreaElement).value).toBe('The first question');
@@ -1434,14 +1411,10 @@ describe('following a reply in progress', () => {
     try {
       const second = await stopThenSendAgain('A second one');
       await act(async () => second.send(start('A second one') + ev(2, 'delta', { text: 'Another thought' })));
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(10_000);
-      });
+      await passTime(10_000);
       expect((composer() as HTMLTextAreaElement).value).toBe('The first question');
       fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(10_000);
-      });
+      await passTime(10_000);
       // The second reply was lost too, and this tab sent it: its text comes back as well.
       expect((composer() as HTMLTextAreaElement).value).toBe('A second one\nThe first question');
       expect(screen.getByRole('alert').textContent).toContain('Your message is back in the message box.');
@@ -1460,9 +1433,7 @@ describe('following a reply in progress', () => {
       fireEvent.keyDown(composer(), { key: 'Enter' });
       fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
       expect(await screen.findByText(/Stopped/)).toBeTruthy();
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(9_000);
-      });
+      await passTime(9_000);
       // No event id to follow by: the wait follows the reply in progress, another tab's.
       expect(cursors).toEqual([null]);
       const elsewhere = { user_message: msg('c2', 'user', 'Sent elsewhere'), assistant_message: msg('c2', 'assistant', 'Not yours.') };
@@ -1485,9 +1456,7 @@ describe('following a reply in progress', () => {
       // A restarted server knows nothing of the generation: 204, and nothing was stored.
       const cursors = await renderWithFollow(post, () => new Response(null, { status: 204 }));
       await sendThenStop(post, 'Remember me', 'Half of it');
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(10_000);
-      });
+      await passTime(10_000);
       const alert = await screen.findByRole('alert');
       expect(alert.textContent).toContain('The reply was lost before it was stored');
       expect(alert.textContent).toContain('Your message is back in the message box.');
@@ -1591,9 +1560,7 @@ describe('navigation', () => {
         done.close();
       });
       await waitFor(() => expect(renames.count).toBe(1));
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(1500);
-      });
+      await passTime(1500);
       const nav = screen.getByRole('navigation', { name: 'Conversations' });
       expect(await within(nav).findByRole('button', { name: 'Plan a trip to Lisbon' })).toBeTruthy();
       expect(renames.count).toBe(2);
@@ -1699,9 +1666,7 @@ describe('navigation', () => {
     try {
       const { second, nav } = await stopFirstThenSendInANewChat('Lost on the way', 'Kept this one');
       // The stopped reply is never stored: its wait gives up (polls, then a 204) while the second streams.
-      await act(async () => {
-        await vi.advanceTimersByTimeAsync(10_000);
-      });
+      await passTime(10_000);
       expect(await screen.findByText(/lost before it was stored/)).toBeTruthy();
       const id = server.conversations.at(-1)?.id ?? '';
       const kept = { user_message: msg(id, 'user', 'Kept this one'), assistant_message: msg(id, 'assistant', 'Stored.') };
