@@ -81,6 +81,16 @@ afterEach(() => {
 
 const composer = () => screen.getByRole('textbox', { name: 'Message' });
 
+/** Runs `body` on fake timers that still follow the clock, and puts the real ones back after it. */
+async function inFakeTime(body: () => Promise<void>) {
+  vi.useFakeTimers({ shouldAdvanceTime: true });
+  try {
+    await body();
+  } finally {
+    vi.useRealTimers();
+  }
+}
+
 /** Lets `ms` of fake time pass, running what it wakes inside act. */
 const passTime = (ms: number) =>
   act(async () => {
@@ -734,6 +744,9 @@ describe('following a reply in progress', () => {
   const G = 'bbbbbbbb-0000-4000-8000-000000000002';
   const ev = (seq: number, event: string, data: unknown) => `id: ${G}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
   const start = (content: string) => ev(1, 'start', { generation_id: G, conversation_id: 'c2', content });
+  /** Another generation of c2: the same reply started over, or another one running. */
+  const H = 'cccccccc-0000-4000-8000-000000000003';
+  const evH = (seq: number, event: string, data: unknown) => `id: ${H}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
   const assistants = (log: HTMLElement) => [...log.querySelectorAll('article[aria-label="Assistant"] .message-body')].map((e) => e.textContent);
 
   let delays: number[];
@@ -853,11 +866,9 @@ describe('following a reply in progress', () => {
     await act(async () => conns[1]?.error(new TypeError('network error')));
     // A start event means "from the beginning": the text shown so far is replaced.
     await waitFor(() => expect(cursors).toHaveLength(3));
-    const H = 'cccccccc-0000-4000-8000-000000000003';
     await act(async () =>
       conns[2]?.send(
-        `id: ${H}:1\nevent: start\ndata: ${JSON.stringify({ generation_id: H, conversation_id: 'c2', content: 'Again?' })}\n\n` +
-          `id: ${H}:2\nevent: delta\ndata: {"text":"Once upon a time"}\n\n`,
+        evH(1, 'start', { generation_id: H, conversation_id: 'c2', content: 'Again?' }) + evH(2, 'delta', { text: 'Once upon a time' }),
       ),
     );
     expect(await within(log).findByText('Once upon a time')).toBeTruthy();
@@ -990,9 +1001,8 @@ describe('following a reply in progress', () => {
     expect(await screen.findByText(/Stopped/)).toBeTruthy();
   }
 
-  it('after Stop, a reply longer than the polls is followed silently to its end and then shown', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('after Stop, a reply longer than the polls is followed silently to its end and then shown', () =>
+    inFakeTime(async () => {
       const post = sseResponse();
       const rest = sseResponse();
       const cursors = await renderWithFollow(post, () => rest.response);
@@ -1011,14 +1021,10 @@ describe('following a reply in progress', () => {
       expect(screen.queryByText(/Stopped/)).toBeNull();
       expect(screen.queryByRole('alert')).toBeNull();
       expect((composer() as HTMLTextAreaElement).value).toBe('');
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('after Stop, a stream out of reach for good is reported while waiting and does not keep the stored reply from showing', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('after Stop, a stream out of reach for good is reported while waiting and does not keep the stored reply from showing', () =>
+    inFakeTime(async () => {
       const post = sseResponse();
       const follows = await renderWithFollow(post, () =>
         json({ status: 'error', message: 'Replies in progress cannot be resumed right now.', code: 'stream_log_unavailable' }, 503),
@@ -1037,10 +1043,7 @@ describe('following a reply in progress', () => {
       expect(await within(screen.getByRole('log')).findByText('Stored all the same.')).toBeTruthy();
       expect(screen.queryByText(/Stopped/)).toBeNull();
       expect(screen.queryByRole('alert')).toBeNull();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
   /** Follows a reply to `text` on opening the app, and has the assistant fail it. */
   async function followAFailingReply(text: string) {
@@ -1107,13 +1110,21 @@ describe('following a reply in progress', () => {
     expect(sentHere('c2', 'alpha') || sentHere('c2', 'beta')).toBe(false);
   });
 
-  it('after a followed reply ends, an older one still running is followed too', async () => {
-    const H = 'cccccccc-0000-4000-8000-000000000003';
+  /** An older reply of c2 than G's, still running while G's is followed. */
+  const olderStart = evH(1, 'start', { generation_id: H, conversation_id: 'c2', content: 'alpha' });
+
+  /** Opens c2 following a newer reply first, then the older one still running, then nothing (204). */
+  async function followingTwoReplies() {
     const newer = sseResponse();
     const older = sseResponse();
     const answers = [newer, older];
     server.onFollow(() => answers.shift()?.response ?? new Response(null, { status: 204 }));
     await renderLoaded();
+    return { newer, older };
+  }
+
+  it('after a followed reply ends, an older one still running is followed too', async () => {
+    const { newer, older } = await followingTwoReplies();
     const beta = { user_message: msg('c2', 'user', 'beta'), assistant_message: msg('c2', 'assistant', 'Beta answered.') };
     await act(async () => {
       newer.send(start('beta') + ev(2, 'done', beta));
@@ -1121,12 +1132,11 @@ describe('following a reply in progress', () => {
     });
     const log = screen.getByRole('log');
     expect(await within(log).findByText('Beta answered.')).toBeTruthy();
-    const other = (seq: number, event: string, data: unknown) => `id: ${H}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
-    await act(async () => older.send(other(1, 'start', { generation_id: H, conversation_id: 'c2', content: 'alpha' }) + other(2, 'delta', { text: 'Alpha so far' })));
+    await act(async () => older.send(olderStart + evH(2, 'delta', { text: 'Alpha so far' })));
     expect(await within(log).findByText('Alpha so far')).toBeTruthy();
     const alpha = { user_message: msg('c2', 'user', 'alpha'), assistant_message: msg('c2', 'assistant', 'Alpha answered.') };
     await act(async () => {
-      older.send(other(3, 'done', alpha));
+      older.send(evH(3, 'done', alpha));
       older.close();
     });
     expect(await within(log).findByText('Alpha answered.')).toBeTruthy();
@@ -1134,21 +1144,15 @@ describe('following a reply in progress', () => {
   });
 
   it('after a followed reply fails, an older one still running is followed too', async () => {
-    const H = 'cccccccc-0000-4000-8000-000000000004';
-    const failing = sseResponse();
-    const older = sseResponse();
-    const answers = [failing, older];
-    server.onFollow(() => answers.shift()?.response ?? new Response(null, { status: 204 }));
-    await renderLoaded();
+    const { newer: failing, older } = await followingTwoReplies();
     await act(async () => {
       failing.send(start('beta') + 'event: error\ndata: {"message":"The assistant failed.","code":"assistant_failed"}\n\n');
       failing.close();
     });
     expect((await screen.findByRole('alert')).textContent).toContain('Nothing was stored');
-    const other = (seq: number, event: string, data: unknown) => `id: ${H}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
     const alpha = { user_message: msg('c2', 'user', 'alpha'), assistant_message: msg('c2', 'assistant', 'Alpha answered.') };
     await act(async () => {
-      older.send(other(1, 'start', { generation_id: H, conversation_id: 'c2', content: 'alpha' }) + other(2, 'done', alpha));
+      older.send(olderStart + evH(2, 'done', alpha));
       older.close();
     });
     expect(await within(screen.getByRole('log')).findByText('Alpha answered.')).toBeTruthy();
@@ -1167,9 +1171,8 @@ describe('following a reply in progress', () => {
     expect(screen.getByRole('alert').textContent).not.toContain('back in the message box');
   });
 
-  it('a followed reply out of reach for good is waited for and shown once stored, the alert gone', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('a followed reply out of reach for good is waited for and shown once stored, the alert gone', () =>
+    inFakeTime(async () => {
       const sse = sseResponse();
       let follows = 0;
       server.onFollow((id) => {
@@ -1189,14 +1192,10 @@ describe('following a reply in progress', () => {
       expect(await within(screen.getByRole('log')).findByText('Yes, always.')).toBeTruthy();
       expect(screen.queryByRole('alert')).toBeNull();
       expect((composer() as HTMLTextAreaElement).value).toBe('');
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('after Stop, a refusal of the moment (429, 503) is tried again, not taken for a lost reply', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('after Stop, a refusal of the moment (429, 503) is tried again, not taken for a lost reply', () =>
+    inFakeTime(async () => {
       const post = sseResponse();
       await renderWithFollow(post, () => new Response(null, { status: 204 }));
       await sendThenStop(post, 'Busy now', 'Part');
@@ -1222,14 +1221,10 @@ describe('following a reply in progress', () => {
       await passTime(20_000);
       expect(await within(screen.getByRole('log')).findByText('Part of it, then all.')).toBeTruthy();
       expect((composer() as HTMLTextAreaElement).value).toBe('');
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('a resume answered by a page instead of a stream is waited for, not taken for a failed reply', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('a resume answered by a page instead of a stream is waited for, not taken for a failed reply', () =>
+    inFakeTime(async () => {
       const post = sseResponse();
       await renderWithFollow(post, () => new Response('<!doctype html><p>Hello from a proxy</p>', { status: 200, headers: { 'Content-Type': 'text/html' } }));
       fireEvent.change(composer(), { target: { value: 'Through a proxy' } });
@@ -1245,14 +1240,10 @@ describe('following a reply in progress', () => {
       expect(await within(screen.getByRole('log')).findByText('Part, and the rest.')).toBeTruthy();
       expect((composer() as HTMLTextAreaElement).value).toBe('');
       expect(screen.queryByRole('alert')).toBeNull();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('the stopped reply showing up keeps the alert about a later send', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('the stopped reply showing up keeps the alert about a later send', () =>
+    inFakeTime(async () => {
       const post = sseResponse();
       await renderWithFollow(post, () => new Response(null, { status: 204 }));
       await sendThenStop(post, 'First', 'Fir');
@@ -1266,10 +1257,7 @@ describe('following a reply in progress', () => {
       expect(await within(screen.getByRole('log')).findByText('First, answered.')).toBeTruthy();
       expect(screen.getByRole('alert').textContent).toContain('Sending failed');
       expect((composer() as HTMLTextAreaElement).value).toBe('Second');
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
   it('Retry while a stopped reply is waited for does not follow it a second way', async () => {
     let pageFailures = 1;
@@ -1326,9 +1314,8 @@ describe('following a reply in progress', () => {
     return second;
   }
 
-  it('a stopped reply stays in view above a message sent after it, until it shows stored', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('a stopped reply stays in view above a message sent after it, until it shows stored', () =>
+    inFakeTime(async () => {
       const second = await stopThenSendAgain('Sent after Stop');
       await act(async () => second.send('event: delta\ndata: {"text":"Streaming now"}\n\n'));
       const log = screen.getByRole('log');
@@ -1346,14 +1333,10 @@ describe('following a reply in progress', () => {
       expect(screen.queryByText(/Stopped\./)).toBeNull();
       expect(within(log).getAllByText('The first question')).toHaveLength(1);
       expect(within(log).getByText('Streaming now')).toBeTruthy();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('a stopped reply is not taken for the stored reply of the same text sent again and answered', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('a stopped reply is not taken for the stored reply of the same text sent again and answered', () =>
+    inFakeTime(async () => {
       const second = await stopThenSendAgain('The first question');
       await storeAndFinish(second, 'The first question', 'Answered at once.');
       const log = screen.getByRole('log');
@@ -1364,14 +1347,10 @@ describe('following a reply in progress', () => {
       await passTime(2_000);
       expect(await within(log).findByText('Answered at length.')).toBeTruthy();
       expect(screen.queryByText(/Stopped\./)).toBeNull();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('the same text sent twice and stopped twice shows each exchange once it is stored', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('the same text sent twice and stopped twice shows each exchange once it is stored', () =>
+    inFakeTime(async () => {
       const second = await stopThenSendAgain('The first question');
       await act(async () => second.send(start('The first question') + ev(2, 'delta', { text: 'Again' })));
       fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
@@ -1386,14 +1365,10 @@ describe('following a reply in progress', () => {
       expect(await within(log).findByText('Second answer.')).toBeTruthy();
       expect(screen.queryByText(/Stopped\./)).toBeNull();
       expect(within(log).getAllByText('The first question')).toHaveLength(2);
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('a message sent after Stop is not taken for the stopped reply, which is still given back when lost', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('a message sent after Stop is not taken for the stopped reply, which is still given back when lost', () =>
+    inFakeTime(async () => {
       const second = await stopThenSendAgain('A quick second one');
       await storeAndFinish(second, 'A quick second one', 'Quick answer.');
       expect(await within(screen.getByRole('log')).findByText('Quick answer.')).toBeTruthy();
@@ -1401,14 +1376,10 @@ describe('following a reply in progress', () => {
       const alert = await screen.findByRole('alert');
       expect(alert.textContent).toContain('The reply was lost before it was stored');
       expect((composer() as HTMLTextAreaElement).value).toBe('The first question');
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('a stopped reply lost after a second send keeps that send\'s text for its own loss', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('a stopped reply lost after a second send keeps that send\'s text for its own loss', () =>
+    inFakeTime(async () => {
       const second = await stopThenSendAgain('A second one');
       await act(async () => second.send(start('A second one') + ev(2, 'delta', { text: 'Another thought' })));
       await passTime(10_000);
@@ -1418,14 +1389,10 @@ describe('following a reply in progress', () => {
       // The second reply was lost too, and this tab sent it: its text comes back as well.
       expect((composer() as HTMLTextAreaElement).value).toBe('A second one\nThe first question');
       expect(screen.getByRole('alert').textContent).toContain('Your message is back in the message box.');
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('a reply stopped before its first event is not taken for another reply the wait then follows', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('a reply stopped before its first event is not taken for another reply the wait then follows', () =>
+    inFakeTime(async () => {
       const post = sseResponse();
       const other = sseResponse();
       const cursors = await renderWithFollow(post, () => other.response);
@@ -1444,14 +1411,10 @@ describe('following a reply in progress', () => {
       const alert = await screen.findByRole('alert');
       expect(alert.textContent).toContain('The reply was lost before it was stored');
       expect((composer() as HTMLTextAreaElement).value).toBe('Stopped while thinking');
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('a reply lost before it was stored (the server restarted mid-reply) gives the message back', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('a reply lost before it was stored (the server restarted mid-reply) gives the message back', () =>
+    inFakeTime(async () => {
       const post = sseResponse();
       // A restarted server knows nothing of the generation: 204, and nothing was stored.
       const cursors = await renderWithFollow(post, () => new Response(null, { status: 204 }));
@@ -1465,10 +1428,7 @@ describe('following a reply in progress', () => {
       expect((composer() as HTMLTextAreaElement).value).toBe('Remember me');
       expect(screen.queryByText(/Stopped/)).toBeNull();
       expect(screen.queryByText('Half of it')).toBeNull();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 });
 
 describe('navigation', () => {
@@ -1541,9 +1501,8 @@ describe('navigation', () => {
     expect((composer() as HTMLTextAreaElement).value).toBe('This is far too long....');
   });
 
-  it('a first message names its new chat, trying again when the rename meets a restarting server', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('a first message names its new chat, trying again when the rename meets a restarting server', () =>
+    inFakeTime(async () => {
       const done = sseResponse();
       server.onStream(() => done.response);
       const renames = refusingRenames((attempt) => attempt === 1);
@@ -1564,10 +1523,7 @@ describe('navigation', () => {
       const nav = screen.getByRole('navigation', { name: 'Conversations' });
       expect(await within(nav).findByRole('button', { name: 'Plan a trip to Lisbon' })).toBeTruthy();
       expect(renames.count).toBe(2);
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
   it('a new chat left during its first reply is named after it once opened again', async () => {
     const reply = sseResponse();
@@ -1601,26 +1557,7 @@ describe('navigation', () => {
     expect(fetchMock.calls.filter((c) => c.method === 'PATCH')).toEqual([]);
   });
 
-  it('a long first message names its chat without cutting an emoji in half', async () => {
-    const done = sseResponse();
-    server.onStream(() => done.response);
-    await renderLoaded();
-    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
-    await screen.findByText('No messages yet');
-    const text = `${'a'.repeat(56)}😀😀 and a few more words`;
-    fireEvent.change(composer(), { target: { value: text } });
-    fireEvent.keyDown(composer(), { key: 'Enter' });
-    const id = server.conversations.at(-1)?.id ?? '';
-    const exchange = { user_message: msg(id, 'user', text), assistant_message: msg(id, 'assistant', 'Noted.') };
-    await act(async () => {
-      done.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
-      done.close();
-    });
-    const nav = screen.getByRole('navigation', { name: 'Conversations' });
-    expect(await within(nav).findByRole('button', { name: `${'a'.repeat(56)}😀…` })).toBeTruthy();
-  });
-
-  /** Sends `text` as the first message of a new chat, answered at once with `reply`. */
+  /** Sends `text` as the first message of a new chat, answered at once; returns the conversation list. */
   async function firstMessageOfANewChat(text: string) {
     const done = sseResponse();
     server.onStream(() => done.response);
@@ -1637,6 +1574,11 @@ describe('navigation', () => {
     });
     return within(screen.getByRole('navigation', { name: 'Conversations' }));
   }
+
+  it('a long first message names its chat without cutting an emoji in half', async () => {
+    const nav = await firstMessageOfANewChat(`${'a'.repeat(56)}😀😀 and a few more words`);
+    expect(await nav.findByRole('button', { name: `${'a'.repeat(56)}😀…` })).toBeTruthy();
+  });
 
   /**
    * In a new chat, sends `first` and stops its reply, then sends `second`; returns the stream that
@@ -1661,9 +1603,8 @@ describe('navigation', () => {
     return { second: answer, nav };
   }
 
-  it('a message sent after a stopped first one that was lost names the new chat', async () => {
-    vi.useFakeTimers({ shouldAdvanceTime: true });
-    try {
+  it('a message sent after a stopped first one that was lost names the new chat', () =>
+    inFakeTime(async () => {
       const { second, nav } = await stopFirstThenSendInANewChat('Lost on the way', 'Kept this one');
       // The stopped reply is never stored: its wait gives up (polls, then a 204) while the second streams.
       await passTime(10_000);
@@ -1676,10 +1617,7 @@ describe('navigation', () => {
         second.close();
       });
       expect(await within(nav).findByRole('button', { name: 'Kept this one' })).toBeTruthy();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
   it('a first message in markdown names its chat with its words, not its symbols', async () => {
     const nav = await firstMessageOfANewChat('**Urgent**: the `build` fails\n\nDetails follow.');
