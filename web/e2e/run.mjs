@@ -179,11 +179,13 @@ async function open(page, base, hash = '') {
   );
 }
 
+/** Opens an empty chat: the conversation is created by its first send, so the list stays as it was. */
 async function newChat(page) {
   const before = await nav(page).getByRole('listitem').count();
   await nav(page).getByRole('button', { name: 'New chat' }).first().click();
-  await page.waitForFunction((n) => document.querySelectorAll('nav li').length === n + 1, before);
-  await log(page).getByText('No messages yet').waitFor();
+  await log(page).getByText('Start a new conversation').waitFor();
+  const after = await nav(page).getByRole('listitem').count();
+  assert(after === before, `New chat adds nothing to the list before a message is sent (${before} then ${after})`);
 }
 
 /** Sends `text` with Enter and waits until the streamed reply is complete. Returns the reply's text and what was seen while streaming. */
@@ -288,10 +290,11 @@ async function main() {
     const page = await fresh();
     await open(page, base);
     await newChat(page);
+    await sendAndWait(page, 'Rename me');
     const current = nav(page).locator('li:has([aria-current="page"])');
-    assert((await current.innerText()).includes('New chat'), 'the new conversation is selected and titled "New chat"');
+    await current.getByRole('button', { name: 'Rename me', exact: true }).waitFor();
 
-    await current.getByRole('button', { name: 'Rename New chat' }).click();
+    await current.getByRole('button', { name: 'Rename Rename me' }).click();
     const input = nav(page).getByRole('textbox', { name: 'Conversation title' });
     await input.fill('Renamed by e2e');
     await input.press('Enter');
@@ -682,15 +685,15 @@ async function main() {
   await test('two tabs: what one stores and names shows in the other without a reload', async () => {
     const page = await fresh();
     await open(page, base, markdownHash);
-    await newChat(page);
-    const hash = new URL(page.url()).hash;
     const other = watch(await context.newPage());
     await other.setViewportSize(DESKTOP);
-    await open(other, base, hash);
-    await log(other).getByText('No messages yet').waitFor();
+    await open(other, base, markdownHash);
+    await newChat(page);
+    await sendAndWait(page, 'Begun in the first tab');
+    await nav(other).getByRole('button', { name: 'Begun in the first tab', exact: true }).click();
+    await log(other).getByText('Begun in the first tab').waitFor();
     await sendAndWait(page, 'Said in the first tab');
     await log(other).getByText('Said in the first tab').waitFor();
-    await nav(other).getByRole('button', { name: 'Said in the first tab', exact: true }).waitFor();
     await other.close();
   });
 

@@ -48,8 +48,15 @@ export function App() {
   deletedRef.current = deleted;
   const conversationsRef = useRef(conversations);
   conversationsRef.current = conversations;
-  /** Conversations being created (a first send from a new chat, or New chat) right now. */
+  /** Conversations being created by a first send from a new chat, right now. */
   const creating = useRef(0);
+  /**
+   * The user asked for a new chat: the list arriving later must not open the newest conversation
+   * instead, nor a list that failed to load hide the message box.
+   */
+  const [choseNewChat, setChoseNewChat] = useState(false);
+  const choseNewChatRef = useRef(choseNewChat);
+  choseNewChatRef.current = choseNewChat;
 
   const loadList = useCallback(() => {
     setList({ kind: 'loading' });
@@ -65,7 +72,7 @@ export function App() {
         setList({ kind: 'ready' });
         // The newest conversation opens, unless the user began a new chat while the list loaded:
         // switching would hide what they typed, or cut the send that is creating the chat.
-        const composing = creating.current > 0 || loadDraft(null).trim() !== '';
+        const composing = choseNewChatRef.current || creating.current > 0 || loadDraft(null).trim() !== '';
         setSelectedId((current) => current ?? (composing ? null : (page.items[0]?.id ?? null)));
       },
       (error: unknown) => setList({ kind: 'error', error }),
@@ -189,14 +196,16 @@ export function App() {
     return c;
   }, []);
 
-  const newChat = async () => {
-    try {
-      const c = await createConversation();
-      select(c.id);
-      setTimeout(() => document.getElementById('composer-input')?.focus());
-    } catch (err) {
-      setSidebarError(`Could not create a conversation: ${errorMessage(err)}`);
-    }
+  /**
+   * Opens an empty chat. The conversation is created by its first send, as a user expects: a
+   * New chat left without a word leaves nothing behind in the list, on any device.
+   */
+  const newChat = () => {
+    setChoseNewChat(true);
+    if (selectedId !== null) openedByUser.current = true;
+    setSelectedId(null);
+    setMenuOpen(false);
+    setTimeout(() => document.getElementById('composer-input')?.focus());
   };
 
   const rename = async (id: string, title: string) => {
@@ -315,7 +324,7 @@ export function App() {
       menuButtonRef.current?.focus();
     }
   }, [menuOpen]);
-  const unreachable = list.kind === 'error' && conversations.length === 0;
+  const unreachable = list.kind === 'error' && conversations.length === 0 && !choseNewChat;
 
   return (
     <div className={`app${menuOpen ? ' menu-open' : ''}`} onKeyDown={(e) => e.key === 'Escape' && menuOpen && closeMenu()}>
@@ -353,7 +362,7 @@ export function App() {
         hasMore={listCursor !== null}
         error={sidebarError}
         onSelect={select}
-        onNew={() => void newChat()}
+        onNew={newChat}
         onRename={rename}
         onDelete={remove}
         onLoadMore={loadMore}

@@ -119,6 +119,24 @@ async function renderLoaded() {
   await screen.findByText('Earlier answer');
 }
 
+/** Ends `stream` with the exchange of `text` in the conversation created last, stored on the server. */
+async function finishInNewestChat(stream: ReturnType<typeof sseResponse>, text: string, reply = 'Noted.') {
+  const id = server.conversations.at(-1)?.id ?? '';
+  await waitFor(() => expect(server.messages[id]).toBeDefined());
+  const exchange = { user_message: msg(id, 'user', text), assistant_message: msg(id, 'assistant', reply) };
+  server.messages[id]?.push(exchange.user_message, exchange.assistant_message);
+  await act(async () => {
+    stream.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
+    stream.close();
+  });
+}
+
+/** Clicks New chat and waits for its empty message box; nothing is created on the server yet. */
+async function openNewChat() {
+  fireEvent.click(within(screen.getByRole('navigation', { name: 'Conversations' })).getByRole('button', { name: /New chat/ }));
+  await screen.findByText('Start a new conversation');
+}
+
 describe('App', () => {
   it('lists conversations most recent first in a nav landmark and opens the newest', async () => {
     await renderLoaded();
@@ -234,7 +252,13 @@ describe('App', () => {
     expect(await screen.findByText('Cannot reach the server.')).toBeTruthy();
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
     expect(within(nav).queryByText('No conversations yet.')).toBeNull();
-    fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
+    // Choosing a new chat trades the page's error for the message box: the server may take a send.
+    await openNewChat();
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    fireEvent.change(composer(), { target: { value: 'Sent while the list is down' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await finishInNewestChat(done, 'Sent while the list is down');
     expect(await within(nav).findByRole('list')).toBeTruthy();
     expect(within(nav).getByText(/Could not load your conversations/)).toBeTruthy();
     down = false;
@@ -309,8 +333,7 @@ describe('App', () => {
     server.onStream(() => sse.response);
     await renderLoaded();
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
-    fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
-    await screen.findByText('No messages yet');
+    await openNewChat();
     fireEvent.change(composer(), { target: { value: 'Name me after Stop' } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
     await act(async () => sse.send('event: delta\ndata: {"text":"Half"}\n\n'));
@@ -359,13 +382,28 @@ describe('App', () => {
     expect(input.readOnly).toBe(false);
   });
 
-  it('creates, renames and deletes (after confirmation) conversations', async () => {
+  it('New chat opens an empty chat, created on the server only by its first message', async () => {
+    const done = sseResponse();
+    server.onStream(() => done.response);
     await renderLoaded();
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
-    fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
-    expect(await within(nav).findByRole('button', { name: 'New chat' })).toBeTruthy();
-    expect(await screen.findByText('No messages yet')).toBeTruthy();
+    await openNewChat();
+    await openNewChat();
+    expect(within(nav).getAllByRole('listitem')).toHaveLength(2);
+    expect(within(nav).queryByRole('button', { current: 'page' })).toBeNull();
+    expect(window.location.hash).toBe('');
+    expect(fetchMock.calls.filter((c) => c.method === 'POST')).toEqual([]);
+    fireEvent.change(composer(), { target: { value: 'Begin here' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await finishInNewestChat(done, 'Begin here');
+    expect(fetchMock.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations')).toHaveLength(1);
+    expect(await within(nav).findByRole('button', { name: 'Begin here', current: 'page' })).toBeTruthy();
+    expect(window.location.hash).toBe(`#/c/${server.conversations.at(-1)?.id}`);
+  });
 
+  it('renames and deletes (after confirmation) conversations', async () => {
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
     fireEvent.click(within(nav).getByRole('button', { name: 'Rename Older chat' }));
     const input = within(nav).getByRole('textbox', { name: 'Conversation title' });
     fireEvent.change(input, { target: { value: 'Renamed chat' } });
@@ -712,7 +750,7 @@ describe('a send while the messages load', () => {
 });
 
 describe('new chat during the first load', () => {
-  it('keeps a conversation created before the list arrived', async () => {
+  it('keeps open a new chat chosen before the list arrived', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     vi.stubGlobal(
@@ -730,13 +768,12 @@ describe('new chat during the first load', () => {
       ]).fn,
     );
     render(<App />);
-    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
-    const nav = screen.getByRole('navigation', { name: 'Conversations' });
-    // The action button and the new conversation share the name "New chat".
-    await waitFor(() => expect(within(nav).getAllByRole('button', { name: 'New chat' })).toHaveLength(2));
+    await openNewChat();
     await act(async () => release());
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
     await within(nav).findByRole('button', { name: 'Recent chat' });
-    expect(within(nav).getAllByRole('button', { name: 'New chat' })).toHaveLength(2);
+    expect(screen.getByText('Start a new conversation')).toBeTruthy();
+    expect(screen.queryByText('Earlier answer')).toBeNull();
   });
 });
 
@@ -1487,17 +1524,13 @@ describe('navigation', () => {
     server.onStream(() => json({ status: 'error', message: 'content must be at most 10 characters, got 24', code: 'text_too_long' }, 413));
     render(<App />);
     await screen.findByText('Earlier answer');
-    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
-    await screen.findByText('No messages yet');
-    history.replaceState(null, '', '/');
-    fireEvent(window, new HashChangeEvent('hashchange'));
-    expect(await screen.findByText('Start a new conversation')).toBeTruthy();
+    await openNewChat();
     fireEvent.change(composer(), { target: { value: 'This is far too long....' } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
     const alert = await screen.findByRole('alert');
     expect(alert.textContent).toBe('Sending failed: content must be at most 10 characters, got 24. Your message is back in the message box.');
     const created = fetchMock.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations');
-    expect(created.map((c) => c.body)).toEqual([{}, {}]);
+    expect(created.map((c) => c.body)).toEqual([{}]);
     expect((composer() as HTMLTextAreaElement).value).toBe('This is far too long....');
   });
 
@@ -1508,8 +1541,7 @@ describe('navigation', () => {
       const renames = refusingRenames((attempt) => attempt === 1);
       render(<App />);
       await screen.findByText('Earlier answer');
-      fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
-      await screen.findByText('No messages yet');
+      await openNewChat();
       fireEvent.change(composer(), { target: { value: 'Plan a trip to Lisbon' } });
       fireEvent.keyDown(composer(), { key: 'Enter' });
       const id = server.conversations.at(-1)?.id ?? '';
@@ -1530,8 +1562,7 @@ describe('navigation', () => {
     server.onStream(() => reply.response);
     render(<App />);
     await screen.findByText('Earlier answer');
-    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
-    await screen.findByText('No messages yet');
+    await openNewChat();
     fireEvent.change(composer(), { target: { value: 'Leave me mid-reply' } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
     await screen.findByRole('button', { name: 'Stop' });
@@ -1562,16 +1593,10 @@ describe('navigation', () => {
     const done = sseResponse();
     server.onStream(() => done.response);
     await renderLoaded();
-    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
-    await screen.findByText('No messages yet');
+    await openNewChat();
     fireEvent.change(composer(), { target: { value: text } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
-    const id = server.conversations.at(-1)?.id ?? '';
-    const exchange = { user_message: msg(id, 'user', text), assistant_message: msg(id, 'assistant', 'Noted.') };
-    await act(async () => {
-      done.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
-      done.close();
-    });
+    await finishInNewestChat(done, text);
     return within(screen.getByRole('navigation', { name: 'Conversations' }));
   }
 
@@ -1591,8 +1616,7 @@ describe('navigation', () => {
     server.onStream(() => (posts.shift() ?? answer).response);
     await renderLoaded();
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
-    fireEvent.click(within(nav).getByRole('button', { name: /New chat/ }));
-    await screen.findByText('No messages yet');
+    await openNewChat();
     fireEvent.change(composer(), { target: { value: first } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
     await act(async () => stopped.send('event: delta\ndata: {"text":"Half"}\n\n'));
@@ -1764,7 +1788,10 @@ describe('other tabs of the same browser', () => {
       sse.close();
     });
     await waitFor(() => expect(heard).toContainEqual({ kind: 'stored', id: 'c2', updatedAt: exchange.assistant_message.created_at }));
-    fireEvent.click(screen.getByRole('button', { name: /New chat/ }));
+    server.onStream(() => new Promise<Response>(() => undefined));
+    await openNewChat();
+    fireEvent.change(composer(), { target: { value: 'Begin a chat' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
     await waitFor(() => expect(heard.some((e) => (e as { kind: string }).kind === 'upserted')).toBe(true));
   });
 
