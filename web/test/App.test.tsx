@@ -131,6 +131,9 @@ async function finishInNewestChat(stream: ReturnType<typeof sseResponse>, text: 
   });
 }
 
+/** What the reply cut short in view says of itself: stopped by the user, or its connection lost. */
+const cutShortNote = () => screen.getByRole('log').querySelector('article[aria-label="Assistant"] .message-note')?.textContent;
+
 /** Clicks New chat and waits for its empty message box; nothing is created on the server yet. */
 async function openNewChat() {
   fireEvent.click(within(screen.getByRole('navigation', { name: 'Conversations' })).getByRole('button', { name: /New chat/ }));
@@ -1223,6 +1226,7 @@ describe('following a reply in progress', () => {
       expect(await screen.findByText('Yes')).toBeTruthy();
       await act(async () => sse.error(new TypeError('network error')));
       expect((await screen.findByRole('alert')).textContent).toContain('Lost the reply in progress');
+      expect(cutShortNote()).toBe('Connection lost. The full reply will appear once the server has stored it.');
       const done = { user_message: msg('c2', 'user', 'Still there?'), assistant_message: msg('c2', 'assistant', 'Yes, always.') };
       server.messages.c2?.push(done.user_message, done.assistant_message);
       await passTime(3_000);
@@ -1270,6 +1274,7 @@ describe('following a reply in progress', () => {
       expect(await screen.findByText('Part')).toBeTruthy();
       await act(async () => post.error(new TypeError('network error')));
       expect((await screen.findByRole('alert')).textContent).toContain('Lost the connection');
+      expect(cutShortNote()).toBe('Connection lost. The full reply will appear once the server has stored it.');
       expect((composer() as HTMLTextAreaElement).value).toBe('');
       const done = { user_message: msg('c2', 'user', 'Through a proxy'), assistant_message: msg('c2', 'assistant', 'Part, and the rest.') };
       server.messages.c2?.push(done.user_message, done.assistant_message);

@@ -20,7 +20,11 @@ interface Pending {
   key: number;
   user: string;
   reply: string;
-  state: 'streaming' | 'stopped';
+  /**
+   * "stopped" by the user, or "interrupted" when the connection to it was lost: either way the
+   * reply is awaited from the server, which goes on and stores it.
+   */
+  state: 'streaming' | 'stopped' | 'interrupted';
 }
 
 interface Props {
@@ -242,7 +246,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
 
   /** Takes a stopped reply out of view: it is stored and shown, or given back. */
   const dropStopped = (key: number) => {
-    setPending((p) => (p?.state === 'stopped' && p.key === key ? null : p));
+    setPending((p) => (p?.state !== 'streaming' && p?.key === key ? null : p));
     setStopped((all) => all.filter((p) => p.key !== key));
   };
 
@@ -592,7 +596,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
             return;
           }
           // Out of reach: the server still finishes and stores the reply, so wait for it there.
-          setPending((p) => (p ? { ...p, state: 'stopped' } : p));
+          setPending((p) => (p ? { ...p, state: 'interrupted' } : p));
           setSendError(`${LOST_PREFIX} reply in progress: ${errorMessage(err)}`);
           reloadAfterStop(convId, new Set(messagesRef.current.map((m) => m.id)), lastEventId);
         },
@@ -627,7 +631,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     setSendError(null);
     setDraft('');
     const previous = pendingRef.current;
-    if (previous?.state === 'stopped') setStopped((all) => [...all, previous]);
+    if (previous && previous.state !== 'streaming') setStopped((all) => [...all, previous]);
     setPending(newPending(text));
     stickToBottom.current = true;
     stoppedRef.current = false;
@@ -757,7 +761,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
       } else if (accepted && !replyFailed(err)) {
         // The connection broke for good (reconnecting with Last-Event-ID failed) or the reply
         // ended meanwhile: the server still finishes and stores it, so fetch it from there.
-        setPending((p) => (p ? { ...p, state: 'stopped' } : p));
+        setPending((p) => (p ? { ...p, state: 'interrupted' } : p));
         if (!(err instanceof ApiError && err.code === 'stream_gone')) setSendError(`${LOST_PREFIX} connection to the reply: ${errorMessage(err)}`);
         reloadAfterStop(convId, known, lastEventId);
       } else {
@@ -844,7 +848,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
         {stopped.map((p) => (
           <Fragment key={p.key}>
             <MessageItem role="user" content={p.user} state="sending" />
-            <MessageItem role="assistant" content={p.reply} state="stopped" />
+            <MessageItem role="assistant" content={p.reply} state={p.state} />
           </Fragment>
         ))}
         {pending && (

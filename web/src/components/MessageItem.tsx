@@ -7,9 +7,10 @@ interface Props {
   content: string;
   /**
    * Not stored yet: "sending" is the user's message on its way, "streaming" shows a typing
-   * cursor, "stopped" notes the reply was cut short here. Only a stored message can be copied.
+   * cursor, "stopped" and "interrupted" note the reply was cut short here, by Stop or by a lost
+   * connection. Only a stored message can be copied.
    */
-  state?: 'sending' | 'streaming' | 'stopped';
+  state?: 'sending' | 'streaming' | 'stopped' | 'interrupted';
 }
 
 /**
@@ -29,6 +30,9 @@ export const MessageItem = memo(function MessageItem({ role, content, state }: P
           <Markdown text={content} />
         )}
         {state === 'stopped' && <p className="message-note">Stopped. The full reply will appear once the server has stored it.</p>}
+        {state === 'interrupted' && (
+          <p className="message-note">Connection lost. The full reply will appear once the server has stored it.</p>
+        )}
       </div>
       {state === undefined && <CopyButton text={content} />}
     </article>
