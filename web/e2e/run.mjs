@@ -184,6 +184,7 @@ async function newChat(page) {
   const before = await nav(page).getByRole('listitem').count();
   await nav(page).getByRole('button', { name: 'New chat' }).first().click();
   await log(page).getByText('Start a new conversation').waitFor();
+  assert(new URL(page.url()).hash === '#/new', `a new chat has its own address (${page.url()})`);
   const after = await nav(page).getByRole('listitem').count();
   assert(after === before, `New chat adds nothing to the list before a message is sent (${before} then ${after})`);
 }

@@ -10,6 +10,8 @@ import { useTheme } from './hooks/useTheme';
 
 const LIST_PAGE = 50;
 const DEFAULT_TITLE = 'New chat';
+/** The address of a new chat not sent from yet, so a reload or a link comes back to it. */
+const NEW_CHAT_HASH = '#/new';
 
 function idFromHash(): string | null {
   const m = /^#\/c\/([^/?#]+)$/.exec(window.location.hash);
@@ -54,7 +56,7 @@ export function App() {
    * The user asked for a new chat: the list arriving later must not open the newest conversation
    * instead, nor a list that failed to load hide the message box.
    */
-  const [choseNewChat, setChoseNewChat] = useState(false);
+  const [choseNewChat, setChoseNewChat] = useState(() => window.location.hash === NEW_CHAT_HASH);
   const choseNewChatRef = useRef(choseNewChat);
   choseNewChatRef.current = choseNewChat;
 
@@ -86,17 +88,20 @@ export function App() {
   // own (the first one shown, the next one after a delete) replaces the entry instead.
   const openedByUser = useRef(false);
   useEffect(() => {
-    const hash = selectedId ? `#/c/${encodeURIComponent(selectedId)}` : '';
+    const hash = selectedId ? `#/c/${encodeURIComponent(selectedId)}` : choseNewChat ? NEW_CHAT_HASH : '';
     const url = `${window.location.pathname}${window.location.search}${hash}`;
     if (window.location.hash !== hash) {
       if (openedByUser.current && window.location.hash !== '') history.pushState(null, '', url);
       else history.replaceState(null, '', url);
     }
     openedByUser.current = false;
-  }, [selectedId]);
+  }, [selectedId, choseNewChat]);
 
   useEffect(() => {
-    const onHash = () => setSelectedId(idFromHash());
+    const onHash = () => {
+      setSelectedId(idFromHash());
+      setChoseNewChat(window.location.hash === NEW_CHAT_HASH);
+    };
     window.addEventListener('hashchange', onHash);
     return () => window.removeEventListener('hashchange', onHash);
   }, []);
@@ -179,6 +184,7 @@ export function App() {
     // Choosing the conversation already open (to close the phone menu) adds no history entry.
     if (id !== selectedId) openedByUser.current = true;
     setSelectedId(id);
+    setChoseNewChat(false);
     if (menuOpen) {
       setMenuOpen(false);
       setTimeout(() => document.getElementById('composer-input')?.focus());
@@ -201,12 +207,18 @@ export function App() {
    * New chat left without a word leaves nothing behind in the list, on any device.
    */
   const newChat = () => {
-    setChoseNewChat(true);
     if (selectedId !== null) openedByUser.current = true;
+    setChoseNewChat(true);
     setSelectedId(null);
     setMenuOpen(false);
     setTimeout(() => document.getElementById('composer-input')?.focus());
   };
+
+  /** The conversation a first send created takes the new chat's place, in the history too. */
+  const adoptCreated = useCallback((id: string) => {
+    setSelectedId(id);
+    setChoseNewChat(false);
+  }, []);
 
   const rename = async (id: string, title: string) => {
     try {
@@ -383,7 +395,7 @@ export function App() {
           <ConversationView
             conversationId={selectedId}
             onCreate={createConversation}
-            onSelect={select}
+            onCreated={adoptCreated}
             onActivity={onActivity}
             onFirstMessage={onFirstMessage}
             onGone={onGone}

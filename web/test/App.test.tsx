@@ -390,18 +390,36 @@ describe('App', () => {
     server.onStream(() => done.response);
     await renderLoaded();
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    const entries = history.length;
     await openNewChat();
     await openNewChat();
     expect(within(nav).getAllByRole('listitem')).toHaveLength(2);
     expect(within(nav).queryByRole('button', { current: 'page' })).toBeNull();
-    expect(window.location.hash).toBe('');
+    // Its own address and history entry: Back returns to the conversation it was opened from.
+    expect(window.location.hash).toBe('#/new');
+    expect(history.length).toBe(entries + 1);
     expect(fetchMock.calls.filter((c) => c.method === 'POST')).toEqual([]);
     fireEvent.change(composer(), { target: { value: 'Begin here' } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
     await finishInNewestChat(done, 'Begin here');
     expect(fetchMock.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations')).toHaveLength(1);
     expect(await within(nav).findByRole('button', { name: 'Begin here', current: 'page' })).toBeTruthy();
+    // The chat it became takes the new chat's place in the history.
     expect(window.location.hash).toBe(`#/c/${server.conversations.at(-1)?.id}`);
+    expect(history.length).toBe(entries + 1);
+  });
+
+  it('a new chat reloaded comes back as a new chat, not the newest conversation', async () => {
+    history.replaceState(null, '', '/#/new');
+    render(<App />);
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    await within(nav).findByRole('button', { name: 'Recent chat' });
+    expect(await screen.findByText('Start a new conversation')).toBeTruthy();
+    expect(screen.queryByText('Earlier answer')).toBeNull();
+    expect(window.location.hash).toBe('#/new');
+    fireEvent.click(within(nav).getByRole('button', { name: 'Recent chat' }));
+    expect(await screen.findByText('Earlier answer')).toBeTruthy();
+    expect(window.location.hash).toBe('#/c/c2');
   });
 
   it('renames and deletes (after confirmation) conversations', async () => {
@@ -1074,7 +1092,7 @@ describe('following a reply in progress', () => {
       expect(follows.length).toBeGreaterThan(0);
       expect(screen.getByText(/Stopped/)).toBeTruthy();
       const alert = await screen.findByRole('alert');
-      expect(alert.textContent).toContain('Lost the way to the stopped reply for now');
+      expect(alert.textContent).toContain('Lost the way to the reply for now');
       expect(alert.textContent).toContain('Trying again');
       expect((composer() as HTMLTextAreaElement).value).toBe('');
       const done = { user_message: msg('c2', 'user', 'Out of reach'), assistant_message: msg('c2', 'assistant', 'Stored all the same.') };
@@ -1231,6 +1249,7 @@ describe('following a reply in progress', () => {
       server.messages.c2?.push(done.user_message, done.assistant_message);
       await passTime(3_000);
       expect(await within(screen.getByRole('log')).findByText('Yes, always.')).toBeTruthy();
+      expect(cutShortNote()).toBeUndefined();
       expect(screen.queryByRole('alert')).toBeNull();
       expect((composer() as HTMLTextAreaElement).value).toBe('');
     }));
@@ -1280,6 +1299,7 @@ describe('following a reply in progress', () => {
       server.messages.c2?.push(done.user_message, done.assistant_message);
       await passTime(3_000);
       expect(await within(screen.getByRole('log')).findByText('Part, and the rest.')).toBeTruthy();
+      expect(cutShortNote()).toBeUndefined();
       expect((composer() as HTMLTextAreaElement).value).toBe('');
       expect(screen.queryByRole('alert')).toBeNull();
     }));

@@ -35,7 +35,8 @@ interface Props {
    * server refuses does not leave a conversation named after it.
    */
   onCreate: () => Promise<Conversation>;
-  onSelect: (id: string) => void;
+  /** The conversation `onCreate` made for a send from here is taken by it: open it in place of the new chat. */
+  onCreated: (id: string) => void;
   /** Something was stored in the conversation: move it to the top, maybe give it a title. */
   onActivity: (id: string, updatedAt: string, firstUserText?: string) => void;
   /**
@@ -53,7 +54,7 @@ interface Props {
 
 type LoadState = { kind: 'idle' } | { kind: 'loading' } | { kind: 'ready' } | { kind: 'error'; error: unknown };
 
-export function ConversationView({ conversationId, onCreate, onSelect, onActivity, onFirstMessage, onGone, storedElsewhere, deletedElsewhere }: Props) {
+export function ConversationView({ conversationId, onCreate, onCreated, onActivity, onFirstMessage, onGone, storedElsewhere, deletedElsewhere }: Props) {
   const [messages, setMessages] = useState<Message[]>([]);
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [load, setLoad] = useState<LoadState>({ kind: 'idle' });
@@ -313,7 +314,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
     const stillWaiting = (err: unknown) =>
       setSendError((e) =>
         e === null || e.startsWith(LOST_PREFIX)
-          ? `${LOST_PREFIX} way to the stopped reply for now: ${sentence(errorMessage(err))} Trying again; it shows here once stored.`
+          ? `${LOST_PREFIX} way to the reply for now: ${sentence(errorMessage(err))} Trying again; it shows here once stored.`
           : e,
       );
     const later = (step: () => void, ms: number) =>
@@ -678,7 +679,7 @@ export function ConversationView({ conversationId, onCreate, onSelect, onActivit
           messagesRef.current = [];
         }
         adoptedRef.current = id;
-        onSelect(id);
+        onCreated(id);
       } catch (err) {
         if (abortRef.current === controller) abortRef.current = null;
         if (gen === generation.current) fail(err);
