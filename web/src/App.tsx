@@ -58,6 +58,8 @@ export function App() {
    */
   const [choseNewChat, setChoseNewChat] = useState(() => window.location.hash === NEW_CHAT_HASH);
   const choseNewChatRef = useRef(choseNewChat);
+  /** Counts New chat clicks: one made in the empty chat itself starts it over too. */
+  const [newChatClicks, setNewChatClicks] = useState(0);
   choseNewChatRef.current = choseNewChat;
 
   const loadList = useCallback(() => {
@@ -209,6 +211,7 @@ export function App() {
   const newChat = () => {
     if (selectedId !== null) openedByUser.current = true;
     setChoseNewChat(true);
+    setNewChatClicks((n) => n + 1);
     setSelectedId(null);
     setMenuOpen(false);
     setTimeout(() => document.getElementById('composer-input')?.focus());
@@ -394,6 +397,7 @@ export function App() {
         ) : (
           <ConversationView
             conversationId={selectedId}
+            newChatClicks={newChatClicks}
             onCreate={createConversation}
             onCreated={adoptCreated}
             onActivity={onActivity}

@@ -136,7 +136,9 @@ const cutShortNote = () => screen.getByRole('log').querySelector('article[aria-l
 
 /** Clicks New chat and waits for its empty message box; nothing is created on the server yet. */
 async function openNewChat() {
-  fireEvent.click(within(screen.getByRole('navigation', { name: 'Conversations' })).getByRole('button', { name: /New chat/ }));
+  // The action comes first: a conversation not named yet is called "New chat" too.
+  const [action] = within(screen.getByRole('navigation', { name: 'Conversations' })).getAllByRole('button', { name: 'New chat' });
+  if (action) fireEvent.click(action);
   await screen.findByText('Start a new conversation');
 }
 
@@ -532,6 +534,47 @@ describe('a message sent while its new chat is being created', () => {
     const list = within(screen.getByRole('navigation', { name: 'Conversations' })).getByRole('list');
     fireEvent.click(await within(list).findByRole('button', { name: 'New chat' }));
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('sent while leaving'));
+  });
+
+  it('goes on into its own chat when New chat is clicked meanwhile, which opens an empty one', async () => {
+    const creation = slowCreation();
+    vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);
+    server.onStream(() => new Promise<Response>(() => undefined));
+    await renderLoaded();
+    await openNewChat();
+    fireEvent.change(composer(), { target: { value: 'sent, then New chat' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await screen.findByRole('button', { name: 'Stop' });
+    await openNewChat();
+    await act(async () => creation.release());
+    const list = within(screen.getByRole('navigation', { name: 'Conversations' })).getByRole('list');
+    await within(list).findByRole('button', { name: 'New chat' });
+    expect(screen.getByText('Start a new conversation')).toBeTruthy();
+    expect(window.location.hash).toBe('#/new');
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+    fireEvent.click(within(list).getByRole('button', { name: 'New chat' }));
+    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('sent, then New chat'));
+  });
+
+  it('that could not be created leaves its alert behind when New chat is clicked again, its text kept', async () => {
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        (url, init) => {
+          if (url.pathname === '/api/v1/conversations' && init.method === 'POST') throw new TypeError('Failed to fetch');
+          return undefined;
+        },
+        server.route,
+      ]).fn,
+    );
+    await renderLoaded();
+    await openNewChat();
+    fireEvent.change(composer(), { target: { value: 'Unsent first words' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    expect((await screen.findByRole('alert')).textContent).toContain('Cannot reach the server');
+    await openNewChat();
+    await waitFor(() => expect(screen.queryByRole('alert')).toBeNull());
+    expect((composer() as HTMLTextAreaElement).value).toBe('Unsent first words');
   });
 
   /** Sends `text` in the open chat and opens another before the server answers the send. */

@@ -30,6 +30,11 @@ interface Pending {
 interface Props {
   conversationId: string | null;
   /**
+   * Bumped by each click on New chat. Clicked in the empty chat itself, it starts that over as a
+   * switch would: an old alert goes, and a first send still creating its chat goes on there unseen.
+   */
+  newChatClicks: number;
+  /**
    * Creates a conversation (when sending with none selected) without selecting it. It starts as
    * "New chat" and takes its title from the first exchange once that is stored, so a message the
    * server refuses does not leave a conversation named after it.
@@ -54,7 +59,7 @@ interface Props {
 
 type LoadState = { kind: 'idle' } | { kind: 'loading' } | { kind: 'ready' } | { kind: 'error'; error: unknown };
 
-export function ConversationView({ conversationId, onCreate, onCreated, onActivity, onFirstMessage, onGone, storedElsewhere, deletedElsewhere }: Props) {
+export function ConversationView({ conversationId, newChatClicks, onCreate, onCreated, onActivity, onFirstMessage, onGone, storedElsewhere, deletedElsewhere }: Props) {
   const [messages, setMessages] = useState<Message[]>([]);
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [load, setLoad] = useState<LoadState>({ kind: 'idle' });
@@ -160,7 +165,7 @@ export function ConversationView({ conversationId, onCreate, onCreated, onActivi
     setDraft(loadDraft(conversationId));
     if (conversationId === null) setLoad({ kind: 'ready' });
     else loadNewest(conversationId, true);
-  }, [conversationId, loadNewest]);
+  }, [conversationId, newChatClicks, loadNewest]);
 
   // Another tab stored an exchange here: fetch the newest page and add what is new. While a reply
   // of this tab is in flight (streaming, or stopped and awaited) the fetch is owed until it ends,
