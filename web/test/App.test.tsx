@@ -536,24 +536,33 @@ describe('a message sent while its new chat is being created', () => {
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('sent while leaving'));
   });
 
-  it('goes on into its own chat when New chat is clicked meanwhile, which opens an empty one', async () => {
+  it.each([
+    ['another conversation is opened', () => fireEvent.click(screen.getByRole('button', { name: 'Older chat' }))],
+    ['New chat is clicked again', () => openNewChat()],
+  ])('is sent into its own chat, named after it, when %s meanwhile', async (_, leave) => {
     const creation = slowCreation();
-    vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);
-    server.onStream(() => new Promise<Response>(() => undefined));
+    const fetched = mockFetch([creation.route, server.route]);
+    vi.stubGlobal('fetch', fetched.fn);
+    const reply = sseResponse();
+    server.onStream(() => reply.response);
     await renderLoaded();
     await openNewChat();
-    fireEvent.change(composer(), { target: { value: 'sent, then New chat' } });
+    fireEvent.change(composer(), { target: { value: 'Sent, then left' } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
     await screen.findByRole('button', { name: 'Stop' });
-    await openNewChat();
+    await leave();
+    const hash = window.location.hash;
     await act(async () => creation.release());
-    const list = within(screen.getByRole('navigation', { name: 'Conversations' })).getByRole('list');
-    await within(list).findByRole('button', { name: 'New chat' });
-    expect(screen.getByText('Start a new conversation')).toBeTruthy();
-    expect(window.location.hash).toBe('#/new');
+    const nav = within(screen.getByRole('navigation', { name: 'Conversations' }));
+    expect(await nav.findByRole('button', { name: 'Sent, then left' })).toBeTruthy();
+    const id = server.conversations.at(-1)?.id ?? '';
+    expect(fetched.calls.filter((c) => c.method === 'POST' && c.url === `/api/v1/conversations/${id}/messages`)).toHaveLength(1);
+    expect(window.location.hash).toBe(hash);
     expect((composer() as HTMLTextAreaElement).value).toBe('');
-    fireEvent.click(within(list).getByRole('button', { name: 'New chat' }));
-    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('sent, then New chat'));
+    server.messages[id]?.push(msg(id, 'user', 'Sent, then left'), msg(id, 'assistant', 'Answered unseen.'));
+    fireEvent.click(nav.getByRole('button', { name: 'Sent, then left' }));
+    expect(await screen.findByText('Answered unseen.')).toBeTruthy();
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
   });
 
   it('that could not be created leaves its alert behind when New chat is clicked again, its text kept', async () => {
@@ -1625,7 +1634,7 @@ describe('navigation', () => {
       expect(renames.count).toBe(2);
     }));
 
-  it('a new chat left during its first reply is named after it once opened again', async () => {
+  it('a new chat left during its first reply is named after it without being opened again', async () => {
     const reply = sseResponse();
     server.onStream(() => reply.response);
     render(<App />);
@@ -1637,12 +1646,12 @@ describe('navigation', () => {
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
     fireEvent.click(within(nav).getByRole('button', { name: 'Recent chat' }));
     await screen.findByText('Earlier answer');
+    const named = await within(nav).findByRole('button', { name: 'Leave me mid-reply' });
     // The server finished the reply meanwhile and stored the exchange.
     const id = server.conversations.at(-1)?.id ?? '';
     server.messages[id] = [msg(id, 'user', 'Leave me mid-reply'), msg(id, 'assistant', 'Done without you.')];
-    fireEvent.click(within(within(nav).getByRole('list')).getByRole('button', { name: 'New chat' }));
+    fireEvent.click(named);
     await screen.findByText('Done without you.');
-    expect(await within(nav).findByRole('button', { name: 'Leave me mid-reply' })).toBeTruthy();
     expect(fetchMock.calls.filter((c) => c.method === 'PATCH').map((c) => c.body)).toEqual([{ title: 'Leave me mid-reply' }]);
   });
 
@@ -1695,7 +1704,7 @@ describe('navigation', () => {
     return { second: answer, nav };
   }
 
-  it('a message sent after a stopped first one that was lost names the new chat', () =>
+  it('a first message taken by the server names the new chat, though its stopped reply is then lost', () =>
     inFakeTime(async () => {
       const { second, nav } = await stopFirstThenSendInANewChat('Lost on the way', 'Kept this one');
       // The stopped reply is never stored: its wait gives up (polls, then a 204) while the second streams.
@@ -1708,7 +1717,9 @@ describe('navigation', () => {
         second.send(`event: done\ndata: ${JSON.stringify(kept)}\n\n`);
         second.close();
       });
-      expect(await within(nav).findByRole('button', { name: 'Kept this one' })).toBeTruthy();
+      await within(screen.getByRole('log')).findByText('Stored.');
+      expect(within(nav).getByRole('button', { name: 'Lost on the way' })).toBeTruthy();
+      expect(fetchMock.calls.filter((c) => c.method === 'PATCH').map((c) => c.body)).toEqual([{ title: 'Lost on the way' }]);
     }));
 
   it('a first message in markdown names its chat with its words, not its symbols', async () => {

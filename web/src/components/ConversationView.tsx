@@ -645,6 +645,10 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     abortRef.current = controller;
     // Moves on if the user leaves and comes back before the server takes the message.
     let gen = generation.current;
+    // Leaving before the server takes the message (while its new chat is created, too) does not
+    // cut it: it goes on unseen, and waits in the chat's message box only if refused.
+    const untaken = { controller, left: false };
+    untakenSend.current = untaken;
 
     let id = startsNew ? null : conversationId;
     const fail = (err: unknown) => {
@@ -669,24 +673,23 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     if (id === null) {
       try {
         const created = await onCreate();
-        if (gen !== generation.current) {
-          // The user went elsewhere meanwhile: stay there; the text waits in the new chat.
-          keepDraft(created.id, text);
-          return;
-        }
         id = created.id;
-        if (gone) {
-          // The deleted conversation's messages (or the word that it is gone) are not this one's.
-          setGone(false);
-          setMessages([]);
-          setNextCursor(null);
-          setLoad({ kind: 'ready' });
-          messagesRef.current = [];
+        // Left meanwhile, the user stays where they went; the message goes on into its chat, unseen.
+        if (!untaken.left) {
+          if (gone) {
+            // The deleted conversation's messages (or the word that it is gone) are not this one's.
+            setGone(false);
+            setMessages([]);
+            setNextCursor(null);
+            setLoad({ kind: 'ready' });
+            messagesRef.current = [];
+          }
+          adoptedRef.current = id;
+          onCreated(id);
         }
-        adoptedRef.current = id;
-        onCreated(id);
       } catch (err) {
         if (abortRef.current === controller) abortRef.current = null;
+        if (untakenSend.current === untaken) untakenSend.current = null;
         if (gen === generation.current) fail(err);
         else keepDraft(writtenIn, text);
         return;
@@ -694,6 +697,12 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     }
     const convId = id;
     if (controller.signal.aborted) {
+      if (untakenSend.current === untaken) untakenSend.current = null;
+      if (gen !== generation.current) {
+        // The view went away while the new chat was being created: the text waits there.
+        keepDraft(convId, text);
+        return;
+      }
       // Stopped while the new chat was being created: nothing was sent.
       if (abortRef.current === controller) abortRef.current = null;
       setPending(null);
@@ -705,15 +714,16 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     /** Once the server answered with a stream the message is taken: a failure must not offer it again. */
     let accepted = false;
     let lastEventId: string | null = null;
-    const untaken = { controller, left: false };
-    untakenSend.current = untaken;
-    markSent(convId, text, messagesRef.current.at(-1)?.id ?? null);
+    markSent(convId, text, untaken.left ? null : (messagesRef.current.at(-1)?.id ?? null));
     try {
       const exchange: Exchange = await api.streamMessage(convId, text, {
         signal: controller.signal,
         onAccepted: () => {
           accepted = true;
           if (untakenSend.current === untaken) untakenSend.current = null;
+          // Taken by the server, the first message names its chat now, not once its reply is
+          // stored: a user who leaves or closes the tab meanwhile still finds the chat named.
+          if (first) onFirstMessage(convId, text);
           if (!untaken.left) return;
           if (shownId.current === convId && !pendingRef.current) {
             // Back in the conversation it was written in: its reply streams here after all (a
