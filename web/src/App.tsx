@@ -296,6 +296,8 @@ export function App() {
   };
 
   const selected = conversations.find((c) => c.id === selectedId);
+  // The empty chat is not called "Chat": a fresh database's first conversation has that name.
+  const heading = selected?.title ?? (selectedId === null && list.kind !== 'loading' ? DEFAULT_TITLE : null);
 
   // A conversation opened by its link may be older than the loaded page of the list: fetch it, so
   // its title shows and new activity moves it to the top like any other.
@@ -315,8 +317,8 @@ export function App() {
   }, [listReady, selectedId]);
 
   useEffect(() => {
-    document.title = selected ? `${selected.title} – Chat` : 'Chat';
-  }, [selected]);
+    document.title = heading ? `${heading} – Chat` : 'Chat';
+  }, [heading]);
 
   // The menu exists only on a phone-sized screen: a menu left open when the screen widens (a
   // phone turned sideways) would leave the page behind it inert with no menu button to close it.
@@ -363,7 +365,7 @@ export function App() {
             <path d="M4 6h16M4 12h16M4 18h16" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" />
           </svg>
         </button>
-        <h1 className="topbar-title">{selected?.title ?? 'Chat'}</h1>
+        <h1 className="topbar-title">{heading ?? 'Chat'}</h1>
         <ThemeToggle theme={theme} onToggle={toggle} />
       </header>
       <Sidebar

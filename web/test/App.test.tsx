@@ -397,6 +397,8 @@ describe('App', () => {
     await openNewChat();
     expect(within(nav).getAllByRole('listitem')).toHaveLength(2);
     expect(within(nav).queryByRole('button', { current: 'page' })).toBeNull();
+    expect(screen.getByRole('heading', { level: 1 }).textContent).toBe('New chat');
+    expect(document.title).toBe('New chat – Chat');
     // Its own address and history entry: Back returns to the conversation it was opened from.
     expect(window.location.hash).toBe('#/new');
     expect(history.length).toBe(entries + 1);
