@@ -5,7 +5,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::Bytes;
-use domain::{ChatError, ChatService, Message, MessageCursor, Page, Role};
+use domain::{ChatError, ChatService, HistoryCursor, Message, Page, Role};
 use futures::{stream, Stream};
 
 use crate::body::read_json;
@@ -102,11 +102,11 @@ impl HistoryEncoder {
     }
 }
 
-type HistoryState = Option<(Page<Message, MessageCursor>, HistoryEncoder)>;
+type HistoryState = Option<(Page<Message, HistoryCursor>, HistoryEncoder)>;
 
 fn history_stream(
     service: Arc<ChatService>,
-    first: Page<Message, MessageCursor>,
+    first: Page<Message, HistoryCursor>,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     let start: HistoryState = Some((first, HistoryEncoder::default()));
     stream::unfold(start, move |state| {
@@ -125,7 +125,9 @@ fn history_stream(
                     // incomplete rather than letting it parse a truncated array as whole. A
                     // deletion while the history is read is no failure of the server's.
                     if matches!(error, ChatError::ConversationNotFound) {
-                        tracing::info!("the history's conversation was deleted while it was sent");
+                        tracing::info!(
+                            "the history's conversation was deleted (or deleted and created again) while it was sent"
+                        );
                     } else {
                         tracing::error!(%error, "reading the history failed mid-stream");
                     }

@@ -303,15 +303,32 @@ async fn an_unknown_storage_error_on_the_seed_send_is_the_exact_500() {
 
 #[actix_web::test]
 async fn a_failing_history_read_is_the_exact_500() {
-    for error in [
+    let errors = [
         (|| RepositoryError::Unknown(anyhow!(SECRET))) as fn() -> RepositoryError,
         || RepositoryError::Unavailable(SECRET.to_owned()),
-    ] {
+    ];
+    // The conversation is read first, then its first page: either may fail.
+    for (error, conversation_read_fails) in errors.into_iter().flat_map(|e| [(e, true), (e, false)])
+    {
         let mut repository = MockChatRepository::new();
-        repository
-            .expect_list_messages()
-            .times(1)
-            .returning(move |_, _, _| Err(error()));
+        if conversation_read_fails {
+            repository
+                .expect_get_conversation()
+                .times(1)
+                .returning(move |_| Err(error()));
+        } else {
+            repository
+                .expect_get_conversation()
+                .times(1)
+                .returning(|id| {
+                    let title = ConversationTitle::new("Chat").unwrap();
+                    Ok(Conversation::new(id, title, Timestamp::now()))
+                });
+            repository
+                .expect_list_messages()
+                .times(1)
+                .returning(move |_, _, _| Err(error()));
+        }
         let reply = call(
             repository,
             MockAssistant::new(),

@@ -14,7 +14,9 @@ pub mod time;
 pub use errors::{AssistantError, ChatError, GenerationLogError, RepositoryError};
 pub use ids::{ConversationId, GenerationId, MessageId};
 pub use model::{Conversation, Exchange, Message, NewExchange, NewMessage, Role};
-pub use paging::{ConversationCursor, CursorError, MessageCursor, MessageWindow, Page, PageLimit};
+pub use paging::{
+    ConversationCursor, CursorError, HistoryCursor, MessageCursor, MessageWindow, Page, PageLimit,
+};
 pub use ports::{
     Assistant, ChatRepository, DeltaStream, GenerationEvent, GenerationEvents, GenerationLog,
     GenerationState, ReplyContext,

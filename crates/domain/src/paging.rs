@@ -69,6 +69,16 @@ pub struct MessageCursor {
     pub position: i64,
 }
 
+/// Place in the seed history: the last position sent, in the default conversation as it was when
+/// the history began (its `created_at`). The conversation can be deleted and created again, empty,
+/// while a long history is sent; its positions start over then, and the history must not go on
+/// in the new one as if nothing had happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub after: MessageCursor,
+    pub incarnation: Timestamp,
+}
+
 /// Place in the list of conversations ordered by `(updated_at, id)` descending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConversationCursor {

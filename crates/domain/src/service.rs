@@ -7,7 +7,9 @@ use futures::{FutureExt, Sink, SinkExt, StreamExt};
 use crate::errors::{AssistantError, ChatError, RepositoryError};
 use crate::ids::ConversationId;
 use crate::model::{Conversation, Exchange, Message, NewExchange};
-use crate::paging::{ConversationCursor, MessageCursor, MessageWindow, Page, PageLimit};
+use crate::paging::{
+    ConversationCursor, HistoryCursor, MessageCursor, MessageWindow, Page, PageLimit,
+};
 use crate::ports::{Assistant, ChatRepository, DeltaStream, ReplyContext};
 use crate::text::{is_blank_reply, ConversationTitle, MessageText};
 use crate::time::Timestamp;
@@ -148,24 +150,57 @@ impl ChatService {
 
     /// The default conversation from the beginning, a page at a time (pass the previous page's
     /// cursor). Empty when the default conversation does not exist yet; `NotFound` when it was
-    /// deleted after an earlier page, so that a history cut there is not taken for a whole one.
+    /// deleted after an earlier page, or deleted and created again, so that a history cut there
+    /// is not taken for a whole one.
     pub async fn history_page(
         &self,
-        after: Option<MessageCursor>,
-    ) -> Result<Page<Message, MessageCursor>, ChatError> {
-        let window = MessageWindow::After(after.unwrap_or(MessageCursor { position: 0 }));
+        after: Option<HistoryCursor>,
+    ) -> Result<Page<Message, HistoryCursor>, ChatError> {
+        let nothing = Page {
+            items: Vec::new(),
+            next_cursor: None,
+        };
+        let (window, incarnation) = match after {
+            Some(cursor) => (MessageWindow::After(cursor.after), cursor.incarnation),
+            // Read before the first page: a page read after it is then of this conversation only
+            // if the conversation is still this one once the page is read.
+            None => match self
+                .repository
+                .get_conversation(ConversationId::DEFAULT)
+                .await
+            {
+                Ok(conversation) => (
+                    MessageWindow::After(MessageCursor { position: 0 }),
+                    conversation.created_at,
+                ),
+                Err(RepositoryError::NotFound) => return Ok(nothing),
+                Err(other) => return Err(other.into()),
+            },
+        };
         let limit = PageLimit::new(i64::from(PageLimit::MAX)).expect("the maximum is in range");
-        match self
+        let page = match self
             .repository
             .list_messages(ConversationId::DEFAULT, window, limit)
             .await
         {
-            Err(RepositoryError::NotFound) if after.is_none() => Ok(Page {
-                items: Vec::new(),
-                next_cursor: None,
-            }),
-            other => Ok(other?),
+            Err(RepositoryError::NotFound) if after.is_none() => return Ok(nothing),
+            other => other?,
+        };
+        if after.is_some() {
+            let now = self
+                .repository
+                .get_conversation(ConversationId::DEFAULT)
+                .await?;
+            if now.created_at != incarnation {
+                return Err(ChatError::ConversationNotFound);
+            }
         }
+        Ok(Page {
+            items: page.items,
+            next_cursor: page
+                .next_cursor
+                .map(|after| HistoryCursor { after, incarnation }),
+        })
     }
 
     /// Asks the assistant and stores the exchange in an existing conversation; returns once it is
@@ -827,18 +862,69 @@ mod tests {
     async fn history_of_a_missing_default_conversation_is_empty() {
         let mut repository = MockChatRepository::new();
         repository
+            .expect_get_conversation()
+            .returning(|_| Err(RepositoryError::NotFound));
+        repository
             .expect_list_messages()
             .returning(|_, _, _| Err(RepositoryError::NotFound));
         let service = service(repository, MockAssistant::new());
         let page = service.history_page(None).await.unwrap();
         assert!(page.items.is_empty());
         assert_eq!(page.next_cursor, None);
+        let after_a_page = HistoryCursor {
+            after: MessageCursor { position: 200 },
+            incarnation: Timestamp::from_unix_micros(1),
+        };
         assert!(
-            service
-                .history_page(Some(MessageCursor { position: 200 }))
-                .await
-                .is_err(),
+            matches!(
+                service.history_page(Some(after_a_page)).await,
+                Err(ChatError::ConversationNotFound)
+            ),
             "deleted after the first page: the history is cut, not complete"
+        );
+    }
+
+    /// The default conversation as it is after `created_at`'s deletion and re-creation, if any.
+    fn default_conversation(created_at: Timestamp) -> Conversation {
+        Conversation::new(
+            ConversationId::DEFAULT,
+            ConversationTitle::new("Chat").unwrap(),
+            created_at,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_history_whose_conversation_is_created_again_between_pages_is_cut() {
+        let first = Timestamp::from_unix_micros(1_000);
+        let again = Timestamp::from_unix_micros(2_000);
+        let mut repository = MockChatRepository::new();
+        let mut reads = vec![first, first, again].into_iter();
+        repository
+            .expect_get_conversation()
+            .times(3)
+            .returning(move |_| Ok(default_conversation(reads.next().unwrap())));
+        repository.expect_list_messages().returning(|_, window, _| {
+            let at = match window {
+                MessageWindow::After(cursor) => cursor.position,
+                _ => unreachable!("the history reads forwards"),
+            };
+            Ok(Page {
+                items: Vec::new(),
+                next_cursor: Some(MessageCursor { position: at + 200 }),
+            })
+        });
+        let service = service(repository, MockAssistant::new());
+        let page = service.history_page(None).await.unwrap();
+        let cursor = page.next_cursor.expect("a first page of many");
+        assert_eq!(cursor.incarnation, first);
+        let page = service.history_page(Some(cursor)).await.unwrap();
+        let cursor = page.next_cursor.expect("a second page of many");
+        assert!(
+            matches!(
+                service.history_page(Some(cursor)).await,
+                Err(ChatError::ConversationNotFound)
+            ),
+            "created again meanwhile: positions start over, so the history is cut, not complete"
         );
     }
 }
