@@ -232,13 +232,25 @@ impl ChatService {
             return Err(empty_reply().into());
         }
         let exchange = NewExchange::new(id, context.user_text, without_nul(reply));
-        match self.repository.append_exchange(&exchange).await {
-            Err(RepositoryError::NotFound) if when_missing == WhenMissing::CreateDefault => {
-                ensure_default_conversation(self.repository.as_ref(), exchange.user.created_at)
-                    .await?;
-                Ok(self.repository.append_exchange(&exchange).await?)
+        let mut creations = 0;
+        loop {
+            match self.repository.append_exchange(&exchange).await {
+                Err(RepositoryError::NotFound) if when_missing == WhenMissing::CreateDefault => {
+                    // Deleted again between its creation and the append (other clients may delete
+                    // it at any time): the seed API has no "not found", so create it once more.
+                    if creations == DEFAULT_CONVERSATION_CREATIONS {
+                        return Err(RepositoryError::Unavailable(
+                            "the default conversation was deleted each time it was created"
+                                .to_owned(),
+                        )
+                        .into());
+                    }
+                    creations += 1;
+                    ensure_default_conversation(self.repository.as_ref(), exchange.user.created_at)
+                        .await?;
+                }
+                other => return Ok(other?),
             }
-            other => Ok(other?),
         }
     }
 
@@ -309,6 +321,10 @@ async fn ensure_default_conversation(
 }
 
 const DEFAULT_CONVERSATION_TITLE: &str = "Chat";
+
+/// How many times one seed send creates the default conversation again before it gives up (503):
+/// only a client deleting it over and over, in step with the sends, gets that far.
+const DEFAULT_CONVERSATION_CREATIONS: u32 = 4;
 
 /// A reply with nothing but whitespace is no answer, as a message of only whitespace is blank.
 fn empty_reply() -> AssistantError {
@@ -500,6 +516,61 @@ mod tests {
 
         let text = service.message_text("first").unwrap();
         assert!(service.send_default_message(text).await.is_ok());
+    }
+
+    /// A repository whose default conversation is deleted before each of the first `deletions`
+    /// appends; counts the creations the service makes.
+    fn default_deleted_before_appends(
+        deletions: usize,
+    ) -> (MockChatRepository, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let mut repository = MockChatRepository::new();
+        let appends = AtomicUsize::new(0);
+        repository
+            .expect_append_exchange()
+            .returning(move |exchange| {
+                if appends.fetch_add(1, Ordering::SeqCst) < deletions {
+                    Err(RepositoryError::NotFound)
+                } else {
+                    Ok(stored(exchange))
+                }
+            });
+        let creations = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&creations);
+        repository.expect_create_conversation().returning(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        (repository, creations)
+    }
+
+    #[tokio::test]
+    async fn a_seed_send_creates_the_default_conversation_again_as_often_as_it_is_deleted_meanwhile(
+    ) {
+        let (repository, creations) = default_deleted_before_appends(3);
+        let service = service(repository, assistant_replying("ok"));
+        let text = service.message_text("between deletions").unwrap();
+        assert!(service.send_default_message(text).await.is_ok());
+        assert_eq!(creations.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_seed_send_whose_conversation_is_deleted_every_time_gives_up_as_unavailable() {
+        let (repository, creations) = default_deleted_before_appends(usize::MAX);
+        let service = service(repository, assistant_replying("ok"));
+        let text = service.message_text("never stored").unwrap();
+        let sent = service.send_default_message(text).await;
+        assert!(
+            matches!(
+                sent,
+                Err(ChatError::Storage(RepositoryError::Unavailable(_)))
+            ),
+            "{sent:?}"
+        );
+        assert_eq!(
+            creations.load(std::sync::atomic::Ordering::SeqCst),
+            DEFAULT_CONVERSATION_CREATIONS as usize
+        );
     }
 
     #[tokio::test]
