@@ -13,11 +13,13 @@ use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use anyhow::anyhow;
 use api_actix::{ApiSettings, AppState, ClientLimits, Generations};
+use async_trait::async_trait;
 use domain::ports::{MockAssistant, MockChatRepository};
 use domain::{
-    AssistantError, ChatService, ChatServiceConfig, Conversation, ConversationId,
-    ConversationTitle, Exchange, GenerationEvents, GenerationId, GenerationLog, GenerationLogError,
-    GenerationState, Message, NewExchange, NewMessage, RepositoryError, Role, Timestamp,
+    AssistantError, ChatRepository, ChatService, ChatServiceConfig, Conversation,
+    ConversationCursor, ConversationId, ConversationTitle, Exchange, GenerationEvents,
+    GenerationId, GenerationLog, GenerationLogError, GenerationState, Message, MessageCursor,
+    MessageWindow, NewExchange, NewMessage, Page, PageLimit, RepositoryError, Role, Timestamp,
 };
 use futures::{stream, StreamExt};
 use serde_json::{json, Value};
@@ -156,6 +158,14 @@ fn state(
     assistant: MockAssistant,
     generation_log: Arc<dyn GenerationLog>,
 ) -> AppState {
+    state_with(Arc::new(repository), assistant, generation_log)
+}
+
+fn state_with(
+    repository: Arc<dyn ChatRepository>,
+    assistant: MockAssistant,
+    generation_log: Arc<dyn GenerationLog>,
+) -> AppState {
     let settings = ApiSettings {
         max_body_bytes: 4096,
         body_timeout: Duration::from_secs(10),
@@ -171,7 +181,7 @@ fn state(
     };
     AppState {
         service: Arc::new(ChatService::new(
-            Arc::new(repository),
+            repository,
             Arc::new(assistant),
             ChatServiceConfig {
                 max_message_chars: 100,
@@ -532,6 +542,69 @@ async fn readiness_is_503_when_storage_is_unavailable() {
     .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json(), json!({"status": "ok"}));
+}
+
+/// Storage that never answers a health check: a hung database behind a live connection.
+struct StalledStorage;
+
+#[async_trait]
+impl ChatRepository for StalledStorage {
+    async fn create_conversation(&self, _: &Conversation) -> Result<(), RepositoryError> {
+        unreachable!("readiness only checks health")
+    }
+    async fn get_conversation(&self, _: ConversationId) -> Result<Conversation, RepositoryError> {
+        unreachable!("readiness only checks health")
+    }
+    async fn list_conversations(
+        &self,
+        _: Option<ConversationCursor>,
+        _: PageLimit,
+    ) -> Result<Page<Conversation, ConversationCursor>, RepositoryError> {
+        unreachable!("readiness only checks health")
+    }
+    async fn rename_conversation(
+        &self,
+        _: ConversationId,
+        _: &ConversationTitle,
+        _: Timestamp,
+    ) -> Result<Conversation, RepositoryError> {
+        unreachable!("readiness only checks health")
+    }
+    async fn delete_conversation(&self, _: ConversationId) -> Result<(), RepositoryError> {
+        unreachable!("readiness only checks health")
+    }
+    async fn list_messages(
+        &self,
+        _: ConversationId,
+        _: MessageWindow,
+        _: PageLimit,
+    ) -> Result<Page<Message, MessageCursor>, RepositoryError> {
+        unreachable!("readiness only checks health")
+    }
+    async fn append_exchange(&self, _: &NewExchange) -> Result<Exchange, RepositoryError> {
+        unreachable!("readiness only checks health")
+    }
+    async fn health_check(&self) -> Result<(), RepositoryError> {
+        std::future::pending().await
+    }
+}
+
+#[actix_web::test]
+async fn readiness_is_503_when_storage_does_not_answer_in_time() {
+    tokio::time::pause();
+    let log = Arc::new(MemoryGenerationLog::new(Duration::from_secs(60), 1 << 20));
+    let state = state_with(Arc::new(StalledStorage), MockAssistant::new(), log);
+    let app = test::init_service(api_actix::app(state)).await;
+    // Time is paused: waiting costs nothing, and a readiness that never answers fails here.
+    let response = tokio::time::timeout(
+        Duration::from_secs(60),
+        test::call_service(&app, TestRequest::get().uri("/readyz").to_request()),
+    )
+    .await
+    .expect("readiness answers within its deadline");
+    read(response)
+        .await
+        .assert_api_error(503, "storage_unavailable");
 }
 
 #[actix_web::test]
