@@ -793,6 +793,21 @@ impl StorageSettings {
                     "the sqlite backend takes a file path such as \"chat.db\", not this URL",
                 ))
             }
+            StorageBackend::Sqlite if self.sqlite_file().trim().is_empty() => Err(invalid(
+                "storage.url",
+                "names no file: give a path such as \"chat.db\"",
+            )),
+            // SQLite reads these as an in-memory database or a URI, not as a file to keep: the
+            // first keeps nothing, and the write-ahead log's sync needs a real file for both.
+            StorageBackend::Sqlite
+                if self.url.starts_with("file:") || self.url.starts_with(":memory:") =>
+            {
+                Err(invalid(
+                    "storage.url",
+                    "the sqlite backend takes a plain file path such as \"chat.db\", not an \
+                     in-memory database or a \"file:\" URI",
+                ))
+            }
             StorageBackend::Postgres if !is_postgres_url => Err(invalid(
                 "storage.url",
                 "the postgres backend takes a URL such as \"postgres://user@host:5432/db\"",
@@ -819,7 +834,11 @@ impl StorageSettings {
 
     /// The SQLite file; accepts a bare path or the `sqlite://` spelling some tools use.
     pub fn sqlite_path(&self) -> PathBuf {
-        PathBuf::from(self.url.strip_prefix("sqlite://").unwrap_or(&self.url))
+        PathBuf::from(self.sqlite_file())
+    }
+
+    fn sqlite_file(&self) -> &str {
+        self.url.strip_prefix("sqlite://").unwrap_or(&self.url)
     }
 }
 

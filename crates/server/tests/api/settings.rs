@@ -285,6 +285,23 @@ fn a_config_file_that_cannot_be_read_is_an_error_not_skipped() {
 }
 
 #[test]
+fn a_sqlite_url_naming_no_file_to_keep_is_refused() {
+    for url in [
+        "sqlite://",
+        "sqlite:// ",
+        ":memory:",
+        "file:chat.db",
+        "file::memory:?cache=shared",
+    ] {
+        let refusal = refusal(&[("CHAT__STORAGE__URL", url)]);
+        assert!(refusal.contains("storage.url"), "{url}: {refusal}");
+    }
+    for url in ["chat.db", "sqlite://chat.db", "data/memory.db", "./file.db"] {
+        load(&[("CHAT__STORAGE__URL", url)]).expect(url);
+    }
+}
+
+#[test]
 fn a_database_password_libpq_would_misread_is_refused_without_repeating_it() {
     for (url, secret) in [
         ("postgres://chat:50%zebra@db/chat", "zebra"),
