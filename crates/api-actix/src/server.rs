@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
+use actix_web::http::{header, Method};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer, Route};
 use utoipa::OpenApi;
@@ -161,9 +161,20 @@ pub fn app(
             vec![(Method::GET, web::get().to(ops::metrics))],
             false,
         ))
-        .service(web::redirect("/docs", "/docs/").permanent())
+        .service(resource(
+            "/docs",
+            vec![(Method::GET, web::get().to(docs_with_a_slash))],
+            false,
+        ))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
         .default_service(web::to(web_client::fallback))
+}
+
+/// Swagger UI lives under `/docs/`, where its relative asset paths resolve.
+async fn docs_with_a_slash() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/docs/"))
+        .finish()
 }
 
 /// Starts serving on `listener` (port 0 is fine). It does not watch signals: stop it through

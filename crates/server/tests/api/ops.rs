@@ -90,12 +90,17 @@ async fn docs_redirect_to_a_locally_served_swagger_ui() {
         .build()
         .unwrap();
     let response = no_redirects.get(app.url("/docs")).send().await.unwrap();
-    assert!(response.status().is_redirection(), "{}", response.status());
+    assert_eq!(response.status(), 308);
     let location = response.headers()["location"].to_str().unwrap();
     assert!(
         location == "/docs/" || location.ends_with("/docs/"),
         "{location}"
     );
+
+    // A write is not redirected to a page that refuses it: it is refused here.
+    let response = no_redirects.post(app.url("/docs")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, HEAD");
 
     let response = app.get("/docs/").await;
     assert_eq!(response.status(), 200);
