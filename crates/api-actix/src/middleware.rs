@@ -8,7 +8,7 @@ use actix_cors::Cors;
 use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::{ConnectionType, Method, StatusCode, Version};
 use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::Error;
 use metrics::{Counter, Gauge, Histogram};
@@ -196,6 +196,24 @@ pub(crate) async fn head_as_get(
     // The GET's body is dropped unread: the codec would send none of it, but would still read a
     // stream (a reply being followed) to its end, holding the connection and a stream slot.
     Ok(response.map_body(|_, body| EitherBody::right(HeadBody { size: body.size() })))
+}
+
+/// An HTTP/1.0 client cannot read chunked framing (RFC 9112 §6.1: a server must not send it
+/// `Transfer-Encoding`), and a proxy speaking HTTP/1.0 upstream would pass the chunk sizes on as
+/// content. A streamed body (the history, a reply's events) goes to it unframed instead, ended
+/// by closing the connection.
+pub(crate) async fn unchunked_for_http10(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let http10 = request.version() < Version::HTTP_11;
+    let mut response = next.call(request).await?;
+    if http10 && response.response().body().size() == BodySize::Stream {
+        let head = response.response_mut().head_mut();
+        head.no_chunking(true);
+        head.set_connection_type(ConnectionType::Close);
+    }
+    Ok(response)
 }
 
 /// The body of a `GET` answered to a `HEAD`: the size its headers announce, and no content.

@@ -12,6 +12,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::errors::{ApiError, SeedError};
 use crate::middleware::{
     cors, head_as_get, json_errors, observe, screen_requests, security_headers,
+    unchunked_for_http10,
 };
 use crate::openapi::ApiDoc;
 use crate::rate_limit::limit_rate;
@@ -96,6 +97,7 @@ pub fn app(
         .wrap(from_fn(json_errors))
         .wrap(security_headers(&settings))
         .wrap(from_fn(observe))
+        .wrap(from_fn(unchunked_for_http10))
         .service(resource(
             seed::HISTORY_ROUTE,
             vec![(Method::GET, web::get().to(seed::history))],

@@ -79,6 +79,39 @@ async fn a_long_history_is_streamed_whole_across_pages() {
     }
 }
 
+#[tokio::test]
+async fn an_http10_client_gets_the_history_unchunked_ended_by_the_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn().await;
+    app.post_json("/chat/message", &json!({"message": "over HTTP/1.0"}))
+        .await;
+    let authority = app.address.trim_start_matches("http://");
+    let mut connection = tokio::net::TcpStream::connect(authority).await.unwrap();
+    connection
+        .write_all(b"GET /chat/history HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        connection.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the body ends with the connection")
+    .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    let history: Vec<Value> = serde_json::from_str(body).expect("the body is the bare array");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["user"], "over HTTP/1.0");
+}
+
 async fn assert_rejected(app: &TestApp, content_type: Option<&str>, body: &[u8], status: u16) {
     let response = app
         .post_raw("/chat/message", content_type, body.to_vec())
