@@ -484,6 +484,8 @@ async function main() {
       return active && active !== document.body && !active.closest('#sidebar') ? active.outerHTML.slice(0, 80) : null;
     });
     assert(behind === null, `focus stays out of the page behind the open menu (${behind})`);
+    const wrapped = await page.evaluate(() => document.activeElement?.closest('#sidebar') !== null && !document.activeElement?.classList.contains('new-chat'));
+    assert(wrapped, 'Shift+Tab from the menu\'s first control goes round to its last');
     await page.emulateMedia({ reducedMotion: 'reduce' });
     // Turned sideways past the phone width, the menu closes rather than leaving the page inert.
     await page.setViewportSize(DESKTOP);

@@ -1,4 +1,4 @@
-import { type MouseEvent, useCallback, useEffect, useRef, useState } from 'react';
+import { type KeyboardEvent, type MouseEvent, useCallback, useEffect, useRef, useState } from 'react';
 import { ApiError, api, errorMessage, isConversationGone, isUnreachable } from './api/client';
 import { joinTabs, type TabSync } from './api/sync';
 import type { Conversation } from './api/types';
@@ -344,7 +344,14 @@ export function App() {
   const unreachable = list.kind === 'error' && conversations.length === 0 && !choseNewChat;
 
   return (
-    <div className={`app${menuOpen ? ' menu-open' : ''}`} onKeyDown={(e) => e.key === 'Escape' && menuOpen && closeMenu()}>
+    <div
+      className={`app${menuOpen ? ' menu-open' : ''}`}
+      onKeyDown={(e) => {
+        if (!menuOpen) return;
+        if (e.key === 'Escape') closeMenu();
+        else if (e.key === 'Tab') keepFocusInMenu(e);
+      }}
+    >
       <a className="skip-link" href="#composer-input" onClick={skipToComposer} inert={menuOpen}>
         Skip to message box
       </a>
@@ -442,6 +449,26 @@ function nameConversation(
       else gaveUp();
     }, delay);
   });
+}
+
+/**
+ * Tab and Shift+Tab go round the open phone menu, as in a dialog: the page behind it is inert, so
+ * focus would otherwise leave it for the page's body or the browser's own controls.
+ */
+function keepFocusInMenu(event: KeyboardEvent) {
+  // A dialog opened from the menu keeps focus among its own buttons.
+  if (event.defaultPrevented) return;
+  const controls = [...document.querySelectorAll<HTMLElement>('#sidebar button:not([disabled]), #sidebar input')];
+  const first = controls[0];
+  const last = controls.at(-1);
+  if (!first || !last) return;
+  if (event.shiftKey && document.activeElement === first) {
+    event.preventDefault();
+    last.focus();
+  } else if (!event.shiftKey && document.activeElement === last) {
+    event.preventDefault();
+    first.focus();
+  }
 }
 
 /** Focuses the message box without following the link, whose hash would close the conversation. */

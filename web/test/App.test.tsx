@@ -466,6 +466,20 @@ describe('App', () => {
     expect(app?.classList.contains('menu-open')).toBe(true);
   });
 
+  it('keeps keyboard focus going round the open phone menu', async () => {
+    await renderLoaded();
+    fireEvent.click(screen.getByRole('button', { name: 'Conversations menu' }));
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    const controls = within(nav).getAllByRole('button');
+    const first = controls[0] as HTMLElement;
+    const last = controls.at(-1) as HTMLElement;
+    await waitFor(() => expect(document.activeElement).toBe(first));
+    fireEvent.keyDown(first, { key: 'Tab', shiftKey: true });
+    expect(document.activeElement).toBe(last);
+    fireEvent.keyDown(last, { key: 'Tab' });
+    expect(document.activeElement).toBe(first);
+  });
+
   it('toggles the theme and remembers the choice', async () => {
     await renderLoaded();
     fireEvent.click(screen.getByRole('button', { name: 'Switch to dark theme' }));
