@@ -263,14 +263,14 @@ async function main() {
     await open(page, base);
     await nav(page).waitFor();
     await newChat(page);
-    const send = page.getByRole('button', { name: 'Send' });
+    const send = page.getByRole('button', { name: 'Send', exact: true });
     assert(await send.isDisabled(), 'Send is disabled while the message is empty');
     const { reply, partials, sawStop } = await sendAndWait(page, 'Hello from the e2e test');
     assert(sawStop, 'a Stop button was shown while the reply streamed');
     assert(partials >= 2, `the reply appeared piece by piece (saw ${partials} partial texts)`);
     assert(reply.trim().length > 0, 'the reply is not empty');
     await log(page).locator('article[aria-label="You"]').getByText('Hello from the e2e test').waitFor();
-    assert(!(await page.getByRole('button', { name: 'Stop' }).isVisible()), 'Stop is gone after the reply');
+    assert(!(await page.getByRole('button', { name: 'Stop', exact: true }).isVisible()), 'Stop is gone after the reply');
     assert((await composer(page).inputValue()) === '', 'the composer is cleared after sending');
     firstReply = reply.trim();
     chatHash = new URL(page.url()).hash;
@@ -359,8 +359,8 @@ async function main() {
       });
       assert(layout.page <= layout.window, `the page does not scroll sideways at ${viewport.width} px (${layout.page} > ${layout.window})`);
       assert(layout.code > layout.pre, `the code block scrolls inside itself (${layout.code} <= ${layout.pre})`);
-      assert(await page.getByRole('button', { name: 'Send' }).isVisible(), 'Send stays on screen');
-      const box = await page.getByRole('button', { name: 'Send' }).boundingBox();
+      assert(await page.getByRole('button', { name: 'Send', exact: true }).isVisible(), 'Send stays on screen');
+      const box = await page.getByRole('button', { name: 'Send', exact: true }).boundingBox();
       assert(box && box.x + box.width <= viewport.width, `Send is within the window (${JSON.stringify(box)})`);
       const typed = log(page).locator('article[aria-label="You"]').last().locator('p').last();
       const lines = await typed.evaluate((p) => {
@@ -618,12 +618,12 @@ async function main() {
     await open(page, sbase, `#/c/${id}`);
     await composer(page).fill(text);
     await composer(page).press('Enter');
-    await page.getByRole('button', { name: 'Stop' }).waitFor();
+    await page.getByRole('button', { name: 'Stop', exact: true }).waitFor();
     await replyLongerThan(page, 10);
     const before = (await streamingText(page)).length;
     await page.reload();
     await log(page).locator('article[aria-label="You"]').getByText('Please keep talking while I reload', { exact: false }).waitFor();
-    await page.getByRole('button', { name: 'Stop' }).waitFor();
+    await page.getByRole('button', { name: 'Stop', exact: true }).waitFor();
     // The user message comes from the `start` event: nothing of the exchange is stored yet.
     const midway = await (await fetch(`${sbase}/api/v1/conversations/${id}/messages`)).json();
     assert(midway.items.length === 0, `the exchange is not stored while the reply runs (got ${midway.items.length} messages)`);
@@ -632,7 +632,7 @@ async function main() {
     await replyLongerThan(page, replayed);
     assert((await log(page).locator('article[aria-label="You"]').count()) === 1, 'the user message is shown once');
     await expectStoredExchange(page, sbase, id, text);
-    assert(!(await page.getByRole('button', { name: 'Stop' }).isVisible()), 'Stop is gone after the reply');
+    assert(!(await page.getByRole('button', { name: 'Stop', exact: true }).isVisible()), 'Stop is gone after the reply');
   });
 
   await test('switch away and back during a reply', async () => {
@@ -644,16 +644,16 @@ async function main() {
     await open(page, sbase, `#/c/${id}`);
     await composer(page).fill(text);
     await composer(page).press('Enter');
-    await page.getByRole('button', { name: 'Stop' }).waitFor();
+    await page.getByRole('button', { name: 'Stop', exact: true }).waitFor();
     await replyLongerThan(page, 10);
     await nav(page).getByRole('button', { name: 'Switch target', exact: true }).click();
     await log(page).getByText('No messages yet').waitFor();
-    assert(!(await page.getByRole('button', { name: 'Stop' }).isVisible()), 'no Stop in the other conversation');
+    assert(!(await page.getByRole('button', { name: 'Stop', exact: true }).isVisible()), 'no Stop in the other conversation');
     await sleep(700);
     assert((await log(page).locator('article').count()) === 0, 'the reply does not show up in the other conversation');
     await nav(page).getByRole('button', { name: 'Switch source', exact: true }).click();
     await log(page).locator('article[aria-label="You"]').getByText('Switch away and back', { exact: false }).waitFor();
-    await page.getByRole('button', { name: 'Stop' }).waitFor();
+    await page.getByRole('button', { name: 'Stop', exact: true }).waitFor();
     const shown = (await streamingText(page)).length;
     await replyLongerThan(page, shown);
     await expectStoredExchange(page, sbase, id, text);
@@ -670,11 +670,11 @@ async function main() {
     await composer(page).fill(text);
     await composer(page).press('Enter');
     await replyLongerThan(page, 10);
-    await page.getByRole('button', { name: 'Stop' }).click();
+    await page.getByRole('button', { name: 'Stop', exact: true }).click();
     // The whole reply takes seconds more: only Stop can have ended the streaming this soon.
     const stopped = log(page).locator('article[data-state="stopped"]');
     await stopped.waitFor({ timeout: 2000 });
-    await page.getByRole('button', { name: 'Send' }).waitFor();
+    await page.getByRole('button', { name: 'Send', exact: true }).waitFor();
     const cut = await stopped.locator('.message-body').innerText();
     await sleep(600);
     assert((await stopped.locator('.message-body').innerText()) === cut, 'the stopped reply grows no more');
