@@ -179,9 +179,15 @@ fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
-/// A `HEAD` is answered as the `GET` of the same address, without its body (RFC 9110 requires
-/// both of a general-purpose server): actix-web's method guards would refuse it with 405.
-pub(crate) async fn head_as_get(
+/// What HTTP asks of a general-purpose server that actix-web does not do by itself, in one layer
+/// so that it costs the hot path no more than one:
+/// - A `HEAD` is answered as the `GET` of the same address, without its body (RFC 9110 requires
+///   both): actix-web's method guards would refuse it with 405.
+/// - An HTTP/1.0 client cannot read chunked framing (RFC 9112 §6.1: a server must not send it
+///   `Transfer-Encoding`), and a proxy speaking HTTP/1.0 upstream would pass the chunk sizes on
+///   as content. A streamed body (the history, a reply's events) goes to it unframed instead,
+///   ended by closing the connection.
+pub(crate) async fn http_conformance(
     mut request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody, HeadBody>>, Error> {
@@ -189,23 +195,6 @@ pub(crate) async fn head_as_get(
     if head {
         request.head_mut().method = Method::GET;
     }
-    let response = next.call(request).await?;
-    if !head {
-        return Ok(response.map_into_left_body());
-    }
-    // The GET's body is dropped unread: the codec would send none of it, but would still read a
-    // stream (a reply being followed) to its end, holding the connection and a stream slot.
-    Ok(response.map_body(|_, body| EitherBody::right(HeadBody { size: body.size() })))
-}
-
-/// An HTTP/1.0 client cannot read chunked framing (RFC 9112 §6.1: a server must not send it
-/// `Transfer-Encoding`), and a proxy speaking HTTP/1.0 upstream would pass the chunk sizes on as
-/// content. A streamed body (the history, a reply's events) goes to it unframed instead, ended
-/// by closing the connection.
-pub(crate) async fn unchunked_for_http10(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let http10 = request.version() < Version::HTTP_11;
     let mut response = next.call(request).await?;
     if http10 && response.response().body().size() == BodySize::Stream {
@@ -213,7 +202,12 @@ pub(crate) async fn unchunked_for_http10(
         head.no_chunking(true);
         head.set_connection_type(ConnectionType::Close);
     }
-    Ok(response)
+    if !head {
+        return Ok(response.map_into_left_body());
+    }
+    // The GET's body is dropped unread: the codec would send none of it, but would still read a
+    // stream (a reply being followed) to its end, holding the connection and a stream slot.
+    Ok(response.map_body(|_, body| EitherBody::right(HeadBody { size: body.size() })))
 }
 
 /// The body of a `GET` answered to a `HEAD`: the size its headers announce, and no content.

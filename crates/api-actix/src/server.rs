@@ -11,8 +11,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::errors::{ApiError, SeedError};
 use crate::middleware::{
-    cors, head_as_get, json_errors, observe, screen_requests, security_headers,
-    unchunked_for_http10,
+    cors, http_conformance, json_errors, observe, screen_requests, security_headers,
 };
 use crate::openapi::ApiDoc;
 use crate::rate_limit::limit_rate;
@@ -42,7 +41,7 @@ fn query_error(
 }
 
 /// A resource with its routes; any other method gets 405 with an `Allow` header listing them
-/// (and `HEAD` beside `GET`, see `head_as_get`).
+/// (and `HEAD` beside `GET`, see `http_conformance`).
 fn resource(path: &str, routes: Vec<(Method, Route)>, seed: bool) -> actix_web::Resource {
     let allow = routes
         .iter()
@@ -88,7 +87,7 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(query_error))
         // Innermost of the application's layers (only the stream limit, on the two routes that
         // stream, is inside it), so the request log still shows the HEAD.
-        .wrap(from_fn(head_as_get))
+        .wrap(from_fn(http_conformance))
         // Inside the rest, so limited answers still get CORS, security headers, request ids and
         // metrics.
         .wrap(from_fn(limit_rate))
@@ -97,7 +96,6 @@ pub fn app(
         .wrap(from_fn(json_errors))
         .wrap(security_headers(&settings))
         .wrap(from_fn(observe))
-        .wrap(from_fn(unchunked_for_http10))
         .service(resource(
             seed::HISTORY_ROUTE,
             vec![(Method::GET, web::get().to(seed::history))],

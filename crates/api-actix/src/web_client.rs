@@ -76,7 +76,7 @@ pub(crate) async fn fallback(request: HttpRequest, state: web::Data<AppState>) -
     }
     // The API's description is read-only: its routes take GET only, so other methods land here
     // (`/docs` itself redirects every method to `/docs/`). A HEAD arrives here as GET (see
-    // `head_as_get`).
+    // `http_conformance`).
     let documentation = path == "/openapi.json" || path.starts_with("/docs/");
     if documentation && request.method() != Method::GET {
         return response_for_route(path, ApiError::method_not_allowed("GET, HEAD"));
@@ -111,7 +111,7 @@ async fn web_client_file(
     state: &AppState,
     path: &str,
 ) -> Result<HttpResponse, ApiError> {
-    // A HEAD arrives here as GET (see `head_as_get`).
+    // A HEAD arrives here as GET (see `http_conformance`).
     let is_read = request.method() == Method::GET;
     let Some(dist) = state.settings.web_dist_dir.as_deref() else {
         return Err(ApiError::not_found());
