@@ -1,7 +1,5 @@
 //! Endpoints for operators and orchestrators.
 
-use std::time::Duration;
-
 use actix_web::http::header::{HeaderMap, HeaderName, FORWARDED};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -22,12 +20,9 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse { status: "ok" })
 }
 
-/// How long readiness waits for storage to answer. Under the probes' own time limits (3 s in the
-/// manifests), so a stalled database (a hung server behind a live TCP connection) is a clear 503
-/// rather than a probe that never hears back.
-const READINESS_DEADLINE: Duration = Duration::from_secs(2);
-
-/// Storage can serve requests now; 503 takes the replica out of the load balancer until it can.
+/// Storage can serve requests now; 503 takes the replica out of the load balancer until it can,
+/// also when storage does not answer within `readiness_deadline` (a database hung behind a live
+/// connection), so that a caller without a time limit of its own still hears back.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -38,11 +33,12 @@ const READINESS_DEADLINE: Duration = Duration::from_secs(2);
     )
 )]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match actix_web::rt::time::timeout(READINESS_DEADLINE, state.service.health()).await {
+    let deadline = state.settings.readiness_deadline;
+    match actix_web::rt::time::timeout(deadline, state.service.health()).await {
         Ok(Ok(())) => return Ok(HttpResponse::Ok().json(HealthResponse { status: "ready" })),
         Ok(Err(error)) => tracing::warn!(%error, "not ready"),
         Err(_) => tracing::warn!(
-            deadline_ms = READINESS_DEADLINE.as_millis() as u64,
+            deadline_ms = deadline.as_millis() as u64,
             "not ready: storage did not answer in time"
         ),
     }

@@ -37,6 +37,9 @@ pub struct ApiSettings {
     pub max_streams_per_client: usize,
     /// Largest request target plus headers, in bytes; larger gets 431.
     pub max_header_bytes: usize,
+    /// How long `/readyz` waits for storage's check before it answers 503. Longer than storage's
+    /// own wait for a connection, so a busy storage (which still counts as ready) says so first.
+    pub readiness_deadline: Duration,
 }
 
 /// Shared by every worker: the use cases, the background generations and the metrics.

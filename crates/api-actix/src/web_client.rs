@@ -75,7 +75,7 @@ pub(crate) async fn fallback(request: HttpRequest, state: web::Data<AppState>) -
         return redirect_keeping_method(route, request.query_string());
     }
     // The API's description is read-only: its routes take GET only, so other methods land here
-    // (`/docs` itself redirects every method to `/docs/`). A HEAD arrives here as GET (see
+    // (`/docs` itself refuses them with 405). A HEAD arrives here as GET (see
     // `http_conformance`).
     let documentation = path == "/openapi.json" || path.starts_with("/docs/");
     if documentation && request.method() != Method::GET {

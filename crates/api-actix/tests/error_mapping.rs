@@ -178,6 +178,7 @@ fn state_with(
         trusted_proxies: Vec::new(),
         max_streams_per_client: 0,
         max_header_bytes: 16 * 1024,
+        readiness_deadline: Duration::from_secs(3),
     };
     AppState {
         service: Arc::new(ChatService::new(

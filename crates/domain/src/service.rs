@@ -245,9 +245,13 @@ impl ChatService {
                         )
                         .into());
                     }
+                    // Each incarnation has a `created_at` of its own, by which a history being read
+                    // tells them apart.
+                    let created_at = Timestamp::from_unix_micros(
+                        exchange.user.created_at.unix_micros() + i64::from(creations),
+                    );
                     creations += 1;
-                    ensure_default_conversation(self.repository.as_ref(), exchange.user.created_at)
-                        .await?;
+                    ensure_default_conversation(self.repository.as_ref(), created_at).await?;
                 }
                 other => return Ok(other?),
             }

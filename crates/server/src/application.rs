@@ -78,6 +78,8 @@ impl Application {
             trusted_proxies: settings.rate_limit.trusted_proxy_networks()?,
             max_streams_per_client: settings.limits.max_streams_per_client,
             max_header_bytes: settings.limits.max_header_bytes,
+            // A second past the longest a storage call waits for a connection.
+            readiness_deadline: Duration::from_secs(settings.storage.connect_timeout_secs + 1),
         };
         let state = AppState {
             service: Arc::clone(&service),

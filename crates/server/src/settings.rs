@@ -800,7 +800,8 @@ impl StorageSettings {
             // SQLite reads these as an in-memory database or a URI, not as a file to keep: the
             // first keeps nothing, and the write-ahead log's sync needs a real file for both.
             StorageBackend::Sqlite
-                if self.url.starts_with("file:") || self.url.starts_with(":memory:") =>
+                if self.sqlite_file().starts_with("file:")
+                    || self.sqlite_file().starts_with(":memory:") =>
             {
                 Err(invalid(
                     "storage.url",

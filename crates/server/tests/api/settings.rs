@@ -290,7 +290,9 @@ fn a_sqlite_url_naming_no_file_to_keep_is_refused() {
         "sqlite://",
         "sqlite:// ",
         ":memory:",
+        "sqlite://:memory:",
         "file:chat.db",
+        "sqlite://file:chat.db",
         "file::memory:?cache=shared",
     ] {
         let refusal = refusal(&[("CHAT__STORAGE__URL", url)]);
