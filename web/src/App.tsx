@@ -296,8 +296,10 @@ export function App() {
   };
 
   const selected = conversations.find((c) => c.id === selectedId);
+  const unreachable = list.kind === 'error' && conversations.length === 0 && !choseNewChat;
   // The empty chat is not called "Chat": a fresh database's first conversation has that name.
-  const heading = selected?.title ?? (selectedId === null && list.kind !== 'loading' ? DEFAULT_TITLE : null);
+  const firstLoad = list.kind === 'loading' && conversations.length === 0;
+  const heading = selected?.title ?? (selectedId === null && !firstLoad && !unreachable ? DEFAULT_TITLE : null);
 
   // A conversation opened by its link may be older than the loaded page of the list: fetch it, so
   // its title shows and new activity moves it to the top like any other.
@@ -341,7 +343,7 @@ export function App() {
       menuButtonRef.current?.focus();
     }
   }, [menuOpen]);
-  const unreachable = list.kind === 'error' && conversations.length === 0 && !choseNewChat;
+
 
   return (
     <div

@@ -539,17 +539,35 @@ async function sendIntoANewChat(text: string) {
 }
 
 describe('a message sent while its new chat is being created', () => {
-  it('waits as that chat\'s draft when the user goes elsewhere meanwhile', async () => {
+  it('is still sent after the user left, and if refused then, waits as that chat\'s draft', async () => {
     const creation = slowCreation();
-    vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);
+    const fetched = mockFetch([creation.route, server.route]);
+    vi.stubGlobal('fetch', fetched.fn);
     await sendIntoANewChat('sent while leaving');
     fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
     await screen.findByText('No messages yet');
     await act(async () => creation.release());
+    const id = server.conversations.at(-1)?.id ?? '';
+    await waitFor(() => expect(fetched.calls.some((c) => c.method === 'POST' && c.url === `/api/v1/conversations/${id}/messages`)).toBe(true));
     expect((composer() as HTMLTextAreaElement).value).toBe('');
     const list = within(screen.getByRole('navigation', { name: 'Conversations' })).getByRole('list');
     fireEvent.click(await within(list).findByRole('button', { name: 'New chat' }));
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('sent while leaving'));
+  });
+
+  it('stopped and then left while its chat is created, goes back where it was written', async () => {
+    const creation = slowCreation();
+    vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);
+    await renderLoaded();
+    await openNewChat();
+    fireEvent.change(composer(), { target: { value: 'Stopped, then left' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    await screen.findByText('No messages yet');
+    await act(async () => creation.release());
+    await openNewChat();
+    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Stopped, then left'));
   });
 
   it.each([

@@ -36,8 +36,9 @@ interface Props {
   newChatClicks: number;
   /**
    * Creates a conversation (when sending with none selected) without selecting it. It starts as
-   * "New chat" and takes its title from the first exchange once that is stored, so a message the
-   * server refuses does not leave a conversation named after it.
+   * "New chat" and takes its title from the first message once the server takes it, so a message
+   * the server refuses does not leave a conversation named after it (one whose reply then fails
+   * keeps the name: its text goes back to the box, most likely to be sent again).
    */
   onCreate: () => Promise<Conversation>;
   /** The conversation `onCreate` made for a send from here is taken by it: open it in place of the new chat. */
@@ -82,7 +83,7 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
    * The send in flight until the server takes its message. Leaving the conversation then must not
    * cut it: a server still reading it, or asking the assistant, would drop it with the connection.
    */
-  const untakenSend = useRef<{ controller: AbortController; left: boolean } | null>(null);
+  const untakenSend = useRef<{ controller: AbortController; left: boolean; conversation: string | null } | null>(null);
   /** Waits for stopped replies to be stored; ended when the view switches conversation. */
   const waits = useRef(new Set<AbortController>());
   const stoppedRef = useRef(false);
@@ -438,7 +439,8 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
    * there already, like the rest of the page.
    */
   const recoverSent = (id: string, onOpening: boolean) => {
-    if (sentMarks(id).length === 0 || untakenSend.current !== null) return;
+    // A send to this conversation the server has not taken yet decides for itself.
+    if (sentMarks(id).length === 0 || (untakenSend.current !== null && untakenSend.current.conversation === id)) return;
     const gen = generation.current;
     api.listMessages(id, { limit: PAGE_SIZE }).then(
       (page) => {
@@ -647,10 +649,10 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     let gen = generation.current;
     // Leaving before the server takes the message (while its new chat is created, too) does not
     // cut it: it goes on unseen, and waits in the chat's message box only if refused.
-    const untaken = { controller, left: false };
+    let id = startsNew ? null : conversationId;
+    const untaken = { controller, left: false, conversation: id };
     untakenSend.current = untaken;
 
-    let id = startsNew ? null : conversationId;
     const fail = (err: unknown) => {
       setPending(null);
       // Nothing the user wrote is lost: the text goes back into the composer.
@@ -674,8 +676,9 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
       try {
         const created = await onCreate();
         id = created.id;
+        untaken.conversation = id;
         // Left meanwhile, the user stays where they went; the message goes on into its chat, unseen.
-        if (!untaken.left) {
+        if (!untaken.left && gen === generation.current) {
           if (gone) {
             // The deleted conversation's messages (or the word that it is gone) are not this one's.
             setGone(false);
@@ -699,8 +702,9 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     if (controller.signal.aborted) {
       if (untakenSend.current === untaken) untakenSend.current = null;
       if (gen !== generation.current) {
-        // The view went away while the new chat was being created: the text waits there.
-        keepDraft(convId, text);
+        // Stopped, then left (or the view went away), while the new chat was being created: the
+        // text waits where it was written.
+        keepDraft(writtenIn, text);
         return;
       }
       // Stopped while the new chat was being created: nothing was sent.
@@ -750,8 +754,9 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
       clearSent(convId, text);
       claimed.current.add(exchange.user_message.id);
       if (gen !== generation.current) return;
-      // Sent after a stopped first message: while that is awaited, its wait names the chat after
-      // whichever is stored first; once it was lost, this one is the first.
+      // A first message names the chat once taken (above). Sent after a first message stopped
+      // before the server took it: while that is awaited, its wait names the chat after whichever
+      // is stored first; once it was lost, this one is the first.
       const ids = new Set([exchange.user_message.id, exchange.assistant_message.id]);
       const firstStored =
         first || (waits.current.size === 0 && nextCursorRef.current === null && messagesRef.current.every((m) => ids.has(m.id)));
