@@ -427,7 +427,7 @@ export function App() {
 const NAMING_RETRY_DELAYS_MS = [1000, 4000, 15000];
 
 /**
- * Renames a conversation after its first exchange. A rename the server could not take (it was
+ * Renames a conversation after its first message, once the server has taken it. A rename the server could not take (it was
  * restarting, say) is tried again a little later, as long as the conversation is still untitled;
  * one it refused (deleted meanwhile) is left alone, as a name is a nicety.
  */
