@@ -186,7 +186,10 @@ impl ChatService {
             Err(RepositoryError::NotFound) if after.is_none() => return Ok(nothing),
             other => other?,
         };
-        if after.is_some() {
+        // Checked once, after the last page: an incarnation never comes back, so if the
+        // conversation is still the one the history began in, every page before was read from
+        // it too. (A first page that is also the last is one read: whole in itself.)
+        if after.is_some() && page.next_cursor.is_none() {
             let now = self
                 .repository
                 .get_conversation(ConversationId::DEFAULT)
@@ -973,19 +976,22 @@ mod tests {
         let first = Timestamp::from_unix_micros(1_000);
         let again = Timestamp::from_unix_micros(2_000);
         let mut repository = MockChatRepository::new();
-        let mut reads = vec![first, first, again].into_iter();
+        // Read when the history begins, and after its last page: created again in between.
+        let mut reads = vec![first, again].into_iter();
         repository
             .expect_get_conversation()
-            .times(3)
+            .times(2)
             .returning(move |_| Ok(default_conversation(reads.next().unwrap())));
         repository.expect_list_messages().returning(|_, window, _| {
             let at = match window {
                 MessageWindow::After(cursor) => cursor.position,
                 _ => unreachable!("the history reads forwards"),
             };
+            // Three pages: the last one is read from the conversation created again, which has
+            // fewer messages than the history had already sent.
             Ok(Page {
                 items: Vec::new(),
-                next_cursor: Some(MessageCursor { position: at + 200 }),
+                next_cursor: (at < 400).then_some(MessageCursor { position: at + 200 }),
             })
         });
         let service = service(repository, MockAssistant::new());
