@@ -58,9 +58,9 @@ export function App() {
    */
   const [choseNewChat, setChoseNewChat] = useState(() => window.location.hash === NEW_CHAT_HASH);
   const choseNewChatRef = useRef(choseNewChat);
+  choseNewChatRef.current = choseNewChat;
   /** Counts New chat clicks: one made in the empty chat itself starts it over too. */
   const [newChatClicks, setNewChatClicks] = useState(0);
-  choseNewChatRef.current = choseNewChat;
 
   const loadList = useCallback(() => {
     setList({ kind: 'loading' });
@@ -344,7 +344,6 @@ export function App() {
     }
   }, [menuOpen]);
 
-
   return (
     <div
       className={`app${menuOpen ? ' menu-open' : ''}`}
@@ -427,9 +426,10 @@ export function App() {
 const NAMING_RETRY_DELAYS_MS = [1000, 4000, 15000];
 
 /**
- * Renames a conversation after its first message, once the server has taken it. A rename the server could not take (it was
- * restarting, say) is tried again a little later, as long as the conversation is still untitled;
- * one it refused (deleted meanwhile) is left alone, as a name is a nicety.
+ * Renames a conversation after its first message, once the server has taken it. A rename the
+ * server could not take (it was restarting, say) is tried again a little later, as long as the
+ * conversation is still untitled; one it refused (deleted meanwhile) is left alone, as a name is
+ * a nicety.
  */
 function nameConversation(
   id: string,

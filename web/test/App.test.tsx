@@ -123,6 +123,11 @@ async function renderLoaded() {
 async function finishInNewestChat(stream: ReturnType<typeof sseResponse>, text: string, reply = 'Noted.') {
   const id = server.conversations.at(-1)?.id ?? '';
   await waitFor(() => expect(server.messages[id]).toBeDefined());
+  await storeAndFinishIn(id, stream, text, reply);
+}
+
+/** Stores the exchange of `text` in conversation `id` on the server, then ends `stream` with it. */
+async function storeAndFinishIn(id: string, stream: ReturnType<typeof sseResponse>, text: string, reply: string) {
   const exchange = { user_message: msg(id, 'user', text), assistant_message: msg(id, 'assistant', reply) };
   server.messages[id]?.push(exchange.user_message, exchange.assistant_message);
   await act(async () => {
@@ -1435,14 +1440,7 @@ describe('following a reply in progress', () => {
   });
 
   /** Stores the exchange of `text` and `reply` in c2, as the server does, and ends `stream` with its `done`. */
-  async function storeAndFinish(stream: ReturnType<typeof sseResponse>, text: string, reply: string) {
-    const exchange = { user_message: msg('c2', 'user', text), assistant_message: msg('c2', 'assistant', reply) };
-    server.messages.c2?.push(exchange.user_message, exchange.assistant_message);
-    await act(async () => {
-      stream.send(`event: done\ndata: ${JSON.stringify(exchange)}\n\n`);
-      stream.close();
-    });
-  }
+  const storeAndFinish = (stream: ReturnType<typeof sseResponse>, text: string, reply: string) => storeAndFinishIn('c2', stream, text, reply);
 
   /**
    * Sends "The first question" and stops its reply, which the server then loses (204, nothing

@@ -440,7 +440,7 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
    */
   const recoverSent = (id: string, onOpening: boolean) => {
     // A send to this conversation the server has not taken yet decides for itself.
-    if (sentMarks(id).length === 0 || (untakenSend.current !== null && untakenSend.current.conversation === id)) return;
+    if (sentMarks(id).length === 0 || untakenSend.current?.conversation === id) return;
     const gen = generation.current;
     api.listMessages(id, { limit: PAGE_SIZE }).then(
       (page) => {

@@ -18,6 +18,7 @@ interface Props {
  * composer and every streamed piece, which would otherwise parse every loaded message again.
  */
 export const MessageItem = memo(function MessageItem({ role, content, state }: Props) {
+  const cutShort = state === 'stopped' ? 'Stopped.' : state === 'interrupted' ? 'Connection lost.' : null;
   return (
     <article className={`message ${role}`} aria-label={role === 'user' ? 'You' : 'Assistant'} data-state={state}>
       <div className="message-author" aria-hidden="true">
@@ -29,10 +30,7 @@ export const MessageItem = memo(function MessageItem({ role, content, state }: P
         ) : (
           <Markdown text={content} />
         )}
-        {state === 'stopped' && <p className="message-note">Stopped. The full reply will appear once the server has stored it.</p>}
-        {state === 'interrupted' && (
-          <p className="message-note">Connection lost. The full reply will appear once the server has stored it.</p>
-        )}
+        {cutShort && <p className="message-note">{cutShort} The full reply will appear once the server has stored it.</p>}
       </div>
       {state === undefined && <CopyButton text={content} />}
     </article>
