@@ -1,6 +1,7 @@
 //! The composition root of the chat service: configuration, telemetry, wiring, serving.
 
 mod application;
+mod choice;
 pub mod settings;
 mod strict_numbers;
 pub mod telemetry;

@@ -10,6 +10,7 @@ use domain::PageLimit;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::choice::one_of;
 use crate::strict_numbers::{integer, number};
 use crate::text_list::comma_separated;
 
@@ -59,6 +60,7 @@ pub enum StorageBackend {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
+    #[serde(deserialize_with = "one_of")]
     pub backend: StorageBackend,
     /// May hold a password (PostgreSQL), so `Debug` never prints it.
     pub url: String,
@@ -106,6 +108,7 @@ pub enum DummyModeSetting {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DummySettings {
+    #[serde(deserialize_with = "one_of")]
     pub mode: DummyModeSetting,
     #[serde(deserialize_with = "integer")]
     pub word_delay_ms: u64,
@@ -114,6 +117,7 @@ pub struct DummySettings {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssistantSettings {
+    #[serde(deserialize_with = "one_of")]
     pub kind: AssistantKind,
     /// May hold credentials (`https://user:token@...`), so `Debug` shows it without them.
     pub base_url: String,
@@ -163,6 +167,7 @@ pub enum CacheKind {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
+    #[serde(deserialize_with = "one_of")]
     pub kind: CacheKind,
     /// May hold a password, so `Debug` never prints it.
     pub url: String,
@@ -232,6 +237,7 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub level: String,
+    #[serde(deserialize_with = "one_of")]
     pub format: LogFormat,
 }
 

@@ -170,6 +170,67 @@ fn a_misspelt_log_level_is_refused_instead_of_silencing_the_log() {
 }
 
 #[test]
+fn a_misspelt_choice_is_refused_naming_the_key_and_every_value_it_takes() {
+    for (variable, value, key, allowed) in [
+        (
+            "CHAT__STORAGE__BACKEND",
+            "postgresql",
+            "storage.backend",
+            &["sqlite", "postgres"][..],
+        ),
+        (
+            "CHAT__ASSISTANT__KIND",
+            "gpt",
+            "assistant.kind",
+            &["dummy", "openai"],
+        ),
+        (
+            "CHAT__ASSISTANT__DUMMY__MODE",
+            "random",
+            "assistant.dummy.mode",
+            &["canned", "deterministic"],
+        ),
+        (
+            "CHAT__CACHE__KIND",
+            "valkey",
+            "cache.kind",
+            &["none", "memory", "redis"],
+        ),
+        (
+            "CHAT__LOG__FORMAT",
+            "text",
+            "log.format",
+            &["pretty", "json"],
+        ),
+        (
+            "CHAT__LOG__FORMAT",
+            "JSON",
+            "log.format",
+            &["pretty", "json"],
+        ),
+        ("CHAT__LOG__FORMAT", "", "log.format", &["pretty", "json"]),
+    ] {
+        let error = refusal(&[(variable, value)]);
+        assert!(error.contains(key), "{variable}={value:?}: {error}");
+        assert!(
+            error.contains(&format!("`{value}`")),
+            "{variable}={value:?}: {error}"
+        );
+        for name in allowed {
+            assert!(
+                error.contains(&format!("`{name}`")),
+                "{variable}={value:?}: {error}"
+            );
+        }
+    }
+    assert!(load(&[
+        ("CHAT__LOG__FORMAT", "json"),
+        ("CHAT__CACHE__KIND", "memory")
+    ])
+    .is_ok());
+}
+
+#[test]
 fn urls_are_checked_when_read_and_a_redis_password_is_never_repeated() {
     let openai = ("CHAT__ASSISTANT__KIND", "openai");
     for base_url in [
