@@ -11,7 +11,9 @@
 //! - Every diesel call runs with a pooled connection; a pool checkout waits at
 //!   most `connect_timeout`, so calls fail with `Unavailable` soon after the database goes down
 //!   (an append may wait for the batches ahead of it, each bounded by that timeout) and recover
-//!   by themselves (connections are tested on checkout) when it is back.
+//!   by themselves (connections are tested on checkout) when it is back. With a statement
+//!   timeout, a read also gives up (`Unavailable`) when the database stops answering behind a
+//!   live connection.
 
 mod batches;
 mod lookups;
@@ -57,6 +59,8 @@ pub struct PostgresSettings {
     /// Longest wait for a connection, at start and for every call; past it a call is `Unavailable`.
     pub connect_timeout: Duration,
     /// Server-side limit per statement (`SET statement_timeout`); `None` keeps the server default.
+    /// Set, it bounds reads on this side too (`connect_timeout` + it + 1 s), for a database that
+    /// stopped answering behind a live connection.
     pub statement_timeout: Option<Duration>,
     /// Appends that may wait for a batch; one more is refused with `Overloaded`.
     pub write_queue_capacity: usize,
@@ -101,6 +105,7 @@ pub struct PostgresChatRepository {
     appends: batches::AppendBatches,
     lookups: lookups::ConversationLookups,
     readers: reads::ReaderThreads,
+    read_deadline: Option<Duration>,
 }
 
 impl fmt::Debug for PostgresChatRepository {
@@ -210,6 +215,7 @@ impl PostgresChatRepository {
             appends,
             lookups,
             readers,
+            read_deadline: read_deadline(&settings),
         };
         repository
             .run("migrate", move |connection| {
@@ -277,16 +283,44 @@ impl PostgresChatRepository {
             let _ = answer.send(connection.and_then(query));
         }));
         let result = match queued {
-            // Dropped unanswered only when the read panicked.
-            Ok(()) => answered.await.unwrap_or_else(|_| {
-                Err(RepositoryError::Unknown(anyhow!(
-                    "the read failed unexpectedly"
-                )))
-            }),
+            Ok(()) => {
+                self.within_read_deadline(async {
+                    // Dropped unanswered only when the read panicked.
+                    answered.await.unwrap_or_else(|_| {
+                        Err(RepositoryError::Unknown(anyhow!(
+                            "the read failed unexpectedly"
+                        )))
+                    })
+                })
+                .await
+            }
             Err(refused) => Err(refused),
         };
         record_operation(operation, started, &result);
         result
+    }
+
+    /// `read`'s answer, or `Unavailable` once the deadline has passed. A database that stopped
+    /// answering behind a live connection (a frozen server or proxy, whose kernel still
+    /// acknowledges every packet, so neither keepalives nor `tcp_user_timeout` notice) would
+    /// otherwise hold the request as long as it stays so. The thread running the read still
+    /// waits for it; the reads queued behind it get this answer too, or `Overloaded` once the
+    /// queue is full.
+    async fn within_read_deadline<T>(
+        &self,
+        read: impl std::future::Future<Output = Result<T, RepositoryError>>,
+    ) -> Result<T, RepositoryError> {
+        let Some(deadline) = self.read_deadline else {
+            return read.await;
+        };
+        tokio::time::timeout(deadline, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RepositoryError::Unavailable(format!(
+                    "PostgreSQL did not answer a read within {} s",
+                    deadline.as_secs_f64()
+                )))
+            })
     }
 }
 
@@ -305,6 +339,14 @@ fn record_operation<T>(
         "outcome" => outcome,
     )
     .record(started.elapsed().as_secs_f64());
+}
+
+/// How long a read may take when every statement is bounded: the wait for a connection, the
+/// statement, and a second for the round trips. Unbounded statements leave reads unbounded too.
+fn read_deadline(settings: &PostgresSettings) -> Option<Duration> {
+    settings
+        .statement_timeout
+        .map(|statement| settings.connect_timeout + statement + Duration::from_secs(1))
 }
 
 /// Adds libpq parameters the URL does not set itself. Without a libpq `connect_timeout`, a
@@ -726,7 +768,11 @@ impl ChatRepository for PostgresChatRepository {
     #[tracing::instrument(skip(self))]
     async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, RepositoryError> {
         let started = Instant::now();
-        if let Some(found) = self.lookups.find(id).await {
+        if let Some(found) = self
+            .within_read_deadline(async { self.lookups.find(id).await.transpose() })
+            .await
+            .transpose()
+        {
             record_operation("get_conversation", started, &found);
             return found;
         }

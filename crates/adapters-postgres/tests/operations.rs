@@ -9,7 +9,9 @@ use domain::{
     MessageId, MessageWindow, NewExchange, NewMessage, PageLimit, RepositoryError, Role, Timestamp,
 };
 use testkit::postgres::TestDatabase;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{tcp, TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 async fn connect(database: &TestDatabase) -> PostgresChatRepository {
@@ -315,28 +317,58 @@ async fn calls_work_with_a_statement_timeout_set() {
     ));
 }
 
-/// A TCP proxy in front of PostgreSQL: stopping it is an outage (listener gone, every open
-/// connection cut), starting it again on the same port is the recovery.
-async fn start_proxy(port: u16, target: String) -> (u16, JoinHandle<()>) {
+/// A TCP proxy in front of PostgreSQL. Aborting `task` is an outage (listener gone, every open
+/// connection cut), starting a proxy again on the same port is the recovery. Frozen, it takes
+/// what either side sends and passes none of it on, as a hung server behind live connections
+/// would: the kernel still acknowledges every packet, so the connections look alive.
+struct Proxy {
+    port: u16,
+    task: JoinHandle<()>,
+    frozen: watch::Sender<bool>,
+}
+
+async fn start_proxy(port: u16, target: String) -> Proxy {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind the proxy");
     let port = listener.local_addr().unwrap().port();
+    let (frozen, thawed) = watch::channel(false);
     let task = tokio::spawn(async move {
         let mut connections = JoinSet::new();
         loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
+            let Ok((inbound, _)) = listener.accept().await else {
                 continue;
             };
             let target = target.clone();
+            let thawed = thawed.clone();
             connections.spawn(async move {
-                if let Ok(mut outbound) = TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                if let Ok(outbound) = TcpStream::connect(target).await {
+                    let (from_client, to_client) = inbound.into_split();
+                    let (from_server, to_server) = outbound.into_split();
+                    tokio::join!(
+                        forward(from_client, to_server, thawed.clone()),
+                        forward(from_server, to_client, thawed),
+                    );
                 }
             });
         }
     });
-    (port, task)
+    Proxy { port, task, frozen }
+}
+
+async fn forward(
+    mut from: tcp::OwnedReadHalf,
+    mut to: tcp::OwnedWriteHalf,
+    mut thawed: watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0; 16 * 1024];
+    while let Ok(read @ 1..) = from.read(&mut buffer).await {
+        if thawed.wait_for(|frozen| !frozen).await.is_err()
+            || to.write_all(&buffer[..read]).await.is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// `host:port` of a URL, and the URL with that part replaced.
@@ -357,7 +389,8 @@ async fn outage_fails_fast_as_unavailable_and_recovers_by_itself() {
         return;
     };
     let (target, via) = split_authority(database.url());
-    let (port, proxy) = start_proxy(0, target.clone()).await;
+    let proxy = start_proxy(0, target.clone()).await;
+    let port = proxy.port;
     let settings = PostgresSettings {
         url: via(&format!("127.0.0.1:{port}")),
         pool_size: 3,
@@ -377,8 +410,8 @@ async fn outage_fails_fast_as_unavailable_and_recovers_by_itself() {
         .await
         .unwrap();
 
-    proxy.abort();
-    let _ = proxy.await;
+    proxy.task.abort();
+    let _ = proxy.task.await;
     let started = Instant::now();
     let health = repository.health_check().await;
     assert!(
@@ -403,7 +436,7 @@ async fn outage_fails_fast_as_unavailable_and_recovers_by_itself() {
         started.elapsed()
     );
 
-    let (_, proxy) = start_proxy(port, target).await;
+    let proxy = start_proxy(port, target).await;
     repository
         .health_check()
         .await
@@ -424,7 +457,90 @@ async fn outage_fails_fast_as_unavailable_and_recovers_by_itself() {
             .title,
         "Survives outages"
     );
-    proxy.abort();
+    proxy.task.abort();
+}
+
+async fn gave_up<T>(read: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the read gave up")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_from_a_database_that_stopped_answering_give_up_and_work_again_once_it_answers() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let (target, via) = split_authority(database.url());
+    let proxy = start_proxy(0, target).await;
+    let settings = PostgresSettings {
+        url: via(&format!("127.0.0.1:{}", proxy.port)),
+        pool_size: 4,
+        connect_timeout: Duration::from_secs(1),
+        statement_timeout: Some(Duration::from_secs(1)),
+        ..PostgresSettings::new("")
+    };
+    let repository = PostgresChatRepository::connect(settings).await.unwrap();
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Outlives a hang").unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+    repository
+        .append_exchange(&exchange(conversation.id, "before"))
+        .await
+        .unwrap();
+
+    proxy.frozen.send_replace(true);
+    let started = Instant::now();
+    // Without a deadline of their own, these would wait for as long as the database hangs.
+    let (messages, found, conversations) = tokio::join!(
+        gave_up(async {
+            repository
+                .list_messages(
+                    conversation.id,
+                    MessageWindow::Latest,
+                    PageLimit::new(20).unwrap(),
+                )
+                .await
+                .map(drop)
+        }),
+        gave_up(async { repository.get_conversation(conversation.id).await.map(drop) }),
+        gave_up(async {
+            repository
+                .list_conversations(None, PageLimit::new(20).unwrap())
+                .await
+                .map(drop)
+        }),
+    );
+    for read in [messages, found, conversations] {
+        assert!(
+            matches!(read, Err(RepositoryError::Unavailable(_))),
+            "{read:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "reads of a hung database took {:?}, past their deadline of 3 s",
+        started.elapsed()
+    );
+
+    proxy.frozen.send_replace(false);
+    assert_eq!(
+        newest_messages(&repository, conversation.id).await.len(),
+        2,
+        "reads work again once the database answers"
+    );
+    assert_eq!(
+        repository
+            .get_conversation(conversation.id)
+            .await
+            .unwrap()
+            .title,
+        "Outlives a hang"
+    );
+    proxy.task.abort();
 }
 
 /// A database that refuses writes (a standby promoted away from, a read-only default) fails
