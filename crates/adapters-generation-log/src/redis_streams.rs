@@ -25,10 +25,11 @@ const BLOCK_MILLIS: usize = 2000;
 const BLOCKING_READ_MARGIN: Duration = Duration::from_secs(2);
 /// A follower gives up on a generation that logged nothing for this many blocking reads (two
 /// minutes): its writer lost the log (say its final event could not be written) and nothing more
-/// will come.
+/// will come. It gives up sooner on one whose last event was logged that long ago.
 const IDLE_READS: u32 = 60;
-/// An unfinished generation that logged nothing for as long as a follower waits is no longer in
-/// progress: its replica died (killed, out of memory) before it could log the end.
+/// An unfinished generation that logged nothing for as long as a follower waits is abandoned:
+/// its replica died (killed, out of memory) before it could log the end. It is no longer in
+/// progress, and nothing more will come of it.
 const ABANDONED_AFTER_MILLIS: u128 = BLOCK_MILLIS as u128 * IDLE_READS as u128;
 /// Redis's refusal of an `XADD` whose id is not above the stream's last one.
 const ALREADY_WRITTEN: &str = "equal or smaller than the target stream top item";
@@ -93,6 +94,12 @@ fn conversation(entry: &StreamId) -> Option<ConversationId> {
 /// the field (logged by an older version).
 fn logged_at(entry: &StreamId) -> Option<u128> {
     text(entry.map.get("at")).parse().ok()
+}
+
+/// Whether the generation whose newest entry this is has logged nothing for so long that its
+/// writer is taken for dead; an entry without the time (an older version's) never is.
+fn abandoned(newest: &StreamId) -> bool {
+    logged_at(newest).is_some_and(|at| now_millis().saturating_sub(at) > ABANDONED_AFTER_MILLIS)
 }
 
 fn now_millis() -> u128 {
@@ -297,9 +304,7 @@ impl GenerationLog for RedisGenerationLog {
                 continue;
             };
             let finished = event(&newest).is_none_or(|(_, last)| last);
-            let abandoned = logged_at(&newest)
-                .is_some_and(|at| now_millis().saturating_sub(at) > ABANDONED_AFTER_MILLIS);
-            if !finished && !abandoned {
+            if !finished && !abandoned(&newest) {
                 return Ok(Some(generation_id));
             }
         }
@@ -315,7 +320,7 @@ impl GenerationLog for RedisGenerationLog {
             Some(GenerationState {
                 conversation_id: conversation(&entry)?,
                 last_sequence: event.sequence,
-                finished: last,
+                finished: last || abandoned(&entry),
             })
         }))
     }
@@ -370,22 +375,27 @@ impl GenerationLog for RedisGenerationLog {
                                 .collect::<Vec<_>>(),
                             Ok(None) => {
                                 idle_reads += 1;
-                                if idle_reads >= IDLE_READS {
+                                let newest: Result<StreamRangeReply, _> =
+                                    reader.xrevrange_count(&key, "+", "-", 1).await;
+                                let stalled = match newest {
+                                    // Expired: nothing left to follow.
+                                    Ok(newest) if newest.ids.is_empty() => return None,
+                                    Ok(newest) => {
+                                        idle_reads >= IDLE_READS || newest.ids.iter().any(abandoned)
+                                    }
+                                    Err(error) => {
+                                        let failed = stream::iter(vec![Err(unavailable(error))]);
+                                        return Some((failed, (reader, key, cursor, true)));
+                                    }
+                                };
+                                if stalled {
                                     let stalled = GenerationLogError::Unavailable(
                                         "the reply stopped making progress".to_owned(),
                                     );
                                     let failed = stream::iter(vec![Err(stalled)]);
                                     return Some((failed, (reader, key, cursor, true)));
                                 }
-                                let exists: Result<bool, _> = reader.exists(&key).await;
-                                match exists {
-                                    Ok(true) => continue,
-                                    Ok(false) => return None,
-                                    Err(error) => {
-                                        let failed = stream::iter(vec![Err(unavailable(error))]);
-                                        return Some((failed, (reader, key, cursor, true)));
-                                    }
-                                }
+                                continue;
                             }
                             Err(error) => {
                                 let failed = stream::iter(vec![Err(unavailable(error))]);

@@ -249,6 +249,51 @@ async fn a_generation_silent_for_minutes_is_no_longer_in_progress() {
     assert_eq!(log.in_progress(conversation).await.unwrap(), None);
 }
 
+/// A resume of a dead replica's reply (a client reconnecting with its last id, minutes later)
+/// learns at once that nothing more will come: its state is finished, and following it replays
+/// what was logged and then gives up within one blocking read, not after two minutes more.
+#[tokio::test]
+async fn a_dead_generation_is_finished_and_following_it_gives_up_within_seconds() {
+    use futures::StreamExt;
+
+    let Some((log, keys)) = redis_log().await else {
+        return;
+    };
+    let conversation = domain::ConversationId::generate();
+    let dead = domain::GenerationId::generate();
+    let client = redis::Client::open(keys.url.as_str()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let key = format!("{}:generation:{dead}", keys.prefix);
+    let three_minutes_ago = now_millis() - 180_000;
+    for event in [(1, "start", "{}"), (2, "delta", "{\"text\":\"Hel\"}")] {
+        write_event(
+            &mut connection,
+            &key,
+            event,
+            conversation,
+            three_minutes_ago,
+        );
+    }
+
+    let state = log.state(dead).await.unwrap().expect("its log is there");
+    assert_eq!(state.last_sequence, 2);
+    assert!(state.finished, "nothing more will come");
+
+    let started = std::time::Instant::now();
+    let mut events = log.follow(dead, 1).await.unwrap();
+    let replayed = events.next().await.unwrap().unwrap();
+    assert_eq!((replayed.sequence, replayed.name.as_str()), (2, "delta"));
+    let ended = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("following a dead generation gives up");
+    assert!(matches!(ended, Some(Err(_))), "{ended:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+}
+
 /// A failed append is tried again under the same sequence, so followers see no hole; one whose
 /// first attempt reached Redis (its answer lost on the way back) is not written twice.
 #[tokio::test]

@@ -130,7 +130,8 @@ pub struct GenerationState {
     pub conversation_id: ConversationId,
     /// Sequence of the last event appended so far (0 if reported before the first).
     pub last_sequence: u64,
-    /// The final event has been appended; nothing more will come.
+    /// Nothing more will come: the final event has been appended, or (in a log shared by
+    /// replicas) its writer has logged nothing for so long that it is taken for dead.
     pub finished: bool,
 }
 
