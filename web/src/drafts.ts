@@ -109,3 +109,49 @@ export function clearSent(conversationId: string, text: string) {
   const at = marks.findIndex((mark) => mark.text === text);
   if (at >= 0) saveMarks(conversationId, [...marks.slice(0, at), ...marks.slice(at + 1)]);
 }
+
+/** Where a first send waits while its chat is being created, under the sent marks. */
+const CREATING = 'creating:';
+const creatingKey = (writtenIn: string | null) => CREATING + draftKey(writtenIn);
+
+/**
+ * A first send whose chat is being created: its text has left the message box it was written in
+ * (a new chat's, or a deleted conversation's), and no chat holds it yet. Cleared once the chat
+ * exists and the text is marked sent there, or back in the box.
+ */
+export function markCreating(writtenIn: string | null, text: string) {
+  markSent(creatingKey(writtenIn), text);
+}
+
+export function clearCreating(writtenIn: string | null, text: string) {
+  clearSent(creatingKey(writtenIn), text);
+}
+
+/**
+ * For the page's start: a reload while a first send's chat was being created ended that send
+ * before the chat held its text, so the text goes back into the message box it was written in.
+ */
+export function restoreFirstSendsCutOff() {
+  const prefix = `chat:sent:${CREATING}`;
+  const boxes: string[] = [];
+  try {
+    for (let i = 0; i < sessionStorage.length; i += 1) {
+      const key = sessionStorage.key(i);
+      if (key?.startsWith(prefix)) boxes.push(key.slice(prefix.length));
+    }
+  } catch {
+    // Storage refuses everything: nothing outlived the reload.
+    return;
+  }
+  for (const box of boxes) {
+    const marks = sentMarks(CREATING + box);
+    saveMarks(CREATING + box, []);
+    const draft = marks.reduceRight((text, mark) => withUnsent(mark.text)(text), drafts.get(box) ?? '');
+    drafts.set(box, draft);
+  }
+}
+
+/** A draft with text that was not sent put back in front of whatever was typed since. */
+export function withUnsent(text: string): (draft: string) => string {
+  return (draft) => (draft.trim() === '' ? text : `${text}\n${draft}`);
+}

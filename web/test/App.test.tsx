@@ -2,7 +2,7 @@ import { act, fireEvent, render, screen, waitFor, within } from '@testing-librar
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { App } from '../src/App';
 import { api } from '../src/api/client';
-import { loadDraft, markSent, saveDraft, sentHere } from '../src/drafts';
+import { loadDraft, markSent, restoreFirstSendsCutOff, saveDraft, sentHere } from '../src/drafts';
 import type { Conversation, Message } from '../src/api/types';
 import { conv, json, mockFetch, msg, sseResponse, type Route } from './helpers';
 
@@ -544,6 +544,42 @@ async function sendIntoANewChat(text: string) {
 }
 
 describe('a message sent while its new chat is being created', () => {
+  it('goes back into the new chat\'s message box after a reload that cut it off, with what was typed since', async () => {
+    const creation = slowCreation();
+    vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);
+    history.replaceState(null, '', '/#/new');
+    const page = render(<App />);
+    await screen.findByText('Start a new conversation');
+    fireEvent.change(composer(), { target: { value: 'First words of a new chat' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await screen.findByRole('button', { name: 'Stop' });
+    fireEvent.change(composer(), { target: { value: 'typed meanwhile' } });
+    // The reload: the page and its send end, and the next page starts as main.tsx starts it.
+    page.unmount();
+    restoreFirstSendsCutOff();
+    render(<App />);
+    await screen.findByText('Start a new conversation');
+    expect((composer() as HTMLTextAreaElement).value).toBe('First words of a new chat\ntyped meanwhile');
+    expect(server.conversations.some((c) => c.title === 'First words of a new chat')).toBe(false);
+  });
+
+  it('leaves nothing to restore once its chat holds it', async () => {
+    history.replaceState(null, '', '/#/new');
+    const page = render(<App />);
+    await screen.findByText('Start a new conversation');
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    fireEvent.change(composer(), { target: { value: 'Sent in full' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await finishInNewestChat(done, 'Sent in full');
+    page.unmount();
+    restoreFirstSendsCutOff();
+    render(<App />);
+    await screen.findByText('Noted.');
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+    history.replaceState(null, '', '/#/new');
+  });
+
   it('is still sent after the user left, and if refused then, waits as that chat\'s draft', async () => {
     const creation = slowCreation();
     const fetched = mockFetch([creation.route, server.route]);

@@ -1,7 +1,7 @@
 import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
-import { clearSent, loadDraft, markSent, saveDraft, sentHere, sentMarks } from '../drafts';
+import { clearCreating, clearSent, loadDraft, markCreating, markSent, saveDraft, sentHere, sentMarks, withUnsent } from '../drafts';
 import { Composer } from './Composer';
 import { Markdown } from './Markdown';
 import { MessageItem } from './MessageItem';
@@ -673,6 +673,8 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     };
 
     if (id === null) {
+      // Until the chat exists and holds the text, a reload would lose it: the box is empty.
+      markCreating(writtenIn, text);
       try {
         const created = await onCreate();
         id = created.id;
@@ -696,6 +698,9 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
         if (gen === generation.current) fail(err);
         else keepDraft(writtenIn, text);
         return;
+      } finally {
+        // Marked sent in its chat or given back just below, with no wait between.
+        clearCreating(writtenIn, text);
       }
     }
     const convId = id;
@@ -902,11 +907,6 @@ function replyTo(page: Message[], text: string): Message | undefined {
     if (page[i].role === 'assistant' && page[i - 1].role === 'user' && page[i - 1].content === text) return page[i];
   }
   return undefined;
-}
-
-/** A draft with text that was not sent put back in front of whatever was typed since. */
-function withUnsent(text: string): (draft: string) => string {
-  return (draft) => (draft.trim() === '' ? text : `${text}\n${draft}`);
 }
 
 /**
