@@ -1448,6 +1448,39 @@ describe('following a reply in progress', () => {
       expect((composer() as HTMLTextAreaElement).value).toBe('Second');
     }));
 
+  it('a send after the messages failed to load is not taken for the first, and brings the history', async () => {
+    const untitled = server.conversations.find((c) => c.id === 'c2');
+    if (untitled) untitled.title = 'New chat';
+    let pageFailures = 1;
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        (url, init) => {
+          if (init.method === 'GET' && url.pathname === '/api/v1/conversations/c2/messages' && pageFailures > 0) {
+            pageFailures -= 1;
+            return json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
+          }
+          return undefined;
+        },
+        server.route,
+      ]).fn,
+    );
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    render(<App />);
+    expect(await screen.findByText(/Could not load the messages/)).toBeTruthy();
+    fireEvent.change(composer(), { target: { value: 'A follow-up question' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await screen.findByRole('button', { name: 'Stop' });
+    await storeAndFinish(done, 'A follow-up question', 'Follow-up answer');
+    const log = screen.getByRole('log');
+    await within(log).findByText('Earlier answer');
+    expect(within(log).getByText('Follow-up answer')).toBeTruthy();
+    expect(screen.queryByText(/Could not load the messages/)).toBeNull();
+    // Named after its real first message, once that is known.
+    await waitFor(() => expect(server.conversations.find((c) => c.id === 'c2')?.title).toBe('Earlier question'));
+  });
+
   it('Retry while a stopped reply is waited for does not follow it a second way', async () => {
     let pageFailures = 1;
     const post = sseResponse();

@@ -633,9 +633,12 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     const writtenIn = conversationId;
     // A conversation deleted meanwhile (in another tab) is not sent to again: a new one starts.
     const startsNew = gone || conversationId === null;
+    // The messages could not be loaded: none shown does not mean none stored.
+    const historyUnknown = !startsNew && load.kind === 'error';
     // A stopped exchange not stored yet came first: its reply names the chat, not this one.
     const first =
-      startsNew || (messagesRef.current.length === 0 && nextCursor === null && pendingRef.current === null && stopped.length === 0);
+      startsNew ||
+      (!historyUnknown && messagesRef.current.length === 0 && nextCursor === null && pendingRef.current === null && stopped.length === 0);
     setSendError(null);
     setDraft('');
     const previous = pendingRef.current;
@@ -764,10 +767,13 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
       // is stored first; once it was lost, this one is the first.
       const ids = new Set([exchange.user_message.id, exchange.assistant_message.id]);
       const firstStored =
-        first || (waits.current.size === 0 && nextCursorRef.current === null && messagesRef.current.every((m) => ids.has(m.id)));
+        first ||
+        (!historyUnknown && waits.current.size === 0 && nextCursorRef.current === null && messagesRef.current.every((m) => ids.has(m.id)));
       addExchange(exchange);
       setPending(null);
       onActivity(convId, exchange.assistant_message.created_at, firstStored ? text : undefined);
+      // The server answered, so the messages before this exchange may load now.
+      if (historyUnknown) loadNewest(convId);
     } catch (err) {
       if (gen !== generation.current) {
         // Left before the server took the message, and then it refused it or could not be
