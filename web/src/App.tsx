@@ -231,6 +231,15 @@ export function App() {
       tabs.current?.post({ kind: 'upserted', conversation: c });
       setSidebarError(null);
     } catch (err) {
+      if (isConversationGone(err)) {
+        // Deleted on another device: the list stops offering it, as opening it would show.
+        forget(id);
+        tabs.current?.post({ kind: 'deleted', id });
+        setSidebarError('Could not rename: that conversation was deleted, perhaps on another device.');
+        // Its buttons go away with it: keep keyboard focus in the list.
+        setTimeout(() => document.querySelector<HTMLElement>('#sidebar .new-chat')?.focus());
+        return;
+      }
       setSidebarError(`Could not rename: ${errorMessage(err)}`);
       throw err;
     }

@@ -454,6 +454,20 @@ describe('App', () => {
     expect(server.conversations.some((c) => c.id === 'c1')).toBe(false);
   });
 
+  it('renaming a conversation deleted on another device drops it from the list, saying so', async () => {
+    await renderLoaded();
+    server.conversations.splice(server.conversations.findIndex((c) => c.id === 'c1'), 1);
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: 'Rename Older chat' }));
+    const input = within(nav).getByRole('textbox', { name: 'Conversation title' });
+    fireEvent.change(input, { target: { value: 'Too late' } });
+    fireEvent.submit(input);
+    expect(await within(nav).findByText(/that conversation was deleted, perhaps on another device/)).toBeTruthy();
+    expect(within(nav).queryByRole('button', { name: 'Older chat' })).toBeNull();
+    expect(within(nav).queryByRole('textbox', { name: 'Conversation title' })).toBeNull();
+    await waitFor(() => expect(document.activeElement?.classList.contains('new-chat')).toBe(true));
+  });
+
   it('Escape in the phone menu\'s delete dialog or rename closes only that, not the menu', async () => {
     const { container } = render(<App />);
     await screen.findByText('Earlier answer');
