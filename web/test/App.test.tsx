@@ -822,6 +822,35 @@ describe('older messages', () => {
   });
 });
 
+describe('older messages from the keyboard', () => {
+  it('keep the focus on their button while loading, then on the messages once the oldest came', async () => {
+    const older = [msg('c2', 'user', 'Oldest question'), msg('c2', 'assistant', 'Oldest answer')];
+    const newer = [msg('c2', 'user', 'Newer question'), msg('c2', 'assistant', 'Newer answer')];
+    let answerOlder: () => void = () => undefined;
+    const pages: Route = (url) => {
+      if (url.pathname !== '/api/v1/conversations/c2/messages') return undefined;
+      if (url.searchParams.get('before') !== 'cur1') return json({ items: newer, next_cursor: 'cur1' });
+      return new Promise<Response>((resolve) => {
+        answerOlder = () => resolve(json({ items: older, next_cursor: null }));
+      });
+    };
+    vi.stubGlobal('fetch', mockFetch([pages, server.route]).fn);
+    render(<App />);
+    await screen.findByText('Newer answer');
+    const button = screen.getByRole('button', { name: 'Load older messages' });
+    button.focus();
+    fireEvent.click(button);
+    const loading = await screen.findByRole('button', { name: 'Loading older messages…' });
+    expect(document.activeElement).toBe(loading);
+    expect(loading.getAttribute('aria-disabled')).toBe('true');
+    fireEvent.click(loading);
+    await act(async () => answerOlder());
+    await screen.findByText('Oldest answer');
+    expect(screen.queryByRole('button', { name: /older messages/ })).toBeNull();
+    await waitFor(() => expect(document.activeElement).toBe(screen.getByRole('log')));
+  });
+});
+
 describe('unknown conversation', () => {
   it('says so, without a pointless Retry, when the URL names a deleted conversation', async () => {
     history.replaceState(null, '', '/#/c/gone');

@@ -200,14 +200,18 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     [],
   );
 
+  /** Set when the older messages' button had keyboard focus as its page came: the focus stays near. */
+  const refocusOlder = useRef(false);
   const loadOlder = useCallback(() => {
     if (!conversationId || !nextCursor || olderLoading) return;
     const gen = generation.current;
     setOlderLoading(true);
     setOlderError(null);
+    const focusedThere = () => document.activeElement?.closest('.older') != null;
     api.listMessages(conversationId, { limit: PAGE_SIZE, before: nextCursor }).then(
       (page) => {
         if (gen !== generation.current) return;
+        refocusOlder.current = focusedThere();
         const el = logRef.current;
         if (el) prependAnchor.current = { height: el.scrollHeight, top: el.scrollTop };
         setMessages((m) => {
@@ -219,11 +223,21 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
       },
       (error: unknown) => {
         if (gen !== generation.current) return;
+        refocusOlder.current = focusedThere();
         setOlderLoading(false);
         setOlderError(errorMessage(error));
       },
     );
   }, [conversationId, nextCursor, olderLoading]);
+
+  // The button gives way to Retry, or goes with the oldest page: the focus goes to what took its
+  // place, or to the messages, instead of falling back to the page.
+  useEffect(() => {
+    if (!refocusOlder.current) return;
+    refocusOlder.current = false;
+    const log = logRef.current;
+    (log?.querySelector<HTMLElement>('.older button') ?? log)?.focus();
+  }, [messages, olderError]);
 
   // Keep the view still when older messages are put above, or follow the bottom when it was there.
   useLayoutEffect(() => {
@@ -868,7 +882,8 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
                 </button>
               </>
             ) : (
-              <button type="button" className="button small" onClick={loadOlder} disabled={olderLoading}>
+              // Not disabled while loading: a disabled button drops the keyboard focus.
+              <button type="button" className="button small" onClick={loadOlder} aria-disabled={olderLoading}>
                 {olderLoading ? 'Loading older messages…' : 'Load older messages'}
               </button>
             )}
