@@ -375,6 +375,21 @@ describe('App', () => {
     expect(document.activeElement).toBe(composer());
   });
 
+  it('does not take the second click of a double-click on Send for a Stop', async () => {
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Hello' } });
+    fireEvent.click(screen.getByRole('button', { name: 'Send' }), { detail: 1 });
+    const stop = await screen.findByRole('button', { name: 'Stop' });
+    fireEvent.click(stop, { detail: 2 });
+    await act(async () => sse.send('event: delta\ndata: {"text":"Hi"}\n\n'));
+    expect(screen.getByRole('button', { name: 'Stop' })).toBe(stop);
+    expect(screen.queryByText(/Stopped/)).toBeNull();
+    fireEvent.click(stop, { detail: 1 });
+    expect(await screen.findByText(/Stopped/)).toBeTruthy();
+  });
+
   it('a rename the server refuses leaves the field open with the focus back in it', async () => {
     const renames = refusingRenames(() => true);
     render(<App />);

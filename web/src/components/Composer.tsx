@@ -53,7 +53,8 @@ export function Composer({ value, onChange, onSend, onStop, streaming, inputRef 
       </span>
       {streaming ? (
         // Separate elements (keys): a Send pressed from the keyboard must not leave focus on Stop.
-        <button key="stop" type="button" className="button stop" onClick={onStop}>
+        // Stop takes Send's place: the second click of a double-click on Send is not a Stop.
+        <button key="stop" type="button" className="button stop" onClick={(e) => e.detail < 2 && onStop()}>
           Stop
         </button>
       ) : (
