@@ -154,8 +154,13 @@ export function App() {
     if (id !== selectedRef.current) saveDraft(id, '');
   };
 
+  /** Conversations found not to exist when opened (a link to a deleted one, or no id at all). */
+  const [missing, setMissing] = useState<ReadonlySet<string>>(new Set());
   /** The conversation was deleted elsewhere (another tab, or found gone): drop it from the list. */
-  const onGone = useCallback((id: string) => setConversations((cs) => cs.filter((c) => c.id !== id)), []);
+  const onGone = useCallback((id: string) => {
+    setMissing((ids) => new Set(ids).add(id));
+    setConversations((cs) => cs.filter((c) => c.id !== id));
+  }, []);
 
   const touch = (id: string, updatedAt: string) =>
     setConversations((cs) =>
@@ -308,7 +313,11 @@ export function App() {
   const unreachable = list.kind === 'error' && conversations.length === 0 && !choseNewChat;
   // The empty chat is not called "Chat": a fresh database's first conversation has that name.
   const firstLoad = list.kind === 'loading' && conversations.length === 0;
-  const heading = selected?.title ?? (selectedId === null && !firstLoad && !unreachable ? DEFAULT_TITLE : null);
+  const emptyChat = selectedId === null && !firstLoad && !unreachable;
+  // Nor is a conversation that is gone: "Chat" stays only while a title is not known yet.
+  const goneTitle =
+    selectedId === null ? null : deleted.has(selectedId) ? 'Deleted conversation' : missing.has(selectedId) ? 'Conversation not found' : null;
+  const heading = selected?.title ?? (emptyChat ? DEFAULT_TITLE : goneTitle);
 
   // A conversation opened by its link may be older than the loaded page of the list: fetch it, so
   // its title shows and new activity moves it to the top like any other.

@@ -872,6 +872,7 @@ describe('unknown conversation', () => {
     render(<App />);
     expect(await screen.findByText(/This conversation does not exist/)).toBeTruthy();
     expect(screen.queryByRole('button', { name: 'Retry' })).toBeNull();
+    expect(screen.getByRole('heading', { level: 1 }).textContent).toBe('Conversation not found');
   });
 
   it('says so, without a pointless Retry, when the URL names no conversation id at all', async () => {
@@ -890,6 +891,7 @@ describe('unknown conversation', () => {
       render(<App />);
       expect(await screen.findByText(/does not exist/)).toBeTruthy();
       expect(within(screen.getByRole('log')).queryByRole('button', { name: 'Retry' })).toBeNull();
+      expect(screen.getByRole('heading', { level: 1 }).textContent).toBe('Conversation not found');
     } finally {
       history.replaceState(null, '', '/');
     }
@@ -2059,6 +2061,9 @@ describe('other tabs of the same browser', () => {
     await renderLoaded();
     otherTab.postMessage({ kind: 'deleted', id: 'c2' });
     expect((await screen.findByRole('alert')).textContent).toContain('This conversation has been deleted');
+    // Not "Chat", the name of a real conversation, while its messages stay on screen.
+    expect(screen.getByRole('heading', { level: 1 }).textContent).toBe('Deleted conversation');
+    expect(document.title).toBe('Deleted conversation – Chat');
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
     expect(within(nav).queryByRole('button', { name: 'Recent chat' })).toBeNull();
     // A late rename from the tab that deleted it does not bring it back.

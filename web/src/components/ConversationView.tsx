@@ -133,8 +133,10 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
         setLoad({ kind: 'error', error });
         // No such conversation (a link to a deleted one, or deleted on another device): a message
         // sent here starts a new chat, and the list no longer offers it.
-        if (doesNotExist(error)) setGone(true);
-        if (isConversationGone(error)) onGone(id);
+        if (doesNotExist(error)) {
+          setGone(true);
+          onGone(id);
+        }
       },
     );
   }, [onFirstMessage, onGone]);
