@@ -1,7 +1,9 @@
 //! A throwaway PostgreSQL database per test.
 //!
 //! The server to use comes from `CHAT_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`); it must allow creating databases. When it is
+//! `postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable`); it must allow creating databases.
+//! The default has no TLS: on loopback it protects nothing, and OpenSSL 3 cleans up at a process's
+//! exit under any thread still using it, such as a pool's thread closing a connection. When it is
 //! unreachable the tests that need it are skipped with a loud line on stderr, except in CI
 //! (`CI=true`), where a missing database is a failure.
 
@@ -9,7 +11,7 @@ use diesel::pg::PgConnection;
 use diesel::{Connection, RunQueryDsl};
 
 const URL_VARIABLE: &str = "CHAT_TEST_POSTGRES_URL";
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 
 /// A database created for one test and dropped (even with open connections) when this is dropped.
 #[derive(Debug)]
