@@ -506,13 +506,17 @@ function titleFrom(text: string): string {
 }
 
 /**
- * A line of markdown as words: no code fence or rule, heading, quote or list marker, code ticks or
+ * A line of markdown as words: no code fence or rule, heading, quote or list marker, code ticks,
+ * link or image syntax (their text stays), table pipes (the cells stay, a delimiter row goes) or
  * emphasis marks (only paired ones outside words: `snake_case` and `2**10` keep theirs).
  */
 function plainLine(line: string): string {
   if (/^\s*(```|~~~)/.test(line) || /^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) return '';
+  const cells = /^\s*\|(.*)\|\s*$/.exec(line)?.[1]?.split('|').map((cell) => cell.trim());
+  if (cells) return cells.every((cell) => /^:?-*:?$/.test(cell)) ? '' : plainLine(cells.filter((cell) => cell !== '').join(', '));
   return line
     .replace(/^\s*(#{1,6}(\s+|$)|>\s*|[-*+]\s+|\d+[.)]\s+)+/, '')
+    .replace(/!?\[([^\]]*)\]\([^)]*\)/g, '$1')
     .replace(/`([^`]+)`/g, '$1')
     .replace(/(?<![\w*~])(\*\*|\*|__|_|~~)(?=\S)(.+?)(?<=\S)\1(?![\w*~])/g, '$2')
     .trim();

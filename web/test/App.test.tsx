@@ -1888,6 +1888,16 @@ describe('navigation', () => {
     expect(await nav.findByRole('button', { name: 'Urgent: the build fails' })).toBeTruthy();
   });
 
+  it('a first message opening with links, an image or a table is named with their words', async () => {
+    const nav = await firstMessageOfANewChat('Read [the Rust book](https://doc.rust-lang.org/book/) and ![a diagram](/d.png)');
+    expect(await nav.findByRole('button', { name: 'Read the Rust book and a diagram' })).toBeTruthy();
+  });
+
+  it('a first message opening with a table is named after its header cells', async () => {
+    const nav = await firstMessageOfANewChat('| col a | col b |\n| --- | --- |\n| 1 | 2 |');
+    expect(await nav.findByRole('button', { name: 'col a, col b' })).toBeTruthy();
+  });
+
   it('a first message opening with a code block is named after its first line of code', async () => {
     const nav = await firstMessageOfANewChat('```python\nprint("hello")\n```\nWhy does this fail?');
     expect(await nav.findByRole('button', { name: 'print("hello")' })).toBeTruthy();

@@ -39,9 +39,13 @@ describe('Markdown', () => {
     expect(readOut.textContent).toBe(shown.textContent);
   });
 
-  it('drops javascript: URLs', () => {
-    const { container } = render(<Markdown text="[click](javascript:alert(1))" />);
-    expect(container.querySelector('a')?.getAttribute('href') ?? '').not.toContain('javascript');
+  it('shows a link whose address is unsafe as its text alone, not a link to this page', () => {
+    for (const address of ['javascript:alert(1)', 'vbscript:msgbox(1)', 'data:text/html,hi']) {
+      const { container, unmount } = render(<Markdown text={`[click](${address}) here`} />);
+      expect(container.querySelector('a')).toBeNull();
+      expect(container.textContent).toBe('click here');
+      unmount();
+    }
   });
 
   it('renders lists and highlights fenced code', () => {

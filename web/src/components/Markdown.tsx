@@ -24,6 +24,8 @@ interface MdNode {
 
 function Link(props: ComponentPropsWithoutRef<'a'> & { node?: unknown }) {
   const { node: _node, children, ...rest } = props;
+  // An unsafe address (javascript:, data:) comes without one: an empty href would open this page.
+  if (!rest.href) return <span>{children}</span>;
   return (
     <a {...rest} target="_blank" rel="noopener noreferrer">
       {children}
