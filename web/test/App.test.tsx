@@ -1688,6 +1688,26 @@ describe('following a reply in progress', () => {
       expect((composer() as HTMLTextAreaElement).value).toBe('Stopped while thinking');
     }));
 
+  it('Stop before the server answered does not promise a reply, and gives the text back once nothing was stored', () =>
+    inFakeTime(async () => {
+      server.onStream(
+        (_id, _content, init) =>
+          new Promise<Response>((_resolve, reject) =>
+            init.signal?.addEventListener('abort', () => reject(new DOMException('Aborted', 'AbortError'))),
+          ),
+      );
+      await renderLoaded();
+      fireEvent.change(composer(), { target: { value: 'Never taken' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+      expect(await screen.findByText(/Stopped before the server answered. If it took the message, its reply will appear/)).toBeTruthy();
+      expect(screen.queryByText(/The full reply will appear/)).toBeNull();
+      await passTime(10_000);
+      const alert = await screen.findByRole('alert');
+      expect(alert.textContent).toBe('Stopped before the server answered; it stored nothing. Your message is back in the message box.');
+      expect((composer() as HTMLTextAreaElement).value).toBe('Never taken');
+    }));
+
   it('a reply lost before it was stored (the server restarted mid-reply) gives the message back', () =>
     inFakeTime(async () => {
       const post = sseResponse();

@@ -22,9 +22,10 @@ interface Pending {
   reply: string;
   /**
    * "stopped" by the user, or "interrupted" when the connection to it was lost: either way the
-   * reply is awaited from the server, which goes on and stores it.
+   * reply is awaited from the server, which goes on and stores it. "stoppedUnanswered": stopped
+   * before the server answered, so it may never have taken the message.
    */
-  state: 'streaming' | 'stopped' | 'interrupted';
+  state: 'streaming' | 'stopped' | 'stoppedUnanswered' | 'interrupted';
 }
 
 interface Props {
@@ -317,7 +318,7 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
    * or the server restarted mid-reply and lost it), the user's text goes back into the composer of
    * the tab that sent it; another tab that watched the reply only says so.
    */
-  const reloadAfterStop = (id: string, known: Set<string>, lastEventId: string | null) => {
+  const reloadAfterStop = (id: string, known: Set<string>, lastEventId: string | null, answered = true) => {
     const gen = generation.current;
     const waiting = new AbortController();
     waits.current.add(waiting);
@@ -364,7 +365,9 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
       }
       const why =
         ended === null
-          ? 'The reply was lost before it was stored (the server may have restarted).'
+          ? answered
+            ? 'The reply was lost before it was stored (the server may have restarted).'
+            : 'Stopped before the server answered; it stored nothing.'
           : replyFailed(ended)
             ? `The assistant failed to reply: ${sentence(errorMessage(ended))} Nothing was stored.`
             : `Could not fetch the reply: ${sentence(errorMessage(ended))}`;
@@ -803,8 +806,8 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
       if (isAbort(err)) {
         // Even before its answer, the server may have taken the message: look for it there.
         if (stoppedRef.current) {
-          setPending((p) => (p ? { ...p, state: 'stopped' } : p));
-          reloadAfterStop(convId, known, lastEventId);
+          setPending((p) => (p ? { ...p, state: accepted ? 'stopped' : 'stoppedUnanswered' } : p));
+          reloadAfterStop(convId, known, lastEventId, accepted);
         }
       } else if (accepted && !replyFailed(err)) {
         // The connection broke for good (reconnecting with Last-Event-ID failed) or the reply

@@ -8,17 +8,24 @@ interface Props {
   /**
    * Not stored yet: "sending" is the user's message on its way, "streaming" shows a typing
    * cursor, "stopped" and "interrupted" note the reply was cut short here, by Stop or by a lost
-   * connection. Only a stored message can be copied.
+   * connection, and "stoppedUnanswered" that Stop came before the server answered. Only a stored
+   * message can be copied.
    */
-  state?: 'sending' | 'streaming' | 'stopped' | 'interrupted';
+  state?: 'sending' | 'streaming' | 'stopped' | 'stoppedUnanswered' | 'interrupted';
 }
+
+const CUT_SHORT: Partial<Record<NonNullable<Props['state']>, string>> = {
+  stopped: 'Stopped. The full reply will appear once the server has stored it.',
+  interrupted: 'Connection lost. The full reply will appear once the server has stored it.',
+  stoppedUnanswered: 'Stopped before the server answered. If it took the message, its reply will appear once stored.',
+};
 
 /**
  * Memoised: its props are plain values, and the view re-renders on every keystroke in the
  * composer and every streamed piece, which would otherwise parse every loaded message again.
  */
 export const MessageItem = memo(function MessageItem({ role, content, state }: Props) {
-  const cutShort = state === 'stopped' ? 'Stopped.' : state === 'interrupted' ? 'Connection lost.' : null;
+  const cutShort = state && CUT_SHORT[state];
   return (
     <article className={`message ${role}`} aria-label={role === 'user' ? 'You' : 'Assistant'} data-state={state}>
       <div className="message-author" aria-hidden="true">
@@ -30,7 +37,7 @@ export const MessageItem = memo(function MessageItem({ role, content, state }: P
         ) : (
           <Markdown text={content} />
         )}
-        {cutShort && <p className="message-note">{cutShort} The full reply will appear once the server has stored it.</p>}
+        {cutShort && <p className="message-note">{cutShort}</p>}
       </div>
       {state === undefined && <CopyButton text={content} />}
     </article>
