@@ -111,8 +111,12 @@ export function App() {
   const loadMore = () => {
     if (!listCursor) return;
     setList({ kind: 'loading' });
+    // A conversation active on another device since the list loaded has moved above the cursor,
+    // out of reach of the next page: the top of the list is read again with it.
+    const top = api.listConversations({ limit: LIST_PAGE }).catch(() => null);
     api.listConversations({ limit: LIST_PAGE, cursor: listCursor }).then(
-      (page) => {
+      async (page) => {
+        (await top)?.items.forEach(learn);
         setConversations((cs) => {
           const have = new Set(cs.map((c) => c.id));
           // Sorted again: a conversation opened by its link may already be in, out of page order.

@@ -446,6 +446,38 @@ describe('App', () => {
     expect(window.location.hash).toBe('#/c/c2');
   });
 
+  it('Show more also brings a conversation that moved to the top since the list loaded', async () => {
+    const [a, b, d] = [conv('a', 'Alpha', '2026-03-05T00:00:00Z'), conv('b', 'Beta', '2026-03-04T00:00:00Z'), conv('d', 'Delta', '2026-03-01T00:00:00Z')];
+    // On the second page when the list loaded; then active on another device, so now at the top.
+    const moved = conv('c', 'Gamma', '2026-03-09T00:00:00Z');
+    let active = false;
+    for (const c of [a, b, moved, d]) {
+      server.conversations.push(c);
+      server.messages[c.id] = [];
+    }
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        (url, init) => {
+          if (url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET') return undefined;
+          if (url.searchParams.get('cursor') === 'after-b') return json({ items: [d], next_cursor: null });
+          return json(active ? { items: [moved, a], next_cursor: 'after-a' } : { items: [a, b], next_cursor: 'after-b' });
+        },
+        server.route,
+      ]).fn,
+    );
+    render(<App />);
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    await within(nav).findByRole('button', { name: 'Beta' });
+    active = true;
+    fireEvent.click(within(nav).getByRole('button', { name: 'Show more' }));
+    await within(nav).findByRole('button', { name: 'Delta' });
+    await waitFor(() =>
+      expect(within(nav).getAllByRole('listitem').map((item) => item.textContent)).toEqual(['Gamma', 'Alpha', 'Beta', 'Delta']),
+    );
+    expect(within(nav).queryByRole('button', { name: 'Show more' })).toBeNull();
+  });
+
   it('renames and deletes (after confirmation) conversations', async () => {
     await renderLoaded();
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
