@@ -375,6 +375,20 @@ describe('App', () => {
     expect(document.activeElement).toBe(composer());
   });
 
+  it('sends once for two Enters in one task, before a render could disable sending', async () => {
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Only once' } });
+    act(() => {
+      for (let i = 0; i < 2; i += 1) composer().dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true }));
+    });
+    await screen.findByRole('button', { name: 'Stop' });
+    await new Promise((r) => setTimeout(r, 20));
+    const posts = fetchMock.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations/c2/messages');
+    expect(posts).toHaveLength(1);
+  });
+
   it('does not take the second click of a double-click on Send for a Stop', async () => {
     const sse = sseResponse();
     server.onStream(() => sse.response);

@@ -662,7 +662,10 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     setDraft('');
     const previous = pendingRef.current;
     if (previous && previous.state !== 'streaming') setStopped((all) => [...all, previous]);
-    setPending(newPending(text));
+    const sending = newPending(text);
+    setPending(sending);
+    // Now, not at the next render: a second Enter in this same task finds this send under way.
+    pendingRef.current = sending;
     stickToBottom.current = true;
     stoppedRef.current = false;
     const controller = new AbortController();
