@@ -896,19 +896,29 @@ describe('older messages from the keyboard', () => {
       });
     };
     vi.stubGlobal('fetch', mockFetch([pages, server.route]).fn);
-    render(<App />);
-    await screen.findByText('Newer answer');
-    const button = screen.getByRole('button', { name: 'Load older messages' });
-    button.focus();
-    fireEvent.click(button);
-    const loading = await screen.findByRole('button', { name: 'Loading older messages…' });
-    expect(document.activeElement).toBe(loading);
-    expect(loading.getAttribute('aria-disabled')).toBe('true');
-    fireEvent.click(loading);
-    await act(async () => answerOlder());
-    await screen.findByText('Oldest answer');
-    expect(screen.queryByRole('button', { name: /older messages/ })).toBeNull();
-    await waitFor(() => expect(document.activeElement).toBe(screen.getByRole('log')));
+    // jsdom has no layout: a log taller than its window, so the older page waits for the button.
+    const height = vi.spyOn(HTMLElement.prototype, 'scrollHeight', 'get').mockImplementation(function (this: HTMLElement) {
+      return this.querySelectorAll('article').length * 100;
+    });
+    const client = vi.spyOn(HTMLElement.prototype, 'clientHeight', 'get').mockReturnValue(150);
+    try {
+      render(<App />);
+      await screen.findByText('Newer answer');
+      const button = await screen.findByRole('button', { name: 'Load older messages' });
+      button.focus();
+      fireEvent.click(button);
+      const loading = await screen.findByRole('button', { name: 'Loading older messages…' });
+      expect(document.activeElement).toBe(loading);
+      expect(loading.getAttribute('aria-disabled')).toBe('true');
+      fireEvent.click(loading);
+      await act(async () => answerOlder());
+      await screen.findByText('Oldest answer');
+      expect(screen.queryByRole('button', { name: /older messages/ })).toBeNull();
+      await waitFor(() => expect(document.activeElement).toBe(screen.getByRole('log')));
+    } finally {
+      height.mockRestore();
+      client.mockRestore();
+    }
   });
 });
 
