@@ -48,6 +48,19 @@ describe('Markdown', () => {
     }
   });
 
+  it('shows an image as a link to it, so nothing is fetched by reading a message', () => {
+    const { container } = render(<Markdown text="See ![the diagram](/api/v1/conversations/c1/stream) and ![](https://example.com/a.png)" />);
+    expect(container.querySelector('img')).toBeNull();
+    const links = [...container.querySelectorAll('a')];
+    expect(links.map((a) => [a.textContent, a.getAttribute('href'), a.getAttribute('rel')])).toEqual([
+      ['Image: the diagram', '/api/v1/conversations/c1/stream', 'noopener noreferrer'],
+      ['Image: https://example.com/a.png', 'https://example.com/a.png', 'noopener noreferrer'],
+    ]);
+    const unsafe = render(<Markdown text="![x](javascript:alert(1))" />);
+    expect(unsafe.container.querySelector('a, img')).toBeNull();
+    expect(unsafe.container.textContent).toBe('Image: x');
+  });
+
   it('renders lists and highlights fenced code', () => {
     const { container } = render(<Markdown text={'- one\n- two\n\n```js\nconst x = 1; // note\n```\n\n```unknownlang\nplain\n```'} />);
     expect([...container.querySelectorAll('ul > li')].map((li) => li.textContent)).toEqual(['one', 'two']);

@@ -34,6 +34,22 @@ function Link(props: ComponentPropsWithoutRef<'a'> & { node?: unknown }) {
 }
 
 /**
+ * An image is a link to it, not fetched: reading a message must not make requests of its own (an
+ * image naming this server's own routes would open event streams, or send anything a GET does),
+ * and the page's policy blocks images of other sites anyway.
+ */
+function Image(props: ComponentPropsWithoutRef<'img'> & { node?: unknown; tabIndex?: number }) {
+  const { src, alt, tabIndex } = props;
+  const named = alt || (typeof src === 'string' ? src : '');
+  const label = named ? `Image: ${named}` : 'Image';
+  return (
+    <Link href={typeof src === 'string' ? src : undefined} tabIndex={tabIndex}>
+      {label}
+    </Link>
+  );
+}
+
+/**
  * Code blocks and tables scroll sideways when wider than the message; a region that scrolls must
  * be reachable by keyboard, so it takes focus (arrow keys then scroll it).
  */
@@ -47,11 +63,12 @@ function Table(props: ComponentPropsWithoutRef<'table'> & { node?: unknown }) {
   return <table tabIndex={0} {...rest} />;
 }
 
-const components: Components = { a: Link, pre: Pre, table: Table };
+const components: Components = { a: Link, img: Image, pre: Pre, table: Table };
 
 /** For a copy that is read out, never visited: nothing in it takes focus. */
 const unfocusable: Components = {
   a: (props) => <Link {...props} tabIndex={-1} />,
+  img: (props) => <Image {...props} tabIndex={-1} />,
   pre: ({ node: _node, ...rest }) => <pre {...rest} />,
   table: ({ node: _node, ...rest }) => <table {...rest} />,
 };
