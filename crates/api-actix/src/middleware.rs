@@ -333,6 +333,8 @@ fn unknown_host(request: &ServiceRequest, settings: &ApiSettings) -> Option<ApiE
         },
     }?;
     let host = host_without_port(named);
+    // A fully qualified name ends with the root's dot: `localhost.` is `localhost`.
+    let host = host.strip_suffix('.').unwrap_or(host);
     let allowed = host.parse::<std::net::Ipv4Addr>().is_ok()
         || (host.starts_with('[') && host.ends_with(']'))
         || host.eq_ignore_ascii_case("localhost")

@@ -615,6 +615,9 @@ async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names()
         format!("[::1]:{port}"),
         format!("10.1.2.3:{port}"),
         format!("chat.localhost:{port}"),
+        // Fully qualified, with the root's dot: the same names.
+        format!("localhost.:{port}"),
+        "chat.localhost.".to_owned(),
         "127.0.0.1".to_owned(),
     ] {
         assert_eq!(
@@ -641,8 +644,11 @@ async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names()
     let port = port_of(&named);
     for (host, status) in [
         (format!("chat.example:{port}"), 200),
+        (format!("chat.example.:{port}"), 200),
         (format!("127.0.0.1:{port}"), 200),
         (format!("other.example:{port}"), 421),
+        (format!("other.example.:{port}"), 421),
+        (format!(".:{port}"), 421),
     ] {
         let answered = get_naming(&named, "/api/v1/conversations", &host).await;
         assert_eq!(answered, status, "{host}");
