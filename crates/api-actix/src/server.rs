@@ -188,10 +188,6 @@ pub fn serve(
         // The caller watches the signals and stops the server through its handle: actix-web's
         // own handling would make SIGINT (Ctrl-C) a forced stop that drops every stream.
         .disable_signals()
-        // A client's end of the connection closing ends its request and drops its response:
-        // a stream's slot is freed at once, not at the next event (seconds away while a model
-        // thinks) whose write fails. HTTP clients do not half-close a connection to read a reply.
-        .h1_allow_half_closed(false)
         .keep_alive(http.keep_alive)
         .client_request_timeout(http.client_request_timeout)
         .shutdown_timeout(http.shutdown_grace.as_secs())
