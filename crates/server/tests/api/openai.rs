@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use testkit::fake_openai::{done, event, FakeProvider, Part, Reply};
 
-use crate::helpers::{SseReader, TestApp, TestAppBuilder};
+use crate::helpers::{eventually, SseReader, TestApp, TestAppBuilder};
 
 const KEY: &str = "sk-test-never-shown";
 
@@ -96,6 +96,58 @@ async fn earlier_messages_are_sent_as_context() {
         contents,
         ["Be brief.", "first question", "reply 0", "second question"]
     );
+}
+
+/// As operations.md promises: a plain send, or the seed route's, whose client hangs up while the
+/// provider answers (a closed tab, a client timeout, a proxy whose client left) is still completed
+/// and stored.
+#[tokio::test]
+async fn a_plain_send_whose_client_hangs_up_is_still_completed_and_stored() {
+    let provider = FakeProvider::start(|_, _| {
+        Reply::After(
+            Duration::from_millis(600),
+            Box::new(Reply::completion("Late but kept.")),
+        )
+    })
+    .await;
+    let app = with_provider(&provider).spawn().await;
+    let id = app.create_conversation(None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    for (path, body) in [
+        (
+            format!("/api/v1/conversations/{id}/messages"),
+            json!({"content": "Gone before the answer"}),
+        ),
+        (
+            "/chat/message".to_owned(),
+            json!({"message": "Seed, gone too"}),
+        ),
+    ] {
+        let sent = impatient.post(app.url(&path)).json(&body).send().await;
+        assert!(sent.is_err(), "{path}: the client gave up first");
+    }
+
+    let app = &app;
+    let id = id.as_str();
+    eventually(
+        "the plain send of the client that left is stored",
+        || async move { app.all_messages(id, 50).await.len() == 2 },
+    )
+    .await;
+    eventually(
+        "the seed send of the client that left is stored",
+        || async move {
+            let history: Value = app.get("/chat/history").await.json().await.unwrap();
+            history == json!([{"user": "Seed, gone too", "AI": "Late but kept."}])
+        },
+    )
+    .await;
 }
 
 async fn assert_failure_stores_nothing(app: &TestApp, status: u16, code: &str) {
