@@ -745,7 +745,8 @@ impl Settings {
                 .security
                 .allowed_hosts
                 .iter()
-                .map(|host| host.to_ascii_lowercase())
+                // Compared without the root's dot, as the requests' hosts are.
+                .map(|host| host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase())
                 .collect();
         }
         let loopback = self.server.host.eq_ignore_ascii_case("localhost")

@@ -638,11 +638,16 @@ async fn a_server_on_a_loopback_address_refuses_hosts_other_than_its_own_names()
     );
 
     let named = TestApp::builder()
-        .with("CHAT__SECURITY__ALLOWED_HOSTS", "chat.example")
+        .with(
+            "CHAT__SECURITY__ALLOWED_HOSTS",
+            "chat.example,fqdn.example.",
+        )
         .spawn()
         .await;
     let port = port_of(&named);
     for (host, status) in [
+        (format!("fqdn.example:{port}"), 200),
+        (format!("fqdn.example.:{port}"), 200),
         (format!("chat.example:{port}"), 200),
         (format!("chat.example.:{port}"), 200),
         (format!("127.0.0.1:{port}"), 200),
