@@ -96,8 +96,16 @@ fn logged_at(entry: &StreamId) -> Option<u128> {
     text(entry.map.get("at")).parse().ok()
 }
 
+fn writes(writing: &Mutex<HashMap<GenerationId, Writing>>, id: GenerationId) -> bool {
+    writing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(&id)
+}
+
 /// Whether the generation whose newest entry this is has logged nothing for so long that its
-/// writer is taken for dead; an entry without the time (an older version's) never is.
+/// writer, on another replica, is taken for dead; an entry without the time (an older version's)
+/// never is. Only for generations this process does not write.
 fn abandoned(newest: &StreamId) -> bool {
     logged_at(newest).is_some_and(|at| now_millis().saturating_sub(at) > ABANDONED_AFTER_MILLIS)
 }
@@ -185,6 +193,12 @@ impl RedisGenerationLog {
         let writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let generation = writing.get(&id).ok_or(GenerationLogError::NotFound)?;
         Ok((generation.conversation, generation.last + 1))
+    }
+
+    /// Whether this process writes the generation: then it is alive, however long it has been
+    /// silent (a model that thinks for minutes), whatever the clocks say.
+    fn writes(&self, id: GenerationId) -> bool {
+        writes(&self.writing, id)
     }
 
     fn appended(&self, id: GenerationId, sequence: u64, last: bool) {
@@ -304,7 +318,7 @@ impl GenerationLog for RedisGenerationLog {
                 continue;
             };
             let finished = event(&newest).is_none_or(|(_, last)| last);
-            if !finished && !abandoned(&newest) {
+            if !finished && (self.writes(generation_id) || !abandoned(&newest)) {
                 return Ok(Some(generation_id));
             }
         }
@@ -315,12 +329,13 @@ impl GenerationLog for RedisGenerationLog {
         &self,
         generation_id: GenerationId,
     ) -> Result<Option<GenerationState>, GenerationLogError> {
+        let written_here = self.writes(generation_id);
         Ok(self.newest_entry(generation_id).await?.and_then(|entry| {
             let (event, last) = event(&entry)?;
             Some(GenerationState {
                 conversation_id: conversation(&entry)?,
                 last_sequence: event.sequence,
-                finished: last || abandoned(&entry),
+                finished: last || (!written_here && abandoned(&entry)),
             })
         }))
     }
@@ -333,13 +348,7 @@ impl GenerationLog for RedisGenerationLog {
         let key = self.stream_key(generation_id);
         let mut commands = self.commands.clone();
         let exists: bool = commands.exists(&key).await.map_err(unavailable)?;
-        if !exists
-            && !self
-                .writing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&generation_id)
-        {
+        if !exists && !self.writes(generation_id) {
             return Err(GenerationLogError::NotFound);
         }
         // Blocking reads get a connection of their own: on a shared one they would hold up
@@ -354,9 +363,11 @@ impl GenerationLog for RedisGenerationLog {
             .get_multiplexed_async_connection_with_config(&reader_config)
             .await
             .map_err(unavailable)?;
+        let writing = Arc::clone(&self.writing);
         let events = stream::unfold(
             (reader, key, after, false),
             move |(mut reader, key, cursor, done)| {
+                let writing = Arc::clone(&writing);
                 let options = StreamReadOptions::default().block(BLOCK_MILLIS).count(64);
                 async move {
                     if done {
@@ -381,7 +392,9 @@ impl GenerationLog for RedisGenerationLog {
                                     // Expired: nothing left to follow.
                                     Ok(newest) if newest.ids.is_empty() => return None,
                                     Ok(newest) => {
-                                        idle_reads >= IDLE_READS || newest.ids.iter().any(abandoned)
+                                        idle_reads >= IDLE_READS
+                                            || (!writes(&writing, generation_id)
+                                                && newest.ids.iter().any(abandoned))
                                     }
                                     Err(error) => {
                                         let failed = stream::iter(vec![Err(unavailable(error))]);

@@ -224,9 +224,13 @@ async fn a_generation_silent_for_minutes_is_no_longer_in_progress() {
     );
     log.begin(conversation, alive).await.unwrap();
     log.append(alive, "start", "{}", false).await.unwrap();
-    // Later, so that it is the newest of the two.
+    // Later, so that it is the newest of the two; begun by another replica, which then died.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    log.begin(conversation, dead).await.unwrap();
+    let other_replica =
+        RedisGenerationLog::connect(&keys.url, keys.prefix.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+    other_replica.begin(conversation, dead).await.unwrap();
     let client = redis::Client::open(keys.url.as_str()).unwrap();
     let mut connection = client.get_connection().unwrap();
     let key = format!("{}:generation:{dead}", keys.prefix);
@@ -292,6 +296,37 @@ async fn a_dead_generation_is_finished_and_following_it_gives_up_within_seconds(
         "gave up after {:?}",
         started.elapsed()
     );
+}
+
+/// A generation this process writes is alive however long it has been silent (a model that
+/// thinks for minutes), whatever the clocks say: it is neither finished nor passed over.
+#[tokio::test]
+async fn a_generation_written_here_is_never_taken_for_dead() {
+    let Some((log, keys)) = redis_log().await else {
+        return;
+    };
+    let conversation = domain::ConversationId::generate();
+    let thinking = domain::GenerationId::generate();
+    log.begin(conversation, thinking).await.unwrap();
+    let client = redis::Client::open(keys.url.as_str()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let key = format!("{}:generation:{thinking}", keys.prefix);
+    let three_minutes_ago = now_millis() - 180_000;
+    write_event(
+        &mut connection,
+        &key,
+        (1, "start", "{}"),
+        conversation,
+        three_minutes_ago,
+    );
+
+    let state = log
+        .state(thinking)
+        .await
+        .unwrap()
+        .expect("its log is there");
+    assert!(!state.finished, "its writer is this process, alive");
+    assert_eq!(log.in_progress(conversation).await.unwrap(), Some(thinking));
 }
 
 /// A failed append is tried again under the same sequence, so followers see no hole; one whose
