@@ -279,8 +279,7 @@ impl PostgresChatRepository {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let queued = self.readers.submit(Box::new(move |connection| {
             let _entered = span.enter();
-            // A requester that went away needs no answer.
-            let _ = answer.send(connection.and_then(query));
+            answer_if_awaited(answer, || connection.and_then(query));
         }));
         let result = match queued {
             Ok(()) => {
@@ -321,6 +320,18 @@ impl PostgresChatRepository {
                     deadline.as_secs_f64()
                 )))
             })
+    }
+}
+
+/// Runs `read` and sends its result, unless the requester went away (past its deadline, or its
+/// client gone): it then needs no answer and the database no work, which behind a slow database
+/// would delay every read queued after it.
+fn answer_if_awaited<T>(
+    answer: tokio::sync::oneshot::Sender<Result<T, RepositoryError>>,
+    read: impl FnOnce() -> Result<T, RepositoryError>,
+) {
+    if !answer.is_closed() {
+        let _ = answer.send(read());
     }
 }
 
@@ -910,6 +921,17 @@ impl ChatRepository for PostgresChatRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_nobody_awaits_any_more_is_not_run() {
+        let (answer, answered) = tokio::sync::oneshot::channel::<Result<i32, RepositoryError>>();
+        drop(answered);
+        answer_if_awaited(answer, || panic!("the read ran for nobody"));
+
+        let (answer, mut answered) = tokio::sync::oneshot::channel();
+        answer_if_awaited(answer, || Ok(7));
+        assert_eq!(answered.try_recv().unwrap().unwrap(), 7);
+    }
 
     #[test]
     fn network_defaults_are_added_without_overriding_the_url() {
