@@ -1597,6 +1597,35 @@ describe('following a reply in progress', () => {
     await waitFor(() => expect(server.conversations.find((c) => c.id === 'c2')?.title).toBe('Earlier question'));
   });
 
+  it('a send while the messages are still loading is not taken for the first either', async () => {
+    const untitled = server.conversations.find((c) => c.id === 'c2');
+    if (untitled) untitled.title = 'New chat';
+    let releasePage: () => void = () => undefined;
+    let held = true;
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        (url, init) => {
+          if (init.method !== 'GET' || url.pathname !== '/api/v1/conversations/c2/messages' || !held) return undefined;
+          held = false;
+          return new Promise<Response | undefined>((resolve) => (releasePage = () => resolve(undefined)));
+        },
+        server.route,
+      ]).fn,
+    );
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    render(<App />);
+    expect(await screen.findByText('Loading messages…')).toBeTruthy();
+    fireEvent.change(composer(), { target: { value: 'Sent before the page came' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await screen.findByRole('button', { name: 'Stop' });
+    await storeAndFinish(done, 'Sent before the page came', 'Answered');
+    await within(screen.getByRole('log')).findByText('Earlier answer');
+    releasePage();
+    await waitFor(() => expect(server.conversations.find((c) => c.id === 'c2')?.title).toBe('Earlier question'));
+  });
+
   it('Retry while a stopped reply is waited for does not follow it a second way', async () => {
     let pageFailures = 1;
     const post = sseResponse();

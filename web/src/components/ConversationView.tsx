@@ -652,8 +652,8 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     const writtenIn = conversationId;
     // A conversation deleted meanwhile (in another tab) is not sent to again: a new one starts.
     const startsNew = gone || conversationId === null;
-    // The messages could not be loaded: none shown does not mean none stored.
-    const historyUnknown = !startsNew && load.kind === 'error';
+    // The messages could not be loaded, or are not in yet: none shown does not mean none stored.
+    const historyUnknown = !startsNew && load.kind !== 'ready';
     // A stopped exchange not stored yet came first: its reply names the chat, not this one.
     const first =
       startsNew ||
