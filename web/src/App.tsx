@@ -518,10 +518,23 @@ function plainLine(line: string): string {
   if (/^\s*(```|~~~)/.test(line) || /^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) return '';
   const cells = /^\s*\|(.*)\|\s*$/.exec(line)?.[1]?.split('|').map((cell) => cell.trim());
   if (cells) return cells.every((cell) => /^:?-*:?$/.test(cell)) ? '' : plainLine(cells.filter((cell) => cell !== '').join(', '));
-  return line
+  return withoutLinks(line)
     .replace(/^\s*(#{1,6}(\s+|$)|>\s*|[-*+]\s+|\d+[.)]\s+)+/, '')
-    .replace(/!?\[([^\]]*)\]\([^)]*\)/g, '$1')
     .replace(/`([^`]+)`/g, '$1')
     .replace(/(?<![\w*~])(\*\*|\*|__|_|~~)(?=\S)(.+?)(?<=\S)\1(?![\w*~])/g, '$2')
     .trim();
+}
+
+/**
+ * Links and images as their text, from the inside out: a badge is an image inside a link. An
+ * address may hold one level of parentheses, as Wikipedia's do.
+ */
+function withoutLinks(line: string): string {
+  const link = /!?\[([^\]]*)\]\((?:[^()]|\([^()]*\))*\)/g;
+  let text = line;
+  for (let before = ''; before !== text; ) {
+    before = text;
+    text = text.replace(link, '$1');
+  }
+  return text;
 }

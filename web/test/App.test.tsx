@@ -1998,6 +1998,11 @@ describe('navigation', () => {
     expect(await nav.findByRole('button', { name: 'Read the Rust book and a diagram' })).toBeTruthy();
   });
 
+  it('a first message opening with a badge or a link with parentheses is named with their words', async () => {
+    const nav = await firstMessageOfANewChat('[![CI](https://ci.example/badge.svg)](https://ci.example) and [Rust](https://en.wikipedia.org/wiki/Rust_(programming_language))');
+    expect(await nav.findByRole('button', { name: 'CI and Rust' })).toBeTruthy();
+  });
+
   it('a first message opening with a table is named after its header cells', async () => {
     const nav = await firstMessageOfANewChat('| col a | col b |\n| --- | --- |\n| 1 | 2 |');
     expect(await nav.findByRole('button', { name: 'col a, col b' })).toBeTruthy();

@@ -56,6 +56,9 @@ describe('Markdown', () => {
       ['Image: the diagram', '/api/v1/conversations/c1/stream', 'noopener noreferrer'],
       ['Image: https://example.com/a.png', 'https://example.com/a.png', 'noopener noreferrer'],
     ]);
+    const badge = render(<Markdown text="[![CI](/badge.svg)](https://ci.example)" />);
+    expect(badge.container.querySelectorAll('a')).toHaveLength(1);
+    expect(badge.container.querySelector('a')?.textContent).toBe('Image: CI');
     const unsafe = render(<Markdown text="![x](javascript:alert(1))" />);
     expect(unsafe.container.querySelector('a, img')).toBeNull();
     expect(unsafe.container.textContent).toBe('Image: x');

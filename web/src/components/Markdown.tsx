@@ -1,4 +1,4 @@
-import type { ComponentPropsWithoutRef } from 'react';
+import { type ComponentPropsWithoutRef, createContext, useContext } from 'react';
 import ReactMarkdown, { type Components } from 'react-markdown';
 import remarkGfm from 'remark-gfm';
 import { rehypeHighlightLite } from './highlight';
@@ -22,13 +22,17 @@ interface MdNode {
   children?: MdNode[];
 }
 
+/** Set inside a link: a link within it (an image, shown as one) would be a link in a link. */
+const InLink = createContext(false);
+
 function Link(props: ComponentPropsWithoutRef<'a'> & { node?: unknown }) {
   const { node: _node, children, ...rest } = props;
+  const nested = useContext(InLink);
   // An unsafe address (javascript:, data:) comes without one: an empty href would open this page.
-  if (!rest.href) return <span>{children}</span>;
+  if (!rest.href || nested) return <span>{children}</span>;
   return (
     <a {...rest} target="_blank" rel="noopener noreferrer">
-      {children}
+      <InLink.Provider value={true}>{children}</InLink.Provider>
     </a>
   );
 }
