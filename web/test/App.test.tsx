@@ -1626,6 +1626,36 @@ describe('following a reply in progress', () => {
     await waitFor(() => expect(server.conversations.find((c) => c.id === 'c2')?.title).toBe('Earlier question'));
   });
 
+  it('a reply stopped while the messages could not be loaded brings them once it is stored', () =>
+    inFakeTime(async () => {
+      let pageFailures = 1;
+      const post = sseResponse();
+      server.onStream(() => post.response);
+      server.onFollow(() => new Response(null, { status: 204 }));
+      vi.stubGlobal(
+        'fetch',
+        mockFetch([
+          (url, init) => {
+            if (init.method === 'GET' && url.pathname === '/api/v1/conversations/c2/messages' && pageFailures > 0) {
+              pageFailures -= 1;
+              return json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
+            }
+            return undefined;
+          },
+          server.route,
+        ]).fn,
+      );
+      render(<App />);
+      expect(await screen.findByText(/Could not load the messages/)).toBeTruthy();
+      await sendThenStop(post, 'While it failed', 'Wh');
+      server.messages.c2?.push(msg('c2', 'user', 'While it failed'), msg('c2', 'assistant', 'Stored after all.'));
+      await passTime(5_000);
+      const log = screen.getByRole('log');
+      expect(await within(log).findByText('Stored after all.')).toBeTruthy();
+      expect(within(log).getByText('Earlier answer')).toBeTruthy();
+      expect(screen.queryByText(/Could not load the messages/)).toBeNull();
+    }));
+
   it('Retry while a stopped reply is waited for does not follow it a second way', async () => {
     let pageFailures = 1;
     const post = sseResponse();

@@ -107,6 +107,8 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
   pendingRef.current = pending;
   const nextCursorRef = useRef(nextCursor);
   nextCursorRef.current = nextCursor;
+  const loadRef = useRef(load);
+  loadRef.current = load;
   /** Set by the first load of a conversation: follow a reply in progress once the messages are in. */
   const followRef = useRef<(id: string, opening: boolean) => void>(() => undefined);
   const shownId = useRef<string | null>(conversationId);
@@ -300,6 +302,11 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     // alert (a later send refused) stays.
     setSendError((e) => (e?.startsWith(LOST_PREFIX) ? null : e));
     setMessages((m) => withNewest(m, newest));
+    if (loadRef.current.kind !== 'ready') {
+      // The messages could not be loaded when the conversation opened: this newest page is them.
+      setNextCursor(page.next_cursor);
+      setLoad({ kind: 'ready' });
+    }
     const reply = replyTo(newest, text);
     // A reply that was on the page already is not news.
     if (reply && announce && !messagesRef.current.some((m) => m.id === reply.id)) setAnnounced(reply);
