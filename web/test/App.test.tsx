@@ -114,6 +114,21 @@ function refusingRenames(refuses: (attempt: number) => boolean) {
   return renames;
 }
 
+/** The fake server behind a fetch whose first read of the recent chat's messages fails (503). */
+function failingFirstPageOfRecentChat() {
+  let pageFailures = 1;
+  return mockFetch([
+    (url, init) => {
+      if (init.method === 'GET' && url.pathname === '/api/v1/conversations/c2/messages' && pageFailures > 0) {
+        pageFailures -= 1;
+        return json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
+      }
+      return undefined;
+    },
+    server.route,
+  ]);
+}
+
 async function renderLoaded() {
   render(<App />);
   await screen.findByText('Earlier answer');
@@ -1567,20 +1582,7 @@ describe('following a reply in progress', () => {
   it('a send after the messages failed to load is not taken for the first, and brings the history', async () => {
     const untitled = server.conversations.find((c) => c.id === 'c2');
     if (untitled) untitled.title = 'New chat';
-    let pageFailures = 1;
-    vi.stubGlobal(
-      'fetch',
-      mockFetch([
-        (url, init) => {
-          if (init.method === 'GET' && url.pathname === '/api/v1/conversations/c2/messages' && pageFailures > 0) {
-            pageFailures -= 1;
-            return json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
-          }
-          return undefined;
-        },
-        server.route,
-      ]).fn,
-    );
+    vi.stubGlobal('fetch', failingFirstPageOfRecentChat().fn);
     const done = sseResponse();
     server.onStream(() => done.response);
     render(<App />);
@@ -1628,23 +1630,10 @@ describe('following a reply in progress', () => {
 
   it('a reply stopped while the messages could not be loaded brings them once it is stored', () =>
     inFakeTime(async () => {
-      let pageFailures = 1;
       const post = sseResponse();
       server.onStream(() => post.response);
       server.onFollow(() => new Response(null, { status: 204 }));
-      vi.stubGlobal(
-        'fetch',
-        mockFetch([
-          (url, init) => {
-            if (init.method === 'GET' && url.pathname === '/api/v1/conversations/c2/messages' && pageFailures > 0) {
-              pageFailures -= 1;
-              return json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
-            }
-            return undefined;
-          },
-          server.route,
-        ]).fn,
-      );
+      vi.stubGlobal('fetch', failingFirstPageOfRecentChat().fn);
       render(<App />);
       expect(await screen.findByText(/Could not load the messages/)).toBeTruthy();
       await sendThenStop(post, 'While it failed', 'Wh');
@@ -1657,20 +1646,10 @@ describe('following a reply in progress', () => {
     }));
 
   it('Retry while a stopped reply is waited for does not follow it a second way', async () => {
-    let pageFailures = 1;
     const post = sseResponse();
     server.onStream(() => post.response);
     server.onFollow(() => new Response(null, { status: 204 }));
-    const fetch = mockFetch([
-      (url, init) => {
-        if (init.method === 'GET' && url.pathname === '/api/v1/conversations/c2/messages' && pageFailures > 0) {
-          pageFailures -= 1;
-          return json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
-        }
-        return undefined;
-      },
-      server.route,
-    ]);
+    const fetch = failingFirstPageOfRecentChat();
     vi.stubGlobal('fetch', fetch.fn);
     render(<App />);
     expect(await screen.findByText(/Could not load the messages/)).toBeTruthy();

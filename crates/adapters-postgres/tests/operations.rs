@@ -371,6 +371,37 @@ async fn forward(
     }
 }
 
+/// A repository reaching `database` through a proxy of its own (connect timeout 1 s), and a
+/// conversation titled `title` holding one exchange ("before").
+async fn behind_a_proxy(
+    database: &TestDatabase,
+    pool_size: u32,
+    statement_timeout: Duration,
+    title: &str,
+) -> (Proxy, PostgresChatRepository, Conversation) {
+    let (target, via) = split_authority(database.url());
+    let proxy = start_proxy(0, target).await;
+    let settings = PostgresSettings {
+        url: via(&format!("127.0.0.1:{}", proxy.port)),
+        pool_size,
+        connect_timeout: Duration::from_secs(1),
+        statement_timeout: Some(statement_timeout),
+        ..PostgresSettings::new("")
+    };
+    let repository = PostgresChatRepository::connect(settings).await.unwrap();
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new(title).unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+    repository
+        .append_exchange(&exchange(conversation.id, "before"))
+        .await
+        .unwrap();
+    (proxy, repository, conversation)
+}
+
 /// `host:port` of a URL, and the URL with that part replaced.
 fn split_authority(url: &str) -> (String, impl Fn(&str) -> String + '_) {
     let start = url
@@ -388,27 +419,10 @@ async fn outage_fails_fast_as_unavailable_and_recovers_by_itself() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let (target, via) = split_authority(database.url());
-    let proxy = start_proxy(0, target.clone()).await;
+    let (target, _) = split_authority(database.url());
+    let (proxy, repository, conversation) =
+        behind_a_proxy(&database, 3, Duration::from_secs(5), "Survives outages").await;
     let port = proxy.port;
-    let settings = PostgresSettings {
-        url: via(&format!("127.0.0.1:{port}")),
-        pool_size: 3,
-        connect_timeout: Duration::from_secs(1),
-        statement_timeout: Some(Duration::from_secs(5)),
-        ..PostgresSettings::new("")
-    };
-    let repository = PostgresChatRepository::connect(settings).await.unwrap();
-    let conversation = Conversation::new(
-        ConversationId::generate(),
-        ConversationTitle::new("Survives outages").unwrap(),
-        Timestamp::now(),
-    );
-    repository.create_conversation(&conversation).await.unwrap();
-    repository
-        .append_exchange(&exchange(conversation.id, "before"))
-        .await
-        .unwrap();
 
     proxy.task.abort();
     let _ = proxy.task.await;
@@ -471,26 +485,8 @@ async fn reads_from_a_database_that_stopped_answering_give_up_and_work_again_onc
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let (target, via) = split_authority(database.url());
-    let proxy = start_proxy(0, target).await;
-    let settings = PostgresSettings {
-        url: via(&format!("127.0.0.1:{}", proxy.port)),
-        pool_size: 4,
-        connect_timeout: Duration::from_secs(1),
-        statement_timeout: Some(Duration::from_secs(1)),
-        ..PostgresSettings::new("")
-    };
-    let repository = PostgresChatRepository::connect(settings).await.unwrap();
-    let conversation = Conversation::new(
-        ConversationId::generate(),
-        ConversationTitle::new("Outlives a hang").unwrap(),
-        Timestamp::now(),
-    );
-    repository.create_conversation(&conversation).await.unwrap();
-    repository
-        .append_exchange(&exchange(conversation.id, "before"))
-        .await
-        .unwrap();
+    let (proxy, repository, conversation) =
+        behind_a_proxy(&database, 4, Duration::from_secs(1), "Outlives a hang").await;
 
     proxy.frozen.send_replace(true);
     let started = Instant::now();
