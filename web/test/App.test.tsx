@@ -1997,29 +1997,20 @@ describe('navigation', () => {
       expect(fetchMock.calls.filter((c) => c.method === 'PATCH').map((c) => c.body)).toEqual([{ title: 'Lost on the way' }]);
     }));
 
-  it('a first message in markdown names its chat with its words, not its symbols', async () => {
-    const nav = await firstMessageOfANewChat('**Urgent**: the `build` fails\n\nDetails follow.');
-    expect(await nav.findByRole('button', { name: 'Urgent: the build fails' })).toBeTruthy();
-  });
-
-  it('a first message opening with links, an image or a table is named with their words', async () => {
-    const nav = await firstMessageOfANewChat('Read [the Rust book](https://doc.rust-lang.org/book/) and ![a diagram](/d.png)');
-    expect(await nav.findByRole('button', { name: 'Read the Rust book and a diagram' })).toBeTruthy();
-  });
-
-  it('a first message opening with a badge or a link with parentheses is named with their words', async () => {
-    const nav = await firstMessageOfANewChat('[![CI](https://ci.example/badge.svg)](https://ci.example) and [Rust](https://en.wikipedia.org/wiki/Rust_(programming_language))');
-    expect(await nav.findByRole('button', { name: 'CI and Rust' })).toBeTruthy();
-  });
-
-  it('a first message opening with a table is named after its header cells', async () => {
-    const nav = await firstMessageOfANewChat('| col a | col b |\n| --- | --- |\n| 1 | 2 |');
-    expect(await nav.findByRole('button', { name: 'col a, col b' })).toBeTruthy();
-  });
-
-  it('a first message opening with a code block is named after its first line of code', async () => {
-    const nav = await firstMessageOfANewChat('```python\nprint("hello")\n```\nWhy does this fail?');
-    expect(await nav.findByRole('button', { name: 'print("hello")' })).toBeTruthy();
+  // A first message names its chat with its words, not its markdown's symbols.
+  it.each([
+    ['emphasis and code', '**Urgent**: the `build` fails\n\nDetails follow.', 'Urgent: the build fails'],
+    ['links and an image', 'Read [the Rust book](https://doc.rust-lang.org/book/) and ![a diagram](/d.png)', 'Read the Rust book and a diagram'],
+    [
+      'a badge and a link with parentheses',
+      '[![CI](https://ci.example/badge.svg)](https://ci.example) and [Rust](https://en.wikipedia.org/wiki/Rust_(programming_language))',
+      'CI and Rust',
+    ],
+    ['a table, by its header cells', '| col a | col b |\n| --- | --- |\n| 1 | 2 |', 'col a, col b'],
+    ['a code block, by its first line of code', '```python\nprint("hello")\n```\nWhy does this fail?', 'print("hello")'],
+  ])('a first message opening with %s names its chat with its words', async (_what, text, title) => {
+    const nav = await firstMessageOfANewChat(text);
+    expect(await nav.findByRole('button', { name: title })).toBeTruthy();
   });
 
   it('a message sent after Stopping the first one of a new chat does not name it', async () => {
