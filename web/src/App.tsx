@@ -158,11 +158,15 @@ export function App() {
     if (id !== selectedRef.current) saveDraft(id, '');
   };
 
-  /** Conversations found not to exist when opened (a link to a deleted one, or no id at all). */
-  const [missing, setMissing] = useState<ReadonlySet<string>>(new Set());
+  /**
+   * Conversations found not to exist: listed here before (deleted on another device), or never
+   * (a link to one deleted long ago, or no id at all).
+   */
+  const [missing, setMissing] = useState<ReadonlyMap<string, 'deleted' | 'unknown'>>(new Map());
   /** The conversation was deleted elsewhere (another tab, or found gone): drop it from the list. */
   const onGone = useCallback((id: string) => {
-    setMissing((ids) => new Set(ids).add(id));
+    const listed = conversationsRef.current.some((c) => c.id === id);
+    setMissing((ids) => new Map(ids).set(id, listed ? 'deleted' : 'unknown'));
     setConversations((cs) => cs.filter((c) => c.id !== id));
   }, []);
 
@@ -319,8 +323,8 @@ export function App() {
   const firstLoad = list.kind === 'loading' && conversations.length === 0;
   const emptyChat = selectedId === null && !firstLoad && !unreachable;
   // Nor is a conversation that is gone: "Chat" stays only while a title is not known yet.
-  const goneTitle =
-    selectedId === null ? null : deleted.has(selectedId) ? 'Deleted conversation' : missing.has(selectedId) ? 'Conversation not found' : null;
+  const gone = selectedId === null ? undefined : deleted.has(selectedId) ? 'deleted' : missing.get(selectedId);
+  const goneTitle = gone === 'deleted' ? 'Deleted conversation' : gone === 'unknown' ? 'Conversation not found' : null;
   const heading = selected?.title ?? (emptyChat ? DEFAULT_TITLE : goneTitle);
 
   // A conversation opened by its link may be older than the loaded page of the list: fetch it, so

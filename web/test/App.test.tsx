@@ -2038,6 +2038,8 @@ describe('navigation', () => {
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
     await waitFor(() => expect(within(nav).queryByRole('button', { name: 'Recent chat' })).toBeNull());
     expect(within(nav).getByRole('button', { name: 'Older chat' })).toBeTruthy();
+    // It was listed here: deleted, not unknown.
+    expect(screen.getByRole('heading', { level: 1 }).textContent).toBe('Deleted conversation');
 
     // Sent again, it starts a new chat, which shows none of the deleted one's messages.
     const done = sseResponse();
