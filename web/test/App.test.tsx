@@ -937,6 +937,33 @@ describe('older messages from the keyboard', () => {
   });
 });
 
+describe('older messages that fail to load, from the keyboard', () => {
+  it('move the focus to Retry', async () => {
+    const newer = [msg('c2', 'user', 'Newer question'), msg('c2', 'assistant', 'Newer answer')];
+    const pages: Route = (url) => {
+      if (url.pathname !== '/api/v1/conversations/c2/messages') return undefined;
+      if (url.searchParams.get('before') !== 'cur1') return json({ items: newer, next_cursor: 'cur1' });
+      return json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
+    };
+    vi.stubGlobal('fetch', mockFetch([pages, server.route]).fn);
+    const height = vi.spyOn(HTMLElement.prototype, 'scrollHeight', 'get').mockImplementation(function (this: HTMLElement) {
+      return this.querySelectorAll('article').length * 100;
+    });
+    const client = vi.spyOn(HTMLElement.prototype, 'clientHeight', 'get').mockReturnValue(150);
+    try {
+      render(<App />);
+      const button = await screen.findByRole('button', { name: 'Load older messages' });
+      button.focus();
+      fireEvent.click(button);
+      await screen.findByText(/Could not load older messages/);
+      await waitFor(() => expect(document.activeElement).toBe(within(screen.getByRole('log')).getByRole('button', { name: 'Retry' })));
+    } finally {
+      height.mockRestore();
+      client.mockRestore();
+    }
+  });
+});
+
 describe('unknown conversation', () => {
   it('says so, without a pointless Retry, when the URL names a deleted conversation', async () => {
     history.replaceState(null, '', '/#/c/gone');
