@@ -67,11 +67,20 @@ const MAX_MARKS = 20;
 export interface SentMark {
   text: string;
   after: string | null;
+  /**
+   * While the server has not taken it: when it was sent (ms since the epoch). A request cut by a
+   * reload may still reach the server for a while. Marks of earlier versions have none.
+   */
+  untakenSince?: number;
 }
 
 function isMark(value: unknown): value is SentMark {
   const mark = value as Partial<SentMark> | null;
-  return typeof mark?.text === 'string' && (mark.after === null || typeof mark.after === 'string');
+  return (
+    typeof mark?.text === 'string' &&
+    (mark.after === null || typeof mark.after === 'string') &&
+    (mark.untakenSince === undefined || typeof mark.untakenSince === 'number')
+  );
 }
 
 /** This tab's marks for the conversation, oldest first. */
@@ -95,7 +104,14 @@ function saveMarks(conversationId: string, marks: SentMark[]) {
 }
 
 export function markSent(conversationId: string, text: string, after: string | null = null) {
-  saveMarks(conversationId, [...sentMarks(conversationId), { text, after }]);
+  saveMarks(conversationId, [...sentMarks(conversationId), { text, after, untakenSince: Date.now() }]);
+}
+
+/** The server took the oldest message of `text` not known to be taken: it cannot arrive late. */
+export function markTaken(conversationId: string, text: string) {
+  const marks = sentMarks(conversationId);
+  const at = marks.findIndex((mark) => mark.text === text && mark.untakenSince !== undefined);
+  if (at >= 0) saveMarks(conversationId, marks.map((mark, i) => (i === at ? { text: mark.text, after: mark.after } : mark)));
 }
 
 /** Whether this tab (before a reload too) sent `text` to the conversation and its reply has not ended. */

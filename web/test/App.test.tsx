@@ -2,7 +2,7 @@ import { act, fireEvent, render, screen, waitFor, within } from '@testing-librar
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { App } from '../src/App';
 import { api } from '../src/api/client';
-import { loadDraft, markSent, restoreFirstSendsCutOff, saveDraft, sentHere } from '../src/drafts';
+import { loadDraft, markSent, markTaken, restoreFirstSendsCutOff, saveDraft, sentHere } from '../src/drafts';
 import type { Conversation, Message } from '../src/api/types';
 import { conv, json, mockFetch, msg, sseResponse, type Route } from './helpers';
 
@@ -1413,10 +1413,36 @@ describe('following a reply in progress', () => {
   it('a message sent again with an earlier one\'s text is given back when its own reply was not stored', async () => {
     const answered = server.messages.c2?.at(-1)?.id ?? null;
     markSent('c2', 'Earlier question', answered);
+    markTaken('c2', 'Earlier question');
     await renderLoaded();
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Earlier question'));
     expect(screen.getByRole('alert').textContent).toContain('was not stored');
   });
+
+  it('a message whose request a reload cut, taken by the server late, is shown and not given back', () =>
+    inFakeTime(async () => {
+      markSent('c2', 'Late but taken', server.messages.c2?.at(-1)?.id ?? null);
+      await renderLoaded();
+      await passTime(1_000);
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+      server.messages.c2?.push(msg('c2', 'user', 'Late but taken'), msg('c2', 'assistant', 'Taken late.'));
+      await passTime(3_000);
+      expect(await within(screen.getByRole('log')).findByText('Taken late.')).toBeTruthy();
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+      expect(sentHere('c2', 'Late but taken')).toBe(false);
+      expect(screen.queryByRole('alert')).toBeNull();
+    }));
+
+  it('a message whose request a reload cut, never taken, comes back once it can no longer arrive', () =>
+    inFakeTime(async () => {
+      markSent('c2', 'Never arrived', server.messages.c2?.at(-1)?.id ?? null);
+      await renderLoaded();
+      await passTime(5_000);
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+      await passTime(8_000);
+      await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Never arrived'));
+      expect(screen.getByRole('alert').textContent).toContain('did not reach the server');
+    }));
 
   /**
    * Opens c2 on a reply of `text` in progress, shows `partial` of it, then loses the connection;
@@ -1437,6 +1463,7 @@ describe('following a reply in progress', () => {
 
   it('a followed reply that ended unstored while reconnecting gives the message back to the tab that sent it', async () => {
     markSent('c2', 'Cut off', server.messages.c2?.at(-1)?.id ?? null);
+    markTaken('c2', 'Cut off');
     await followAReplyThatEndsUnseen('Cut off', 'Half');
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Cut off'));
     expect(screen.getByRole('alert').textContent).toContain('was not stored');
@@ -1445,8 +1472,10 @@ describe('following a reply in progress', () => {
 
   it('messages sent here whose replies were all lost come back together, in the order sent', async () => {
     const shown = server.messages.c2?.at(-1)?.id ?? null;
-    markSent('c2', 'alpha', shown);
-    markSent('c2', 'beta', shown);
+    for (const text of ['alpha', 'beta']) {
+      markSent('c2', text, shown);
+      markTaken('c2', text);
+    }
     await renderLoaded();
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('alpha\nbeta'));
     expect(screen.getByRole('alert').textContent).toContain('2 of your messages');

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { clearSent, loadDraft, markSent, saveDraft, sentHere, sentMarks } from '../src/drafts';
+import { clearSent, loadDraft, markSent, markTaken, saveDraft, sentHere, sentMarks } from '../src/drafts';
 
 describe('drafts', () => {
   afterEach(() => {
@@ -42,6 +42,9 @@ describe('drafts', () => {
     markSent('c1', 'first', 'm1');
     markSent('c1', 'again', 'm2');
     markSent('c1', 'again', 'm3');
+    // Until the server takes them, they say since when they wait: a cut request may arrive late.
+    expect(sentMarks('c1').every((mark) => typeof mark.untakenSince === 'number')).toBe(true);
+    for (const text of ['first', 'again', 'again']) markTaken('c1', text);
     expect(sentMarks('c1')).toEqual([
       { text: 'first', after: 'm1' },
       { text: 'again', after: 'm2' },

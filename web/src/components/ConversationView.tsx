@@ -1,7 +1,7 @@
 import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
-import { clearCreating, clearSent, loadDraft, markCreating, markSent, saveDraft, sentHere, sentMarks, withUnsent } from '../drafts';
+import { clearCreating, clearSent, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, withUnsent } from '../drafts';
 import { Composer } from './Composer';
 import { Markdown } from './Markdown';
 import { MessageItem } from './MessageItem';
@@ -12,6 +12,13 @@ const RELOAD_DELAY_MS = 1000;
 const RELOAD_ATTEMPTS = 8;
 /** While the server cannot be reached, how often to try again to learn what became of a reply. */
 const UNREACHABLE_RETRY_MS = 5000;
+/**
+ * A message sent this long ago or less, found neither stored nor in progress after a reload, may
+ * still reach the server: the reload cut its request, whose bytes may be on their way yet (a slow
+ * upload, a buffering proxy). It is looked for again until then, not given back at once.
+ */
+const LATE_ARRIVAL_MS = 10_000;
+const LATE_ARRIVAL_RECHECK_MS = 2000;
 /** How the alerts about a reply lost from view begin; they go once the stored reply shows. */
 const LOST_PREFIX = 'Lost the';
 
@@ -473,13 +480,16 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
         // A send or a wait begun meanwhile decides for itself.
         if (gen !== generation.current || abortRef.current !== null || waits.current.size > 0) return;
         let givenBack = 0;
+        let mayArrive = false;
         // Newest first, so that texts given back end up in the box in the order they were sent.
-        for (const { text, after } of sentMarks(id).reverse()) {
+        for (const { text, after, untakenSince } of sentMarks(id).reverse()) {
           // Only a reply stored after what was shown at the send is this one's (the same text may
           // have been sent and answered before).
           const newer = page.items.slice(page.items.findIndex((m) => m.id === after) + 1);
           if (claimExchange(newer, text)) {
             showStored(id, text, page, !onOpening);
+          } else if (untakenSince !== undefined && Date.now() - untakenSince < LATE_ARRIVAL_MS) {
+            mayArrive = true;
           } else {
             clearSent(id, text);
             setDraft(withUnsent(text));
@@ -487,10 +497,20 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
           }
         }
         setMessages((m) => withNewest(m, page.items));
+        if (mayArrive) {
+          // Taken late, its reply is then in progress: follow it, or look here again.
+          setTimeout(() => {
+            if (gen === generation.current && abortRef.current === null && waits.current.size === 0) followRef.current(id, onOpening);
+          }, LATE_ARRIVAL_RECHECK_MS);
+        }
         if (givenBack === 1) {
-          setSendError('The reply to a message you sent here was not stored (the assistant failed, or the server restarted). Your message is back in the message box.');
+          setSendError(
+            'The reply to a message you sent here was not stored (the message did not reach the server, the assistant failed, or the server restarted). Your message is back in the message box.',
+          );
         } else if (givenBack > 1) {
-          setSendError(`The replies to ${givenBack} of your messages here were not stored (the assistant failed, or the server restarted). They are back in the message box.`);
+          setSendError(
+            `The replies to ${givenBack} of your messages here were not stored (they did not reach the server, the assistant failed, or the server restarted). They are back in the message box.`,
+          );
         }
       },
       () => undefined,
@@ -761,6 +781,7 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
         signal: controller.signal,
         onAccepted: () => {
           accepted = true;
+          markTaken(convId, text);
           if (untakenSend.current === untaken) untakenSend.current = null;
           // Taken by the server, the first message names its chat now, not once its reply is
           // stored: a user who leaves or closes the tab meanwhile still finds the chat named.
