@@ -514,18 +514,21 @@ function titleFrom(text: string): string {
 }
 
 /**
- * A line of markdown as words: no code fence or rule, heading, quote or list marker, code ticks,
- * link or image syntax (their text stays), table pipes (the cells stay, a delimiter row goes) or
- * emphasis marks (only paired ones outside words: `snake_case` and `2**10` keep theirs).
+ * A line of markdown as words: no code fence or rule, heading, quote, list or task marker, code
+ * ticks, link or image syntax (their text stays) or autolink brackets, table pipes (the cells stay,
+ * a delimiter row goes), emphasis marks (only paired ones outside words: `snake_case` and `2**10`
+ * keep theirs) or backslashes that escape a mark.
  */
 function plainLine(line: string): string {
   if (/^\s*(```|~~~)/.test(line) || /^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) return '';
   const cells = /^\s*\|(.*)\|\s*$/.exec(line)?.[1]?.split('|').map((cell) => cell.trim());
   if (cells) return cells.every((cell) => /^:?-*:?$/.test(cell)) ? '' : plainLine(cells.filter((cell) => cell !== '').join(', '));
   return withoutLinks(line)
-    .replace(/^\s*(#{1,6}(\s+|$)|>\s*|[-*+]\s+|\d+[.)]\s+)+/, '')
+    .replace(/^\s*(#{1,6}(\s+|$)|>\s*|[-*+]\s+(\[[ xX]\]\s+)?|\d+[.)]\s+)+/, '')
+    .replace(/<((https?|mailto):[^\s>]+)>/g, '$1')
     .replace(/`([^`]+)`/g, '$1')
-    .replace(/(?<![\w*~])(\*\*|\*|__|_|~~)(?=\S)(.+?)(?<=\S)\1(?![\w*~])/g, '$2')
+    .replace(/(?<![\w*~\\])(\*\*|\*|__|_|~~)(?=\S)(.+?)(?<=[^\s\\])\1(?![\w*~])/g, '$2')
+    .replace(/\\([\\`*_{}[\]()#+\-.!|~<>])/g, '$1')
     .trim();
 }
 

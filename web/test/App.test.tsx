@@ -2062,6 +2062,7 @@ describe('navigation', () => {
       '[![CI](https://ci.example/badge.svg)](https://ci.example) and [Rust](https://en.wikipedia.org/wiki/Rust_(programming_language))',
       'CI and Rust',
     ],
+    ['a task, an autolink and escaped marks', '- [ ] Check <https://example.com/x> for \\*stars\\*', 'Check https://example.com/x for *stars*'],
     ['a table, by its header cells', '| col a | col b |\n| --- | --- |\n| 1 | 2 |', 'col a, col b'],
     ['a code block, by its first line of code', '```python\nprint("hello")\n```\nWhy does this fail?', 'print("hello")'],
   ])('a first message opening with %s names its chat with its words', async (_what, text, title) => {
