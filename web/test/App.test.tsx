@@ -861,21 +861,39 @@ describe('a send interrupted before its first event', () => {
   });
 });
 
+const olderPage = [msg('c2', 'user', 'Oldest question'), msg('c2', 'assistant', 'Oldest answer')];
+const newerPage = [msg('c2', 'user', 'Newer question'), msg('c2', 'assistant', 'Newer answer')];
+
+/** The recent chat's newest page (`newerPage`, with a cursor to more), and `answerOlder` for the page before it. */
+function newestThenOlder(answerOlder: () => Response | Promise<Response>): Route {
+  return (url) => {
+    if (url.pathname !== '/api/v1/conversations/c2/messages') return undefined;
+    return url.searchParams.get('before') === 'cur1' ? answerOlder() : json({ items: newerPage, next_cursor: 'cur1' });
+  };
+}
+
+/**
+ * Runs `body` with a layout, which jsdom has not: every message 100px high in a log of 150px, so
+ * the log scrolls and the older page waits to be asked for.
+ */
+async function withLogLayout(body: () => Promise<void>) {
+  const height = vi.spyOn(HTMLElement.prototype, 'scrollHeight', 'get').mockImplementation(function (this: HTMLElement) {
+    return this.querySelectorAll('article').length * 100;
+  });
+  const client = vi.spyOn(HTMLElement.prototype, 'clientHeight', 'get').mockReturnValue(150);
+  try {
+    await body();
+  } finally {
+    height.mockRestore();
+    client.mockRestore();
+  }
+}
+
 describe('older messages', () => {
   it('load on scrolling up, go above the others, and keep the view where it was', async () => {
-    const older = [msg('c2', 'user', 'Oldest question'), msg('c2', 'assistant', 'Oldest answer')];
-    const newer = [msg('c2', 'user', 'Newer question'), msg('c2', 'assistant', 'Newer answer')];
-    const pages = vi.fn((url: URL): Response | undefined => {
-      if (url.pathname !== '/api/v1/conversations/c2/messages') return undefined;
-      return url.searchParams.get('before') === 'cur1' ? json({ items: older, next_cursor: null }) : json({ items: newer, next_cursor: 'cur1' });
-    });
-    vi.stubGlobal('fetch', mockFetch([(url) => pages(url), server.route]).fn);
-    // jsdom has no layout: give every message 100px of height and the log a 150px window.
-    const height = vi.spyOn(HTMLElement.prototype, 'scrollHeight', 'get').mockImplementation(function (this: HTMLElement) {
-      return this.querySelectorAll('article').length * 100;
-    });
-    const client = vi.spyOn(HTMLElement.prototype, 'clientHeight', 'get').mockReturnValue(150);
-    try {
+    const olderAsked = vi.fn(() => json({ items: olderPage, next_cursor: null }));
+    vi.stubGlobal('fetch', mockFetch([newestThenOlder(olderAsked), server.route]).fn);
+    await withLogLayout(async () => {
       render(<App />);
       await screen.findByText('Newer answer');
       const log = screen.getByRole('log');
@@ -890,33 +908,15 @@ describe('older messages', () => {
       // Two messages (200px) went in above: the view moved down by exactly that much.
       expect(log.scrollTop).toBe(200);
       expect(screen.queryByRole('button', { name: 'Load older messages' })).toBeNull();
-      expect(pages.mock.calls.some(([u]) => u.searchParams.get('before') === 'cur1')).toBe(true);
-    } finally {
-      height.mockRestore();
-      client.mockRestore();
-    }
-  });
-});
-
-describe('older messages from the keyboard', () => {
-  it('keep the focus on their button while loading, then on the messages once the oldest came', async () => {
-    const older = [msg('c2', 'user', 'Oldest question'), msg('c2', 'assistant', 'Oldest answer')];
-    const newer = [msg('c2', 'user', 'Newer question'), msg('c2', 'assistant', 'Newer answer')];
-    let answerOlder: () => void = () => undefined;
-    const pages: Route = (url) => {
-      if (url.pathname !== '/api/v1/conversations/c2/messages') return undefined;
-      if (url.searchParams.get('before') !== 'cur1') return json({ items: newer, next_cursor: 'cur1' });
-      return new Promise<Response>((resolve) => {
-        answerOlder = () => resolve(json({ items: older, next_cursor: null }));
-      });
-    };
-    vi.stubGlobal('fetch', mockFetch([pages, server.route]).fn);
-    // jsdom has no layout: a log taller than its window, so the older page waits for the button.
-    const height = vi.spyOn(HTMLElement.prototype, 'scrollHeight', 'get').mockImplementation(function (this: HTMLElement) {
-      return this.querySelectorAll('article').length * 100;
+      expect(olderAsked).toHaveBeenCalled();
     });
-    const client = vi.spyOn(HTMLElement.prototype, 'clientHeight', 'get').mockReturnValue(150);
-    try {
+  });
+
+  it('keep the focus on their button while loading, then on the messages once the oldest came', async () => {
+    let answerOlder: () => void = () => undefined;
+    const held = () => new Promise<Response>((resolve) => (answerOlder = () => resolve(json({ items: olderPage, next_cursor: null }))));
+    vi.stubGlobal('fetch', mockFetch([newestThenOlder(held), server.route]).fn);
+    await withLogLayout(async () => {
       render(<App />);
       await screen.findByText('Newer answer');
       const button = await screen.findByRole('button', { name: 'Load older messages' });
@@ -930,37 +930,20 @@ describe('older messages from the keyboard', () => {
       await screen.findByText('Oldest answer');
       expect(screen.queryByRole('button', { name: /older messages/ })).toBeNull();
       await waitFor(() => expect(document.activeElement).toBe(screen.getByRole('log')));
-    } finally {
-      height.mockRestore();
-      client.mockRestore();
-    }
-  });
-});
-
-describe('older messages that fail to load, from the keyboard', () => {
-  it('move the focus to Retry', async () => {
-    const newer = [msg('c2', 'user', 'Newer question'), msg('c2', 'assistant', 'Newer answer')];
-    const pages: Route = (url) => {
-      if (url.pathname !== '/api/v1/conversations/c2/messages') return undefined;
-      if (url.searchParams.get('before') !== 'cur1') return json({ items: newer, next_cursor: 'cur1' });
-      return json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
-    };
-    vi.stubGlobal('fetch', mockFetch([pages, server.route]).fn);
-    const height = vi.spyOn(HTMLElement.prototype, 'scrollHeight', 'get').mockImplementation(function (this: HTMLElement) {
-      return this.querySelectorAll('article').length * 100;
     });
-    const client = vi.spyOn(HTMLElement.prototype, 'clientHeight', 'get').mockReturnValue(150);
-    try {
+  });
+
+  it('that fail to load move the focus to Retry', async () => {
+    const failing = () => json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503);
+    vi.stubGlobal('fetch', mockFetch([newestThenOlder(failing), server.route]).fn);
+    await withLogLayout(async () => {
       render(<App />);
       const button = await screen.findByRole('button', { name: 'Load older messages' });
       button.focus();
       fireEvent.click(button);
       await screen.findByText(/Could not load older messages/);
       await waitFor(() => expect(document.activeElement).toBe(within(screen.getByRole('log')).getByRole('button', { name: 'Retry' })));
-    } finally {
-      height.mockRestore();
-      client.mockRestore();
-    }
+    });
   });
 });
 
@@ -1159,19 +1142,13 @@ describe('following a reply in progress', () => {
       follows += 1;
       return follows === 1 ? conn.response : new Response(null, { status: 204 });
     });
-    const older = [msg('c2', 'user', 'Oldest question'), msg('c2', 'assistant', 'Oldest answer')];
     const pages = (url: URL): Response | undefined => {
       if (url.pathname !== '/api/v1/conversations/c2/messages') return undefined;
-      if (url.searchParams.get('before') === 'cur1') return json({ items: older, next_cursor: null });
+      if (url.searchParams.get('before') === 'cur1') return json({ items: olderPage, next_cursor: null });
       return json({ items: server.messages.c2 ?? [], next_cursor: 'cur1' });
     };
     vi.stubGlobal('fetch', mockFetch([pages, server.route]).fn);
-    // jsdom has no layout: 100px per message in a 150px window, so older pages wait for a scroll.
-    const height = vi.spyOn(HTMLElement.prototype, 'scrollHeight', 'get').mockImplementation(function (this: HTMLElement) {
-      return this.querySelectorAll('article').length * 100;
-    });
-    const client = vi.spyOn(HTMLElement.prototype, 'clientHeight', 'get').mockReturnValue(150);
-    try {
+    await withLogLayout(async () => {
       await renderLoaded();
       const log = screen.getByRole('log');
       await act(async () => conn.send(start('Still there?') + ev(2, 'delta', { text: 'Yes' })));
@@ -1184,10 +1161,7 @@ describe('following a reply in progress', () => {
       await act(async () => conn.error(new TypeError('network error')));
       expect(await within(log).findByText('Yes, always.')).toBeTruthy();
       expect(assistants(log)).toEqual(['Oldest answer', 'Earlier answer', 'Yes, always.']);
-    } finally {
-      height.mockRestore();
-      client.mockRestore();
-    }
+    });
   });
 
   it('replaces the partial reply, never appends to it, when following starts over', async () => {
