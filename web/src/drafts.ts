@@ -56,7 +56,8 @@ export function saveDraft(conversationId: string | null, text: string) {
  * the message box, not every tab that watched it. Several can wait at once (a message sent after
  * Stop, before the stopped reply was stored).
  */
-const sent = tabStore('chat:sent:');
+const SENT_PREFIX = 'chat:sent:';
+const sent = tabStore(SENT_PREFIX);
 /** Marks kept per conversation, the oldest dropped first: a bound on what a tab keeps. */
 const MAX_MARKS = 20;
 
@@ -148,7 +149,7 @@ export function clearCreating(writtenIn: string | null, text: string) {
  * before the chat held its text, so the text goes back into the message box it was written in.
  */
 export function restoreFirstSendsCutOff() {
-  const prefix = `chat:sent:${CREATING}`;
+  const prefix = SENT_PREFIX + CREATING;
   const boxes: string[] = [];
   try {
     for (let i = 0; i < sessionStorage.length; i += 1) {

@@ -96,6 +96,8 @@ fn logged_at(entry: &StreamId) -> Option<u128> {
     text(entry.map.get("at")).parse().ok()
 }
 
+/// Whether this process writes the generation: then it is alive, however long it has been silent
+/// (a model that thinks for minutes), whatever the clocks say.
 fn writes(writing: &Mutex<HashMap<GenerationId, Writing>>, id: GenerationId) -> bool {
     writing
         .lock()
@@ -193,12 +195,6 @@ impl RedisGenerationLog {
         let writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let generation = writing.get(&id).ok_or(GenerationLogError::NotFound)?;
         Ok((generation.conversation, generation.last + 1))
-    }
-
-    /// Whether this process writes the generation: then it is alive, however long it has been
-    /// silent (a model that thinks for minutes), whatever the clocks say.
-    fn writes(&self, id: GenerationId) -> bool {
-        writes(&self.writing, id)
     }
 
     fn appended(&self, id: GenerationId, sequence: u64, last: bool) {
@@ -318,7 +314,7 @@ impl GenerationLog for RedisGenerationLog {
                 continue;
             };
             let finished = event(&newest).is_none_or(|(_, last)| last);
-            if !finished && (self.writes(generation_id) || !abandoned(&newest)) {
+            if !finished && (writes(&self.writing, generation_id) || !abandoned(&newest)) {
                 return Ok(Some(generation_id));
             }
         }
@@ -329,7 +325,7 @@ impl GenerationLog for RedisGenerationLog {
         &self,
         generation_id: GenerationId,
     ) -> Result<Option<GenerationState>, GenerationLogError> {
-        let written_here = self.writes(generation_id);
+        let written_here = writes(&self.writing, generation_id);
         Ok(self.newest_entry(generation_id).await?.and_then(|entry| {
             let (event, last) = event(&entry)?;
             Some(GenerationState {
@@ -348,7 +344,7 @@ impl GenerationLog for RedisGenerationLog {
         let key = self.stream_key(generation_id);
         let mut commands = self.commands.clone();
         let exists: bool = commands.exists(&key).await.map_err(unavailable)?;
-        if !exists && !self.writes(generation_id) {
+        if !exists && !writes(&self.writing, generation_id) {
             return Err(GenerationLogError::NotFound);
         }
         // Blocking reads get a connection of their own: on a shared one they would hold up

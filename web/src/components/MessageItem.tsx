@@ -14,9 +14,10 @@ interface Props {
   state?: 'sending' | 'streaming' | 'stopped' | 'stoppedUnanswered' | 'interrupted';
 }
 
+const AWAITED = 'The full reply will appear once the server has stored it.';
 const CUT_SHORT: Partial<Record<NonNullable<Props['state']>, string>> = {
-  stopped: 'Stopped. The full reply will appear once the server has stored it.',
-  interrupted: 'Connection lost. The full reply will appear once the server has stored it.',
+  stopped: `Stopped. ${AWAITED}`,
+  interrupted: `Connection lost. ${AWAITED}`,
   stoppedUnanswered: 'Stopped before the server answered. If it took the message, its reply will appear once stored.',
 };
 
