@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -10,7 +10,7 @@ use domain::{
 use futures::stream::{self, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, AsyncConnectionConfig, Client, Value};
+use redis::{AsyncCommands, AsyncConnectionConfig, Client, SetExpiry, SetOptions, Value};
 
 /// A generation that never finishes (its replica died mid-reply) is dropped after this long.
 const UNFINISHED_LIFETIME_SECS: u64 = 3600;
@@ -23,13 +23,22 @@ const BLOCK_MILLIS: usize = 2000;
 /// longer before calling Redis unreachable (the library's default of 500 ms would end every
 /// follower at the first pause between two tokens).
 const BLOCKING_READ_MARGIN: Duration = Duration::from_secs(2);
-/// A follower gives up on a generation that logged nothing for this many blocking reads (two
-/// minutes): its writer lost the log (say its final event could not be written) and nothing more
-/// will come. It gives up sooner on one whose last event was logged that long ago.
+/// How long a generation's liveness key lives unless its writer renews it. Once it is gone the
+/// generation is abandoned: its replica died (killed, out of memory) or its writer gave up
+/// logging its end, so nothing more will come of it. Redis expires the key by its own clock, so
+/// the replicas' clocks do not matter, and a writer renews it however long its model is silent.
+const LIVENESS: Duration = Duration::from_secs(15);
+/// How often a process renews the liveness keys of the generations it writes: three times in a
+/// key's life, so one slow round does not let a key expire.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// The field of every entry whose writer keeps the generation's liveness key. Entries written
+/// before there were liveness keys lack it; theirs is judged by the time they were logged.
+const KEEPS_ALIVE: &str = "alive";
+/// A follower gives up on a generation of the older kind (its entries without [`KEEPS_ALIVE`])
+/// that logged nothing for this many blocking reads (two minutes).
 const IDLE_READS: u32 = 60;
-/// An unfinished generation that logged nothing for as long as a follower waits is abandoned:
-/// its replica died (killed, out of memory) before it could log the end. It is no longer in
-/// progress, and nothing more will come of it.
+/// A generation of the older kind that logged nothing for as long as such a follower waits is
+/// abandoned.
 const ABANDONED_AFTER_MILLIS: u128 = BLOCK_MILLIS as u128 * IDLE_READS as u128;
 /// Redis's refusal of an `XADD` whose id is not above the stream's last one.
 const ALREADY_WRITTEN: &str = "equal or smaller than the target stream top item";
@@ -54,6 +63,9 @@ struct Writing {
     last: u64,
     /// When it began or last logged an event; its stream expires `UNFINISHED_LIFETIME_SECS` later.
     touched: Instant,
+    /// Its final event has been tried: its liveness key is no longer renewed, so that a final
+    /// event that cannot be logged leaves the generation abandoned rather than running forever.
+    finishing: bool,
 }
 
 /// Forgets the generations that logged nothing for as long as an unfinished stream lives: their
@@ -96,8 +108,7 @@ fn logged_at(entry: &StreamId) -> Option<u128> {
     text(entry.map.get("at")).parse().ok()
 }
 
-/// Whether this process writes the generation: then it is alive, however long it has been silent
-/// (a model that thinks for minutes), whatever the clocks say.
+/// Whether this process writes the generation.
 fn writes(writing: &Mutex<HashMap<GenerationId, Writing>>, id: GenerationId) -> bool {
     writing
         .lock()
@@ -105,11 +116,86 @@ fn writes(writing: &Mutex<HashMap<GenerationId, Writing>>, id: GenerationId) -> 
         .contains_key(&id)
 }
 
-/// Whether the generation whose newest entry this is has logged nothing for so long that its
-/// writer, on another replica, is taken for dead; an entry without the time (an older version's)
-/// never is. Only for generations this process does not write.
-fn abandoned(newest: &StreamId) -> bool {
-    logged_at(newest).is_some_and(|at| now_millis().saturating_sub(at) > ABANDONED_AFTER_MILLIS)
+/// Whether this process writes the generation and has not tried its final event yet: then it is
+/// alive, however long its model is silent.
+fn runs_here(writing: &Mutex<HashMap<GenerationId, Writing>>, id: GenerationId) -> bool {
+    writing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .is_some_and(|generation| !generation.finishing)
+}
+
+fn liveness_key(prefix: &str, id: GenerationId) -> String {
+    format!("{prefix}:generation:{id}:alive")
+}
+
+/// Whether generation `id`, whose newest entry is `newest` (not its final one), may still log
+/// more: it runs here, or its liveness key is there. An entry of the older kind, without
+/// [`KEEPS_ALIVE`], has no key: its generation is taken for dead once it logged nothing for
+/// `ABANDONED_AFTER_MILLIS` by this replica's clock (never when the entry has no time either).
+async fn still_written(
+    connection: &mut impl redis::aio::ConnectionLike,
+    (writing, prefix): (&Mutex<HashMap<GenerationId, Writing>>, &str),
+    id: GenerationId,
+    newest: &StreamId,
+) -> Result<bool, redis::RedisError> {
+    if runs_here(writing, id) {
+        return Ok(true);
+    }
+    if newest.map.contains_key(KEEPS_ALIVE) {
+        return redis::cmd("EXISTS")
+            .arg(liveness_key(prefix, id))
+            .query_async(connection)
+            .await;
+    }
+    Ok(
+        logged_at(newest)
+            .is_none_or(|at| now_millis().saturating_sub(at) <= ABANDONED_AFTER_MILLIS),
+    )
+}
+
+/// Renews, every [`HEARTBEAT`], the liveness keys of the generations this process writes, until
+/// the log is dropped. A failed round is logged and the next one tried: a key lives for three.
+fn keep_alive(
+    mut commands: ConnectionManager,
+    prefix: String,
+    writing: Weak<Mutex<HashMap<GenerationId, Writing>>>,
+) {
+    tokio::spawn(async move {
+        let mut beats = tokio::time::interval(HEARTBEAT);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            beats.tick().await;
+            let Some(writing) = writing.upgrade() else {
+                return;
+            };
+            let running: Vec<GenerationId> = writing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, generation)| !generation.finishing)
+                .map(|(id, _)| *id)
+                .collect();
+            drop(writing);
+            if running.is_empty() {
+                continue;
+            }
+            let mut renewals = redis::pipe();
+            for id in running {
+                renewals
+                    .set_options(liveness_key(&prefix, id), 1, alive_for_a_while())
+                    .ignore();
+            }
+            if let Err(error) = renewals.query_async::<()>(&mut commands).await {
+                tracing::warn!(%error, "renewing the liveness of replies in progress failed");
+            }
+        }
+    });
+}
+
+fn alive_for_a_while() -> SetOptions {
+    SetOptions::default().with_expiration(SetExpiry::PX(LIVENESS.as_millis() as u64))
 }
 
 fn now_millis() -> u128 {
@@ -146,12 +232,15 @@ impl RedisGenerationLog {
         let commands = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(unavailable)?;
+        let prefix = prefix.into();
+        let writing = Arc::default();
+        keep_alive(commands.clone(), prefix.clone(), Arc::downgrade(&writing));
         Ok(Self {
             client,
             commands,
-            prefix: prefix.into(),
+            prefix,
             ttl,
-            writing: Arc::default(),
+            writing,
         })
     }
 
@@ -190,11 +279,29 @@ impl RedisGenerationLog {
 
     /// The conversation of generation `id` and the sequence its next event gets. It moves on only
     /// once that event is in the stream ([`Self::appended`]): a failed append is tried again with
-    /// the same sequence, so the stream never has a hole.
-    fn upcoming(&self, id: GenerationId) -> Result<(ConversationId, u64), GenerationLogError> {
-        let writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        let generation = writing.get(&id).ok_or(GenerationLogError::NotFound)?;
+    /// the same sequence, so the stream never has a hole. From the first try of its final event
+    /// on, the generation is finishing.
+    fn upcoming(
+        &self,
+        id: GenerationId,
+        last: bool,
+    ) -> Result<(ConversationId, u64), GenerationLogError> {
+        let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = writing.get_mut(&id).ok_or(GenerationLogError::NotFound)?;
+        generation.finishing |= last;
         Ok((generation.conversation, generation.last + 1))
+    }
+
+    /// Whether generation `id`, whose newest entry is `newest`, may still log more.
+    async fn still_written(
+        &self,
+        id: GenerationId,
+        newest: &StreamId,
+    ) -> Result<bool, GenerationLogError> {
+        let mut commands = self.commands.clone();
+        still_written(&mut commands, (&self.writing, &self.prefix), id, newest)
+            .await
+            .map_err(unavailable)
     }
 
     fn appended(&self, id: GenerationId, sequence: u64, last: bool) {
@@ -218,10 +325,15 @@ impl GenerationLog for RedisGenerationLog {
         let mut commands = self.commands.clone();
         let key = self.running_key(conversation_id);
         let started_millis = now_millis();
-        let (_, _): (Value, Value) = redis::pipe()
+        let (_, _, _): (Value, Value, Value) = redis::pipe()
             .atomic()
             .zadd(&key, generation_id.to_string(), started_millis.to_string())
             .expire(&key, UNFINISHED_LIFETIME_SECS as i64)
+            .set_options(
+                liveness_key(&self.prefix, generation_id),
+                1,
+                alive_for_a_while(),
+            )
             .query_async(&mut commands)
             .await
             .map_err(unavailable)?;
@@ -234,6 +346,7 @@ impl GenerationLog for RedisGenerationLog {
                 conversation: conversation_id,
                 last: 0,
                 touched: now,
+                finishing: false,
             },
         );
         Ok(())
@@ -254,7 +367,7 @@ impl GenerationLog for RedisGenerationLog {
         };
         let mut commands = self.commands.clone();
         loop {
-            let (conversation_id, sequence) = self.upcoming(generation_id)?;
+            let (conversation_id, sequence) = self.upcoming(generation_id, last)?;
             let conversation = conversation_id.to_string();
             let at = now_millis().to_string();
             let fields = [
@@ -263,6 +376,7 @@ impl GenerationLog for RedisGenerationLog {
                 ("last", if last { "1" } else { "0" }),
                 ("conversation", conversation.as_str()),
                 ("at", at.as_str()),
+                (KEEPS_ALIVE, "1"),
             ];
             let written: Result<(Value, Value), _> = redis::pipe()
                 .atomic()
@@ -288,8 +402,10 @@ impl GenerationLog for RedisGenerationLog {
             }
             self.appended(generation_id, sequence, last);
             if last {
-                let _: i64 = commands
+                let (_, _): (Value, Value) = redis::pipe()
                     .zrem(self.running_key(conversation_id), generation_id.to_string())
+                    .del(liveness_key(&self.prefix, generation_id))
+                    .query_async(&mut commands)
                     .await
                     .map_err(unavailable)?;
             }
@@ -308,13 +424,13 @@ impl GenerationLog for RedisGenerationLog {
             .map_err(unavailable)?;
         for generation_id in newest_first.iter().filter_map(|id| id.parse().ok()) {
             // Its final event may be logged without the set updated yet (another replica, or the
-            // removal failed); an expired log has nothing left to resume; a log silent for long
-            // lost its writer.
+            // removal failed); an expired log has nothing left to resume; a generation no longer
+            // kept alive lost its writer.
             let Some(newest) = self.newest_entry(generation_id).await? else {
                 continue;
             };
             let finished = event(&newest).is_none_or(|(_, last)| last);
-            if !finished && (writes(&self.writing, generation_id) || !abandoned(&newest)) {
+            if !finished && self.still_written(generation_id, &newest).await? {
                 return Ok(Some(generation_id));
             }
         }
@@ -325,14 +441,18 @@ impl GenerationLog for RedisGenerationLog {
         &self,
         generation_id: GenerationId,
     ) -> Result<Option<GenerationState>, GenerationLogError> {
-        let written_here = writes(&self.writing, generation_id);
-        Ok(self.newest_entry(generation_id).await?.and_then(|entry| {
-            let (event, last) = event(&entry)?;
-            Some(GenerationState {
-                conversation_id: conversation(&entry)?,
-                last_sequence: event.sequence,
-                finished: last || (!written_here && abandoned(&entry)),
-            })
+        let Some(entry) = self.newest_entry(generation_id).await? else {
+            return Ok(None);
+        };
+        let (Some((event, last)), Some(conversation_id)) = (event(&entry), conversation(&entry))
+        else {
+            return Ok(None);
+        };
+        let finished = last || !self.still_written(generation_id, &entry).await?;
+        Ok(Some(GenerationState {
+            conversation_id,
+            last_sequence: event.sequence,
+            finished,
         }))
     }
 
@@ -360,10 +480,12 @@ impl GenerationLog for RedisGenerationLog {
             .await
             .map_err(unavailable)?;
         let writing = Arc::clone(&self.writing);
+        let prefix = self.prefix.clone();
         let events = stream::unfold(
             (reader, key, after, false),
             move |(mut reader, key, cursor, done)| {
                 let writing = Arc::clone(&writing);
+                let prefix = prefix.clone();
                 let options = StreamReadOptions::default().block(BLOCK_MILLIS).count(64);
                 async move {
                     if done {
@@ -384,13 +506,28 @@ impl GenerationLog for RedisGenerationLog {
                                 idle_reads += 1;
                                 let newest: Result<StreamRangeReply, _> =
                                     reader.xrevrange_count(&key, "+", "-", 1).await;
-                                let stalled = match newest {
-                                    // Expired: nothing left to follow.
-                                    Ok(newest) if newest.ids.is_empty() => return None,
-                                    Ok(newest) => {
-                                        idle_reads >= IDLE_READS
-                                            || (!writes(&writing, generation_id)
-                                                && newest.ids.iter().any(abandoned))
+                                let newest = match newest {
+                                    Ok(newest) => match newest.ids.into_iter().next() {
+                                        Some(newest) => newest,
+                                        // Expired: nothing left to follow.
+                                        None => return None,
+                                    },
+                                    Err(error) => {
+                                        let failed = stream::iter(vec![Err(unavailable(error))]);
+                                        return Some((failed, (reader, key, cursor, true)));
+                                    }
+                                };
+                                let written = still_written(
+                                    &mut reader,
+                                    (&writing, &prefix),
+                                    generation_id,
+                                    &newest,
+                                )
+                                .await;
+                                let older_kind = !newest.map.contains_key(KEEPS_ALIVE);
+                                let stalled = match written {
+                                    Ok(written) => {
+                                        !written || (older_kind && idle_reads >= IDLE_READS)
                                     }
                                     Err(error) => {
                                         let failed = stream::iter(vec![Err(unavailable(error))]);
@@ -446,6 +583,7 @@ mod tests {
             conversation: ConversationId::generate(),
             last: 3,
             touched,
+            finishing: false,
         };
         let lost = GenerationId::generate();
         let running = GenerationId::generate();

@@ -171,25 +171,38 @@ fn now_millis() -> u128 {
         .as_millis()
 }
 
-/// Writes an event (its sequence, name and data) into a generation's stream by hand, as the
-/// adapter would have at `at_millis`.
+/// Which adapter wrote an entry.
+#[derive(Clone, Copy, PartialEq)]
+enum Writer {
+    /// One that keeps a liveness key for each generation it writes, as this one does.
+    KeepingAlive,
+    /// An older version's, without liveness keys: its generations are judged by the clock.
+    WithoutLiveness,
+}
+
+/// Writes an event (its sequence, name and data) into a generation's stream by hand, as `writer`
+/// would have at `at_millis`.
 fn write_event(
     connection: &mut redis::Connection,
     key: &str,
     (sequence, name, data): (u64, &str, &str),
-    conversation: domain::ConversationId,
-    at_millis: u128,
+    (conversation, at_millis): (domain::ConversationId, u128),
+    writer: Writer,
 ) {
+    let mut fields = vec![
+        ("name", name.to_owned()),
+        ("data", data.to_owned()),
+        ("last", "0".to_owned()),
+        ("conversation", conversation.to_string()),
+        ("at", at_millis.to_string()),
+    ];
+    if writer == Writer::KeepingAlive {
+        fields.push(("alive", "1".to_owned()));
+    }
     let _: String = redis::cmd("XADD")
         .arg(key)
         .arg(format!("{sequence}-0"))
-        .arg(&[
-            ("name", name.to_owned()),
-            ("data", data.to_owned()),
-            ("last", "0".to_owned()),
-            ("conversation", conversation.to_string()),
-            ("at", at_millis.to_string()),
-        ])
+        .arg(&fields)
         .query(connection)
         .unwrap();
 }
@@ -210,10 +223,11 @@ mod redis_streams {
     }
 }
 
-/// A replica that died mid-reply never logs the end: once its log has been silent for as long
-/// as a follower waits (two minutes), its generation is no longer in progress.
+/// A replica of an older version that died mid-reply never logs the end, and keeps no liveness
+/// key: once its log has been silent for as long as a follower waits (two minutes), its
+/// generation is no longer in progress.
 #[tokio::test]
-async fn a_generation_silent_for_minutes_is_no_longer_in_progress() {
+async fn an_older_writers_generation_silent_for_minutes_is_no_longer_in_progress() {
     let Some((log, keys)) = redis_log().await else {
         return;
     };
@@ -240,8 +254,8 @@ async fn a_generation_silent_for_minutes_is_no_longer_in_progress() {
         &mut connection,
         &key,
         start,
-        conversation,
-        three_minutes_ago,
+        (conversation, three_minutes_ago),
+        Writer::WithoutLiveness,
     );
 
     assert_eq!(
@@ -253,11 +267,11 @@ async fn a_generation_silent_for_minutes_is_no_longer_in_progress() {
     assert_eq!(log.in_progress(conversation).await.unwrap(), None);
 }
 
-/// A resume of a dead replica's reply (a client reconnecting with its last id, minutes later)
-/// learns at once that nothing more will come: its state is finished, and following it replays
-/// what was logged and then gives up within one blocking read, not after two minutes more.
+/// A resume of a dead older replica's reply (a client reconnecting with its last id, minutes
+/// later) learns at once that nothing more will come: its state is finished, and following it
+/// replays what was logged and then gives up within one blocking read, not after two minutes more.
 #[tokio::test]
-async fn a_dead_generation_is_finished_and_following_it_gives_up_within_seconds() {
+async fn an_older_writers_dead_generation_is_finished_and_following_it_gives_up_within_seconds() {
     use futures::StreamExt;
 
     let Some((log, keys)) = redis_log().await else {
@@ -274,8 +288,8 @@ async fn a_dead_generation_is_finished_and_following_it_gives_up_within_seconds(
             &mut connection,
             &key,
             event,
-            conversation,
-            three_minutes_ago,
+            (conversation, three_minutes_ago),
+            Writer::WithoutLiveness,
         );
     }
 
@@ -316,8 +330,8 @@ async fn a_generation_written_here_is_never_taken_for_dead() {
         &mut connection,
         &key,
         (1, "start", "{}"),
-        conversation,
-        three_minutes_ago,
+        (conversation, three_minutes_ago),
+        Writer::WithoutLiveness,
     );
 
     let state = log
@@ -356,12 +370,13 @@ async fn a_failed_append_leaves_no_hole_and_a_repeated_one_no_double() {
 
     // The next event as an attempt whose answer was lost left it in the stream.
     let delta = (2, "delta", "{\"text\":\"a\"}");
-    write_event(&mut connection, &key, delta, conversation, now_millis());
+    let now = (conversation, now_millis());
+    write_event(&mut connection, &key, delta, now, Writer::KeepingAlive);
     let retried = log.append(generation, "delta", "{\"text\":\"a\"}", false);
     assert_eq!(retried.await.unwrap(), 2);
     // An event its caller gave up on, although it got there: the next event goes after it.
     let given_up = (3, "delta", "{\"text\":\"b\"}");
-    write_event(&mut connection, &key, given_up, conversation, now_millis());
+    write_event(&mut connection, &key, given_up, now, Writer::KeepingAlive);
     assert_eq!(log.append(generation, "done", "{}", true).await.unwrap(), 4);
 
     let events: Vec<_> = log
@@ -379,4 +394,137 @@ async fn a_failed_append_leaves_no_hole_and_a_repeated_one_no_double() {
         logged,
         [(1, "start"), (2, "delta"), (3, "delta"), (4, "done")]
     );
+}
+
+/// Another replica's generation that lost its liveness key (its replica died, and the key's 15 s
+/// ran out) is abandoned at once, however recently it logged: not in progress, finished, and
+/// following it gives up within one blocking read.
+#[tokio::test]
+async fn a_generation_no_longer_kept_alive_is_abandoned_at_once() {
+    let Some((log, keys)) = redis_log().await else {
+        return;
+    };
+    let conversation = domain::ConversationId::generate();
+    let dead = domain::GenerationId::generate();
+    let other_replica =
+        RedisGenerationLog::connect(&keys.url, keys.prefix.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+    other_replica.begin(conversation, dead).await.unwrap();
+    other_replica
+        .append(dead, "start", "{}", false)
+        .await
+        .unwrap();
+    assert_eq!(log.in_progress(conversation).await.unwrap(), Some(dead));
+    drop(other_replica);
+    let client = redis::Client::open(keys.url.as_str()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let () = connection
+        .del(format!("{}:generation:{dead}:alive", keys.prefix))
+        .unwrap();
+
+    assert_eq!(log.in_progress(conversation).await.unwrap(), None);
+    let state = log.state(dead).await.unwrap().expect("its log is there");
+    assert!(state.finished, "nothing more will come");
+    let started = std::time::Instant::now();
+    let mut events = log.follow(dead, 0).await.unwrap();
+    let replayed = events.next().await.unwrap().unwrap();
+    assert_eq!(replayed.name, "start");
+    let ended = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("following a dead generation gives up");
+    assert!(matches!(ended, Some(Err(_))), "{ended:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+}
+
+/// Another replica's generation whose liveness key is there runs, however long ago it last
+/// logged (a model silent for minutes, or a replica whose clock is behind): in progress, not
+/// finished, and its followers wait for what comes next.
+#[tokio::test]
+async fn a_generation_kept_alive_runs_whatever_the_time_of_its_last_event() {
+    let Some((log, keys)) = redis_log().await else {
+        return;
+    };
+    let conversation = domain::ConversationId::generate();
+    let thinking = domain::GenerationId::generate();
+    let other_replica =
+        RedisGenerationLog::connect(&keys.url, keys.prefix.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+    other_replica.begin(conversation, thinking).await.unwrap();
+    let client = redis::Client::open(keys.url.as_str()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let key = format!("{}:generation:{thinking}", keys.prefix);
+    let three_minutes_ago = (conversation, now_millis() - 180_000);
+    let start = (1, "start", "{}");
+    write_event(
+        &mut connection,
+        &key,
+        start,
+        three_minutes_ago,
+        Writer::KeepingAlive,
+    );
+
+    assert_eq!(log.in_progress(conversation).await.unwrap(), Some(thinking));
+    let state = log
+        .state(thinking)
+        .await
+        .unwrap()
+        .expect("its log is there");
+    assert!(!state.finished, "its replica keeps it alive");
+    let mut events = log.follow(thinking, 1).await.unwrap();
+    let waiting = tokio::time::timeout(Duration::from_secs(3), events.next()).await;
+    assert!(
+        waiting.is_err(),
+        "past a blocking read it still waits: {waiting:?}"
+    );
+    other_replica
+        .append(thinking, "done", "{}", true)
+        .await
+        .unwrap();
+    let done = events.next().await.unwrap().unwrap();
+    assert_eq!(done.name, "done");
+    assert!(events.next().await.is_none());
+}
+
+/// A process renews the liveness of the generations it writes for as long as they run, but not
+/// of one whose final event it has tried: if that event cannot be logged, the generation is
+/// abandoned 15 s later instead of running for the hour its stream lives. One that finished
+/// leaves no key behind.
+#[tokio::test]
+async fn a_writer_keeps_its_running_generations_alive_and_lets_a_failed_end_go() {
+    let Some((log, keys)) = redis_log().await else {
+        return;
+    };
+    let conversation = domain::ConversationId::generate();
+    let [running, failed_end, finished] = [(); 3].map(|()| domain::GenerationId::generate());
+    for generation in [running, failed_end, finished] {
+        log.begin(conversation, generation).await.unwrap();
+        log.append(generation, "start", "{}", false).await.unwrap();
+    }
+    let client = redis::Client::open(keys.url.as_str()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let alive_key = |generation| format!("{}:generation:{generation}:alive", keys.prefix);
+    log.append(finished, "done", "{}", true).await.unwrap();
+    let stream_key = format!("{}:generation:{failed_end}", keys.prefix);
+    let () = connection.del(&stream_key).unwrap();
+    let () = connection.set(&stream_key, "in the way").unwrap();
+    assert!(log.append(failed_end, "done", "{}", true).await.is_err());
+
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let left = |connection: &mut redis::Connection, generation| -> i64 {
+        connection.pttl(alive_key(generation)).unwrap()
+    };
+    let running_left = left(&mut connection, running);
+    assert!(running_left > 10_000, "renewed: {running_left} ms left");
+    let failed_left = left(&mut connection, failed_end);
+    assert!(
+        (0..=9_000).contains(&failed_left),
+        "not renewed: {failed_left} ms left"
+    );
+    assert_eq!(left(&mut connection, finished), -2, "no key left");
 }
