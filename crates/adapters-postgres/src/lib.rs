@@ -16,11 +16,13 @@
 //!   live connection.
 
 mod batches;
+mod health;
 mod lookups;
 mod reads;
 mod schema;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -106,6 +108,8 @@ pub struct PostgresChatRepository {
     lookups: lookups::ConversationLookups,
     readers: reads::ReaderThreads,
     read_deadline: Option<Duration>,
+    answers: Arc<health::Answers>,
+    health_checks: Arc<health::SingleCheck>,
 }
 
 impl fmt::Debug for PostgresChatRepository {
@@ -216,6 +220,8 @@ impl PostgresChatRepository {
             lookups,
             readers,
             read_deadline: read_deadline(&settings),
+            answers: Arc::new(health::Answers::new()),
+            health_checks: Arc::default(),
         };
         repository
             .run("migrate", move |connection| {
@@ -245,7 +251,7 @@ impl PostgresChatRepository {
         .await
         .map_err(|error| RepositoryError::Unknown(anyhow!("storage task failed: {error}")))
         .and_then(|result| result);
-        record_operation(operation, started, &result);
+        record_operation(&self.answers, operation, started, &result);
         result
     }
 
@@ -295,7 +301,7 @@ impl PostgresChatRepository {
             }
             Err(refused) => Err(refused),
         };
-        record_operation(operation, started, &result);
+        record_operation(&self.answers, operation, started, &result);
         result
     }
 
@@ -337,11 +343,20 @@ fn answer_if_awaited<T>(
 
 /// How long a storage operation took (pool or batch wait included) and how it ended, under the
 /// label set every storage backend uses.
+/// Records how long an operation took and how it ended, and notes in `answers` that the database
+/// answered unless it failed for want of one.
 fn record_operation<T>(
+    answers: &health::Answers,
     operation: &'static str,
     started: Instant,
     result: &Result<T, RepositoryError>,
 ) {
+    if !matches!(
+        result,
+        Err(RepositoryError::Unavailable(_) | RepositoryError::Overloaded)
+    ) {
+        answers.note();
+    }
     let outcome = result.as_ref().map_or_else(RepositoryError::kind, |_| "ok");
     metrics::histogram!(
         "storage_operation_duration_seconds",
@@ -784,7 +799,7 @@ impl ChatRepository for PostgresChatRepository {
             .await
             .transpose()
         {
-            record_operation("get_conversation", started, &found);
+            record_operation(&self.answers, "get_conversation", started, &found);
             return found;
         }
         self.read("get_conversation", move |connection| {
@@ -890,27 +905,41 @@ impl ChatRepository for PostgresChatRepository {
     async fn append_exchange(&self, exchange: &NewExchange) -> Result<Exchange, RepositoryError> {
         let started = Instant::now();
         let result = self.appends.append(exchange.clone()).await;
-        record_operation("append_exchange", started, &result);
+        record_operation(&self.answers, "append_exchange", started, &result);
         result
     }
 
+    /// One check at a time: callers that ask while one runs get its outcome (see `health`).
     async fn health_check(&self) -> Result<(), RepositoryError> {
+        let pool = self.pool.clone();
+        let answers = Arc::clone(&self.answers);
         let checked = self
-            .run("health_check", |connection| {
-                connection
-                    .batch_execute("SELECT 1")
-                    .map_err(|error| match map_error(error) {
-                        RepositoryError::Unknown(error) => {
-                            RepositoryError::Unavailable(error.to_string())
-                        }
-                        other => other,
-                    })
+            .health_checks
+            .run(move || {
+                let started = Instant::now();
+                let checked = checkout(&pool).and_then(|mut connection| {
+                    connection
+                        .batch_execute("SELECT 1")
+                        .map_err(|error| match map_error(error) {
+                            RepositoryError::Unknown(error) => {
+                                RepositoryError::Unavailable(error.to_string())
+                            }
+                            other => other,
+                        })
+                });
+                record_operation(&answers, "health_check", started, &checked);
+                checked
             })
             .await;
-        // No connection came free in time, but every one of them is open and at work: the
-        // database answers, the replica is busy.
+        // No connection came free in time, but every one of them is open and at work, and the
+        // database answered something within the time a read may take: the replica is busy. A
+        // database that answered nothing that long is hung, whatever holds the connections.
         let state = self.pool.state();
-        let busy = state.idle_connections == 0 && state.connections >= self.pool.max_size();
+        let answering = self
+            .read_deadline
+            .is_none_or(|deadline| self.answers.within(deadline));
+        let busy =
+            state.idle_connections == 0 && state.connections >= self.pool.max_size() && answering;
         match checked {
             Err(RepositoryError::Unavailable(_)) if busy => Err(RepositoryError::Overloaded),
             checked => checked,

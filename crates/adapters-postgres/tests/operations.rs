@@ -1,5 +1,6 @@
 //! What only PostgreSQL deployments see: several replicas on one database, start-up, outages.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -325,6 +326,8 @@ struct Proxy {
     port: u16,
     task: JoinHandle<()>,
     frozen: watch::Sender<bool>,
+    /// How many connections it has accepted.
+    accepted: Arc<AtomicUsize>,
 }
 
 async fn start_proxy(port: u16, target: String) -> Proxy {
@@ -333,12 +336,15 @@ async fn start_proxy(port: u16, target: String) -> Proxy {
         .expect("bind the proxy");
     let port = listener.local_addr().unwrap().port();
     let (frozen, thawed) = watch::channel(false);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
     let task = tokio::spawn(async move {
         let mut connections = JoinSet::new();
         loop {
             let Ok((inbound, _)) = listener.accept().await else {
                 continue;
             };
+            counted.fetch_add(1, Ordering::SeqCst);
             let target = target.clone();
             let thawed = thawed.clone();
             connections.spawn(async move {
@@ -353,7 +359,12 @@ async fn start_proxy(port: u16, target: String) -> Proxy {
             });
         }
     });
-    Proxy { port, task, frozen }
+    Proxy {
+        port,
+        task,
+        frozen,
+        accepted,
+    }
 }
 
 async fn forward(
@@ -808,4 +819,102 @@ async fn a_batch_across_conversations_claims_each_in_order_and_refuses_only_the_
             Err(RepositoryError::NotFound)
         ));
     }
+}
+
+/// Readiness probes of a database that stopped answering, every 400 ms and each given up after
+/// 300 ms (as `/readyz` gives up), wait for one check: they do not each leave a thread and a
+/// connection waiting, and once the pool is full of waiting work the database is still not taken
+/// for busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn probes_of_a_hung_database_share_one_check_and_never_find_it_ready() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let (proxy, repository, _) =
+        behind_a_proxy(&database, 3, Duration::from_secs(1), "Probed while hung").await;
+
+    proxy.frozen.send_replace(true);
+    let accepted_before = proxy.accepted.load(Ordering::SeqCst);
+    for _ in 0..8 {
+        let probe = tokio::time::timeout(Duration::from_millis(300), repository.health_check());
+        let probed = probe.await;
+        assert!(
+            !matches!(probed, Ok(Ok(()) | Err(RepositoryError::Overloaded))),
+            "a hung database is not ready: {probed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let opened = proxy.accepted.load(Ordering::SeqCst) - accepted_before;
+    assert!(
+        opened <= 1,
+        "the probes opened {opened} connections to wait on the hung database"
+    );
+
+    proxy.frozen.send_replace(false);
+    tokio::time::timeout(Duration::from_secs(10), repository.health_check())
+        .await
+        .expect("the check answers once the database does")
+        .expect("ready again");
+    proxy.task.abort();
+}
+
+/// Every pooled connection held by work a hung database does not answer: a check that finds no
+/// connection free is `Unavailable` once nothing has been answered for as long as a read may
+/// take (3 s here), not the `Overloaded` of a busy pool, which would count as ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_full_of_work_a_hung_database_does_not_answer_is_not_busy() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let (proxy, repository, _) =
+        behind_a_proxy(&database, 3, Duration::from_secs(1), "Held while hung").await;
+    let repository = Arc::new(repository);
+    let create_three = || {
+        let mut creating = JoinSet::new();
+        for label in ["one", "two", "three"] {
+            let repository = Arc::clone(&repository);
+            creating.spawn(async move {
+                let conversation = Conversation::new(
+                    ConversationId::generate(),
+                    ConversationTitle::new(label).unwrap(),
+                    Timestamp::now(),
+                );
+                repository.create_conversation(&conversation).await
+            });
+        }
+        creating
+    };
+    // Three creations held up by a table lock make the pool open all its connections.
+    let mut blocker = diesel::PgConnection::establish(database.url()).unwrap();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE conversations IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut warming = create_three();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker.batch_execute("COMMIT").unwrap();
+    while let Some(created) = warming.join_next().await {
+        created.unwrap().expect("created once the lock is gone");
+    }
+
+    proxy.frozen.send_replace(true);
+    let mut stuck = create_three();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let checked = tokio::time::timeout(Duration::from_secs(5), repository.health_check()).await;
+    assert!(
+        matches!(checked, Ok(Err(RepositoryError::Unavailable(_)))),
+        "{checked:?}"
+    );
+
+    proxy.frozen.send_replace(false);
+    while let Some(created) = stuck.join_next().await {
+        created.unwrap().expect("created once the database answers");
+    }
+    tokio::time::timeout(Duration::from_secs(10), repository.health_check())
+        .await
+        .expect("the check answers once the database does")
+        .expect("ready again");
+    proxy.task.abort();
 }
