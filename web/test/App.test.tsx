@@ -1832,6 +1832,37 @@ describe('following a reply in progress', () => {
       expect((composer() as HTMLTextAreaElement).value).toBe('Never taken');
     }));
 
+  it('a send a proxy gave up on (504) is looked for, and its reply shows once the server stored it', () =>
+    inFakeTime(async () => {
+      const gatewayTimeout = () => new Response('<html><body>504 Gateway Time-out</body></html>', { status: 504, headers: { 'Content-Type': 'text/html' } });
+      server.onStream((id, content) => {
+        // The server took it: the exchange is stored after the proxy has given up.
+        setTimeout(() => server.messages[id]?.push(msg(id, 'user', content), msg(id, 'assistant', 'Stored after all')), 1500);
+        return gatewayTimeout();
+      });
+      await renderLoaded();
+      fireEvent.change(composer(), { target: { value: 'Slow to answer' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      expect(await screen.findByText(/A proxy gave up waiting for the server's answer. If it took the message, its reply will appear/)).toBeTruthy();
+      expect(screen.queryByRole('alert')).toBeNull();
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+      await passTime(10_000);
+      expect(await screen.findAllByText('Stored after all')).not.toHaveLength(0);
+      expect(screen.queryByText(/A proxy gave up/)).toBeNull();
+      expect(screen.queryByRole('alert')).toBeNull();
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+
+      server.onStream(() => gatewayTimeout());
+      fireEvent.change(composer(), { target: { value: 'Never stored' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await passTime(10_000);
+      const alert = await screen.findByRole('alert');
+      expect(alert.textContent).toBe(
+        'A proxy in front of the server gave up waiting for its answer (504). The server stored nothing. Your message is back in the message box.',
+      );
+      expect((composer() as HTMLTextAreaElement).value).toBe('Never stored');
+    }));
+
   it('a reply lost before it was stored (the server restarted mid-reply) gives the message back', () =>
     inFakeTime(async () => {
       const post = sseResponse();

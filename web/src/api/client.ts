@@ -36,6 +36,18 @@ export class NetworkError extends Error {
   }
 }
 
+/**
+ * A proxy in front of the server gave up waiting for its answer (504, or Cloudflare's 524): the
+ * request reached the server, which may have taken it. Out of reach for a retry, like any
+ * NetworkError, but a message sent so may be stored, its reply too.
+ */
+export class GatewayTimeout extends NetworkError {
+  constructor(status: number) {
+    super(`A proxy in front of the server gave up waiting for its answer (${status}).`);
+    this.name = 'GatewayTimeout';
+  }
+}
+
 /** True when the error means "the server is not there", as opposed to "the server said no". */
 export function isUnreachable(err: unknown): boolean {
   return err instanceof NetworkError;
@@ -346,6 +358,7 @@ async function toApiError(res: Response): Promise<Error> {
     return new ApiError(res.status, body.message, body.code ?? 'error', retryAfter);
   }
   // No JSON error body: not chat-server talking (e.g. the dev proxy answering 500 with the server down).
+  if (res.status === 504 || res.status === 524) return new GatewayTimeout(res.status);
   if (res.status >= 500) return new NetworkError();
   return new ApiError(res.status, `The server answered ${res.status}.`, 'http_error', retryAfter);
 }

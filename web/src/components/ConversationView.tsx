@@ -1,5 +1,5 @@
 import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { ApiError, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, replyFailed } from '../api/client';
+import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
 import { clearCreating, clearSent, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, withUnsent } from '../drafts';
 import { Composer } from './Composer';
@@ -30,9 +30,10 @@ interface Pending {
   /**
    * "stopped" by the user, or "interrupted" when the connection to it was lost: either way the
    * reply is awaited from the server, which goes on and stores it. "stoppedUnanswered": stopped
-   * before the server answered, so it may never have taken the message.
+   * before the server answered, so it may never have taken the message; "unanswered": a proxy
+   * gave up waiting for the server's answer, which may have taken it all the same.
    */
-  state: 'streaming' | 'stopped' | 'stoppedUnanswered' | 'interrupted';
+  state: 'streaming' | 'stopped' | 'stoppedUnanswered' | 'unanswered' | 'interrupted';
 }
 
 interface Props {
@@ -330,9 +331,10 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
    * it is there. A short reply is there within a few polls; a longer one is waited for by following
    * its generation silently to its end. When it ends without a stored reply (the assistant failed,
    * or the server restarted mid-reply and lost it), the user's text goes back into the composer of
-   * the tab that sent it; another tab that watched the reply only says so.
+   * the tab that sent it; another tab that watched the reply only says so. `unanswered`, when the
+   * server never answered the send, says why nothing was stored if nothing was.
    */
-  const reloadAfterStop = (id: string, known: Set<string>, lastEventId: string | null, answered = true) => {
+  const reloadAfterStop = (id: string, known: Set<string>, lastEventId: string | null, unanswered?: string) => {
     const gen = generation.current;
     const waiting = new AbortController();
     waits.current.add(waiting);
@@ -379,9 +381,7 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
       }
       const why =
         ended === null
-          ? answered
-            ? 'The reply was lost before it was stored (the server may have restarted).'
-            : 'Stopped before the server answered; it stored nothing.'
+          ? (unanswered ?? 'The reply was lost before it was stored (the server may have restarted).')
           : replyFailed(ended)
             ? `The assistant failed to reply: ${sentence(errorMessage(ended))} Nothing was stored.`
             : `Could not fetch the reply: ${sentence(errorMessage(ended))}`;
@@ -827,8 +827,9 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     } catch (err) {
       if (gen !== generation.current) {
         // Left before the server took the message, and then it refused it or could not be
-        // reached: the text waits in that conversation's message box.
-        if (!accepted && !isAbort(err)) {
+        // reached: the text waits in that conversation's message box. One a proxy gave up on
+        // keeps its mark, for that conversation to look for when it is opened again.
+        if (!accepted && !isAbort(err) && !(err instanceof GatewayTimeout)) {
           clearSent(convId, text);
           keepDraft(convId, text);
         }
@@ -838,8 +839,13 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
         // Even before its answer, the server may have taken the message: look for it there.
         if (stoppedRef.current) {
           setPending((p) => (p ? { ...p, state: accepted ? 'stopped' : 'stoppedUnanswered' } : p));
-          reloadAfterStop(convId, known, lastEventId, accepted);
+          reloadAfterStop(convId, known, lastEventId, accepted ? undefined : 'Stopped before the server answered; it stored nothing.');
         }
+      } else if (err instanceof GatewayTimeout && !accepted) {
+        // The server may have taken the message and be generating its reply (a slow first word
+        // behind a proxy's timeout): look for it before giving the text back, as after Stop.
+        setPending((p) => (p ? { ...p, state: 'unanswered' } : p));
+        reloadAfterStop(convId, known, null, `${sentence(errorMessage(err))} The server stored nothing.`);
       } else if (accepted && !replyFailed(err)) {
         // The connection broke for good (reconnecting with Last-Event-ID failed) or the reply
         // ended meanwhile: the server still finishes and stores it, so fetch it from there.

@@ -8,17 +8,19 @@ interface Props {
   /**
    * Not stored yet: "sending" is the user's message on its way, "streaming" shows a typing
    * cursor, "stopped" and "interrupted" note the reply was cut short here, by Stop or by a lost
-   * connection, and "stoppedUnanswered" that Stop came before the server answered. Only a stored
-   * message can be copied.
+   * connection, "stoppedUnanswered" that Stop came before the server answered, and "unanswered"
+   * that a proxy gave up waiting for the server's answer. Only a stored message can be copied.
    */
-  state?: 'sending' | 'streaming' | 'stopped' | 'stoppedUnanswered' | 'interrupted';
+  state?: 'sending' | 'streaming' | 'stopped' | 'stoppedUnanswered' | 'unanswered' | 'interrupted';
 }
 
 const AWAITED = 'The full reply will appear once the server has stored it.';
+const IF_TAKEN = 'If it took the message, its reply will appear once stored.';
 const CUT_SHORT: Partial<Record<NonNullable<Props['state']>, string>> = {
   stopped: `Stopped. ${AWAITED}`,
   interrupted: `Connection lost. ${AWAITED}`,
-  stoppedUnanswered: 'Stopped before the server answered. If it took the message, its reply will appear once stored.',
+  stoppedUnanswered: `Stopped before the server answered. ${IF_TAKEN}`,
+  unanswered: `A proxy gave up waiting for the server's answer. ${IF_TAKEN}`,
 };
 
 /**
