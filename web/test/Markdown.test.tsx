@@ -20,6 +20,15 @@ describe('Markdown', () => {
     expect(container.textContent).toContain('<script>alert(1)</script>');
   });
 
+  it('lets each block of text take the direction of its own words, and code keep the page\'s', () => {
+    const text = 'مرحبا بالعالم.\n\n- البند الأول.\n- Second item\n\n> שלום\n\n| a |\n| - |\n| ب |\n\n```\ncode\n```';
+    const { container } = render(<Markdown text={text} />);
+    for (const block of container.querySelectorAll('p, ul, li, blockquote, th, td')) expect(block.getAttribute('dir')).toBe('auto');
+    expect(container.querySelectorAll('[dir="auto"]').length).toBeGreaterThanOrEqual(8);
+    expect(container.querySelector('pre')?.hasAttribute('dir')).toBe(false);
+    expect(container.querySelector('code')?.hasAttribute('dir')).toBe(false);
+  });
+
   it('opens links in a new tab without giving the page access to the opener', () => {
     const { getByRole } = render(<Markdown text="See [the docs](https://example.com/docs)." />);
     const link = getByRole('link', { name: 'the docs' });

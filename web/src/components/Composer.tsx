@@ -44,6 +44,7 @@ export function Composer({ value, onChange, onSend, onStop, streaming, inputRef 
         value={value}
         rows={2}
         placeholder="Write a message…"
+        dir="auto"
         onChange={(e) => onChange(e.target.value)}
         onKeyDown={onKeyDown}
         aria-describedby="composer-hint"

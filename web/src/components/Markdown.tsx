@@ -22,6 +22,32 @@ interface MdNode {
   children?: MdNode[];
 }
 
+/** The blocks of text that take their direction from their own words. */
+const DIRECTED = new Set(['p', 'ul', 'ol', 'li', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'blockquote', 'th', 'td']);
+
+/**
+ * Each block of text reads in its own direction (`dir="auto"`: from its first strong character),
+ * so Arabic or Hebrew sits at the right with its punctuation and bullets where they belong, in a
+ * message that may mix languages. Code keeps the page's direction.
+ */
+function rehypeOwnDirection() {
+  return (tree: HastNode) => {
+    const visit = (node: HastNode) => {
+      if (node.type === 'element' && node.tagName !== undefined && DIRECTED.has(node.tagName)) {
+        node.properties = { ...node.properties, dir: 'auto' };
+      }
+      node.children?.forEach(visit);
+    };
+    visit(tree);
+  };
+}
+interface HastNode {
+  type: string;
+  tagName?: string;
+  properties?: Record<string, unknown>;
+  children?: HastNode[];
+}
+
 /** Set inside a link: a link within it (an image, shown as one) would be a link in a link. */
 const InLink = createContext(false);
 
@@ -87,7 +113,7 @@ export function Markdown({ text, focusable = true }: { text: string; focusable?:
     <div className="markdown">
       <ReactMarkdown
         remarkPlugins={[remarkGfm, remarkHtmlAsText]}
-        rehypePlugins={[rehypeHighlightLite]}
+        rehypePlugins={[rehypeHighlightLite, rehypeOwnDirection]}
         components={focusable ? components : unfocusable}
       >
         {text}
