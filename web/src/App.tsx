@@ -505,12 +505,25 @@ function skipToComposer(event: MouseEvent<HTMLAnchorElement>) {
   document.getElementById('composer-input')?.focus();
 }
 
+/** The server's limit on a title, in code points. */
+const MAX_TITLE_CODE_POINTS = 200;
+
 function titleFrom(text: string): string {
   // The first line with words in it, as read: without the markdown that would show as symbols.
   const line = text.split('\n').map(plainLine).find((words) => words !== '') ?? '';
-  // Counted in code points, so an emoji is never cut in half.
-  const chars = Array.from(line);
-  return chars.length > 60 ? `${chars.slice(0, 57).join('')}…` : line || DEFAULT_TITLE;
+  // Counted in characters as shown, so that none is cut in half: a flag or a family emoji is one
+  // character of several code points (in code points where the browser cannot tell, before
+  // Firefox 125).
+  const shown =
+    'Segmenter' in Intl ? Array.from(new Intl.Segmenter().segment(line), (part) => part.segment) : Array.from(line);
+  const codePoints = (words: string) => Array.from(words).length;
+  if (shown.length <= 60 && codePoints(line) <= MAX_TITLE_CODE_POINTS) return line || DEFAULT_TITLE;
+  let cut = '';
+  for (const character of shown.slice(0, 57)) {
+    if (codePoints(cut + character) >= MAX_TITLE_CODE_POINTS) break;
+    cut += character;
+  }
+  return `${cut}…`;
 }
 
 /**

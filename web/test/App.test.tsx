@@ -436,6 +436,20 @@ describe('App', () => {
     expect(input.readOnly).toBe(false);
   });
 
+  it('a title takes up to the server\'s 200 characters, counted as the server counts them (an emoji is one)', async () => {
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: 'Rename Older chat' }));
+    const input = within(nav).getByRole('textbox', { name: 'Conversation title' }) as HTMLInputElement;
+    expect(input.getAttribute('dir')).toBe('auto');
+    fireEvent.change(input, { target: { value: '😀'.repeat(150) } });
+    expect(Array.from(input.value)).toHaveLength(150);
+    fireEvent.change(input, { target: { value: '😀'.repeat(250) } });
+    expect(input.value).toBe('😀'.repeat(200));
+    fireEvent.submit(input);
+    expect(await within(nav).findByRole('button', { name: '😀'.repeat(200) })).toBeTruthy();
+  });
+
   it('New chat opens an empty chat, created on the server only by its first message', async () => {
     const done = sseResponse();
     server.onStream(() => done.response);
@@ -505,6 +519,39 @@ describe('App', () => {
       expect(within(nav).getAllByRole('listitem').map((item) => item.textContent)).toEqual(['Gamma', 'Alpha', 'Beta', 'Delta']),
     );
     expect(within(nav).queryByRole('button', { name: 'Show more' })).toBeNull();
+  });
+
+  it('Show more keeps the keyboard focus while loading, then gives it to the first conversation it brought', async () => {
+    const [a, b, d] = [conv('a', 'Alpha', '2026-03-05T00:00:00Z'), conv('b', 'Beta', '2026-03-04T00:00:00Z'), conv('d', 'Delta', '2026-03-01T00:00:00Z')];
+    for (const c of [a, b, d]) {
+      server.conversations.push(c);
+      server.messages[c.id] = [];
+    }
+    let olderPage: (page: Response) => void = () => undefined;
+    const fetched = mockFetch([
+      (url, init) => {
+        if (url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET') return undefined;
+        if (url.searchParams.get('cursor') === 'after-b') return new Promise<Response>((resolve) => (olderPage = resolve));
+        return json({ items: [a, b], next_cursor: 'after-b' });
+      },
+      server.route,
+    ]);
+    vi.stubGlobal('fetch', fetched.fn);
+    render(<App />);
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    await within(nav).findByRole('button', { name: 'Beta' });
+    const more = within(nav).getByRole('button', { name: 'Show more' });
+    more.focus();
+    fireEvent.click(more);
+    const loading = await within(nav).findByRole('button', { name: 'Loading…' });
+    expect(loading.getAttribute('aria-disabled')).toBe('true');
+    expect(loading.hasAttribute('disabled')).toBe(false);
+    fireEvent.click(loading);
+    olderPage(json({ items: [d], next_cursor: null }));
+    const delta = await within(nav).findByRole('button', { name: 'Delta' });
+    await waitFor(() => expect(document.activeElement).toBe(delta));
+    expect(within(nav).queryByRole('button', { name: /Show more|Loading/ })).toBeNull();
+    expect(fetched.calls.filter((c) => c.url.includes('cursor=after-b'))).toHaveLength(1);
   });
 
   it('renames and deletes (after confirmation) conversations', async () => {
@@ -888,6 +935,37 @@ async function withLogLayout(body: () => Promise<void>) {
     client.mockRestore();
   }
 }
+
+describe('scrolling', () => {
+  it('keeps the newest message in sight when the view gets shorter at the bottom, and not when scrolled up', async () => {
+    const resized: (() => void)[] = [];
+    vi.stubGlobal(
+      'ResizeObserver',
+      class {
+        constructor(callback: () => void) {
+          resized.push(callback);
+        }
+        observe() {}
+        disconnect() {}
+      },
+    );
+    await withLogLayout(async () => {
+      await renderLoaded();
+      await screen.findByText('Earlier answer');
+      const log = screen.getByRole('log');
+      // At the bottom of 200px seen through 150px; then the window gets shorter.
+      log.scrollTop = 50;
+      fireEvent.scroll(log);
+      act(() => resized.forEach((callback) => callback()));
+      expect(log.scrollTop).toBe(200);
+
+      log.scrollTop = 0;
+      fireEvent.scroll(log);
+      act(() => resized.forEach((callback) => callback()));
+      expect(log.scrollTop).toBe(0);
+    });
+  });
+});
 
 describe('older messages', () => {
   it('load on scrolling up, go above the others, and keep the view where it was', async () => {
@@ -2016,6 +2094,19 @@ describe('navigation', () => {
   it('a long first message names its chat without cutting an emoji in half', async () => {
     const nav = await firstMessageOfANewChat(`${'a'.repeat(56)}😀😀 and a few more words`);
     expect(await nav.findByRole('button', { name: `${'a'.repeat(56)}😀…` })).toBeTruthy();
+  });
+
+  it('a first message of flags names its chat with whole flags, within the server\'s 200 code points', async () => {
+    const nav = await firstMessageOfANewChat('🇯🇵'.repeat(40));
+    expect(await nav.findByRole('button', { name: '🇯🇵'.repeat(40) })).toBeTruthy();
+  });
+
+  it('a first message of family emoji (seven code points each) names its chat with whole ones the server takes', async () => {
+    const family = '👨‍👩‍👧‍👦';
+    const nav = await firstMessageOfANewChat(family.repeat(40));
+    const title = family.repeat(28);
+    expect(Array.from(title).length).toBe(196);
+    expect(await nav.findByRole('button', { name: `${title}…` })).toBeTruthy();
   });
 
   /**

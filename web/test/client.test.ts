@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ApiClient, ApiError, NetworkError } from '../src/api/client';
+import { ApiClient, ApiError, GatewayTimeout, NetworkError, isUnreachable } from '../src/api/client';
 import { json, mockFetch, msg, sseResponse } from './helpers';
 
 describe('ApiClient', () => {
@@ -23,6 +23,28 @@ describe('ApiClient', () => {
     await expect(client.listConversations()).rejects.toBeInstanceOf(NetworkError);
     const proxy = new ApiClient('', async () => new Response('', { status: 500 }));
     await expect(proxy.listConversations()).rejects.toBeInstanceOf(NetworkError);
+  });
+
+  it('tells a proxy that gave up waiting (504, 524) from one that found no server', async () => {
+    for (const status of [504, 524]) {
+      const client = new ApiClient('', async () => new Response('<html>Gateway Time-out</html>', { status, headers: { 'Content-Type': 'text/html' } }));
+      const err = await client.streamMessage('c1', 'hello').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(GatewayTimeout);
+      expect(isUnreachable(err)).toBe(true);
+      expect((err as Error).message).toBe(`A proxy in front of the server gave up waiting for its answer (${status}).`);
+    }
+    const noServer = new ApiClient('', async () => new Response('<html>Bad Gateway</html>', { status: 502 }));
+    const err = await noServer.streamMessage('c1', 'hello').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NetworkError);
+    expect(err).not.toBeInstanceOf(GatewayTimeout);
+  });
+
+  it('says an answer that is not JSON came from something else, not what the parser said', async () => {
+    const portal = new ApiClient('', async () => new Response('<html>Log in to the Wi-Fi</html>', { status: 200, headers: { 'Content-Type': 'text/html' } }));
+    for (const call of [() => portal.listConversations(), () => portal.streamMessage('c1', 'hello')]) {
+      const err = await call().catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'not_json', message: 'The answer was not from chat-server (a proxy or a network login page may have answered instead).' });
+    }
   });
 
   it('streams deltas split across chunks and resolves with the done event', async () => {

@@ -181,7 +181,7 @@ export class ApiClient {
     const type = res.headers.get('content-type') ?? '';
     if (!type.includes('text/event-stream')) {
       // A server that ignores Accept answers with the plain JSON exchange.
-      const exchange = (await res.json()) as Exchange;
+      const exchange = await readJson<Exchange>(res);
       opts.onDelta?.(exchange.assistant_message.content);
       return exchange;
     }
@@ -316,8 +316,7 @@ export class ApiClient {
   }
 
   private async json<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const res = await this.request(method, path, body);
-    return (await res.json()) as T;
+    return readJson<T>(await this.request(method, path, body));
   }
 
   private async request(
@@ -342,6 +341,23 @@ export class ApiClient {
     }
     if (!res.ok) throw await toApiError(res);
     return res;
+  }
+}
+
+/**
+ * The JSON body of a successful answer. One that is not JSON came from something between (a
+ * captive portal's login page, a proxy's notice): said so, not with the parser's own words.
+ */
+async function readJson<T>(res: Response): Promise<T> {
+  const text = await res.text();
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new ApiError(
+      res.status,
+      'The answer was not from chat-server (a proxy or a network login page may have answered instead).',
+      'not_json',
+    );
   }
 }
 

@@ -69,8 +69,8 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
             id={`rename-${conversation.id}`}
             ref={inputRef}
             value={title}
-            maxLength={200}
-            onChange={(e) => setTitle(e.target.value)}
+            dir="auto"
+            onChange={(e) => setTitle(withinTitleLimit(e.target.value))}
             onKeyDown={onKeyDown}
             readOnly={saving}
           />
@@ -88,7 +88,9 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
   return (
     <li className={`conversation-item${selected ? ' selected' : ''}`}>
       <button type="button" className="conversation-link" aria-current={selected ? 'page' : undefined} onClick={onSelect}>
-        <span className="conversation-title">{conversation.title}</span>
+        <span className="conversation-title" dir="auto">
+          {conversation.title}
+        </span>
       </button>
       <div className="conversation-actions">
         <button type="button" className="icon-button" ref={renameRef} onClick={startEditing} aria-label={`Rename ${conversation.title}`} title="Rename">
@@ -104,4 +106,13 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
       </div>
     </li>
   );
+}
+
+/**
+ * The server's limit on a title is 200 characters counted in code points; `maxLength` counts
+ * UTF-16 units, which would allow only 100 emoji.
+ */
+function withinTitleLimit(title: string): string {
+  const codePoints = Array.from(title);
+  return codePoints.length > 200 ? codePoints.slice(0, 200).join('') : title;
 }

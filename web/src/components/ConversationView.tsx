@@ -265,6 +265,18 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     }
   }, [messages, pending]);
 
+  // The view getting shorter (a smaller window, a phone's keyboard opening) keeps the newest
+  // message in sight when the bottom was: nothing else scrolls while no message changes.
+  useEffect(() => {
+    const el = logRef.current;
+    if (!el || typeof ResizeObserver === 'undefined') return;
+    const observer = new ResizeObserver(() => {
+      if (stickToBottom.current) el.scrollTop = el.scrollHeight;
+    });
+    observer.observe(el);
+    return () => observer.disconnect();
+  }, []);
+
   // A first page too short to scroll cannot be scrolled up: fetch the next older page right away.
   useEffect(() => {
     const el = logRef.current;

@@ -1,4 +1,4 @@
-import { useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import type { Conversation } from '../api/types';
 import { ConfirmDialog } from './ConfirmDialog';
 import { ConversationItem } from './ConversationItem';
@@ -25,6 +25,26 @@ interface Props {
 export function Sidebar(props: Props) {
   const { conversations, selectedId } = props;
   const [confirming, setConfirming] = useState<Conversation | null>(null);
+  const moreRef = useRef<HTMLButtonElement>(null);
+  /** How many conversations were listed when "Show more" was pressed while it had the focus. */
+  const focusFrom = useRef<number | null>(null);
+
+  // Once the page is in, "Show more" keeps the focus if it stays; if it went (nothing more), the
+  // focus goes to the first conversation it brought, not to the page.
+  useEffect(() => {
+    if (props.loading || focusFrom.current === null) return;
+    const from = focusFrom.current;
+    focusFrom.current = null;
+    if (props.hasMore) return;
+    const links = document.querySelectorAll<HTMLElement>(`#${props.id} .conversation-link`);
+    (links[from] ?? links[links.length - 1])?.focus();
+  }, [props.loading, props.hasMore, props.id]);
+
+  const showMore = () => {
+    if (props.loading) return;
+    focusFrom.current = document.activeElement === moreRef.current ? conversations.length : null;
+    props.onLoadMore();
+  };
 
   return (
     <nav id={props.id} className={`sidebar${props.open ? ' open' : ''}`} aria-label="Conversations">
@@ -65,7 +85,8 @@ export function Sidebar(props: Props) {
         </ul>
       )}
       {props.hasMore && (
-        <button type="button" className="button small load-more" onClick={props.onLoadMore} disabled={props.loading}>
+        // Not disabled while loading: a disabled button drops the keyboard focus.
+        <button type="button" className="button small load-more" ref={moreRef} onClick={showMore} aria-disabled={props.loading}>
           {props.loading ? 'Loading…' : 'Show more'}
         </button>
       )}
