@@ -183,8 +183,16 @@ export function App() {
   useEffect(() => {
     const sync = joinTabs((event) => {
       if (event.kind === 'upserted') learn(event.conversation);
-      else if (event.kind === 'deleted') forget(event.id);
-      else {
+      else if (event.kind === 'deleted') {
+        const focusedItem = document.activeElement?.closest<HTMLElement>('#sidebar .conversation-item');
+        forget(event.id);
+        if (focusedItem?.dataset.id === event.id) {
+          // The user was at it (renaming it, say): its buttons and field go; say why, and keep
+          // the keyboard focus in the list.
+          setSidebarError('That conversation was deleted in another tab.');
+          setTimeout(() => document.querySelector<HTMLElement>('#sidebar .new-chat')?.focus());
+        }
+      } else {
         if (conversationsRef.current.some((c) => c.id === event.id)) touch(event.id, event.updatedAt);
         // Beyond the loaded page of the list: fetch it, as it is now among the most recent.
         else api.getConversation(event.id).then(learn, () => undefined);

@@ -2291,6 +2291,26 @@ describe('other tabs of the same browser', () => {
     expect(within(log).getAllByText('Earlier answer')).toHaveLength(1);
   });
 
+  it('a conversation deleted in another tab while being renamed here says so, and the focus stays in the list', async () => {
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    // One the user is not at goes without a word.
+    otherTab.postMessage({ kind: 'upserted', conversation: conv('n9', 'Made in another tab', '2026-03-01T00:00:00Z') });
+    await within(nav).findByRole('button', { name: 'Made in another tab' });
+    otherTab.postMessage({ kind: 'deleted', id: 'n9' });
+    await waitFor(() => expect(within(nav).queryByRole('button', { name: 'Made in another tab' })).toBeNull());
+    expect(within(nav).queryByRole('alert')).toBeNull();
+
+    fireEvent.click(within(nav).getByRole('button', { name: 'Rename Older chat' }));
+    const input = within(nav).getByRole('textbox', { name: 'Conversation title' });
+    input.focus();
+    fireEvent.change(input, { target: { value: 'Half a new na' } });
+    otherTab.postMessage({ kind: 'deleted', id: 'c1' });
+    expect((await within(nav).findByRole('alert')).textContent).toBe('That conversation was deleted in another tab.');
+    await waitFor(() => expect(document.activeElement).toBe(within(nav).getByRole('button', { name: /New chat/ })));
+    expect(within(nav).queryByRole('textbox', { name: 'Conversation title' })).toBeNull();
+  });
+
   it('tell the other tabs what this one created and stored', async () => {
     const sse = sseResponse();
     server.onStream(() => sse.response);

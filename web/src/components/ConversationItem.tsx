@@ -60,7 +60,7 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
 
   if (editing) {
     return (
-      <li className="conversation-item editing">
+      <li className="conversation-item editing" data-id={conversation.id}>
         <form onSubmit={(e) => void submit(e)} className="rename-form">
           <label htmlFor={`rename-${conversation.id}`} className="visually-hidden">
             Conversation title
@@ -86,7 +86,7 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
   }
 
   return (
-    <li className={`conversation-item${selected ? ' selected' : ''}`}>
+    <li className={`conversation-item${selected ? ' selected' : ''}`} data-id={conversation.id}>
       <button type="button" className="conversation-link" aria-current={selected ? 'page' : undefined} onClick={onSelect}>
         <span className="conversation-title" dir="auto">
           {conversation.title}
