@@ -402,12 +402,18 @@ impl GenerationLog for RedisGenerationLog {
             }
             self.appended(generation_id, sequence, last);
             if last {
-                let (_, _): (Value, Value) = redis::pipe()
+                // Tidying only: the final event is logged, which is what followers and resumes
+                // go by, and the generation is no longer this process's to log. Failed (Redis
+                // slow, say), the id stays among the running until their set expires, passed
+                // over as finished, and the liveness key expires unrenewed.
+                let tidied: Result<(Value, Value), _> = redis::pipe()
                     .zrem(self.running_key(conversation_id), generation_id.to_string())
                     .del(liveness_key(&self.prefix, generation_id))
                     .query_async(&mut commands)
-                    .await
-                    .map_err(unavailable)?;
+                    .await;
+                if let Err(error) = tidied {
+                    tracing::debug!(%error, "tidying up after a finished reply failed");
+                }
             }
             return Ok(sequence);
         }

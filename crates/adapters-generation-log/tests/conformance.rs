@@ -525,3 +525,31 @@ async fn a_writer_keeps_its_running_generations_alive_and_lets_a_failed_end_go()
     );
     assert_eq!(left(&mut connection, finished), -2, "no key left");
 }
+
+/// A final event that got into the stream is logged, whatever the tidying after it meets (Redis
+/// too slow to answer, here a key of another type in the way): the append succeeds, so its
+/// caller does not try it again, which would fail as the generation is no longer written here.
+#[tokio::test]
+async fn a_final_event_in_the_stream_is_logged_even_when_tidying_up_after_it_fails() {
+    let Some((log, keys)) = redis_log().await else {
+        return;
+    };
+    let conversation = domain::ConversationId::generate();
+    let generation = domain::GenerationId::generate();
+    log.begin(conversation, generation).await.unwrap();
+    log.append(generation, "start", "{}", false).await.unwrap();
+    let client = redis::Client::open(keys.url.as_str()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let running = format!("{}:conversation:{conversation}:running", keys.prefix);
+    let () = connection.del(&running).unwrap();
+    let () = connection.set(&running, "in the way").unwrap();
+
+    assert_eq!(log.append(generation, "done", "{}", true).await.unwrap(), 2);
+    let state = log
+        .state(generation)
+        .await
+        .unwrap()
+        .expect("its log is there");
+    assert!(state.finished);
+    assert_eq!(state.last_sequence, 2);
+}
