@@ -82,18 +82,48 @@ fn final_event(outcome: Result<Exchange, ChatError>) -> (&'static str, String) {
     }
 }
 
-fn event_stream(body: impl futures::Stream<Item = Bytes> + 'static) -> HttpResponse {
-    HttpResponse::Ok()
+/// A comment line: SSE clients ignore it (the spec says so), but it is bytes on the wire.
+const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+fn event_stream(
+    body: impl futures::Stream<Item = Bytes> + 'static,
+    keep_alive: Option<Duration>,
+) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body.map(Ok::<Bytes, actix_web::Error>))
+        .insert_header(("X-Accel-Buffering", "no"));
+    match keep_alive {
+        Some(silence) => {
+            response.streaming(with_keep_alive(body, silence).map(Ok::<_, actix_web::Error>))
+        }
+        None => response.streaming(body.map(Ok::<_, actix_web::Error>)),
+    }
+}
+
+/// `body`, with a comment sent after every `silence` without a frame: a proxy in between (nginx
+/// closes a response silent for 60 s by default) keeps the stream of a slow model or of a paused
+/// reply open, and a client that went away is noticed when the comment cannot be written, which
+/// frees its stream slot.
+fn with_keep_alive(
+    body: impl futures::Stream<Item = Bytes> + 'static,
+    silence: Duration,
+) -> impl futures::Stream<Item = Bytes> + 'static {
+    stream::unfold(Box::pin(body), move |mut body| async move {
+        match tokio::time::timeout(silence, body.next()).await {
+            Ok(Some(frame)) => Some((frame, body)),
+            Ok(None) => None,
+            Err(_) => Some((Bytes::from_static(KEEP_ALIVE_COMMENT), body)),
+        }
+    })
 }
 
 /// The events of a generation after `after`, as an SSE response.
 pub(crate) fn follow_response(
     generation_id: GenerationId,
     events: GenerationEvents,
+    keep_alive: Option<Duration>,
 ) -> HttpResponse {
     let body = events.scan(false, move |failed, event| {
         if *failed {
@@ -120,15 +150,17 @@ pub(crate) fn follow_response(
         };
         future::ready(Some(frame))
     });
-    event_stream(body)
+    event_stream(body, keep_alive)
 }
 
 /// Waits before each repeated attempt at logging an event.
 const LOG_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
 
 /// How long a reply's final event is tried: as long as a Redis fail-over may take. The sender's
-/// stream and every follower wait for that event; given up after the other events' half second,
-/// followers would wait out the log's idle limit on every resume.
+/// stream and every follower wait for that event, until the log takes the generation for
+/// abandoned (the Redis log stops keeping it alive at the first try, so followers there end with
+/// `interrupted` within about 15 s, and a resume finds the reply finished and its exchange
+/// (stored, if it was, before this event) in the messages).
 const FINAL_EVENT_PATIENCE: Duration = Duration::from_secs(60);
 
 /// The wait between attempts at a final event once those of [`LOG_RETRY_DELAYS`] are used.
@@ -257,19 +289,59 @@ async fn append_briefly(log: &dyn GenerationLog, generation_id: GenerationId, da
 /// Runs the reply to its end, logging every event; the last one is `done` or `error`. The
 /// client's stream `slot` goes back before that event is logged, so a client that saw it may
 /// start its next reply at once.
-async fn run_logged(
+/// A generation begun in the log whose final event has not been tried. Dropped so (the reply
+/// went on without the log after its `begin`, or its task panicked), it tries the final event
+/// once, an `interrupted` error: left open, it would stay the conversation's reply in progress,
+/// kept alive by this process, for the hour its log lives.
+struct OpenGeneration {
     log: Arc<dyn GenerationLog>,
-    generation_id: GenerationId,
+    id: GenerationId,
+    ended: bool,
+}
+
+impl OpenGeneration {
+    fn new(log: Arc<dyn GenerationLog>, id: GenerationId) -> Self {
+        Self {
+            log,
+            id,
+            ended: false,
+        }
+    }
+}
+
+impl Drop for OpenGeneration {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (log, id) = (Arc::clone(&self.log), self.id);
+        runtime.spawn(async move {
+            let data = error_data(
+                "The reply went on without its log; it shows in the messages once stored.",
+                "interrupted",
+            );
+            if let Err(error) = log.append(id, "error", &data, true).await {
+                tracing::debug!(%error, "ending a generation left open failed");
+            }
+        });
+    }
+}
+
+async fn run_logged(
+    mut open: OpenGeneration,
     pending: PendingReply,
     generations: Generations,
     slot: Option<HeldStreamSlot>,
 ) {
+    let (log, generation_id) = (Arc::clone(&open.log), open.id);
     let (deltas, mut delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
     let relay = async {
         // Once a delta cannot be logged, the ones after it wait with it and are logged once the
-        // log answers again: the logged deltas stay the reply's text without a piece missing, and
-        // a long reply does not stay silent in the log, where it would look abandoned. `done`
-        // still carries all of it.
+        // log answers again: the logged deltas stay the reply's text without a piece missing.
+        // `done` still carries all of it.
         let mut unlogged: Option<Unlogged> = None;
         while let Some(ReplyEvent::Delta(text)) = delta_events.next().await {
             let Some(waiting) = unlogged.as_mut() else {
@@ -298,6 +370,7 @@ async fn run_logged(
     let (outcome, ()) = future::join(pending.complete(deltas, cut_short), relay).await;
     drop(slot);
     let (name, data) = final_event(outcome);
+    open.ended = true;
     if let Err(error) = append_final(log.as_ref(), generation_id, name, &data, &generations).await {
         tracing::warn!(%error, "logging the end of a reply failed");
     }
@@ -326,17 +399,18 @@ pub(crate) async fn stream_reply(
     // shown a reply in progress that would never finish.
     let logged = async {
         log.begin(conversation_id, generation_id).await?;
+        let open = OpenGeneration::new(Arc::clone(&log), generation_id);
         let events = log.follow(generation_id, 0).await?;
         append_retrying(log.as_ref(), generation_id, "start", &start).await?;
-        Ok::<_, GenerationLogError>(events)
+        Ok::<_, GenerationLogError>((events, open))
     };
     match logged.await {
-        Ok(events) => {
+        Ok((events, open)) => {
             let generations = state.generations.clone();
             state
                 .generations
-                .spawn(run_logged(log, generation_id, pending, generations, slot));
-            follow_response(generation_id, events)
+                .spawn(run_logged(open, pending, generations, slot));
+            follow_response(generation_id, events, state.settings.stream_keep_alive)
         }
         Err(error) => {
             // Without a log the reply still streams; it just cannot be resumed.
@@ -388,7 +462,7 @@ fn stream_unlogged(
                 &error_data("The reply was interrupted.", "interrupted"),
             ),
         }));
-    event_stream(body)
+    event_stream(body, state.settings.stream_keep_alive)
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@ pub struct ApiSettings {
     /// How long `/readyz` waits for storage's check before it answers 503. Longer than storage's
     /// own wait for a connection, so a busy storage (which still counts as ready) says so first.
     pub readiness_deadline: Duration,
+    /// Silence in an event stream after which a comment line is sent, so that proxies keep an idle
+    /// stream open and a client gone away is noticed; `None` for never.
+    pub stream_keep_alive: Option<Duration>,
 }
 
 /// Shared by every worker: the use cases, the background generations and the metrics.

@@ -347,7 +347,11 @@ pub(crate) async fn resume_stream(
         Some(_) => {}
     }
     match log.follow(generation_id, after).await {
-        Ok(events) => Ok(sse::follow_response(generation_id, events)),
+        Ok(events) => Ok(sse::follow_response(
+            generation_id,
+            events,
+            state.settings.stream_keep_alive,
+        )),
         Err(GenerationLogError::NotFound) => Ok(HttpResponse::NoContent().finish()),
         Err(error) => Err(log_unavailable(error)),
     }

@@ -179,6 +179,7 @@ fn state_with(
         max_streams_per_client: 0,
         max_header_bytes: 16 * 1024,
         readiness_deadline: Duration::from_secs(3),
+        stream_keep_alive: None,
     };
     AppState {
         service: Arc::new(ChatService::new(
@@ -862,6 +863,8 @@ struct FailingLog {
     inner: MemoryGenerationLog,
     appends: AtomicUsize,
     final_attempts: AtomicUsize,
+    /// The names of the final events that got into the log.
+    finals: std::sync::Mutex<Vec<String>>,
     failing: Failing,
 }
 
@@ -885,6 +888,7 @@ impl FailingLog {
             inner: MemoryGenerationLog::new(Duration::from_secs(60), 1 << 20),
             appends: AtomicUsize::new(0),
             final_attempts: AtomicUsize::new(0),
+            finals: std::sync::Mutex::default(),
             failing,
         })
     }
@@ -925,7 +929,11 @@ impl GenerationLog for FailingLog {
         if fails && name != "start" {
             return Err(GenerationLogError::Unavailable("fail-over".to_owned()));
         }
-        self.inner.append(generation_id, name, data, last).await
+        let appended = self.inner.append(generation_id, name, data, last).await;
+        if last && appended.is_ok() {
+            self.finals.lock().unwrap().push(name.to_owned());
+        }
+        appended
     }
 
     async fn in_progress(
@@ -1111,6 +1119,12 @@ async fn a_reply_the_log_cannot_follow_streams_without_it_and_never_shows_as_in_
         None,
         "no other client is offered a reply the log will never see finish"
     );
+    // Begun in the log, the generation is ended there too, not left open for its log's life.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while log.finals.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*log.finals.lock().unwrap(), ["error"]);
 }
 
 /// A reply of `count` pieces, one numbered word each, and its whole text.

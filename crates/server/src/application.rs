@@ -80,6 +80,8 @@ impl Application {
             max_header_bytes: settings.limits.max_header_bytes,
             // A second past the longest a storage call waits for a connection.
             readiness_deadline: Duration::from_secs(settings.storage.connect_timeout_secs + 1),
+            stream_keep_alive: (settings.server.stream_keep_alive_secs > 0)
+                .then(|| Duration::from_secs(settings.server.stream_keep_alive_secs)),
         };
         let state = AppState {
             service: Arc::clone(&service),

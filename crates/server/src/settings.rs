@@ -48,6 +48,9 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     #[serde(deserialize_with = "integer")]
     pub max_connections_per_worker: usize,
+    /// Seconds of silence in an event stream after which a comment is sent; 0 for never.
+    #[serde(deserialize_with = "integer")]
+    pub stream_keep_alive_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -657,6 +660,11 @@ impl Settings {
             "server.max_connections_per_worker",
             server.max_connections_per_worker,
             1_000_000,
+        )?;
+        at_most(
+            "server.stream_keep_alive_secs",
+            server.stream_keep_alive_secs,
+            3_600,
         )?;
         at_most("storage.pool_size", storage.pool_size, 1_024)?;
         at_most(

@@ -502,3 +502,46 @@ async fn a_body_slower_than_the_request_timeout_gets_408_and_nothing_is_stored()
     assert!(started.elapsed() >= Duration::from_millis(900));
     assert!(app.history().await.is_empty());
 }
+
+/// A follower that hangs up while the reply is silent (a model thinking) frees its stream slot
+/// once a keep-alive comment cannot be written, not only at the reply's next word.
+#[tokio::test]
+async fn a_follower_gone_while_the_reply_is_silent_frees_its_slot_at_a_keep_alive() {
+    let app = TestApp::builder()
+        .with("CHAT__LIMITS__MAX_STREAMS_PER_CLIENT", 2)
+        .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 8_000)
+        .with("CHAT__SERVER__STREAM_KEEP_ALIVE_SECS", 1)
+        .spawn()
+        .await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let follow = || {
+        app.client
+            .get(app.url(&format!("/api/v1/conversations/{id}/stream")))
+            .header("accept", "text/event-stream")
+            .send()
+    };
+
+    let sender = open_stream_of(&app, id, None, 3).await;
+    assert_eq!(sender.status(), 200);
+    let follower = follow().await.unwrap();
+    assert_eq!(follower.status(), 200);
+    drop(follower);
+    assert_eq!(follow().await.unwrap().status(), 429, "both slots taken");
+
+    // The reply's next word is 8 s away; keep-alives come every second.
+    let started = Instant::now();
+    loop {
+        let again = follow().await.unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "the slot was still taken after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(sender);
+}

@@ -298,3 +298,51 @@ async fn another_conversations_reply_cannot_be_resumed_here() {
     .await;
     assert_eq!(response.status(), 204);
 }
+
+/// A stream silent for longer than `server.stream_keep_alive_secs` carries comment lines, which
+/// keep proxies from closing it; SSE readers skip them, and the events around them are unchanged.
+#[tokio::test]
+async fn a_silent_stream_carries_keep_alive_comments_that_readers_skip() {
+    use futures::StreamExt;
+
+    let app = TestApp::builder()
+        .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 1_300)
+        .with("CHAT__SERVER__STREAM_KEEP_ALIVE_SECS", 1)
+        .spawn()
+        .await;
+    let conversation = app.create_conversation(None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/conversations/{id}/messages")))
+        .header("accept", "text/event-stream")
+        .json(&json!({ "content": "hi" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Read until a word has come after a comment: a second and a half of a 1.3 s pause.
+    let mut body = String::new();
+    let mut chunks = response.bytes_stream();
+    while !body
+        .split_once(": keep-alive\n\n")
+        .is_some_and(|(_, after)| after.contains("event: delta"))
+    {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), chunks.next())
+            .await
+            .expect("the stream keeps moving")
+            .expect("the stream goes on")
+            .unwrap();
+        body.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(body.contains("\n\n: keep-alive\n\n"), "{body}");
+
+    let names: Vec<&str> = body
+        .split_inclusive("\n\n")
+        .filter(|block| !block.starts_with(':'))
+        .flat_map(str::lines)
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"start"));
+    assert!(names[1..].iter().all(|name| *name == "delta"), "{names:?}");
+}
