@@ -47,13 +47,23 @@ type Outcome = Option<Result<(), String>>;
 
 /// The check in flight, if any, shared by every caller that asks meanwhile. A check of a hung
 /// database waits on its blocking thread for as long as the database hangs; readiness probes,
-/// every few seconds, would otherwise each leave one more thread and connection waiting.
-#[derive(Debug, Default)]
+/// every few seconds, would otherwise each leave one more thread and connection waiting. A check
+/// in flight for longer than `patience` is not joined but followed by a new one, which may find a
+/// connection that works (after a fail-over): one more thread per `patience` at most.
+#[derive(Debug)]
 pub(crate) struct SingleCheck {
-    in_flight: Mutex<Option<watch::Receiver<Outcome>>>,
+    in_flight: Mutex<Option<(Instant, watch::Receiver<Outcome>)>>,
+    patience: Duration,
 }
 
 impl SingleCheck {
+    pub(crate) fn new(patience: Duration) -> Self {
+        Self {
+            in_flight: Mutex::new(None),
+            patience,
+        }
+    }
+
     /// The outcome of the check in flight, or of `check` run now on a blocking thread when none
     /// is. Its failures are `Unavailable`.
     pub(crate) async fn run(
@@ -66,7 +76,11 @@ impl SingleCheck {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             match in_flight.as_ref() {
-                Some(outcome) if outcome.borrow().is_none() && outcome.has_changed().is_ok() => {
+                Some((started, outcome))
+                    if outcome.borrow().is_none()
+                        && outcome.has_changed().is_ok()
+                        && started.elapsed() < self.patience =>
+                {
                     outcome.clone()
                 }
                 _ => {
@@ -74,7 +88,7 @@ impl SingleCheck {
                     tokio::task::spawn_blocking(move || {
                         report.send_replace(Some(check().map_err(|error| error.to_string())));
                     });
-                    *in_flight = Some(outcome.clone());
+                    *in_flight = Some((Instant::now(), outcome.clone()));
                     outcome
                 }
             }
@@ -100,38 +114,42 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
+    /// A check that answers once `release` is sent, counting how often it ran.
+    fn held_check(
+        checks: &Arc<AtomicUsize>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        impl FnOnce() -> Result<(), RepositoryError> + Send + 'static,
+    ) {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let counted = Arc::clone(checks);
+        (release, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = released.recv();
+            Err(RepositoryError::Unavailable("hung up".to_owned()))
+        })
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn callers_during_a_check_share_it_and_the_next_one_runs_again() {
         let checks = Arc::new(AtomicUsize::new(0));
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let single = Arc::new(SingleCheck::default());
-        let counted = Arc::clone(&checks);
-        let first = tokio::spawn({
-            let single = Arc::clone(&single);
-            async move {
-                single
-                    .run(move || {
-                        counted.fetch_add(1, Ordering::SeqCst);
-                        released.recv().unwrap();
-                        Err(RepositoryError::Unavailable("hung up".to_owned()))
-                    })
-                    .await
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let joined: Vec<_> = (0..5)
-            .map(|_| {
-                let single = Arc::clone(&single);
-                tokio::spawn(async move {
-                    single
-                        .run(|| panic!("a second check ran while one was in flight"))
-                        .await
-                })
-            })
+        let single = SingleCheck::new(Duration::from_secs(60));
+        let (release, check) = held_check(&checks);
+        // Each polled once: the first starts the check, the others join it.
+        let mut first = Box::pin(single.run(check));
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        let mut joined: Vec<_> = (0..5)
+            .map(|_| Box::pin(single.run(|| panic!("a second check ran while one was in flight"))))
             .collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        for caller in &mut joined {
+            assert!(futures::poll!(caller.as_mut()).is_pending());
+        }
         release.send(()).unwrap();
-        for outcome in outcomes_of(first, joined).await {
+        let mut outcomes = vec![first.await];
+        for caller in joined {
+            outcomes.push(caller.await);
+        }
+        for outcome in outcomes {
             assert!(
                 matches!(&outcome, Err(RepositoryError::Unavailable(error)) if error.contains("hung up")),
                 "{outcome:?}"
@@ -154,15 +172,20 @@ mod tests {
             .expect("a panicked check is not waited on again");
     }
 
-    async fn outcomes_of(
-        first: tokio::task::JoinHandle<Result<(), RepositoryError>>,
-        joined: Vec<tokio::task::JoinHandle<Result<(), RepositoryError>>>,
-    ) -> Vec<Result<(), RepositoryError>> {
-        let mut outcomes = vec![first.await.unwrap()];
-        for caller in joined {
-            outcomes.push(caller.await.unwrap());
-        }
-        outcomes
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_check_in_flight_past_its_patience_is_followed_by_a_new_one() {
+        let checks = Arc::new(AtomicUsize::new(0));
+        let single = SingleCheck::new(Duration::from_millis(50));
+        let (release, hung) = held_check(&checks);
+        let mut first = Box::pin(single.run(hung));
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        single
+            .run(|| Ok(()))
+            .await
+            .expect("a new check, not the hung one");
+        release.send(()).unwrap();
+        assert!(first.await.is_err());
     }
 
     #[test]

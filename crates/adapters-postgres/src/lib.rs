@@ -48,6 +48,10 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Key of the session advisory lock held while migrations run ("chatmigr" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x6368_6174_6d69_6772;
 
+/// Without a statement timeout, how much longer than the connect timeout a health check is
+/// waited for before a new one starts.
+const UNBOUNDED_CHECK_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Reads that may wait for a reader thread; one more is refused with `Overloaded`.
 const READ_QUEUE_CAPACITY: usize = 1024;
 
@@ -221,7 +225,12 @@ impl PostgresChatRepository {
             readers,
             read_deadline: read_deadline(&settings),
             answers: Arc::new(health::Answers::new()),
-            health_checks: Arc::default(),
+            // As long as a read may take; with statements unbounded, the connect timeout and
+            // the usual statement time.
+            health_checks: Arc::new(health::SingleCheck::new(
+                read_deadline(&settings)
+                    .unwrap_or(settings.connect_timeout + UNBOUNDED_CHECK_PATIENCE),
+            )),
         };
         repository
             .run("migrate", move |connection| {
@@ -341,9 +350,8 @@ fn answer_if_awaited<T>(
     }
 }
 
-/// How long a storage operation took (pool or batch wait included) and how it ended, under the
-/// label set every storage backend uses.
-/// Records how long an operation took and how it ended, and notes in `answers` that the database
+/// Records how long a storage operation took (pool or batch wait included) and how it ended,
+/// under the label set every storage backend uses, and notes in `answers` that the database
 /// answered unless it failed for want of one.
 fn record_operation<T>(
     answers: &health::Answers,
