@@ -407,7 +407,9 @@ export function App() {
             <path d="M4 6h16M4 12h16M4 18h16" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" />
           </svg>
         </button>
-        <h1 className="topbar-title">{heading ?? 'Chat'}</h1>
+        <h1 className="topbar-title" dir="auto">
+          {heading ?? 'Chat'}
+        </h1>
         <ThemeToggle theme={theme} onToggle={toggle} />
       </header>
       <Sidebar

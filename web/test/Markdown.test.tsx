@@ -25,8 +25,12 @@ describe('Markdown', () => {
     const { container } = render(<Markdown text={text} />);
     for (const block of container.querySelectorAll('p, ul, li, blockquote, th, td')) expect(block.getAttribute('dir')).toBe('auto');
     expect(container.querySelectorAll('[dir="auto"]').length).toBeGreaterThanOrEqual(8);
-    expect(container.querySelector('pre')?.hasAttribute('dir')).toBe(false);
+    expect(container.querySelector('pre')?.getAttribute('dir')).toBe('ltr');
     expect(container.querySelector('code')?.hasAttribute('dir')).toBe(false);
+    // Also inside a right-to-left list item, where it would otherwise take the item's direction.
+    const nested = render(<Markdown text={'- البند:\n\n  ```\n  let x = 1;\n  ```'} />).container;
+    expect(nested.querySelector('li')?.getAttribute('dir')).toBe('auto');
+    expect(nested.querySelector('li pre')?.getAttribute('dir')).toBe('ltr');
   });
 
   it('opens links in a new tab without giving the page access to the opener', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ApiClient, ApiError, GatewayTimeout, NetworkError, isUnreachable } from '../src/api/client';
+import { ApiClient, ApiError, GatewayTimeout, NetworkError, NotFromServer, isUnreachable } from '../src/api/client';
 import { json, mockFetch, msg, sseResponse } from './helpers';
 
 describe('ApiClient', () => {
@@ -39,12 +39,21 @@ describe('ApiClient', () => {
     expect(err).not.toBeInstanceOf(GatewayTimeout);
   });
 
-  it('says an answer that is not JSON came from something else, not what the parser said', async () => {
+  it('says an answer that is not JSON came from something else, not what the parser said, and counts it as the server out of reach', async () => {
     const portal = new ApiClient('', async () => new Response('<html>Log in to the Wi-Fi</html>', { status: 200, headers: { 'Content-Type': 'text/html' } }));
     for (const call of [() => portal.listConversations(), () => portal.streamMessage('c1', 'hello')]) {
       const err = await call().catch((e: unknown) => e);
-      expect(err).toMatchObject({ code: 'not_json', message: 'The answer was not from chat-server (a proxy or a network login page may have answered instead).' });
+      expect(err).toBeInstanceOf(NotFromServer);
+      expect(isUnreachable(err)).toBe(true);
+      expect((err as Error).message).toBe('The answer was not from chat-server (a proxy or a network login page may have answered instead).');
     }
+  });
+
+  it('takes a JSON 504 without a code for a proxy\'s, not chat-server\'s', async () => {
+    const gateway = new ApiClient('', async () => json({ message: 'The upstream server is timing out' }, 504));
+    expect(await gateway.streamMessage('c1', 'hello').catch((e: unknown) => e)).toBeInstanceOf(GatewayTimeout);
+    const refusal = new ApiClient('', async () => json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503));
+    expect(await refusal.listConversations().catch((e: unknown) => e)).toMatchObject({ code: 'storage_unavailable' });
   });
 
   it('streams deltas split across chunks and resolves with the done event', async () => {

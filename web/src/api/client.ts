@@ -48,6 +48,17 @@ export class GatewayTimeout extends NetworkError {
   }
 }
 
+/**
+ * A successful answer that is not JSON: something between (a captive portal's login page, a
+ * proxy's notice) answered instead of chat-server, which was not reached.
+ */
+export class NotFromServer extends NetworkError {
+  constructor() {
+    super('The answer was not from chat-server (a proxy or a network login page may have answered instead).');
+    this.name = 'NotFromServer';
+  }
+}
+
 /** True when the error means "the server is not there", as opposed to "the server said no". */
 export function isUnreachable(err: unknown): boolean {
   return err instanceof NetworkError;
@@ -344,20 +355,13 @@ export class ApiClient {
   }
 }
 
-/**
- * The JSON body of a successful answer. One that is not JSON came from something between (a
- * captive portal's login page, a proxy's notice): said so, not with the parser's own words.
- */
+/** The JSON body of a successful answer; one that is not JSON is `NotFromServer`. */
 async function readJson<T>(res: Response): Promise<T> {
   const text = await res.text();
   try {
     return JSON.parse(text) as T;
   } catch {
-    throw new ApiError(
-      res.status,
-      'The answer was not from chat-server (a proxy or a network login page may have answered instead).',
-      'not_json',
-    );
+    throw new NotFromServer();
   }
 }
 
@@ -370,7 +374,9 @@ async function toApiError(res: Response): Promise<Error> {
   } catch {
     body = undefined;
   }
-  if (body && typeof body.message === 'string') {
+  // chat-server's errors always carry a code; a JSON 5xx without one is a proxy's (Kong, a cloud
+  // gateway), which says nothing of whether the server took the request.
+  if (body && typeof body.message === 'string' && (typeof body.code === 'string' || res.status < 500)) {
     return new ApiError(res.status, body.message, body.code ?? 'error', retryAfter);
   }
   // No JSON error body: not chat-server talking (e.g. the dev proxy answering 500 with the server down).

@@ -28,7 +28,8 @@ const DIRECTED = new Set(['p', 'ul', 'ol', 'li', 'h1', 'h2', 'h3', 'h4', 'h5', '
 /**
  * Each block of text reads in its own direction (`dir="auto"`: from its first strong character),
  * so Arabic or Hebrew sits at the right with its punctuation and bullets where they belong, in a
- * message that may mix languages. Code keeps the page's direction.
+ * message that may mix languages. A code block is left to right wherever it is (`Pre`), also in
+ * a right-to-left list item or quote.
  */
 function rehypeOwnDirection() {
   return (tree: HastNode) => {
@@ -85,7 +86,7 @@ function Image(props: ComponentPropsWithoutRef<'img'> & { node?: unknown; tabInd
  */
 function Pre(props: ComponentPropsWithoutRef<'pre'> & { node?: unknown }) {
   const { node: _node, ...rest } = props;
-  return <pre tabIndex={0} {...rest} />;
+  return <pre tabIndex={0} dir="ltr" {...rest} />;
 }
 
 function Table(props: ComponentPropsWithoutRef<'table'> & { node?: unknown }) {
@@ -99,7 +100,7 @@ const components: Components = { a: Link, img: Image, pre: Pre, table: Table };
 const unfocusable: Components = {
   a: (props) => <Link {...props} tabIndex={-1} />,
   img: (props) => <Image {...props} tabIndex={-1} />,
-  pre: ({ node: _node, ...rest }) => <pre {...rest} />,
+  pre: ({ node: _node, ...rest }) => <pre dir="ltr" {...rest} />,
   table: ({ node: _node, ...rest }) => <table {...rest} />,
 };
 
