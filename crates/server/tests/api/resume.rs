@@ -11,7 +11,8 @@ async fn slow_app() -> TestApp {
         .await
 }
 
-async fn start_stream(app: &TestApp, conversation: &str, content: &str) -> SseReader {
+/// Sends `content` asking for the reply's event stream, and checks it is one.
+async fn post_streamed(app: &TestApp, conversation: &str, content: &str) -> reqwest::Response {
     let response = app
         .client
         .post(app.url(&format!("/api/v1/conversations/{conversation}/messages")))
@@ -21,7 +22,11 @@ async fn start_stream(app: &TestApp, conversation: &str, content: &str) -> SseRe
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    SseReader::raw(response)
+    response
+}
+
+async fn start_stream(app: &TestApp, conversation: &str, content: &str) -> SseReader {
+    SseReader::raw(post_streamed(app, conversation, content).await)
 }
 
 async fn resume(
@@ -312,15 +317,7 @@ async fn a_silent_stream_carries_keep_alive_comments_that_readers_skip() {
         .await;
     let conversation = app.create_conversation(None).await;
     let id = conversation["id"].as_str().unwrap();
-    let response = app
-        .client
-        .post(app.url(&format!("/api/v1/conversations/{id}/messages")))
-        .header("accept", "text/event-stream")
-        .json(&json!({ "content": "hi" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let response = post_streamed(&app, id, "hi").await;
     // Read until a word has come after a comment: a second and a half of a 1.3 s pause.
     let mut body = String::new();
     let mut chunks = response.bytes_stream();
