@@ -13,6 +13,13 @@ const RELOAD_ATTEMPTS = 8;
 /** While the server cannot be reached, how often to try again to learn what became of a reply. */
 const UNREACHABLE_RETRY_MS = 5000;
 /**
+ * After a send the server never answered (Stop before its answer, a proxy's 504), how long its
+ * reply is looked for, and how often once the first polls are done: the server shows a reply in
+ * progress only from the model's first words, which a slow or retrying model may take this long.
+ */
+const UNANSWERED_PATIENCE_MS = 45_000;
+const UNANSWERED_RECHECK_MS = 3000;
+/**
  * A message sent this long ago or less, found neither stored nor in progress after a reload, may
  * still reach the server: the reload cut its request, whose bytes may be on their way yet (a slow
  * upload, a buffering proxy). It is looked for again until then, not given back at once.
@@ -347,6 +354,7 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
    * server never answered the send, says why nothing was stored if nothing was.
    */
   const reloadAfterStop = (id: string, known: Set<string>, lastEventId: string | null, unanswered?: string) => {
+    const began = Date.now();
     const gen = generation.current;
     const waiting = new AbortController();
     waits.current.add(waiting);
@@ -438,6 +446,12 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
           if (own) {
             storedForSure = true;
             claimed.current.add(exchange.user_message.id);
+          }
+          // Nothing in progress: a send the server never answered may still wait for the model's
+          // first words.
+          if (exchange === null && unanswered !== undefined && Date.now() - began < UNANSWERED_PATIENCE_MS) {
+            later(() => check(false), UNANSWERED_RECHECK_MS);
+            return;
           }
           check(true);
         },
