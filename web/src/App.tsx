@@ -7,6 +7,7 @@ import { Sidebar } from './components/Sidebar';
 import { ThemeToggle } from './components/ThemeToggle';
 import { loadDraft, saveDraft } from './drafts';
 import { useTheme } from './hooks/useTheme';
+import { characters, codePoints, cutToCodePoints } from './text';
 
 const LIST_PAGE = 50;
 const DEFAULT_TITLE = 'New chat';
@@ -521,19 +522,10 @@ const MAX_TITLE_CODE_POINTS = 200;
 function titleFrom(text: string): string {
   // The first line with words in it, as read: without the markdown that would show as symbols.
   const line = text.split('\n').map(plainLine).find((words) => words !== '') ?? '';
-  // Counted in characters as shown, so that none is cut in half: a flag or a family emoji is one
-  // character of several code points (in code points where the browser cannot tell, before
-  // Firefox 125).
-  const shown =
-    'Segmenter' in Intl ? Array.from(new Intl.Segmenter().segment(line), (part) => part.segment) : Array.from(line);
-  const codePoints = (words: string) => Array.from(words).length;
+  // Counted in characters as shown, so that none is cut in half.
+  const shown = characters(line);
   if (shown.length <= 60 && codePoints(line) <= MAX_TITLE_CODE_POINTS) return line || DEFAULT_TITLE;
-  let cut = '';
-  for (const character of shown.slice(0, 57)) {
-    if (codePoints(cut + character) >= MAX_TITLE_CODE_POINTS) break;
-    cut += character;
-  }
-  return `${cut}…`;
+  return `${cutToCodePoints(shown.slice(0, 57).join(''), MAX_TITLE_CODE_POINTS - 1)}…`;
 }
 
 /**

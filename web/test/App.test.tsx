@@ -446,6 +446,16 @@ describe('App', () => {
     expect(Array.from(input.value)).toHaveLength(150);
     fireEvent.change(input, { target: { value: '😀'.repeat(250) } });
     expect(input.value).toBe('😀'.repeat(200));
+    // Typed into the full title, a character is refused, as maxLength refuses it: the title's
+    // end is not cut instead.
+    fireEvent.change(input, { target: { value: `A${'😀'.repeat(200)}` } });
+    expect(input.value).toBe('😀'.repeat(200));
+    // Pasted, characters of several code points are kept whole, as many as fit.
+    const family = '👨‍👩‍👧‍👦';
+    fireEvent.change(input, { target: { value: '' } });
+    fireEvent.change(input, { target: { value: family.repeat(40) } });
+    expect(input.value).toBe(family.repeat(28));
+    fireEvent.change(input, { target: { value: '😀'.repeat(200) } });
     fireEvent.submit(input);
     expect(await within(nav).findByRole('button', { name: '😀'.repeat(200) })).toBeTruthy();
   });

@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
 import type { Conversation } from '../api/types';
+import { codePoints, cutToCodePoints } from '../text';
 
 interface Props {
   conversation: Conversation;
@@ -70,7 +71,7 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
             ref={inputRef}
             value={title}
             dir="auto"
-            onChange={(e) => setTitle(withinTitleLimit(e.target.value))}
+            onChange={(e) => setTitle((typed) => withinTitleLimit(e.target.value, typed))}
             onKeyDown={onKeyDown}
             readOnly={saving}
           />
@@ -108,11 +109,16 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
   );
 }
 
+/** The server's limit on a title, in code points (`maxLength` counts UTF-16 units: 100 emoji). */
+const MAX_TITLE_CODE_POINTS = 200;
+
 /**
- * The server's limit on a title is 200 characters counted in code points; `maxLength` counts
- * UTF-16 units, which would allow only 100 emoji.
+ * `edited` held to the server's limit in whole characters. An edit that would only shorten what
+ * was there (a character typed into a full title) is refused, as `maxLength` refuses it, rather
+ * than cutting the title's end; a paste into a shorter title keeps what fits.
  */
-function withinTitleLimit(title: string): string {
-  const codePoints = Array.from(title);
-  return codePoints.length > 200 ? codePoints.slice(0, 200).join('') : title;
+function withinTitleLimit(edited: string, before: string): string {
+  if (codePoints(edited) <= MAX_TITLE_CODE_POINTS) return edited;
+  const cut = cutToCodePoints(edited, MAX_TITLE_CODE_POINTS);
+  return codePoints(cut) > codePoints(before) ? cut : before;
 }

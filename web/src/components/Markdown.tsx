@@ -22,24 +22,24 @@ interface MdNode {
   children?: MdNode[];
 }
 
-/** The blocks of text that take their direction from their own words. */
-const DIRECTED = new Set(['p', 'ul', 'ol', 'li', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'blockquote', 'th', 'td']);
+/** The blocks of a message that take their direction from their own words. */
+const DIRECTED = new Set(['p', 'ul', 'ol', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'blockquote', 'table']);
 
 /**
- * Each block of text reads in its own direction (`dir="auto"`: from its first strong character),
- * so Arabic or Hebrew sits at the right with its punctuation and bullets where they belong, in a
- * message that may mix languages. A code block is left to right wherever it is (`Pre`), also in
- * a right-to-left list item or quote.
+ * Each block of a message reads in its own direction (`dir="auto"`: from its first strong
+ * character), so Arabic or Hebrew sits at the right with its punctuation, bullets and first
+ * column where they belong, in a message that may mix languages. Only the message's own blocks
+ * get it: a list, quote or table takes one direction from its first words, and what is inside
+ * follows it (an element with a `dir` of its own would be left out when its parent looks for
+ * those words). A code block is left to right wherever it is (`Pre`).
  */
 function rehypeOwnDirection() {
   return (tree: HastNode) => {
-    const visit = (node: HastNode) => {
+    for (const node of tree.children ?? []) {
       if (node.type === 'element' && node.tagName !== undefined && DIRECTED.has(node.tagName)) {
         node.properties = { ...node.properties, dir: 'auto' };
       }
-      node.children?.forEach(visit);
-    };
-    visit(tree);
+    }
   };
 }
 interface HastNode {
