@@ -286,9 +286,6 @@ async fn append_briefly(log: &dyn GenerationLog, generation_id: GenerationId, da
     )
 }
 
-/// Runs the reply to its end, logging every event; the last one is `done` or `error`. The
-/// client's stream `slot` goes back before that event is logged, so a client that saw it may
-/// start its next reply at once.
 /// A generation begun in the log whose final event has not been tried. Dropped so (the reply
 /// went on without the log after its `begin`, or its task panicked), it tries the final event
 /// once, an `interrupted` error: left open, it would stay the conversation's reply in progress,
@@ -330,6 +327,9 @@ impl Drop for OpenGeneration {
     }
 }
 
+/// Runs the reply to its end, logging every event; the last one is `done` or `error`. The
+/// client's stream `slot` goes back before that event is logged, so a client that saw it may
+/// start its next reply at once.
 async fn run_logged(
     mut open: OpenGeneration,
     pending: PendingReply,
