@@ -7,7 +7,7 @@ import { Sidebar } from './components/Sidebar';
 import { ThemeToggle } from './components/ThemeToggle';
 import { loadDraft, saveDraft } from './drafts';
 import { useTheme } from './hooks/useTheme';
-import { characters, codePoints, cutToCodePoints } from './text';
+import { MAX_TITLE_CODE_POINTS, characters, codePoints, cutToCodePoints } from './text';
 
 const LIST_PAGE = 50;
 const DEFAULT_TITLE = 'New chat';
@@ -191,7 +191,7 @@ export function App() {
           // The user was at it (renaming it, say): its buttons and field go; say why, and keep
           // the keyboard focus in the list.
           setSidebarError('That conversation was deleted in another tab.');
-          setTimeout(() => document.querySelector<HTMLElement>('#sidebar .new-chat')?.focus());
+          setTimeout(focusNewChat);
         }
       } else {
         if (conversationsRef.current.some((c) => c.id === event.id)) touch(event.id, event.updatedAt);
@@ -259,7 +259,7 @@ export function App() {
         tabs.current?.post({ kind: 'deleted', id });
         setSidebarError('Could not rename: that conversation was deleted, perhaps on another device.');
         // Its buttons go away with it: keep keyboard focus in the list.
-        setTimeout(() => document.querySelector<HTMLElement>('#sidebar .new-chat')?.focus());
+        setTimeout(focusNewChat);
         return;
       }
       setSidebarError(`Could not rename: ${errorMessage(err)}`);
@@ -372,7 +372,7 @@ export function App() {
   // On a phone the sidebar opens over the page: move focus into it. Back to the menu button once
   // it has closed: before, the header behind the menu is still inert and cannot take focus.
   useEffect(() => {
-    if (menuOpen) document.querySelector<HTMLElement>('#sidebar .new-chat')?.focus();
+    if (menuOpen) focusNewChat();
     else if (refocusMenuButton.current) {
       refocusMenuButton.current = false;
       menuButtonRef.current?.focus();
@@ -510,14 +510,16 @@ function keepFocusInMenu(event: KeyboardEvent) {
   }
 }
 
+/** Keeps the keyboard focus in the list when what had it goes away. */
+function focusNewChat() {
+  document.querySelector<HTMLElement>('#sidebar .new-chat')?.focus();
+}
+
 /** Focuses the message box without following the link, whose hash would close the conversation. */
 function skipToComposer(event: MouseEvent<HTMLAnchorElement>) {
   event.preventDefault();
   document.getElementById('composer-input')?.focus();
 }
-
-/** The server's limit on a title, in code points. */
-const MAX_TITLE_CODE_POINTS = 200;
 
 function titleFrom(text: string): string {
   // The first line with words in it, as read: without the markdown that would show as symbols.

@@ -7,6 +7,9 @@ export function characters(text: string): string[] {
   return Array.from(text);
 }
 
+/** The server's limit on a conversation title, in code points. */
+export const MAX_TITLE_CODE_POINTS = 200;
+
 export function codePoints(text: string): number {
   return Array.from(text).length;
 }

@@ -218,18 +218,18 @@ impl PostgresChatRepository {
                     "cannot start the PostgreSQL reader threads: {error}"
                 ))
             })?;
+        let read_deadline = read_deadline(&settings);
         let repository = Self {
             pool,
             appends,
             lookups,
             readers,
-            read_deadline: read_deadline(&settings),
+            read_deadline,
             answers: Arc::new(health::Answers::new()),
             // As long as a read may take; with statements unbounded, the connect timeout and
             // the usual statement time.
             health_checks: Arc::new(health::SingleCheck::new(
-                read_deadline(&settings)
-                    .unwrap_or(settings.connect_timeout + UNBOUNDED_CHECK_PATIENCE),
+                read_deadline.unwrap_or(settings.connect_timeout + UNBOUNDED_CHECK_PATIENCE),
             )),
         };
         repository

@@ -1,6 +1,6 @@
 import { useEffect, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
 import type { Conversation } from '../api/types';
-import { codePoints, cutToCodePoints } from '../text';
+import { MAX_TITLE_CODE_POINTS, codePoints, cutToCodePoints } from '../text';
 
 interface Props {
   conversation: Conversation;
@@ -109,11 +109,9 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
   );
 }
 
-/** The server's limit on a title, in code points (`maxLength` counts UTF-16 units: 100 emoji). */
-const MAX_TITLE_CODE_POINTS = 200;
-
 /**
- * `edited` held to the server's limit in whole characters. An edit that would only shorten what
+ * `edited` held to the server's limit in whole characters (`maxLength` counts UTF-16 units: it
+ * would allow 100 emoji). An edit that would only shorten what
  * was there (a character typed into a full title) is refused, as `maxLength` refuses it, rather
  * than cutting the title's end; a paste into a shorter title keeps what fits.
  */
