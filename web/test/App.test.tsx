@@ -549,10 +549,18 @@ describe('App', () => {
     vi.stubGlobal('fetch', fetched.fn);
     render(<App />);
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
-    await within(nav).findByRole('button', { name: 'Beta' });
-    const more = within(nav).getByRole('button', { name: 'Show more' });
-    more.focus();
-    fireEvent.click(more);
+    // Pressed the moment it shows, before the effects of the render that showed it have run.
+    await new Promise<void>((pressed) => {
+      const observer = new MutationObserver(() => {
+        const more = within(nav).queryByRole('button', { name: 'Show more' });
+        if (!more) return;
+        observer.disconnect();
+        more.focus();
+        fireEvent.click(more);
+        pressed();
+      });
+      observer.observe(nav, { childList: true, subtree: true });
+    });
     const loading = await within(nav).findByRole('button', { name: 'Loading…' });
     expect(loading.getAttribute('aria-disabled')).toBe('true');
     expect(loading.hasAttribute('disabled')).toBe(false);

@@ -250,15 +250,6 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     );
   }, [conversationId, nextCursor, olderLoading]);
 
-  // The button gives way to Retry, or goes with the oldest page: the focus goes to what took its
-  // place, or to the messages, instead of falling back to the page.
-  useEffect(() => {
-    if (!refocusOlder.current) return;
-    refocusOlder.current = false;
-    const log = logRef.current;
-    (log?.querySelector<HTMLElement>('.older button') ?? log)?.focus();
-  }, [messages, olderError]);
-
   // Keep the view still when older messages are put above, or follow the bottom when it was there.
   useLayoutEffect(() => {
     const el = logRef.current;
@@ -271,6 +262,17 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
       el.scrollTop = el.scrollHeight;
     }
   }, [messages, pending]);
+
+  // The button gives way to Retry, or goes with the oldest page: the focus goes to what took its
+  // place, or to the messages, instead of falling back to the page. A layout effect, after the one
+  // above: a passive one pending from an earlier render would take the page's focus before the page
+  // is shown; and the view is kept still before the focus moves, so the focus can be scrolled to.
+  useLayoutEffect(() => {
+    if (!refocusOlder.current) return;
+    refocusOlder.current = false;
+    const log = logRef.current;
+    (log?.querySelector<HTMLElement>('.older button') ?? log)?.focus();
+  }, [messages, olderError]);
 
   // The view getting shorter (a smaller window, a phone's keyboard opening) keeps the newest
   // message in sight when the bottom was: nothing else scrolls while no message changes.

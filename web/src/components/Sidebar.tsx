@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from 'react';
+import { useLayoutEffect, useRef, useState } from 'react';
 import type { Conversation } from '../api/types';
 import { ConfirmDialog } from './ConfirmDialog';
 import { ConversationItem } from './ConversationItem';
@@ -30,8 +30,10 @@ export function Sidebar(props: Props) {
   const focusFrom = useRef<number | null>(null);
 
   // Once the page is in, "Show more" keeps the focus if it stays; if it went (nothing more), the
-  // focus goes to the first conversation it brought, not to the page.
-  useEffect(() => {
+  // focus goes to the first conversation it brought, not to the page. A layout effect: a passive
+  // one of the render that showed the button may still be pending when it is pressed, and would
+  // take that press for its page having come.
+  useLayoutEffect(() => {
     if (props.loading || focusFrom.current === null) return;
     const from = focusFrom.current;
     focusFrom.current = null;
