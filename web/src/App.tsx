@@ -1,7 +1,7 @@
 import { type KeyboardEvent, type MouseEvent, useCallback, useEffect, useRef, useState } from 'react';
 import { ApiError, api, errorMessage, isConversationGone, isUnreachable } from './api/client';
 import { joinTabs, type TabSync } from './api/sync';
-import type { Conversation } from './api/types';
+import type { Conversation, Page } from './api/types';
 import { ConversationView } from './components/ConversationView';
 import { Sidebar } from './components/Sidebar';
 import { ThemeToggle } from './components/ThemeToggle';
@@ -10,6 +10,8 @@ import { useTheme } from './hooks/useTheme';
 import { MAX_TITLE_CODE_POINTS, characters, codePoints, cutToCodePoints } from './text';
 
 const LIST_PAGE = 50;
+/** Back to a tab hidden at least this long, the list and the open conversation catch up. */
+const CATCH_UP_AFTER_HIDDEN_MS = 5_000;
 const DEFAULT_TITLE = 'New chat';
 /** The address of a new chat not sent from yet, so a reload or a link comes back to it. */
 const NEW_CHAT_HASH = '#/new';
@@ -114,10 +116,12 @@ export function App() {
     setList({ kind: 'loading' });
     // A conversation active on another device since the list loaded has moved above the cursor,
     // out of reach of the next page: the top of the list is read again with it.
+    const known = knownConversations();
     const top = api.listConversations({ limit: LIST_PAGE }).catch(() => null);
     api.listConversations({ limit: LIST_PAGE, cursor: listCursor }).then(
       async (page) => {
-        (await top)?.items.forEach(learn);
+        const first = await top;
+        if (first) takeFirstPage(first, known);
         setConversations((cs) => {
           const have = new Set(cs.map((c) => c.id));
           // Sorted again: a conversation opened by its link may already be in, out of page order.
@@ -159,6 +163,37 @@ export function App() {
     if (id !== selectedRef.current) saveDraft(id, '');
   };
 
+  /** Deleted in another tab or on another device: as `forget`, and a user at it is told why it went. */
+  const deletedElsewhere = (id: string, where: string) => {
+    const focusedItem = document.activeElement?.closest<HTMLElement>('#sidebar .conversation-item');
+    forget(id);
+    if (focusedItem?.dataset.id === id) {
+      // The user was at it (renaming it, say): its buttons and field go; say why, and keep
+      // the keyboard focus in the list.
+      setSidebarError(`That conversation was deleted ${where}.`);
+      setTimeout(focusNewChat);
+    }
+  };
+
+  const knownConversations = (): ReadonlySet<string> => new Set(conversationsRef.current.map((c) => c.id));
+
+  /**
+   * The list's first page read afresh while `known` were listed here: new and renamed chats come
+   * in, and one listed here that the page should hold but does not was deleted on another device.
+   */
+  const takeFirstPage = (page: Page<Conversation>, known: ReadonlySet<string>) => {
+    page.items.forEach(learn);
+    const inPage = new Set(page.items.map((c) => c.id));
+    const last = page.items.at(-1);
+    // Activity only moves a chat up: one more recent than the page's last would be in the page.
+    const belongsInPage = (c: Conversation) => page.next_cursor === null || (last !== undefined && instant(c.updated_at) > instant(last.updated_at));
+    for (const c of conversationsRef.current) {
+      if (!known.has(c.id) || inPage.has(c.id) || !belongsInPage(c)) continue;
+      deletedElsewhere(c.id, 'on another device');
+      tabs.current?.post({ kind: 'deleted', id: c.id });
+    }
+  };
+
   /**
    * Conversations found not to exist: listed here before (deleted on another device), or never
    * (a link to one deleted long ago, or no id at all).
@@ -184,16 +219,8 @@ export function App() {
   useEffect(() => {
     const sync = joinTabs((event) => {
       if (event.kind === 'upserted') learn(event.conversation);
-      else if (event.kind === 'deleted') {
-        const focusedItem = document.activeElement?.closest<HTMLElement>('#sidebar .conversation-item');
-        forget(event.id);
-        if (focusedItem?.dataset.id === event.id) {
-          // The user was at it (renaming it, say): its buttons and field go; say why, and keep
-          // the keyboard focus in the list.
-          setSidebarError('That conversation was deleted in another tab.');
-          setTimeout(focusNewChat);
-        }
-      } else {
+      else if (event.kind === 'deleted') deletedElsewhere(event.id, 'in another tab');
+      else {
         if (conversationsRef.current.some((c) => c.id === event.id)) touch(event.id, event.updatedAt);
         // Beyond the loaded page of the list: fetch it, as it is now among the most recent.
         else api.getConversation(event.id).then(learn, () => undefined);
@@ -203,6 +230,37 @@ export function App() {
     tabs.current = sync;
     return sync.close;
   }, []);
+
+  // Back to this tab after a while, or back online: the list and the open conversation catch up
+  // with what other devices did meanwhile, as a reload would show them.
+  const listRef = useRef(list);
+  listRef.current = list;
+  useEffect(() => {
+    let hiddenSince = document.hidden ? Date.now() : null;
+    const catchUp = () => {
+      if (listRef.current.kind === 'error') return loadList();
+      if (listRef.current.kind === 'loading') return;
+      const known = knownConversations();
+      api.listConversations({ limit: LIST_PAGE }).then(
+        (page) => takeFirstPage(page, known),
+        () => undefined,
+      );
+      if (selectedRef.current !== null) setStoredElsewhere((n) => n + 1);
+    };
+    const onVisibility = () => {
+      if (document.hidden) hiddenSince ??= Date.now();
+      else {
+        if (hiddenSince !== null && Date.now() - hiddenSince >= CATCH_UP_AFTER_HIDDEN_MS) catchUp();
+        hiddenSince = null;
+      }
+    };
+    document.addEventListener('visibilitychange', onVisibility);
+    window.addEventListener('online', catchUp);
+    return () => {
+      document.removeEventListener('visibilitychange', onVisibility);
+      window.removeEventListener('online', catchUp);
+    };
+  }, [loadList]);
 
   const select = (id: string) => {
     // Choosing the conversation already open (to close the phone menu) adds no history entry.

@@ -572,6 +572,126 @@ describe('App', () => {
     expect(fetched.calls.filter((c) => c.url.includes('cursor=after-b'))).toHaveLength(1);
   });
 
+  describe('back to the tab after another device was used', () => {
+    let hidden = false;
+    beforeEach(() => {
+      hidden = false;
+      vi.spyOn(document, 'hidden', 'get').mockImplementation(() => hidden);
+    });
+    afterEach(() => {
+      vi.restoreAllMocks();
+    });
+
+    /** The tab hidden for `ms`, then shown again. */
+    const hideTabFor = (ms: number) =>
+      act(() => {
+        hidden = true;
+        document.dispatchEvent(new Event('visibilitychange'));
+        const shownAt = Date.now() + ms;
+        const clock = vi.spyOn(Date, 'now').mockReturnValue(shownAt);
+        hidden = false;
+        document.dispatchEvent(new Event('visibilitychange'));
+        clock.mockRestore();
+      });
+    const listReads = () => fetchMock.calls.filter((c) => c.method === 'GET' && c.url.startsWith('/api/v1/conversations?')).length;
+
+    it('shows the chats, names and messages the other device added', async () => {
+      await renderLoaded();
+      const nav = screen.getByRole('navigation', { name: 'Conversations' });
+      const phoneChat = conv('c3', 'From my phone', '2026-01-05T00:00:00Z');
+      server.conversations.push(phoneChat);
+      server.messages.c3 = [];
+      const older = server.conversations.find((c) => c.id === 'c1');
+      if (older) Object.assign(older, { title: 'Renamed on my phone', updated_at: '2026-01-04T00:00:00Z' });
+      server.messages.c2?.push(msg('c2', 'user', 'Asked on my phone'), msg('c2', 'assistant', 'Answered on my phone'));
+
+      await hideTabFor(60_000);
+      await within(nav).findByRole('button', { name: 'From my phone' });
+      await within(nav).findByRole('button', { name: 'Renamed on my phone' });
+      await screen.findByText('Answered on my phone');
+      expect(within(nav).getAllByRole('button', { name: /^(From my phone|Renamed on my phone|Recent chat)$/ }).map((b) => b.textContent)).toEqual([
+        'From my phone',
+        'Renamed on my phone',
+        'Recent chat',
+      ]);
+      expect(screen.getAllByText('Earlier answer')).toHaveLength(1);
+    });
+
+    it('drops the chats the other device deleted, and says so in the one open here', async () => {
+      await renderLoaded();
+      const nav = screen.getByRole('navigation', { name: 'Conversations' });
+      server.conversations.splice(server.conversations.findIndex((c) => c.id === 'c2'), 1);
+
+      await hideTabFor(60_000);
+      await waitFor(() => expect(within(nav).queryByRole('button', { name: 'Recent chat' })).toBeNull());
+      expect(await screen.findByText(/This conversation has been deleted/)).toBeTruthy();
+      expect(within(nav).getByRole('button', { name: 'Older chat' })).toBeTruthy();
+    });
+
+    it('says so in the open conversation the other device deleted, though the list has not reached it', async () => {
+      vi.stubGlobal(
+        'fetch',
+        mockFetch([
+          (url, init) =>
+            url.pathname === '/api/v1/conversations' && (init.method ?? 'GET') === 'GET' && !url.searchParams.has('cursor')
+              ? json({ items: server.conversations.filter((c) => c.id === 'c2'), next_cursor: 'after-c2' })
+              : undefined,
+          server.route,
+        ]).fn,
+      );
+      history.replaceState(null, '', '/#/c/c1');
+      render(<App />);
+      await screen.findByText('No messages yet');
+      server.conversations.splice(server.conversations.findIndex((c) => c.id === 'c1'), 1);
+
+      await hideTabFor(60_000);
+      expect(await screen.findByText(/This conversation has been deleted/)).toBeTruthy();
+      expect(screen.getByRole('heading', { level: 1 }).textContent).toBe('Deleted conversation');
+    });
+
+    it('reads nothing again after a glance at another tab, and catches up when back online', async () => {
+      await renderLoaded();
+      const reads = listReads();
+      await hideTabFor(1_000);
+      expect(listReads()).toBe(reads);
+      server.conversations.push(conv('c3', 'While offline', '2026-01-05T00:00:00Z'));
+      act(() => {
+        window.dispatchEvent(new Event('online'));
+      });
+      await within(screen.getByRole('navigation', { name: 'Conversations' })).findByRole('button', { name: 'While offline' });
+      expect(listReads()).toBe(reads + 1);
+    });
+  });
+
+  it('Show more drops a chat deleted on another device since the list loaded', async () => {
+    const [a, b, d] = [conv('a', 'Alpha', '2026-03-05T00:00:00Z'), conv('b', 'Beta', '2026-03-04T00:00:00Z'), conv('d', 'Delta', '2026-03-01T00:00:00Z')];
+    for (const c of [a, b, d]) {
+      server.conversations.push(c);
+      server.messages[c.id] = [];
+    }
+    let firstPage = [a, b];
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        (url, init) => {
+          if (url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET') return undefined;
+          if (url.searchParams.get('cursor') === 'after-b') return json({ items: [d], next_cursor: null });
+          return json({ items: firstPage, next_cursor: 'after-b' });
+        },
+        server.route,
+      ]).fn,
+    );
+    render(<App />);
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    await within(nav).findByRole('button', { name: 'Beta' });
+    const c = conv('c', 'Gamma', '2026-03-02T00:00:00Z');
+    firstPage = [a, c];
+    fireEvent.click(within(nav).getByRole('button', { name: 'Show more' }));
+    await within(nav).findByRole('button', { name: 'Delta' });
+    expect(within(nav).queryByRole('button', { name: 'Beta' })).toBeNull();
+    expect(within(nav).getAllByRole('button', { name: /^(Alpha|Gamma|Delta)$/ }).map((x) => x.textContent)).toEqual(['Alpha', 'Gamma', 'Delta']);
+  });
+
   it('renames and deletes (after confirmation) conversations', async () => {
     await renderLoaded();
     const nav = screen.getByRole('navigation', { name: 'Conversations' });

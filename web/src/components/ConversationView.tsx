@@ -28,6 +28,8 @@ const LATE_ARRIVAL_MS = 10_000;
 const LATE_ARRIVAL_RECHECK_MS = 2000;
 /** How the alerts about a reply lost from view begin; they go once the stored reply shows. */
 const LOST_PREFIX = 'Lost the';
+/** Said in a conversation deleted elsewhere while it was open here. */
+const DELETED_HERE = 'This conversation has been deleted. What you send now starts a new chat.';
 
 interface Pending {
   /** Tells two sends of the same text apart. */
@@ -206,7 +208,7 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
   useEffect(() => {
     if (!deletedElsewhere) return;
     setGone(true);
-    setSendError('This conversation has been deleted. What you send now starts a new chat.');
+    setSendError(DELETED_HERE);
   }, [deletedElsewhere, conversationId]);
 
   // Abort a stream in flight when the view goes away (the server still stores the reply), and
@@ -487,7 +489,13 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
       (page) => {
         if (gen === generation.current) setMessages((m) => withNewest(m, page.items));
       },
-      () => undefined,
+      (error: unknown) => {
+        // Deleted on another device while open here: say so, as a deletion in another tab does.
+        if (gen !== generation.current || !doesNotExist(error)) return;
+        setGone(true);
+        onGone(id);
+        setSendError(DELETED_HERE);
+      },
     );
   };
 
