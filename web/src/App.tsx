@@ -1,4 +1,4 @@
-import { type KeyboardEvent, type MouseEvent, useCallback, useEffect, useRef, useState } from 'react';
+import { type KeyboardEvent, type MouseEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, api, errorMessage, isConversationGone, isUnreachable } from './api/client';
 import { joinTabs, type TabSync } from './api/sync';
 import type { Conversation, Page } from './api/types';
@@ -90,9 +90,10 @@ export function App() {
 
   // The selected conversation lives in the URL so a reload comes back to it. Opening one is a new
   // history entry, so Back returns to the conversation before; a selection the app makes on its
-  // own (the first one shown, the next one after a delete) replaces the entry instead.
+  // own (the first one shown, the next one after a delete) replaces the entry instead. A layout
+  // effect: a passive one pending from the app's own choice would take the user's for it.
   const openedByUser = useRef(false);
-  useEffect(() => {
+  useLayoutEffect(() => {
     const hash = selectedId ? `#/c/${encodeURIComponent(selectedId)}` : choseNewChat ? NEW_CHAT_HASH : '';
     const url = `${window.location.pathname}${window.location.search}${hash}`;
     if (window.location.hash !== hash) {

@@ -642,6 +642,8 @@ describe('App', () => {
       history.replaceState(null, '', '/#/c/c1');
       render(<App />);
       await screen.findByText('No messages yet');
+      // Listed here (fetched, being beyond the list's page) before the other device deletes it.
+      await screen.findByRole('heading', { name: 'Older chat' });
       server.conversations.splice(server.conversations.findIndex((c) => c.id === 'c1'), 1);
 
       await hideTabFor(60_000);
@@ -2212,6 +2214,47 @@ describe('navigation', () => {
     fireEvent.click(named);
     await screen.findByText('Done without you.');
     expect(fetchMock.calls.filter((c) => c.method === 'PATCH').map((c) => c.body)).toEqual([{ title: 'Leave me mid-reply' }]);
+  });
+
+  it('a new chat left the moment its first send created it shows its own messages when opened later', async () => {
+    const reply = sseResponse();
+    const nav = () => screen.getByRole('navigation', { name: 'Conversations' });
+    // Left before the view has taken its new chat in: in the same task as the chat's creation.
+    server.onStream(() => {
+      fireEvent.click(within(nav()).getByRole('button', { name: 'Recent chat' }));
+      return reply.response;
+    });
+    render(<App />);
+    await screen.findByText('Earlier answer');
+    await openNewChat();
+    fireEvent.change(composer(), { target: { value: 'Left at once' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    const named = await within(nav()).findByRole('button', { name: 'Left at once' });
+    await screen.findByText('Earlier answer');
+    const id = server.conversations.at(-1)?.id ?? '';
+    server.messages[id] = [msg(id, 'user', 'Left at once'), msg(id, 'assistant', 'Stored without you.')];
+    fireEvent.click(named);
+    await screen.findByText('Stored without you.');
+    expect(screen.queryByText('Earlier answer')).toBeNull();
+  });
+
+  it('a chat opened the moment the list shows is a new history entry, after the one the app opened', async () => {
+    const entries = history.length;
+    render(<App />);
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    // Clicked before the effects of the render that listed it (and opened the newest) have run.
+    await new Promise<void>((clicked) => {
+      const observer = new MutationObserver(() => {
+        const older = within(nav).queryByRole('button', { name: 'Older chat' });
+        if (!older) return;
+        observer.disconnect();
+        fireEvent.click(older);
+        clicked();
+      });
+      observer.observe(nav, { childList: true, subtree: true });
+    });
+    await waitFor(() => expect(window.location.hash).toBe('#/c/c1'));
+    expect(history.length).toBe(entries + 1);
   });
 
   it('opening a chat named by hand renames nothing', async () => {

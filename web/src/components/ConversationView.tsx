@@ -162,8 +162,10 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
   }, [onFirstMessage, onGone]);
 
   useEffect(() => {
-    if (conversationId !== null && conversationId === adoptedRef.current) {
-      adoptedRef.current = null;
+    // Taken whatever comes: a chat left before it was taken in here must load when opened later.
+    const adopted = adoptedRef.current;
+    adoptedRef.current = null;
+    if (conversationId !== null && conversationId === adopted) {
       shownId.current = conversationId;
       return;
     }
