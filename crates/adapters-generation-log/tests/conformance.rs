@@ -22,7 +22,8 @@ mod memory {
 
     #[tokio::test]
     async fn a_finished_log_expires_after_its_ttl() {
-        let ttl = Duration::from_millis(200);
+        // Long enough that a test thread stalled on a loaded machine still reads it before then.
+        let ttl = Duration::from_secs(1);
         testkit::generation_log::a_finished_log_expires_after_its_ttl(
             Arc::new(MemoryGenerationLog::new(ttl, MAX_BYTES)),
             ttl,

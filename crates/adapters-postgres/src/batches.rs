@@ -24,11 +24,20 @@ use diesel::pg::PgConnection;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
 use diesel::{QueryableByName, RunQueryDsl};
-use domain::{Exchange, NewExchange, RepositoryError, Role};
+use domain::{Exchange, NewExchange, RepositoryError, Role, WAIT_FOR_ROOM_LIMIT};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
 use crate::{append, checkout, is_refusal, map_error, stored_message, PgPool};
+
+/// What an append does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhenFull {
+    /// Answers `Overloaded` at once: the caller can still refuse its request cleanly.
+    Refuse,
+    /// Waits for room: a reply already shown.
+    WaitForRoom,
+}
 
 /// The whole batch in one round trip, committed on its own: see the migration that creates
 /// `append_exchange_batch`.
@@ -92,24 +101,35 @@ impl AppendBatches {
         Self { queue }
     }
 
-    /// Appends in the next batch and resolves once that batch has committed. Fails at once with
-    /// `Overloaded` when the queue is full.
-    pub(crate) async fn append(&self, exchange: NewExchange) -> Result<Exchange, RepositoryError> {
+    /// Appends in the next batch and resolves once that batch has committed. A full queue is
+    /// `Overloaded` at once, or waited out for up to [`WAIT_FOR_ROOM_LIMIT`].
+    pub(crate) async fn append(
+        &self,
+        exchange: NewExchange,
+        when_full: WhenFull,
+    ) -> Result<Exchange, RepositoryError> {
         let (requester, answer) = oneshot::channel();
-        self.queue
-            .try_send(QueuedAppend {
-                exchange,
-                requester,
-            })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => {
-                    metrics::counter!("storage_writer_rejected_total").increment(1);
-                    RepositoryError::Overloaded
-                }
-                mpsc::error::TrySendError::Closed(_) => {
-                    RepositoryError::Unavailable("the PostgreSQL writer has stopped".to_owned())
-                }
+        let append = QueuedAppend {
+            exchange,
+            requester,
+        };
+        let stopped =
+            || RepositoryError::Unavailable("the PostgreSQL writer has stopped".to_owned());
+        let overloaded = || {
+            metrics::counter!("storage_writer_rejected_total").increment(1);
+            RepositoryError::Overloaded
+        };
+        if when_full == WhenFull::WaitForRoom {
+            tokio::time::timeout(WAIT_FOR_ROOM_LIMIT, self.queue.send(append))
+                .await
+                .map_err(|_| overloaded())?
+                .map_err(|_| stopped())?;
+        } else {
+            self.queue.try_send(append).map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => overloaded(),
+                mpsc::error::TrySendError::Closed(_) => stopped(),
             })?;
+        }
         answer.await.map_err(|_| {
             RepositoryError::Unavailable("the append was dropped unanswered".to_owned())
         })?

@@ -196,9 +196,10 @@ mod tests {
     fn answers_are_recent_until_the_window_passes() {
         let answers = Answers::new();
         assert!(answers.within(Duration::from_secs(1)));
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(!answers.within(Duration::from_millis(10)));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!answers.within(Duration::from_millis(100)));
         answers.note();
-        assert!(answers.within(Duration::from_millis(10)));
+        // A window the thread cannot outlast between two lines, even on a loaded machine.
+        assert!(answers.within(Duration::from_millis(250)));
     }
 }

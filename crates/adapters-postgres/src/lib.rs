@@ -912,7 +912,24 @@ impl ChatRepository for PostgresChatRepository {
     #[tracing::instrument(skip_all, fields(conversation_id = %exchange.conversation_id))]
     async fn append_exchange(&self, exchange: &NewExchange) -> Result<Exchange, RepositoryError> {
         let started = Instant::now();
-        let result = self.appends.append(exchange.clone()).await;
+        let result = self
+            .appends
+            .append(exchange.clone(), batches::WhenFull::Refuse)
+            .await;
+        record_operation(&self.answers, "append_exchange", started, &result);
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(conversation_id = %exchange.conversation_id))]
+    async fn append_exchange_waiting_for_room(
+        &self,
+        exchange: &NewExchange,
+    ) -> Result<Exchange, RepositoryError> {
+        let started = Instant::now();
+        let result = self
+            .appends
+            .append(exchange.clone(), batches::WhenFull::WaitForRoom)
+            .await;
         record_operation(&self.answers, "append_exchange", started, &result);
         result
     }

@@ -19,7 +19,7 @@ use crate::durability::{wal_sync, SyncWal};
 use crate::errors::{from_diesel, unavailable};
 use crate::queries;
 use crate::reads::ReaderThreads;
-use crate::writer::Writer;
+use crate::writer::{WhenFull, Writer};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -323,7 +323,15 @@ impl ChatRepository for SqliteChatRepository {
     }
 
     async fn append_exchange(&self, exchange: &NewExchange) -> Result<Exchange, RepositoryError> {
-        let append = self.writer.append(exchange.clone());
+        let append = self.writer.append(exchange.clone(), WhenFull::Refuse);
+        Self::timed("append_exchange", append).await
+    }
+
+    async fn append_exchange_waiting_for_room(
+        &self,
+        exchange: &NewExchange,
+    ) -> Result<Exchange, RepositoryError> {
+        let append = self.writer.append(exchange.clone(), WhenFull::WaitForRoom);
         Self::timed("append_exchange", append).await
     }
 
@@ -619,6 +627,85 @@ mod tests {
 
         assert_eq!(cache_size.cache_size, -i64::from(READER_CACHE_KIB));
         assert!(write.is_err(), "a reader must not write: {write:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reply_already_shown_waits_for_room_in_a_full_queue_where_others_are_refused() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut settings = SqliteSettings::new(directory.path().join("chat.db"));
+        settings.write_queue_capacity = 1;
+        let repository = SqliteChatRepository::open(&settings).unwrap();
+        let conversation = domain::Conversation::new(
+            ConversationId::DEFAULT,
+            domain::ConversationTitle::new("Chat").unwrap(),
+            domain::Timestamp::now(),
+        );
+        repository.create_conversation(&conversation).await.unwrap();
+        let exchange = |text: &str| {
+            NewExchange::new(
+                ConversationId::DEFAULT,
+                domain::MessageText::new(text, 100).unwrap(),
+                "reply".to_owned(),
+            )
+        };
+        // The writer is held by one write while a second fills the queue.
+        let (running, started) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let held = {
+            let writer = repository.writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .write(move |_| {
+                        running.send(()).unwrap();
+                        let _ = released.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        let queued = {
+            let repository = repository.clone();
+            let first = exchange("queued");
+            tokio::spawn(async move { repository.append_exchange(&first).await })
+        };
+        while repository.writer.queued() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        assert!(matches!(
+            repository.append_exchange(&exchange("refused")).await,
+            Err(RepositoryError::Overloaded)
+        ));
+        let shown = {
+            let repository = repository.clone();
+            let reply = exchange("shown");
+            tokio::spawn(async move { repository.append_exchange_waiting_for_room(&reply).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!shown.is_finished(), "it waits while the queue is full");
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        queued.await.unwrap().unwrap();
+        let stored = shown.await.unwrap().expect("stored once there was room");
+        assert_eq!(stored.user_message.content, "shown");
+        let page = repository
+            .list_messages(
+                ConversationId::DEFAULT,
+                domain::MessageWindow::Latest,
+                domain::PageLimit::new(10).unwrap(),
+            )
+            .await
+            .unwrap();
+        let users: Vec<_> = page
+            .items
+            .iter()
+            .filter(|m| m.role == domain::Role::User)
+            .map(|m| m.content.as_str())
+            .collect();
+        assert_eq!(users, ["queued", "shown"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

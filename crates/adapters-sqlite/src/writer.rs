@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
 use diesel::sqlite::SqliteConnection;
-use domain::{Exchange, NewExchange, RepositoryError};
+use domain::{Exchange, NewExchange, RepositoryError, WAIT_FOR_ROOM_LIMIT};
 use tokio::sync::oneshot;
 
 use crate::appends::PositionClaims;
@@ -33,6 +33,20 @@ use crate::durability::{
 };
 use crate::errors::from_diesel;
 use crate::queries;
+
+/// What a write does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhenFull {
+    /// Answers `Overloaded` at once: the caller can still refuse its request cleanly.
+    Refuse,
+    /// Tries again, in growing pauses, for up to [`WAIT_FOR_ROOM_LIMIT`]: a reply already shown.
+    WaitForRoom,
+}
+
+/// The first pause before a write waiting for room tries the full queue again; each next one
+/// is twice as long, up to the longest. A batch commits in about a millisecond.
+const FIRST_PAUSE_FOR_ROOM: Duration = Duration::from_millis(2);
+const LONGEST_PAUSE_FOR_ROOM: Duration = Duration::from_millis(100);
 
 /// One queued write, type-erased so jobs of any result type share the queue.
 pub(crate) trait Job: Send {
@@ -244,39 +258,62 @@ impl Writer {
         F: FnMut(&mut SqliteConnection) -> Result<T, diesel::result::Error> + Send + 'static,
     {
         let (pending, answer) = Pending::awaited();
-        self.submit(Box::new(QueuedWrite { operation, pending }), answer)
-            .await
+        self.submit(
+            Box::new(QueuedWrite { operation, pending }),
+            answer,
+            WhenFull::Refuse,
+        )
+        .await
     }
 
     /// Stores `exchange` in the next batch, like [`Writer::write`]; the appends of a batch share
     /// one write of each conversation row.
-    pub(crate) async fn append(&self, exchange: NewExchange) -> Result<Exchange, RepositoryError> {
+    pub(crate) async fn append(
+        &self,
+        exchange: NewExchange,
+        when_full: WhenFull,
+    ) -> Result<Exchange, RepositoryError> {
         let (pending, answer) = Pending::awaited();
-        self.submit(Box::new(QueuedAppend { exchange, pending }), answer)
-            .await
+        self.submit(
+            Box::new(QueuedAppend { exchange, pending }),
+            answer,
+            when_full,
+        )
+        .await
     }
 
     async fn submit<T>(
         &self,
-        job: Box<dyn Job>,
+        mut job: Box<dyn Job>,
         answer: oneshot::Receiver<Result<T, RepositoryError>>,
+        when_full: WhenFull,
     ) -> Result<T, RepositoryError> {
-        if self.durability.is_broken() {
-            return Err(Durability::refusal());
-        }
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        match self.queue.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                metrics::counter!("storage_writer_rejected_total").increment(1);
-                return Err(RepositoryError::Overloaded);
+        let mut pause = FIRST_PAUSE_FOR_ROOM;
+        let mut waited = Duration::ZERO;
+        loop {
+            if self.durability.is_broken() {
+                return Err(Durability::refusal());
             }
-            Err(TrySendError::Disconnected(_)) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                return Err(RepositoryError::Unavailable(
-                    "the SQLite writer has stopped".to_owned(),
-                ));
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            match self.queue.try_send(job) {
+                Ok(()) => break,
+                Err(TrySendError::Full(refused)) => {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                    if when_full == WhenFull::Refuse || waited >= WAIT_FOR_ROOM_LIMIT {
+                        metrics::counter!("storage_writer_rejected_total").increment(1);
+                        return Err(RepositoryError::Overloaded);
+                    }
+                    job = refused;
+                    tokio::time::sleep(pause).await;
+                    waited += pause;
+                    pause = (pause * 2).min(LONGEST_PAUSE_FOR_ROOM);
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                    return Err(RepositoryError::Unavailable(
+                        "the SQLite writer has stopped".to_owned(),
+                    ));
+                }
             }
         }
         // A dropped job (the writer thread died) never answers.
@@ -296,6 +333,12 @@ impl Writer {
     /// Resolves once commit `sequence` is durable (see [`crate::durability`]).
     pub(crate) async fn settled(&self, sequence: u64) -> Result<(), RepositoryError> {
         self.durability.settled(sequence).await
+    }
+
+    /// Writes waiting in the queue, not yet taken into a batch.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_failing(&self) -> bool {

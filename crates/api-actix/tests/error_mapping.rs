@@ -586,6 +586,12 @@ impl ChatRepository for StalledStorage {
     async fn append_exchange(&self, _: &NewExchange) -> Result<Exchange, RepositoryError> {
         unreachable!("readiness only checks health")
     }
+    async fn append_exchange_waiting_for_room(
+        &self,
+        _: &NewExchange,
+    ) -> Result<Exchange, RepositoryError> {
+        unreachable!("readiness only checks health")
+    }
     async fn health_check(&self) -> Result<(), RepositoryError> {
         std::future::pending().await
     }
@@ -812,7 +818,7 @@ async fn a_stream_that_times_out_midway_reports_the_timeout() {
 async fn a_stream_whose_storage_fails_reports_it_in_an_error_event() {
     let mut repository = MockChatRepository::new();
     repository
-        .expect_append_exchange()
+        .expect_append_exchange_waiting_for_room()
         .times(1)
         .returning(|_| Err(RepositoryError::Unavailable(SECRET.to_owned())));
     let assistant = assistant_streaming(vec![Ok("whole ".to_owned()), Ok("reply".to_owned())]);
@@ -833,7 +839,7 @@ async fn a_stream_whose_storage_fails_reports_it_in_an_error_event() {
 async fn a_successful_stream_ends_with_done_carrying_the_stored_exchange() {
     let mut repository = MockChatRepository::new();
     repository
-        .expect_append_exchange()
+        .expect_append_exchange_waiting_for_room()
         .withf(|exchange| exchange.assistant.content == "Hello there, friend")
         .times(1)
         .returning(|exchange| Ok(stored(exchange)));
@@ -968,7 +974,7 @@ fn storing_once(reply: impl Into<String>) -> MockChatRepository {
     let reply = reply.into();
     let mut repository = MockChatRepository::new();
     repository
-        .expect_append_exchange()
+        .expect_append_exchange_waiting_for_room()
         .withf(move |exchange| exchange.assistant.content == reply)
         .times(1)
         .returning(|exchange| Ok(stored(exchange)));
@@ -1145,7 +1151,7 @@ async fn without_a_log_a_client_that_reads_nothing_does_not_hold_its_reply() {
     let mut repository = MockChatRepository::new();
     let expected = whole.clone();
     repository
-        .expect_append_exchange()
+        .expect_append_exchange_waiting_for_room()
         .withf(move |exchange| exchange.assistant.content == expected)
         .times(1)
         .returning(move |exchange| {

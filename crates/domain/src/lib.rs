@@ -19,7 +19,7 @@ pub use paging::{
 };
 pub use ports::{
     Assistant, ChatRepository, DeltaStream, GenerationEvent, GenerationEvents, GenerationLog,
-    GenerationState, ReplyContext,
+    GenerationState, ReplyContext, WAIT_FOR_ROOM_LIMIT,
 };
 pub use service::{ChatService, ChatServiceConfig, PendingReply, ReplyEvent};
 pub use text::{is_blank_reply, stream_pieces, ConversationTitle, MessageText, TextError};

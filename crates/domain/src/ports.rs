@@ -11,6 +11,10 @@ use crate::paging::{ConversationCursor, MessageCursor, MessageWindow, Page, Page
 use crate::text::{ConversationTitle, MessageText};
 use crate::time::Timestamp;
 
+/// How long [`ChatRepository::append_exchange_waiting_for_room`] waits out a full write queue: a
+/// queue drains in milliseconds, so a wait this long means storage has stopped keeping up.
+pub const WAIT_FOR_ROOM_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Persistent storage of conversations and their messages.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
@@ -71,6 +75,15 @@ pub trait ChatRepository: Send + Sync {
     /// `Conflict` (and store nothing) if a message id exists, `Overloaded` (and store nothing)
     /// if the adapter's write queue is full.
     async fn append_exchange(&self, exchange: &NewExchange) -> Result<Exchange, RepositoryError>;
+
+    /// [`Self::append_exchange`] for a reply the user has already read as it streamed: a full
+    /// write queue is waited out (for up to [`WAIT_FOR_ROOM_LIMIT`]), not refused at once, since
+    /// refusing would throw away text that was shown. MUST NOT return `Overloaded` before that
+    /// wait. An adapter whose appends are never `Overloaded` answers as `append_exchange` does.
+    async fn append_exchange_waiting_for_room(
+        &self,
+        exchange: &NewExchange,
+    ) -> Result<Exchange, RepositoryError>;
 
     /// Succeeds when storage can serve reads and writes now; `Unavailable` otherwise.
     async fn health_check(&self) -> Result<(), RepositoryError>;

@@ -417,7 +417,9 @@ impl PendingReply {
             });
         }
         let exchange = NewExchange::new(context.conversation_id, context.user_text, reply);
-        Ok(repository.append_exchange(&exchange).await?)
+        Ok(repository
+            .append_exchange_waiting_for_room(&exchange)
+            .await?)
     }
 }
 
@@ -730,7 +732,12 @@ mod tests {
         repository
             .expect_append_exchange()
             .withf(|exchange| exchange.assistant.content == "one two")
-            .times(2)
+            .times(1)
+            .returning(|exchange| Ok(stored(exchange)));
+        repository
+            .expect_append_exchange_waiting_for_room()
+            .withf(|exchange| exchange.assistant.content == "one two")
+            .times(1)
             .returning(|exchange| Ok(stored(exchange)));
         let service = service(repository, assistant_replying("one\0 two\0"));
         let text = service.message_text("hello").unwrap();
@@ -761,8 +768,9 @@ mod tests {
     async fn a_streamed_reply_is_stored_as_the_concatenated_pieces() {
         let mut repository = MockChatRepository::new();
         existing_conversations(&mut repository);
+        // Shown as it streamed: a full write queue is waited out, not refused.
         repository
-            .expect_append_exchange()
+            .expect_append_exchange_waiting_for_room()
             .withf(|exchange| exchange.assistant.content == "one two three")
             .times(1)
             .returning(|exchange| Ok(stored(exchange)));
@@ -793,7 +801,7 @@ mod tests {
         let mut repository = MockChatRepository::new();
         existing_conversations(&mut repository);
         repository
-            .expect_append_exchange()
+            .expect_append_exchange_waiting_for_room()
             .times(1)
             .returning(|exchange| Ok(stored(exchange)));
         let service = service(repository, assistant_replying("still stored"));
@@ -861,7 +869,7 @@ mod tests {
         let mut repository = MockChatRepository::new();
         existing_conversations(&mut repository);
         repository
-            .expect_append_exchange()
+            .expect_append_exchange_waiting_for_room()
             .withf(move |exchange| exchange.assistant.content == reply)
             .times(1)
             .returning(|exchange| Ok(stored(exchange)));

@@ -143,6 +143,7 @@ macro_rules! chat_repository_conformance {
             append_moves_updated_at_and_list_order,
             append_never_moves_updated_at_backwards,
             append_stores_exchange_at_next_positions,
+            append_waiting_for_room_stores_as_append_does,
             append_with_duplicate_message_id_conflicts_and_stores_nothing,
             list_messages_of_empty_conversation_is_empty,
             list_messages_latest_window,

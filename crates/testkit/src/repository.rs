@@ -592,6 +592,39 @@ pub async fn append_stores_exchange_at_next_positions<R: ChatRepository + ?Sized
     );
 }
 
+/// The append for a reply already shown keeps every promise of `append_exchange`: the next
+/// positions, between plain appends; `NotFound` for a missing conversation, storing nothing.
+pub async fn append_waiting_for_room_stores_as_append_does<R: ChatRepository + ?Sized>(
+    repo: Arc<R>,
+) {
+    let target = conversation("Target", at(0));
+    create(&*repo, &target).await;
+    let elsewhere = new_exchange(ConversationId::generate(), "Anyone?", "No", at(5));
+    assert_not_found(
+        repo.append_exchange_waiting_for_room(&elsewhere).await,
+        "append_exchange_waiting_for_room",
+    );
+    let plain = new_exchange(target.id, "Plain?", "Yes", at(10));
+    let shown = new_exchange(target.id, "Streamed?", "Yes", at(20));
+    let after = new_exchange(target.id, "Plain again?", "Yes", at(30));
+
+    let stored_plain = repo.append_exchange(&plain).await.unwrap();
+    let stored_shown = repo.append_exchange_waiting_for_room(&shown).await.unwrap();
+    let stored_after = repo.append_exchange(&after).await.unwrap();
+    assert_eq!(stored_shown, expected_exchange(&shown, 3));
+    assert_eq!(
+        all_messages(&*repo, target.id).await,
+        vec![
+            stored_plain.user_message,
+            stored_plain.assistant_message,
+            stored_shown.user_message,
+            stored_shown.assistant_message,
+            stored_after.user_message,
+            stored_after.assistant_message,
+        ]
+    );
+}
+
 pub async fn append_with_duplicate_message_id_conflicts_and_stores_nothing<
     R: ChatRepository + ?Sized,
 >(

@@ -190,6 +190,14 @@ impl ChatRepository for MemoryRepository {
         })
     }
 
+    /// Never full: nothing to wait for.
+    async fn append_exchange_waiting_for_room(
+        &self,
+        exchange: &NewExchange,
+    ) -> Result<Exchange, RepositoryError> {
+        self.append_exchange(exchange).await
+    }
+
     async fn health_check(&self) -> Result<(), RepositoryError> {
         Ok(())
     }
