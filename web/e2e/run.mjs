@@ -229,7 +229,9 @@ async function main() {
   }
   mkdirSync(shotsDir, { recursive: true });
 
-  const base = await startServer();
+  // Words 80 ms apart (twice the default): a reply of seven words still streams in several
+  // renders when the browser is slowed down by a busy machine.
+  const base = await startServer({ CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS: '80' });
   console.log(`e2e: chat-server ready at ${base}`);
 
   const profile = mkdtempSync(path.join(tmpdir(), 'chat-e2e-chromium-'));
@@ -569,7 +571,9 @@ async function main() {
   // reload and switch conversations in the middle of one.
   let slowServer = null;
   const slow = () => (slowServer ??= startServer({ CHAT__ASSISTANT__DUMMY__MODE: 'deterministic', CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS: '150' }));
-  const words = 'one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty';
+  // About 80 words, 12 s of reply: time for a reload or two switches on a loaded machine before it is stored.
+  const count = 'one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty';
+  const words = `${count}, ${count}, ${count}`;
   const streamingText = (page) =>
     page.evaluate(() => {
       const t = document.querySelector('article[data-state="streaming"] .message-body')?.textContent ?? '';
