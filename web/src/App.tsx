@@ -164,16 +164,21 @@ export function App() {
     if (id !== selectedRef.current) saveDraft(id, '');
   };
 
+  /**
+   * Before a conversation leaves the list for being deleted `where`: a user at its entry (renaming
+   * it, say) sees its buttons and field go, so say why, and keep the keyboard focus in the list.
+   */
+  const sayWhyItGoes = (id: string, where: string) => {
+    const focusedItem = document.activeElement?.closest<HTMLElement>('#sidebar .conversation-item');
+    if (focusedItem?.dataset.id !== id) return;
+    setSidebarError(`That conversation was deleted ${where}.`);
+    setTimeout(focusNewChat);
+  };
+
   /** Deleted in another tab or on another device: as `forget`, and a user at it is told why it went. */
   const deletedElsewhere = (id: string, where: string) => {
-    const focusedItem = document.activeElement?.closest<HTMLElement>('#sidebar .conversation-item');
+    sayWhyItGoes(id, where);
     forget(id);
-    if (focusedItem?.dataset.id === id) {
-      // The user was at it (renaming it, say): its buttons and field go; say why, and keep
-      // the keyboard focus in the list.
-      setSidebarError(`That conversation was deleted ${where}.`);
-      setTimeout(focusNewChat);
-    }
   };
 
   const knownConversations = (): ReadonlySet<string> => new Set(conversationsRef.current.map((c) => c.id));
@@ -203,6 +208,12 @@ export function App() {
   /** The conversation was deleted elsewhere (another tab, or found gone): drop it from the list. */
   const onGone = useCallback((id: string) => {
     const listed = conversationsRef.current.some((c) => c.id === id);
+    if (listed) {
+      // Found gone by opening, sending or catching up, whichever came first: the same as when the
+      // list finds it gone, here and in the other tabs.
+      sayWhyItGoes(id, 'on another device');
+      tabs.current?.post({ kind: 'deleted', id });
+    }
     setMissing((ids) => new Map(ids).set(id, listed ? 'deleted' : 'unknown'));
     setConversations((cs) => cs.filter((c) => c.id !== id));
   }, []);
@@ -238,14 +249,20 @@ export function App() {
   listRef.current = list;
   useEffect(() => {
     let hiddenSince = document.hidden ? Date.now() : null;
+    // One at a time: a burst of `online` events (a flapping network) reads the list once.
+    let catchingUp = false;
     const catchUp = () => {
       if (listRef.current.kind === 'error') return loadList();
-      if (listRef.current.kind === 'loading') return;
+      if (listRef.current.kind === 'loading' || catchingUp) return;
+      catchingUp = true;
       const known = knownConversations();
-      api.listConversations({ limit: LIST_PAGE }).then(
-        (page) => takeFirstPage(page, known),
-        () => undefined,
-      );
+      api
+        .listConversations({ limit: LIST_PAGE })
+        .then(
+          (page) => takeFirstPage(page, known),
+          () => undefined,
+        )
+        .finally(() => (catchingUp = false));
       if (selectedRef.current !== null) setStoredElsewhere((n) => n + 1);
     };
     const onVisibility = () => {

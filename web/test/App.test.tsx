@@ -651,14 +651,75 @@ describe('App', () => {
       expect(screen.getByRole('heading', { level: 1 }).textContent).toBe('Deleted conversation');
     });
 
+    it('shows every message when more came than a page holds, the ones between loading as older', async () => {
+      vi.stubGlobal(
+        'fetch',
+        mockFetch([
+          // Pages of the recent chat as the server gives them: newest first, `before` a position.
+          (url, init) => {
+            if (url.pathname !== '/api/v1/conversations/c2/messages' || (init.method ?? 'GET') !== 'GET') return undefined;
+            const all = server.messages.c2 ?? [];
+            const end = url.searchParams.has('before') ? Number(url.searchParams.get('before')) : all.length;
+            const start = Math.max(0, end - Number(url.searchParams.get('limit') ?? 50));
+            return json({ items: all.slice(start, end), next_cursor: start > 0 ? String(start) : null });
+          },
+          server.route,
+        ]).fn,
+      );
+      await renderLoaded();
+      for (let i = 0; i < 27; i += 1) server.messages.c2?.push(msg('c2', 'user', `Phone question ${i}`), msg('c2', 'assistant', `Phone answer ${i}`));
+
+      await hideTabFor(60_000);
+      await screen.findByText('Phone answer 26');
+      await screen.findByText('Phone answer 0');
+      const log = screen.getByRole('log');
+      expect(within(log).getAllByText(/^(Earlier answer|Phone answer \d+)$/).map((m) => m.textContent)).toEqual([
+        'Earlier answer',
+        ...Array.from({ length: 27 }, (_, i) => `Phone answer ${i}`),
+      ]);
+    });
+
+    it('says so when the chat being renamed is found deleted by its messages before the list', async () => {
+      let listAnswered: () => void = () => undefined;
+      let holdList = false;
+      vi.stubGlobal(
+        'fetch',
+        mockFetch([
+          (url, init) => {
+            if (!holdList || url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET') return undefined;
+            return new Promise<undefined>((resolve) => (listAnswered = () => resolve(undefined)));
+          },
+          server.route,
+        ]).fn,
+      );
+      await renderLoaded();
+      const nav = screen.getByRole('navigation', { name: 'Conversations' });
+      fireEvent.click(within(nav).getByRole('button', { name: 'Rename Recent chat' }));
+      within(nav).getByRole('textbox', { name: 'Conversation title' }).focus();
+      server.conversations.splice(server.conversations.findIndex((c) => c.id === 'c2'), 1);
+      holdList = true;
+      const otherTab = new BroadcastChannel('chat-tabs');
+      const heard: unknown[] = [];
+      otherTab.onmessage = (message) => heard.push(message.data);
+
+      await hideTabFor(60_000);
+      expect((await within(nav).findByRole('alert')).textContent).toBe('That conversation was deleted on another device.');
+      await waitFor(() => expect(document.activeElement?.classList.contains('new-chat')).toBe(true));
+      expect(within(nav).queryByRole('button', { name: 'Recent chat' })).toBeNull();
+      await waitFor(() => expect(heard).toContainEqual({ kind: 'deleted', id: 'c2' }));
+      otherTab.close();
+      await act(async () => listAnswered());
+    });
+
     it('reads nothing again after a glance at another tab, and catches up when back online', async () => {
       await renderLoaded();
       const reads = listReads();
       await hideTabFor(1_000);
       expect(listReads()).toBe(reads);
       server.conversations.push(conv('c3', 'While offline', '2026-01-05T00:00:00Z'));
+      // A flapping network says so several times: the list is read once.
       act(() => {
-        window.dispatchEvent(new Event('online'));
+        for (let i = 0; i < 3; i += 1) window.dispatchEvent(new Event('online'));
       });
       await within(screen.getByRole('navigation', { name: 'Conversations' })).findByRole('button', { name: 'While offline' });
       expect(listReads()).toBe(reads + 1);

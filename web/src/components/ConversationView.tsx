@@ -489,7 +489,15 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     const gen = generation.current;
     api.listMessages(id, { limit: PAGE_SIZE }).then(
       (page) => {
-        if (gen === generation.current) setMessages((m) => withNewest(m, page.items));
+        if (gen !== generation.current) return;
+        const shown = new Set(messagesRef.current.map((m) => m.id));
+        if (page.next_cursor !== null && !page.items.some((m) => shown.has(m.id))) {
+          // More came meanwhile than a page holds: the newest page no longer joins what is shown.
+          // It takes its place, and what lies between loads on scrolling up, as on opening.
+          stickToBottom.current = true;
+          setMessages(page.items);
+          setNextCursor(page.next_cursor);
+        } else setMessages((m) => withNewest(m, page.items));
       },
       (error: unknown) => {
         // Deleted on another device while open here: say so, as a deletion in another tab does.
