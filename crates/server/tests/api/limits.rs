@@ -502,7 +502,7 @@ async fn a_streamed_reply_waits_out_a_full_writer_queue_where_plain_sends_are_re
                 let last = body
                     .lines()
                     .filter_map(|line| line.strip_prefix("event: "))
-                    .last()
+                    .next_back()
                     .unwrap_or_default()
                     .to_owned();
                 (last, body)
