@@ -92,10 +92,63 @@ pub(crate) async fn read_optional_json<T: DeserializeOwned + Default>(
     settings: &ApiSettings,
 ) -> Result<T, BodyError> {
     let body = read_json_bytes(request, payload, settings).await?;
-    if body.is_empty() || body.trim_ascii() == b"null" {
+    let text = as_utf8(&body);
+    let text = text.trim_ascii();
+    if text.is_empty() || text == b"null" {
         return Ok(T::default());
     }
     decode(&body)
+}
+
+/// The body as UTF-8, read as the original app's `json.loads` of the bytes reads it (Python's
+/// `json.detect_encoding`): without a leading UTF-8 byte order mark, and UTF-16 or UTF-32, told by
+/// their byte order mark or by the zero bytes around the first character (which JSON requires to
+/// be ASCII), decoded. Anything else, or a body that does not decode, is returned as it is, for
+/// the JSON parser to refuse.
+fn as_utf8(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    if let Some(rest) = body.strip_prefix(b"\xEF\xBB\xBF") {
+        return Cow::Borrowed(rest);
+    }
+    let (unit, big_endian, bom) = match body {
+        [0, 0, 0xFE, 0xFF, ..] => (4, true, 4),
+        [0xFF, 0xFE, 0, 0, ..] => (4, false, 4),
+        [0xFE, 0xFF, ..] => (2, true, 2),
+        [0xFF, 0xFE, ..] => (2, false, 2),
+        [0, second, _, _, ..] => (if *second == 0 { 4 } else { 2 }, true, 0),
+        [_, 0, third, fourth, ..] => (if *third == 0 && *fourth == 0 { 4 } else { 2 }, false, 0),
+        [0, _] => (2, true, 0),
+        [_, 0] => (2, false, 0),
+        _ => return Cow::Borrowed(body),
+    };
+    let encoded = &body[bom..];
+    if !encoded.len().is_multiple_of(unit) {
+        return Cow::Borrowed(body);
+    }
+    let decoded: Option<String> = if unit == 2 {
+        let units = encoded.chunks_exact(2).map(|pair| {
+            let pair = [pair[0], pair[1]];
+            if big_endian {
+                u16::from_be_bytes(pair)
+            } else {
+                u16::from_le_bytes(pair)
+            }
+        });
+        char::decode_utf16(units).collect::<Result<_, _>>().ok()
+    } else {
+        encoded
+            .chunks_exact(4)
+            .map(|quad| {
+                let quad = [quad[0], quad[1], quad[2], quad[3]];
+                char::from_u32(if big_endian {
+                    u32::from_be_bytes(quad)
+                } else {
+                    u32::from_le_bytes(quad)
+                })
+            })
+            .collect()
+    };
+    decoded.map_or(Cow::Borrowed(body), |text| Cow::Owned(text.into_bytes()))
 }
 
 async fn read_json_bytes(
@@ -132,6 +185,7 @@ async fn read_json_bytes(
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
+    let body = &*as_utf8(body);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(BodyError::Invalid(
             "The request body is empty; a JSON object is expected.".to_owned(),
@@ -149,12 +203,25 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
             "The request body must be a JSON object.".to_owned(),
         ));
     }
-    serde_json::from_slice(body).map_err(|error| match error.classify() {
-        Category::Data => BodyError::Invalid(format!("Invalid request body: {error}.")),
-        Category::Syntax | Category::Eof | Category::Io => {
-            BodyError::Invalid(format!("The request body is not valid JSON: {error}."))
-        }
-    })
+    serde_json::from_slice(body)
+        .or_else(|error| {
+            // A field given twice: the original app took the last, as Python's `json` does. Read
+            // again through a map, which keeps the last, only then: the common case stays one pass.
+            if error.classify() == Category::Data
+                && error.to_string().starts_with("duplicate field")
+            {
+                let last_wins: serde_json::Value =
+                    serde_json::from_slice(body).map_err(|_| error)?;
+                return serde_json::from_value(last_wins);
+            }
+            Err(error)
+        })
+        .map_err(|error| match error.classify() {
+            Category::Data => BodyError::Invalid(format!("Invalid request body: {error}.")),
+            Category::Syntax | Category::Eof | Category::Io => {
+                BodyError::Invalid(format!("The request body is not valid JSON: {error}."))
+            }
+        })
 }
 
 /// The request parsing of `POST /chat/message` without the framework around it, for fuzzing:
@@ -179,4 +246,84 @@ pub fn parse_seed_message(
             domain::TextError::TooLong { .. } => 413,
             _ => 400,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dto::SeedSendRequest;
+
+    fn message(body: &[u8]) -> Result<String, String> {
+        decode::<SeedSendRequest>(body)
+            .map(|request| request.message)
+            .map_err(|error| error.to_string())
+    }
+
+    fn utf16(text: &str, big_endian: bool, bom: bool) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        if bom {
+            bytes.extend(if big_endian {
+                [0xFE, 0xFF]
+            } else {
+                [0xFF, 0xFE]
+            });
+        }
+        for unit in text.encode_utf16() {
+            bytes.extend(if big_endian {
+                unit.to_be_bytes()
+            } else {
+                unit.to_le_bytes()
+            });
+        }
+        bytes
+    }
+
+    fn utf32(text: &str, big_endian: bool) -> Vec<u8> {
+        text.chars()
+            .flat_map(|c| {
+                if big_endian {
+                    u32::from(c).to_be_bytes()
+                } else {
+                    u32::from(c).to_le_bytes()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bodies_the_original_apps_json_loads_read_are_read() {
+        let json = r#"{"message": "héllo 😀"}"#;
+        assert_eq!(message(json.as_bytes()).unwrap(), "héllo 😀");
+        let with_bom = [b"\xEF\xBB\xBF".as_slice(), json.as_bytes()].concat();
+        assert_eq!(message(&with_bom).unwrap(), "héllo 😀");
+        for (big_endian, bom) in [(false, true), (true, true), (false, false), (true, false)] {
+            assert_eq!(
+                message(&utf16(json, big_endian, bom)).unwrap(),
+                "héllo 😀",
+                "UTF-16, big endian {big_endian}, byte order mark {bom}"
+            );
+        }
+        for big_endian in [false, true] {
+            assert_eq!(message(&utf32(json, big_endian)).unwrap(), "héllo 😀");
+        }
+        assert_eq!(
+            message(br#"{"message": "first", "message": "last"}"#).unwrap(),
+            "last"
+        );
+    }
+
+    #[test]
+    fn what_it_refused_is_still_refused() {
+        let truncated = &utf16(r#"{"message": "x"}"#, false, true)[..7];
+        for body in [
+            truncated,
+            br#"{"message": 5}"#.as_slice(),
+            br#"{"message": "a", "message": 5}"#.as_slice(),
+            b"\xEF\xBB\xBF",
+            b"\xEF\xBB\xBF[1]",
+            b"{\"message\": \"\xff\"}",
+        ] {
+            assert!(message(body).is_err(), "{body:?}");
+        }
+    }
 }

@@ -157,6 +157,35 @@ async fn bad_requests_get_400_and_leave_no_trace() {
     assert_eq!(app.history().await, Vec::<Value>::new());
 }
 
+/// What the original app's `json.loads` of the body read, this one reads: a body saved with a
+/// byte order mark (Windows Notepad's UTF-8), UTF-16, a field given twice (the last counts).
+#[tokio::test]
+async fn bodies_the_original_app_read_are_read_alike() {
+    let app = TestApp::spawn().await;
+    let json = Some("application/json");
+    let with_bom = [
+        b"\xEF\xBB\xBF".as_slice(),
+        br#"{"message": "from notepad"}"#,
+    ]
+    .concat();
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(r#"{"message": "in UTF-16 😀"}"#.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let twice = br#"{"message": "first", "message": "second"}"#.to_vec();
+    for body in [with_bom, utf16, twice] {
+        let response = app.post_raw("/chat/message", json, body).await;
+        assert_eq!(response.status(), 200);
+    }
+    let users: Vec<String> = app
+        .history()
+        .await
+        .iter()
+        .map(|entry| entry["user"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(users, ["from notepad", "in UTF-16 😀", "second"]);
+}
+
 #[tokio::test]
 async fn a_wrong_content_type_is_refused() {
     let app = TestApp::spawn().await;

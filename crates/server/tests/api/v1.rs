@@ -261,6 +261,11 @@ async fn the_title_is_optional_and_defaults_to_new_chat() {
         "New chat"
     );
 
+    // Only white space (a line end some clients add) is no body either, as JSON reads it.
+    let blank = post_chunked_without_content_type(&app, b" \r\n").await;
+    assert_eq!(blank.status(), 201);
+    assert_eq!(blank.json::<Value>().await.unwrap()["title"], "New chat");
+
     // The OpenAPI description's optional body is an object or null; generated clients send null.
     let null_body = app.post_json("/api/v1/conversations", &json!(null)).await;
     assert_eq!(null_body.status(), 201);
