@@ -81,8 +81,18 @@ async fn read_then_disconnect(mut reader: SseReader, count: usize) -> Vec<SseEve
 async fn nothing_in_progress_is_204() {
     let app = TestApp::spawn().await;
     let conversation = app.create_conversation(None).await;
-    let response = resume(&app, conversation["id"].as_str().unwrap(), None).await;
+    let id = conversation["id"].as_str().unwrap();
+    let response = resume(&app, id, None).await;
     assert_eq!(response.status(), 204);
+    // An empty id is no id, as SSE clients mean it.
+    assert_eq!(resume(&app, id, Some("")).await.status(), 204);
+    let empty_after = app
+        .client
+        .get(app.url(&format!("/api/v1/conversations/{id}/stream?after=")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty_after.status(), 204);
 }
 
 #[tokio::test]
