@@ -359,6 +359,25 @@ fn unknown_host(request: &ServiceRequest, settings: &ApiSettings) -> Option<ApiE
     ))
 }
 
+/// Whether `origin` names the host, whatever the port, that the request was sent to.
+fn names_request_host(origin: &HeaderValue, request: &actix_web::dev::RequestHead) -> bool {
+    let (Ok(origin), Some(host)) = (
+        origin.to_str(),
+        request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    ) else {
+        return false;
+    };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|authority| {
+            host_without_port(authority).eq_ignore_ascii_case(host_without_port(host))
+        })
+}
+
 /// The host of a `Host` value: `example.com:8000` → `example.com`, `[::1]:8000` → `[::1]`.
 fn host_without_port(authority: &str) -> &str {
     match authority.rfind(':') {
@@ -372,19 +391,26 @@ fn host_without_port(authority: &str) -> &str {
 /// origin not allowed: 403. CORS only hides answers: a form, a beacon or a fetch without a JSON
 /// Content-Type needs no preflight, so without this any page a user of a local or intranet
 /// server opened could post messages there (and spend model calls). This server's own pages
-/// (`same-origin`) and clients that are not browsers (no such header) are not affected.
+/// (`same-origin`) and clients that are not browsers (no such header) are not affected. A
+/// browser too old to send `Sec-Fetch-Site` (Safari before 16.4) still sends the `Origin` of a
+/// write: one that names another host than the request's is another site's page. Ports are not
+/// compared there, as a proxy may pass on the host without the port the browser used.
 fn cross_site_write(request: &ServiceRequest, settings: &ApiSettings) -> Option<ApiError> {
-    let cross_site = request.headers().get(SEC_FETCH_SITE).is_some_and(|site| {
-        let site = site.as_bytes();
-        site.eq_ignore_ascii_case(b"cross-site") || site.eq_ignore_ascii_case(b"same-site")
-    });
-    if !cross_site || request.method().is_safe() {
+    if request.method().is_safe() {
         return None;
     }
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|origin| origin.to_str().ok());
+    let origin = request.headers().get(header::ORIGIN);
+    let cross_site = match request.headers().get(SEC_FETCH_SITE) {
+        Some(site) => {
+            let site = site.as_bytes();
+            site.eq_ignore_ascii_case(b"cross-site") || site.eq_ignore_ascii_case(b"same-site")
+        }
+        None => origin.is_some_and(|origin| !names_request_host(origin, request.head())),
+    };
+    if !cross_site {
+        return None;
+    }
+    let origin = origin.and_then(|origin| origin.to_str().ok());
     // No configured origin is empty: without an Origin only `*` allows the write.
     let allowed = is_allowed_origin(&settings.cors_allowed_origins, origin.unwrap_or(""));
     (!allowed).then(|| {

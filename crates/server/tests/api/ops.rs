@@ -752,6 +752,37 @@ async fn writes_from_another_sites_page_are_refused_unless_its_origin_is_allowed
         .json(&json!({"message": "from this site"}));
     assert_eq!(own.send().await.unwrap().status(), 200);
     assert_eq!(app.history().await.len(), 2);
+
+    // A browser that sends no Sec-Fetch-Site still names the page's origin: another host's is
+    // refused, this host's and an allowed one's go through.
+    let old_browser = |origin: &str| {
+        app.client
+            .post(app.url("/api/v1/conversations"))
+            .header("origin", origin)
+            .send()
+    };
+    let stranger = old_browser(evil).await.unwrap();
+    assert_eq!(stranger.status(), 403);
+    assert_eq!(
+        stranger.json::<Value>().await.unwrap()["code"],
+        "cross_site_request"
+    );
+    assert_eq!(old_browser("null").await.unwrap().status(), 403);
+    assert_eq!(old_browser(&app.url("")).await.unwrap().status(), 201);
+    // Behind a proxy that passes the host name without the port the browser used.
+    let proxied = app
+        .client
+        .post(app.url("/api/v1/conversations"))
+        .header("host", "127.0.0.1")
+        .header("origin", "http://127.0.0.1:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 201);
+    assert_eq!(
+        old_browser("http://localhost:3000").await.unwrap().status(),
+        201
+    );
 }
 
 #[tokio::test]
