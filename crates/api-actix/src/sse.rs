@@ -91,7 +91,9 @@ fn event_stream(
 ) -> HttpResponse {
     let mut response = HttpResponse::Ok();
     response
-        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        // The charset the format always has, said: clients that are not browsers (Python's
+        // requests) read text without one as ISO-8859-1 and garble every other character.
+        .insert_header((header::CONTENT_TYPE, "text/event-stream; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"));
     match keep_alive {

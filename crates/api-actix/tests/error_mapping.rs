@@ -752,7 +752,10 @@ async fn a_stream_that_fails_midway_sends_an_error_event_and_stores_nothing() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/event-stream; charset=utf-8")
+    );
     assert_eq!(reply.header("cache-control"), Some("no-cache"));
     assert_eq!(reply.header("x-accel-buffering"), Some("no"));
     let events = reply.events();

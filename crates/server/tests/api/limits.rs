@@ -375,7 +375,10 @@ async fn a_head_of_a_reply_being_followed_holds_no_stream_slot() {
     let path = format!("/api/v1/conversations/{id}/stream");
     let head = app.client.head(app.url(&path)).send().await.unwrap();
     assert_eq!(head.status(), 200);
-    assert_eq!(head.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        head.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     // The reply streams for seconds more; the HEAD's slot is free already.
     let follow = app
         .client

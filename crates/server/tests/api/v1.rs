@@ -1246,7 +1246,10 @@ async fn a_streamed_reply_arrives_event_by_event_then_done() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     assert_eq!(response.headers()["cache-control"], "no-cache");
     assert_eq!(response.headers()["x-accel-buffering"], "no");
     let mut reader = SseReader::new(response);
