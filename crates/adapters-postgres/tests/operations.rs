@@ -301,6 +301,63 @@ async fn a_database_in_sql_ascii_keeps_every_character() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_already_shown_waits_for_room_in_a_full_queue_where_others_are_refused() {
+    use diesel::connection::SimpleConnection;
+
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut settings = PostgresSettings::new(database.url());
+    settings.pool_size = 2;
+    settings.write_queue_capacity = 1;
+    let repository = Arc::new(PostgresChatRepository::connect(settings).await.unwrap());
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Full").unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+    let mut blocker = hold_row_lock(&database, conversation.id);
+    // Appends wait behind the held batch until one finds the queue full.
+    let mut queued = JoinSet::new();
+    loop {
+        assert!(queued.len() < 10, "the queue never filled");
+        let repository = Arc::clone(&repository);
+        let label = format!("queued {}", queued.len());
+        let append = tokio::spawn(async move {
+            repository
+                .append_exchange(&exchange(conversation.id, &label))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if append.is_finished() {
+            assert!(matches!(
+                append.await.unwrap(),
+                Err(RepositoryError::Overloaded)
+            ));
+            break;
+        }
+        queued.spawn(async move { append.await.unwrap() });
+    }
+    let shown = {
+        let repository = Arc::clone(&repository);
+        tokio::spawn(async move {
+            repository
+                .append_exchange_waiting_for_room(&exchange(conversation.id, "shown"))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!shown.is_finished(), "it waits while the queue is full");
+    blocker.batch_execute("COMMIT").unwrap();
+    let stored = shown.await.unwrap().expect("stored once there was room");
+    assert_eq!(stored.user_message.content, "shown");
+    while let Some(append) = queued.join_next().await {
+        append.unwrap().expect("a queued append is stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_work_with_a_statement_timeout_set() {
     let Some(database) = TestDatabase::create().await else {
         return;

@@ -674,6 +674,8 @@ mod tests {
         while repository.writer.queued() < 1 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Counted just before it is sent: let the send land.
+        tokio::time::sleep(Duration::from_millis(50)).await;
 
         assert!(matches!(
             repository.append_exchange(&exchange("refused")).await,

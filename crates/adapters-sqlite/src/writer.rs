@@ -289,7 +289,7 @@ impl Writer {
         when_full: WhenFull,
     ) -> Result<T, RepositoryError> {
         let mut pause = FIRST_PAUSE_FOR_ROOM;
-        let mut waited = Duration::ZERO;
+        let give_up_at = Instant::now() + WAIT_FOR_ROOM_LIMIT;
         loop {
             if self.durability.is_broken() {
                 return Err(Durability::refusal());
@@ -299,13 +299,12 @@ impl Writer {
                 Ok(()) => break,
                 Err(TrySendError::Full(refused)) => {
                     self.queued.fetch_sub(1, Ordering::Relaxed);
-                    if when_full == WhenFull::Refuse || waited >= WAIT_FOR_ROOM_LIMIT {
+                    if when_full == WhenFull::Refuse || Instant::now() >= give_up_at {
                         metrics::counter!("storage_writer_rejected_total").increment(1);
                         return Err(RepositoryError::Overloaded);
                     }
                     job = refused;
                     tokio::time::sleep(pause).await;
-                    waited += pause;
                     pause = (pause * 2).min(LONGEST_PAUSE_FOR_ROOM);
                 }
                 Err(TrySendError::Disconnected(_)) => {
