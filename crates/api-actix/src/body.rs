@@ -205,16 +205,17 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     }
     serde_json::from_slice(body)
         .or_else(|error| {
-            // A field given twice: the original app took the last, as Python's `json` does. Read
-            // again through a map, which keeps the last, only then: the common case stays one pass.
-            if error.classify() == Category::Data
-                && error.to_string().starts_with("duplicate field")
-            {
-                let last_wins: serde_json::Value =
-                    serde_json::from_slice(body).map_err(|_| error)?;
-                return serde_json::from_value(last_wins);
+            // Perhaps a field given twice (the first time even of another type): the original app
+            // took the last, as Python's `json` does. Read again through a map, which keeps the
+            // last, only then, so the common case stays one pass; if that fails too, the first
+            // error stands.
+            if error.classify() != Category::Data {
+                return Err(error);
             }
-            Err(error)
+            serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|last_wins| serde_json::from_value(last_wins).ok())
+                .ok_or(error)
         })
         .map_err(|error| match error.classify() {
             Category::Data => BodyError::Invalid(format!("Invalid request body: {error}.")),
@@ -308,6 +309,10 @@ mod tests {
         }
         assert_eq!(
             message(br#"{"message": "first", "message": "last"}"#).unwrap(),
+            "last"
+        );
+        assert_eq!(
+            message(br#"{"message": 5, "message": "last"}"#).unwrap(),
             "last"
         );
     }

@@ -317,8 +317,9 @@ pub(crate) async fn resume_stream(
                 .map_err(|_| ApiError::bad_request("invalid_cursor", "The event id is not valid."))
         })
         .transpose()?
-        .or_else(|| query.after.clone())
         // An empty id is no id (the SSE specification's clients send none then).
+        .filter(|raw| !raw.trim().is_empty())
+        .or_else(|| query.after.clone())
         .filter(|raw| !raw.trim().is_empty());
     state.service.get_conversation(id).await?;
     let log = &state.generation_log;

@@ -203,6 +203,20 @@ async fn after_done_there_is_nothing_more_but_a_missed_done_is_replayed() {
     assert_eq!(missed.len(), 1);
     assert_eq!(missed[0].event, "done");
     assert_eq!(missed[0].id.as_deref(), Some(done_id.as_str()));
+
+    // An empty header is no id: the query's counts.
+    let response = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/conversations/{id}/stream?after={before_done}"
+        )))
+        .header("last-event-id", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let missed = read_to_end(&mut SseReader::raw(response)).await;
+    assert_eq!(missed.len(), 1, "{missed:?}");
 }
 
 #[tokio::test]
