@@ -12,6 +12,8 @@ import { MAX_TITLE_CODE_POINTS, characters, codePoints, cutToCodePoints } from '
 const LIST_PAGE = 50;
 /** Back to a tab hidden at least this long, the list and the open conversation catch up. */
 const CATCH_UP_AFTER_HIDDEN_MS = 5_000;
+/** A catch-up still out after this long does not hold the next one back. */
+const CATCH_UP_PATIENCE_MS = 15_000;
 const DEFAULT_TITLE = 'New chat';
 /** The address of a new chat not sent from yet, so a reload or a link comes back to it. */
 const NEW_CHAT_HASH = '#/new';
@@ -181,20 +183,25 @@ export function App() {
     forget(id);
   };
 
-  const knownConversations = (): ReadonlySet<string> => new Set(conversationsRef.current.map((c) => c.id));
+  /** The conversations listed now, with their activity times, as a read of the list starts. */
+  const knownConversations = (): ReadonlyMap<string, string> => new Map(conversationsRef.current.map((c) => [c.id, c.updated_at]));
 
   /**
    * The list's first page read afresh while `known` were listed here: new and renamed chats come
    * in, and one listed here that the page should hold but does not was deleted on another device.
+   * One active here since the read began (renamed, sent to) may have moved up after the page was
+   * read: it is not judged by this page.
    */
-  const takeFirstPage = (page: Page<Conversation>, known: ReadonlySet<string>) => {
-    page.items.forEach(learn);
+  const takeFirstPage = (page: Page<Conversation>, known: ReadonlyMap<string, string>) => {
+    const activeHereSince = (c: Conversation) => known.has(c.id) && conversationsRef.current.find((x) => x.id === c.id)?.updated_at !== known.get(c.id);
+    // The page's view of one active here since is older than the list's (its title before a rename).
+    for (const c of page.items) if (!activeHereSince(c)) learn(c);
     const inPage = new Set(page.items.map((c) => c.id));
     const last = page.items.at(-1);
     // Activity only moves a chat up: one more recent than the page's last would be in the page.
     const belongsInPage = (c: Conversation) => page.next_cursor === null || (last !== undefined && instant(c.updated_at) > instant(last.updated_at));
     for (const c of conversationsRef.current) {
-      if (!known.has(c.id) || inPage.has(c.id) || !belongsInPage(c)) continue;
+      if (known.get(c.id) !== c.updated_at || inPage.has(c.id) || !belongsInPage(c)) continue;
       deletedElsewhere(c.id, 'on another device');
       tabs.current?.post({ kind: 'deleted', id: c.id });
     }
@@ -249,12 +256,18 @@ export function App() {
   listRef.current = list;
   useEffect(() => {
     let hiddenSince = document.hidden ? Date.now() : null;
-    // One at a time: a burst of `online` events (a flapping network) reads the list once.
-    let catchingUp = false;
+    // One at a time: a burst of `online` events (a flapping network) reads the list once. A read
+    // that hangs (a network not really back) is not waited for longer than a while.
+    let catchingUpSince: number | null = null;
     const catchUp = () => {
-      if (listRef.current.kind === 'error') return loadList();
-      if (listRef.current.kind === 'loading' || catchingUp) return;
-      catchingUp = true;
+      if (listRef.current.kind === 'error') {
+        listRef.current = { kind: 'loading' };
+        return loadList();
+      }
+      if (listRef.current.kind === 'loading') return;
+      if (catchingUpSince !== null && Date.now() - catchingUpSince < CATCH_UP_PATIENCE_MS) return;
+      const since = Date.now();
+      catchingUpSince = since;
       const known = knownConversations();
       api
         .listConversations({ limit: LIST_PAGE })
@@ -262,7 +275,9 @@ export function App() {
           (page) => takeFirstPage(page, known),
           () => undefined,
         )
-        .finally(() => (catchingUp = false));
+        .finally(() => {
+          if (catchingUpSince === since) catchingUpSince = null;
+        });
       if (selectedRef.current !== null) setStoredElsewhere((n) => n + 1);
     };
     const onVisibility = () => {

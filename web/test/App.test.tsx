@@ -711,6 +711,46 @@ describe('App', () => {
       await act(async () => listAnswered());
     });
 
+    it('keeps what was renamed here while the catch-up read was out, beyond the page or in it', async () => {
+      let answerList: () => void = () => undefined;
+      let holdList = false;
+      vi.stubGlobal(
+        'fetch',
+        mockFetch([
+          (url, init) => {
+            if (url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET' || url.searchParams.has('cursor')) return undefined;
+            // The first page as it is when the read arrives: the recent chat only, the older beyond.
+            const page = json({ items: server.conversations.filter((c) => c.id === 'c2').map((c) => ({ ...c })), next_cursor: 'after-c2' });
+            return holdList ? new Promise<Response>((resolve) => (answerList = () => resolve(page))) : page;
+          },
+          server.route,
+        ]).fn,
+      );
+      history.replaceState(null, '', '/#/c/c1');
+      render(<App />);
+      const nav = screen.getByRole('navigation', { name: 'Conversations' });
+      await screen.findByRole('heading', { name: 'Older chat' });
+      holdList = true;
+      await hideTabFor(60_000);
+      holdList = false;
+      for (const [from, to] of [
+        ['Older chat', 'Older, renamed meanwhile'],
+        ['Recent chat', 'Recent, renamed meanwhile'],
+      ] as const) {
+        fireEvent.click(within(nav).getByRole('button', { name: `Rename ${from}` }));
+        fireEvent.change(within(nav).getByRole('textbox', { name: 'Conversation title' }), { target: { value: to } });
+        fireEvent.click(within(nav).getByRole('button', { name: 'Save' }));
+        await within(nav).findByRole('button', { name: to });
+      }
+      await act(async () => answerList());
+      await new Promise((settle) => setTimeout(settle, 50));
+      expect(within(nav).getAllByRole('button', { name: /^(Older|Recent), renamed meanwhile$/ }).map((b) => b.textContent).sort()).toEqual([
+        'Older, renamed meanwhile',
+        'Recent, renamed meanwhile',
+      ]);
+      expect(screen.queryByText(/has been deleted/)).toBeNull();
+    });
+
     it('reads nothing again after a glance at another tab, and catches up when back online', async () => {
       await renderLoaded();
       const reads = listReads();

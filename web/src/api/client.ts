@@ -64,12 +64,12 @@ export function isUnreachable(err: unknown): boolean {
   return err instanceof NetworkError;
 }
 
-/** A refusal of the moment (429, 503, both with Retry-After): the same request may succeed soon. */
 /** The server has no such conversation (deleted, perhaps elsewhere); not any 404, such as a route a proxy lacks. */
 export function isConversationGone(err: unknown): boolean {
   return err instanceof ApiError && err.code === 'conversation_not_found';
 }
 
+/** A refusal of the moment (429, 503, both with Retry-After): the same request may succeed soon. */
 export function isBusy(err: unknown): boolean {
   return err instanceof ApiError && (err.status === 429 || err.status === 503);
 }

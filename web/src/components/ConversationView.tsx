@@ -232,9 +232,16 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     setOlderLoading(true);
     setOlderError(null);
     const focusedThere = () => document.activeElement?.closest('.older') != null;
-    api.listMessages(conversationId, { limit: PAGE_SIZE, before: nextCursor }).then(
+    // The newest page may take the place of what is shown meanwhile (see refreshNewest), with a
+    // cursor of its own: a page older than the old one's would then leave a gap.
+    const before = nextCursor;
+    api.listMessages(conversationId, { limit: PAGE_SIZE, before }).then(
       (page) => {
         if (gen !== generation.current) return;
+        if (nextCursorRef.current !== before) {
+          setOlderLoading(false);
+          return;
+        }
         refocusOlder.current = focusedThere();
         const el = logRef.current;
         if (el) prependAnchor.current = { height: el.scrollHeight, top: el.scrollTop };
@@ -486,16 +493,24 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
 
   /** Adds what the newest page has that is not shown yet; older pages already loaded stay. */
   const refreshNewest = (id: string) => {
+    // Not loaded (it failed, the server out of reach): load it as on opening, Retry and all.
+    if (loadRef.current.kind === 'error') {
+      loadNewest(id);
+      return;
+    }
     const gen = generation.current;
+    const shownBefore = new Set(messagesRef.current.map((m) => m.id));
     api.listMessages(id, { limit: PAGE_SIZE }).then(
       (page) => {
         if (gen !== generation.current) return;
-        const shown = new Set(messagesRef.current.map((m) => m.id));
-        if (page.next_cursor !== null && !page.items.some((m) => shown.has(m.id))) {
+        const oldest = page.items[0];
+        if (page.next_cursor !== null && oldest !== undefined && !messagesRef.current.some((m) => m.id === oldest.id)) {
           // More came meanwhile than a page holds: the newest page no longer joins what is shown.
-          // It takes its place, and what lies between loads on scrolling up, as on opening.
+          // It takes its place (with what this tab stored since the read began), and what lies
+          // between loads on scrolling up, as on opening.
           stickToBottom.current = true;
-          setMessages(page.items);
+          const inPage = new Set(page.items.map((m) => m.id));
+          setMessages((m) => [...page.items, ...m.filter((x) => !shownBefore.has(x.id) && !inPage.has(x.id))]);
           setNextCursor(page.next_cursor);
         } else setMessages((m) => withNewest(m, page.items));
       },
@@ -1034,7 +1049,7 @@ function sentence(text: string): string {
 
 /** No conversation has this id: gone, or not an id at all (a mangled link). */
 function doesNotExist(err: unknown): boolean {
-  return err instanceof ApiError && (err.status === 404 || err.code === 'invalid_id');
+  return isConversationGone(err) || (err instanceof ApiError && err.code === 'invalid_id');
 }
 
 /** How long to wait before asking again after `err`: the server's `Retry-After`, or a few seconds. */
