@@ -154,6 +154,24 @@ async function storeAndFinishIn(id: string, stream: ReturnType<typeof sseRespons
 /** What the reply cut short in view says of itself: stopped by the user, or its connection lost. */
 const cutShortNote = () => screen.getByRole('log').querySelector('article[aria-label="Assistant"] .message-note')?.textContent;
 
+/**
+ * Clicks the button named `name` inside `container` as soon as it is in the DOM: in the mutation
+ * observer's callback, before React has run the passive effects of the render that added it.
+ */
+function clickTheMomentItShows(container: HTMLElement, name: string, { focus = false } = {}) {
+  return new Promise<void>((clicked) => {
+    const observer = new MutationObserver(() => {
+      const button = within(container).queryByRole('button', { name });
+      if (!button) return;
+      observer.disconnect();
+      if (focus) button.focus();
+      fireEvent.click(button);
+      clicked();
+    });
+    observer.observe(container, { childList: true, subtree: true });
+  });
+}
+
 /** Clicks New chat and waits for its empty message box; nothing is created on the server yet. */
 async function openNewChat() {
   // The action comes first: a conversation not named yet is called "New chat" too.
@@ -550,17 +568,7 @@ describe('App', () => {
     render(<App />);
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
     // Pressed the moment it shows, before the effects of the render that showed it have run.
-    await new Promise<void>((pressed) => {
-      const observer = new MutationObserver(() => {
-        const more = within(nav).queryByRole('button', { name: 'Show more' });
-        if (!more) return;
-        observer.disconnect();
-        more.focus();
-        fireEvent.click(more);
-        pressed();
-      });
-      observer.observe(nav, { childList: true, subtree: true });
-    });
+    await clickTheMomentItShows(nav, 'Show more', { focus: true });
     const loading = await within(nav).findByRole('button', { name: 'Loading…' });
     expect(loading.getAttribute('aria-disabled')).toBe('true');
     expect(loading.hasAttribute('disabled')).toBe(false);
@@ -2344,16 +2352,7 @@ describe('navigation', () => {
     render(<App />);
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
     // Clicked before the effects of the render that listed it (and opened the newest) have run.
-    await new Promise<void>((clicked) => {
-      const observer = new MutationObserver(() => {
-        const older = within(nav).queryByRole('button', { name: 'Older chat' });
-        if (!older) return;
-        observer.disconnect();
-        fireEvent.click(older);
-        clicked();
-      });
-      observer.observe(nav, { childList: true, subtree: true });
-    });
+    await clickTheMomentItShows(nav, 'Older chat');
     await waitFor(() => expect(window.location.hash).toBe('#/c/c1'));
     expect(history.length).toBe(entries + 1);
   });

@@ -361,21 +361,22 @@ fn unknown_host(request: &ServiceRequest, settings: &ApiSettings) -> Option<ApiE
 
 /// Whether `origin` names the host, whatever the port, that the request was sent to.
 fn names_request_host(origin: &HeaderValue, request: &actix_web::dev::RequestHead) -> bool {
-    let (Ok(origin), Some(host)) = (
-        origin.to_str(),
-        request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok()),
-    ) else {
-        return false;
-    };
-    origin
+    origin_authority_and_host(origin, request).is_some_and(|(authority, host)| {
+        host_without_port(authority).eq_ignore_ascii_case(host_without_port(host))
+    })
+}
+
+/// The `host[:port]` an `Origin` names and the request's `Host`, when both are there to read.
+fn origin_authority_and_host<'a>(
+    origin: &'a HeaderValue,
+    request: &'a actix_web::dev::RequestHead,
+) -> Option<(&'a str, &'a str)> {
+    let origin = origin.to_str().ok()?;
+    let host = request.headers().get(header::HOST)?.to_str().ok()?;
+    let authority = origin
         .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|authority| {
-            host_without_port(authority).eq_ignore_ascii_case(host_without_port(host))
-        })
+        .or_else(|| origin.strip_prefix("https://"))?;
+    Some((authority, host))
 }
 
 /// The host of a `Host` value: `example.com:8000` → `example.com`, `[::1]:8000` → `[::1]`.
@@ -448,19 +449,8 @@ pub(crate) fn security_headers(settings: &ApiSettings) -> DefaultHeaders {
 /// Whether `origin` names the host the request was sent to: the web client served by this server
 /// calls it from its own origin, which needs no allow-list entry.
 fn is_same_origin(origin: &HeaderValue, request: &actix_web::dev::RequestHead) -> bool {
-    let (Ok(origin), Some(host)) = (
-        origin.to_str(),
-        request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok()),
-    ) else {
-        return false;
-    };
-    origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+    origin_authority_and_host(origin, request)
+        .is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host))
 }
 
 /// CORS from the configured allow-list; credentials are never allowed, so `*` is never combined
