@@ -92,8 +92,8 @@ pub(crate) async fn read_optional_json<T: DeserializeOwned + Default>(
     settings: &ApiSettings,
 ) -> Result<T, BodyError> {
     let body = read_json_bytes(request, payload, settings).await?;
-    let text = as_utf8(&body);
-    let text = text.trim_ascii();
+    let text = as_utf8(&body)?;
+    let text = trim_json_whitespace(&text);
     if text.is_empty() || text == b"null" {
         return Ok(T::default());
     }
@@ -103,12 +103,11 @@ pub(crate) async fn read_optional_json<T: DeserializeOwned + Default>(
 /// The body as UTF-8, read as the original app's `json.loads` of the bytes reads it (Python's
 /// `json.detect_encoding`): without a leading UTF-8 byte order mark, and UTF-16 or UTF-32, told by
 /// their byte order mark or by the zero bytes around the first character (which JSON requires to
-/// be ASCII), decoded. Anything else, or a body that does not decode, is returned as it is, for
-/// the JSON parser to refuse.
-fn as_utf8(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+/// be ASCII), decoded. Anything else is returned as it is, for the JSON parser to judge.
+fn as_utf8(body: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, BodyError> {
     use std::borrow::Cow;
     if let Some(rest) = body.strip_prefix(b"\xEF\xBB\xBF") {
-        return Cow::Borrowed(rest);
+        return Ok(Cow::Borrowed(rest));
     }
     let (unit, big_endian, bom) = match body {
         [0, 0, 0xFE, 0xFF, ..] => (4, true, 4),
@@ -119,13 +118,12 @@ fn as_utf8(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         [_, 0, third, fourth, ..] => (if *third == 0 && *fourth == 0 { 4 } else { 2 }, false, 0),
         [0, _] => (2, true, 0),
         [_, 0] => (2, false, 0),
-        _ => return Cow::Borrowed(body),
+        _ => return Ok(Cow::Borrowed(body)),
     };
     let encoded = &body[bom..];
-    if !encoded.len().is_multiple_of(unit) {
-        return Cow::Borrowed(body);
-    }
-    let decoded: Option<String> = if unit == 2 {
+    let decoded: Option<String> = if !encoded.len().is_multiple_of(unit) {
+        None
+    } else if unit == 2 {
         let units = encoded.chunks_exact(2).map(|pair| {
             let pair = [pair[0], pair[1]];
             if big_endian {
@@ -148,7 +146,28 @@ fn as_utf8(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             })
             .collect()
     };
-    decoded.map_or(Cow::Borrowed(body), |text| Cow::Owned(text.into_bytes()))
+    decoded
+        .map(|text| Cow::Owned(text.into_bytes()))
+        .ok_or_else(|| {
+            BodyError::Invalid(format!(
+                "The request body is neither UTF-8 nor valid UTF-{} text.",
+                unit * 8
+            ))
+        })
+}
+
+/// JSON's own white space (RFC 8259): space, tab, line feed, carriage return; not a form feed.
+fn is_json_whitespace(byte: &u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn trim_json_whitespace(text: &[u8]) -> &[u8] {
+    let start = text.iter().position(|byte| !is_json_whitespace(byte));
+    let end = text.iter().rposition(|byte| !is_json_whitespace(byte));
+    match (start, end) {
+        (Some(start), Some(end)) => &text[start..=end],
+        _ => &[],
+    }
 }
 
 async fn read_json_bytes(
@@ -185,14 +204,14 @@ async fn read_json_bytes(
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
-    let body = &*as_utf8(body);
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let body = &*as_utf8(body)?;
+    if body.iter().all(is_json_whitespace) {
         return Err(BodyError::Invalid(
             "The request body is empty; a JSON object is expected.".to_owned(),
         ));
     }
     // serde would also build a struct from a JSON array (`["hi"]`); only objects are requests.
-    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    let first = body.iter().find(|byte| !is_json_whitespace(byte));
     if first != Some(&b'{') {
         if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
             return Err(BodyError::Invalid(format!(
@@ -212,10 +231,18 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
             if error.classify() != Category::Data {
                 return Err(error);
             }
-            serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
-                .and_then(|last_wins| serde_json::from_value(last_wins).ok())
-                .ok_or(error)
+            match serde_json::from_slice::<serde_json::Value>(body) {
+                // Still wrong: the first error says where, unless it was only the repetition,
+                // when what is wrong with the last value is the news.
+                Ok(last_wins) => serde_json::from_value(last_wins).map_err(|last_error| {
+                    if error.to_string().starts_with("duplicate field") {
+                        last_error
+                    } else {
+                        error
+                    }
+                }),
+                Err(_) => Err(error),
+            }
         })
         .map_err(|error| match error.classify() {
             Category::Data => BodyError::Invalid(format!("Invalid request body: {error}.")),
@@ -320,6 +347,21 @@ mod tests {
     #[test]
     fn what_it_refused_is_still_refused() {
         let truncated = &utf16(r#"{"message": "x"}"#, false, true)[..7];
+        assert_eq!(
+            message(truncated).unwrap_err(),
+            "The request body is neither UTF-8 nor valid UTF-16 text."
+        );
+        assert_eq!(
+            message(b"\x0c{}").unwrap_err(),
+            "The request body is not valid JSON: expected value at line 1 column 1.",
+            "a form feed is not JSON's white space"
+        );
+        assert!(
+            message(br#"{"message": "a", "message": 5}"#)
+                .unwrap_err()
+                .contains("invalid type: integer `5`"),
+            "the last value's fault, not the repetition"
+        );
         for body in [
             truncated,
             br#"{"message": 5}"#.as_slice(),

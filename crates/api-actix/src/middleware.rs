@@ -324,17 +324,7 @@ fn unknown_host(request: &ServiceRequest, settings: &ApiSettings) -> Option<ApiE
     if settings.allowed_hosts.iter().any(|host| host == "*") {
         return None;
     }
-    // An absolute-form target names the host itself, and a proxy's Host yields to it (RFC 9112).
-    let named = match request.uri().authority() {
-        Some(authority) => Some(authority.as_str()),
-        None => match request.headers().get(header::HOST) {
-            Some(host) => Some(host.to_str().unwrap_or("")),
-            None => None,
-        },
-    }?;
-    let host = host_without_port(named);
-    // A fully qualified name ends with the root's dot: `localhost.` is `localhost`.
-    let host = host.strip_suffix('.').unwrap_or(host);
+    let host = host_name(requested_authority(request.head())?);
     let allowed = host.parse::<std::net::Ipv4Addr>().is_ok()
         || (host.starts_with('[') && host.ends_with(']'))
         || host.eq_ignore_ascii_case("localhost")
@@ -361,22 +351,40 @@ fn unknown_host(request: &ServiceRequest, settings: &ApiSettings) -> Option<ApiE
 
 /// Whether `origin` names the host, whatever the port, that the request was sent to.
 fn names_request_host(origin: &HeaderValue, request: &actix_web::dev::RequestHead) -> bool {
-    origin_authority_and_host(origin, request).is_some_and(|(authority, host)| {
-        host_without_port(authority).eq_ignore_ascii_case(host_without_port(host))
-    })
+    origin_authority_and_host(origin, request)
+        .is_some_and(|(authority, host)| host_name(authority).eq_ignore_ascii_case(host_name(host)))
 }
 
-/// The `host[:port]` an `Origin` names and the request's `Host`, when both are there to read.
+/// The `host[:port]` an `Origin` names and the one the request names, when both are there.
 fn origin_authority_and_host<'a>(
     origin: &'a HeaderValue,
     request: &'a actix_web::dev::RequestHead,
 ) -> Option<(&'a str, &'a str)> {
     let origin = origin.to_str().ok()?;
-    let host = request.headers().get(header::HOST)?.to_str().ok()?;
+    let host = requested_authority(request)?;
     let authority = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))?;
     Some((authority, host))
+}
+
+/// The `host[:port]` a request names: an absolute-form target's own, to which a proxy's `Host`
+/// yields (RFC 9112), or else its `Host`. A request without either (HTTP/1.0) names none.
+fn requested_authority(request: &actix_web::dev::RequestHead) -> Option<&str> {
+    match request.uri.authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .map(|host| host.to_str().unwrap_or("")),
+    }
+}
+
+/// The host of a `host[:port]`, without the root's dot a fully qualified name may end with:
+/// `localhost.:8000` is `localhost`.
+fn host_name(authority: &str) -> &str {
+    let host = host_without_port(authority);
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 /// The host of a `Host` value: `example.com:8000` → `example.com`, `[::1]:8000` → `[::1]`.

@@ -378,7 +378,8 @@ impl PendingReply {
     ///
     /// When `cut_short` resolves first (the server is stopping and cannot wait any longer), the
     /// reply ends where it got to and that much is stored, as a user who stops a reply expects;
-    /// a reply with no text yet stores nothing and fails with [`ChatError::CutShort`].
+    /// a reply with no text yet stores nothing and fails with [`ChatError::CutShort`]. Stored
+    /// before that, a reply waits for room in a full write queue; after it, it does not.
     pub async fn complete<S, C>(self, mut events: S, cut_short: C) -> Result<Exchange, ChatError>
     where
         S: Sink<ReplyEvent> + Unpin,
@@ -417,9 +418,16 @@ impl PendingReply {
             });
         }
         let exchange = NewExchange::new(context.conversation_id, context.user_text, reply);
-        Ok(repository
-            .append_exchange_waiting_for_room(&exchange)
-            .await?)
+        // Shown as it came, the reply waits out a full write queue; but not once the server is
+        // stopping, which cannot wait that long: refused at once, its stream still says so.
+        let stopping = cut_short.clone().now_or_never().is_some();
+        Ok(if stopping {
+            repository.append_exchange(&exchange).await?
+        } else {
+            repository
+                .append_exchange_waiting_for_room(&exchange)
+                .await?
+        })
     }
 }
 
@@ -864,12 +872,13 @@ mod tests {
             .unwrap()
     }
 
-    /// A repository that expects exactly one exchange, whose reply is `reply`.
+    /// A repository that expects exactly one exchange, whose reply is `reply`, stored as a
+    /// stopping server stores it: refused at once when the write queue is full, not waiting.
     fn storing_once(reply: &'static str) -> MockChatRepository {
         let mut repository = MockChatRepository::new();
         existing_conversations(&mut repository);
         repository
-            .expect_append_exchange_waiting_for_room()
+            .expect_append_exchange()
             .withf(move |exchange| exchange.assistant.content == reply)
             .times(1)
             .returning(|exchange| Ok(stored(exchange)));

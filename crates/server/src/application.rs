@@ -181,6 +181,14 @@ impl Application {
             .get()
             .map_or(Duration::ZERO, |signalled: &Instant| signalled.elapsed());
         let remaining = self.shutdown_grace.saturating_sub(spent);
+        // Stopped at once by a second signal: replies cut short get the time kept for storing
+        // them, not the rest of the grace period (one waiting for room in a full queue would
+        // take it all).
+        let remaining = if graceful {
+            remaining
+        } else {
+            remaining.min(time_to_store_cut_replies(self.shutdown_grace))
+        };
         let idle = self.generations.wait_idle(remaining).await;
         if !idle {
             tracing::warn!(

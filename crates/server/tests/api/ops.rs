@@ -779,6 +779,23 @@ async fn writes_from_another_sites_page_are_refused_unless_its_origin_is_allowed
         .await
         .unwrap();
     assert_eq!(proxied.status(), 201);
+
+    // An absolute-form target names the host, as for `unknown_host`: a Host that agrees with the
+    // Origin does not make another site's page this one.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let authority = app.address.trim_start_matches("http://");
+        let mut connection = tokio::net::TcpStream::connect(authority).await.unwrap();
+        let request = format!(
+            "POST http://{authority}/api/v1/conversations HTTP/1.1\r\nHost: evil.example\r\n\
+             Origin: http://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        connection.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        connection.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    }
     assert_eq!(
         old_browser("http://localhost:3000").await.unwrap().status(),
         201
