@@ -203,7 +203,7 @@ export function App() {
     for (const c of conversationsRef.current) {
       if (known.get(c.id) !== c.updated_at || inPage.has(c.id) || !belongsInPage(c)) continue;
       deletedElsewhere(c.id, 'on another device');
-      tabs.current?.post({ kind: 'deleted', id: c.id });
+      tabs.current?.post({ kind: 'deleted', id: c.id, onAnotherDevice: true });
     }
   };
 
@@ -219,7 +219,7 @@ export function App() {
       // Found gone by opening, sending or catching up, whichever came first: the same as when the
       // list finds it gone, here and in the other tabs.
       sayWhyItGoes(id, 'on another device');
-      tabs.current?.post({ kind: 'deleted', id });
+      tabs.current?.post({ kind: 'deleted', id, onAnotherDevice: true });
     }
     setMissing((ids) => new Map(ids).set(id, listed ? 'deleted' : 'unknown'));
     setConversations((cs) => cs.filter((c) => c.id !== id));
@@ -238,7 +238,7 @@ export function App() {
   useEffect(() => {
     const sync = joinTabs((event) => {
       if (event.kind === 'upserted') learn(event.conversation);
-      else if (event.kind === 'deleted') deletedElsewhere(event.id, 'in another tab');
+      else if (event.kind === 'deleted') deletedElsewhere(event.id, event.onAnotherDevice ? 'on another device' : 'in another tab');
       else {
         if (conversationsRef.current.some((c) => c.id === event.id)) touch(event.id, event.updatedAt);
         // Beyond the loaded page of the list: fetch it, as it is now among the most recent.

@@ -687,6 +687,87 @@ describe('App', () => {
       ]);
     });
 
+    it('keeps the order when an older page comes in while the newest is read again', async () => {
+      const held: Record<'older' | 'newest', (() => void) | null> = { older: null, newest: null };
+      const holding = { older: true, newest: false };
+      vi.stubGlobal(
+        'fetch',
+        mockFetch([
+          (url, init) => {
+            if (url.pathname !== '/api/v1/conversations/c2/messages' || (init.method ?? 'GET') !== 'GET') return undefined;
+            const all = server.messages.c2 ?? [];
+            const older = url.searchParams.has('before');
+            const end = older ? Number(url.searchParams.get('before')) : all.length;
+            const start = Math.max(0, end - Number(url.searchParams.get('limit') ?? 50));
+            const page = json({ items: all.slice(start, end), next_cursor: start > 0 ? String(start) : null });
+            const kind = older ? 'older' : 'newest';
+            if (!holding[kind]) return page;
+            holding[kind] = false;
+            return new Promise<Response>((resolve) => (held[kind] = () => resolve(page)));
+          },
+          server.route,
+        ]).fn,
+      );
+      server.messages.c2 = Array.from({ length: 60 }, (_, i) => [msg('c2', 'user', `Before ${i}`), msg('c2', 'assistant', `Reply before ${i}`)]).flat();
+      render(<App />);
+      await screen.findByText('Reply before 59');
+      await waitFor(() => expect(held.older).not.toBeNull());
+      for (let i = 0; i < 30; i += 1) server.messages.c2.push(msg('c2', 'user', `Phone ${i}`), msg('c2', 'assistant', `Phone reply ${i}`));
+      holding.newest = true;
+      await hideTabFor(60_000);
+      await waitFor(() => expect(held.newest).not.toBeNull());
+      // The older page lands first, with the cursor the newest page then replaces.
+      await act(async () => held.older?.());
+      await screen.findByText('Reply before 10');
+      await act(async () => held.newest?.());
+      await screen.findByText('Phone reply 29');
+      await screen.findByText('Reply before 0');
+      const replies = within(screen.getByRole('log')).getAllByText(/^(Reply before|Phone reply) \d+$/).map((m) => m.textContent);
+      expect(replies).toEqual([...Array.from({ length: 60 }, (_, i) => `Reply before ${i}`), ...Array.from({ length: 30 }, (_, i) => `Phone reply ${i}`)]);
+    });
+
+    it('shows a reply another device is getting, as on opening, also where the messages had failed to load', async () => {
+      const G = 'dddddddd-0000-4000-8000-000000000004';
+      const ev = (seq: number, event: string, data: unknown) => `id: ${G}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+      let failing = true;
+      vi.stubGlobal(
+        'fetch',
+        mockFetch([
+          (url) =>
+            failing && url.pathname === '/api/v1/conversations/c2/messages'
+              ? json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503)
+              : undefined,
+          server.route,
+        ]).fn,
+      );
+      render(<App />);
+      await screen.findByRole('button', { name: 'Retry' });
+      failing = false;
+      const sse = sseResponse();
+      server.onFollow(() => sse.response);
+      server.messages.c2?.push(msg('c2', 'user', 'Asked on my phone'));
+
+      act(() => {
+        window.dispatchEvent(new Event('online'));
+      });
+      await screen.findByText('Earlier answer');
+      await act(async () => sse.send(ev(1, 'start', { generation_id: G, conversation_id: 'c2', content: 'Still asking on my phone' }) + ev(2, 'delta', { text: 'Half an answer' })));
+      expect(await within(screen.getByRole('log')).findByText('Half an answer')).toBeTruthy();
+      expect(screen.queryByRole('button', { name: 'Retry' })).toBeNull();
+    });
+
+    it('shows a reply another device is getting when the tab comes back', async () => {
+      const G = 'eeeeeeee-0000-4000-8000-000000000005';
+      const ev = (seq: number, event: string, data: unknown) => `id: ${G}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+      await renderLoaded();
+      const sse = sseResponse();
+      server.onFollow(() => sse.response);
+      await hideTabFor(60_000);
+      await act(async () => sse.send(ev(1, 'start', { generation_id: G, conversation_id: 'c2', content: 'Asked on my phone' }) + ev(2, 'delta', { text: 'Answering now' })));
+      expect(await within(screen.getByRole('log')).findByText('Answering now')).toBeTruthy();
+      expect(screen.getByRole('button', { name: 'Stop' })).toBeTruthy();
+    });
+
     it('says so when the chat being renamed is found deleted by its messages before the list', async () => {
       let listAnswered: () => void = () => undefined;
       let holdList = false;
@@ -714,7 +795,7 @@ describe('App', () => {
       expect((await within(nav).findByRole('alert')).textContent).toBe('That conversation was deleted on another device.');
       await waitFor(() => expect(document.activeElement?.classList.contains('new-chat')).toBe(true));
       expect(within(nav).queryByRole('button', { name: 'Recent chat' })).toBeNull();
-      await waitFor(() => expect(heard).toContainEqual({ kind: 'deleted', id: 'c2' }));
+      await waitFor(() => expect(heard).toContainEqual({ kind: 'deleted', id: 'c2', onAnotherDevice: true }));
       otherTab.close();
       await act(async () => listAnswered());
     });
@@ -2595,6 +2676,11 @@ describe('other tabs of the same browser', () => {
     fireEvent.change(input, { target: { value: 'Half a new na' } });
     otherTab.postMessage({ kind: 'deleted', id: 'c1' });
     expect((await within(nav).findByRole('alert')).textContent).toBe('That conversation was deleted in another tab.');
+    // One that another tab found deleted on the server was deleted on another device.
+    fireEvent.click(within(nav).getByRole('button', { name: 'Rename Recent chat' }));
+    within(nav).getByRole('textbox', { name: 'Conversation title' }).focus();
+    otherTab.postMessage({ kind: 'deleted', id: 'c2', onAnotherDevice: true });
+    await waitFor(() => expect(within(nav).getByRole('alert').textContent).toBe('That conversation was deleted on another device.'));
     await waitFor(() => expect(document.activeElement).toBe(within(nav).getByRole('button', { name: /New chat/ })));
     expect(within(nav).queryByRole('textbox', { name: 'Conversation title' })).toBeNull();
   });

@@ -4,7 +4,8 @@ import type { Conversation } from './types';
 export type SyncEvent =
   /** Created or renamed. */
   | { kind: 'upserted'; conversation: Conversation }
-  | { kind: 'deleted'; id: string }
+  /** `onAnotherDevice`: found deleted by a read of the server, not deleted in a tab here. */
+  | { kind: 'deleted'; id: string; onAnotherDevice?: boolean }
   /** An exchange was stored in the conversation. */
   | { kind: 'stored'; id: string; updatedAt: string };
 

@@ -493,26 +493,34 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
 
   /** Adds what the newest page has that is not shown yet; older pages already loaded stay. */
   const refreshNewest = (id: string) => {
-    // Not loaded (it failed, the server out of reach): load it as on opening, Retry and all.
+    // Not loaded (it failed, the server out of reach): load it as on opening, Retry and all,
+    // following a reply in progress.
     if (loadRef.current.kind === 'error') {
-      loadNewest(id);
+      loadNewest(id, true);
       return;
     }
     const gen = generation.current;
-    const shownBefore = new Set(messagesRef.current.map((m) => m.id));
+    const newestBefore = messagesRef.current.at(-1)?.id;
     api.listMessages(id, { limit: PAGE_SIZE }).then(
       (page) => {
         if (gen !== generation.current) return;
         const oldest = page.items[0];
         if (page.next_cursor !== null && oldest !== undefined && !messagesRef.current.some((m) => m.id === oldest.id)) {
           // More came meanwhile than a page holds: the newest page no longer joins what is shown.
-          // It takes its place (with what this tab stored since the read began), and what lies
-          // between loads on scrolling up, as on opening.
+          // It takes its place, with what this tab stored below the newest shown since the read
+          // began (not an older page that came meanwhile), and what lies between loads on
+          // scrolling up, as on opening.
           stickToBottom.current = true;
           const inPage = new Set(page.items.map((m) => m.id));
-          setMessages((m) => [...page.items, ...m.filter((x) => !shownBefore.has(x.id) && !inPage.has(x.id))]);
+          setMessages((m) => {
+            const at = newestBefore === undefined ? -1 : m.findIndex((x) => x.id === newestBefore);
+            const storedSince = newestBefore === undefined ? m : at === -1 ? [] : m.slice(at + 1);
+            return [...page.items, ...storedSince.filter((x) => !inPage.has(x.id))];
+          });
           setNextCursor(page.next_cursor);
         } else setMessages((m) => withNewest(m, page.items));
+        // A reply running now (another device's) shows, as on opening.
+        followRef.current(id, true);
       },
       (error: unknown) => {
         // Deleted on another device while open here: say so, as a deletion in another tab does.
