@@ -172,6 +172,27 @@ function clickTheMomentItShows(container: HTMLElement, name: string, { focus = f
   });
 }
 
+/**
+ * The older chat opened by its link while the list's first page holds only the recent one: it is
+ * fetched on its own, and listed once its title shows.
+ */
+async function renderOlderChatBeyondTheListsPage() {
+  vi.stubGlobal(
+    'fetch',
+    mockFetch([
+      (url, init) =>
+        url.pathname === '/api/v1/conversations' && (init.method ?? 'GET') === 'GET' && !url.searchParams.has('cursor')
+          ? json({ items: server.conversations.filter((c) => c.id === 'c2'), next_cursor: 'after-c2' })
+          : undefined,
+      server.route,
+    ]).fn,
+  );
+  history.replaceState(null, '', '/#/c/c1');
+  render(<App />);
+  await screen.findByText('No messages yet');
+  await screen.findByRole('heading', { name: 'Older chat' });
+}
+
 /** Clicks New chat and waits for its empty message box; nothing is created on the server yet. */
 async function openNewChat() {
   // The action comes first: a conversation not named yet is called "New chat" too.
@@ -637,21 +658,7 @@ describe('App', () => {
     });
 
     it('says so in the open conversation the other device deleted, though the list has not reached it', async () => {
-      vi.stubGlobal(
-        'fetch',
-        mockFetch([
-          (url, init) =>
-            url.pathname === '/api/v1/conversations' && (init.method ?? 'GET') === 'GET' && !url.searchParams.has('cursor')
-              ? json({ items: server.conversations.filter((c) => c.id === 'c2'), next_cursor: 'after-c2' })
-              : undefined,
-          server.route,
-        ]).fn,
-      );
-      history.replaceState(null, '', '/#/c/c1');
-      render(<App />);
-      await screen.findByText('No messages yet');
-      // Listed here (fetched, being beyond the list's page) before the other device deletes it.
-      await screen.findByRole('heading', { name: 'Older chat' });
+      await renderOlderChatBeyondTheListsPage();
       server.conversations.splice(server.conversations.findIndex((c) => c.id === 'c1'), 1);
 
       await hideTabFor(60_000);
@@ -2330,20 +2337,7 @@ describe('navigation', () => {
   });
 
   it('a conversation opened by its link but beyond the loaded page shows its title and joins the list', async () => {
-    vi.stubGlobal(
-      'fetch',
-      mockFetch([
-        (url, init) =>
-          url.pathname === '/api/v1/conversations' && (init.method ?? 'GET') === 'GET'
-            ? json({ items: server.conversations.filter((c) => c.id === 'c2'), next_cursor: 'page-2' })
-            : undefined,
-        server.route,
-      ]).fn,
-    );
-    history.replaceState(null, '', '/#/c/c1');
-    render(<App />);
-    expect(await screen.findByText('No messages yet')).toBeTruthy();
-    expect(await screen.findByRole('heading', { name: 'Older chat' })).toBeTruthy();
+    await renderOlderChatBeyondTheListsPage();
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
     expect(within(nav).getByRole('button', { name: 'Older chat' }).getAttribute('aria-current')).toBe('page');
   });
