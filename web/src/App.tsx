@@ -12,8 +12,10 @@ import { MAX_TITLE_CODE_POINTS, characters, codePoints, cutToCodePoints } from '
 const LIST_PAGE = 50;
 /** Back to a tab hidden at least this long, the list and the open conversation catch up. */
 const CATCH_UP_AFTER_HIDDEN_MS = 5_000;
-/** A catch-up still out after this long does not hold the next one back. */
+/** A catch-up's list read still out after this long does not hold the next one back. */
 const CATCH_UP_PATIENCE_MS = 15_000;
+/** Catch-ups this close together are one burst (a flapping network): one read of the open conversation. */
+const CATCH_UP_BURST_MS = 1_000;
 const DEFAULT_TITLE = 'New chat';
 /** The address of a new chat not sent from yet, so a reload or a link comes back to it. */
 const NEW_CHAT_HASH = '#/new';
@@ -256,29 +258,36 @@ export function App() {
   listRef.current = list;
   useEffect(() => {
     let hiddenSince = document.hidden ? Date.now() : null;
-    // One at a time: a burst of `online` events (a flapping network) reads the list once. A read
-    // that hangs (a network not really back) is not waited for longer than a while.
-    let catchingUpSince: number | null = null;
+    // One list read at a time: a burst of `online` events (a flapping network) reads it once. A
+    // read that hangs (a network not really back) is not waited for longer than a while. The open
+    // conversation is read again whatever the list read, once per burst: a return while a slow
+    // list read is still out would otherwise miss what came meanwhile.
+    let listReadSince: number | null = null;
+    let conversationReadAt = Number.NEGATIVE_INFINITY;
     const catchUp = () => {
       if (listRef.current.kind === 'error') {
         listRef.current = { kind: 'loading' };
         return loadList();
       }
       if (listRef.current.kind === 'loading') return;
-      if (catchingUpSince !== null && Date.now() - catchingUpSince < CATCH_UP_PATIENCE_MS) return;
-      const since = Date.now();
-      catchingUpSince = since;
-      const known = knownConversations();
-      api
-        .listConversations({ limit: LIST_PAGE })
-        .then(
-          (page) => takeFirstPage(page, known),
-          () => undefined,
-        )
-        .finally(() => {
-          if (catchingUpSince === since) catchingUpSince = null;
-        });
-      if (selectedRef.current !== null) setStoredElsewhere((n) => n + 1);
+      const now = Date.now();
+      if (listReadSince === null || now - listReadSince >= CATCH_UP_PATIENCE_MS) {
+        listReadSince = now;
+        const known = knownConversations();
+        api
+          .listConversations({ limit: LIST_PAGE })
+          .then(
+            (page) => takeFirstPage(page, known),
+            () => undefined,
+          )
+          .finally(() => {
+            if (listReadSince === now) listReadSince = null;
+          });
+      }
+      if (selectedRef.current !== null && now - conversationReadAt >= CATCH_UP_BURST_MS) {
+        conversationReadAt = now;
+        setStoredElsewhere((n) => n + 1);
+      }
     };
     const onVisibility = () => {
       if (document.hidden) hiddenSince ??= Date.now();

@@ -847,6 +847,30 @@ describe('App', () => {
       expect(screen.queryByText(/has been deleted/)).toBeNull();
     });
 
+    it('reads the open conversation on a return while the last list read is still out', async () => {
+      let answerList: () => void = () => undefined;
+      let holdList = false;
+      vi.stubGlobal(
+        'fetch',
+        mockFetch([
+          (url, init) => {
+            if (!holdList || url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET') return undefined;
+            holdList = false;
+            return new Promise<undefined>((resolve) => (answerList = () => resolve(undefined)));
+          },
+          server.route,
+        ]).fn,
+      );
+      await renderLoaded();
+      holdList = true;
+      await hideTabFor(60_000);
+      server.messages.c2?.push(msg('c2', 'user', 'Asked meanwhile'), msg('c2', 'assistant', 'Answered meanwhile'));
+      // Back again 5 s later (on the clock the first return left), the first list read still out.
+      await hideTabFor(65_000);
+      expect(await screen.findByText('Answered meanwhile')).toBeTruthy();
+      await act(async () => answerList());
+    });
+
     it('reads nothing again after a glance at another tab, and catches up when back online', async () => {
       await renderLoaded();
       const reads = listReads();
