@@ -622,6 +622,28 @@ describe('App', () => {
         document.dispatchEvent(new Event('visibilitychange'));
         clock.mockRestore();
       });
+    /** Stubs fetch so that, once `hold()` is called, the next read of the list waits for `answer()`. */
+    const listReadHeldOnDemand = () => {
+      let holding = false;
+      let release: () => void = () => undefined;
+      vi.stubGlobal(
+        'fetch',
+        mockFetch([
+          (url, init) => {
+            if (!holding || url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET') return undefined;
+            holding = false;
+            return new Promise<undefined>((resolve) => (release = () => resolve(undefined)));
+          },
+          server.route,
+        ]).fn,
+      );
+      return {
+        hold: () => {
+          holding = true;
+        },
+        answer: () => act(async () => release()),
+      };
+    };
     const listReads = () => fetchMock.calls.filter((c) => c.method === 'GET' && c.url.startsWith('/api/v1/conversations?')).length;
 
     it('shows the chats, names and messages the other device added', async () => {
@@ -776,24 +798,13 @@ describe('App', () => {
     });
 
     it('says so when the chat being renamed is found deleted by its messages before the list', async () => {
-      let listAnswered: () => void = () => undefined;
-      let holdList = false;
-      vi.stubGlobal(
-        'fetch',
-        mockFetch([
-          (url, init) => {
-            if (!holdList || url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET') return undefined;
-            return new Promise<undefined>((resolve) => (listAnswered = () => resolve(undefined)));
-          },
-          server.route,
-        ]).fn,
-      );
+      const list = listReadHeldOnDemand();
       await renderLoaded();
       const nav = screen.getByRole('navigation', { name: 'Conversations' });
       fireEvent.click(within(nav).getByRole('button', { name: 'Rename Recent chat' }));
       within(nav).getByRole('textbox', { name: 'Conversation title' }).focus();
       server.conversations.splice(server.conversations.findIndex((c) => c.id === 'c2'), 1);
-      holdList = true;
+      list.hold();
       const otherTab = new BroadcastChannel('chat-tabs');
       const heard: unknown[] = [];
       otherTab.onmessage = (message) => heard.push(message.data);
@@ -804,7 +815,7 @@ describe('App', () => {
       expect(within(nav).queryByRole('button', { name: 'Recent chat' })).toBeNull();
       await waitFor(() => expect(heard).toContainEqual({ kind: 'deleted', id: 'c2', onAnotherDevice: true }));
       otherTab.close();
-      await act(async () => listAnswered());
+      await list.answer();
     });
 
     it('keeps what was renamed here while the catch-up read was out, beyond the page or in it', async () => {
@@ -848,27 +859,15 @@ describe('App', () => {
     });
 
     it('reads the open conversation on a return while the last list read is still out', async () => {
-      let answerList: () => void = () => undefined;
-      let holdList = false;
-      vi.stubGlobal(
-        'fetch',
-        mockFetch([
-          (url, init) => {
-            if (!holdList || url.pathname !== '/api/v1/conversations' || (init.method ?? 'GET') !== 'GET') return undefined;
-            holdList = false;
-            return new Promise<undefined>((resolve) => (answerList = () => resolve(undefined)));
-          },
-          server.route,
-        ]).fn,
-      );
+      const list = listReadHeldOnDemand();
       await renderLoaded();
-      holdList = true;
+      list.hold();
       await hideTabFor(60_000);
       server.messages.c2?.push(msg('c2', 'user', 'Asked meanwhile'), msg('c2', 'assistant', 'Answered meanwhile'));
       // Back again 5 s later (on the clock the first return left), the first list read still out.
       await hideTabFor(65_000);
       expect(await screen.findByText('Answered meanwhile')).toBeTruthy();
-      await act(async () => answerList());
+      await list.answer();
     });
 
     it('reads nothing again after a glance at another tab, and catches up when back online', async () => {
