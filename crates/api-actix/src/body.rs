@@ -93,11 +93,18 @@ pub(crate) async fn read_optional_json<T: DeserializeOwned + Default>(
 ) -> Result<T, BodyError> {
     let body = read_json_bytes(request, payload, settings).await?;
     let text = as_utf8(&body)?;
-    let text = trim_json_whitespace(&text);
-    if text.is_empty() || text == b"null" {
+    let trimmed = trim_json_whitespace(&text);
+    if body.is_empty() || trimmed == b"null" {
         return Ok(T::default());
     }
-    decode(&body)
+    // Not JSON, as `json.loads` says too; but no body at all would have done.
+    if trimmed.is_empty() {
+        return Err(BodyError::Invalid(
+            "The request body is only white space; send a JSON object, or no body at all."
+                .to_owned(),
+        ));
+    }
+    decode_utf8(&text)
 }
 
 /// The body as UTF-8, read as the original app's `json.loads` of the bytes reads it (Python's
@@ -204,7 +211,11 @@ async fn read_json_bytes(
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
-    let body = &*as_utf8(body)?;
+    decode_utf8(&as_utf8(body)?)
+}
+
+/// [`decode`] of a body already read as UTF-8 (see [`as_utf8`]).
+fn decode_utf8<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     if body.iter().all(is_json_whitespace) {
         return Err(BodyError::Invalid(
             "The request body is empty; a JSON object is expected.".to_owned(),

@@ -261,10 +261,18 @@ async fn the_title_is_optional_and_defaults_to_new_chat() {
         "New chat"
     );
 
-    // Only white space (a line end some clients add) is no body either, as JSON reads it.
+    // Only white space is not JSON, and not no body either: refused, saying what would do.
     let blank = post_chunked_without_content_type(&app, b" \r\n").await;
-    assert_eq!(blank.status(), 201);
-    assert_eq!(blank.json::<Value>().await.unwrap()["title"], "New chat");
+    assert_eq!(blank.status(), 400);
+    let error: Value = blank.json().await.unwrap();
+    assert_eq!(error["code"], "invalid_body");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("or no body at all"),
+        "{error}"
+    );
 
     // The OpenAPI description's optional body is an object or null; generated clients send null.
     let null_body = app.post_json("/api/v1/conversations", &json!(null)).await;
