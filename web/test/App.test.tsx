@@ -622,6 +622,15 @@ describe('App', () => {
         document.dispatchEvent(new Event('visibilitychange'));
         clock.mockRestore();
       });
+    /** A page of the recent chat's messages as the server gives it: newest first, `before` a position. */
+    const recentChatPage = (url: URL, init: RequestInit): Response | undefined => {
+      if (url.pathname !== '/api/v1/conversations/c2/messages' || (init.method ?? 'GET') !== 'GET') return undefined;
+      const all = server.messages.c2 ?? [];
+      const end = url.searchParams.has('before') ? Number(url.searchParams.get('before')) : all.length;
+      const start = Math.max(0, end - Number(url.searchParams.get('limit') ?? 50));
+      return json({ items: all.slice(start, end), next_cursor: start > 0 ? String(start) : null });
+    };
+
     /** Stubs fetch so that, once `hold()` is called, the next read of the list waits for `answer()`. */
     const listReadHeldOnDemand = () => {
       let holding = false;
@@ -691,17 +700,7 @@ describe('App', () => {
     it('shows every message when more came than a page holds, the ones between loading as older', async () => {
       vi.stubGlobal(
         'fetch',
-        mockFetch([
-          // Pages of the recent chat as the server gives them: newest first, `before` a position.
-          (url, init) => {
-            if (url.pathname !== '/api/v1/conversations/c2/messages' || (init.method ?? 'GET') !== 'GET') return undefined;
-            const all = server.messages.c2 ?? [];
-            const end = url.searchParams.has('before') ? Number(url.searchParams.get('before')) : all.length;
-            const start = Math.max(0, end - Number(url.searchParams.get('limit') ?? 50));
-            return json({ items: all.slice(start, end), next_cursor: start > 0 ? String(start) : null });
-          },
-          server.route,
-        ]).fn,
+        mockFetch([recentChatPage, server.route]).fn,
       );
       await renderLoaded();
       for (let i = 0; i < 27; i += 1) server.messages.c2?.push(msg('c2', 'user', `Phone question ${i}`), msg('c2', 'assistant', `Phone answer ${i}`));
@@ -723,13 +722,9 @@ describe('App', () => {
         'fetch',
         mockFetch([
           (url, init) => {
-            if (url.pathname !== '/api/v1/conversations/c2/messages' || (init.method ?? 'GET') !== 'GET') return undefined;
-            const all = server.messages.c2 ?? [];
-            const older = url.searchParams.has('before');
-            const end = older ? Number(url.searchParams.get('before')) : all.length;
-            const start = Math.max(0, end - Number(url.searchParams.get('limit') ?? 50));
-            const page = json({ items: all.slice(start, end), next_cursor: start > 0 ? String(start) : null });
-            const kind = older ? 'older' : 'newest';
+            const page = recentChatPage(url, init);
+            if (page === undefined) return undefined;
+            const kind = url.searchParams.has('before') ? 'older' : 'newest';
             if (!holding[kind]) return page;
             holding[kind] = false;
             return new Promise<Response>((resolve) => (held[kind] = () => resolve(page)));

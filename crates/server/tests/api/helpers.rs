@@ -135,6 +135,15 @@ impl TestApp {
         response.json().await.expect("a JSON array")
     }
 
+    /// The user messages of `GET /chat/history`, oldest first.
+    pub async fn history_users(&self) -> Vec<String> {
+        self.history()
+            .await
+            .iter()
+            .map(|entry| entry["user"].as_str().expect("a user message").to_owned())
+            .collect()
+    }
+
     pub async fn create_conversation(&self, title: Option<&str>) -> serde_json::Value {
         let body = match title {
             Some(title) => serde_json::json!({ "title": title }),

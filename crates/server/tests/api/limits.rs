@@ -438,12 +438,7 @@ async fn a_full_sqlite_writer_queue_answers_503_with_retry_after_at_once() {
     }
     assert!(overloaded > 0, "the queue never filled");
     assert!(!acknowledged.is_empty(), "nothing got through");
-    let stored: HashSet<String> = app
-        .history()
-        .await
-        .iter()
-        .map(|entry| entry["user"].as_str().unwrap().to_owned())
-        .collect();
+    let stored: HashSet<String> = app.history_users().await.into_iter().collect();
     assert_eq!(
         stored, acknowledged,
         "exactly the acknowledged exchanges are stored"
@@ -524,16 +519,7 @@ async fn a_streamed_reply_waits_out_a_full_writer_queue_where_plain_sends_are_re
     for (last, body) in &endings {
         assert_eq!(last, "done", "every shown reply is stored: {body}");
     }
-    let messages: Value = app
-        .client
-        .get(app.url(&format!("/api/v1/conversations/{id}/messages?limit=100")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(messages["items"].as_array().unwrap().len(), 64);
+    assert_eq!(app.all_messages(&id, 100).await.len(), 64);
 }
 
 #[tokio::test]

@@ -45,12 +45,7 @@ async fn history_is_oldest_first() {
             200
         );
     }
-    let users: Vec<String> = app
-        .history()
-        .await
-        .iter()
-        .map(|entry| entry["user"].as_str().unwrap().to_owned())
-        .collect();
+    let users = app.history_users().await;
     assert_eq!(users, ["first", "second", "third"]);
 }
 
@@ -177,12 +172,7 @@ async fn bodies_the_original_app_read_are_read_alike() {
         let response = app.post_raw("/chat/message", json, body).await;
         assert_eq!(response.status(), 200);
     }
-    let users: Vec<String> = app
-        .history()
-        .await
-        .iter()
-        .map(|entry| entry["user"].as_str().unwrap().to_owned())
-        .collect();
+    let users = app.history_users().await;
     assert_eq!(users, ["from notepad", "in UTF-16 😀", "second"]);
 }
 
@@ -241,12 +231,7 @@ async fn text_round_trips_exactly() {
             200
         );
     }
-    let users: Vec<String> = app
-        .history()
-        .await
-        .iter()
-        .map(|entry| entry["user"].as_str().unwrap().to_owned())
-        .collect();
+    let users = app.history_users().await;
     assert_eq!(users, texts);
 }
 
