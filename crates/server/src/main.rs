@@ -1,4 +1,5 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use server::{telemetry, Application, Settings};
 
@@ -11,6 +12,9 @@ It takes no other arguments. Settings come from the built-in defaults, then
 default.toml and $CHAT_ENV.toml in $CHAT_CONFIG_DIR (./config when unset), then
 CHAT__SECTION__KEY environment variables (e.g. CHAT__SERVER__PORT=8080), each
 layer over the ones before; see docs/configuration.md.";
+
+/// How long the exit waits for database calls still running on blocking threads.
+const BLOCKED_CALLS_WAIT: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     // Arguments are no way to configure it: one that is not understood must not start a server
@@ -78,6 +82,11 @@ fn main() -> ExitCode {
             }
         }
     });
+    // A stop that could not close storage (a second signal, or replies not stored within the
+    // grace period) may leave a database call blocked, on a hung database, for as long as it
+    // hangs; dropping the runtime would wait for it. Nothing it holds was acknowledged: every
+    // request is answered only after its commit. After a clean stop nothing is left to wait for.
+    runtime.shutdown_timeout(BLOCKED_CALLS_WAIT);
     // After serving: the spans of the last requests, those answered during the grace period
     // included, are queued by now.
     if let Some(export) = trace_export {

@@ -107,6 +107,35 @@ impl TestDatabase {
         .await;
     }
 
+    /// Locks `table` of this database against every read and write, from a transaction of its
+    /// own, until the returned guard is dropped: a database that hangs behind live connections.
+    pub async fn lock_table(&self, table: &str) -> TableLock {
+        let (url, statement) = (
+            self.url.clone(),
+            format!("LOCK TABLE \"{table}\" IN ACCESS EXCLUSIVE MODE"),
+        );
+        let (locked, taken) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut connection = PgConnection::establish(&url).expect("a connection to lock with");
+            diesel::sql_query("BEGIN")
+                .execute(&mut connection)
+                .expect("BEGIN");
+            diesel::sql_query(statement)
+                .execute(&mut connection)
+                .expect("the lock");
+            let _ = locked.send(());
+            // Dropping the guard disconnects the channel; the connection then closes, rolling
+            // the transaction back and releasing the lock.
+            let _ = released.recv();
+        });
+        tokio::task::spawn_blocking(move || taken.recv())
+            .await
+            .expect("the blocking wait for the lock panicked")
+            .expect("the locking thread failed");
+        TableLock { _release: release }
+    }
+
     async fn admin(&self, statement: &str) {
         let (admin, statement) = (self.admin_url.clone(), statement.to_owned());
         let done = tokio::task::spawn_blocking(move || execute(&admin, &statement))
@@ -130,6 +159,12 @@ impl Drop for TestDatabase {
             Err(_) => eprintln!("dropping test database {} panicked", self.name),
         }
     }
+}
+
+/// A table lock held by [`TestDatabase::lock_table`] until this is dropped.
+#[derive(Debug)]
+pub struct TableLock {
+    _release: std::sync::mpsc::Sender<()>,
 }
 
 #[derive(Debug)]

@@ -748,6 +748,47 @@ async fn ctrl_c_stops_as_gracefully_as_sigterm() {
 }
 
 #[tokio::test]
+async fn a_second_signal_stops_at_once_behind_a_hung_database() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let directory = tempfile::tempdir().unwrap();
+    let mut variables = postgres(&database);
+    // Statements wait as long as the database does: nothing ends the blocked batch but the lock.
+    variables.push(("CHAT__STORAGE__STATEMENT_TIMEOUT_SECS", "0".to_owned()));
+    let mut server = start(directory.path(), &variables);
+    let client = reqwest::Client::new();
+    let lock = database.lock_table("messages").await;
+    let stuck = client
+        .post(server.url("/chat/message"))
+        .json(&json!({"message": "behind the lock"}))
+        .send();
+    let stuck = tokio::spawn(stuck);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!stuck.is_finished(), "the send waits behind the lock");
+
+    let signalled = std::time::Instant::now();
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.interrupt();
+    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let stopped_after = signalled.elapsed();
+    drop(lock);
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        stopped_after < Duration::from_secs(8),
+        "stopped without waiting for the database: {stopped_after:?}"
+    );
+    let answer = stuck.await.unwrap();
+    assert!(
+        !matches!(&answer, Ok(response) if response.status().is_success()),
+        "the send was never acknowledged: {answer:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_second_signal_stops_at_once_and_keeps_what_was_generated() {
     let directory = tempfile::tempdir().unwrap();
     let (mut server, id, words, _stream) = streaming_a_long_reply(directory.path(), 30).await;
