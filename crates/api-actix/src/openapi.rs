@@ -1,6 +1,10 @@
-use utoipa::OpenApi;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
 use crate::dto;
+use crate::errors::is_seed_path;
+use crate::rate_limit::is_limited_path;
 use crate::{ops, seed, v1};
 
 /// The OpenAPI 3.1 document, generated from the handlers and DTOs themselves.
@@ -46,6 +50,7 @@ use crate::{ops, seed, v1};
         dto::StreamErrorEvent,
         dto::HealthResponse,
     )),
+    modifiers(&RefusalsBeforeTheRoutes),
     tags(
         (name = "seed", description = "The original app's API, unchanged"),
         (name = "conversations", description = "Conversations"),
@@ -54,3 +59,66 @@ use crate::{ops, seed, v1};
     )
 )]
 pub struct ApiDoc;
+
+/// The refusals every route may give before its handler runs, added to each operation rather
+/// than repeated on each handler: a head over `limits.max_header_bytes` (431), a `Host` this
+/// server does not answer for (421) and, on the seed and product routes, a client over its rate
+/// (429). Each in the error shape of its route.
+struct RefusalsBeforeTheRoutes;
+
+impl Modify for RefusalsBeforeTheRoutes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            let schema = if is_seed_path(path) {
+                "SeedErrorResponse"
+            } else {
+                "ErrorResponse"
+            };
+            let mut refusals = vec![
+                (
+                    "421",
+                    "`unknown_host`: a host not in `security.allowed_hosts`",
+                ),
+                (
+                    "431",
+                    "`headers_too_large`: target and headers over `limits.max_header_bytes`",
+                ),
+            ];
+            if is_limited_path(path) {
+                refusals.push((
+                    "429",
+                    "`rate_limited`: over the client's rate; see Retry-After",
+                ));
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+                &mut item.put,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_refusals(operation, schema, &refusals);
+            }
+        }
+    }
+}
+
+fn add_refusals(operation: &mut Operation, schema: &str, refusals: &[(&str, &str)]) {
+    for (status, description) in refusals {
+        let refusal = ResponseBuilder::new()
+            .description(*description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(schema)))
+                    .build(),
+            )
+            .build();
+        operation
+            .responses
+            .responses
+            .entry((*status).to_owned())
+            .or_insert(RefOr::T(refusal));
+    }
+}

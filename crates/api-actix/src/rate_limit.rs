@@ -34,6 +34,13 @@ pub struct RateLimit {
 /// The routes that are limited: the seed contract and the product API.
 const LIMITED_PREFIXES: [&str; 2] = ["/chat/", "/api/"];
 
+/// Whether requests to `path` count against the client's rate.
+pub(crate) fn is_limited_path(path: &str) -> bool {
+    LIMITED_PREFIXES
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+}
+
 /// Most clients remembered at once; past it idle (full) buckets are forgotten first, then the
 /// least recently seen, so memory stays bounded whatever addresses arrive.
 const MAX_CLIENTS: usize = 100_000;
@@ -181,10 +188,7 @@ pub(crate) async fn limit_rate(
     let rejected = request.app_data::<web::Data<AppState>>().and_then(|state| {
         let limiter = state.limits.rate.as_ref()?;
         let path = routed_path(&request);
-        if !LIMITED_PREFIXES
-            .iter()
-            .any(|prefix| path.starts_with(prefix))
-        {
+        if !is_limited_path(path) {
             return None;
         }
         let client = client_key(&request, &state.settings.trusted_proxies)?;

@@ -67,6 +67,30 @@ async fn the_openapi_document_is_3_1_and_lists_every_route() {
             );
         }
     }
+    // The refusals before the routes are on every operation, in its route's error shape; the
+    // rate limit only where it applies.
+    for (path, methods) in ROUTES {
+        for method in methods {
+            let responses = &paths[path][method]["responses"];
+            let shape = if path.starts_with("/chat/") {
+                "#/components/schemas/SeedErrorResponse"
+            } else {
+                "#/components/schemas/ErrorResponse"
+            };
+            for status in ["421", "431"] {
+                assert_eq!(
+                    responses[status]["content"]["application/json"]["schema"]["$ref"], shape,
+                    "{method} {path} {status}"
+                );
+            }
+            let limited = path.starts_with("/chat/") || path.starts_with("/api/");
+            assert_eq!(
+                responses.get("429").is_some(),
+                limited,
+                "{method} {path} 429"
+            );
+        }
+    }
     // The streamed reply and the error shape are documented too.
     let send = &paths["/api/v1/conversations/{id}/messages"]["post"]["responses"];
     for status in ["200", "201", "400", "404", "413", "415"] {
