@@ -7,10 +7,11 @@ use domain::{
     ConversationId, GenerationEvent, GenerationEvents, GenerationId, GenerationLog,
     GenerationLogError, GenerationState,
 };
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, BoxStream, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client, SetExpiry, SetOptions, Value};
+use tokio::sync::watch;
 
 /// A generation that never finishes (its replica died mid-reply) is dropped after this long.
 const UNFINISHED_LIFETIME_SECS: u64 = 3600;
@@ -56,9 +57,11 @@ pub struct RedisGenerationLog {
 }
 
 /// A generation this process is writing.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Writing {
     conversation: ConversationId,
+    /// Its events as logged, for its followers in this process.
+    mirror: Arc<Mirror>,
     /// The sequence of its last event in the stream (0 before the first).
     last: u64,
     /// When it began or last logged an event; its stream expires `UNFINISHED_LIFETIME_SECS` later.
@@ -66,6 +69,71 @@ struct Writing {
     /// Its final event has been tried: its liveness key is no longer renewed, so that a final
     /// event that cannot be logged leaves the generation abandoned rather than running forever.
     finishing: bool,
+}
+
+/// The events of a generation this process writes, each copied here once Redis has it: followers
+/// in this process (the client that sent the message, above all) read them from memory instead of
+/// each holding a Redis connection for blocking reads. They see the same events in the same order
+/// as a follower reading the stream, and go over to the stream when this copy cannot tell them
+/// more ([`RedisGenerationLog::follow_mirror`]).
+#[derive(Debug)]
+struct Mirror {
+    events: Mutex<MirroredEvents>,
+    /// Carries the last sequence copied, waking followers on every copy.
+    appended: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct MirroredEvents {
+    /// Each event and whether it is the final one, in sequence order from 1.
+    events: Vec<(GenerationEvent, bool)>,
+    /// An event did not follow the one before (a case the stream has an answer for, this copy
+    /// not): followers read the stream from then on.
+    diverged: bool,
+}
+
+impl Mirror {
+    fn new() -> Self {
+        Self {
+            events: Mutex::default(),
+            appended: watch::Sender::new(0),
+        }
+    }
+
+    fn events(&self) -> std::sync::MutexGuard<'_, MirroredEvents> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies the event Redis holds at `sequence` (`None`: one that could not be read back).
+    fn record(&self, sequence: u64, event: Option<(&str, &str)>, last: bool) {
+        let mut mirrored = self.events();
+        let next = mirrored.events.len() as u64 + 1;
+        match event {
+            Some((name, data)) if sequence == next && !mirrored.diverged => {
+                let event = GenerationEvent {
+                    sequence,
+                    name: name.to_owned(),
+                    data: data.to_owned(),
+                };
+                mirrored.events.push((event, last));
+            }
+            _ => mirrored.diverged = true,
+        }
+        drop(mirrored);
+        self.appended.send_replace(sequence);
+    }
+
+    /// The events after `cursor`, or `None` once the copy has diverged from the stream.
+    fn after(&self, cursor: u64) -> Option<Vec<(GenerationEvent, bool)>> {
+        let mirrored = self.events();
+        if mirrored.diverged {
+            return None;
+        }
+        let start = usize::try_from(cursor).map_or(mirrored.events.len(), |cursor| {
+            cursor.min(mirrored.events.len())
+        });
+        Some(mirrored.events[start..].to_vec())
+    }
 }
 
 /// Forgets the generations that logged nothing for as long as an unfinished stream lives: their
@@ -304,14 +372,87 @@ impl RedisGenerationLog {
             .map_err(unavailable)
     }
 
-    fn appended(&self, id: GenerationId, sequence: u64, last: bool) {
+    /// The stream holds `event` at `sequence` (`None`: an entry that could not be read back):
+    /// copied for the followers here, and the next event goes after it; a final one ends the
+    /// generation here.
+    fn appended(&self, id: GenerationId, sequence: u64, event: Option<(&str, &str)>, last: bool) {
         let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(generation) = writing.get_mut(&id) else {
+            return;
+        };
+        generation.mirror.record(sequence, event, last);
         if last {
             writing.remove(&id);
-        } else if let Some(generation) = writing.get_mut(&id) {
+        } else {
             generation.last = sequence;
             generation.touched = Instant::now();
         }
+    }
+
+    fn mirror(&self, id: GenerationId) -> Option<Arc<Mirror>> {
+        self.writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|generation| Arc::clone(&generation.mirror))
+    }
+
+    /// Follows a generation written here from its copy in memory. When the copy has nothing
+    /// more to tell (it diverged, or the writer has tried its final event and nothing came for
+    /// a blocking read's time, which may mean that event could not be logged), the stream is
+    /// read from there on, with its checks of whether the generation still runs.
+    fn follow_mirror(&self, id: GenerationId, mirror: Arc<Mirror>, after: u64) -> GenerationEvents {
+        enum Step {
+            Events(Vec<Result<GenerationEvent, GenerationLogError>>),
+            ReadTheStreamAfter(u64),
+        }
+        let appended = mirror.appended.subscribe();
+        let writing = Arc::clone(&self.writing);
+        let steps = stream::unfold(Some((mirror, appended, after)), move |state| {
+            let writing = Arc::clone(&writing);
+            async move {
+                let (mirror, mut appended, cursor) = state?;
+                loop {
+                    // Marked seen before reading, so no copy between the read and the wait
+                    // goes unnoticed.
+                    appended.borrow_and_update();
+                    let Some(events) = mirror.after(cursor) else {
+                        return Some((Step::ReadTheStreamAfter(cursor), None));
+                    };
+                    if let Some((newest, last)) = events.last() {
+                        let (next, finished) = (newest.sequence, *last);
+                        let batch = events.into_iter().map(|(event, _)| Ok(event)).collect();
+                        let state = (!finished).then_some((mirror, appended, next));
+                        return Some((Step::Events(batch), state));
+                    }
+                    let wait = Duration::from_millis(BLOCK_MILLIS as u64);
+                    if tokio::time::timeout(wait, appended.changed())
+                        .await
+                        .is_err()
+                        && !runs_here(&writing, id)
+                    {
+                        return Some((Step::ReadTheStreamAfter(cursor), None));
+                    }
+                }
+            }
+        });
+        let log = self.clone();
+        steps
+            .flat_map(move |step| -> BoxStream<'static, _> {
+                match step {
+                    Step::Events(batch) => stream::iter(batch).boxed(),
+                    Step::ReadTheStreamAfter(cursor) => {
+                        let log = log.clone();
+                        stream::once(async move { log.follow_stream(id, cursor).await })
+                            .flat_map(|followed| match followed {
+                                Ok(events) => events,
+                                Err(error) => stream::iter([Err(error)]).boxed(),
+                            })
+                            .boxed()
+                    }
+                }
+            })
+            .boxed()
     }
 }
 
@@ -344,6 +485,7 @@ impl GenerationLog for RedisGenerationLog {
             generation_id,
             Writing {
                 conversation: conversation_id,
+                mirror: Arc::new(Mirror::new()),
                 last: 0,
                 touched: now,
                 finishing: false,
@@ -390,17 +532,22 @@ impl GenerationLog for RedisGenerationLog {
                 // by an earlier attempt whose answer was lost: this very event, or one its caller
                 // gave up on, which this event then follows.
                 Err(error) if error.to_string().contains(ALREADY_WRITTEN) => {
-                    let entry = self.entry(&key, sequence).await?;
-                    let same =
-                        entry.is_some_and(|(event, _)| event.name == name && event.data == data);
-                    if !same {
-                        self.appended(generation_id, sequence, false);
-                        continue;
+                    match self.entry(&key, sequence).await? {
+                        Some((event, _)) if event.name == name && event.data == data => {}
+                        Some((event, given_up_last)) => {
+                            let given_up = (event.name.as_str(), event.data.as_str());
+                            self.appended(generation_id, sequence, Some(given_up), given_up_last);
+                            continue;
+                        }
+                        None => {
+                            self.appended(generation_id, sequence, None, false);
+                            continue;
+                        }
                     }
                 }
                 Err(error) => return Err(unavailable(error)),
             }
-            self.appended(generation_id, sequence, last);
+            self.appended(generation_id, sequence, Some((name, data)), last);
             if last {
                 // Tidying only: the final event is logged, which is what followers and resumes
                 // go by, and the generation is no longer this process's to log. Failed (Redis
@@ -463,6 +610,20 @@ impl GenerationLog for RedisGenerationLog {
     }
 
     async fn follow(
+        &self,
+        generation_id: GenerationId,
+        after: u64,
+    ) -> Result<GenerationEvents, GenerationLogError> {
+        match self.mirror(generation_id) {
+            Some(mirror) => Ok(self.follow_mirror(generation_id, mirror, after)),
+            None => self.follow_stream(generation_id, after).await,
+        }
+    }
+}
+
+impl RedisGenerationLog {
+    /// Follows a generation by reading its stream, on a connection of its own.
+    async fn follow_stream(
         &self,
         generation_id: GenerationId,
         after: u64,
@@ -558,6 +719,19 @@ impl GenerationLog for RedisGenerationLog {
                         let mut finished = false;
                         let mut next_cursor = cursor;
                         for (event, last) in entries.iter().filter_map(event) {
+                            // Events are numbered without a hole; one means the stream lost
+                            // entries (Redis evicted or someone deleted it mid-reply, and the
+                            // writer's next event started it again). Going on would give a
+                            // reply with pieces missing, as if whole.
+                            if event.sequence != next_cursor + 1 {
+                                batch.push(Err(GenerationLogError::Unavailable(format!(
+                                    "the reply's log lost events {} to {}",
+                                    next_cursor + 1,
+                                    event.sequence - 1
+                                ))));
+                                finished = true;
+                                break;
+                            }
                             next_cursor = event.sequence;
                             batch.push(Ok(event));
                             if last {
@@ -582,11 +756,90 @@ impl GenerationLog for RedisGenerationLog {
 mod tests {
     use super::*;
 
+    /// A log on the test Redis under a prefix of its own, or `None` (loudly) where Redis is
+    /// absent outside CI. Its keys expire within minutes.
+    async fn log_on_test_redis() -> Option<RedisGenerationLog> {
+        let url = std::env::var("CHAT_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let prefix = format!("chat-test-mirror-{}", GenerationId::generate());
+        match RedisGenerationLog::connect(&url, prefix, Duration::from_secs(60)).await {
+            Ok(log) => Some(log),
+            Err(error) => {
+                testkit::cannot_run_without("redis", format_args!("{url}: {error}"));
+                None
+            }
+        }
+    }
+
+    /// No Redis answers there: a connection of its own would fail at once.
+    fn without_connections_of_its_own(log: &mut RedisGenerationLog) {
+        log.client = Client::open("redis://127.0.0.1:1").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reply_written_here_is_followed_from_memory_without_a_connection_of_its_own() {
+        let Some(mut log) = log_on_test_redis().await else {
+            return;
+        };
+        without_connections_of_its_own(&mut log);
+        let (conversation, generation) = (ConversationId::generate(), GenerationId::generate());
+        log.begin(conversation, generation).await.unwrap();
+        let mut from_the_start = log.follow(generation, 0).await.unwrap();
+        log.append(generation, "start", "{}", false).await.unwrap();
+        log.append(generation, "delta", "a", false).await.unwrap();
+        let mut resumed = log.follow(generation, 1).await.unwrap();
+        log.append(generation, "done", "{}", true).await.unwrap();
+
+        let mut names = Vec::new();
+        while let Some(event) = from_the_start.next().await {
+            let event = event.unwrap();
+            names.push((event.sequence, event.name));
+        }
+        assert_eq!(
+            names,
+            [(1, "start".into()), (2, "delta".into()), (3, "done".into())]
+        );
+        let mut after_start = Vec::new();
+        while let Some(event) = resumed.next().await {
+            after_start.push(event.unwrap().sequence);
+        }
+        assert_eq!(after_start, [2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_follower_here_goes_over_to_the_stream_when_the_end_cannot_be_logged() {
+        let Some(log) = log_on_test_redis().await else {
+            return;
+        };
+        let (conversation, generation) = (ConversationId::generate(), GenerationId::generate());
+        log.begin(conversation, generation).await.unwrap();
+        log.append(generation, "start", "{}", false).await.unwrap();
+        let mut events = log.follow(generation, 0).await.unwrap();
+        assert_eq!(events.next().await.unwrap().unwrap().name, "start");
+
+        // A value of another type under the stream's key: the final event cannot be logged.
+        let mut commands = log.commands.clone();
+        let key = log.stream_key(generation);
+        let () = commands.del(&key).await.unwrap();
+        let () = commands.set(&key, "in the way").await.unwrap();
+        assert!(log.append(generation, "done", "{}", true).await.is_err());
+
+        let ended = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("not left waiting for an end that will not come");
+        assert!(
+            matches!(ended, Some(Err(GenerationLogError::Unavailable(_)))),
+            "{ended:?}"
+        );
+        let () = commands.del(&key).await.unwrap();
+    }
+
     #[test]
     fn a_generation_silent_for_its_stream_lifetime_is_forgotten_and_no_other() {
         let start = Instant::now();
         let generation = |touched| Writing {
             conversation: ConversationId::generate(),
+            mirror: Arc::new(Mirror::new()),
             last: 3,
             touched,
             finishing: false,

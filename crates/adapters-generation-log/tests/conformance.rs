@@ -406,6 +406,52 @@ async fn a_failed_append_leaves_no_hole_and_a_repeated_one_no_double() {
     );
 }
 
+/// A stream that lost entries mid-reply (Redis evicted it, or someone deleted it, and the
+/// writer's next event started it again) is not replayed as if whole: a follower reading it from
+/// another replica gets the events up to the hole, then an error. Followers where it is written
+/// read their own copy and see every event.
+#[tokio::test]
+async fn a_stream_that_lost_events_is_not_replayed_as_if_whole() {
+    let Some((writer, keys)) = redis_log().await else {
+        return;
+    };
+    let conversation = domain::ConversationId::generate();
+    let generation = domain::GenerationId::generate();
+    writer.begin(conversation, generation).await.unwrap();
+    let mut here = writer.follow(generation, 0).await.unwrap();
+    for name in ["start", "delta", "delta"] {
+        writer.append(generation, name, "{}", false).await.unwrap();
+    }
+    let client = redis::Client::open(keys.url.as_str()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let () = connection
+        .del(format!("{}:generation:{generation}", keys.prefix))
+        .unwrap();
+    writer
+        .append(generation, "delta", "{}", false)
+        .await
+        .unwrap();
+
+    let other_replica =
+        RedisGenerationLog::connect(&keys.url, keys.prefix.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+    let mut resumed = other_replica.follow(generation, 1).await.unwrap();
+    let first = resumed.next().await.expect("an answer");
+    assert!(
+        matches!(first, Err(domain::GenerationLogError::Unavailable(ref message)) if message.contains("lost events 2 to 3")),
+        "{first:?}"
+    );
+    assert!(resumed.next().await.is_none(), "nothing after the error");
+
+    writer.append(generation, "done", "{}", true).await.unwrap();
+    let mut sequences = Vec::new();
+    while let Some(event) = here.next().await {
+        sequences.push(event.unwrap().sequence);
+    }
+    assert_eq!(sequences, [1, 2, 3, 4, 5]);
+}
+
 /// Another replica's generation that lost its liveness key (its replica died, and the key's 15 s
 /// ran out) is abandoned at once, however recently it logged: not in progress, finished, and
 /// following it gives up within one blocking read.
