@@ -508,7 +508,7 @@ export function App() {
             <path d="M4 6h16M4 12h16M4 18h16" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" />
           </svg>
         </button>
-        <h1 className="topbar-title" dir="auto">
+        <h1 className="topbar-title" dir="auto" title={heading ?? undefined}>
           {heading ?? 'Chat'}
         </h1>
         <ThemeToggle theme={theme} onToggle={toggle} />

@@ -58,7 +58,21 @@ describe('Markdown', () => {
     expect(readOut.querySelector('a')?.getAttribute('tabindex')).toBe('-1');
     expect(readOut.querySelector('a')?.getAttribute('href')).toBe('https://example.com');
     expect(readOut.querySelectorAll('[tabindex]:not([tabindex="-1"])')).toHaveLength(0);
+    // Said outright: without a tabindex, Chromium makes a code block or table that overflows the
+    // hidden copy's box a Tab stop of its own.
+    expect(readOut.querySelectorAll('pre[tabindex="-1"], table[tabindex="-1"]')).toHaveLength(2);
     expect(readOut.textContent).toBe(shown.textContent);
+  });
+
+  it("ranks a message's headings below the page's own title", () => {
+    for (const focusable of [true, false]) {
+      const { container } = render(<Markdown text={'# One\n\n## Two\n\n###### Six'} focusable={focusable} />);
+      expect([...container.querySelectorAll('h1, h2, h3, h4, h5, h6')].map((h) => `${h.tagName} ${h.textContent}`)).toEqual([
+        'H2 One',
+        'H3 Two',
+        'H6 Six',
+      ]);
+    }
   });
 
   it('shows a link whose address is unsafe as its text alone, not a link to this page', () => {

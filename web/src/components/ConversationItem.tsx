@@ -89,7 +89,8 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
   return (
     <li className={`conversation-item${selected ? ' selected' : ''}`} data-id={conversation.id}>
       <button type="button" className="conversation-link" aria-current={selected ? 'page' : undefined} onClick={onSelect}>
-        <span className="conversation-title" dir="auto">
+        {/* The list cuts a long title short; hovering shows all of it. */}
+        <span className="conversation-title" dir="auto" title={conversation.title}>
           {conversation.title}
         </span>
       </button>

@@ -94,14 +94,31 @@ function Table(props: ComponentPropsWithoutRef<'table'> & { node?: unknown }) {
   return <table tabIndex={0} {...rest} />;
 }
 
-const components: Components = { a: Link, img: Image, pre: Pre, table: Table };
+/**
+ * A message's headings rank one level below the page's own `h1` (the conversation's title), so
+ * that moving by heading, a reply's `# Title` does not read as a second title of the page.
+ */
+const headingsBelowThePage: Components = {
+  h1: ({ node: _node, ...rest }) => <h2 {...rest} />,
+  h2: ({ node: _node, ...rest }) => <h3 {...rest} />,
+  h3: ({ node: _node, ...rest }) => <h4 {...rest} />,
+  h4: ({ node: _node, ...rest }) => <h5 {...rest} />,
+  h5: ({ node: _node, ...rest }) => <h6 {...rest} />,
+};
 
-/** For a copy that is read out, never visited: nothing in it takes focus. */
+const components: Components = { ...headingsBelowThePage, a: Link, img: Image, pre: Pre, table: Table };
+
+/**
+ * For a copy that is read out, never visited: nothing in it takes focus. Code blocks and tables
+ * say so with `tabIndex={-1}`: in the hidden copy's 1-pixel box they overflow, and Chromium makes
+ * an element that scrolls, without a `tabindex`, a stop of the Tab key that nobody can see.
+ */
 const unfocusable: Components = {
+  ...headingsBelowThePage,
   a: (props) => <Link {...props} tabIndex={-1} />,
   img: (props) => <Image {...props} tabIndex={-1} />,
-  pre: ({ node: _node, ...rest }) => <pre dir="ltr" {...rest} />,
-  table: ({ node: _node, ...rest }) => <table {...rest} />,
+  pre: ({ node: _node, ...rest }) => <pre dir="ltr" tabIndex={-1} {...rest} />,
+  table: ({ node: _node, ...rest }) => <table tabIndex={-1} {...rest} />,
 };
 
 /**
