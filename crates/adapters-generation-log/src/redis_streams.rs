@@ -73,22 +73,25 @@ struct Writing {
 
 /// The events of a generation this process writes, each copied here once Redis has it: followers
 /// in this process (the client that sent the message, above all) read them from memory instead of
-/// each holding a Redis connection for blocking reads. They see the same events in the same order
-/// as a follower reading the stream, and go over to the stream when this copy cannot tell them
-/// more ([`RedisGenerationLog::follow_mirror`]).
+/// each holding a Redis connection for blocking reads. Where the stream is whole they see the
+/// same events in the same order as a follower reading it, and they go over to the stream when
+/// this copy cannot tell them more: an append failed, or the writer is done without a final
+/// event here ([`RedisGenerationLog::follow_mirror`]).
 #[derive(Debug)]
 struct Mirror {
     events: Mutex<MirroredEvents>,
-    /// Carries the last sequence copied, waking followers on every copy.
+    /// Wakes the followers here on every copy, as a blocking read of the stream would.
     appended: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
 struct MirroredEvents {
-    /// Each event and whether it is the final one, in sequence order from 1.
+    /// Each event, in sequence order from 1, and whether it is the final one, after which a
+    /// follower stops.
     events: Vec<(GenerationEvent, bool)>,
-    /// An event did not follow the one before (a case the stream has an answer for, this copy
-    /// not): followers read the stream from then on.
+    /// An event did not follow the one before, or an append failed: the stream has the answer
+    /// (an entry written by an attempt given up on, an error), this copy not, so followers read
+    /// the stream from then on.
     diverged: bool,
 }
 
@@ -117,10 +120,23 @@ impl Mirror {
                 };
                 mirrored.events.push((event, last));
             }
-            _ => mirrored.diverged = true,
+            _ => {
+                drop(mirrored);
+                self.diverge();
+                return;
+            }
         }
         drop(mirrored);
         self.appended.send_replace(sequence);
+    }
+
+    /// From now on the followers here read the stream; what was copied is no longer needed.
+    fn diverge(&self) {
+        let mut mirrored = self.events();
+        mirrored.diverged = true;
+        mirrored.events = Vec::new();
+        drop(mirrored);
+        self.appended.send_modify(|_| {});
     }
 
     /// The events after `cursor`, or `None` once the copy has diverged from the stream.
@@ -389,6 +405,12 @@ impl RedisGenerationLog {
         }
     }
 
+    fn stop_mirroring(&self, id: GenerationId) {
+        if let Some(mirror) = self.mirror(id) {
+            mirror.diverge();
+        }
+    }
+
     fn mirror(&self, id: GenerationId) -> Option<Arc<Mirror>> {
         self.writing
             .lock()
@@ -412,6 +434,7 @@ impl RedisGenerationLog {
             let writing = Arc::clone(&writing);
             async move {
                 let (mirror, mut appended, cursor) = state?;
+                let mut writer_done = false;
                 loop {
                     // Marked seen before reading, so no copy between the read and the wait
                     // goes unnoticed.
@@ -425,14 +448,16 @@ impl RedisGenerationLog {
                         let state = (!finished).then_some((mirror, appended, next));
                         return Some((Step::Events(batch), state));
                     }
-                    let wait = Duration::from_millis(BLOCK_MILLIS as u64);
-                    if tokio::time::timeout(wait, appended.changed())
-                        .await
-                        .is_err()
-                        && !runs_here(&writing, id)
-                    {
+                    if writer_done {
                         return Some((Step::ReadTheStreamAfter(cursor), None));
                     }
+                    let wait = Duration::from_millis(BLOCK_MILLIS as u64);
+                    // Read once more before going over: the final event may have been copied
+                    // between the wait's end and this check.
+                    writer_done = tokio::time::timeout(wait, appended.changed())
+                        .await
+                        .is_err()
+                        && !runs_here(&writing, id);
                 }
             }
         });
@@ -495,6 +520,80 @@ impl GenerationLog for RedisGenerationLog {
     }
 
     async fn append(
+        &self,
+        generation_id: GenerationId,
+        name: &str,
+        data: &str,
+        last: bool,
+    ) -> Result<u64, GenerationLogError> {
+        let appended = self.append_to_stream(generation_id, name, data, last).await;
+        if appended.is_err() {
+            // The copy would leave the followers here waiting in silence for as long as Redis
+            // fails (a final event, for a minute of tries); the stream tells them it failed, as
+            // it tells followers on other replicas.
+            self.stop_mirroring(generation_id);
+        }
+        appended
+    }
+
+    async fn in_progress(
+        &self,
+        conversation_id: ConversationId,
+    ) -> Result<Option<GenerationId>, GenerationLogError> {
+        let mut commands = self.commands.clone();
+        let newest_first: Vec<String> = commands
+            .zrevrange(self.running_key(conversation_id), 0, RUNNING_CHECKED - 1)
+            .await
+            .map_err(unavailable)?;
+        for generation_id in newest_first.iter().filter_map(|id| id.parse().ok()) {
+            // Its final event may be logged without the set updated yet (another replica, or the
+            // removal failed); an expired log has nothing left to resume; a generation no longer
+            // kept alive lost its writer.
+            let Some(newest) = self.newest_entry(generation_id).await? else {
+                continue;
+            };
+            let finished = event(&newest).is_none_or(|(_, last)| last);
+            if !finished && self.still_written(generation_id, &newest).await? {
+                return Ok(Some(generation_id));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn state(
+        &self,
+        generation_id: GenerationId,
+    ) -> Result<Option<GenerationState>, GenerationLogError> {
+        let Some(entry) = self.newest_entry(generation_id).await? else {
+            return Ok(None);
+        };
+        let (Some((event, last)), Some(conversation_id)) = (event(&entry), conversation(&entry))
+        else {
+            return Ok(None);
+        };
+        let finished = last || !self.still_written(generation_id, &entry).await?;
+        Ok(Some(GenerationState {
+            conversation_id,
+            last_sequence: event.sequence,
+            finished,
+        }))
+    }
+
+    async fn follow(
+        &self,
+        generation_id: GenerationId,
+        after: u64,
+    ) -> Result<GenerationEvents, GenerationLogError> {
+        match self.mirror(generation_id) {
+            Some(mirror) => Ok(self.follow_mirror(generation_id, mirror, after)),
+            None => self.follow_stream(generation_id, after).await,
+        }
+    }
+}
+
+impl RedisGenerationLog {
+    /// Appends an event to the generation's stream, then copies it for the followers here.
+    async fn append_to_stream(
         &self,
         generation_id: GenerationId,
         name: &str,
@@ -566,62 +665,6 @@ impl GenerationLog for RedisGenerationLog {
         }
     }
 
-    async fn in_progress(
-        &self,
-        conversation_id: ConversationId,
-    ) -> Result<Option<GenerationId>, GenerationLogError> {
-        let mut commands = self.commands.clone();
-        let newest_first: Vec<String> = commands
-            .zrevrange(self.running_key(conversation_id), 0, RUNNING_CHECKED - 1)
-            .await
-            .map_err(unavailable)?;
-        for generation_id in newest_first.iter().filter_map(|id| id.parse().ok()) {
-            // Its final event may be logged without the set updated yet (another replica, or the
-            // removal failed); an expired log has nothing left to resume; a generation no longer
-            // kept alive lost its writer.
-            let Some(newest) = self.newest_entry(generation_id).await? else {
-                continue;
-            };
-            let finished = event(&newest).is_none_or(|(_, last)| last);
-            if !finished && self.still_written(generation_id, &newest).await? {
-                return Ok(Some(generation_id));
-            }
-        }
-        Ok(None)
-    }
-
-    async fn state(
-        &self,
-        generation_id: GenerationId,
-    ) -> Result<Option<GenerationState>, GenerationLogError> {
-        let Some(entry) = self.newest_entry(generation_id).await? else {
-            return Ok(None);
-        };
-        let (Some((event, last)), Some(conversation_id)) = (event(&entry), conversation(&entry))
-        else {
-            return Ok(None);
-        };
-        let finished = last || !self.still_written(generation_id, &entry).await?;
-        Ok(Some(GenerationState {
-            conversation_id,
-            last_sequence: event.sequence,
-            finished,
-        }))
-    }
-
-    async fn follow(
-        &self,
-        generation_id: GenerationId,
-        after: u64,
-    ) -> Result<GenerationEvents, GenerationLogError> {
-        match self.mirror(generation_id) {
-            Some(mirror) => Ok(self.follow_mirror(generation_id, mirror, after)),
-            None => self.follow_stream(generation_id, after).await,
-        }
-    }
-}
-
-impl RedisGenerationLog {
     /// Follows a generation by reading its stream, on a connection of its own.
     async fn follow_stream(
         &self,
@@ -757,7 +800,8 @@ mod tests {
     use super::*;
 
     /// A log on the test Redis under a prefix of its own, or `None` (loudly) where Redis is
-    /// absent outside CI. Its keys expire within minutes.
+    /// absent outside CI. Its keys are left to expire (within the hour an unfinished reply's
+    /// keys live).
     async fn log_on_test_redis() -> Option<RedisGenerationLog> {
         let url = std::env::var("CHAT_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
@@ -807,6 +851,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_follower_here_hears_of_a_failed_append_as_a_follower_of_the_stream_would() {
+        let Some(log) = log_on_test_redis().await else {
+            return;
+        };
+        let (conversation, generation) = (ConversationId::generate(), GenerationId::generate());
+        log.begin(conversation, generation).await.unwrap();
+        log.append(generation, "start", "{}", false).await.unwrap();
+        let mut events = log.follow(generation, 0).await.unwrap();
+        assert_eq!(events.next().await.unwrap().unwrap().name, "start");
+
+        let mut commands = log.commands.clone();
+        let key = log.stream_key(generation);
+        let () = commands.del(&key).await.unwrap();
+        let () = commands.set(&key, "in the way").await.unwrap();
+        assert!(log.append(generation, "delta", "a", false).await.is_err());
+
+        // Sooner than a blocking read's time: not left to wait in silence while Redis fails.
+        let told = tokio::time::timeout(Duration::from_millis(1500), events.next())
+            .await
+            .expect("told at once");
+        assert!(
+            matches!(told, Some(Err(GenerationLogError::Unavailable(_)))),
+            "{told:?}"
+        );
+        let () = commands.del(&key).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_follower_here_goes_over_to_the_stream_when_the_end_cannot_be_logged() {
         let Some(log) = log_on_test_redis().await else {
             return;
@@ -823,6 +895,8 @@ mod tests {
         let () = commands.del(&key).await.unwrap();
         let () = commands.set(&key, "in the way").await.unwrap();
         assert!(log.append(generation, "done", "{}", true).await.is_err());
+        let copy = log.mirror(generation).expect("still written here");
+        assert!(copy.events().events.is_empty(), "the copy is let go");
 
         let ended = tokio::time::timeout(Duration::from_secs(10), events.next())
             .await
