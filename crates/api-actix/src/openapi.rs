@@ -115,10 +115,14 @@ fn add_refusals(operation: &mut Operation, schema: &str, refusals: &[(&str, &str
                     .build(),
             )
             .build();
-        operation
-            .responses
-            .responses
-            .entry((*status).to_owned())
-            .or_insert(RefOr::T(refusal));
+        let responses = &mut operation.responses.responses;
+        // A route's own answer with this status (a stream limit's 429) says both.
+        if let Some(RefOr::T(own)) = responses.get_mut(*status) {
+            own.description = format!("{}; or {description}", own.description);
+        } else {
+            responses
+                .entry((*status).to_owned())
+                .or_insert(RefOr::T(refusal));
+        }
     }
 }

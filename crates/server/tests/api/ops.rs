@@ -84,13 +84,19 @@ async fn the_openapi_document_is_3_1_and_lists_every_route() {
                 );
             }
             let limited = path.starts_with("/chat/") || path.starts_with("/api/");
-            assert_eq!(
-                responses.get("429").is_some(),
-                limited,
-                "{method} {path} 429"
-            );
+            let rate_limited = responses["429"]["description"]
+                .as_str()
+                .is_some_and(|description| description.contains("rate_limited"));
+            assert_eq!(rate_limited, limited, "{method} {path} 429");
         }
     }
+    // Where a route answers 429 of its own (too many streams), the rate limit's is added to it.
+    let resume = &paths["/api/v1/conversations/{id}/stream"]["get"]["responses"]["429"];
+    let description = resume["description"].as_str().unwrap();
+    assert!(
+        description.contains("too_many_streams") && description.contains("rate_limited"),
+        "{description}"
+    );
     // The streamed reply and the error shape are documented too.
     let send = &paths["/api/v1/conversations/{id}/messages"]["post"]["responses"];
     for status in ["200", "201", "400", "404", "413", "415"] {
