@@ -82,10 +82,11 @@ fn main() -> ExitCode {
             }
         }
     });
-    // A stop that could not close storage (a second signal, or replies not stored within the
-    // grace period) may leave a database call blocked, on a hung database, for as long as it
-    // hangs; dropping the runtime would wait for it. Nothing it holds was acknowledged: every
-    // request is answered only after its commit. After a clean stop nothing is left to wait for.
+    // A database call still running on a blocking thread (a batch behind a hung database after a
+    // second signal, or a reply's store that outlived the grace period, a readiness check) would
+    // hold the exit for as long as the database hangs, if the runtime were dropped: dropping waits
+    // for them. Nothing such a call holds was acknowledged: every request is answered only after
+    // its commit, so a reply still being stored now is lost as the grace period said it would be.
     runtime.shutdown_timeout(BLOCKED_CALLS_WAIT);
     // After serving: the spans of the last requests, those answered during the grace period
     // included, are queued by now.

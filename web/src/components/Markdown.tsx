@@ -117,8 +117,8 @@ const unfocusable: Components = {
   ...headingsBelowThePage,
   a: (props) => <Link {...props} tabIndex={-1} />,
   img: (props) => <Image {...props} tabIndex={-1} />,
-  pre: ({ node: _node, ...rest }) => <pre dir="ltr" tabIndex={-1} {...rest} />,
-  table: ({ node: _node, ...rest }) => <table tabIndex={-1} {...rest} />,
+  pre: ({ node: _node, ...rest }) => <pre dir="ltr" {...rest} tabIndex={-1} />,
+  table: ({ node: _node, ...rest }) => <table {...rest} tabIndex={-1} />,
 };
 
 /**
