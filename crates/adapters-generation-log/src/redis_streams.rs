@@ -850,21 +850,38 @@ mod tests {
         assert_eq!(after_start, [2, 3]);
     }
 
-    #[tokio::test]
-    async fn a_follower_here_hears_of_a_failed_append_as_a_follower_of_the_stream_would() {
-        let Some(log) = log_on_test_redis().await else {
-            return;
-        };
+    /// A generation begun here, its start logged, and a follower here that has read it.
+    async fn followed_past_its_start(log: &RedisGenerationLog) -> (GenerationId, GenerationEvents) {
         let (conversation, generation) = (ConversationId::generate(), GenerationId::generate());
         log.begin(conversation, generation).await.unwrap();
         log.append(generation, "start", "{}", false).await.unwrap();
         let mut events = log.follow(generation, 0).await.unwrap();
         assert_eq!(events.next().await.unwrap().unwrap().name, "start");
+        (generation, events)
+    }
 
+    /// Puts a value of another type under the generation's stream key, so that every append
+    /// fails; awaiting the returned future removes it.
+    async fn block_appends(
+        log: &RedisGenerationLog,
+        generation: GenerationId,
+    ) -> impl std::future::Future<Output = ()> {
         let mut commands = log.commands.clone();
         let key = log.stream_key(generation);
         let () = commands.del(&key).await.unwrap();
         let () = commands.set(&key, "in the way").await.unwrap();
+        async move {
+            let () = commands.del(&key).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_here_hears_of_a_failed_append_as_a_follower_of_the_stream_would() {
+        let Some(log) = log_on_test_redis().await else {
+            return;
+        };
+        let (generation, mut events) = followed_past_its_start(&log).await;
+        let unblock = block_appends(&log, generation).await;
         assert!(log.append(generation, "delta", "a", false).await.is_err());
 
         // Sooner than a blocking read's time: not left to wait in silence while Redis fails.
@@ -875,7 +892,7 @@ mod tests {
             matches!(told, Some(Err(GenerationLogError::Unavailable(_)))),
             "{told:?}"
         );
-        let () = commands.del(&key).await.unwrap();
+        unblock.await;
     }
 
     #[tokio::test]
@@ -883,17 +900,8 @@ mod tests {
         let Some(log) = log_on_test_redis().await else {
             return;
         };
-        let (conversation, generation) = (ConversationId::generate(), GenerationId::generate());
-        log.begin(conversation, generation).await.unwrap();
-        log.append(generation, "start", "{}", false).await.unwrap();
-        let mut events = log.follow(generation, 0).await.unwrap();
-        assert_eq!(events.next().await.unwrap().unwrap().name, "start");
-
-        // A value of another type under the stream's key: the final event cannot be logged.
-        let mut commands = log.commands.clone();
-        let key = log.stream_key(generation);
-        let () = commands.del(&key).await.unwrap();
-        let () = commands.set(&key, "in the way").await.unwrap();
+        let (generation, mut events) = followed_past_its_start(&log).await;
+        let unblock = block_appends(&log, generation).await;
         assert!(log.append(generation, "done", "{}", true).await.is_err());
         let copy = log.mirror(generation).expect("still written here");
         assert!(copy.events().events.is_empty(), "the copy is let go");
@@ -905,7 +913,7 @@ mod tests {
             matches!(ended, Some(Err(GenerationLogError::Unavailable(_)))),
             "{ended:?}"
         );
-        let () = commands.del(&key).await.unwrap();
+        unblock.await;
     }
 
     #[test]

@@ -747,6 +747,22 @@ async fn ctrl_c_stops_as_gracefully_as_sigterm() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// SIGTERM, then SIGINT 0.3 s later: the exit status and how long after the first signal it came
+/// (at most `limit`).
+async fn stopped_twice(
+    mut server: ServerProcess,
+    limit: Duration,
+) -> (std::process::ExitStatus, Duration) {
+    let signalled = std::time::Instant::now();
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.interrupt();
+    let status = tokio::task::spawn_blocking(move || server.wait(limit))
+        .await
+        .unwrap();
+    (status, signalled.elapsed())
+}
+
 #[tokio::test]
 async fn a_second_signal_stops_at_once_behind_a_hung_database() {
     let Some(database) = TestDatabase::create().await else {
@@ -756,7 +772,7 @@ async fn a_second_signal_stops_at_once_behind_a_hung_database() {
     let mut variables = postgres(&database);
     // Statements wait as long as the database does: nothing ends the blocked batch but the lock.
     variables.push(("CHAT__STORAGE__STATEMENT_TIMEOUT_SECS", "0".to_owned()));
-    let mut server = start(directory.path(), &variables);
+    let server = start(directory.path(), &variables);
     let client = reqwest::Client::new();
     let lock = database.lock_table("messages").await;
     let stuck = client
@@ -767,14 +783,7 @@ async fn a_second_signal_stops_at_once_behind_a_hung_database() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!stuck.is_finished(), "the send waits behind the lock");
 
-    let signalled = std::time::Instant::now();
-    server.terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    server.interrupt();
-    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30)))
-        .await
-        .unwrap();
-    let stopped_after = signalled.elapsed();
+    let (status, stopped_after) = stopped_twice(server, Duration::from_secs(30)).await;
     drop(lock);
     assert!(status.success(), "exit status {status}");
     assert!(
@@ -791,20 +800,13 @@ async fn a_second_signal_stops_at_once_behind_a_hung_database() {
 #[tokio::test]
 async fn a_second_signal_stops_at_once_and_keeps_what_was_generated() {
     let directory = tempfile::tempdir().unwrap();
-    let (mut server, id, words, _stream) = streaming_a_long_reply(directory.path(), 30).await;
-    let signalled = std::time::Instant::now();
-    server.terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    server.interrupt();
+    let (server, id, words, _stream) = streaming_a_long_reply(directory.path(), 30).await;
     // Ten seconds of reply left and a grace period of thirty: the second signal ends both.
-    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let (status, stopped_after) = stopped_twice(server, Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status}");
     assert!(
-        signalled.elapsed() < Duration::from_secs(5),
-        "stopped at once: {:?}",
-        signalled.elapsed()
+        stopped_after < Duration::from_secs(5),
+        "stopped at once: {stopped_after:?}"
     );
     let stored = stored_after_restart(directory.path(), &id).await;
     assert_eq!(stored.len(), 2, "the message and its cut reply: {stored:?}");
