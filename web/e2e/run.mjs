@@ -449,6 +449,21 @@ async function main() {
     assert(Math.abs(topAfter - topBefore) <= 2, `the message that was on top stays put (${topBefore} -> ${topAfter})`);
     assert((await log(page).getByRole('button', { name: 'Load older messages' }).count()) === 0, 'no more older pages');
     assert((await articles.first().innerText()).includes('Seed message'), 'the oldest message is a seed message');
+
+    // Read up there, the newest messages are a button away.
+    const jump = log(page).getByRole('button', { name: 'Jump to latest' });
+    await jump.waitFor();
+    const box = await jump.boundingBox();
+    const view = await log(page).boundingBox();
+    assert(box && view && box.y + box.height <= view.y + view.height && box.y >= view.y + view.height - 80, `the button sits at the bottom of the messages' view (${JSON.stringify(box)} in ${JSON.stringify(view)})`);
+    await jump.click();
+    const left = await page.evaluate(() => {
+      const logEl = document.querySelector('[role=log]');
+      return logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight;
+    });
+    assert(left < 2, `the view is at the newest message (${left} px above it)`);
+    await jump.waitFor({ state: 'detached' });
+    assert(await page.evaluate(() => document.activeElement?.getAttribute('role') === 'log'), 'the focus stays in the messages');
   });
 
   await test('keyboard: Tab reaches the controls with a visible focus outline', async () => {

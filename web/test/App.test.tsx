@@ -1322,6 +1322,31 @@ describe('scrolling', () => {
   });
 });
 
+describe('jump to latest', () => {
+  it('shows once the newest messages are out of sight, and takes the view and the focus back to them', async () => {
+    const three = [1, 2, 3].flatMap((i) => [msg('c2', 'user', `Question ${i}`), msg('c2', 'assistant', `Answer ${i}`)]);
+    const sixMessages: Route = (url) => (url.pathname === '/api/v1/conversations/c2/messages' ? json({ items: three, next_cursor: null }) : undefined);
+    vi.stubGlobal('fetch', mockFetch([sixMessages, server.route]).fn);
+    await withLogLayout(async () => {
+      render(<App />);
+      await screen.findByText('Answer 3');
+      const log = screen.getByRole('log');
+      // 600px seen through 150px: 450px from the top is the bottom.
+      expect(log.scrollTop).toBe(600);
+      log.scrollTop = 300;
+      fireEvent.scroll(log);
+      expect(screen.queryByRole('button', { name: 'Jump to latest' })).toBeNull();
+
+      log.scrollTop = 100;
+      fireEvent.scroll(log);
+      fireEvent.click(await screen.findByRole('button', { name: 'Jump to latest' }));
+      expect(log.scrollTop).toBe(600);
+      expect(document.activeElement).toBe(log);
+      expect(screen.queryByRole('button', { name: 'Jump to latest' })).toBeNull();
+    });
+  });
+});
+
 describe('older messages', () => {
   it('load on scrolling up, go above the others, and keep the view where it was', async () => {
     const olderAsked = vi.fn(() => json({ items: olderPage, next_cursor: null }));

@@ -117,6 +117,8 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
   /** A conversation this view just created itself: selecting it must not reset the send in flight. */
   const adoptedRef = useRef<string | null>(null);
   const stickToBottom = useRef(true);
+  /** Read far enough up that the newest messages are out of sight: a button takes the reader there. */
+  const [awayFromLatest, setAwayFromLatest] = useState(false);
   const prependAnchor = useRef<{ height: number; top: number } | null>(null);
   const messagesRef = useRef<Message[]>(messages);
   messagesRef.current = messages;
@@ -272,6 +274,8 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     } else if (stickToBottom.current) {
       el.scrollTop = el.scrollHeight;
     }
+    // A reply growing below the view moves the newest words away without a scroll.
+    setAwayFromLatest(isAwayFromLatest(el));
   }, [messages, pending]);
 
   // The button gives way to Retry, or goes with the oldest page: the focus goes to what took its
@@ -292,6 +296,7 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     if (!el || typeof ResizeObserver === 'undefined') return;
     const observer = new ResizeObserver(() => {
       if (stickToBottom.current) el.scrollTop = el.scrollHeight;
+      setAwayFromLatest(isAwayFromLatest(el));
     });
     observer.observe(el);
     return () => observer.disconnect();
@@ -307,7 +312,18 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     const el = logRef.current;
     if (!el) return;
     stickToBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
+    setAwayFromLatest(isAwayFromLatest(el));
     if (el.scrollTop < 120) loadOlder();
+  };
+
+  const jumpToLatest = () => {
+    const el = logRef.current;
+    if (!el) return;
+    el.scrollTop = el.scrollHeight;
+    stickToBottom.current = true;
+    setAwayFromLatest(false);
+    // The button goes: the focus stays in the messages, where the arrow keys go on scrolling.
+    el.focus();
   };
 
   /** Takes a stopped reply out of view: it is stored and shown, or given back. */
@@ -1015,6 +1031,13 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
             <MessageItem role="assistant" content={pending.reply} state={pending.state} />
           </>
         )}
+        {awayFromLatest && (
+          <div className="jump-to-latest">
+            <button type="button" className="button small" onClick={jumpToLatest}>
+              <span aria-hidden="true">↓</span> Jump to latest
+            </button>
+          </div>
+        )}
       </div>
       <div className="visually-hidden" role="status" data-testid="reply-announcer">
         {announced && (
@@ -1034,6 +1057,13 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
 }
 
 /** The reply to the latest user message of `page` that says `text`, if it is in the page. */
+/** How far above the newest messages the view must be before a button offers the way back. */
+const JUMP_BUTTON_AFTER_PX = 200;
+
+function isAwayFromLatest(el: HTMLElement): boolean {
+  return el.scrollHeight - el.scrollTop - el.clientHeight > JUMP_BUTTON_AFTER_PX;
+}
+
 function replyTo(page: Message[], text: string): Message | undefined {
   for (let i = page.length - 1; i > 0; i -= 1) {
     if (page[i].role === 'assistant' && page[i - 1].role === 'user' && page[i - 1].content === text) return page[i];
