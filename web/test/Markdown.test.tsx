@@ -1,6 +1,6 @@
 import { render } from '@testing-library/react';
 import { describe, expect, it, vi } from 'vitest';
-import { Markdown } from '../src/components/Markdown';
+import { Markdown, StreamingMarkdown, settledBlocks } from '../src/components/Markdown';
 
 describe('Markdown', () => {
   it('shows raw HTML as text and never creates script elements', () => {
@@ -62,6 +62,46 @@ describe('Markdown', () => {
     // hidden copy's box a Tab stop of its own.
     expect(readOut.querySelectorAll('pre[tabindex="-1"], table[tabindex="-1"]')).toHaveLength(2);
     expect(readOut.textContent).toBe(shown.textContent);
+  });
+
+  it('cuts a streamed reply only where a new block surely begins', () => {
+    expect(settledBlocks('One.\n\nTwo.\n\n# Three')).toEqual(['One.', 'Two.', '# Three']);
+    // A blank line in a fenced code block, between a loose list's items or before an item's own
+    // indented paragraph keeps its block together.
+    const fenced = '```\na\n\nb\n```\n\nAfter.';
+    expect(settledBlocks(fenced)).toEqual(['```\na\n\nb\n```', 'After.']);
+    const loose = '1. First\n\n   More of the first.\n\n2. Second\n\nDone.';
+    expect(settledBlocks(loose)).toEqual(['1. First\n\n   More of the first.\n\n2. Second', 'Done.']);
+    expect(settledBlocks('~~~~\n```\n\n~~~~\n\nx')).toEqual(['~~~~\n```\n\n~~~~', 'x']);
+    expect(settledBlocks('')).toEqual(['']);
+  });
+
+  it('shows a streamed reply as the stored one will be shown', () => {
+    const text = [
+      '# Plan',
+      '',
+      'Some **bold** prose and a [link](https://example.com).',
+      '',
+      '1. First',
+      '',
+      '   Its own paragraph.',
+      '',
+      '2. Second',
+      '',
+      '```js',
+      'const a = 1;',
+      '',
+      'const b = 2;',
+      '```',
+      '',
+      '| a | b |',
+      '| - | - |',
+      '| 1 | 2 |',
+    ].join('\n');
+    // The same elements; only the line breaks between top-level blocks, which show nothing, differ.
+    const html = (container: HTMLElement) => container.innerHTML.replace(/>\n</g, '><');
+    const whole = html(render(<Markdown text={text} />).container);
+    expect(html(render(<StreamingMarkdown text={text} />).container)).toBe(whole);
   });
 
   it("ranks a message's headings below the page's own title", () => {

@@ -10,6 +10,7 @@ vi.mock('../src/components/Markdown', async (importOriginal) => {
       markdownRenders.count += 1;
       return real.Markdown(props);
     },
+    StreamingMarkdown: real.StreamingMarkdown,
   };
 });
 

@@ -1,6 +1,6 @@
 import { type MouseEvent, memo, useEffect, useState } from 'react';
 import type { Role } from '../api/types';
-import { Markdown } from './Markdown';
+import { Markdown, StreamingMarkdown } from './Markdown';
 
 interface Props {
   role: Role;
@@ -35,10 +35,12 @@ export const MessageItem = memo(function MessageItem({ role, content, state }: P
         {role === 'user' ? 'You' : 'Assistant'}
       </div>
       <div className="message-body">
-        {content === '' && state === 'streaming' ? (
+        {state !== 'streaming' ? (
+          <Markdown text={content} />
+        ) : content === '' ? (
           <span className="typing">Thinking…</span>
         ) : (
-          <Markdown text={content} />
+          <StreamingMarkdown text={content} />
         )}
         {cutShort && <p className="message-note">{cutShort}</p>}
       </div>
