@@ -451,7 +451,7 @@ async function main() {
     assert((await articles.first().innerText()).includes('Seed message'), 'the oldest message is a seed message');
 
     // Read up there, the newest messages are a button away.
-    const jump = log(page).getByRole('button', { name: 'Jump to latest' });
+    const jump = page.getByRole('button', { name: 'Jump to latest' });
     await jump.waitFor();
     const box = await jump.boundingBox();
     const view = await log(page).boundingBox();

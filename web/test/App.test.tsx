@@ -1339,10 +1339,21 @@ describe('jump to latest', () => {
 
       log.scrollTop = 100;
       fireEvent.scroll(log);
-      fireEvent.click(await screen.findByRole('button', { name: 'Jump to latest' }));
+      const jump = await screen.findByRole('button', { name: 'Jump to latest' });
+      jump.focus();
+      fireEvent.click(jump);
       expect(log.scrollTop).toBe(600);
       expect(document.activeElement).toBe(log);
       expect(screen.queryByRole('button', { name: 'Jump to latest' })).toBeNull();
+
+      // A tap that does not focus the button (Safari) leaves the focus in the message box.
+      const box = screen.getByRole('textbox', { name: /message/i });
+      box.focus();
+      log.scrollTop = 100;
+      fireEvent.scroll(log);
+      fireEvent.click(await screen.findByRole('button', { name: 'Jump to latest' }));
+      expect(log.scrollTop).toBe(600);
+      expect(document.activeElement).toBe(box);
     });
   });
 });

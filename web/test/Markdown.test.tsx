@@ -76,6 +76,35 @@ describe('Markdown', () => {
     expect(settledBlocks('')).toEqual(['']);
   });
 
+  it('shows every part of a streamed reply as the same text would be shown whole', () => {
+    const tricky = [
+      '```\na\n\n# not a heading\n```\n\nAfter.',
+      '````\n```\n\n# inside\n````\n\n~~~py\nx\n\ny\n~~~\n\nEnd.',
+      '```js\nconst a = 1;\n```py\n\n# still code\n```\n\nOut.',
+      '- ```sh\n  npm i\n  ```\n\nThen:\n\n```py\nx = 1\n\n# comment\ny = 2\n```\n\nDone.',
+      '> ```\n> a\n\n# b\n\nc',
+      '<pre>\na\n\n# b\n</pre>\n\nAfter',
+      '<!-- note\n\n# hidden\n-->\n\nx',
+      'Para\n\u00a0\nNext',
+      '1. First\n\n   More of the first.\n\n2. Second\n   - nested\n\n     nested more\n\nDone.',
+      '- a\n\n- b\n\n\tcode or item?\n\nText',
+      '> quoted\n\n> again\n\nTitle\n=====\n\nPara\n\n    indented code\n\nEnd',
+      '| a | b |\n| - | - |\n| 1 | 2 |\n\nAfter the table.',
+    ];
+    const html = (container: HTMLElement) => container.innerHTML.replace(/>\n</g, '><');
+    for (const text of tricky) {
+      const lines = text.split('\n');
+      for (let end = 1; end <= lines.length; end++) {
+        const part = lines.slice(0, end).join('\n');
+        const whole = render(<Markdown text={part} />);
+        const streamed = render(<StreamingMarkdown text={part} />);
+        expect(html(streamed.container), JSON.stringify(part)).toBe(html(whole.container));
+        whole.unmount();
+        streamed.unmount();
+      }
+    }
+  });
+
   it('shows a streamed reply as the stored one will be shown', () => {
     const text = [
       '# Plan',

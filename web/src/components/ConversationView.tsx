@@ -1,4 +1,4 @@
-import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
+import { Fragment, type MouseEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
 import { clearCreating, clearSent, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, withUnsent } from '../drafts';
@@ -119,6 +119,13 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
   const stickToBottom = useRef(true);
   /** Read far enough up that the newest messages are out of sight: a button takes the reader there. */
   const [awayFromLatest, setAwayFromLatest] = useState(false);
+  const awayFromLatestRef = useRef(false);
+  // Checked after every streamed piece: a state update that changes nothing would still cost a render.
+  const showJumpToLatest = useCallback((away: boolean) => {
+    if (awayFromLatestRef.current === away) return;
+    awayFromLatestRef.current = away;
+    setAwayFromLatest(away);
+  }, []);
   const prependAnchor = useRef<{ height: number; top: number } | null>(null);
   const messagesRef = useRef<Message[]>(messages);
   messagesRef.current = messages;
@@ -275,8 +282,8 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
       el.scrollTop = el.scrollHeight;
     }
     // A reply growing below the view moves the newest words away without a scroll.
-    setAwayFromLatest(isAwayFromLatest(el));
-  }, [messages, pending]);
+    showJumpToLatest(isAwayFromLatest(el));
+  }, [messages, pending, showJumpToLatest]);
 
   // The button gives way to Retry, or goes with the oldest page: the focus goes to what took its
   // place, or to the messages, instead of falling back to the page. A layout effect, after the one
@@ -296,11 +303,11 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     if (!el || typeof ResizeObserver === 'undefined') return;
     const observer = new ResizeObserver(() => {
       if (stickToBottom.current) el.scrollTop = el.scrollHeight;
-      setAwayFromLatest(isAwayFromLatest(el));
+      showJumpToLatest(isAwayFromLatest(el));
     });
     observer.observe(el);
     return () => observer.disconnect();
-  }, []);
+  }, [showJumpToLatest]);
 
   // A first page too short to scroll cannot be scrolled up: fetch the next older page right away.
   useEffect(() => {
@@ -312,18 +319,21 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     const el = logRef.current;
     if (!el) return;
     stickToBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
-    setAwayFromLatest(isAwayFromLatest(el));
+    showJumpToLatest(isAwayFromLatest(el));
     if (el.scrollTop < 120) loadOlder();
   };
 
-  const jumpToLatest = () => {
+  const jumpToLatest = (event: MouseEvent<HTMLButtonElement>) => {
     const el = logRef.current;
     if (!el) return;
+    const focused = document.activeElement === event.currentTarget;
     el.scrollTop = el.scrollHeight;
     stickToBottom.current = true;
-    setAwayFromLatest(false);
-    // The button goes: the focus stays in the messages, where the arrow keys go on scrolling.
-    el.focus();
+    showJumpToLatest(false);
+    // The button goes: a focus it had stays in the messages, where the arrow keys go on scrolling.
+    // A tap that did not focus it (Safari) leaves the focus where it was, the message box's
+    // keyboard open.
+    if (focused) el.focus();
   };
 
   /** Takes a stopped reply out of view: it is stored and shown, or given back. */
@@ -1031,14 +1041,16 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
             <MessageItem role="assistant" content={pending.reply} state={pending.state} />
           </>
         )}
-        {awayFromLatest && (
-          <div className="jump-to-latest">
-            <button type="button" className="button small" onClick={jumpToLatest}>
-              <span aria-hidden="true">↓</span> Jump to latest
-            </button>
-          </div>
-        )}
       </div>
+      {/* Outside the log: not hidden with it while it is busy, and not scrolled by the arrow keys,
+          which would take it away from under its own focus. */}
+      {awayFromLatest && (
+        <div className="jump-to-latest">
+          <button type="button" className="button small" onClick={jumpToLatest}>
+            <span aria-hidden="true">↓</span> Jump to latest
+          </button>
+        </div>
+      )}
       <div className="visually-hidden" role="status" data-testid="reply-announcer">
         {announced && (
           <div key={announced.id}>
@@ -1056,7 +1068,6 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
   );
 }
 
-/** The reply to the latest user message of `page` that says `text`, if it is in the page. */
 /** How far above the newest messages the view must be before a button offers the way back. */
 const JUMP_BUTTON_AFTER_PX = 200;
 
@@ -1064,6 +1075,7 @@ function isAwayFromLatest(el: HTMLElement): boolean {
   return el.scrollHeight - el.scrollTop - el.clientHeight > JUMP_BUTTON_AFTER_PX;
 }
 
+/** The reply to the latest user message of `page` that says `text`, if it is in the page. */
 function replyTo(page: Message[], text: string): Message | undefined {
   for (let i = page.length - 1; i > 0; i -= 1) {
     if (page[i].role === 'assistant' && page[i - 1].role === 'user' && page[i - 1].content === text) return page[i];

@@ -96,7 +96,8 @@ function Table(props: ComponentPropsWithoutRef<'table'> & { node?: unknown }) {
 
 /**
  * A message's headings rank one level below the page's own `h1` (the conversation's title), so
- * that moving by heading, a reply's `# Title` does not read as a second title of the page.
+ * that moving by heading, a reply's `# Title` does not read as a second title of the page
+ * (`#####` and `######` are both an `h6`, the lowest there is).
  */
 const headingsBelowThePage: Components = {
   h1: ({ node: _node, ...rest }) => <h2 {...rest} />,
@@ -124,7 +125,10 @@ const unfocusable: Components = {
 const remarkPlugins = [remarkGfm, remarkHtmlAsText];
 const rehypePlugins = [rehypeHighlightLite, rehypeOwnDirection];
 
-/** Memoised: a block of a streamed reply that is complete is not parsed again for every piece. */
+/**
+ * Memoised on its string and flag (the plugins and components are created once, above): a block of
+ * a streamed reply that is complete is not parsed again for every piece.
+ */
 const Blocks = memo(function Blocks({ text, focusable }: { text: string; focusable: boolean }) {
   return (
     <ReactMarkdown remarkPlugins={remarkPlugins} rehypePlugins={rehypePlugins} components={focusable ? components : unfocusable}>
@@ -165,13 +169,20 @@ export function StreamingMarkdown({ text }: { text: string }) {
   );
 }
 
-const FENCE = /^ {0,3}(`{3,}|~{3,})/;
+const FENCE_OPENING = /^ {0,3}(`{3,}|~{3,})/;
+const FENCE_CLOSING = /^ {0,3}(`{3,}|~{3,})[ \t]*$/;
+const FENCE_ANYWHERE = /`{3,}|~{3,}/;
+/** HTML blocks that, unlike the others, run across blank lines until their end marker. */
+const HTML_ACROSS_BLANK_LINES = /^ {0,3}<(?:(?:pre|script|style|textarea)(?:[\s>]|$)|!--|\?|![A-Za-z]|!\[CDATA\[)/i;
+const BLANK = /^[ \t]*$/;
 const LIST_ITEM = /^(?:[-*+]|\d{1,9}[.)])(?:\s|$)/;
 
 /**
  * `text` cut at the blank lines after which a new top-level block surely begins: outside a fenced
  * code block, before a line that starts at the margin and is not a list item (a loose list's next
- * item, or an indented paragraph of the item before, stays with its list).
+ * item, or an indented paragraph of the item before, stays with its list). Past a fence this cannot
+ * follow (one in a list item or a quote) or HTML that runs across blank lines, it cuts no more: a
+ * wrong cut would show code as text, or text as code, until the reply is stored.
  */
 export function settledBlocks(text: string): string[] {
   const lines = text.split('\n');
@@ -180,15 +191,20 @@ export function settledBlocks(text: string): string[] {
   let fence: string | null = null;
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i] ?? '';
-    const marker = FENCE.exec(line)?.[1];
-    if (marker) {
-      if (fence === null) fence = marker;
-      else if (marker[0] === fence[0] && marker.length >= fence.length) fence = null;
+    if (fence !== null) {
+      const closing = FENCE_CLOSING.exec(line)?.[1];
+      if (closing && closing[0] === fence[0] && closing.length >= fence.length) fence = null;
       continue;
     }
+    const opening = FENCE_OPENING.exec(line)?.[1];
+    if (opening) {
+      fence = opening;
+      continue;
+    }
+    if (FENCE_ANYWHERE.test(line) || HTML_ACROSS_BLANK_LINES.test(line)) break;
     const next = lines[i + 1];
     const startsBlock = next !== undefined && /^\S/.test(next) && !LIST_ITEM.test(next);
-    if (fence === null && line.trim() === '' && i > start && startsBlock) {
+    if (BLANK.test(line) && i > start && startsBlock) {
       blocks.push(lines.slice(start, i).join('\n'));
       start = i + 1;
     }
