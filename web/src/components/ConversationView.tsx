@@ -330,10 +330,10 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
     el.scrollTop = el.scrollHeight;
     stickToBottom.current = true;
     showJumpToLatest(false);
-    // The button goes: a focus it had stays in the messages, where the arrow keys go on scrolling.
-    // A tap that did not focus it (Safari) leaves the focus where it was, the message box's
-    // keyboard open.
-    if (focused) el.focus();
+    // The button goes: a focus it had goes to the message box, next to the newest message (in the
+    // messages, the next Tab would go to their top, "Load older messages"). A tap that did not
+    // focus it (Safari) leaves the focus where it was.
+    if (focused) inputRef.current?.focus();
   };
 
   /** Takes a stopped reply out of view: it is stored and shown, or given back. */

@@ -1,4 +1,4 @@
-import { type ComponentPropsWithoutRef, createContext, memo, useContext } from 'react';
+import { type ComponentPropsWithoutRef, createContext, memo, useContext, useDeferredValue, useMemo } from 'react';
 import ReactMarkdown, { type Components } from 'react-markdown';
 import remarkGfm from 'remark-gfm';
 import { rehypeHighlightLite } from './highlight';
@@ -159,7 +159,10 @@ export function Markdown({ text, focusable = true }: { text: string; focusable?:
  * within their block.
  */
 export function StreamingMarkdown({ text }: { text: string }) {
-  const blocks = settledBlocks(text);
+  // Behind typing and clicks: a last block without a blank line to cut at (one long code block or
+  // list) is still parsed whole, and pieces that come while it is parsed are taken together.
+  const shown = useDeferredValue(text);
+  const blocks = useMemo(() => settledBlocks(shown), [shown]);
   return (
     <div className="markdown">
       {blocks.map((block, index) => (
