@@ -1,4 +1,4 @@
-import { render } from '@testing-library/react';
+import { fireEvent, render } from '@testing-library/react';
 import { describe, expect, it, vi } from 'vitest';
 import { Markdown, StreamingMarkdown, settledBlocks } from '../src/components/Markdown';
 
@@ -131,6 +131,26 @@ describe('Markdown', () => {
     const html = (container: HTMLElement) => container.innerHTML.replace(/>\n</g, '><');
     const whole = html(render(<Markdown text={text} />).container);
     expect(html(render(<StreamingMarkdown text={text} />).container)).toBe(whole);
+  });
+
+  it('gives each message footnotes of its own, reached without leaving the chat', () => {
+    const text = 'A claim.[^1]\n\n[^1]: The source.';
+    const first = render(<Markdown text={text} />).container;
+    const second = render(<Markdown text={text} />).container;
+    const call = (container: HTMLElement) => container.querySelector<HTMLAnchorElement>('a[data-footnote-ref]');
+    expect(call(first)?.id).toBeTruthy();
+    expect(call(first)?.id).not.toBe(call(second)?.id);
+    expect(call(first)?.getAttribute('target')).toBeNull();
+
+    window.location.hash = '#/c/open-chat';
+    const definition = first.querySelector('li[id]');
+    const scrolled = vi.fn();
+    Object.defineProperty(definition, 'scrollIntoView', { value: scrolled });
+    fireEvent.click(call(first) as HTMLAnchorElement);
+    expect(window.location.hash).toBe('#/c/open-chat');
+    expect(scrolled).toHaveBeenCalled();
+    const back = definition?.querySelector('a[data-footnote-backref]');
+    expect(document.activeElement).toBe(back);
   });
 
   it("ranks a message's headings below the page's own title", () => {

@@ -1,4 +1,4 @@
-import { type ComponentPropsWithoutRef, createContext, memo, useContext, useDeferredValue, useMemo } from 'react';
+import { type ComponentPropsWithoutRef, type MouseEvent, createContext, memo, useContext, useDeferredValue, useId, useMemo } from 'react';
 import ReactMarkdown, { type Components } from 'react-markdown';
 import remarkGfm from 'remark-gfm';
 import { rehypeHighlightLite } from './highlight';
@@ -57,11 +57,31 @@ function Link(props: ComponentPropsWithoutRef<'a'> & { node?: unknown }) {
   const nested = useContext(InLink);
   // An unsafe address (javascript:, data:) comes without one: an empty href would open this page.
   if (!rest.href || nested) return <span>{children}</span>;
+  if (rest.href.startsWith('#')) {
+    return (
+      <a {...rest} onClick={goWithinThePage}>
+        {children}
+      </a>
+    );
+  }
   return (
     <a {...rest} target="_blank" rel="noopener noreferrer">
       <InLink.Provider value={true}>{children}</InLink.Provider>
     </a>
   );
+}
+
+/**
+ * A link to a place in the message (a footnote and its way back) goes there without touching the
+ * address: the page's own route lives in its hash, and a new tab would open the chat again.
+ */
+function goWithinThePage(event: MouseEvent<HTMLAnchorElement>) {
+  event.preventDefault();
+  const id = decodeURIComponent(event.currentTarget.getAttribute('href')?.slice(1) ?? '');
+  const target = document.getElementById(id);
+  if (!target) return;
+  target.scrollIntoView({ block: 'center' });
+  (target instanceof HTMLAnchorElement ? target : target.querySelector('a'))?.focus({ preventScroll: true });
 }
 
 /**
@@ -129,9 +149,14 @@ const rehypePlugins = [rehypeHighlightLite, rehypeOwnDirection];
  * Memoised on its string and flag (the plugins and components are created once, above): a block of
  * a streamed reply that is complete is not parsed again for every piece.
  */
-const Blocks = memo(function Blocks({ text, focusable }: { text: string; focusable: boolean }) {
+const Blocks = memo(function Blocks({ text, focusable, idPrefix }: { text: string; focusable: boolean; idPrefix: string }) {
   return (
-    <ReactMarkdown remarkPlugins={remarkPlugins} rehypePlugins={rehypePlugins} components={focusable ? components : unfocusable}>
+    <ReactMarkdown
+      remarkPlugins={remarkPlugins}
+      rehypePlugins={rehypePlugins}
+      remarkRehypeOptions={{ clobberPrefix: idPrefix }}
+      components={focusable ? components : unfocusable}
+    >
       {text}
     </ReactMarkdown>
   );
@@ -143,11 +168,17 @@ const Blocks = memo(function Blocks({ text, focusable }: { text: string; focusab
  * `focusable={false}` leaves links, code blocks and tables out of the tab order.
  */
 export function Markdown({ text, focusable = true }: { text: string; focusable?: boolean }) {
+  const idPrefix = useIdPrefix();
   return (
     <div className="markdown">
-      <Blocks text={text} focusable={focusable} />
+      <Blocks text={text} focusable={focusable} idPrefix={idPrefix} />
     </div>
   );
+}
+
+/** Ids of a message's own (footnotes and their calls), not shared with any other message's. */
+function useIdPrefix(): string {
+  return `m${useId().replace(/[^\w-]/g, '')}-`;
 }
 
 /**
@@ -163,10 +194,11 @@ export function StreamingMarkdown({ text }: { text: string }) {
   // list) is still parsed whole, and pieces that come while it is parsed are taken together.
   const shown = useDeferredValue(text);
   const blocks = useMemo(() => settledBlocks(shown), [shown]);
+  const idPrefix = useIdPrefix();
   return (
     <div className="markdown">
       {blocks.map((block, index) => (
-        <Blocks key={index} text={block} focusable={true} />
+        <Blocks key={index} text={block} focusable={true} idPrefix={idPrefix} />
       ))}
     </div>
   );
