@@ -674,6 +674,30 @@ async function main() {
     assert(!(await page.getByRole('button', { name: 'Stop', exact: true }).isVisible()), 'Stop is gone after the reply');
   });
 
+  await test('a reply growing below a reader scrolled up brings the Jump to latest button', async () => {
+    const sbase = await slow();
+    const id = await createConversationVia(sbase, 'Growing below');
+    const page = await fresh();
+    await open(page, sbase, `#/c/${id}`);
+    await composer(page).fill(['Grow below:', ...Array.from({ length: 24 }, (_, i) => `Line ${i}.`)].join('\n\n'));
+    await composer(page).press('Enter');
+    await replyLongerThan(page, 10);
+    const jump = page.getByRole('button', { name: 'Jump to latest' });
+    // 100 px up: not far enough for the button, far enough to stop following the bottom.
+    await page.evaluate(() => {
+      const logEl = document.querySelector('[role=log]');
+      logEl.scrollTop = logEl.scrollHeight - logEl.clientHeight - 100;
+      logEl.dispatchEvent(new Event('scroll'));
+    });
+    assert((await jump.count()) === 0, 'no button 100 px up');
+    await jump.waitFor({ timeout: 15_000 });
+    const left = await page.evaluate(() => {
+      const logEl = document.querySelector('[role=log]');
+      return logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight;
+    });
+    assert(left > 200, `the view stayed where the reader left it while the reply grew (${left} px above the newest)`);
+  });
+
   await test('switch away and back during a reply', async () => {
     const sbase = await slow();
     await createConversationVia(sbase, 'Switch target');
