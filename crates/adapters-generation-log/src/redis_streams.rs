@@ -81,7 +81,7 @@ struct Writing {
 struct Mirror {
     events: Mutex<MirroredEvents>,
     /// Wakes the followers here on every copy, as a blocking read of the stream would.
-    appended: watch::Sender<u64>,
+    appended: watch::Sender<()>,
 }
 
 #[derive(Debug, Default)]
@@ -95,11 +95,19 @@ struct MirroredEvents {
     diverged: bool,
 }
 
+impl MirroredEvents {
+    /// What was copied is no longer needed once followers read the stream.
+    fn let_go(&mut self) {
+        self.diverged = true;
+        self.events = Vec::new();
+    }
+}
+
 impl Mirror {
     fn new() -> Self {
         Self {
             events: Mutex::default(),
-            appended: watch::Sender::new(0),
+            appended: watch::Sender::new(()),
         }
     }
 
@@ -109,34 +117,28 @@ impl Mirror {
 
     /// Copies the event Redis holds at `sequence` (`None`: one that could not be read back).
     fn record(&self, sequence: u64, event: Option<(&str, &str)>, last: bool) {
-        let mut mirrored = self.events();
-        let next = mirrored.events.len() as u64 + 1;
-        match event {
-            Some((name, data)) if sequence == next && !mirrored.diverged => {
-                let event = GenerationEvent {
-                    sequence,
-                    name: name.to_owned(),
-                    data: data.to_owned(),
-                };
-                mirrored.events.push((event, last));
-            }
-            _ => {
-                drop(mirrored);
-                self.diverge();
-                return;
+        {
+            let mut mirrored = self.events();
+            let next = mirrored.events.len() as u64 + 1;
+            match event {
+                Some((name, data)) if sequence == next && !mirrored.diverged => {
+                    let event = GenerationEvent {
+                        sequence,
+                        name: name.to_owned(),
+                        data: data.to_owned(),
+                    };
+                    mirrored.events.push((event, last));
+                }
+                _ => mirrored.let_go(),
             }
         }
-        drop(mirrored);
-        self.appended.send_replace(sequence);
+        self.appended.send_replace(());
     }
 
-    /// From now on the followers here read the stream; what was copied is no longer needed.
+    /// From now on the followers here read the stream.
     fn diverge(&self) {
-        let mut mirrored = self.events();
-        mirrored.diverged = true;
-        mirrored.events = Vec::new();
-        drop(mirrored);
-        self.appended.send_modify(|_| {});
+        self.events().let_go();
+        self.appended.send_replace(());
     }
 
     /// The events after `cursor`, or `None` once the copy has diverged from the stream.
@@ -803,8 +805,7 @@ mod tests {
     /// absent outside CI. Its keys are left to expire (within the hour an unfinished reply's
     /// keys live).
     async fn log_on_test_redis() -> Option<RedisGenerationLog> {
-        let url = std::env::var("CHAT_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let url = testkit::redis_url();
         let prefix = format!("chat-test-mirror-{}", GenerationId::generate());
         match RedisGenerationLog::connect(&url, prefix, Duration::from_secs(60)).await {
             Ok(log) => Some(log),

@@ -143,8 +143,7 @@ async fn redis_log() -> Option<(Arc<dyn GenerationLog>, RedisKeys)> {
 /// A log on the real Redis under a prefix of its own, finished generations kept for `ttl`, or
 /// `None` (loudly) where Redis is absent outside CI.
 async fn redis_log_kept_for(ttl: Duration) -> Option<(Arc<dyn GenerationLog>, RedisKeys)> {
-    let url = std::env::var("CHAT_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let url = testkit::redis_url();
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

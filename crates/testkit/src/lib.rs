@@ -53,6 +53,11 @@ pub fn cannot_run_without(need: &str, why: impl std::fmt::Display) {
     );
 }
 
+/// The Redis the tests that need one use: `CHAT_TEST_REDIS_URL`, by default the local one.
+pub fn redis_url() -> String {
+    std::env::var("CHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
 /// What a conformance macro's expression may yield: a repository for one test, with whatever must
 /// stay alive while it runs.
 pub trait TestSubject {

@@ -318,7 +318,7 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
   const onScroll = () => {
     const el = logRef.current;
     if (!el) return;
-    stickToBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
+    stickToBottom.current = distanceFromLatest(el) < 48;
     showJumpToLatest(isAwayFromLatest(el));
     if (el.scrollTop < 120) loadOlder();
   };
@@ -1071,8 +1071,13 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
 /** How far above the newest messages the view must be before a button offers the way back. */
 const JUMP_BUTTON_AFTER_PX = 200;
 
+/** How far the bottom of the view is above the bottom of the messages. */
+function distanceFromLatest(el: HTMLElement): number {
+  return el.scrollHeight - el.scrollTop - el.clientHeight;
+}
+
 function isAwayFromLatest(el: HTMLElement): boolean {
-  return el.scrollHeight - el.scrollTop - el.clientHeight > JUMP_BUTTON_AFTER_PX;
+  return distanceFromLatest(el) > JUMP_BUTTON_AFTER_PX;
 }
 
 /** The reply to the latest user message of `page` that says `text`, if it is in the page. */

@@ -16,6 +16,7 @@ use futures::stream::{self, StreamExt};
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
+pub use testkit::redis_url;
 
 pub fn scope(model: &str, system_prompt: &str) -> CacheScope {
     CacheScope {
@@ -254,10 +255,6 @@ where
         .unwrap();
     let output = metrics::with_local_recorder(&recorder, || runtime.block_on(test()));
     (output, counts)
-}
-
-pub fn redis_url() -> String {
-    std::env::var("CHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// A key prefix no other test run uses.

@@ -101,8 +101,7 @@ async fn a_reply_started_on_one_replica_resumes_on_the_other_through_redis() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let redis_url = std::env::var("CHAT_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let redis_url = testkit::redis_url();
     let prefix = format!("chat-test-replicas-{}", std::process::id());
     let mut variables = deterministic();
     variables.extend(postgres(&database));
