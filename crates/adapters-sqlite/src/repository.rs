@@ -129,6 +129,7 @@ impl SqliteChatRepository {
                 settings.path.display()
             ))
         })?;
+        count_refusals_from_zero();
         let reopen_settings = settings.clone();
         let writer = Writer::spawn(
             writer_connection,
@@ -431,6 +432,14 @@ fn rewrite_user_version(conn: &mut SqliteConnection) -> Result<(), diesel::resul
     let current: UserVersion =
         diesel::RunQueryDsl::get_result(diesel::sql_query("PRAGMA user_version"), conn)?;
     conn.batch_execute(&format!("PRAGMA user_version = {}", current.user_version))
+}
+
+/// A counter is published from its first increment unless it is registered before: an alert on
+/// its increase would miss that first one, and "none yet" would look like "not counted".
+fn count_refusals_from_zero() {
+    metrics::counter!("storage_writer_rejected_total").increment(0);
+    metrics::counter!("storage_reads_rejected_total").increment(0);
+    metrics::counter!("storage_writer_isolated_batches_total").increment(0);
 }
 
 #[cfg(test)]

@@ -148,6 +148,10 @@ impl ClientLimits {
     /// `rate` of `None` turns rate limiting off; `max_streams_per_client` of 0 turns the stream
     /// limit off.
     pub fn new(rate: Option<RateLimit>, max_streams_per_client: usize) -> Self {
+        // Published from zero, not from the first refusal: an alert on their increase would
+        // miss that first one.
+        metrics::counter!("http_rate_limited_total").increment(0);
+        metrics::counter!("http_streams_rejected_total").increment(0);
         Self {
             rate: rate.map(|limit| Arc::new(RateLimiter::new(limit))),
             streams: Arc::new(StreamSlots::new(max_streams_per_client)),

@@ -509,9 +509,16 @@ fn clashing_setting_variables(names: impl Iterator<Item = String>) -> Option<(St
 /// A layer of configuration read from `path` when the file is there. Only a missing file is
 /// skipped: one that is there but cannot be read (no permission, a directory) is an error, or the
 /// server would start on other settings than its operator wrote without a word.
-fn config_file(path: PathBuf) -> File<config::FileSourceFile, FileFormat> {
+fn config_file(path: PathBuf) -> Result<File<config::FileSourceFile, FileFormat>, SettingsError> {
     let missing = matches!(path.try_exists(), Ok(false));
-    File::from(path).required(!missing)
+    // The `config` crate would call a directory of that name "not found", which it is not.
+    if !missing && path.is_dir() {
+        return Err(SettingsError(format!(
+            "configuration error: {} is a directory, not a configuration file",
+            path.display()
+        )));
+    }
+    Ok(File::from(path).required(!missing))
 }
 
 impl Settings {
@@ -565,9 +572,9 @@ impl Settings {
     ) -> Result<Self, SettingsError> {
         let mut builder = Config::builder()
             .add_source(File::from_str(BUILT_IN_DEFAULTS, FileFormat::Toml))
-            .add_source(config_file(directory.join("default.toml")));
+            .add_source(config_file(directory.join("default.toml"))?);
         if let Some(name) = environment {
-            builder = builder.add_source(config_file(directory.join(format!("{name}.toml"))));
+            builder = builder.add_source(config_file(directory.join(format!("{name}.toml")))?);
         }
         let settings: Settings = builder
             .add_source(

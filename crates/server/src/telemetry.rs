@@ -54,6 +54,16 @@ const SECONDS_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 60.0,
 ];
 
+/// Writes per batch: one (a quiet server) up to four times the default `storage.max_batch`.
+const BATCH_SIZE_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// Characters a second of a streamed reply: a slow local model up to a fast hosted one.
+const CHARS_PER_SECOND_BUCKETS: [f64; 10] = [
+    10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
 /// How often recorded histogram samples are folded into their buckets.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -76,8 +86,22 @@ fn keep_histograms_drained(handle: PrometheusHandle) {
 /// Installs the Prometheus recorder (once per process) and returns its renderer.
 pub fn metrics_renderer() -> Option<MetricsRenderer> {
     let handle = PROMETHEUS.get_or_init(|| {
+        // Every histogram gets buckets, so that replicas' figures add up in Prometheus (a
+        // summary's quantiles cannot be combined).
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &SECONDS_BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Suffix("_batch_size".to_owned()),
+                    &BATCH_SIZE_BUCKETS,
+                )
+            })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Suffix("_chars_per_second".to_owned()),
+                    &CHARS_PER_SECOND_BUCKETS,
+                )
+            })
             .and_then(|builder| builder.install_recorder());
         match recorder {
             Ok(handle) => {

@@ -238,6 +238,48 @@ async fn metrics_count_requests_by_route() {
     );
 }
 
+/// The sample of a metric without labels, as `/metrics` shows it.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.parse().ok()
+    })
+}
+
+#[tokio::test]
+async fn refusal_counters_are_published_before_the_first_refusal() {
+    let app = TestApp::spawn().await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for counter in [
+        "http_rate_limited_total",
+        "http_streams_rejected_total",
+        "storage_writer_rejected_total",
+        "storage_reads_rejected_total",
+        "storage_writer_isolated_batches_total",
+    ] {
+        assert!(sample(&metrics, counter).is_some(), "{counter}: {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn batch_sizes_are_a_histogram_with_buckets() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .post_json("/chat/message", &json!({"message": "one batch"}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("# TYPE storage_writer_batch_size histogram"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("storage_writer_batch_size_bucket{le=\"1\"}"),
+        "{metrics}"
+    );
+    assert!(sample(&metrics, "storage_writer_batch_size_count").unwrap() >= 1.0);
+}
+
 #[tokio::test]
 async fn metrics_are_not_answered_through_a_proxy_unless_configured() {
     let forwarded = |app: &TestApp, header: &'static str, value: &'static str| {

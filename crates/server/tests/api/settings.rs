@@ -332,17 +332,19 @@ fn a_blank_api_key_is_no_key() {
 }
 
 #[test]
-fn a_config_file_that_cannot_be_read_is_an_error_not_skipped() {
+fn a_directory_where_a_config_file_should_be_is_named_so_not_skipped() {
     let directory = tempfile::tempdir().unwrap();
-    // A directory where the file should be: reading it fails, as it would without permission.
     std::fs::create_dir(directory.path().join("default.toml")).unwrap();
     let refused = server::settings::Settings::load_from(
         directory.path(),
         None,
         config::Environment::default().source(Some(Default::default())),
     )
-    .expect_err("an unreadable default.toml is refused");
-    assert!(refused.to_string().contains("default.toml"), "{refused}");
+    .expect_err("a directory named default.toml is refused");
+    let refused = refused.to_string();
+    assert!(refused.contains("default.toml"), "{refused}");
+    // Not the `config` crate's "not found": it is there.
+    assert!(refused.contains("is a directory"), "{refused}");
 }
 
 #[test]
