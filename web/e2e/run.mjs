@@ -724,7 +724,7 @@ async function main() {
     await log(page).getByText('No messages yet').waitFor();
   });
 
-  await test('Stop ends streaming at once and the stored reply shows up afterwards', async () => {
+  await test('Stop ends the reply where it got to: that much is stored, and a message sent right after comes after it', async () => {
     const sbase = await slow();
     const page = await fresh();
     await open(page, sbase);
@@ -734,18 +734,30 @@ async function main() {
     await composer(page).press('Enter');
     await replyLongerThan(page, 10);
     await page.getByRole('button', { name: 'Stop', exact: true }).click();
-    // The whole reply takes seconds more: only Stop can have ended the streaming this soon.
-    const stopped = log(page).locator('article[data-state="stopped"]');
-    await stopped.waitFor({ timeout: 2000 });
-    await page.getByRole('button', { name: 'Send', exact: true }).waitFor();
-    const cut = await stopped.locator('.message-body').innerText();
-    await sleep(600);
-    assert((await stopped.locator('.message-body').innerText()) === cut, 'the stopped reply grows no more');
+    // The whole reply takes seconds more: only the stop can have ended it this soon.
+    await page.getByRole('button', { name: 'Send', exact: true }).waitFor({ timeout: 2000 });
     const id = new URL(page.url()).hash.replace('#/c/', '');
     await expectStoredExchange(page, sbase, id, text);
+    const reply = log(page).locator('article[aria-label="Assistant"] .message-body');
+    const cut = await reply.innerText();
+    assert(!cut.includes('You said'), `the reply stopped before its end (${cut})`);
+    await sleep(600);
+    assert((await reply.innerText()) === cut, 'the stopped reply grows no more');
+
+    // At once: the probe that found sends after a Stop stored before the stopped exchange.
+    await composer(page).fill('And the next question');
+    await composer(page).press('Enter');
+    await page.waitForFunction(
+      () => document.querySelectorAll('[role=log] article[aria-label="Assistant"]:not([data-state])').length === 2 && !document.querySelector('[role=log] article[data-state]'),
+      null,
+      { timeout: 30_000 },
+    );
     await page.reload();
-    await log(page).locator('article[aria-label="You"]').getByText('Please stop this reply', { exact: false }).waitFor();
-    assert((await log(page).locator('article[aria-label="Assistant"]').count()) === 1, 'the reply was stored once');
+    await log(page).locator('article[aria-label="You"]').getByText('And the next question').waitFor();
+    const users = await log(page).locator('article[aria-label="You"] .message-body').allInnerTexts();
+    assert(users.length === 2 && users[0].trim() === text && users[1].trim() === 'And the next question', `the exchanges are in the order sent (${users.join(' | ')})`);
+    assert((await log(page).locator('article[aria-label="Assistant"]').count()) === 2, 'each reply was stored once');
+    assert((await reply.first().innerText()) === cut, 'the stored reply is what was shown');
   });
 
   await test('two tabs: what one stores and names shows in the other without a reload', async () => {

@@ -1758,7 +1758,7 @@ describe('following a reply in progress', () => {
     expect(screen.queryByRole('alert')).toBeNull();
   });
 
-  it('Stop while following aborts the stream and picks up the stored reply later', async () => {
+  it('Stop while following, when the server cannot be asked to stop the reply, stops reading and picks up the stored reply later', async () => {
     const sse = sseResponse();
     let signal: AbortSignal | undefined;
     server.onFollow((_id, _last, init) => {
@@ -1770,11 +1770,88 @@ describe('following a reply in progress', () => {
     expect(await screen.findByText('Partial')).toBeTruthy();
     server.messages.c2?.push(msg('c2', 'user', 'Stop me'), msg('c2', 'assistant', 'Partial, then complete.'));
     fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
-    expect(signal?.aborted).toBe(true);
+    // The fake server has no stop route (404): reading stops instead.
+    await waitFor(() => expect(signal?.aborted).toBe(true));
     expect(await screen.findByText(/Stopped/)).toBeTruthy();
     expect(await within(screen.getByRole('log')).findByText('Partial, then complete.', {}, { timeout: 4000 })).toBeTruthy();
     expect(screen.queryByText(/Stopped/)).toBeNull();
     expect(within(screen.getByRole('log')).getAllByText('Stop me')).toHaveLength(1);
+  });
+
+  /** Answers stop requests with `status`, and counts them by path. */
+  function stopRoute(status: number, body: unknown) {
+    const stops: string[] = [];
+    const route: Route = (url, init) => {
+      if (init.method !== 'POST' || !url.pathname.endsWith('/stop')) return undefined;
+      stops.push(url.pathname);
+      return json(body, status);
+    };
+    vi.stubGlobal('fetch', mockFetch([route, server.route]).fn);
+    return stops;
+  }
+
+  it('Stop asks the server to stop the reply; its stream then ends with what was stored, and Send comes back after', async () => {
+    const stops = stopRoute(200, { status: 'stopped' });
+    const sse = sseResponse();
+    let signal: AbortSignal | undefined;
+    server.onStream((_id, _content, init) => {
+      signal = init.signal ?? undefined;
+      return sse.response;
+    });
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Tell me everything' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => sse.send(start('Tell me everything') + ev(2, 'delta', { text: 'The first part' })));
+    expect(await screen.findByText('The first part')).toBeTruthy();
+    fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    await waitFor(() => expect(stops).toEqual([`/api/v1/conversations/c2/generations/${G}/stop`]));
+    // Until the stored reply arrives, nothing else can be sent: it comes before the next message.
+    expect(screen.getByRole('button', { name: 'Stop' })).toBeTruthy();
+    expect(signal?.aborted).toBe(false);
+    const done = { user_message: msg('c2', 'user', 'Tell me everything'), assistant_message: msg('c2', 'assistant', 'The first part') };
+    await act(async () => {
+      sse.send(ev(3, 'done', done));
+      sse.close();
+    });
+    expect(await screen.findByRole('button', { name: 'Send' })).toBeTruthy();
+    const log = screen.getByRole('log');
+    expect(within(log).getAllByText('The first part')).toHaveLength(1);
+    expect(screen.queryByText(/Stopped/)).toBeNull();
+    expect(cutShortNote()).toBeUndefined();
+  });
+
+  it('Stop of a followed reply asks the server to stop it too', async () => {
+    const stops = stopRoute(200, { status: 'stopped' });
+    const sse = sseResponse();
+    server.onFollow(() => sse.response);
+    await renderLoaded();
+    await act(async () => sse.send(start('Sent in another tab') + ev(2, 'delta', { text: 'Going on' })));
+    expect(await screen.findByText('Going on')).toBeTruthy();
+    fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    await waitFor(() => expect(stops).toEqual([`/api/v1/conversations/c2/generations/${G}/stop`]));
+    const done = { user_message: msg('c2', 'user', 'Sent in another tab'), assistant_message: msg('c2', 'assistant', 'Going on') };
+    await act(async () => {
+      sse.send(ev(3, 'done', done));
+      sse.close();
+    });
+    expect(await screen.findByRole('button', { name: 'Send' })).toBeTruthy();
+    expect(screen.queryByText(/Stopped/)).toBeNull();
+  });
+
+  it('Stop that the server could not carry out in time stops reading, as without it', async () => {
+    const stops = stopRoute(202, { status: 'stopping' });
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Slow to store' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => sse.send(start('Slow to store') + ev(2, 'delta', { text: 'Partly' })));
+    expect(await screen.findByText('Partly')).toBeTruthy();
+    server.messages.c2?.push(msg('c2', 'user', 'Slow to store'), msg('c2', 'assistant', 'Partly'));
+    fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    expect(await screen.findByText(/Stopped/)).toBeTruthy();
+    expect(stops).toHaveLength(1);
+    expect(await within(screen.getByRole('log')).findByText('Partly', { selector: '.message-body *, .message-body' }, { timeout: 4000 })).toBeTruthy();
   });
 
   /** Sends `text` on a streamed POST that starts and shows `partial`, then presses Stop. */

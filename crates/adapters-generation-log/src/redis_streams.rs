@@ -334,6 +334,11 @@ impl RedisGenerationLog {
         format!("{}:generation:{id}", self.prefix)
     }
 
+    /// Set when a replica asks the generation's writer to stop it.
+    fn stop_key(&self, id: GenerationId) -> String {
+        format!("{}:generation:{id}:stop", self.prefix)
+    }
+
     /// A sorted set of the conversation's generations still running, scored by their start (ms).
     fn running_key(&self, id: ConversationId) -> String {
         format!("{}:conversation:{id}:running", self.prefix)
@@ -590,6 +595,27 @@ impl GenerationLog for RedisGenerationLog {
             Some(mirror) => Ok(self.follow_mirror(generation_id, mirror, after)),
             None => self.follow_stream(generation_id, after).await,
         }
+    }
+
+    async fn request_stop(&self, generation_id: GenerationId) -> Result<(), GenerationLogError> {
+        let mut commands = self.commands.clone();
+        // As long as an unfinished generation's stream lives: no reply runs longer unlogged.
+        let () = commands
+            .set_ex(self.stop_key(generation_id), "1", UNFINISHED_LIFETIME_SECS)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn stop_requested(
+        &self,
+        generation_id: GenerationId,
+    ) -> Result<bool, GenerationLogError> {
+        let mut commands = self.commands.clone();
+        commands
+            .exists(self.stop_key(generation_id))
+            .await
+            .map_err(unavailable)
     }
 }
 
@@ -849,6 +875,26 @@ mod tests {
             after_start.push(event.unwrap().sequence);
         }
         assert_eq!(after_start, [2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_stop_asked_through_one_replica_is_seen_by_the_writer_on_another() {
+        let Some(writer) = log_on_test_redis().await else {
+            return;
+        };
+        let other_replica =
+            RedisGenerationLog::connect(&testkit::redis_url(), writer.prefix.clone(), writer.ttl)
+                .await
+                .unwrap();
+        let (conversation, generation) = (ConversationId::generate(), GenerationId::generate());
+        let untouched = GenerationId::generate();
+        writer.begin(conversation, generation).await.unwrap();
+        writer.begin(conversation, untouched).await.unwrap();
+        assert!(!writer.stop_requested(generation).await.unwrap());
+
+        other_replica.request_stop(generation).await.unwrap();
+        assert!(writer.stop_requested(generation).await.unwrap());
+        assert!(!writer.stop_requested(untouched).await.unwrap());
     }
 
     /// A generation begun here, its start logged, and a follower here that has read it.

@@ -308,6 +308,20 @@ pub(crate) struct ResumeQuery {
     pub after: Option<String>,
 }
 
+/// Where a reply asked to stop stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StopResponse {
+    /// `stopped` (it has ended), `finished` (it had ended before) or `stopping` (not ended yet).
+    #[schema(example = "stopped")]
+    pub status: &'static str,
+}
+
+impl StopResponse {
+    pub(crate) const STOPPED: Self = Self { status: "stopped" };
+    pub(crate) const FINISHED: Self = Self { status: "finished" };
+    pub(crate) const STOPPING: Self = Self { status: "stopping" };
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct HealthResponse {
     #[schema(example = "ok")]

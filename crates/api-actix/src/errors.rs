@@ -262,6 +262,12 @@ impl From<ChatError> for ApiError {
                 "The server stopped before the reply began; send the message again.",
             )
             .retry_later(),
+            // Only ever the final event of the stopped reply's stream: its stop was asked for.
+            ChatError::Stopped => ApiError::new(
+                StatusCode::CONFLICT,
+                "stopped",
+                "The reply was stopped before it began; nothing was stored.",
+            ),
         }
     }
 }

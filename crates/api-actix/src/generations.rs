@@ -1,8 +1,10 @@
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use domain::{ConversationId, GenerationId};
 use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
@@ -16,6 +18,45 @@ pub struct Generations {
     runtime: Handle,
     in_flight: Arc<InFlight>,
     cut: Arc<watch::Sender<bool>>,
+    running: Arc<Mutex<HashMap<GenerationId, Running>>>,
+}
+
+/// A streamed reply running here, which its user may stop.
+#[derive(Debug)]
+struct Running {
+    conversation_id: ConversationId,
+    /// `true` once a stop is asked for; dropped when the reply has ended.
+    stop: watch::Sender<bool>,
+}
+
+/// A streamed reply's place among those running here, from its start until it has ended (its
+/// exchange stored, or its failure known).
+#[derive(Debug)]
+pub(crate) struct RunningReply {
+    running: Arc<Mutex<HashMap<GenerationId, Running>>>,
+    generation_id: GenerationId,
+    stop: watch::Receiver<bool>,
+}
+
+impl RunningReply {
+    /// Resolves when the reply's user asked for it to stop.
+    pub(crate) fn stop_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.clone();
+        async move {
+            if stop.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl Drop for RunningReply {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.generation_id);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -41,7 +82,48 @@ impl Generations {
             runtime,
             in_flight: Arc::default(),
             cut: Arc::new(watch::Sender::new(false)),
+            running: Arc::default(),
         }
+    }
+
+    /// Takes note of a streamed reply starting here, so that [`Self::stop`] can reach it.
+    pub(crate) fn running_reply(
+        &self,
+        conversation_id: ConversationId,
+        generation_id: GenerationId,
+    ) -> RunningReply {
+        let (stop, stop_signal) = watch::channel(false);
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                generation_id,
+                Running {
+                    conversation_id,
+                    stop,
+                },
+            );
+        RunningReply {
+            running: Arc::clone(&self.running),
+            generation_id,
+            stop: stop_signal,
+        }
+    }
+
+    /// Asks the conversation's reply `generation_id` to stop, if it runs here, and returns what
+    /// resolves once it has ended: its text so far stored (or, with none, nothing).
+    pub(crate) fn stop(
+        &self,
+        conversation_id: ConversationId,
+        generation_id: GenerationId,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let reply = running
+            .get(&generation_id)
+            .filter(|reply| reply.conversation_id == conversation_id)?;
+        reply.stop.send_replace(true);
+        let mut ended = reply.stop.subscribe();
+        Some(async move { while ended.changed().await.is_ok() {} })
     }
 
     /// Resolves when the running replies are to be cut short.

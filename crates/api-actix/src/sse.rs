@@ -13,15 +13,15 @@ use actix_web::HttpResponse;
 use bytes::Bytes;
 use domain::{
     ChatError, ConversationId, Exchange, GenerationEvents, GenerationId, GenerationLog,
-    GenerationLogError, PendingReply, ReplyEvent,
+    GenerationLogError, Interruption, PendingReply, ReplyEvent,
 };
 use futures::channel::mpsc;
-use futures::{future, sink, stream, Sink, SinkExt, StreamExt};
+use futures::{future, sink, stream, FutureExt, Sink, SinkExt, StreamExt};
 use serde::Serialize;
 
 use crate::dto::{DeltaEvent, ExchangeDto, StreamErrorEvent, StreamStartEvent};
 use crate::errors::ApiError;
-use crate::generations::Generations;
+use crate::generations::{Generations, RunningReply};
 use crate::state::AppState;
 use crate::stream_limit::HeldStreamSlot;
 
@@ -32,6 +32,8 @@ const DELTA_BUFFER: usize = 64;
 /// before it goes on without sending it more. The client still gets what was buffered and then
 /// the whole reply in `done`; the reply is stored without waiting for the client to read.
 const CLIENT_PATIENCE: Duration = Duration::from_secs(10);
+/// How often a running reply asks the log whether another replica was asked to stop it.
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The client asked for Server-Sent Events (`Accept: text/event-stream`, among others or alone),
 /// and did not rule them out with `q=0` (RFC 9110: "not acceptable").
@@ -329,13 +331,40 @@ impl Drop for OpenGeneration {
     }
 }
 
+/// What ends a reply before its assistant is done: the server stopping, or its user, through
+/// this replica or (`log`, asked every [`STOP_POLL_INTERVAL`]) another one.
+fn interruption(
+    generations: &Generations,
+    running: &RunningReply,
+    log: Option<(Arc<dyn GenerationLog>, GenerationId)>,
+) -> impl std::future::Future<Output = Interruption> + Send + 'static {
+    let cut = generations.cut_signal().map(|()| Interruption::CutShort);
+    let stopped_elsewhere = async move {
+        let Some((log, generation_id)) = log else {
+            return future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(STOP_POLL_INTERVAL).await;
+            match log.stop_requested(generation_id).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(error) => tracing::debug!(%error, "cannot ask the log for a stop"),
+            }
+        }
+    };
+    let stopped = future::select(Box::pin(running.stop_signal()), Box::pin(stopped_elsewhere))
+        .map(|_| Interruption::Stopped);
+    future::select(Box::pin(cut), Box::pin(stopped)).map(|either| either.factor_first().0)
+}
+
 /// Runs the reply to its end, logging every event; the last one is `done` or `error`. The
 /// client's stream `slot` goes back before that event is logged, so a client that saw it may
-/// start its next reply at once.
+/// start its next reply at once. The reply counts as `running` until that event is logged.
 async fn run_logged(
     mut open: OpenGeneration,
     pending: PendingReply,
     generations: Generations,
+    running: RunningReply,
     slot: Option<HeldStreamSlot>,
 ) {
     let (log, generation_id) = (Arc::clone(&open.log), open.id);
@@ -368,14 +397,19 @@ async fn run_logged(
             }
         }
     };
-    let cut_short = generations.cut_signal();
-    let (outcome, ()) = future::join(pending.complete(deltas, cut_short), relay).await;
+    let interrupted = interruption(
+        &generations,
+        &running,
+        Some((Arc::clone(&log), generation_id)),
+    );
+    let (outcome, ()) = future::join(pending.complete(deltas, interrupted), relay).await;
     drop(slot);
     let (name, data) = final_event(outcome);
     open.ended = true;
     if let Err(error) = append_final(log.as_ref(), generation_id, name, &data, &generations).await {
         tracing::warn!(%error, "logging the end of a reply failed");
     }
+    drop(running);
 }
 
 /// Starts the reply as a logged background generation and answers with its event stream. The
@@ -406,18 +440,21 @@ pub(crate) async fn stream_reply(
         append_retrying(log.as_ref(), generation_id, "start", &start).await?;
         Ok::<_, GenerationLogError>((events, open))
     };
+    let running = state
+        .generations
+        .running_reply(conversation_id, generation_id);
     match logged.await {
         Ok((events, open)) => {
             let generations = state.generations.clone();
             state
                 .generations
-                .spawn(run_logged(open, pending, generations, slot));
+                .spawn(run_logged(open, pending, generations, running, slot));
             follow_response(generation_id, events, state.settings.stream_keep_alive)
         }
         Err(error) => {
             // Without a log the reply still streams; it just cannot be resumed.
             tracing::warn!(%error, "generation log unavailable; streaming without resume");
-            stream_unlogged(state, &start, pending, slot)
+            stream_unlogged(state, &start, pending, running, slot)
         }
     }
 }
@@ -439,16 +476,18 @@ fn stream_unlogged(
     state: &AppState,
     start: &str,
     pending: PendingReply,
+    running: RunningReply,
     slot: Option<HeldStreamSlot>,
 ) -> HttpResponse {
     let (deltas, delta_events) = mpsc::channel::<ReplyEvent>(DELTA_BUFFER);
     let (outcome_sender, outcome) = futures::channel::oneshot::channel();
-    let cut_short = state.generations.cut_signal();
+    let interrupted = interruption(&state.generations, &running, None);
     state.generations.spawn(async move {
-        let result = pending.complete(impatient(deltas), cut_short).await;
+        let result = pending.complete(impatient(deltas), interrupted).await;
         // Back before the client can see the end, so its next reply may start at once.
         drop(slot);
         let _ = outcome_sender.send(final_event(result));
+        drop(running);
     });
     let start = frame(None, "start", start);
     let body = stream::once(future::ready(start))

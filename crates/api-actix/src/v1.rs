@@ -4,12 +4,13 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{ChatError, ConversationId, GenerationId, GenerationLogError};
 use futures::future::{self, Either};
+use futures::StreamExt;
 
 use crate::body::{read_json, read_optional_json};
 use crate::dto::{
     ConversationDto, ConversationPage, CreateConversationRequest, ErrorResponse, ExchangeDto,
     ListConversationsQuery, ListMessagesQuery, MessagePage, RenameConversationRequest, ResumeQuery,
-    SendMessageRequest,
+    SendMessageRequest, StopResponse,
 };
 use crate::errors::ApiError;
 use crate::sse;
@@ -358,4 +359,78 @@ pub(crate) async fn resume_stream(
         Err(GenerationLogError::NotFound) => Ok(HttpResponse::NoContent().finish()),
         Err(error) => Err(log_unavailable(error)),
     }
+}
+
+/// How long a stop request waits for its reply to end before it answers `202`.
+const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn generation_not_found() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "generation_not_found",
+        "No reply of this conversation with this generation id is known.",
+    )
+}
+
+/// Stops a streamed reply in progress where it got to, as its user asks: the assistant is asked
+/// for no more, and the text so far is stored as the reply (with no text yet, nothing is stored).
+/// Its stream ends as any reply's does, with `done` (the stored exchange) or `error` (`stopped`).
+/// The answer comes once the reply has ended, so a message sent after it is stored after it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/generations/{generation_id}/stop",
+    tag = "messages",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Conversation id"),
+        ("generation_id" = uuid::Uuid, Path, description = "The reply's `generation_id`, from its `start` event"),
+    ),
+    responses(
+        (status = 200, description = "`stopped`: the reply has ended (stopped, or it ended meanwhile); `finished`: it had ended before", body = StopResponse),
+        (status = 202, description = "`stopping`: asked to stop, not ended within 5 s (it may be waiting for room to be stored)", body = StopResponse),
+        (status = 400, description = "Malformed conversation or generation id", body = ErrorResponse),
+        (status = 404, description = "No such conversation (`conversation_not_found`), or no reply of it with this id (`generation_not_found`: unknown, expired, or run without the log and ended)", body = ErrorResponse),
+        (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
+        (status = 503, description = "Storage or the generation log unavailable", body = ErrorResponse),
+        (status = 500, description = "Internal failure", body = ErrorResponse),
+    )
+)]
+pub(crate) async fn stop_reply(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, generation) = path.into_inner();
+    let id = conversation_id(&id)?;
+    let generation_id: GenerationId = generation
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_id", "The generation id must be a UUID."))?;
+    state.service.get_conversation(id).await?;
+    let ended: futures::future::BoxFuture<'static, ()> =
+        match state.generations.stop(id, generation_id) {
+            Some(ended) => Box::pin(ended),
+            None => {
+                let log = &state.generation_log;
+                let progress = match log.state(generation_id).await.map_err(log_unavailable)? {
+                    Some(progress) if progress.conversation_id == id => progress,
+                    _ => return Err(generation_not_found()),
+                };
+                if progress.finished {
+                    return Ok(HttpResponse::Ok().json(StopResponse::FINISHED));
+                }
+                // Another replica runs it: the log tells it, and shows its end.
+                log.request_stop(generation_id)
+                    .await
+                    .map_err(log_unavailable)?;
+                match log.follow(generation_id, progress.last_sequence).await {
+                    Ok(events) => Box::pin(events.for_each(|_| future::ready(()))),
+                    Err(GenerationLogError::NotFound) => {
+                        return Ok(HttpResponse::Ok().json(StopResponse::FINISHED))
+                    }
+                    Err(error) => return Err(log_unavailable(error)),
+                }
+            }
+        };
+    Ok(match tokio::time::timeout(STOP_PATIENCE, ended).await {
+        Ok(()) => HttpResponse::Ok().json(StopResponse::STOPPED),
+        Err(_) => HttpResponse::Accepted().json(StopResponse::STOPPING),
+    })
 }

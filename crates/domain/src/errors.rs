@@ -89,6 +89,9 @@ pub enum ChatError {
     /// The server stopped before the assistant wrote any of the reply; nothing was stored.
     #[error("the server stopped before the reply began")]
     CutShort,
+    /// The user stopped the reply before the assistant wrote any of it; nothing was stored.
+    #[error("the reply was stopped before it began")]
+    Stopped,
 }
 
 impl From<RepositoryError> for ChatError {

@@ -204,4 +204,21 @@ pub trait GenerationLog: Send + Sync {
         generation_id: GenerationId,
         after: u64,
     ) -> Result<GenerationEvents, GenerationLogError>;
+
+    /// Asks the generation's writer to stop it, for a replica that does not run it. The writer
+    /// asks [`Self::stop_requested`] while the reply runs. A log that only one process writes
+    /// and reads needs neither: the server stops its own generations without the log.
+    async fn request_stop(&self, generation_id: GenerationId) -> Result<(), GenerationLogError> {
+        let _ = generation_id;
+        Ok(())
+    }
+
+    /// Whether [`Self::request_stop`] was called for the generation, by any replica.
+    async fn stop_requested(
+        &self,
+        generation_id: GenerationId,
+    ) -> Result<bool, GenerationLogError> {
+        let _ = generation_id;
+        Ok(false)
+    }
 }

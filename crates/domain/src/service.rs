@@ -370,28 +370,39 @@ impl std::fmt::Debug for PendingReply {
     }
 }
 
+/// What ends a reply before its assistant is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// The user asked for it: the reply ends where it got to and that much is stored, as any
+    /// reply is (waiting for room in a full write queue).
+    Stopped,
+    /// The server is stopping and cannot wait any longer: that much is stored too, but a full
+    /// write queue refuses it at once.
+    CutShort,
+}
+
 impl PendingReply {
     /// Drives the reply to its end and stores the exchange, offering every piece to `events` as it
     /// arrives. When the receiving side goes away (the client disconnected) the reply still runs to
     /// the end and is stored, so nothing the user asked for is lost. When the assistant fails,
     /// nothing is stored.
     ///
-    /// When `cut_short` resolves first (the server is stopping and cannot wait any longer), the
-    /// reply ends where it got to and that much is stored, as a user who stops a reply expects;
-    /// a reply with no text yet stores nothing and fails with [`ChatError::CutShort`]. Stored
-    /// before that, a reply waits for room in a full write queue; after it, it does not.
-    pub async fn complete<S, C>(self, mut events: S, cut_short: C) -> Result<Exchange, ChatError>
+    /// When `interrupted` resolves first, the reply ends where it got to (the assistant is asked
+    /// for no more) and that much is stored; a reply with no text yet stores nothing and fails with
+    /// [`ChatError::Stopped`] or [`ChatError::CutShort`]. Only an [`Interruption::CutShort`] makes
+    /// the exchange refused at once by a full write queue.
+    pub async fn complete<S, I>(self, mut events: S, interrupted: I) -> Result<Exchange, ChatError>
     where
         S: Sink<ReplyEvent> + Unpin,
-        C: Future<Output = ()>,
+        I: Future<Output = Interruption>,
     {
         let PendingReply {
             repository,
             context,
             deltas,
         } = self;
-        let cut_short = Box::pin(cut_short).shared();
-        let mut deltas = deltas.take_until(cut_short.clone());
+        let interrupted = Box::pin(interrupted).shared();
+        let mut deltas = deltas.take_until(interrupted.clone());
         let mut reply = String::new();
         let mut listening = true;
         while let Some(piece) = deltas.next().await {
@@ -401,26 +412,27 @@ impl PendingReply {
             }
             reply.push_str(&piece);
             if listening {
-                // A listener that lags (its buffer full) must not hold the cut off: the cut
+                // A listener that lags (its buffer full) must not hold the interruption off: it
                 // ends the offers, and the stored reply carries every piece.
                 let send = events.send(ReplyEvent::Delta(piece));
-                listening = match future::select(send, cut_short.clone()).await {
+                listening = match future::select(send, interrupted.clone()).await {
                     Either::Left((sent, _)) => sent.is_ok(),
-                    Either::Right(((), _)) => false,
+                    Either::Right((_, _)) => false,
                 };
             }
         }
+        let interruption = deltas.take_result();
         if is_blank_reply(&reply) {
-            return Err(if deltas.take_result().is_some() {
-                ChatError::CutShort
-            } else {
-                empty_reply().into()
+            return Err(match interruption {
+                Some(Interruption::Stopped) => ChatError::Stopped,
+                Some(Interruption::CutShort) => ChatError::CutShort,
+                None => empty_reply().into(),
             });
         }
         let exchange = NewExchange::new(context.conversation_id, context.user_text, reply);
         // Shown as it came, the reply waits out a full write queue; but not once the server is
         // stopping, which cannot wait that long: refused at once, its stream still says so.
-        let stopping = cut_short.clone().now_or_never().is_some();
+        let stopping = interrupted.clone().now_or_never() == Some(Interruption::CutShort);
         Ok(if stopping {
             repository.append_exchange(&exchange).await?
         } else {
@@ -894,6 +906,7 @@ mod tests {
         let (sender, mut receiver) = futures::channel::mpsc::channel(16);
         let cut_after_the_first_piece = async move {
             receiver.next().await;
+            Interruption::CutShort
         };
         let exchange = pending
             .complete(sender, cut_after_the_first_piece)
@@ -913,7 +926,7 @@ mod tests {
         let cut = tokio::time::sleep(std::time::Duration::from_millis(50));
         let exchange = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            pending.complete(sender, cut),
+            pending.complete(sender, cut.map(|()| Interruption::CutShort)),
         )
         .await
         .expect("the cut ends the reply although its listener lags")
@@ -930,8 +943,51 @@ mod tests {
 
         let (sender, _receiver) = futures::channel::mpsc::channel(16);
         assert!(matches!(
-            pending.complete(sender, future::ready(())).await,
+            pending
+                .complete(sender, future::ready(Interruption::CutShort))
+                .await,
             Err(ChatError::CutShort)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_reply_stopped_by_its_user_is_stored_as_far_as_it_got_waiting_for_room() {
+        let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
+        repository.expect_append_exchange().never();
+        repository
+            .expect_append_exchange_waiting_for_room()
+            .withf(|exchange| exchange.assistant.content == "the first words ")
+            .times(1)
+            .returning(|exchange| Ok(stored(exchange)));
+        let pending = reply_sending_then_waiting(repository, &["the first words "]).await;
+
+        let (sender, mut receiver) = futures::channel::mpsc::channel(16);
+        let stop_after_the_first_piece = async move {
+            receiver.next().await;
+            Interruption::Stopped
+        };
+        let exchange = pending
+            .complete(sender, stop_after_the_first_piece)
+            .await
+            .unwrap();
+        assert_eq!(exchange.assistant_message.content, "the first words ");
+    }
+
+    #[tokio::test]
+    async fn a_reply_stopped_before_any_text_stores_nothing() {
+        let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
+        repository.expect_append_exchange().never();
+        repository.expect_append_exchange_waiting_for_room().never();
+        let pending = reply_sending_then_waiting(repository, &["the first words "]).await;
+
+        let (sender, _receiver) = futures::channel::mpsc::channel(16);
+        assert!(matches!(
+            pending
+                .complete(sender, future::ready(Interruption::Stopped))
+                .await,
+            Err(ChatError::Stopped)
         ));
     }
 

@@ -178,6 +178,19 @@ export class ApiClient {
   }
 
   /**
+   * Stops reply `generation` (from its events' ids) of conversation `id` where it got to: the
+   * server stores that much, and the reply's stream ends with it. Resolves once it has ended
+   * (`stopped`, or `finished` before), or with `stopping` when it had not ended after 5 s.
+   */
+  async stopReply(id: string, generation: string): Promise<'stopped' | 'finished' | 'stopping'> {
+    const answer = await this.json<{ status: 'stopped' | 'finished' | 'stopping' }>(
+      'POST',
+      `/api/v1/conversations/${enc(id)}/generations/${enc(generation)}/stop`,
+    );
+    return answer.status;
+  }
+
+  /**
    * Sends and streams the reply (Server-Sent Events). Resolves with the stored exchange from the
    * `done` event; rejects with ApiError on an error response or `error` event, with NetworkError
    * when the server cannot be reached, and with an AbortError when `signal` aborts. When the

@@ -1,5 +1,5 @@
 import { Fragment, type MouseEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, replyFailed } from '../api/client';
+import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, parseEventId, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
 import { clearCreating, clearSent, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, withUnsent } from '../drafts';
 import { Composer } from './Composer';
@@ -105,6 +105,13 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
   /** Waits for stopped replies to be stored; ended when the view switches conversation. */
   const waits = useRef(new Set<AbortController>());
   const stoppedRef = useRef(false);
+  /** The reply the stream read with `controller` shows, once its first event named it. */
+  const runningReply = useRef<{ controller: AbortController; conversation: string; generation: string; stopAsked: boolean } | null>(null);
+  const noteRunning = (controller: AbortController, conversation: string, eventId: string) => {
+    const generation = parseEventId(eventId)?.generation;
+    if (generation === undefined || runningReply.current?.controller === controller) return;
+    runningReply.current = { controller, conversation, generation, stopAsked: false };
+  };
   const nextKey = useRef(0);
   const newPending = (user: string): Pending => ({ key: (nextKey.current += 1), user, reply: '', state: 'streaming' });
   /**
@@ -667,6 +674,7 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
         signal: controller.signal,
         onEventId: (eventId) => {
           lastEventId = eventId;
+          noteRunning(controller, convId, eventId);
         },
         onStart: (start) => {
           if (gen !== generation.current) return;
@@ -898,6 +906,7 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
         },
         onEventId: (eventId) => {
           lastEventId = eventId;
+          noteRunning(controller, convId, eventId);
         },
         onDelta: (delta) => {
           if (gen !== generation.current) return;
@@ -958,9 +967,28 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
   };
 
   const stop = () => {
-    stoppedRef.current = true;
-    abortRef.current?.abort();
+    const reading = abortRef.current;
     inputRef.current?.focus();
+    /** Stops reading: the server goes on with the reply, stores it whole, and it is fetched. */
+    const stopReading = () => {
+      if (abortRef.current !== reading) return;
+      stoppedRef.current = true;
+      reading?.abort();
+    };
+    const running = runningReply.current;
+    if (reading === null || running?.controller !== reading || running.stopAsked) {
+      stopReading();
+      return;
+    }
+    // The server ends the reply where it got to and stores that much; the stream then ends as
+    // any reply's does, with the stored exchange, before the next message can be sent.
+    running.stopAsked = true;
+    api.stopReply(running.conversation, running.generation).then(
+      (status) => {
+        if (status === 'stopping') stopReading();
+      },
+      stopReading,
+    );
   };
 
   const retry = () => {

@@ -190,6 +190,60 @@ async fn a_hanging_provider_is_a_504_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn a_reply_stopped_before_its_first_words_stores_nothing() {
+    // Only white space so far: the stream has started, the reply has no text yet.
+    let provider = FakeProvider::start(|_, _| {
+        Reply::Stream(vec![
+            Part::Data(event(" ")),
+            Part::Pause(Duration::from_secs(30)),
+        ])
+    })
+    .await;
+    let app = with_provider(&provider)
+        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
+        .spawn()
+        .await;
+    let id = app.create_conversation(None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/conversations/{id}/messages")))
+        .header("accept", "text/event-stream")
+        .json(&json!({"content": "never mind"}))
+        .send()
+        .await
+        .unwrap();
+    let mut reader = SseReader::raw(response);
+    let start = reader.next_event().await.expect("the start event");
+    let generation = start.data["generation_id"].as_str().unwrap();
+    let stopped = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/conversations/{id}/generations/{generation}/stop"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 200);
+    let mut last = None;
+    while let Some(event) = reader.next_event().await {
+        last = Some(event);
+    }
+    let last = last.expect("a final event");
+    assert_eq!(last.event, "error");
+    assert_eq!(last.data["code"], "stopped");
+    let page: Value = app
+        .get(&format!("/api/v1/conversations/{id}/messages"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"], json!([]));
+}
+
+#[tokio::test]
 async fn a_stream_cut_in_the_middle_ends_with_an_error_event_and_stores_nothing() {
     let provider =
         FakeProvider::start(|_, _| Reply::Stream(vec![Part::Data(event("partial ")), Part::Cut]))

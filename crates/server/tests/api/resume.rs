@@ -367,3 +367,147 @@ async fn a_silent_stream_carries_keep_alive_comments_that_readers_skip() {
     assert_eq!(names.first(), Some(&"start"));
     assert!(names[1..].iter().all(|name| *name == "delta"), "{names:?}");
 }
+
+/// Asks the server to stop the conversation's reply `generation`.
+async fn stop(app: &TestApp, conversation: &str, generation: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!(
+            "/api/v1/conversations/{conversation}/generations/{generation}/stop"
+        )))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn stored_contents(app: &TestApp, conversation: &str) -> Vec<String> {
+    let page: Value = app
+        .get(&format!("/api/v1/conversations/{conversation}/messages"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A reply of about a hundred words: at 25 ms a word it runs for seconds.
+const LONG_QUESTION: &str = "tell me everything about the river the hills the town the people \
+    the markets the songs the winters the summers the bridges the boats the birds the rain";
+
+#[tokio::test]
+async fn a_stopped_reply_ends_where_it_got_to_and_that_much_is_stored() {
+    let app = slow_app().await;
+    let id = app.create_conversation(None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut reader = start_stream(&app, &id, LONG_QUESTION).await;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(reader.next_event().await.expect("an event"));
+    }
+    let generation = events[0].data["generation_id"].as_str().unwrap().to_owned();
+
+    let response = stop(&app, &id, &generation).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "stopped"})
+    );
+    events.extend(read_to_end(&mut reader).await);
+    let stored = done(&events)["assistant_message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(stored, text_of(&events), "the stream's text is the reply");
+    assert!(
+        !stored.ends_with(&format!("You said: {LONG_QUESTION}")),
+        "the reply ran to its end: {stored}"
+    );
+    assert_eq!(stored_contents(&app, &id).await, [LONG_QUESTION, &stored]);
+
+    // Ended: asked again, there is nothing left to stop.
+    let again = stop(&app, &id, &generation).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        again.json::<Value>().await.unwrap(),
+        json!({"status": "finished"})
+    );
+}
+
+#[tokio::test]
+async fn a_message_sent_after_a_stop_comes_after_the_stopped_exchange() {
+    let app = slow_app().await;
+    let id = app.create_conversation(None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut reader = start_stream(&app, &id, LONG_QUESTION).await;
+    let start = reader.next_event().await.expect("the start event");
+    reader.next_event().await.expect("a delta");
+    let generation = start.data["generation_id"].as_str().unwrap();
+    // The client that stopped has gone (a new page): the stop does not need it.
+    drop(reader);
+
+    assert_eq!(stop(&app, &id, generation).await.status(), 200);
+    app.send(&id, "next question").await;
+    let contents = stored_contents(&app, &id).await;
+    assert_eq!(contents.len(), 4, "{contents:?}");
+    assert_eq!(contents[0], LONG_QUESTION);
+    assert_eq!(contents[2], "next question");
+}
+
+#[tokio::test]
+async fn a_stop_names_a_reply_of_this_conversation() {
+    let app = slow_app().await;
+    let id = app.create_conversation(None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = app.create_conversation(None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut reader = start_stream(&app, &id, LONG_QUESTION).await;
+    let start = reader.next_event().await.expect("the start event");
+    let generation = start.data["generation_id"].as_str().unwrap();
+
+    let error_code = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        (status, body["code"].as_str().unwrap().to_owned())
+    };
+    for (conversation, generation, status, code) in [
+        (other.as_str(), generation, 404, "generation_not_found"),
+        (
+            id.as_str(),
+            "0190d4a2-8f00-7000-8000-000000000000",
+            404,
+            "generation_not_found",
+        ),
+        (id.as_str(), "not-a-uuid", 400, "invalid_id"),
+        ("not-a-uuid", generation, 400, "invalid_id"),
+        (
+            "0190d4a2-8f00-7000-8000-000000000000",
+            generation,
+            404,
+            "conversation_not_found",
+        ),
+    ] {
+        assert_eq!(
+            error_code(stop(&app, conversation, generation).await).await,
+            (status, code.to_owned()),
+            "{conversation} {generation}"
+        );
+    }
+    // None of those touched the reply: it runs to its end.
+    let events = read_to_end(&mut reader).await;
+    assert!(done(&events)["assistant_message"]["content"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("You said: {LONG_QUESTION}")));
+}

@@ -94,6 +94,26 @@ async fn two_replicas_on_one_database_see_each_others_writes_in_one_order() {
     assert_eq!(orders[0], orders[1], "both replicas report one order");
 }
 
+/// Replicas' settings: PostgreSQL for storage, Redis Streams for the generation log, replies of
+/// 40 ms a word.
+fn sharing_redis(database: &TestDatabase) -> Vec<(&'static str, String)> {
+    let mut variables = deterministic();
+    variables.extend(postgres(database));
+    variables.extend([
+        ("CHAT__CACHE__KIND", "redis".to_owned()),
+        ("CHAT__CACHE__URL", testkit::redis_url()),
+        (
+            "CHAT__CACHE__KEY_PREFIX",
+            format!("chat-test-replicas-{}", std::process::id()),
+        ),
+        // Every key this test writes expires within seconds of its end.
+        ("CHAT__CACHE__TTL_SECS", "5".to_owned()),
+        ("CHAT__CACHE__STREAM_LOG_TTL_SECS", "5".to_owned()),
+        ("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "40".to_owned()),
+    ]);
+    variables
+}
+
 /// A reply that started on one replica is resumed on another: both share PostgreSQL for storage
 /// and Redis Streams for the generation log.
 #[tokio::test]
@@ -101,19 +121,7 @@ async fn a_reply_started_on_one_replica_resumes_on_the_other_through_redis() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let redis_url = testkit::redis_url();
-    let prefix = format!("chat-test-replicas-{}", std::process::id());
-    let mut variables = deterministic();
-    variables.extend(postgres(&database));
-    variables.extend([
-        ("CHAT__CACHE__KIND", "redis".to_owned()),
-        ("CHAT__CACHE__URL", redis_url),
-        ("CHAT__CACHE__KEY_PREFIX", prefix),
-        // Every key this test writes expires within seconds of its end.
-        ("CHAT__CACHE__TTL_SECS", "5".to_owned()),
-        ("CHAT__CACHE__STREAM_LOG_TTL_SECS", "5".to_owned()),
-        ("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", "40".to_owned()),
-    ]);
+    let variables = sharing_redis(&database);
     let (first_directory, second_directory) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = start(first_directory.path(), &variables);
@@ -186,4 +194,81 @@ async fn a_reply_started_on_one_replica_resumes_on_the_other_through_redis() {
     let stored = done["assistant_message"]["content"].as_str().unwrap();
     assert_eq!(format!("{before}{}", text_of(&rest_frames)), stored);
     assert!(stored.ends_with("You said: continue on the other replica"));
+}
+
+/// A reply running on one replica is stopped through the other: the log carries the request.
+#[tokio::test]
+async fn a_reply_running_on_one_replica_is_stopped_through_the_other() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let variables = sharing_redis(&database);
+    let (first_directory, second_directory) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = start(first_directory.path(), &variables);
+    let second = start(second_directory.path(), &variables);
+    let client = reqwest::Client::new();
+    let conversation = create_conversation(&client, &first, None).await;
+    let id = conversation["id"].as_str().unwrap().to_owned();
+    let question = "stop me on the other replica ".repeat(10);
+
+    let mut response = client
+        .post(first.url(&format!("/api/v1/conversations/{id}/messages")))
+        .header("accept", "text/event-stream")
+        .json(&json!({ "content": question }))
+        .send()
+        .await
+        .unwrap();
+    let mut received = String::new();
+    while received.matches("\n\n").count() < 2 {
+        received.push_str(std::str::from_utf8(&response.chunk().await.unwrap().unwrap()).unwrap());
+    }
+    let start_data: Value = serde_json::from_str(
+        received
+            .lines()
+            .find_map(|line| line.strip_prefix("data: "))
+            .unwrap(),
+    )
+    .unwrap();
+    let generation = start_data["generation_id"].as_str().unwrap();
+
+    let stopped = client
+        .post(second.url(&format!(
+            "/api/v1/conversations/{id}/generations/{generation}/stop"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 200);
+    assert_eq!(
+        stopped.json::<Value>().await.unwrap(),
+        json!({"status": "stopped"})
+    );
+
+    // The sender's stream, on the first replica, ends with the stored part of the reply.
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        received.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let last = received
+        .split("\n\n")
+        .filter(|frame| !frame.is_empty())
+        .last()
+        .unwrap();
+    assert!(last.contains("event: done"), "{received}");
+    let done: Value =
+        serde_json::from_str(last.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+    let stored = done["assistant_message"]["content"].as_str().unwrap();
+    assert!(
+        !stored.ends_with(&format!("You said: {question}")),
+        "it ran to its end: {stored}"
+    );
+    let page: Value = client
+        .get(second.url(&format!("/api/v1/conversations/{id}/messages")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"][1]["content"], stored);
 }
