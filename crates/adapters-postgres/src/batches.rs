@@ -11,13 +11,18 @@
 //! append holds (a message id taken, text it cannot store), the call stores nothing and the batch
 //! runs again in a transaction with each append as its own statement in its own savepoint, so the
 //! refusal undoes only itself. A failure of the database as a whole (connection lost, timeout)
-//! answers every requester with it. Requesters are answered after the commit.
+//! answers every requester with it, but only once PostgreSQL, asked on another connection, says
+//! the batch's messages are not there: a connection lost with the answer on its way leaves a
+//! committed batch looking failed, and a client told "nothing stored" would send it again.
+//! Requesters are answered after the commit.
 //!
 //! Two batches may be in flight. Each locks conversation rows in one order (by id), so two
 //! batches, here or on another replica, never wait for each other in a cycle, and one
 //! conversation's exchanges keep their queue order within a batch.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel::connection::Connection;
 use diesel::pg::PgConnection;
@@ -37,6 +42,23 @@ pub(crate) enum WhenFull {
     Refuse,
     /// Waits for room: a reply already shown.
     WaitForRoom,
+}
+
+/// How long a batch whose statement failed keeps asking PostgreSQL whether it was committed all
+/// the same (while PostgreSQL cannot answer), before its requesters get the failure anyway.
+const OUTCOME_PATIENCE: Duration = Duration::from_secs(30);
+/// Pause between two such questions.
+const OUTCOME_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The positions of the messages with these ids that are stored.
+const STORED_POSITIONS: &str = "SELECT id, position FROM messages WHERE id = ANY($1)";
+
+#[derive(QueryableByName)]
+struct StoredPosition {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    position: i64,
 }
 
 /// The whole batch in one round trip, committed on its own: see the migration that creates
@@ -199,12 +221,20 @@ fn write_batch(pool: &PgPool, mut batch: Vec<QueuedAppend>) {
     let together = write_together(&mut connection, &batch);
     let outcomes = match together {
         Ok(outcomes) => outcomes,
-        Err(TogetherError::Storage(error)) => return answer_all(batch, &map_error(error)),
+        Err(TogetherError::Storage(error)) => {
+            drop(connection);
+            return settle(pool, batch, &map_error(error));
+        }
         Err(TogetherError::Refused) => {
             metrics::counter!("storage_writer_isolated_batches_total").increment(1);
             match connection.transaction(|connection| write_isolated(connection, &batch)) {
                 Ok(outcomes) => outcomes,
-                Err(IsolatedError::Storage(error)) => return answer_all(batch, &map_error(error)),
+                // Its `COMMIT` (or `BEGIN`, or `ROLLBACK`) failed.
+                Err(IsolatedError::Storage(error)) => {
+                    drop(connection);
+                    return settle(pool, batch, &map_error(error));
+                }
+                // Failed before its `COMMIT`: nothing of it was committed.
                 Err(IsolatedError::Append(error)) => return answer_all(batch, &error),
             }
         }
@@ -319,6 +349,70 @@ fn write_isolated(
         }
     }
     Ok(outcomes)
+}
+
+/// The batch failed with `error` after it was sent, which may have been committed all the same:
+/// a connection lost while the answer was on its way looks like any failure. Whatever of it the
+/// database holds, asked on another connection, is answered as stored (the batch is one
+/// transaction: in practice all of it or none); the rest gets `error`. While the database cannot
+/// say, for up to [`OUTCOME_PATIENCE`], the requesters wait: told "nothing stored" wrongly, a
+/// client would send its message again, and it would be stored twice.
+fn settle(pool: &PgPool, batch: Vec<QueuedAppend>, error: &RepositoryError) {
+    let asked_until = Instant::now() + OUTCOME_PATIENCE;
+    let stored = loop {
+        let asked = checkout(pool).and_then(|mut connection| {
+            stored_positions(&mut connection, &batch).map_err(map_error)
+        });
+        match asked {
+            Ok(stored) => break stored,
+            Err(lookup) if Instant::now() >= asked_until => {
+                tracing::error!(%error, %lookup, appends = batch.len(), "whether a failed PostgreSQL append batch was committed is unknown");
+                return answer_all(batch, error);
+            }
+            Err(_) => std::thread::sleep(OUTCOME_RETRY_INTERVAL),
+        }
+    };
+    if stored.is_empty() {
+        return answer_all(batch, error);
+    }
+    tracing::warn!(%error, appends = batch.len(), stored = stored.len() / 2, "a PostgreSQL append batch was committed although its statement failed");
+    for job in batch {
+        let exchange = &job.exchange;
+        let outcome = match stored.get(&exchange.user.id.as_uuid()) {
+            Some(&user_position) => Ok(Exchange {
+                user_message: stored_message(
+                    exchange.conversation_id,
+                    &exchange.user,
+                    Role::User,
+                    user_position,
+                ),
+                assistant_message: stored_message(
+                    exchange.conversation_id,
+                    &exchange.assistant,
+                    Role::Assistant,
+                    user_position + 1,
+                ),
+            }),
+            None => Err(error.for_another_caller()),
+        };
+        let _ = job.requester.send(outcome);
+    }
+}
+
+/// The positions of the batch's messages that are stored, by id.
+fn stored_positions(
+    connection: &mut PgConnection,
+    batch: &[QueuedAppend],
+) -> Result<HashMap<Uuid, i64>, DieselError> {
+    let ids: Vec<Uuid> = batch
+        .iter()
+        .flat_map(|job| [job.exchange.user.id, job.exchange.assistant.id])
+        .map(|id| id.as_uuid())
+        .collect();
+    let rows: Vec<StoredPosition> = diesel::sql_query(STORED_POSITIONS)
+        .bind::<Array<SqlUuid>, _>(&ids)
+        .load(connection)?;
+    Ok(rows.into_iter().map(|row| (row.id, row.position)).collect())
 }
 
 /// Nothing of the batch was committed: every requester gets the error.

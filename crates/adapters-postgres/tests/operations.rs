@@ -1,6 +1,6 @@
 //! What only PostgreSQL deployments see: several replicas on one database, start-up, outages.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -468,6 +468,94 @@ async fn behind_a_proxy(
         .await
         .unwrap();
     (proxy, repository, conversation)
+}
+
+/// A proxy in front of PostgreSQL that, once `armed`, passes on the next message of a client
+/// holding `needle` and then cuts that client's connection without passing on the answer: the
+/// statement runs to its end and commits, and the client learns only that its connection is gone.
+async fn start_answer_losing_proxy(
+    target: String,
+    needle: &'static [u8],
+    armed: Arc<AtomicBool>,
+) -> u16 {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let target = target.clone();
+            let armed = Arc::clone(&armed);
+            tokio::spawn(async move {
+                let Ok(mut server) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut from_client, mut from_server) = (vec![0; 16 * 1024], vec![0; 16 * 1024]);
+                loop {
+                    tokio::select! {
+                        read = client.read(&mut from_client) => {
+                            let Ok(read @ 1..) = read else { return };
+                            let message = &from_client[..read];
+                            let losing = armed.load(Ordering::SeqCst)
+                                && message.windows(needle.len()).any(|window| window == needle);
+                            if server.write_all(message).await.is_err() {
+                                return;
+                            }
+                            if losing {
+                                armed.store(false, Ordering::SeqCst);
+                                // Long enough for the statement to commit; its answer is dropped
+                                // with both connections.
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                return;
+                            }
+                        }
+                        read = server.read(&mut from_server) => {
+                            let Ok(read @ 1..) = read else { return };
+                            if client.write_all(&from_server[..read]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_committed_before_its_answer_was_lost_is_answered_as_stored() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let (target, via) = split_authority(database.url());
+    let armed = Arc::new(AtomicBool::new(false));
+    let port =
+        start_answer_losing_proxy(target, b"append_exchange_batch", Arc::clone(&armed)).await;
+    let settings = PostgresSettings {
+        url: via(&format!("127.0.0.1:{port}")),
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(2),
+        ..PostgresSettings::new("")
+    };
+    let repository = PostgresChatRepository::connect(settings).await.unwrap();
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Answer lost").unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+
+    armed.store(true, Ordering::SeqCst);
+    let sent = exchange(conversation.id, "committed, then the answer was lost");
+    let stored = repository
+        .append_exchange(&sent)
+        .await
+        .expect("answered as stored: told otherwise, a client would send it again");
+    assert!(!armed.load(Ordering::SeqCst), "the answer was not lost");
+    assert_eq!(stored.user_message.id, sent.user.id);
+    let messages = newest_messages(&repository, conversation.id).await;
+    assert_eq!(messages.len(), 2, "stored once");
+    assert_eq!(messages[0], stored.user_message);
+    assert_eq!(messages[1], stored.assistant_message);
 }
 
 /// `host:port` of a URL, and the URL with that part replaced.
