@@ -7,7 +7,8 @@
 //   CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS (default 60).
 // Streams are resumable like chat-server's: every event has `id: <generation_id>:<sequence>`,
 // each generation opens with `event: start`, and GET /api/v1/conversations/{id}/stream replays
-// and follows a generation (Last-Event-ID header or ?after=), or the one in progress.
+// and follows a generation (Last-Event-ID header or ?after=), or the one in progress;
+// POST /api/v1/conversations/{id}/generations/{generation_id}/stop ends one where it got to.
 // Usage: CHAT_SERVER_BIN=e2e/mock-server.mjs npm run e2e   or   node e2e/mock-server.mjs
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -23,6 +24,7 @@ const replies = [
 ];
 
 const deterministic = process.env.CHAT__ASSISTANT__DUMMY__MODE === 'deterministic';
+const maxMessageChars = Number(process.env.CHAT__LIMITS__MAX_MESSAGE_CHARS ?? 16000);
 const wordDelay = Number(process.env.CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS ?? 60);
 /** How long a finished generation's events stay available for resuming. */
 const LOG_TTL_MS = 60_000;
@@ -96,6 +98,21 @@ const server = createServer(async (req, res) => {
   const url = new URL(req.url ?? '/', 'http://x');
   const p = url.pathname;
   if (p === '/healthz' || p === '/readyz') return send(res, 200, { status: 'ok' });
+  if (p === '/api/v1/limits' && req.method === 'GET') return send(res, 200, { max_message_chars: maxMessageChars, max_title_chars: 200 });
+  const stop = /^\/api\/v1\/conversations\/([^/]+)\/generations\/([^/]+)\/stop$/.exec(p);
+  if (stop && req.method === 'POST') {
+    const gen = generations.get(stop[2]);
+    if (!gen || gen.conversationId !== stop[1]) return fail(res, 404, 'No reply of this conversation with this generation id is known.', 'generation_not_found');
+    if (gen.finished) return send(res, 200, { status: 'finished' });
+    gen.stopRequested = true;
+    const ended = () => {
+      if (!gen.finished) return;
+      gen.listeners.delete(ended);
+      send(res, 200, { status: 'stopped' });
+    };
+    gen.listeners.add(ended);
+    return;
+  }
   if (p === '/api/v1/conversations') {
     if (req.method === 'GET') {
       const limit = Number(url.searchParams.get('limit') ?? 50);
@@ -156,8 +173,11 @@ const server = createServer(async (req, res) => {
     } else if (req.method === 'POST') {
       const body = await readBody(req);
       if (!body || typeof body.content !== 'string' || !body.content.trim()) return fail(res, 400, 'Message must not be blank.', 'invalid_message');
+      if ([...body.content].length > maxMessageChars) {
+        return fail(res, 413, `content must be at most ${maxMessageChars} characters, got ${[...body.content].length}`, 'text_too_long');
+      }
       const canned = replies[(deterministic ? body.content.length : list.length) % replies.length];
-      const reply = deterministic ? `${canned} You said: ${body.content}` : canned;
+      let reply = deterministic ? `${canned} You said: ${body.content}` : canned;
       const store = () => {
         const user = { id: randomUUID(), conversation_id: c.id, role: 'user', content: body.content, created_at: now() };
         const assistant = { id: randomUUID(), conversation_id: c.id, role: 'assistant', content: reply, created_at: now() };
@@ -173,10 +193,14 @@ const server = createServer(async (req, res) => {
       follow(res, gen, 0);
       // Like the real server: the reply goes on, and is stored, even if the client went away.
       const words = reply.split(/(?<=\s)(?=\S)/);
+      let written = '';
       for (const [i, w] of words.entries()) {
         if (i > 0) await sleep(wordDelay);
+        if (gen.stopRequested) break;
+        written += w;
         emit(gen, 'delta', { text: w });
       }
+      reply = written;
       emit(gen, 'done', store());
       return;
     }

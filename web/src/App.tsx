@@ -68,6 +68,24 @@ export function App() {
   choseNewChatRef.current = choseNewChat;
   /** Counts New chat clicks: one made in the empty chat itself starts it over too. */
   const [newChatClicks, setNewChatClicks] = useState(0);
+  /** The server's limit on a message, once known: the message box holds back what it would refuse. */
+  const [maxMessageChars, setMaxMessageChars] = useState<number | null>(null);
+
+  useEffect(() => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ask = (attempt: number) => {
+      api.limits().then(
+        (limits) => setMaxMessageChars(limits.max_message_chars),
+        () => {
+          // Out of reach for now: until known, the server's own refusal is what the user sees.
+          const delay = LIMITS_RETRY_DELAYS_MS[attempt];
+          if (delay !== undefined) timer = setTimeout(() => ask(attempt + 1), delay);
+        },
+      );
+    };
+    ask(0);
+    return () => clearTimeout(timer);
+  }, []);
 
   const loadList = useCallback(() => {
     setList({ kind: 'loading' });
@@ -552,12 +570,16 @@ export function App() {
             onGone={onGone}
             storedElsewhere={storedElsewhere}
             deletedElsewhere={selectedId !== null && deleted.has(selectedId)}
+            maxMessageChars={maxMessageChars}
           />
         )}
       </main>
     </div>
   );
 }
+
+/** Waits before each new try at learning the server's limits, while it cannot be reached. */
+const LIMITS_RETRY_DELAYS_MS = [2000, 5000, 15000, 60000];
 
 /** Waits before each new try at naming a conversation, while the server cannot be reached. */
 const NAMING_RETRY_DELAYS_MS = [1000, 4000, 15000];

@@ -235,6 +235,41 @@ describe('App', () => {
     expect(send.disabled).toBe(false);
   });
 
+  it('counts the characters near the server\'s limit and holds back a message over it', async () => {
+    const limited = mockFetch([
+      (url) => (url.pathname === '/api/v1/limits' ? json({ max_message_chars: 10, max_title_chars: 200 }) : undefined),
+      server.route,
+    ]);
+    vi.stubGlobal('fetch', limited.fn);
+    await renderLoaded();
+    const send = screen.getByRole('button', { name: 'Send' }) as HTMLButtonElement;
+    fireEvent.change(composer(), { target: { value: 'short' } });
+    expect(screen.queryByText(/characters/)).toBeNull();
+    // An emoji is one character, as the server counts them (code points).
+    await waitFor(() => {
+      fireEvent.change(composer(), { target: { value: 'nine 😀 ok' } });
+      expect(screen.getByText('9 / 10 characters')).toBeTruthy();
+    });
+    expect(send.disabled).toBe(false);
+    expect(screen.queryByText(/Too long to send/)).toBeNull();
+
+    fireEvent.change(composer(), { target: { value: 'eleven char' } });
+    expect(screen.getByText('11 / 10 characters · too long to send')).toBeTruthy();
+    expect(composer().getAttribute('aria-invalid')).toBe('true');
+    expect(send.disabled).toBe(true);
+    expect(screen.getByText('Too long to send: the limit is 10 characters.')).toBeTruthy();
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    expect(limited.calls.some((c) => c.method === 'POST' && c.url.endsWith('/messages'))).toBe(false);
+    expect((composer() as HTMLTextAreaElement).value).toBe('eleven char');
+  });
+
+  it('sends a long message as before while the server\'s limits are unknown', async () => {
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'x'.repeat(20_000) } });
+    expect(screen.queryByText(/characters/)).toBeNull();
+    expect((screen.getByRole('button', { name: 'Send' }) as HTMLButtonElement).disabled).toBe(false);
+  });
+
   it('streams the reply: Stop while streaming, deltas appended, then the stored messages', async () => {
     const sse = sseResponse();
     server.onStream(() => sse.response);
@@ -286,6 +321,17 @@ describe('App', () => {
     expect((composer() as HTMLTextAreaElement).value).toBe('Please keep me');
     expect(within(screen.getByRole('log')).queryByText('Please keep me')).toBeNull();
     expect(screen.getByRole('button', { name: 'Send' })).toBeTruthy();
+  });
+
+  it('does not say "try again" twice when the server\'s sentence says it already', async () => {
+    server.onStream(() =>
+      json({ status: 'error', message: 'Storage is unavailable; try again shortly.', code: 'storage_unavailable' }, 503, { 'Retry-After': '1' }),
+    );
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Once' } });
+    fireEvent.click(screen.getByRole('button', { name: 'Send' }));
+    const alert = await screen.findByRole('alert');
+    expect(alert.textContent).toBe('Sending failed: Storage is unavailable; try again shortly. Your message is back in the message box.');
   });
 
   it('keeps the text when the server cannot be reached while sending', async () => {

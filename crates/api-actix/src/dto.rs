@@ -308,6 +308,18 @@ pub(crate) struct ResumeQuery {
     pub after: Option<String>,
 }
 
+/// The server's limits on texts, as it counts them: characters are Unicode scalar values (code
+/// points), not bytes or UTF-16 units.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LimitsResponse {
+    /// Longest message `content` accepted (`limits.max_message_chars`); longer is `413 text_too_long`.
+    #[schema(example = 16000)]
+    pub max_message_chars: usize,
+    /// Longest conversation title accepted, as sent; longer is `400 text_too_long`.
+    #[schema(example = 200)]
+    pub max_title_chars: usize,
+}
+
 /// Where a reply asked to stop stands.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct StopResponse {

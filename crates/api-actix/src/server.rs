@@ -147,6 +147,11 @@ pub fn app(
             false,
         ))
         .service(resource(
+            "/api/v1/limits",
+            vec![(Method::GET, web::get().to(v1::limits))],
+            false,
+        ))
+        .service(resource(
             "/api/v1/conversations/{id}/generations/{generation_id}/stop",
             vec![(Method::POST, web::post().to(v1::stop_reply))],
             false,

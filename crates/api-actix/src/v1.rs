@@ -2,15 +2,15 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::{ChatError, ConversationId, GenerationId, GenerationLogError};
+use domain::{ChatError, ConversationId, ConversationTitle, GenerationId, GenerationLogError};
 use futures::future::{self, Either};
 use futures::StreamExt;
 
 use crate::body::{read_json, read_optional_json};
 use crate::dto::{
     ConversationDto, ConversationPage, CreateConversationRequest, ErrorResponse, ExchangeDto,
-    ListConversationsQuery, ListMessagesQuery, MessagePage, RenameConversationRequest, ResumeQuery,
-    SendMessageRequest, StopResponse,
+    LimitsResponse, ListConversationsQuery, ListMessagesQuery, MessagePage,
+    RenameConversationRequest, ResumeQuery, SendMessageRequest, StopResponse,
 };
 use crate::errors::ApiError;
 use crate::sse;
@@ -432,5 +432,20 @@ pub(crate) async fn stop_reply(
     Ok(match tokio::time::timeout(STOP_PATIENCE, ended).await {
         Ok(()) => HttpResponse::Ok().json(StopResponse::STOPPED),
         Err(_) => HttpResponse::Accepted().json(StopResponse::STOPPING),
+    })
+}
+
+/// The limits on what a client sends, so that it can hold a message back before the server
+/// refuses it (and show how close a text is to the limit).
+#[utoipa::path(
+    get,
+    path = "/api/v1/limits",
+    tag = "messages",
+    responses((status = 200, description = "The server's limits on texts", body = LimitsResponse))
+)]
+pub(crate) async fn limits(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(LimitsResponse {
+        max_message_chars: state.service.config().max_message_chars,
+        max_title_chars: ConversationTitle::MAX_CHARS,
     })
 }

@@ -1,5 +1,5 @@
 import { SseParser } from './sse';
-import type { Conversation, ErrorBody, Exchange, Message, Page } from './types';
+import type { Conversation, ErrorBody, Exchange, Limits, Message, Page } from './types';
 
 /** An error the server answered with (`{"status":"error","message","code"}`), or a broken stream. */
 export class ApiError extends Error {
@@ -175,6 +175,11 @@ export class ApiClient {
   /** Sends without streaming; resolves once the reply is stored. */
   sendMessage(id: string, content: string): Promise<Exchange> {
     return this.json('POST', `/api/v1/conversations/${enc(id)}/messages`, { content });
+  }
+
+  /** The server's limits on what is sent, to check a text before sending it. */
+  limits(): Promise<Limits> {
+    return this.json('GET', '/api/v1/limits');
   }
 
   /**

@@ -37,3 +37,9 @@ export interface ErrorBody {
   message: string;
   code?: string;
 }
+
+/** The server's limits on texts, in characters as it counts them (code points). */
+export interface Limits {
+  max_message_chars: number;
+  max_title_chars: number;
+}

@@ -1,4 +1,5 @@
 import { type FormEvent, type KeyboardEvent, type RefObject, useLayoutEffect, useRef } from 'react';
+import { codePoints } from '../text';
 
 interface Props {
   value: string;
@@ -7,11 +8,23 @@ interface Props {
   onStop: () => void;
   streaming: boolean;
   inputRef?: RefObject<HTMLTextAreaElement | null>;
+  /** The server's limit on a message, in characters as it counts them; null while unknown. */
+  maxChars?: number | null;
 }
 
-/** The message box: Enter sends, Shift+Enter adds a line; Stop replaces Send while a reply streams. */
-export function Composer({ value, onChange, onSend, onStop, streaming, inputRef }: Props) {
+/** From this share of the limit on, the box shows how many characters it holds. */
+const COUNT_FROM = 0.9;
+
+/**
+ * The message box: Enter sends, Shift+Enter adds a line; Stop replaces Send while a reply streams.
+ * Near the server's limit it counts the characters; over it, it says so and does not send.
+ */
+export function Composer({ value, onChange, onSend, onStop, streaming, inputRef, maxChars = null }: Props) {
   const empty = value.trim() === '';
+  // Counted only near the limit: a long text is not walked through on every key.
+  const count = maxChars !== null && value.length >= maxChars * COUNT_FROM ? codePoints(value) : null;
+  const tooLong = count !== null && maxChars !== null && count > maxChars;
+  const sendable = !empty && !tooLong;
   const lastFocused = useRef<Element | null>(null);
 
   // Send and Stop replace each other: when the one that had focus goes, focus would fall to the
@@ -23,13 +36,13 @@ export function Composer({ value, onChange, onSend, onStop, streaming, inputRef 
 
   const submit = (e: FormEvent) => {
     e.preventDefault();
-    if (!empty && !streaming) onSend();
+    if (sendable && !streaming) onSend();
   };
 
   const onKeyDown = (e: KeyboardEvent<HTMLTextAreaElement>) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.nativeEvent.isComposing) {
       e.preventDefault();
-      if (!empty && !streaming) onSend();
+      if (sendable && !streaming) onSend();
     }
   };
 
@@ -38,17 +51,29 @@ export function Composer({ value, onChange, onSend, onStop, streaming, inputRef 
       <label htmlFor="composer-input" className="visually-hidden">
         Message
       </label>
-      <textarea
-        id="composer-input"
-        ref={inputRef}
-        value={value}
-        rows={2}
-        placeholder="Write a message…"
-        dir="auto"
-        onChange={(e) => onChange(e.target.value)}
-        onKeyDown={onKeyDown}
-        aria-describedby="composer-hint"
-      />
+      <div className="composer-field">
+        <textarea
+          id="composer-input"
+          ref={inputRef}
+          value={value}
+          rows={2}
+          placeholder="Write a message…"
+          dir="auto"
+          onChange={(e) => onChange(e.target.value)}
+          onKeyDown={onKeyDown}
+          aria-describedby={count === null ? 'composer-hint' : 'composer-hint composer-count'}
+          aria-invalid={tooLong || undefined}
+        />
+        {count !== null && maxChars !== null && (
+          <p id="composer-count" className={tooLong ? 'composer-count over' : 'composer-count'}>
+            {count.toLocaleString('en')} / {maxChars.toLocaleString('en')} characters{tooLong && ' · too long to send'}
+          </p>
+        )}
+        {/* Said once when the text goes over, not on every key: the count is not a live region. */}
+        <span role="status" className="visually-hidden">
+          {tooLong && maxChars !== null ? `Too long to send: the limit is ${maxChars.toLocaleString('en')} characters.` : ''}
+        </span>
+      </div>
       <span id="composer-hint" className="visually-hidden">
         Enter sends, Shift+Enter adds a new line.
       </span>
@@ -59,7 +84,7 @@ export function Composer({ value, onChange, onSend, onStop, streaming, inputRef 
           Stop
         </button>
       ) : (
-        <button key="send" type="submit" className="button primary" disabled={empty}>
+        <button key="send" type="submit" className="button primary" disabled={!sendable}>
           Send
         </button>
       )}

@@ -74,11 +74,24 @@ interface Props {
   storedElsewhere: number;
   /** The open conversation was deleted (in another tab, or here before Back led to it again). */
   deletedElsewhere: boolean;
+  /** The server's limit on a message, in characters; null while unknown. */
+  maxMessageChars: number | null;
 }
 
 type LoadState = { kind: 'idle' } | { kind: 'loading' } | { kind: 'ready' } | { kind: 'error'; error: unknown };
 
-export function ConversationView({ conversationId, newChatClicks, onCreate, onCreated, onActivity, onFirstMessage, onGone, storedElsewhere, deletedElsewhere }: Props) {
+export function ConversationView({
+  conversationId,
+  newChatClicks,
+  onCreate,
+  onCreated,
+  onActivity,
+  onFirstMessage,
+  onGone,
+  storedElsewhere,
+  deletedElsewhere,
+  maxMessageChars,
+}: Props) {
   const [messages, setMessages] = useState<Message[]>([]);
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [load, setLoad] = useState<LoadState>({ kind: 'idle' });
@@ -1091,7 +1104,15 @@ export function ConversationView({ conversationId, newChatClicks, onCreate, onCr
           {sendError}
         </div>
       )}
-      <Composer value={draft} onChange={setDraft} onSend={() => void send()} onStop={stop} streaming={streaming} inputRef={inputRef} />
+      <Composer
+        value={draft}
+        onChange={setDraft}
+        onSend={() => void send()}
+        onStop={stop}
+        streaming={streaming}
+        inputRef={inputRef}
+        maxChars={maxMessageChars}
+      />
     </div>
   );
 }
@@ -1141,5 +1162,8 @@ function retryDelayMs(err: unknown): number {
 }
 
 function retryHint(err: unknown): string {
-  return err instanceof ApiError && err.retryAfter !== undefined ? ` Try again in ${err.retryAfter} s.` : '';
+  if (!(err instanceof ApiError) || err.retryAfter === undefined) return '';
+  // The server's own sentence may already say so ("The server is busy; try again shortly."):
+  // saying it twice reads as a stutter.
+  return /try again/i.test(err.message) ? '' : ` Try again in ${err.retryAfter} s.`;
 }

@@ -847,6 +847,38 @@ async fn sending_a_message_returns_201_with_the_stored_exchange() {
 }
 
 #[tokio::test]
+async fn the_limits_a_client_can_check_before_sending_are_the_ones_enforced() {
+    let app = TestApp::builder()
+        .with("CHAT__LIMITS__MAX_MESSAGE_CHARS", 100)
+        .spawn()
+        .await;
+    let limits: Value = app.get("/api/v1/limits").await.json().await.unwrap();
+    assert_eq!(
+        limits,
+        json!({"max_message_chars": 100, "max_title_chars": 200})
+    );
+    let id = app.create_conversation(None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = messages_path(&id);
+    let sized = |chars: u64| json!({"content": "é".repeat(chars as usize)});
+    let max = limits["max_message_chars"].as_u64().unwrap();
+    assert_eq!(app.post_json(&path, &sized(max)).await.status(), 201);
+    assert_eq!(app.post_json(&path, &sized(max + 1)).await.status(), 413);
+    let title = |chars: u64| json!({"title": "é".repeat(chars as usize)});
+    let max = limits["max_title_chars"].as_u64().unwrap();
+    let rename = |body: Value| {
+        app.client
+            .patch(app.url(&format!("/api/v1/conversations/{id}")))
+            .json(&body)
+            .send()
+    };
+    assert_eq!(rename(title(max)).await.unwrap().status(), 200);
+    assert_eq!(rename(title(max + 1)).await.unwrap().status(), 400);
+}
+
+#[tokio::test]
 async fn sending_errors_are_reported_and_store_nothing() {
     let app = TestApp::builder()
         .with("CHAT__LIMITS__MAX_MESSAGE_CHARS", 100)
