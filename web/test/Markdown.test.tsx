@@ -29,8 +29,9 @@ describe('Markdown', () => {
       ['UL', 'auto'],
       ['BLOCKQUOTE', 'auto'],
       ['TABLE', 'auto'],
-      ['PRE', 'ltr'],
+      ['DIV', 'ltr'],
     ]);
+    expect(container.querySelector('.code-block > pre')?.getAttribute('dir')).toBe('ltr');
     // What is inside a list, quote or table follows it: with a direction of its own, it would be
     // left out when the browser looks for the block's first words, and the block would stay
     // left to right.
@@ -40,6 +41,24 @@ describe('Markdown', () => {
     const nested = render(<Markdown text={'- البند:\n\n  ```\n  let x = 1;\n  ```'} />).container;
     expect(nested.querySelector('ul')?.getAttribute('dir')).toBe('auto');
     expect(nested.querySelector('li pre')?.getAttribute('dir')).toBe('ltr');
+  });
+
+  it('gives a code block a bar with its language and a button that copies its code alone', async () => {
+    const writeText = vi.fn(() => Promise.resolve());
+    vi.stubGlobal('navigator', { ...navigator, clipboard: { writeText } });
+    try {
+      const text = 'Run this:\n\n```rust\nfn main() {\n    println!("hi");\n}\n```\n\nand then:\n\n```\nplain\n```';
+      const { container, getAllByRole, findByText } = render(<Markdown text={text} />);
+      const languages = [...container.querySelectorAll('.code-language')].map((label) => label.textContent);
+      expect(languages).toEqual(['rust', '']);
+      const copies = getAllByRole('button', { name: 'Copy code' });
+      expect(copies).toHaveLength(2);
+      fireEvent.click(copies[0] as HTMLElement);
+      await findByText('Copied');
+      expect(writeText).toHaveBeenCalledWith('fn main() {\n    println!("hi");\n}\n');
+    } finally {
+      vi.unstubAllGlobals();
+    }
   });
 
   it('opens links in a new tab without giving the page access to the opener', () => {
@@ -61,6 +80,9 @@ describe('Markdown', () => {
     // Said outright: without a tabindex, Chromium makes a code block or table that overflows the
     // hidden copy's box a Tab stop of its own.
     expect(readOut.querySelectorAll('pre[tabindex="-1"], table[tabindex="-1"]')).toHaveLength(2);
+    // The same words, without the code block's bar (its language and Copy button are controls).
+    expect(readOut.querySelector('.code-header')).toBeNull();
+    shown.querySelectorAll('.code-header').forEach((header) => header.remove());
     expect(readOut.textContent).toBe(shown.textContent);
   });
 

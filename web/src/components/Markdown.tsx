@@ -1,6 +1,8 @@
-import { type ComponentPropsWithoutRef, type MouseEvent, createContext, memo, useContext, useDeferredValue, useId, useMemo } from 'react';
+import type { Element } from 'hast';
+import { type ComponentPropsWithoutRef, type MouseEvent, createContext, memo, useContext, useDeferredValue, useId, useMemo, useRef } from 'react';
 import ReactMarkdown, { type Components } from 'react-markdown';
 import remarkGfm from 'remark-gfm';
+import { CopyButton } from './CopyButton';
 import { rehypeHighlightLite } from './highlight';
 
 /**
@@ -102,11 +104,30 @@ function Image(props: ComponentPropsWithoutRef<'img'> & { node?: unknown; tabInd
 
 /**
  * Code blocks and tables scroll sideways when wider than the message; a region that scrolls must
- * be reachable by keyboard, so it takes focus (arrow keys then scroll it).
+ * be reachable by keyboard, so it takes focus (arrow keys then scroll it). A code block has a bar
+ * above it with its language, if named, and a button that copies its code alone.
  */
-function Pre(props: ComponentPropsWithoutRef<'pre'> & { node?: unknown }) {
-  const { node: _node, ...rest } = props;
-  return <pre tabIndex={0} dir="ltr" {...rest} />;
+function Pre(props: ComponentPropsWithoutRef<'pre'> & { node?: Element }) {
+  const { node, ...rest } = props;
+  const pre = useRef<HTMLPreElement>(null);
+  const language = node && languageOf(node);
+  return (
+    <div className="code-block" dir="ltr">
+      <div className="code-header">
+        <span className="code-language">{language}</span>
+        <CopyButton text={() => pre.current?.textContent ?? ''} label="Copy code" className="code-copy" />
+      </div>
+      <pre ref={pre} tabIndex={0} dir="ltr" {...rest} />
+    </div>
+  );
+}
+
+/** The language a fenced code block names (its `code` element's `language-…` class), if any. */
+function languageOf(pre: Element): string | undefined {
+  const code = pre.children.find((child): child is Element => child.type === 'element' && child.tagName === 'code');
+  const classes = code?.properties.className;
+  const named = Array.isArray(classes) ? classes.find((c): c is string => typeof c === 'string' && c.startsWith('language-')) : undefined;
+  return named?.slice('language-'.length);
 }
 
 function Table(props: ComponentPropsWithoutRef<'table'> & { node?: unknown }) {
