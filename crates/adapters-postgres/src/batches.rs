@@ -33,7 +33,7 @@ use domain::{Exchange, NewExchange, RepositoryError, Role, WAIT_FOR_ROOM_LIMIT};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
-use crate::{append, checkout, is_refusal, map_error, stored_message, PgPool};
+use crate::{append, checkout, is_missing_schema, is_refusal, map_error, stored_message, PgPool};
 
 /// What an append does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,7 +361,13 @@ fn settle(pool: &PgPool, batch: Vec<QueuedAppend>, error: &RepositoryError) {
     let asked_until = Instant::now() + OUTCOME_PATIENCE;
     let stored = loop {
         let asked = checkout(pool).and_then(|mut connection| {
-            stored_positions(&mut connection, &batch).map_err(map_error)
+            match stored_positions(&mut connection, &batch) {
+                // Without its tables the database holds nothing of the batch.
+                Err(DieselError::DatabaseError(_, info)) if is_missing_schema(info.message()) => {
+                    Ok(HashMap::new())
+                }
+                asked => asked.map_err(map_error),
+            }
         });
         match asked {
             Ok(stored) => break stored,

@@ -551,8 +551,23 @@ fn map_error(error: DieselError) -> RepositoryError {
         DieselError::DatabaseError(_, info) if is_outage_message(info.message()) => {
             RepositoryError::Unavailable(format!("PostgreSQL: {}", info.message()))
         }
+        DieselError::DatabaseError(_, info) if is_missing_schema(info.message()) => {
+            RepositoryError::Unavailable(format!("{MISSING_SCHEMA} ({})", info.message()))
+        }
         other => RepositoryError::Unknown(anyhow!("PostgreSQL: {other}")),
     }
+}
+
+/// What a database without the tables and functions the migrations made is told as.
+const MISSING_SCHEMA: &str = "the PostgreSQL database has no chat tables (was it dropped and \
+                              created again, or restored without them?); restart the server to \
+                              create them";
+
+/// A table or function the migrations create is not there: `relation "messages" does not exist`,
+/// `function append_exchange_batch(...) does not exist`.
+pub(crate) fn is_missing_schema(message: &str) -> bool {
+    (message.starts_with("relation \"") || message.starts_with("function "))
+        && message.ends_with("does not exist")
 }
 
 /// Failures of the database rather than of the statement, which diesel gives no kind of its own:
@@ -944,14 +959,24 @@ impl ChatRepository for PostgresChatRepository {
             .run(move || {
                 let started = Instant::now();
                 let checked = checkout(&pool).and_then(|mut connection| {
-                    connection
-                        .batch_execute("SELECT 1")
-                        .map_err(|error| match map_error(error) {
-                            RepositoryError::Unknown(error) => {
-                                RepositoryError::Unavailable(error.to_string())
-                            }
-                            other => other,
-                        })
+                    // A catalog lookup, which takes no lock on the tables: a migration holding
+                    // one does not take every replica out of the load balancer.
+                    let tables_present = diesel::select(diesel::dsl::sql::<Bool>(
+                        "to_regclass('conversations') IS NOT NULL \
+                         AND to_regclass('messages') IS NOT NULL",
+                    ))
+                    .get_result::<bool>(&mut connection)
+                    .map_err(|error| match map_error(error) {
+                        RepositoryError::Unknown(error) => {
+                            RepositoryError::Unavailable(error.to_string())
+                        }
+                        other => other,
+                    })?;
+                    if tables_present {
+                        Ok(())
+                    } else {
+                        Err(RepositoryError::Unavailable(MISSING_SCHEMA.to_owned()))
+                    }
                 });
                 record_operation(&answers, "health_check", started, &checked);
                 checked

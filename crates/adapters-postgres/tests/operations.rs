@@ -375,6 +375,59 @@ async fn calls_work_with_a_statement_timeout_set() {
     ));
 }
 
+#[tokio::test]
+async fn a_database_emptied_under_the_server_is_unavailable_and_not_ready() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let repository = connect(&database).await;
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Soon gone").unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+    repository
+        .health_check()
+        .await
+        .expect("ready with its tables");
+    // What dropping the database and creating it again leaves: no tables, no functions.
+    diesel::PgConnection::establish(database.url())
+        .unwrap()
+        .batch_execute(
+            "DROP TABLE messages, conversations CASCADE; DROP FUNCTION append_exchange_batch",
+        )
+        .unwrap();
+
+    let says_why = |outcome: Result<(), RepositoryError>, what: &str| match outcome {
+        Err(RepositoryError::Unavailable(message)) => {
+            assert!(message.contains("no chat tables"), "{what}: {message}");
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    let started = Instant::now();
+    says_why(repository.health_check().await, "readiness");
+    says_why(
+        repository.get_conversation(conversation.id).await.map(drop),
+        "a read",
+    );
+    says_why(
+        repository
+            .append_exchange(&exchange(conversation.id, "into nothing"))
+            .await
+            .map(drop),
+        "an append",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered at once, not after asking whether the append was stored for {:?}",
+        started.elapsed()
+    );
+}
+
 /// A TCP proxy in front of PostgreSQL. Aborting `task` is an outage (listener gone, every open
 /// connection cut), starting a proxy again on the same port is the recovery. Frozen, it takes
 /// what either side sends and passes none of it on, as a hung server behind live connections
