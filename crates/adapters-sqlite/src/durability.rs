@@ -15,9 +15,14 @@
 //! the next sync, which would leave later, acknowledged frames behind a hole in the WAL, where
 //! recovery never reaches them. So after one failure every write is refused until the server is
 //! restarted (as PostgreSQL stops on a failed fsync).
+//!
+//! A sync also fails when the database file or its WAL is no longer the file at its path (deleted,
+//! or another moved over it): SQLite writes on through the files it has open, and everything
+//! written to them would be gone at the next start.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -40,14 +45,61 @@ pub(crate) fn wal_sync(database: &Path) -> io::Result<SyncWal> {
     let database = database.canonicalize()?;
     let mut wal_path = database.as_os_str().to_owned();
     wal_path.push("-wal");
-    let wal = File::options().read(true).open(PathBuf::from(wal_path))?;
+    let wal_path = PathBuf::from(wal_path);
+    let wal = File::options().read(true).open(&wal_path)?;
     // The file's directory entry must be durable too, or a power loss could lose the whole WAL.
     let directory = match database.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
     File::open(directory)?.sync_all()?;
-    Ok(Box::new(move || wal.sync_data()))
+    let open_files = [
+        (
+            database.clone(),
+            FileIdentity::of(&std::fs::metadata(&database)?),
+        ),
+        (wal_path, FileIdentity::of(&wal.metadata()?)),
+    ];
+    Ok(Box::new(move || {
+        wal.sync_data()?;
+        still_in_place(&open_files)
+    }))
+}
+
+/// A file as the file system knows it, whatever its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(metadata: &Metadata) -> Self {
+        Self {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        }
+    }
+}
+
+/// Each path still names the file that was opened: what was synced is in the files the next
+/// start reads.
+fn still_in_place(open_files: &[(PathBuf, FileIdentity)]) -> io::Result<()> {
+    for (path, opened) in open_files {
+        let gone = |how: &str| {
+            io::Error::other(format!(
+                "{} was {how} while the server had it open",
+                path.display()
+            ))
+        };
+        match std::fs::metadata(path) {
+            Ok(found) if FileIdentity::of(&found) == *opened => {}
+            Ok(_) => return Err(gone("replaced by another file")),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(gone("deleted")),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// A batch the writer has finished: committed or rolled back, not yet answered.
@@ -151,8 +203,9 @@ impl Durability {
 
     pub(crate) fn refusal() -> RepositoryError {
         RepositoryError::Unavailable(
-            "an earlier write could not be made durable (the WAL sync failed); \
-             restart the server once the disk is healthy"
+            "an earlier write could not be made durable (the WAL sync failed, or the database \
+             file or its WAL was deleted or replaced); restart the server once the disk and the \
+             database file are as they should be"
                 .to_owned(),
         )
     }

@@ -496,6 +496,55 @@ mod tests {
         assert_eq!(stored.title, "Linked");
     }
 
+    /// SQLite writes on through the files it has open: once the database file at the path is
+    /// another (deleted, or a copy moved over it), nothing written is there at the next start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_are_refused_once_the_database_file_is_deleted_or_replaced() {
+        let conversation = || {
+            domain::Conversation::new(
+                ConversationId::generate(),
+                domain::ConversationTitle::new("Kept?").unwrap(),
+                domain::Timestamp::now(),
+            )
+        };
+        let replaced = |path: &std::path::Path| {
+            let copy = path.with_extension("copy");
+            std::fs::copy(path, &copy).unwrap();
+            std::fs::rename(&copy, path).unwrap();
+        };
+        let deleted = |path: &std::path::Path| std::fs::remove_file(path).unwrap();
+        let wal_deleted = |path: &std::path::Path| {
+            std::fs::remove_file(path.with_extension("db-wal")).unwrap();
+        };
+        for (what, change) in [
+            ("deleted", &deleted as &dyn Fn(&std::path::Path)),
+            ("replaced by another file", &replaced),
+            ("deleted", &wal_deleted),
+        ] {
+            let directory = tempfile::tempdir().unwrap();
+            let path = directory.path().join("chat.db");
+            let repository = SqliteChatRepository::open(&SqliteSettings::new(&path)).unwrap();
+            repository
+                .create_conversation(&conversation())
+                .await
+                .unwrap();
+            change(&path);
+
+            let refused = repository.create_conversation(&conversation()).await;
+            let Err(RepositoryError::Unavailable(message)) = refused else {
+                panic!("{what}: {refused:?}");
+            };
+            assert!(message.contains("deleted or replaced"), "{what}: {message}");
+            assert!(
+                matches!(
+                    repository.health_check().await,
+                    Err(RepositoryError::Unavailable(_))
+                ),
+                "{what}: still ready"
+            );
+        }
+    }
+
     /// A full disk fails real batches while the check's one-page write would still succeed: the
     /// check must not make the replica ready again while real writes are failing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
