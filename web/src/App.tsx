@@ -73,18 +73,24 @@ export function App() {
 
   useEffect(() => {
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let gone = false;
     const ask = (attempt: number) => {
       api.limits().then(
-        (limits) => setMaxMessageChars(limits.max_message_chars),
+        (limits) => {
+          if (!gone) setMaxMessageChars(limits.max_message_chars);
+        },
         () => {
           // Out of reach for now: until known, the server's own refusal is what the user sees.
           const delay = LIMITS_RETRY_DELAYS_MS[attempt];
-          if (delay !== undefined) timer = setTimeout(() => ask(attempt + 1), delay);
+          if (!gone && delay !== undefined) timer = setTimeout(() => ask(attempt + 1), delay);
         },
       );
     };
     ask(0);
-    return () => clearTimeout(timer);
+    return () => {
+      gone = true;
+      clearTimeout(timer);
+    };
   }, []);
 
   const loadList = useCallback(() => {

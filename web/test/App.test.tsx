@@ -1866,6 +1866,48 @@ describe('following a reply in progress', () => {
     expect(cutShortNote()).toBeUndefined();
   });
 
+  it('a reply stopped before its first words gives the message back and says so, not that the assistant failed', async () => {
+    stopRoute(200, { status: 'stopped' });
+    const sse = sseResponse();
+    server.onStream(() => sse.response);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Never mind' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => sse.send(start('Never mind')));
+    fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+    await act(async () => {
+      sse.send(ev(2, 'error', { message: 'The reply was stopped before it began; nothing was stored.', code: 'stopped' }));
+      sse.close();
+    });
+    const alert = await screen.findByRole('alert');
+    expect(alert.textContent).toBe('Stopped before the reply began. Nothing was stored. Your message is back in the message box.');
+    expect((composer() as HTMLTextAreaElement).value).toBe('Never mind');
+  });
+
+  it('a reply the server says it stopped, whose stream then brings nothing, is read no more after a few seconds', () =>
+    inFakeTime(async () => {
+      stopRoute(200, { status: 'stopped' });
+      const sse = sseResponse();
+      let signal: AbortSignal | undefined;
+      server.onStream((_id, _content, init) => {
+        signal = init.signal ?? undefined;
+        return sse.response;
+      });
+      await renderLoaded();
+      fireEvent.change(composer(), { target: { value: 'Into the void' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await act(async () => sse.send(start('Into the void') + ev(2, 'delta', { text: 'Half' })));
+      fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+      await passTime(1000);
+      expect(signal?.aborted).toBe(false);
+      server.messages.c2?.push(msg('c2', 'user', 'Into the void'), msg('c2', 'assistant', 'Half'));
+      await passTime(2500);
+      expect(signal?.aborted).toBe(true);
+      await passTime(3000);
+      expect(within(screen.getByRole('log')).getAllByText('Into the void')).toHaveLength(1);
+      expect(screen.getByRole('button', { name: 'Send' })).toBeTruthy();
+    }));
+
   it('Stop of a followed reply asks the server to stop it too', async () => {
     const stops = stopRoute(200, { status: 'stopped' });
     const sse = sseResponse();

@@ -52,6 +52,12 @@ const OUTCOME_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The positions of the messages with these ids that are stored.
 const STORED_POSITIONS: &str = "SELECT id, position FROM messages WHERE id = ANY($1)";
+/// Takes the lock a batch's claim of positions takes on each of its conversations, so waits for a
+/// batch still running on them.
+const LOCK_CONVERSATIONS: &str =
+    "SELECT 1 FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+/// How long [`LOCK_CONVERSATIONS`] waits for a batch still running, per question.
+const OUTCOME_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s'";
 
 #[derive(QueryableByName)]
 struct StoredPosition {
@@ -405,20 +411,32 @@ fn settle(pool: &PgPool, batch: Vec<QueuedAppend>, error: &RepositoryError) {
     }
 }
 
-/// The positions of the batch's messages that are stored, by id.
+/// The positions of the batch's messages that are stored, by id. A statement whose client
+/// vanished runs on in its backend (which notices only when it next writes to the client) and
+/// may commit later: it holds its conversations' rows from its claim of positions until then, so
+/// the look waits for those rows first and sees what that statement did.
 fn stored_positions(
     connection: &mut PgConnection,
     batch: &[QueuedAppend],
 ) -> Result<HashMap<Uuid, i64>, DieselError> {
+    let conversations: Vec<Uuid> = conversation_groups(batch)
+        .map(|group| group[0].exchange.conversation_id.as_uuid())
+        .collect();
     let ids: Vec<Uuid> = batch
         .iter()
         .flat_map(|job| [job.exchange.user.id, job.exchange.assistant.id])
         .map(|id| id.as_uuid())
         .collect();
-    let rows: Vec<StoredPosition> = diesel::sql_query(STORED_POSITIONS)
-        .bind::<Array<SqlUuid>, _>(&ids)
-        .load(connection)?;
-    Ok(rows.into_iter().map(|row| (row.id, row.position)).collect())
+    connection.transaction(|connection| {
+        diesel::sql_query(OUTCOME_LOCK_TIMEOUT).execute(connection)?;
+        diesel::sql_query(LOCK_CONVERSATIONS)
+            .bind::<Array<SqlUuid>, _>(&conversations)
+            .execute(connection)?;
+        let rows: Vec<StoredPosition> = diesel::sql_query(STORED_POSITIONS)
+            .bind::<Array<SqlUuid>, _>(&ids)
+            .load(connection)?;
+        Ok(rows.into_iter().map(|row| (row.id, row.position)).collect())
+    })
 }
 
 /// Nothing of the batch was committed: every requester gets the error.

@@ -611,6 +611,57 @@ async fn an_append_committed_before_its_answer_was_lost_is_answered_as_stored() 
     assert_eq!(messages[1], stored.assistant_message);
 }
 
+/// The batch's connection is cut while its statement waits for a row lock: the statement runs on
+/// in its backend, which does not notice the missing client, and commits once the lock is free.
+/// Looking right away would find nothing and answer "not stored" for an exchange that will be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_whose_client_vanished_while_it_waited_is_answered_once_it_committed() {
+    use diesel::connection::SimpleConnection;
+
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let (target, via) = split_authority(database.url());
+    let armed = Arc::new(AtomicBool::new(false));
+    let port =
+        start_answer_losing_proxy(target, b"append_exchange_batch", Arc::clone(&armed)).await;
+    let settings = PostgresSettings {
+        url: via(&format!("127.0.0.1:{port}")),
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(2),
+        ..PostgresSettings::new("")
+    };
+    let repository = Arc::new(PostgresChatRepository::connect(settings).await.unwrap());
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new("Orphaned statement").unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+    let mut blocker = hold_row_lock(&database, conversation.id);
+
+    armed.store(true, Ordering::SeqCst);
+    let sent = exchange(conversation.id, "committed after its client was gone");
+    let appending = {
+        let repository = Arc::clone(&repository);
+        let sent = sent.clone();
+        tokio::spawn(async move { repository.append_exchange(&sent).await })
+    };
+    // The proxy cuts the connection half a second after passing the statement on.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!armed.load(Ordering::SeqCst), "the statement was not sent");
+    blocker.batch_execute("COMMIT").unwrap();
+
+    let stored = appending
+        .await
+        .unwrap()
+        .expect("answered as stored once the orphaned statement committed");
+    assert_eq!(stored.user_message.id, sent.user.id);
+    let messages = newest_messages(&repository, conversation.id).await;
+    assert_eq!(messages.len(), 2, "stored once");
+    assert_eq!(messages[0], stored.user_message);
+}
+
 /// `host:port` of a URL, and the URL with that part replaced.
 fn split_authority(url: &str) -> (String, impl Fn(&str) -> String + '_) {
     let start = url

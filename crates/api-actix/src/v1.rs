@@ -4,7 +4,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{ChatError, ConversationId, ConversationTitle, GenerationId, GenerationLogError};
 use futures::future::{self, Either};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use crate::body::{read_json, read_optional_json};
 use crate::dto::{
@@ -386,7 +386,7 @@ fn generation_not_found() -> ApiError {
     ),
     responses(
         (status = 200, description = "`stopped`: the reply has ended (stopped, or it ended meanwhile); `finished`: it had ended before", body = StopResponse),
-        (status = 202, description = "`stopping`: asked to stop, not ended within 5 s (it may be waiting for room to be stored)", body = StopResponse),
+        (status = 202, description = "`stopping`: asked to stop, not ended within 5 s (it may be waiting for room to be stored), or the log of a reply running on another replica could not show its end", body = StopResponse),
         (status = 400, description = "Malformed conversation or generation id", body = ErrorResponse),
         (status = 404, description = "No such conversation (`conversation_not_found`), or no reply of it with this id (`generation_not_found`: unknown, expired, or run without the log and ended)", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
@@ -403,11 +403,13 @@ pub(crate) async fn stop_reply(
     let generation_id: GenerationId = generation
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_id", "The generation id must be a UUID."))?;
-    state.service.get_conversation(id).await?;
-    let ended: futures::future::BoxFuture<'static, ()> =
+    // A reply running here is stopped before anything else is asked: storage that is too busy
+    // to answer is when a user most wants a long reply to stop.
+    let ended: futures::future::BoxFuture<'static, bool> =
         match state.generations.stop(id, generation_id) {
-            Some(ended) => Box::pin(ended),
+            Some(ended) => Box::pin(ended.map(|()| true)),
             None => {
+                state.service.get_conversation(id).await?;
                 let log = &state.generation_log;
                 let progress = match log.state(generation_id).await.map_err(log_unavailable)? {
                     Some(progress) if progress.conversation_id == id => progress,
@@ -421,7 +423,7 @@ pub(crate) async fn stop_reply(
                     .await
                     .map_err(log_unavailable)?;
                 match log.follow(generation_id, progress.last_sequence).await {
-                    Ok(events) => Box::pin(events.for_each(|_| future::ready(()))),
+                    Ok(events) => Box::pin(logs_its_end(events)),
                     Err(GenerationLogError::NotFound) => {
                         return Ok(HttpResponse::Ok().json(StopResponse::FINISHED))
                     }
@@ -430,9 +432,21 @@ pub(crate) async fn stop_reply(
             }
         };
     Ok(match tokio::time::timeout(STOP_PATIENCE, ended).await {
-        Ok(()) => HttpResponse::Ok().json(StopResponse::STOPPED),
-        Err(_) => HttpResponse::Accepted().json(StopResponse::STOPPING),
+        Ok(true) => HttpResponse::Ok().json(StopResponse::STOPPED),
+        // The log could not show the end (it failed, or the writer stopped keeping the reply
+        // alive): the reply may still be on its way to storage.
+        Ok(false) | Err(_) => HttpResponse::Accepted().json(StopResponse::STOPPING),
     })
+}
+
+/// Whether `events` end with the reply's final event (`done` or `error`); a stream that ends
+/// otherwise failed to follow the reply.
+async fn logs_its_end(mut events: domain::GenerationEvents) -> bool {
+    let mut last = None;
+    while let Some(event) = events.next().await {
+        last = Some(event);
+    }
+    matches!(last, Some(Ok(event)) if event.name == "done" || event.name == "error")
 }
 
 /// The limits on what a client sends, so that it can hold a message back before the server

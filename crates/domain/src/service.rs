@@ -422,6 +422,9 @@ impl PendingReply {
             }
         }
         let interruption = deltas.take_result();
+        // The provider's call (and its slot of the provider's concurrency) goes now, not once the
+        // exchange is stored, which may wait for room in the write queue.
+        drop(deltas);
         if is_blank_reply(&reply) {
             return Err(match interruption {
                 Some(Interruption::Stopped) => ChatError::Stopped,
@@ -972,6 +975,59 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(exchange.assistant_message.content, "the first words ");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_reply_lets_the_provider_go_before_it_is_stored() {
+        struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let provider_gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut assistant = MockAssistant::new();
+        assistant.expect_context_messages().return_const(0usize);
+        let held = Arc::clone(&provider_gone);
+        assistant.expect_reply_stream().returning(move |_| {
+            let call = SetOnDrop(Arc::clone(&held));
+            Ok(stream::iter([Ok("the first words ".to_owned())])
+                .chain(stream::pending())
+                .map(move |piece| {
+                    let _call = &call;
+                    piece
+                })
+                .boxed())
+        });
+        let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
+        let seen = Arc::clone(&provider_gone);
+        repository
+            .expect_append_exchange_waiting_for_room()
+            .times(1)
+            .returning(move |exchange| {
+                assert!(
+                    seen.load(std::sync::atomic::Ordering::SeqCst),
+                    "the provider's call is still open while the exchange waits to be stored"
+                );
+                Ok(stored(exchange))
+            });
+        let service = service(repository, assistant);
+        let text = service.message_text("hello").unwrap();
+        let pending = service
+            .start_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap();
+
+        let (sender, mut receiver) = futures::channel::mpsc::channel(16);
+        let stop_after_the_first_piece = async move {
+            receiver.next().await;
+            Interruption::Stopped
+        };
+        pending
+            .complete(sender, stop_after_the_first_piece)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -462,7 +462,7 @@ export function ConversationView({
         ended === null
           ? (unanswered ?? 'The reply was lost before it was stored (the server may have restarted).')
           : replyFailed(ended)
-            ? `The assistant failed to reply: ${sentence(errorMessage(ended))} Nothing was stored.`
+            ? whyNothingStored(ended)
             : `Could not fetch the reply: ${sentence(errorMessage(ended))}`;
       setSendError(ours ? `${why} Your message is back in the message box.` : why);
       // A chat whose stopped first message was lost is named after the first one stored.
@@ -754,7 +754,7 @@ export function ConversationView({
             // The assistant failed: nothing was stored, so the message goes back where it was
             // written (this tab, if it sent it before a reload), as when it fails while sent here.
             setPending(null);
-            const why = `The assistant failed to reply: ${sentence(errorMessage(err))} Nothing was stored.`;
+            const why = whyNothingStored(err);
             if (sentHere(convId, userText)) {
               clearSent(convId, userText);
               setDraft(withUnsent(userText));
@@ -833,7 +833,9 @@ export function ConversationView({
       setSendError(
         isUnreachable(err)
           ? 'Cannot reach the server. Your message was not sent; it is back in the message box.'
-          : deleted
+          : isStoppedEarly(err)
+            ? `${whyNothingStored(err)} Your message is back in the message box.`
+            : deleted
             ? 'This conversation was deleted, perhaps in another tab. Your message is back in the message box: send it again to start a new chat with it.'
             : `Sending failed: ${sentence(errorMessage(err))}${retryHint(err)} Your message is back in the message box.`,
       );
@@ -999,6 +1001,9 @@ export function ConversationView({
     api.stopReply(running.conversation, running.generation).then(
       (status) => {
         if (status === 'stopping') stopReading();
+        // Ended (or ending) on the server: its stream brings the stored reply at once, unless the
+        // connection died unnoticed, which only stopping reading shows.
+        else setTimeout(stopReading, STOPPED_STREAM_PATIENCE_MS);
       },
       stopReading,
     );
@@ -1117,6 +1122,9 @@ export function ConversationView({
   );
 }
 
+/** How long a reply the server has stopped may take to end its stream before it is read no more. */
+const STOPPED_STREAM_PATIENCE_MS = 3000;
+
 /** How far above the newest messages the view must be before a button offers the way back. */
 const JUMP_BUTTON_AFTER_PX = 200;
 
@@ -1147,6 +1155,18 @@ function withNewest(shown: Message[], newest: Message[]): Message[] {
 }
 
 /** A message from the server as a sentence: it may come without a full stop. */
+/** The reply ended with `error` `stopped`: a Stop came before its first words. */
+function isStoppedEarly(err: unknown): boolean {
+  return err instanceof ApiError && err.code === 'stopped';
+}
+
+/** Why a reply that ended with an `error` event left nothing stored. */
+function whyNothingStored(err: unknown): string {
+  return isStoppedEarly(err)
+    ? 'Stopped before the reply began. Nothing was stored.'
+    : `The assistant failed to reply: ${sentence(errorMessage(err))} Nothing was stored.`;
+}
+
 function sentence(text: string): string {
   return /[.!?…]$/.test(text) ? text : `${text}.`;
 }
