@@ -6,6 +6,7 @@ import { ConversationView } from './components/ConversationView';
 import { Sidebar } from './components/Sidebar';
 import { ThemeToggle } from './components/ThemeToggle';
 import { loadDraft, saveDraft } from './drafts';
+import { useRetryWhileOut } from './hooks/useRetryWhileOut';
 import { useTheme } from './hooks/useTheme';
 import { MAX_TITLE_CODE_POINTS, characters, codePoints, cutToCodePoints } from './text';
 
@@ -113,6 +114,7 @@ export function App() {
       (error: unknown) => setList({ kind: 'error', error }),
     );
   }, []);
+  useRetryWhileOut(list.kind === 'error' ? list.error : null, list.kind === 'ready', loadList);
 
   useEffect(loadList, [loadList]);
 

@@ -353,6 +353,38 @@ describe('App', () => {
     expect(await screen.findByText('Earlier answer')).toBeTruthy();
   });
 
+  it('recovers by itself once the server is back, without Retry being pressed', () =>
+    inFakeTime(async () => {
+      let down = true;
+      vi.stubGlobal('fetch', (input: string, init?: RequestInit) => (down ? Promise.reject(new TypeError('Failed to fetch')) : fetchMock.fn(input, init)));
+      render(<App />);
+      expect(await screen.findByText('Cannot reach the server.')).toBeTruthy();
+      await passTime(2500);
+      expect(screen.getByText('Cannot reach the server.')).toBeTruthy();
+      down = false;
+      // The next tries wait longer: 5 s after the second failure.
+      await passTime(5500);
+      expect(await screen.findByText('Earlier answer')).toBeTruthy();
+      const nav = screen.getByRole('navigation', { name: 'Conversations' });
+      expect(within(nav).getByRole('button', { name: 'Older chat' })).toBeTruthy();
+    }));
+
+  it('a conversation that could not be loaded says it is tried again, and loads by itself once the server answers', () =>
+    inFakeTime(async () => {
+      await renderLoaded();
+      let down = true;
+      server.messages.c1 = [msg('c1', 'user', 'Old question'), msg('c1', 'assistant', 'Old answer')];
+      vi.stubGlobal('fetch', (input: string, init?: RequestInit) => (down ? Promise.reject(new TypeError('Failed to fetch')) : fetchMock.fn(input, init)));
+      const nav = screen.getByRole('navigation', { name: 'Conversations' });
+      fireEvent.click(within(nav).getByRole('button', { name: 'Older chat' }));
+      const log = screen.getByRole('log');
+      expect(await within(log).findByText('Cannot reach the server.')).toBeTruthy();
+      expect(within(log).getByText('Trying again by itself every few seconds.')).toBeTruthy();
+      down = false;
+      await passTime(2500);
+      expect(await within(log).findByText('Old answer')).toBeTruthy();
+    }));
+
   it('a list that failed to load says so in the sidebar, even once a new chat is there, and Retry brings it', async () => {
     let down = true;
     vi.stubGlobal('fetch', (input: string, init?: RequestInit) =>
@@ -1802,6 +1834,27 @@ describe('following a reply in progress', () => {
     expect(assistants(log)).toEqual(['Earlier answer', 'Going on']);
     expect((composer() as HTMLTextAreaElement).value).toBe('');
     expect(screen.queryByRole('alert')).toBeNull();
+  });
+
+  it('says the connection to a streaming reply was lost while it reconnects, and stops saying so once it is back', async () => {
+    const post = sseResponse();
+    const resumed = sseResponse();
+    let resumes = 0;
+    await renderWithFollow(post, () => {
+      resumes += 1;
+      return resumed.response;
+    });
+    fireEvent.change(composer(), { target: { value: 'Keep going' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => post.send(start('Keep going') + ev(2, 'delta', { text: 'Going' })));
+    expect(screen.queryByText('Connection lost. Reconnecting…')).toBeNull();
+    await act(async () => post.error(new TypeError('network error')));
+    await waitFor(() => expect(resumes).toBe(1));
+    expect(screen.getByText('Connection lost. Reconnecting…')).toBeTruthy();
+    expect(screen.getByRole('button', { name: 'Stop' })).toBeTruthy();
+    await act(async () => resumed.send(ev(3, 'delta', { text: ' on' })));
+    await waitFor(() => expect(screen.queryByText('Connection lost. Reconnecting…')).toBeNull());
+    expect(await within(screen.getByRole('log')).findByText('Going on')).toBeTruthy();
   });
 
   it('Stop while following, when the server cannot be asked to stop the reply, stops reading and picks up the stored reply later', async () => {

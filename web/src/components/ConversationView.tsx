@@ -2,6 +2,7 @@ import { Fragment, type MouseEvent, useCallback, useEffect, useLayoutEffect, use
 import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, parseEventId, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
 import { clearCreating, clearSent, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, withUnsent } from '../drafts';
+import { useRetryWhileOut } from '../hooks/useRetryWhileOut';
 import { Composer } from './Composer';
 import { Markdown } from './Markdown';
 import { MessageItem } from './MessageItem';
@@ -43,6 +44,8 @@ interface Pending {
    * gave up waiting for the server's answer, which may have taken it all the same.
    */
   state: 'streaming' | 'stopped' | 'stoppedUnanswered' | 'unanswered' | 'interrupted';
+  /** Streaming, its connection dropped and is being tried again (with `Last-Event-ID`). */
+  reconnecting?: boolean;
 }
 
 interface Props {
@@ -189,6 +192,10 @@ export function ConversationView({
       },
     );
   }, [onFirstMessage, onGone]);
+  const loadAgain = useCallback(() => {
+    if (conversationId !== null) loadNewest(conversationId, true);
+  }, [conversationId, loadNewest]);
+  useRetryWhileOut(load.kind === 'error' ? load.error : null, load.kind === 'ready', loadAgain);
 
   useEffect(() => {
     // Taken whatever comes: a chat left before it was taken in here must load when opened later.
@@ -688,6 +695,10 @@ export function ConversationView({
         onEventId: (eventId) => {
           lastEventId = eventId;
           noteRunning(controller, convId, eventId);
+          if (gen === generation.current) setPending(connectedAgain);
+        },
+        onReconnect: () => {
+          if (gen === generation.current) setPending(reconnecting);
         },
         onStart: (start) => {
           if (gen !== generation.current) return;
@@ -922,6 +933,10 @@ export function ConversationView({
         onEventId: (eventId) => {
           lastEventId = eventId;
           noteRunning(controller, convId, eventId);
+          if (gen === generation.current) setPending(connectedAgain);
+        },
+        onReconnect: () => {
+          if (gen === generation.current) setPending(reconnecting);
         },
         onDelta: (delta) => {
           if (gen !== generation.current) return;
@@ -1009,9 +1024,6 @@ export function ConversationView({
     );
   };
 
-  const retry = () => {
-    if (conversationId) loadNewest(conversationId, true);
-  };
 
   const streaming = pending?.state === 'streaming';
   const empty = load.kind === 'ready' && messages.length === 0 && pending === null && stopped.length === 0;
@@ -1042,7 +1054,8 @@ export function ConversationView({
             ) : (
               <>
                 <p>{isUnreachable(load.error) ? 'Cannot reach the server.' : `Could not load the messages: ${errorMessage(load.error)}`}</p>
-                <button type="button" className="button" onClick={retry}>
+                {(isUnreachable(load.error) || isBusy(load.error)) && <p className="state-hint">Trying again by itself every few seconds.</p>}
+                <button type="button" className="button" onClick={loadAgain}>
                   Retry
                 </button>
               </>
@@ -1084,7 +1097,7 @@ export function ConversationView({
         {pending && (
           <>
             <MessageItem role="user" content={pending.user} state="sending" />
-            <MessageItem role="assistant" content={pending.reply} state={pending.state} />
+            <MessageItem role="assistant" content={pending.reply} state={pending.state} reconnecting={pending.reconnecting === true} />
           </>
         )}
       </div>
@@ -1155,6 +1168,16 @@ function withNewest(shown: Message[], newest: Message[]): Message[] {
 }
 
 /** A message from the server as a sentence: it may come without a full stop. */
+/** A streaming reply whose connection dropped is being reached again. */
+function reconnecting(p: Pending | null): Pending | null {
+  return p && p.state === 'streaming' && !p.reconnecting ? { ...p, reconnecting: true } : p;
+}
+
+/** An event came: the reply is reached again (unchanged when it was not being reached again). */
+function connectedAgain(p: Pending | null): Pending | null {
+  return p?.reconnecting ? { ...p, reconnecting: false } : p;
+}
+
 /** The reply ended with `error` `stopped`: a Stop came before its first words. */
 function isStoppedEarly(err: unknown): boolean {
   return err instanceof ApiError && err.code === 'stopped';

@@ -13,6 +13,8 @@ interface Props {
    * that a proxy gave up waiting for the server's answer. Only a stored message can be copied.
    */
   state?: 'sending' | 'streaming' | 'stopped' | 'stoppedUnanswered' | 'unanswered' | 'interrupted';
+  /** Streaming, its connection lost and being tried again: said under the reply so far. */
+  reconnecting?: boolean;
 }
 
 const AWAITED = 'The full reply will appear once the server has stored it.';
@@ -28,7 +30,7 @@ const CUT_SHORT: Partial<Record<NonNullable<Props['state']>, string>> = {
  * Memoised: its props are plain values, and the view re-renders on every keystroke in the
  * composer and every streamed piece, which would otherwise parse every loaded message again.
  */
-export const MessageItem = memo(function MessageItem({ role, content, state }: Props) {
+export const MessageItem = memo(function MessageItem({ role, content, state, reconnecting = false }: Props) {
   const cutShort = state && CUT_SHORT[state];
   return (
     <article className={`message ${role}`} aria-label={role === 'user' ? 'You' : 'Assistant'} data-state={state}>
@@ -44,6 +46,12 @@ export const MessageItem = memo(function MessageItem({ role, content, state }: P
           <StreamingMarkdown text={content} />
         )}
         {cutShort && <p className="message-note">{cutShort}</p>}
+        {/* A status region: said once as the connection drops, not for every try. */}
+        {state === 'streaming' && (
+          <p className="message-note" role="status">
+            {reconnecting ? 'Connection lost. Reconnecting…' : ''}
+          </p>
+        )}
       </div>
       {/* Its markdown source, as written. */}
       {state === undefined && <CopyButton text={() => content} className="message-actions" />}
