@@ -261,13 +261,16 @@ export function App() {
   // Other tabs of this browser say what they changed, so this one shows it without a reload.
   const tabs = useRef<TabSync | null>(null);
   const [storedElsewhere, setStoredElsewhere] = useState(0);
+  const [replyingElsewhere, setReplyingElsewhere] = useState(0);
   const selectedRef = useRef(selectedId);
   selectedRef.current = selectedId;
   useEffect(() => {
     const sync = joinTabs((event) => {
       if (event.kind === 'upserted') learn(event.conversation);
       else if (event.kind === 'deleted') deletedElsewhere(event.id, event.onAnotherDevice ? 'on another device' : 'in another tab');
-      else {
+      else if (event.kind === 'replying') {
+        if (event.id === selectedRef.current) setReplyingElsewhere((n) => n + 1);
+      } else {
         if (conversationsRef.current.some((c) => c.id === event.id)) touch(event.id, event.updatedAt);
         // Beyond the loaded page of the list: fetch it, as it is now among the most recent.
         else api.getConversation(event.id).then(learn, () => undefined);
@@ -434,6 +437,9 @@ export function App() {
     nameConversation(id, titleFrom(firstUserText), untitled, named, () => naming.current.delete(id));
   }, []);
 
+  /** A reply to a message sent here began: the other tabs showing its conversation follow it. */
+  const onReplying = useCallback((id: string) => tabs.current?.post({ kind: 'replying', id }), []);
+
   const onActivity = useCallback(
     (id: string, updatedAt: string, firstUserText?: string) => {
       // Something was stored, so the server is reachable again: an old sidebar error is stale.
@@ -577,6 +583,8 @@ export function App() {
             onFirstMessage={onFirstMessage}
             onGone={onGone}
             storedElsewhere={storedElsewhere}
+            replyingElsewhere={replyingElsewhere}
+            onReplying={onReplying}
             deletedElsewhere={selectedId !== null && deleted.has(selectedId)}
             maxMessageChars={maxMessageChars}
           />

@@ -2963,11 +2963,38 @@ describe('other tabs of the same browser', () => {
       sse.close();
     });
     await waitFor(() => expect(heard).toContainEqual({ kind: 'stored', id: 'c2', updatedAt: exchange.assistant_message.created_at }));
+    expect(heard).toContainEqual({ kind: 'replying', id: 'c2' });
     server.onStream(() => new Promise<Response>(() => undefined));
     await openNewChat();
     fireEvent.change(composer(), { target: { value: 'Begin a chat' } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
     await waitFor(() => expect(heard.some((e) => (e as { kind: string }).kind === 'upserted')).toBe(true));
+  });
+
+  it('follow a reply another tab began in the conversation shown here, as it streams', async () => {
+    await renderLoaded();
+    const G = 'ffffffff-0000-4000-8000-000000000006';
+    const ev = (seq: number, event: string, data: unknown) => `id: ${G}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+    const theirs = sseResponse();
+    server.onFollow(() => theirs.response);
+    // Another conversation's reply is not followed here.
+    otherTab.postMessage({ kind: 'replying', id: 'c1' });
+    otherTab.postMessage({ kind: 'replying', id: 'c2' });
+    await act(async () =>
+      theirs.send(ev(1, 'start', { generation_id: G, conversation_id: 'c2', content: 'Asked in the other tab' }) + ev(2, 'delta', { text: 'Coming along' })),
+    );
+    const log = screen.getByRole('log');
+    expect(await within(log).findByText('Asked in the other tab')).toBeTruthy();
+    expect(await within(log).findByText('Coming along')).toBeTruthy();
+    const done = { user_message: msg('c2', 'user', 'Asked in the other tab'), assistant_message: msg('c2', 'assistant', 'Coming along nicely.') };
+    server.messages.c2?.push(done.user_message, done.assistant_message);
+    await act(async () => {
+      theirs.send(ev(3, 'done', done));
+      theirs.close();
+    });
+    expect(await within(log).findByText('Coming along nicely.')).toBeTruthy();
+    expect(within(log).getAllByText('Asked in the other tab')).toHaveLength(1);
+    expect(fetchMock.calls.filter((c) => c.url === '/api/v1/conversations/c1/stream')).toHaveLength(0);
   });
 
   it('an exchange another tab stored while this one streamed shows once this reply ends, in the server order', async () => {

@@ -7,7 +7,9 @@ export type SyncEvent =
   /** `onAnotherDevice`: found deleted by a read of the server, not deleted in a tab here. */
   | { kind: 'deleted'; id: string; onAnotherDevice?: boolean }
   /** An exchange was stored in the conversation. */
-  | { kind: 'stored'; id: string; updatedAt: string };
+  | { kind: 'stored'; id: string; updatedAt: string }
+  /** A reply began streaming in the conversation, to a message sent in that tab. */
+  | { kind: 'replying'; id: string };
 
 export interface TabSync {
   post: (event: SyncEvent) => void;
@@ -37,6 +39,7 @@ function isSyncEvent(data: unknown): data is SyncEvent {
     case 'upserted':
       return typeof event.conversation === 'object' && event.conversation !== null;
     case 'deleted':
+    case 'replying':
       return typeof event.id === 'string';
     case 'stored':
       return typeof event.id === 'string' && typeof event.updatedAt === 'string';

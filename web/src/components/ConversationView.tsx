@@ -75,6 +75,10 @@ interface Props {
   onGone: (id: string) => void;
   /** Counts exchanges another tab stored in the open conversation: each change fetches them. */
   storedElsewhere: number;
+  /** Counts replies another tab began in the open conversation: each change follows the reply. */
+  replyingElsewhere: number;
+  /** The server took a message sent here and its reply began. */
+  onReplying: (id: string) => void;
   /** The open conversation was deleted (in another tab, or here before Back led to it again). */
   deletedElsewhere: boolean;
   /** The server's limit on a message, in characters; null while unknown. */
@@ -92,6 +96,8 @@ export function ConversationView({
   onFirstMessage,
   onGone,
   storedElsewhere,
+  replyingElsewhere,
+  onReplying,
   deletedElsewhere,
   maxMessageChars,
 }: Props) {
@@ -240,6 +246,16 @@ export function ConversationView({
     // refreshNewest reads only refs and setters: no dependency of its own.
     refreshNewest(id);
   }, [storedElsewhere, idle]);
+
+  // Another tab's reply began here: follow it, as on opening the conversation, unless a reply of
+  // this tab is in flight (its own follow, once it ends, asks for any other in progress).
+  const followedElsewhere = useRef(0);
+  useEffect(() => {
+    const id = shownId.current;
+    if (followedElsewhere.current === replyingElsewhere || id === null) return;
+    followedElsewhere.current = replyingElsewhere;
+    if (idle && load.kind === 'ready') followRef.current(id, false);
+  }, [replyingElsewhere, idle, load.kind]);
 
   // Deleted while open here (in another tab), or opened again with Back after its deletion: say
   // so, and let the next send start a new chat.
@@ -911,6 +927,7 @@ export function ConversationView({
         onAccepted: () => {
           accepted = true;
           markTaken(convId, text);
+          onReplying(convId);
           if (untakenSend.current === untaken) untakenSend.current = null;
           // Taken by the server, the first message names its chat now, not once its reply is
           // stored: a user who leaves or closes the tab meanwhile still finds the chat named.
