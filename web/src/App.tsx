@@ -425,11 +425,21 @@ export function App() {
    */
   const naming = useRef(new Set<string>());
 
+  /** The first messages this tab named conversations after, by conversation. */
+  const namedAfter = useRef(new Map<string, string>());
+
   /** A fresh "New chat" takes its name from its first message. */
   const onFirstMessage = useCallback((id: string, firstUserText: string) => {
-    const untitled = () => conversationsRef.current.find((c) => c.id === id)?.title === DEFAULT_TITLE;
-    if (!untitled() || naming.current.has(id)) return;
+    const title = () => conversationsRef.current.find((c) => c.id === id)?.title;
+    const givenFrom = namedAfter.current.get(id);
+    // Named here after a first message that was never stored (lost in a restart, or its reply
+    // failed) when another is the first it holds: the old name shows words the chat does not.
+    const misnamed = () => givenFrom !== undefined && givenFrom !== firstUserText && title() === titleFrom(givenFrom);
+    const untitled = () => title() === DEFAULT_TITLE || misnamed();
+    // Named (or being named) already, unless after another text than this one.
+    if (!untitled() || (naming.current.has(id) && !misnamed())) return;
     naming.current.add(id);
+    namedAfter.current.set(id, firstUserText);
     const named = (c: Conversation) => {
       setConversations((cs) => cs.map((x) => (x.id === id ? { ...x, title: c.title } : x)));
       tabs.current?.post({ kind: 'upserted', conversation: c });

@@ -486,6 +486,31 @@ describe('App', () => {
     expect(await within(nav).findByRole('button', { name: 'Name me after Stop' })).toBeTruthy();
   });
 
+  it('a chat named after a first message that was never stored takes the name of the first one it holds', async () => {
+    let stream = sseResponse();
+    server.onStream(() => stream.response);
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    await openNewChat();
+    fireEvent.change(composer(), { target: { value: 'Secret project plan' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    // Taken by the server, the message names the chat; then its reply fails and nothing is stored.
+    expect(await within(nav).findByRole('button', { name: 'Secret project plan' })).toBeTruthy();
+    await act(async () => {
+      stream.send('event: error\ndata: {"message":"The model provider failed.","code":"assistant_failed"}\n\n');
+      stream.close();
+    });
+    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Secret project plan'));
+
+    stream = sseResponse();
+    fireEvent.change(composer(), { target: { value: 'Something unrelated' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    const id = server.conversations.at(-1)?.id ?? '';
+    await storeAndFinishIn(id, stream, 'Something unrelated', 'Noted.');
+    expect(await within(nav).findByRole('button', { name: 'Something unrelated' })).toBeTruthy();
+    expect(within(nav).queryByRole('button', { name: 'Secret project plan' })).toBeNull();
+  });
+
   it('keeps the focus in the message box when Send, and then Stop, give way to each other', async () => {
     const sse = sseResponse();
     server.onStream(() => sse.response);
@@ -2219,7 +2244,7 @@ describe('following a reply in progress', () => {
       expect(await screen.findByText('Yes')).toBeTruthy();
       await act(async () => sse.error(new TypeError('network error')));
       expect((await screen.findByRole('alert')).textContent).toContain('Lost the reply in progress');
-      expect(cutShortNote()).toBe('Connection lost. The full reply will appear once the server has stored it.');
+      expect(cutShortNote()).toBe('Connection lost. Waiting for the server to store the reply; if it restarted, the reply is lost.');
       const done = { user_message: msg('c2', 'user', 'Still there?'), assistant_message: msg('c2', 'assistant', 'Yes, always.') };
       server.messages.c2?.push(done.user_message, done.assistant_message);
       await passTime(3_000);
@@ -2268,7 +2293,7 @@ describe('following a reply in progress', () => {
       expect(await screen.findByText('Part')).toBeTruthy();
       await act(async () => post.error(new TypeError('network error')));
       expect((await screen.findByRole('alert')).textContent).toContain('Lost the connection');
-      expect(cutShortNote()).toBe('Connection lost. The full reply will appear once the server has stored it.');
+      expect(cutShortNote()).toBe('Connection lost. Waiting for the server to store the reply; if it restarted, the reply is lost.');
       expect((composer() as HTMLTextAreaElement).value).toBe('');
       const done = { user_message: msg('c2', 'user', 'Through a proxy'), assistant_message: msg('c2', 'assistant', 'Part, and the rest.') };
       server.messages.c2?.push(done.user_message, done.assistant_message);
@@ -2766,7 +2791,7 @@ describe('navigation', () => {
     return { second: answer, nav };
   }
 
-  it('a first message taken by the server names the new chat, though its stopped reply is then lost', () =>
+  it('a first message taken by the server names the new chat; once its stopped reply is lost, the first stored names it', () =>
     inFakeTime(async () => {
       const { second, nav } = await stopFirstThenSendInANewChat('Lost on the way', 'Kept this one');
       // The stopped reply is never stored: its wait gives up (polls, then a 204) while the second streams.
@@ -2780,8 +2805,13 @@ describe('navigation', () => {
         second.close();
       });
       await within(screen.getByRole('log')).findByText('Stored.');
-      expect(within(nav).getByRole('button', { name: 'Lost on the way' })).toBeTruthy();
-      expect(fetchMock.calls.filter((c) => c.method === 'PATCH').map((c) => c.body)).toEqual([{ title: 'Lost on the way' }]);
+      // Named when the server took it, the chat holds nothing of it: its name would show words
+      // that are not in the chat.
+      expect(await within(nav).findByRole('button', { name: 'Kept this one' })).toBeTruthy();
+      expect(fetchMock.calls.filter((c) => c.method === 'PATCH').map((c) => c.body)).toEqual([
+        { title: 'Lost on the way' },
+        { title: 'Kept this one' },
+      ]);
     }));
 
   // A first message names its chat with its words, not its markdown's symbols.

@@ -59,7 +59,8 @@ interface Props {
    * Creates a conversation (when sending with none selected) without selecting it. It starts as
    * "New chat" and takes its title from the first message once the server takes it, so a message
    * the server refuses does not leave a conversation named after it (one whose reply then fails
-   * keeps the name: its text goes back to the box, most likely to be sent again).
+   * keeps the name until another message is the first the chat holds: its text goes back to the
+   * box, most likely to be sent again).
    */
   onCreate: () => Promise<Conversation>;
   /** The conversation `onCreate` made for a send from here is taken by it: open it in place of the new chat. */

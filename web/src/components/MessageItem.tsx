@@ -21,7 +21,8 @@ const AWAITED = 'The full reply will appear once the server has stored it.';
 const IF_TAKEN = 'If it took the message, its reply will appear once stored.';
 const CUT_SHORT: Partial<Record<NonNullable<Props['state']>, string>> = {
   stopped: `Stopped. ${AWAITED}`,
-  interrupted: `Connection lost. ${AWAITED}`,
+  // Not a promise: a server that restarted mid-reply has lost it.
+  interrupted: 'Connection lost. Waiting for the server to store the reply; if it restarted, the reply is lost.',
   stoppedUnanswered: `Stopped before the server answered. ${IF_TAKEN}`,
   unanswered: `A proxy gave up waiting for the server's answer. ${IF_TAKEN}`,
 };
