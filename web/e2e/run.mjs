@@ -342,10 +342,15 @@ async function main() {
     assert((await link.getAttribute('target')) === '_blank', 'links open in a new tab');
     assert((await link.getAttribute('rel')) === 'noopener noreferrer', 'links have rel="noopener noreferrer"');
     await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
-    await mine.getByRole('button', { name: 'Copy' }).click();
-    await mine.getByRole('button', { name: 'Copied' }).waitFor();
+    await mine.getByRole('button', { name: 'Copy', exact: true }).click();
+    await mine.locator('.message-actions').getByRole('button', { name: 'Copied', exact: true }).waitFor();
     const copied = await page.evaluate(() => navigator.clipboard.readText());
     assert(copied === text, `Copy puts the message as written on the clipboard (${JSON.stringify(copied)})`);
+    assert((await mine.locator('.code-language').innerText()) === 'js', 'the code block names its language');
+    await mine.getByRole('button', { name: 'Copy code', exact: true }).click();
+    await mine.locator('.code-copy').getByRole('button', { name: 'Copied', exact: true }).waitFor();
+    const copiedCode = await page.evaluate(() => navigator.clipboard.readText());
+    assert(copiedCode === 'const answer = 42;\n', `Copy code puts the code alone on the clipboard (${JSON.stringify(copiedCode)})`);
     markdownHash = new URL(page.url()).hash;
   });
 
