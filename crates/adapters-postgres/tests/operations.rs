@@ -23,6 +23,17 @@ async fn connect(database: &TestDatabase) -> PostgresChatRepository {
         .expect("connect to the test database")
 }
 
+/// A conversation titled `title`, created in `repository`.
+async fn created_conversation(repository: &PostgresChatRepository, title: &str) -> Conversation {
+    let conversation = Conversation::new(
+        ConversationId::generate(),
+        ConversationTitle::new(title).unwrap(),
+        Timestamp::now(),
+    );
+    repository.create_conversation(&conversation).await.unwrap();
+    conversation
+}
+
 fn exchange(conversation_id: ConversationId, label: &str) -> NewExchange {
     let message = |content: String| NewMessage {
         id: MessageId::generate(),
@@ -283,12 +294,7 @@ async fn a_database_in_sql_ascii_keeps_every_character() {
         return;
     };
     let repository = connect(&database).await;
-    let conversation = Conversation::new(
-        ConversationId::generate(),
-        ConversationTitle::new("Ünïcödé 🎉").unwrap(),
-        Timestamp::now(),
-    );
-    repository.create_conversation(&conversation).await.unwrap();
+    let conversation = created_conversation(&repository, "Ünïcödé 🎉").await;
     let text = "日本語 and 🎉 émoji";
     repository
         .append_exchange(&exchange(conversation.id, text))
@@ -311,12 +317,7 @@ async fn a_reply_already_shown_waits_for_room_in_a_full_queue_where_others_are_r
     settings.pool_size = 2;
     settings.write_queue_capacity = 1;
     let repository = Arc::new(PostgresChatRepository::connect(settings).await.unwrap());
-    let conversation = Conversation::new(
-        ConversationId::generate(),
-        ConversationTitle::new("Full").unwrap(),
-        Timestamp::now(),
-    );
-    repository.create_conversation(&conversation).await.unwrap();
+    let conversation = created_conversation(&repository, "Full").await;
     let mut blocker = hold_row_lock(&database, conversation.id);
     // Appends wait behind the held batch until one finds the queue full.
     let mut queued = JoinSet::new();
@@ -384,12 +385,7 @@ async fn a_database_emptied_under_the_server_is_unavailable_and_not_ready() {
         return;
     };
     let repository = connect(&database).await;
-    let conversation = Conversation::new(
-        ConversationId::generate(),
-        ConversationTitle::new("Soon gone").unwrap(),
-        Timestamp::now(),
-    );
-    repository.create_conversation(&conversation).await.unwrap();
+    let conversation = created_conversation(&repository, "Soon gone").await;
     repository
         .health_check()
         .await
@@ -574,11 +570,11 @@ async fn start_answer_losing_proxy(
     port
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_append_committed_before_its_answer_was_lost_is_answered_as_stored() {
-    let Some(database) = TestDatabase::create().await else {
-        return;
-    };
+/// A repository reaching `database` through [`start_answer_losing_proxy`], which loses the answer
+/// to the next append batch once the returned flag is set.
+async fn losing_batch_answers(
+    database: &TestDatabase,
+) -> (Arc<AtomicBool>, PostgresChatRepository) {
     let (target, via) = split_authority(database.url());
     let armed = Arc::new(AtomicBool::new(false));
     let port =
@@ -589,13 +585,19 @@ async fn an_append_committed_before_its_answer_was_lost_is_answered_as_stored() 
         connect_timeout: Duration::from_secs(2),
         ..PostgresSettings::new("")
     };
-    let repository = PostgresChatRepository::connect(settings).await.unwrap();
-    let conversation = Conversation::new(
-        ConversationId::generate(),
-        ConversationTitle::new("Answer lost").unwrap(),
-        Timestamp::now(),
-    );
-    repository.create_conversation(&conversation).await.unwrap();
+    (
+        armed,
+        PostgresChatRepository::connect(settings).await.unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_committed_before_its_answer_was_lost_is_answered_as_stored() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let (armed, repository) = losing_batch_answers(&database).await;
+    let conversation = created_conversation(&repository, "Answer lost").await;
 
     armed.store(true, Ordering::SeqCst);
     let sent = exchange(conversation.id, "committed, then the answer was lost");
@@ -621,23 +623,9 @@ async fn an_append_whose_client_vanished_while_it_waited_is_answered_once_it_com
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let (target, via) = split_authority(database.url());
-    let armed = Arc::new(AtomicBool::new(false));
-    let port =
-        start_answer_losing_proxy(target, b"append_exchange_batch", Arc::clone(&armed)).await;
-    let settings = PostgresSettings {
-        url: via(&format!("127.0.0.1:{port}")),
-        pool_size: 2,
-        connect_timeout: Duration::from_secs(2),
-        ..PostgresSettings::new("")
-    };
-    let repository = Arc::new(PostgresChatRepository::connect(settings).await.unwrap());
-    let conversation = Conversation::new(
-        ConversationId::generate(),
-        ConversationTitle::new("Orphaned statement").unwrap(),
-        Timestamp::now(),
-    );
-    repository.create_conversation(&conversation).await.unwrap();
+    let (armed, repository) = losing_batch_answers(&database).await;
+    let repository = Arc::new(repository);
+    let conversation = created_conversation(&repository, "Orphaned statement").await;
     let mut blocker = hold_row_lock(&database, conversation.id);
 
     armed.store(true, Ordering::SeqCst);
@@ -810,12 +798,7 @@ async fn a_database_refusing_writes_fails_them_as_unavailable_and_still_serves_r
         return;
     };
     let repository = connect(&database).await;
-    let conversation = Conversation::new(
-        ConversationId::generate(),
-        ConversationTitle::new("Read-only later").unwrap(),
-        Timestamp::now(),
-    );
-    repository.create_conversation(&conversation).await.unwrap();
+    let conversation = created_conversation(&repository, "Read-only later").await;
     // New sessions start read-only; ending the pool's sessions makes it open new ones.
     diesel::PgConnection::establish(database.url())
         .unwrap()
@@ -916,12 +899,7 @@ async fn a_failing_append_in_a_batch_fails_alone_and_the_rest_commit_in_order() 
     // Without them, a writer committing one append at a time would pass this test too.
     let histograms = testkit::histograms::record().await;
     let repository = one_batch_in_flight(&database).await;
-    let conversation = Conversation::new(
-        ConversationId::generate(),
-        ConversationTitle::new("Batch").unwrap(),
-        Timestamp::now(),
-    );
-    repository.create_conversation(&conversation).await.unwrap();
+    let conversation = created_conversation(&repository, "Batch").await;
     let first = repository
         .append_exchange(&exchange(conversation.id, "question 0"))
         .await
