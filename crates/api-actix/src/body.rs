@@ -225,9 +225,7 @@ fn decode_utf8<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     let first = body.iter().find(|byte| !is_json_whitespace(byte));
     if first != Some(&b'{') {
         if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            return Err(BodyError::Invalid(format!(
-                "The request body is not valid JSON: {error}."
-            )));
+            return Err(BodyError::Invalid(not_json(&error)));
         }
         return Err(BodyError::Invalid(
             "The request body must be a JSON object.".to_owned(),
@@ -257,10 +255,23 @@ fn decode_utf8<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
         })
         .map_err(|error| match error.classify() {
             Category::Data => BodyError::Invalid(format!("Invalid request body: {error}.")),
-            Category::Syntax | Category::Eof | Category::Io => {
-                BodyError::Invalid(format!("The request body is not valid JSON: {error}."))
-            }
+            Category::Syntax | Category::Eof | Category::Io => BodyError::Invalid(not_json(&error)),
         })
+}
+
+/// Why a body is not JSON, in serde's words, and for a `\u` escape what it should have been:
+/// serde says "unexpected end of hex escape" of `"\ud800 x"`, half of a surrogate pair, which
+/// Python's `json` would take (as text no store here can hold).
+fn not_json(error: &serde_json::Error) -> String {
+    let why = error.to_string();
+    if why.contains("hex escape") {
+        format!(
+            "The request body is not valid JSON: {why} (a \\u escape is four hex digits, and one \
+             of a UTF-16 surrogate pair needs the other right after it)."
+        )
+    } else {
+        format!("The request body is not valid JSON: {why}.")
+    }
 }
 
 /// The request parsing of `POST /chat/message` without the framework around it, for fuzzing:
@@ -373,6 +384,16 @@ mod tests {
                 .contains("invalid type: integer `5`"),
             "the last value's fault, not the repetition"
         );
+        for half in [
+            &br#"{"message": "\ud800 x"}"#[..],
+            br#"{"message": "\ud800\u0041"}"#,
+        ] {
+            let refused = message(half).unwrap_err();
+            assert!(
+                refused.contains("one of a UTF-16 surrogate pair needs the other right after it"),
+                "{refused}"
+            );
+        }
         for body in [
             truncated,
             br#"{"message": 5}"#.as_slice(),
