@@ -350,7 +350,7 @@ async function main() {
     await mine.getByRole('button', { name: 'Copy code', exact: true }).click();
     await mine.locator('.code-copy').getByRole('button', { name: 'Copied', exact: true }).waitFor();
     const copiedCode = await page.evaluate(() => navigator.clipboard.readText());
-    assert(copiedCode === 'const answer = 42;\n', `Copy code puts the code alone on the clipboard (${JSON.stringify(copiedCode)})`);
+    assert(copiedCode === 'const answer = 42;', `Copy code puts the code alone on the clipboard (${JSON.stringify(copiedCode)})`);
     markdownHash = new URL(page.url()).hash;
   });
 

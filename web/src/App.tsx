@@ -81,9 +81,10 @@ export function App() {
           if (!gone) setMaxMessageChars(limits.max_message_chars);
         },
         () => {
-          // Out of reach for now: until known, the server's own refusal is what the user sees.
-          const delay = LIMITS_RETRY_DELAYS_MS[attempt];
-          if (!gone && delay !== undefined) timer = setTimeout(() => ask(attempt + 1), delay);
+          // Out of reach for now: until known, the server's own refusal is what the user sees. The
+          // last wait repeats: a limit learned late still spares a refused message.
+          const delay = LIMITS_RETRY_DELAYS_MS[Math.min(attempt, LIMITS_RETRY_DELAYS_MS.length - 1)];
+          if (!gone) timer = setTimeout(() => ask(attempt + 1), delay);
         },
       );
     };
@@ -578,7 +579,7 @@ export function App() {
             <p className="empty-title">
               {isUnreachable(list.error) ? 'Cannot reach the server.' : `Could not load conversations: ${errorMessage(list.error)}`}
             </p>
-            <p>Check that chat-server is running, then try again.</p>
+            <p>Check that chat-server is running. This page tries again by itself, and loads once it answers.</p>
             <button type="button" className="button primary" onClick={loadList}>
               Retry
             </button>
@@ -604,7 +605,7 @@ export function App() {
   );
 }
 
-/** Waits before each new try at learning the server's limits, while it cannot be reached. */
+/** Waits before each new try at learning the server's limits, while it cannot be reached; the last repeats. */
 const LIMITS_RETRY_DELAYS_MS = [2000, 5000, 15000, 60000];
 
 /** Waits before each new try at naming a conversation, while the server cannot be reached. */

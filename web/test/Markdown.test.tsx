@@ -55,7 +55,7 @@ describe('Markdown', () => {
       expect(copies).toHaveLength(2);
       fireEvent.click(copies[0] as HTMLElement);
       await findByText('Copied');
-      expect(writeText).toHaveBeenCalledWith('fn main() {\n    println!("hi");\n}\n');
+      expect(writeText).toHaveBeenCalledWith('fn main() {\n    println!("hi");\n}');
     } finally {
       vi.unstubAllGlobals();
     }

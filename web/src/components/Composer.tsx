@@ -21,8 +21,10 @@ const COUNT_FROM = 0.9;
  */
 export function Composer({ value, onChange, onSend, onStop, streaming, inputRef, maxChars = null }: Props) {
   const empty = value.trim() === '';
-  // Counted only near the limit: a long text is not walked through on every key.
-  const count = maxChars !== null && value.length >= maxChars * COUNT_FROM ? codePoints(value) : null;
+  // Walked through only once long enough to be near the limit (its UTF-16 length is never less
+  // than its count of code points), not on every key of a short text.
+  const counted = maxChars !== null && value.length >= maxChars * COUNT_FROM ? codePoints(value) : null;
+  const count = counted !== null && maxChars !== null && counted >= maxChars * COUNT_FROM ? counted : null;
   const tooLong = count !== null && maxChars !== null && count > maxChars;
   const sendable = !empty && !tooLong;
   const lastFocused = useRef<Element | null>(null);

@@ -1072,7 +1072,7 @@ export function ConversationView({
             ) : (
               <>
                 <p>{isUnreachable(load.error) ? 'Cannot reach the server.' : `Could not load the messages: ${errorMessage(load.error)}`}</p>
-                {(isUnreachable(load.error) || isBusy(load.error)) && <p className="state-hint">Trying again by itself every few seconds.</p>}
+                {(isUnreachable(load.error) || isBusy(load.error)) && <p className="state-hint">Trying again by itself.</p>}
                 <button type="button" className="button" onClick={loadAgain}>
                   Retry
                 </button>

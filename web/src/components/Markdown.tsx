@@ -115,7 +115,8 @@ function Pre(props: ComponentPropsWithoutRef<'pre'> & { node?: Element }) {
     <div className="code-block" dir="ltr">
       <div className="code-header">
         <span className="code-language">{language}</span>
-        <CopyButton text={() => pre.current?.textContent ?? ''} label="Copy code" className="code-copy" />
+        {/* Without the line break that ends every code block: pasted, it would add an empty line. */}
+        <CopyButton text={() => (pre.current?.textContent ?? '').replace(/\n$/, '')} label="Copy code" className="code-copy" />
       </div>
       <pre ref={pre} tabIndex={0} dir="ltr" {...rest} />
     </div>
