@@ -76,13 +76,13 @@ fn error_data(message: &str, code: &str) -> String {
 fn final_event(outcome: Result<Exchange, ChatError>) -> (&'static str, String) {
     match outcome {
         Ok(exchange) => ("done", json(&ExchangeDto::from(exchange))),
-        Err(ChatError::Stopped) => {
-            tracing::info!("streamed reply stopped before its first words");
-            let error = ApiError::from(ChatError::Stopped);
-            ("error", error_data(error.message(), error.code()))
-        }
         Err(error) => {
-            tracing::warn!(%error, "streamed reply failed");
+            // A user's stop is no failure.
+            if matches!(error, ChatError::Stopped) {
+                tracing::info!("streamed reply stopped before its first words");
+            } else {
+                tracing::warn!(%error, "streamed reply failed");
+            }
             let error = ApiError::from(error);
             ("error", error_data(error.message(), error.code()))
         }

@@ -463,3 +463,45 @@ pub(crate) async fn limits(state: web::Data<AppState>) -> HttpResponse {
         max_title_chars: ConversationTitle::MAX_CHARS,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use domain::{GenerationEvent, GenerationLogError};
+    use futures::stream;
+
+    use super::*;
+
+    fn events(names: &[&str]) -> Vec<Result<GenerationEvent, GenerationLogError>> {
+        (1..)
+            .zip(names)
+            .map(|(sequence, name)| {
+                Ok(GenerationEvent {
+                    sequence,
+                    name: (*name).to_owned(),
+                    data: "{}".to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_followed_reply_has_ended_only_when_its_final_event_came() {
+        for (followed, ended) in [
+            (events(&["delta", "done"]), true),
+            (events(&["delta", "error"]), true),
+            (events(&["delta"]), false),
+            (Vec::new(), false),
+            (
+                events(&["delta"])
+                    .into_iter()
+                    .chain([Err(GenerationLogError::Unavailable("lost".to_owned()))])
+                    .collect(),
+                false,
+            ),
+        ] {
+            let described = format!("{followed:?}");
+            let followed = stream::iter(followed).boxed();
+            assert_eq!(logs_its_end(followed).await, ended, "{described}");
+        }
+    }
+}
