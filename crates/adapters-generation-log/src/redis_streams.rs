@@ -334,9 +334,14 @@ impl RedisGenerationLog {
         format!("{}:generation:{id}", self.prefix)
     }
 
-    /// Set when a replica asks the generation's writer to stop it.
+    /// Set, to the conversation's id, when a replica asks the generation's writer to stop it.
     fn stop_key(&self, id: GenerationId) -> String {
         format!("{}:generation:{id}:stop", self.prefix)
+    }
+
+    /// Set, to the conversation's id, by the replica that claimed an id a client chose.
+    fn claim_key(&self, id: GenerationId) -> String {
+        format!("{}:generation:{id}:claim", self.prefix)
     }
 
     /// A sorted set of the conversation's generations still running, scored by their start (ms).
@@ -597,11 +602,43 @@ impl GenerationLog for RedisGenerationLog {
         }
     }
 
-    async fn request_stop(&self, generation_id: GenerationId) -> Result<(), GenerationLogError> {
+    async fn claim(
+        &self,
+        conversation_id: ConversationId,
+        generation_id: GenerationId,
+    ) -> Result<bool, GenerationLogError> {
+        let mut commands = self.commands.clone();
+        // Only one replica's `SET NX` wins; a stream of the id (a generation whose id the server
+        // chose, which claims nothing) takes it too.
+        let (claimed, logged): (Option<String>, bool) = redis::pipe()
+            .atomic()
+            .set_options(
+                self.claim_key(generation_id),
+                conversation_id.to_string(),
+                SetOptions::default()
+                    .conditional_set(redis::ExistenceCheck::NX)
+                    .with_expiration(SetExpiry::EX(UNFINISHED_LIFETIME_SECS)),
+            )
+            .exists(self.stream_key(generation_id))
+            .query_async(&mut commands)
+            .await
+            .map_err(unavailable)?;
+        Ok(claimed.is_some() && !logged)
+    }
+
+    async fn request_stop(
+        &self,
+        conversation_id: ConversationId,
+        generation_id: GenerationId,
+    ) -> Result<(), GenerationLogError> {
         let mut commands = self.commands.clone();
         // As long as an unfinished generation's stream lives: no reply runs longer unlogged.
         let () = commands
-            .set_ex(self.stop_key(generation_id), "1", UNFINISHED_LIFETIME_SECS)
+            .set_ex(
+                self.stop_key(generation_id),
+                conversation_id.to_string(),
+                UNFINISHED_LIFETIME_SECS,
+            )
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -609,13 +646,15 @@ impl GenerationLog for RedisGenerationLog {
 
     async fn stop_requested(
         &self,
+        conversation_id: ConversationId,
         generation_id: GenerationId,
     ) -> Result<bool, GenerationLogError> {
         let mut commands = self.commands.clone();
-        commands
-            .exists(self.stop_key(generation_id))
+        let asked_in: Option<String> = commands
+            .get(self.stop_key(generation_id))
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(asked_in.is_some_and(|asked_in| asked_in == conversation_id.to_string()))
     }
 }
 
@@ -890,11 +929,78 @@ mod tests {
         let untouched = GenerationId::generate();
         writer.begin(conversation, generation).await.unwrap();
         writer.begin(conversation, untouched).await.unwrap();
-        assert!(!writer.stop_requested(generation).await.unwrap());
+        assert!(!writer
+            .stop_requested(conversation, generation)
+            .await
+            .unwrap());
 
-        other_replica.request_stop(generation).await.unwrap();
-        assert!(writer.stop_requested(generation).await.unwrap());
-        assert!(!writer.stop_requested(untouched).await.unwrap());
+        other_replica
+            .request_stop(conversation, generation)
+            .await
+            .unwrap();
+        assert!(writer
+            .stop_requested(conversation, generation)
+            .await
+            .unwrap());
+        assert!(!writer
+            .stop_requested(conversation, untouched)
+            .await
+            .unwrap());
+
+        // Asked before the writer began it (its client chose the id): still seen once it begins.
+        let overtaken = GenerationId::generate();
+        other_replica
+            .request_stop(conversation, overtaken)
+            .await
+            .unwrap();
+        assert!(writer
+            .stop_requested(conversation, overtaken)
+            .await
+            .unwrap());
+        writer.begin(conversation, overtaken).await.unwrap();
+        assert!(writer
+            .stop_requested(conversation, overtaken)
+            .await
+            .unwrap());
+
+        // A stop asked under another conversation stops nothing of this one.
+        let elsewhere = GenerationId::generate();
+        other_replica
+            .request_stop(ConversationId::generate(), elsewhere)
+            .await
+            .unwrap();
+        assert!(!writer
+            .stop_requested(conversation, elsewhere)
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_chosen_id_is_claimed_by_one_replica_only_and_never_when_it_was_logged() {
+        let Some(one) = log_on_test_redis().await else {
+            return;
+        };
+        let other_replica =
+            RedisGenerationLog::connect(&testkit::redis_url(), one.prefix.clone(), one.ttl)
+                .await
+                .unwrap();
+        let conversation = ConversationId::generate();
+        let chosen = GenerationId::generate();
+        let (first, second) = tokio::join!(
+            one.claim(conversation, chosen),
+            other_replica.claim(conversation, chosen)
+        );
+        assert!(
+            first.unwrap() ^ second.unwrap(),
+            "exactly one replica claims it"
+        );
+        assert!(!one.claim(conversation, chosen).await.unwrap());
+
+        // An id the server chose claims nothing, but its stream takes the id.
+        let logged = GenerationId::generate();
+        one.begin(conversation, logged).await.unwrap();
+        one.append(logged, "start", "{}", false).await.unwrap();
+        assert!(!other_replica.claim(conversation, logged).await.unwrap());
     }
 
     /// A generation begun here, its start logged, and a follower here that has read it.

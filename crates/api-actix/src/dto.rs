@@ -244,6 +244,11 @@ pub(crate) struct SendMessageRequest {
     /// Not blank.
     #[schema(min_length = 1)]
     pub content: String,
+    /// With `Accept: text/event-stream` only: the id the streamed reply is to have, chosen by the
+    /// client (a random UUID, new for every message) so that it can stop the reply before its
+    /// `start` event arrives. Without it the server chooses one.
+    #[schema(format = Uuid)]
+    pub generation_id: Option<String>,
 }
 
 /// Data of an SSE `delta` event: the next piece of the reply.

@@ -262,7 +262,8 @@ impl From<ChatError> for ApiError {
                 "The server stopped before the reply began; send the message again.",
             )
             .retry_later(),
-            // Only ever the final event of the stopped reply's stream: its stop was asked for.
+            // The final event of the stopped reply's stream, or the answer to its message when
+            // the client that chose its id stopped it before it began: its stop was asked for.
             ChatError::Stopped => ApiError::new(
                 StatusCode::CONFLICT,
                 "stopped",

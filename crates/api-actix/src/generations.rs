@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use domain::{ConversationId, GenerationId};
 use tokio::runtime::Handle;
@@ -18,7 +18,24 @@ pub struct Generations {
     runtime: Handle,
     in_flight: Arc<InFlight>,
     cut: Arc<watch::Sender<bool>>,
-    running: Arc<Mutex<HashMap<GenerationId, Running>>>,
+    replies: Arc<Mutex<Replies>>,
+}
+
+/// How long a stop asked for a reply that has not started here is remembered: its client chose
+/// its generation id, and the stop may overtake the message on its way in.
+const EARLY_STOP_LIFETIME: Duration = Duration::from_secs(60);
+/// At most this many such stops are remembered at once; beyond it the oldest is forgotten.
+const EARLY_STOPS_KEPT: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Replies {
+    running: HashMap<GenerationId, Running>,
+    /// Stops asked for replies not running here, by the time they were asked.
+    stopped_before_start: HashMap<GenerationId, (ConversationId, Instant)>,
+}
+
+fn lock(replies: &Mutex<Replies>) -> std::sync::MutexGuard<'_, Replies> {
+    replies.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A streamed reply running here, which its user may stop.
@@ -33,12 +50,21 @@ struct Running {
 /// exchange stored, or its failure known).
 #[derive(Debug)]
 pub(crate) struct RunningReply {
-    running: Arc<Mutex<HashMap<GenerationId, Running>>>,
+    replies: Arc<Mutex<Replies>>,
+    conversation_id: ConversationId,
     generation_id: GenerationId,
     stop: watch::Receiver<bool>,
 }
 
 impl RunningReply {
+    pub(crate) fn conversation_id(&self) -> ConversationId {
+        self.conversation_id
+    }
+
+    pub(crate) fn generation_id(&self) -> GenerationId {
+        self.generation_id
+    }
+
     /// Resolves when the reply's user asked for it to stop.
     pub(crate) fn stop_signal(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut stop = self.stop.clone();
@@ -52,11 +78,22 @@ impl RunningReply {
 
 impl Drop for RunningReply {
     fn drop(&mut self) {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.generation_id);
+        lock(&self.replies).running.remove(&self.generation_id);
     }
+}
+
+fn stop_running(
+    replies: &Replies,
+    conversation_id: ConversationId,
+    generation_id: GenerationId,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let reply = replies
+        .running
+        .get(&generation_id)
+        .filter(|reply| reply.conversation_id == conversation_id)?;
+    reply.stop.send_replace(true);
+    let mut ended = reply.stop.subscribe();
+    Some(async move { while ended.changed().await.is_ok() {} })
 }
 
 #[derive(Debug, Default)]
@@ -82,32 +119,72 @@ impl Generations {
             runtime,
             in_flight: Arc::default(),
             cut: Arc::new(watch::Sender::new(false)),
-            running: Arc::default(),
+            replies: Arc::default(),
         }
     }
 
-    /// Takes note of a streamed reply starting here, so that [`Self::stop`] can reach it.
+    /// Takes note of a streamed reply starting here, so that [`Self::stop`] can reach it from
+    /// before its assistant is asked; `None` when a reply with this id runs here already. A stop
+    /// asked for it before it started (by [`Self::stop_or_remember`]) stops it at once.
     pub(crate) fn running_reply(
         &self,
         conversation_id: ConversationId,
         generation_id: GenerationId,
-    ) -> RunningReply {
-        let (stop, stop_signal) = watch::channel(false);
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                generation_id,
-                Running {
-                    conversation_id,
-                    stop,
-                },
-            );
-        RunningReply {
-            running: Arc::clone(&self.running),
+    ) -> Option<RunningReply> {
+        let mut replies = lock(&self.replies);
+        if replies.running.contains_key(&generation_id) {
+            return None;
+        }
+        let stopped_already = replies
+            .stopped_before_start
+            .remove(&generation_id)
+            .is_some_and(|(stopped_in, asked)| {
+                stopped_in == conversation_id && asked.elapsed() < EARLY_STOP_LIFETIME
+            });
+        let (stop, stop_signal) = watch::channel(stopped_already);
+        replies.running.insert(
+            generation_id,
+            Running {
+                conversation_id,
+                stop,
+            },
+        );
+        Some(RunningReply {
+            replies: Arc::clone(&self.replies),
+            conversation_id,
             generation_id,
             stop: stop_signal,
+        })
+    }
+
+    /// [`Self::stop`]; or, when the reply does not run here, remembers the stop for a minute (its
+    /// message may not have arrived yet): a reply of the conversation that starts with this id
+    /// meanwhile is stopped before its assistant is asked.
+    pub(crate) fn stop_or_remember(
+        &self,
+        conversation_id: ConversationId,
+        generation_id: GenerationId,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let mut replies = lock(&self.replies);
+        if let Some(ended) = stop_running(&replies, conversation_id, generation_id) {
+            return Some(ended);
         }
+        let stops = &mut replies.stopped_before_start;
+        if stops.len() >= EARLY_STOPS_KEPT {
+            stops.retain(|_, (_, asked)| asked.elapsed() < EARLY_STOP_LIFETIME);
+        }
+        if stops.len() >= EARLY_STOPS_KEPT {
+            // The newest stop is the one a user is waiting on.
+            let oldest = stops
+                .iter()
+                .min_by_key(|(_, (_, asked))| *asked)
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                stops.remove(&oldest);
+            }
+        }
+        stops.insert(generation_id, (conversation_id, Instant::now()));
+        None
     }
 
     /// Asks the conversation's reply `generation_id` to stop, if it runs here, and returns what
@@ -117,13 +194,7 @@ impl Generations {
         conversation_id: ConversationId,
         generation_id: GenerationId,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let reply = running
-            .get(&generation_id)
-            .filter(|reply| reply.conversation_id == conversation_id)?;
-        reply.stop.send_replace(true);
-        let mut ended = reply.stop.subscribe();
-        Some(async move { while ended.changed().await.is_ok() {} })
+        stop_running(&lock(&self.replies), conversation_id, generation_id)
     }
 
     /// Resolves when the running replies are to be cut short.
@@ -186,5 +257,49 @@ impl Generations {
                 return self.in_flight() == 0;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    fn is_stopped(reply: &RunningReply) -> bool {
+        reply.stop_signal().now_or_never().is_some()
+    }
+
+    #[tokio::test]
+    async fn a_stop_before_its_reply_starts_stops_that_reply_of_that_conversation_only() {
+        let generations = Generations::new(Handle::current());
+        let (conversation, other) = (ConversationId::generate(), ConversationId::generate());
+        let (early, elsewhere, unasked) = (
+            GenerationId::generate(),
+            GenerationId::generate(),
+            GenerationId::generate(),
+        );
+        assert!(generations.stop_or_remember(conversation, early).is_none());
+        assert!(generations.stop_or_remember(other, elsewhere).is_none());
+
+        let stopped = generations.running_reply(conversation, early).unwrap();
+        assert!(is_stopped(&stopped));
+        assert!(!is_stopped(
+            &generations.running_reply(conversation, elsewhere).unwrap()
+        ));
+        assert!(!is_stopped(
+            &generations.running_reply(conversation, unasked).unwrap()
+        ));
+        // One reply per id; the early stop was used up by the reply it stopped.
+        assert!(generations.running_reply(conversation, early).is_none());
+        drop(stopped);
+        let started = generations.running_reply(conversation, early).unwrap();
+        assert!(!is_stopped(&started));
+
+        // Asked once the reply has started, it stops it then and there.
+        let ended = generations.stop_or_remember(conversation, early).unwrap();
+        assert!(is_stopped(&started));
+        drop(started);
+        ended.await;
     }
 }

@@ -338,19 +338,20 @@ impl Drop for OpenGeneration {
 
 /// What ends a reply before its assistant is done: the server stopping, or its user, through
 /// this replica or (`log`, asked every [`STOP_POLL_INTERVAL`]) another one.
-fn interruption(
+pub(crate) fn interruption(
     generations: &Generations,
     running: &RunningReply,
-    log: Option<(Arc<dyn GenerationLog>, GenerationId)>,
+    log: Option<Arc<dyn GenerationLog>>,
 ) -> impl std::future::Future<Output = Interruption> + Send + 'static {
     let cut = generations.cut_signal().map(|()| Interruption::CutShort);
+    let (conversation_id, generation_id) = (running.conversation_id(), running.generation_id());
     let stopped_elsewhere = async move {
-        let Some((log, generation_id)) = log else {
+        let Some(log) = log else {
             return future::pending().await;
         };
         loop {
             tokio::time::sleep(STOP_POLL_INTERVAL).await;
-            match log.stop_requested(generation_id).await {
+            match log.stop_requested(conversation_id, generation_id).await {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(error) => tracing::debug!(%error, "cannot ask the log for a stop"),
@@ -402,11 +403,7 @@ async fn run_logged(
             }
         }
     };
-    let interrupted = interruption(
-        &generations,
-        &running,
-        Some((Arc::clone(&log), generation_id)),
-    );
+    let interrupted = interruption(&generations, &running, Some(Arc::clone(&log)));
     let (outcome, ()) = future::join(pending.complete(deltas, interrupted), relay).await;
     drop(slot);
     let (name, data) = final_event(outcome);
@@ -426,10 +423,11 @@ pub(crate) async fn stream_reply(
     conversation_id: ConversationId,
     content: String,
     pending: PendingReply,
+    running: RunningReply,
     slot: Option<HeldStreamSlot>,
 ) -> HttpResponse {
     let log = Arc::clone(&state.generation_log);
-    let generation_id = GenerationId::generate();
+    let generation_id = running.generation_id();
     let start = json(&StreamStartEvent {
         generation_id: generation_id.to_string(),
         conversation_id: conversation_id.to_string(),
@@ -445,9 +443,6 @@ pub(crate) async fn stream_reply(
         append_retrying(log.as_ref(), generation_id, "start", &start).await?;
         Ok::<_, GenerationLogError>((events, open))
     };
-    let running = state
-        .generations
-        .running_reply(conversation_id, generation_id);
     match logged.await {
         Ok((events, open)) => {
             let generations = state.generations.clone();

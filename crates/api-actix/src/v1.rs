@@ -1,8 +1,12 @@
 //! The product API: conversations, cursor-paginated messages, streamed replies.
 
+use std::sync::Arc;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use domain::{ChatError, ConversationId, ConversationTitle, GenerationId, GenerationLogError};
+use domain::{
+    ChatError, ConversationId, ConversationTitle, GenerationId, GenerationLogError, Interruption,
+};
 use futures::future::{self, Either};
 use futures::{FutureExt, StreamExt};
 
@@ -19,6 +23,19 @@ use crate::stream_limit::HeldStreamSlot;
 
 fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid_id())
+}
+
+fn generation_id(raw: &str) -> Result<GenerationId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request("invalid_id", "The generation id must be a UUID."))
+}
+
+fn generation_id_in_use() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::CONFLICT,
+        "generation_id_in_use",
+        "A reply with this generation id exists already; choose a new id for every message.",
+    )
 }
 
 #[utoipa::path(
@@ -207,7 +224,9 @@ pub(crate) async fn list_messages(
 /// the reply as Server-Sent Events: a `start` event (`{"generation_id", "conversation_id",
 /// "content"}`), `delta` events (`{"text": ...}`), then one `done` event (the stored exchange) or
 /// one `error` event (`{"message", "code"}`); each carries `id: <generation_id>:<sequence>` for
-/// resuming with `GET .../stream`.
+/// resuming with `GET .../stream`. A client that chose the `generation_id` may stop the reply
+/// from the moment it sent the message: stopped before it began, the answer is `409 stopped`
+/// and nothing is stored.
 #[utoipa::path(
     post,
     path = "/api/v1/conversations/{id}/messages",
@@ -217,8 +236,9 @@ pub(crate) async fn list_messages(
     responses(
         (status = 201, description = "The stored exchange", body = ExchangeDto),
         (status = 200, description = "With Accept: text/event-stream: `event: start` (`{\"generation_id\", \"conversation_id\", \"content\"}`), `event: delta` / `data: {\"text\"}` events, then `event: done` with the stored exchange or `event: error` with `{\"message\", \"code\"}`; every event carries `id: <generation_id>:<sequence>`", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Malformed id or body, blank content", body = ErrorResponse),
+        (status = 400, description = "Malformed id or body, blank content, or a `generation_id` (`invalid_id`: not a UUID; `invalid_body`: without `Accept: text/event-stream`)", body = ErrorResponse),
         (status = 404, description = "No such conversation", body = ErrorResponse),
+        (status = 409, description = "With a `generation_id`: the reply was stopped before it began, and nothing was stored (`stopped`), or a reply with that id exists already (`generation_id_in_use`)", body = ErrorResponse),
         (status = 413, description = "Body or content too large", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
         (status = 408, description = "The body did not arrive in time", body = ErrorResponse),
@@ -239,26 +259,87 @@ pub(crate) async fn send_message(
     let id = conversation_id(&id)?;
     let body: SendMessageRequest = read_json(&request, payload, &state.settings).await?;
     let text = state.service.message_text(body.content)?;
+    let chosen_id = body
+        .generation_id
+        .as_deref()
+        .map(generation_id)
+        .transpose()?;
     if sse::accepts_event_stream(request.headers()) {
         if state.generations.is_cut() {
             // It would be cut before its first word, after the provider was asked (and paid).
             return Err(ChatError::CutShort.into());
         }
+        let generation_id = chosen_id.unwrap_or_else(GenerationId::generate);
+        let running = state
+            .generations
+            .running_reply(id, generation_id)
+            .ok_or_else(generation_id_in_use)?;
+        let log = chosen_id.map(|_| Arc::clone(&state.generation_log));
+        if let Some(log) = &log {
+            check_chosen_id(log.as_ref(), id, generation_id).await?;
+        }
         let content = text.as_str().to_owned();
-        // The provider may take long to send the first words; a cut meanwhile ends the wait as
-        // it ends a reply with no text yet, rather than leave the client without an answer
-        // until the grace period closes its connection.
+        // The provider may take long to send the first words; a cut, or a stop by a client that
+        // chose the id (here or, through the log, on another replica), ends the wait as it ends
+        // a reply with no text yet. Polled first, so that a stop that came before the message
+        // ends it before the assistant is asked.
+        let interrupted = Box::pin(sse::interruption(&state.generations, &running, log));
         let started = Box::pin(state.service.start_reply(id, text));
-        let pending = match future::select(started, Box::pin(state.generations.cut_signal())).await
-        {
-            Either::Left((started, _)) => started?,
-            Either::Right(((), _)) => return Err(ChatError::CutShort.into()),
+        let pending = match future::select(interrupted, started).await {
+            Either::Right((started, _)) => started?,
+            Either::Left((Interruption::CutShort, _)) => return Err(ChatError::CutShort.into()),
+            Either::Left((Interruption::Stopped, _)) => {
+                tracing::info!("streamed reply stopped before its assistant answered");
+                return Err(ChatError::Stopped.into());
+            }
         };
         let slot = HeldStreamSlot::of(&request);
-        return Ok(sse::stream_reply(&state, id, content, pending, slot).await);
+        return Ok(sse::stream_reply(&state, id, content, pending, running, slot).await);
+    }
+    if chosen_id.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "A generation_id names a streamed reply: send it with Accept: text/event-stream.",
+        ));
     }
     let exchange = state.service.send_message(id, text).await?;
     Ok(HttpResponse::Created().json(ExchangeDto::from(exchange)))
+}
+
+/// How long a send waits for the log to claim its chosen id: a log slow to answer must not hold
+/// the reply up for long (it goes on without the claim, as a reply goes on without its log).
+const CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A generation id chosen by the client must be new (another reply's log would take this one's
+/// events as its own), and may have been stopped through another replica before its message came
+/// here. A log out of reach (or slow) answers neither: the reply goes on without it, as when
+/// `begin` fails.
+async fn check_chosen_id(
+    log: &dyn domain::GenerationLog,
+    conversation_id: ConversationId,
+    generation_id: GenerationId,
+) -> Result<(), ApiError> {
+    let asked = async {
+        if !log.claim(conversation_id, generation_id).await? {
+            return Ok(Err(generation_id_in_use()));
+        }
+        if log.stop_requested(conversation_id, generation_id).await? {
+            tracing::info!("streamed reply stopped before its message came");
+            return Ok(Err(ChatError::Stopped.into()));
+        }
+        Ok::<_, GenerationLogError>(Ok(()))
+    };
+    match tokio::time::timeout(CLAIM_PATIENCE, asked).await {
+        Ok(Ok(checked)) => checked,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "cannot ask the log about a chosen generation id");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::debug!("the log did not answer in time about a chosen generation id");
+            Ok(())
+        }
+    }
 }
 
 /// `<generation_id>:<sequence>`, as carried by every event's `id:` line.
@@ -388,7 +469,7 @@ fn generation_not_found() -> ApiError {
         (status = 200, description = "`stopped`: the reply has ended (stopped, or it ended meanwhile); `finished`: it had ended before", body = StopResponse),
         (status = 202, description = "`stopping`: asked to stop, not ended within 5 s (it may be waiting for room to be stored), or the log of a reply running on another replica could not show its end", body = StopResponse),
         (status = 400, description = "Malformed conversation or generation id", body = ErrorResponse),
-        (status = 404, description = "No such conversation (`conversation_not_found`), or no reply of it with this id (`generation_not_found`: unknown, expired, or run without the log and ended)", body = ErrorResponse),
+        (status = 404, description = "No such conversation (`conversation_not_found`), or no reply of it with this id (`generation_not_found`: unknown, expired, or run without the log and ended). A stop of an id not known yet is remembered for at least a minute: a reply of this conversation that starts with that id meanwhile (its client chose the id, and its message had not arrived) is stopped before it begins", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
         (status = 503, description = "Storage or the generation log unavailable", body = ErrorResponse),
         (status = 500, description = "Internal failure", body = ErrorResponse),
@@ -400,9 +481,7 @@ pub(crate) async fn stop_reply(
 ) -> Result<HttpResponse, ApiError> {
     let (id, generation) = path.into_inner();
     let id = conversation_id(&id)?;
-    let generation_id: GenerationId = generation
-        .parse()
-        .map_err(|_| ApiError::bad_request("invalid_id", "The generation id must be a UUID."))?;
+    let generation_id = generation_id(&generation)?;
     // A reply running here is stopped before anything else is asked: storage that is too busy
     // to answer is when a user most wants a long reply to stop.
     let ended: futures::future::BoxFuture<'static, bool> =
@@ -410,33 +489,53 @@ pub(crate) async fn stop_reply(
             Some(ended) => Box::pin(ended.map(|()| true)),
             None => {
                 state.service.get_conversation(id).await?;
-                let log = &state.generation_log;
-                let progress = match log.state(generation_id).await.map_err(log_unavailable)? {
-                    Some(progress) if progress.conversation_id == id => progress,
-                    _ => return Err(generation_not_found()),
-                };
-                if progress.finished {
-                    return Ok(HttpResponse::Ok().json(StopResponse::FINISHED));
+                // Not running here: its client may have chosen the id, and its message be on its
+                // way here. Remembered before the log is asked, which may fail; a message that
+                // came meanwhile is stopped now.
+                if let Some(ended) = state.generations.stop_or_remember(id, generation_id) {
+                    return Ok(stop_answer(Box::pin(ended.map(|()| true))).await);
                 }
-                // Another replica runs it: the log tells it, and shows its end.
-                log.request_stop(generation_id)
-                    .await
-                    .map_err(log_unavailable)?;
-                match log.follow(generation_id, progress.last_sequence).await {
-                    Ok(events) => Box::pin(logs_its_end(events)),
-                    Err(GenerationLogError::NotFound) => {
-                        return Ok(HttpResponse::Ok().json(StopResponse::FINISHED))
+                let log = &state.generation_log;
+                match log.state(generation_id).await.map_err(log_unavailable)? {
+                    Some(progress) if progress.conversation_id == id => {
+                        if progress.finished {
+                            return Ok(HttpResponse::Ok().json(StopResponse::FINISHED));
+                        }
+                        // Another replica runs it: the log tells it, and shows its end.
+                        log.request_stop(id, generation_id)
+                            .await
+                            .map_err(log_unavailable)?;
+                        match log.follow(generation_id, progress.last_sequence).await {
+                            Ok(events) => Box::pin(logs_its_end(events)),
+                            Err(GenerationLogError::NotFound) => {
+                                return Ok(HttpResponse::Ok().json(StopResponse::FINISHED))
+                            }
+                            Err(error) => return Err(log_unavailable(error)),
+                        }
                     }
-                    Err(error) => return Err(log_unavailable(error)),
+                    Some(_) => return Err(generation_not_found()),
+                    // Begun nowhere yet: its message may be on its way to another replica.
+                    None => {
+                        if let Err(error) = log.request_stop(id, generation_id).await {
+                            tracing::debug!(%error, "cannot tell other replicas of a stop");
+                        }
+                        return Err(generation_not_found());
+                    }
                 }
             }
         };
-    Ok(match tokio::time::timeout(STOP_PATIENCE, ended).await {
+    Ok(stop_answer(ended).await)
+}
+
+/// `stopped` once the reply has `ended` (true when its end was seen), `stopping` if that takes
+/// longer than [`STOP_PATIENCE`].
+async fn stop_answer(ended: futures::future::BoxFuture<'static, bool>) -> HttpResponse {
+    match tokio::time::timeout(STOP_PATIENCE, ended).await {
         Ok(true) => HttpResponse::Ok().json(StopResponse::STOPPED),
         // The log could not show the end (it failed, or the writer stopped keeping the reply
         // alive): the reply may still be on its way to storage.
         Ok(false) | Err(_) => HttpResponse::Accepted().json(StopResponse::STOPPING),
-    })
+    }
 }
 
 /// Whether `events` end with the reply's final event (`done` or `error`); a stream that ends

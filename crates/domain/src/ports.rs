@@ -189,7 +189,8 @@ pub trait GenerationLog: Send + Sync {
 
     /// Where the generation stands; `None` when it is unknown or its log expired. Before its first
     /// event a generation may be either (a log shared by replicas may learn of it only from that
-    /// event); callers ask only about generations they saw an event of.
+    /// event); callers ask only about generations they saw an event of, or about an id a client
+    /// chose for its reply, to tell whether it is new (`None` counts as new).
     async fn state(
         &self,
         generation_id: GenerationId,
@@ -205,20 +206,41 @@ pub trait GenerationLog: Send + Sync {
         after: u64,
     ) -> Result<GenerationEvents, GenerationLogError>;
 
-    /// Asks the generation's writer to stop it, for a replica that does not run it. The writer
-    /// asks [`Self::stop_requested`] while the reply runs. A log that only one process writes
-    /// and reads needs neither: the server stops its own generations without the log.
-    async fn request_stop(&self, generation_id: GenerationId) -> Result<(), GenerationLogError> {
-        let _ = generation_id;
+    /// Claims an id a client chose for a new generation of the conversation, before the generation
+    /// begins: `false` when the id is taken, claimed before or used by a logged generation, on any
+    /// replica. A log shared by replicas must claim atomically (two replicas sent the same id at
+    /// once must not both get `true`); the default answers from [`Self::state`], enough for a log
+    /// only one process uses (the server refuses an id that runs in it before it asks).
+    async fn claim(
+        &self,
+        conversation_id: ConversationId,
+        generation_id: GenerationId,
+    ) -> Result<bool, GenerationLogError> {
+        let _ = conversation_id;
+        Ok(self.state(generation_id).await?.is_none())
+    }
+
+    /// Asks the writer of the conversation's generation to stop it, for a replica that does not
+    /// run it, also before the generation began (its client chose the id). The writer asks
+    /// [`Self::stop_requested`] before the reply begins and while it runs. A log only one process
+    /// writes and reads needs neither: the server stops its own generations without the log.
+    async fn request_stop(
+        &self,
+        conversation_id: ConversationId,
+        generation_id: GenerationId,
+    ) -> Result<(), GenerationLogError> {
+        let _ = (conversation_id, generation_id);
         Ok(())
     }
 
-    /// Whether [`Self::request_stop`] was called for the generation, by any replica.
+    /// Whether [`Self::request_stop`] was called for the generation of this conversation, by any
+    /// replica; a stop asked under another conversation does not count.
     async fn stop_requested(
         &self,
+        conversation_id: ConversationId,
         generation_id: GenerationId,
     ) -> Result<bool, GenerationLogError> {
-        let _ = generation_id;
+        let _ = (conversation_id, generation_id);
         Ok(false)
     }
 }

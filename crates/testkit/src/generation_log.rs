@@ -200,6 +200,20 @@ pub async fn unknown_generations_are_not_found(log: Arc<dyn GenerationLog>) {
     ));
 }
 
+/// A client's chosen id is claimed while it is new, and never once a generation logged it.
+pub async fn a_chosen_id_is_claimed_only_while_new(log: Arc<dyn GenerationLog>) {
+    let conversation = ConversationId::generate();
+    assert!(log
+        .claim(conversation, GenerationId::generate())
+        .await
+        .unwrap());
+    let (conversation, logged) = begun(log.as_ref()).await;
+    log.append(logged, "start", "{}", false).await.unwrap();
+    assert!(!log.claim(conversation, logged).await.unwrap(), "running");
+    log.append(logged, "done", "{}", true).await.unwrap();
+    assert!(!log.claim(conversation, logged).await.unwrap(), "finished");
+}
+
 /// Runs every contract against logs made by `make`, each on a log of its own.
 #[macro_export]
 macro_rules! generation_log_conformance {
@@ -216,6 +230,7 @@ macro_rules! generation_log_conformance {
             the_newest_running_generation_is_in_progress_until_it_finishes,
             state_reports_progress,
             unknown_generations_are_not_found,
+            a_chosen_id_is_claimed_only_while_new,
         );
     };
 }

@@ -154,6 +154,14 @@ impl TestApp {
         response.json().await.expect("a conversation")
     }
 
+    /// Creates an untitled conversation and returns its id.
+    pub async fn new_conversation(&self) -> String {
+        self.create_conversation(None).await["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned()
+    }
+
     pub async fn send(&self, conversation_id: &str, content: &str) -> serde_json::Value {
         let response = self
             .post_json(
@@ -163,6 +171,33 @@ impl TestApp {
             .await;
         assert_eq!(response.status(), 201, "sending {content:?}");
         response.json().await.expect("an exchange")
+    }
+
+    /// Sends `body` (`content`, and perhaps a chosen `generation_id`) asking for the reply's
+    /// event stream; the answer is whatever the server says.
+    pub async fn post_streamed(
+        &self,
+        conversation_id: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/api/v1/conversations/{conversation_id}/messages")))
+            .header("accept", "text/event-stream")
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Asks the server to stop the conversation's reply `generation`.
+    pub async fn stop_reply(&self, conversation_id: &str, generation: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!(
+                "/api/v1/conversations/{conversation_id}/generations/{generation}/stop"
+            )))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     /// Every message of a conversation, oldest first, walking the pages with `before`.

@@ -111,10 +111,7 @@ async fn a_plain_send_whose_client_hangs_up_is_still_completed_and_stored() {
     })
     .await;
     let app = with_provider(&provider).spawn().await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))
         .build()
@@ -203,10 +200,7 @@ async fn a_reply_stopped_before_its_first_words_stores_nothing() {
         .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
         .spawn()
         .await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     let response = app
         .client
         .post(app.url(&format!("/api/v1/conversations/{id}/messages")))
@@ -218,15 +212,7 @@ async fn a_reply_stopped_before_its_first_words_stores_nothing() {
     let mut reader = SseReader::raw(response);
     let start = reader.next_event().await.expect("the start event");
     let generation = start.data["generation_id"].as_str().unwrap();
-    let stopped = app
-        .client
-        .post(app.url(&format!(
-            "/api/v1/conversations/{id}/generations/{generation}/stop"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stopped.status(), 200);
+    assert_eq!(app.stop_reply(&id, generation).await.status(), 200);
     let mut last = None;
     while let Some(event) = reader.next_event().await {
         last = Some(event);
@@ -241,6 +227,75 @@ async fn a_reply_stopped_before_its_first_words_stores_nothing() {
         .await
         .unwrap();
     assert_eq!(page["items"], json!([]));
+}
+
+/// A client that chose its reply's generation id stops it while the provider has not answered
+/// yet: its send is answered `409 stopped`, and nothing is stored.
+#[tokio::test]
+async fn a_reply_stopped_before_its_provider_answers_stores_nothing() {
+    let provider = FakeProvider::start(|_, _| Reply::Hang).await;
+    let app = with_provider(&provider)
+        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
+        .spawn()
+        .await;
+    let id = app.new_conversation().await;
+    let generation = domain::GenerationId::generate().to_string();
+    let body = json!({"content": "never mind", "generation_id": generation});
+    let (answer, ()) = tokio::join!(app.post_streamed(&id, &body), async {
+        let provider = &provider;
+        eventually("the provider is asked", || async move {
+            provider.requests().len() == 1
+        })
+        .await;
+        let stopped = app.stop_reply(&id, &generation).await;
+        assert_eq!(stopped.status(), 200);
+        assert_eq!(
+            stopped.json::<Value>().await.unwrap(),
+            json!({"status": "stopped"})
+        );
+    });
+    assert_eq!(answer.status(), 409);
+    assert_eq!(answer.json::<Value>().await.unwrap()["code"], "stopped");
+    assert!(app.all_messages(&id, 50).await.is_empty(), "nothing stored");
+}
+
+/// A stop may overtake its message (the client chose the id): the reply is stopped before its
+/// provider is asked, and that stop ends no other reply.
+#[tokio::test]
+async fn a_stop_that_overtakes_its_message_stops_the_reply_before_the_provider_is_asked() {
+    let provider = FakeProvider::start(|_, _| Reply::pieces(&["Asked ", "once."])).await;
+    let app = with_provider(&provider).spawn().await;
+    let id = app.new_conversation().await;
+    let generation = domain::GenerationId::generate().to_string();
+    let stopped = app.stop_reply(&id, &generation).await;
+    assert_eq!(stopped.status(), 404);
+    assert_eq!(
+        stopped.json::<Value>().await.unwrap()["code"],
+        "generation_not_found"
+    );
+
+    let overtaken = json!({"content": "never mind", "generation_id": generation});
+    let answer = app.post_streamed(&id, &overtaken).await;
+    assert_eq!(answer.status(), 409);
+    assert_eq!(answer.json::<Value>().await.unwrap()["code"], "stopped");
+    assert!(provider.requests().is_empty(), "the provider was asked");
+
+    let next = json!({
+        "content": "and now?",
+        "generation_id": domain::GenerationId::generate().to_string(),
+    });
+    let mut reader = SseReader::raw(app.post_streamed(&id, &next).await);
+    let mut last = None;
+    while let Some(event) = reader.next_event().await {
+        last = Some(event);
+    }
+    assert_eq!(last.expect("a final event").event, "done");
+    let stored: Vec<Value> = app.all_messages(&id, 50).await;
+    let contents: Vec<&str> = stored
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["and now?", "Asked once."]);
 }
 
 #[tokio::test]

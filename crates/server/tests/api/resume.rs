@@ -14,13 +14,8 @@ async fn slow_app() -> TestApp {
 /// Sends `content` asking for the reply's event stream, and checks it is one.
 async fn post_streamed(app: &TestApp, conversation: &str, content: &str) -> reqwest::Response {
     let response = app
-        .client
-        .post(app.url(&format!("/api/v1/conversations/{conversation}/messages")))
-        .header("accept", "text/event-stream")
-        .json(&json!({ "content": content }))
-        .send()
-        .await
-        .unwrap();
+        .post_streamed(conversation, &json!({ "content": content }))
+        .await;
     assert_eq!(response.status(), 200);
     response
 }
@@ -368,17 +363,6 @@ async fn a_silent_stream_carries_keep_alive_comments_that_readers_skip() {
     assert!(names[1..].iter().all(|name| *name == "delta"), "{names:?}");
 }
 
-/// Asks the server to stop the conversation's reply `generation`.
-async fn stop(app: &TestApp, conversation: &str, generation: &str) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!(
-            "/api/v1/conversations/{conversation}/generations/{generation}/stop"
-        )))
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn stored_contents(app: &TestApp, conversation: &str) -> Vec<String> {
     let page: Value = app
         .get(&format!("/api/v1/conversations/{conversation}/messages"))
@@ -401,10 +385,7 @@ const LONG_QUESTION: &str = "tell me everything about the river the hills the to
 #[tokio::test]
 async fn a_stopped_reply_ends_where_it_got_to_and_that_much_is_stored() {
     let app = slow_app().await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     let mut reader = start_stream(&app, &id, LONG_QUESTION).await;
     let mut events = Vec::new();
     for _ in 0..3 {
@@ -412,7 +393,7 @@ async fn a_stopped_reply_ends_where_it_got_to_and_that_much_is_stored() {
     }
     let generation = events[0].data["generation_id"].as_str().unwrap().to_owned();
 
-    let response = stop(&app, &id, &generation).await;
+    let response = app.stop_reply(&id, &generation).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
@@ -431,7 +412,7 @@ async fn a_stopped_reply_ends_where_it_got_to_and_that_much_is_stored() {
     assert_eq!(stored_contents(&app, &id).await, [LONG_QUESTION, &stored]);
 
     // Ended: asked again, there is nothing left to stop.
-    let again = stop(&app, &id, &generation).await;
+    let again = app.stop_reply(&id, &generation).await;
     assert_eq!(again.status(), 200);
     assert_eq!(
         again.json::<Value>().await.unwrap(),
@@ -442,10 +423,7 @@ async fn a_stopped_reply_ends_where_it_got_to_and_that_much_is_stored() {
 #[tokio::test]
 async fn a_message_sent_after_a_stop_comes_after_the_stopped_exchange() {
     let app = slow_app().await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     let mut reader = start_stream(&app, &id, LONG_QUESTION).await;
     let start = reader.next_event().await.expect("the start event");
     reader.next_event().await.expect("a delta");
@@ -453,7 +431,7 @@ async fn a_message_sent_after_a_stop_comes_after_the_stopped_exchange() {
     // The client that stopped has gone (a new page): the stop does not need it.
     drop(reader);
 
-    assert_eq!(stop(&app, &id, generation).await.status(), 200);
+    assert_eq!(app.stop_reply(&id, generation).await.status(), 200);
     app.send(&id, "next question").await;
     let contents = stored_contents(&app, &id).await;
     assert_eq!(contents.len(), 4, "{contents:?}");
@@ -464,14 +442,8 @@ async fn a_message_sent_after_a_stop_comes_after_the_stopped_exchange() {
 #[tokio::test]
 async fn a_stop_names_a_reply_of_this_conversation() {
     let app = slow_app().await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let other = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
+    let other = app.new_conversation().await;
     let mut reader = start_stream(&app, &id, LONG_QUESTION).await;
     let start = reader.next_event().await.expect("the start event");
     let generation = start.data["generation_id"].as_str().unwrap();
@@ -499,7 +471,7 @@ async fn a_stop_names_a_reply_of_this_conversation() {
         ),
     ] {
         assert_eq!(
-            error_code(stop(&app, conversation, generation).await).await,
+            error_code(app.stop_reply(conversation, generation).await).await,
             (status, code.to_owned()),
             "{conversation} {generation}"
         );
@@ -510,4 +482,59 @@ async fn a_stop_names_a_reply_of_this_conversation() {
         .as_str()
         .unwrap()
         .ends_with(&format!("You said: {LONG_QUESTION}")));
+}
+
+async fn status_and_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (status, body["code"].as_str().unwrap().to_owned())
+}
+
+/// A client may choose its reply's generation id (to stop it before its `start` event comes):
+/// a new UUID, for a streamed reply.
+#[tokio::test]
+async fn a_chosen_generation_id_is_a_new_uuid_sent_for_a_stream() {
+    let app = slow_app().await;
+    let id = app.new_conversation().await;
+    let chosen = domain::GenerationId::generate().to_string();
+    let sent = json!({ "content": "hello there", "generation_id": chosen });
+    let mut reader = SseReader::raw(app.post_streamed(&id, &sent).await);
+    let start = reader.next_event().await.expect("the start event");
+    assert_eq!(start.data["generation_id"], chosen.as_str());
+    assert!(start
+        .id
+        .as_deref()
+        .unwrap()
+        .starts_with(&format!("{chosen}:")));
+
+    let again = json!({ "content": "same id", "generation_id": chosen });
+    assert_eq!(
+        status_and_code(app.post_streamed(&id, &again).await).await,
+        (409, "generation_id_in_use".to_owned()),
+        "while it runs"
+    );
+    done(&read_to_end(&mut reader).await);
+    assert_eq!(
+        status_and_code(app.post_streamed(&id, &again).await).await,
+        (409, "generation_id_in_use".to_owned()),
+        "once it has ended"
+    );
+    let not_a_uuid = json!({ "content": "hi", "generation_id": "reply-1" });
+    assert_eq!(
+        status_and_code(app.post_streamed(&id, &not_a_uuid).await).await,
+        (400, "invalid_id".to_owned())
+    );
+    let unstreamed = json!({
+        "content": "hi",
+        "generation_id": domain::GenerationId::generate().to_string(),
+    });
+    assert_eq!(
+        status_and_code(
+            app.post_json(&format!("/api/v1/conversations/{id}/messages"), &unstreamed)
+                .await
+        )
+        .await,
+        (400, "invalid_body".to_owned())
+    );
+    assert_eq!(stored_contents(&app, &id).await.len(), 2, "only the first");
 }

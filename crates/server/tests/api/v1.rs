@@ -758,10 +758,7 @@ async fn unknown_paths_and_wrong_methods_are_json_404_and_405() {
     let app = TestApp::spawn().await;
     assert_error(app.get("/api/v1/nothing-here").await, 404, "not_found").await;
     assert_error(app.get("/api/v2/conversations").await, 404, "not_found").await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     assert_error(
         app.get(&format!("/api/v1/conversations/{id}/nothing"))
             .await,
@@ -857,10 +854,7 @@ async fn the_limits_a_client_can_check_before_sending_are_the_ones_enforced() {
         limits,
         json!({"max_message_chars": 100, "max_title_chars": 200})
     );
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     let path = messages_path(&id);
     let sized = |chars: u64| json!({"content": "é".repeat(chars as usize)});
     let max = limits["max_message_chars"].as_u64().unwrap();
@@ -959,10 +953,7 @@ async fn sending_errors_are_reported_and_store_nothing() {
 #[tokio::test]
 async fn a_json_array_is_not_a_valid_body() {
     let app = TestApp::spawn().await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     let response = app
         .post_raw(
             &messages_path(&id),
@@ -985,10 +976,7 @@ async fn a_json_array_is_not_a_valid_body() {
 #[tokio::test]
 async fn the_newest_page_comes_first_and_before_walks_back() {
     let app = TestApp::spawn().await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     for i in 0..5 {
         app.send(&id, &format!("m{i}")).await;
     }
@@ -1027,10 +1015,7 @@ async fn the_newest_page_comes_first_and_before_walks_back() {
     assert_eq!(all["items"].as_array().unwrap().len(), 10);
     assert_eq!(all["next_cursor"], Value::Null);
     // An empty conversation has an empty page.
-    let empty = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let empty = app.new_conversation().await;
     assert_eq!(
         message_page(&app, &empty, "").await,
         json!({"items": [], "next_cursor": null})
@@ -1040,10 +1025,7 @@ async fn the_newest_page_comes_first_and_before_walks_back() {
 #[tokio::test]
 async fn the_default_message_limit_is_50() {
     let app = &TestApp::spawn().await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     let sends = (0..30).map(|i| {
         let id = id.clone();
         async move { app.send(&id, &format!("n{i}")).await }
@@ -1060,10 +1042,7 @@ async fn the_default_message_limit_is_50() {
 #[tokio::test]
 async fn bad_message_queries_are_400() {
     let app = TestApp::spawn().await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     app.send(&id, "one").await;
     for query in ["?limit=0", "?limit=201", "?limit=-5", "?limit=99999999999"] {
         assert_error(
@@ -1230,10 +1209,7 @@ async fn pagination_over_thousands_of_messages_sees_every_message_once() {
 #[tokio::test]
 async fn concurrent_sends_to_one_conversation_each_get_their_own_reply() {
     let app = &TestApp::spawn().await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     let sends = (0..40).map(|i| {
         let id = id.clone();
         async move {
@@ -1277,10 +1253,7 @@ async fn a_streamed_reply_arrives_event_by_event_then_done() {
         .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 60)
         .spawn()
         .await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     let response = streaming_request(&app, &id, "tell me a story")
         .send()
         .await
@@ -1344,10 +1317,7 @@ async fn a_streamed_reply_arrives_event_by_event_then_done() {
 #[tokio::test]
 async fn a_streamed_reply_equals_the_non_streamed_one() {
     let app = TestApp::spawn().await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     let plain = app.send(&id, "same question").await;
     let response = app
         .client
@@ -1387,10 +1357,7 @@ async fn a_client_that_disconnects_mid_stream_does_not_lose_the_exchange() {
         .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 80)
         .spawn()
         .await;
-    let id = app.create_conversation(None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_conversation().await;
     let response = streaming_request(&app, &id, "I will hang up early")
         .send()
         .await

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 use testkit::postgres::TestDatabase;
+use testkit::process::ServerProcess;
 
 use crate::{create_conversation, default_conversation_messages, deterministic, postgres, start};
 
@@ -114,30 +115,90 @@ fn sharing_redis(database: &TestDatabase) -> Vec<(&'static str, String)> {
     variables
 }
 
+/// Two replicas as [`sharing_redis`] sets them up, and a conversation made through the first.
+struct TwoReplicas {
+    first: ServerProcess,
+    second: ServerProcess,
+    client: reqwest::Client,
+    conversation: String,
+    // Dropped after the servers, which use them.
+    _directories: (tempfile::TempDir, tempfile::TempDir),
+    _database: TestDatabase,
+}
+
+impl TwoReplicas {
+    async fn start() -> Option<Self> {
+        let database = TestDatabase::create().await?;
+        let variables = sharing_redis(&database);
+        let directories = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = start(directories.0.path(), &variables);
+        let second = start(directories.1.path(), &variables);
+        let client = reqwest::Client::new();
+        let conversation = create_conversation(&client, &first, None).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Some(Self {
+            first,
+            second,
+            client,
+            conversation,
+            _directories: directories,
+            _database: database,
+        })
+    }
+
+    /// Sends `body` to the conversation through `replica`, asking for the reply's event stream.
+    async fn post_streamed(&self, replica: &ServerProcess, body: &Value) -> reqwest::Response {
+        let id = &self.conversation;
+        self.client
+            .post(replica.url(&format!("/api/v1/conversations/{id}/messages")))
+            .header("accept", "text/event-stream")
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(&self, replica: &ServerProcess, generation: &str) -> reqwest::Response {
+        let id = &self.conversation;
+        self.client
+            .post(replica.url(&format!(
+                "/api/v1/conversations/{id}/generations/{generation}/stop"
+            )))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The newest page of the conversation's messages, read through `replica`.
+    async fn messages(&self, replica: &ServerProcess) -> Value {
+        let id = &self.conversation;
+        self.client
+            .get(replica.url(&format!("/api/v1/conversations/{id}/messages")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
 /// A reply that started on one replica is resumed on another: both share PostgreSQL for storage
 /// and Redis Streams for the generation log.
 #[tokio::test]
 async fn a_reply_started_on_one_replica_resumes_on_the_other_through_redis() {
-    let Some(database) = TestDatabase::create().await else {
+    let Some(replicas) = TwoReplicas::start().await else {
         return;
     };
-    let variables = sharing_redis(&database);
-    let (first_directory, second_directory) =
-        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = start(first_directory.path(), &variables);
-    let second = start(second_directory.path(), &variables);
-    let client = reqwest::Client::new();
-    let conversation = create_conversation(&client, &first, None).await;
-    let id = conversation["id"].as_str().unwrap().to_owned();
+    let (first, second) = (&replicas.first, &replicas.second);
+    let id = &replicas.conversation;
 
     // Read the start and two deltas from the first replica, then drop the connection.
-    let mut response = client
-        .post(first.url(&format!("/api/v1/conversations/{id}/messages")))
-        .header("accept", "text/event-stream")
-        .json(&json!({"content": "continue on the other replica"}))
-        .send()
-        .await
-        .unwrap();
+    let mut response = replicas
+        .post_streamed(first, &json!({"content": "continue on the other replica"}))
+        .await;
     let mut received = String::new();
     while received.matches("\n\n").count() < 3 {
         received.push_str(std::str::from_utf8(&response.chunk().await.unwrap().unwrap()).unwrap());
@@ -169,7 +230,8 @@ async fn a_reply_started_on_one_replica_resumes_on_the_other_through_redis() {
     let before = text_of(&frames);
 
     // The second replica, which never saw this reply, serves the rest of it.
-    let rest = client
+    let rest = replicas
+        .client
         .get(second.url(&format!("/api/v1/conversations/{id}/stream")))
         .header("last-event-id", &last_id)
         .send()
@@ -199,26 +261,15 @@ async fn a_reply_started_on_one_replica_resumes_on_the_other_through_redis() {
 /// A reply running on one replica is stopped through the other: the log carries the request.
 #[tokio::test]
 async fn a_reply_running_on_one_replica_is_stopped_through_the_other() {
-    let Some(database) = TestDatabase::create().await else {
+    let Some(replicas) = TwoReplicas::start().await else {
         return;
     };
-    let variables = sharing_redis(&database);
-    let (first_directory, second_directory) =
-        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = start(first_directory.path(), &variables);
-    let second = start(second_directory.path(), &variables);
-    let client = reqwest::Client::new();
-    let conversation = create_conversation(&client, &first, None).await;
-    let id = conversation["id"].as_str().unwrap().to_owned();
+    let (first, second) = (&replicas.first, &replicas.second);
     let question = "stop me on the other replica ".repeat(10);
 
-    let mut response = client
-        .post(first.url(&format!("/api/v1/conversations/{id}/messages")))
-        .header("accept", "text/event-stream")
-        .json(&json!({ "content": question }))
-        .send()
-        .await
-        .unwrap();
+    let mut response = replicas
+        .post_streamed(first, &json!({ "content": question }))
+        .await;
     let mut received = String::new();
     while received.matches("\n\n").count() < 2 {
         received.push_str(std::str::from_utf8(&response.chunk().await.unwrap().unwrap()).unwrap());
@@ -232,13 +283,7 @@ async fn a_reply_running_on_one_replica_is_stopped_through_the_other() {
     .unwrap();
     let generation = start_data["generation_id"].as_str().unwrap();
 
-    let stopped = client
-        .post(second.url(&format!(
-            "/api/v1/conversations/{id}/generations/{generation}/stop"
-        )))
-        .send()
-        .await
-        .unwrap();
+    let stopped = replicas.stop(second, generation).await;
     assert_eq!(stopped.status(), 200);
     assert_eq!(
         stopped.json::<Value>().await.unwrap(),
@@ -262,13 +307,32 @@ async fn a_reply_running_on_one_replica_is_stopped_through_the_other() {
         !stored.ends_with(&format!("You said: {question}")),
         "it ran to its end: {stored}"
     );
-    let page: Value = client
-        .get(second.url(&format!("/api/v1/conversations/{id}/messages")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = replicas.messages(second).await;
     assert_eq!(page["items"][1]["content"], stored);
+}
+
+/// A stop asked through one replica before the message reached the other (its client chose the
+/// generation id) stops that reply there before it begins: the log carries the request.
+#[tokio::test]
+async fn a_stop_through_one_replica_overtakes_its_message_to_the_other() {
+    let Some(replicas) = TwoReplicas::start().await else {
+        return;
+    };
+    let (first, second) = (&replicas.first, &replicas.second);
+    let generation = domain::GenerationId::generate().to_string();
+    let message = json!({ "content": "never mind", "generation_id": generation });
+
+    let stopped = replicas.stop(second, &generation).await;
+    assert_eq!(stopped.status(), 404, "nothing of it is known yet");
+    let answer = replicas.post_streamed(first, &message).await;
+    assert_eq!(answer.status(), 409);
+    assert_eq!(answer.json::<Value>().await.unwrap()["code"], "stopped");
+    // The id is that reply's, on every replica: sent again elsewhere, it is refused.
+    let again = replicas.post_streamed(second, &message).await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["code"],
+        "generation_id_in_use"
+    );
+    assert_eq!(replicas.messages(first).await["items"], json!([]));
 }
