@@ -8,7 +8,8 @@
 // Streams are resumable like chat-server's: every event has `id: <generation_id>:<sequence>`,
 // each generation opens with `event: start`, and GET /api/v1/conversations/{id}/stream replays
 // and follows a generation (Last-Event-ID header or ?after=), or the one in progress;
-// POST /api/v1/conversations/{id}/generations/{generation_id}/stop ends one where it got to.
+// POST /api/v1/conversations/{id}/generations/{generation_id}/stop ends one where it got to; a
+// streamed send may choose its reply's generation_id.
 // Usage: CHAT_SERVER_BIN=e2e/mock-server.mjs npm run e2e   or   node e2e/mock-server.mjs
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -186,7 +187,14 @@ const server = createServer(async (req, res) => {
         return { user_message: user, assistant_message: assistant };
       };
       if (!(req.headers.accept ?? '').includes('text/event-stream')) return send(res, 201, store());
-      const gen = { id: randomUUID(), conversationId: c.id, events: [], finished: false, listeners: new Set() };
+      const chosen = body.generation_id;
+      if (chosen !== undefined && (typeof chosen !== 'string' || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(chosen))) {
+        return fail(res, 400, 'The generation id must be a UUID.', 'invalid_id');
+      }
+      if (chosen !== undefined && generations.has(chosen.toLowerCase())) {
+        return fail(res, 409, 'A reply with this generation id exists already; choose a new id for every message.', 'generation_id_in_use');
+      }
+      const gen = { id: chosen?.toLowerCase() ?? randomUUID(), conversationId: c.id, events: [], finished: false, listeners: new Set() };
       generations.set(gen.id, gen);
       active.set(c.id, gen);
       emit(gen, 'start', { generation_id: gen.id, conversation_id: c.id, content: body.content });

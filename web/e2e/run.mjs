@@ -10,6 +10,7 @@
 // `npm run e2e` builds web/dist first; run directly, this builds it only if it is missing. Ends with "e2e: N passed, M failed"; exits 1 on failure.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -763,6 +764,63 @@ async function main() {
     assert(users.length === 2 && users[0].trim() === text && users[1].trim() === 'And the next question', `the exchanges are in the order sent (${users.join(' | ')})`);
     assert((await log(page).locator('article[aria-label="Assistant"]').count()) === 2, 'each reply was stored once');
     assert((await reply.first().innerText()) === cut, 'the stored reply is what was shown');
+  });
+
+  /**
+   * A model provider (OpenAI's API) that answers nothing: each request is held open, as by a model
+   * slow to start, and marked `given up` when chat-server closes it first.
+   */
+  const silentProvider = async () => {
+    const requests = [];
+    const provider = createHttpServer((req, res) => {
+      const request = { givenUp: false };
+      requests.push(request);
+      res.on('close', () => {
+        request.givenUp = !res.writableEnded;
+      });
+      req.resume();
+    });
+    await new Promise((resolve) => provider.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => {
+      provider.closeAllConnections();
+      provider.close();
+    });
+    return { url: `http://127.0.0.1:${provider.address().port}/v1`, requests };
+  };
+  const eventually = async (what, check, timeout = 10_000) => {
+    const deadline = Date.now() + timeout;
+    while (!check()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+      await sleep(50);
+    }
+  };
+
+  await test('Stop while the model has not answered: nothing is stored, the message is back, the model is asked no more', async () => {
+    const provider = await silentProvider();
+    const sbase = await startServer({
+      CHAT__ASSISTANT__KIND: 'openai',
+      CHAT__ASSISTANT__BASE_URL: provider.url,
+      CHAT__ASSISTANT__MODEL: 'silent',
+      CHAT__ASSISTANT__API_KEY: 'sk-e2e',
+      CHAT__ASSISTANT__MAX_RETRIES: '0',
+      CHAT__ASSISTANT__TIMEOUT_SECS: '60',
+    });
+    const page = await fresh();
+    await open(page, sbase);
+    await newChat(page);
+    await composer(page).fill('Never mind');
+    await composer(page).press('Enter');
+    await eventually('the model is asked', () => provider.requests.length === 1);
+    await log(page).getByText('Thinking', { exact: false }).waitFor();
+    await page.getByRole('button', { name: 'Stop', exact: true }).click();
+    // The model would keep it waiting for a minute: only the stop can have ended it this soon.
+    await page.getByText('Stopped before the reply began. Nothing was stored. Your message is back in the message box.').waitFor({ timeout: 5000 });
+    assert((await composer(page).inputValue()) === 'Never mind', 'the message is back in the message box');
+    await eventually('chat-server gives the model request up', () => provider.requests[0].givenUp, 5000);
+    const id = new URL(page.url()).hash.replace('#/c/', '');
+    const stored = await (await fetch(`${sbase}/api/v1/conversations/${id}/messages`)).json();
+    assert(stored.items.length === 0, `nothing is stored (${JSON.stringify(stored.items)})`);
+    assert(provider.requests.length === 1, 'the model was asked once');
   });
 
   await test('two tabs: what one stores and names shows in the other without a reload', async () => {

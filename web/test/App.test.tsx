@@ -303,7 +303,7 @@ describe('App', () => {
     const announcer = screen.getByTestId('reply-announcer');
     expect(announcer.getAttribute('role')).toBe('status');
     expect(announcer.textContent).toBe('Assistant: Hi there, friend.');
-    expect(fetchMock.calls.find((c) => c.method === 'POST')?.body).toEqual({ content: 'Hello **there**' });
+    expect(fetchMock.calls.find((c) => c.method === 'POST')?.body).toEqual({ content: 'Hello **there**', generation_id: expect.any(String) });
   });
 
   it('adds a line on Shift+Enter instead of sending', async () => {
@@ -471,6 +471,48 @@ describe('App', () => {
     expect(await within(screen.getByRole('log')).findByText('Once upon a time, the end.', {}, { timeout: 4000 })).toBeTruthy();
     expect(screen.queryByText(/Stopped/)).toBeNull();
     expect(screen.getByTestId('reply-announcer').textContent).toBe('Assistant: Once upon a time, the end.');
+  });
+
+  describe('Stop while the model has not answered', () => {
+    /** The send waits until a stop answers it `stopped`; the stop answers as `stopAnswer` says. */
+    function stoppableSend(stopAnswer: () => Response) {
+      const seen = { generation: undefined as string | undefined, stops: [] as string[] };
+      let answerSend!: (res: Response) => void;
+      server.onStream((_id, _content, init) => {
+        seen.generation = (JSON.parse(String(init.body)) as { generation_id?: string }).generation_id;
+        return new Promise<Response>((resolve) => {
+          answerSend = resolve;
+        });
+      });
+      const stopRoute: Route = (url, init) => {
+        const stop = /^\/api\/v1\/conversations\/c2\/generations\/([^/]+)\/stop$/.exec(url.pathname);
+        if (!stop?.[1] || init.method !== 'POST') return undefined;
+        seen.stops.push(stop[1]);
+        // As the server does: the waiting send is answered `stopped`, nothing stored.
+        setTimeout(() => answerSend(json({ status: 'error', message: 'The reply was stopped before it began; nothing was stored.', code: 'stopped' }, 409)), 20);
+        return stopAnswer();
+      };
+      vi.stubGlobal('fetch', mockFetch([stopRoute, server.route]).fn);
+      return seen;
+    }
+
+    for (const [when, stopAnswer] of [
+      ['stops the reply on the server', () => json({ status: 'stopped' })],
+      ['stops it even when the stop overtakes the message', () => json({ status: 'error', message: 'No reply of this conversation with this generation id is known.', code: 'generation_not_found' }, 404)],
+    ] as const) {
+      it(`${when}: nothing is stored, and the message is back`, async () => {
+        const seen = stoppableSend(stopAnswer);
+        await renderLoaded();
+        fireEvent.change(composer(), { target: { value: 'Never mind' } });
+        fireEvent.keyDown(composer(), { key: 'Enter' });
+        fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+        expect(await screen.findByText('Stopped before the reply began. Nothing was stored. Your message is back in the message box.')).toBeTruthy();
+        expect(seen.generation).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+        expect(seen.stops).toEqual([seen.generation]);
+        expect((composer() as HTMLTextAreaElement).value).toBe('Never mind');
+        expect(within(screen.getByRole('log')).queryByText('Never mind')).toBeNull();
+      });
+    }
   });
 
   it('a new chat\'s first reply picked up after Stop names the chat', async () => {
@@ -1921,8 +1963,10 @@ describe('following a reply in progress', () => {
     const stops = stopRoute(200, { status: 'stopped' });
     const sse = sseResponse();
     let signal: AbortSignal | undefined;
+    let chosen: string | undefined;
     server.onStream((_id, _content, init) => {
       signal = init.signal ?? undefined;
+      chosen = (JSON.parse(String(init.body)) as { generation_id?: string }).generation_id;
       return sse.response;
     });
     await renderLoaded();
@@ -1931,6 +1975,8 @@ describe('following a reply in progress', () => {
     await act(async () => sse.send(start('Tell me everything') + ev(2, 'delta', { text: 'The first part' })));
     expect(await screen.findByText('The first part')).toBeTruthy();
     fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    // The id the reply's events carry (a server that chose it itself), not the one the send chose.
+    expect(chosen).not.toBe(G);
     await waitFor(() => expect(stops).toEqual([`/api/v1/conversations/c2/generations/${G}/stop`]));
     // Until the stored reply arrives, nothing else can be sent: it comes before the next message.
     expect(screen.getByRole('button', { name: 'Stop' })).toBeTruthy();

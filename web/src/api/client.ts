@@ -93,6 +93,11 @@ export interface StreamStart {
 
 export interface StreamOptions {
   signal?: AbortSignal;
+  /**
+   * The id the reply is to have (from `newGenerationId`), sent with the message so that the reply
+   * can be stopped before its `start` event, while the model has not answered yet.
+   */
+  generationId?: string;
   /** Called with each piece of the reply as it arrives. */
   onDelta?: (text: string) => void;
   /**
@@ -121,6 +126,19 @@ interface Cursor {
   lastId: string | null;
   generation: string | null;
   sequence: number;
+}
+
+/**
+ * A random (version 4) UUID for a reply's generation id. Built from `crypto.getRandomValues`, which
+ * pages served over plain HTTP from another host than localhost have too (`crypto.randomUUID` is
+ * for secure contexts only).
+ */
+export function newGenerationId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 /** `<generation_id>:<sequence>`, or null for anything else. */
@@ -203,7 +221,8 @@ export class ApiClient {
    * if the server then has nothing more to send, rejects with ApiError code `stream_gone`.
    */
   async streamMessage(id: string, content: string, opts: StreamOptions = {}): Promise<Exchange> {
-    const res = await this.request('POST', `/api/v1/conversations/${enc(id)}/messages`, { content }, {
+    const body = opts.generationId === undefined ? { content } : { content, generation_id: opts.generationId };
+    const res = await this.request('POST', `/api/v1/conversations/${enc(id)}/messages`, body, {
       accept: 'text/event-stream',
       signal: opts.signal,
     });

@@ -1,5 +1,5 @@
 import { Fragment, type MouseEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, parseEventId, replyFailed } from '../api/client';
+import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, newGenerationId, parseEventId, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
 import { clearCreating, clearSent, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, withUnsent } from '../drafts';
 import { useRetryWhileOut } from '../hooks/useRetryWhileOut';
@@ -128,12 +128,21 @@ export function ConversationView({
   /** Waits for stopped replies to be stored; ended when the view switches conversation. */
   const waits = useRef(new Set<AbortController>());
   const stoppedRef = useRef(false);
-  /** The reply the stream read with `controller` shows, once its first event named it. */
-  const runningReply = useRef<{ controller: AbortController; conversation: string; generation: string; stopAsked: boolean } | null>(null);
+  /**
+   * The reply the stream read with `controller` shows: named by its send (which chose its id), or
+   * by its first event when following one. `answered` once the server answered with its stream.
+   */
+  const runningReply = useRef<{ controller: AbortController; conversation: string; generation: string; stopAsked: boolean; answered: boolean } | null>(null);
   const noteRunning = (controller: AbortController, conversation: string, eventId: string) => {
     const generation = parseEventId(eventId)?.generation;
-    if (generation === undefined || runningReply.current?.controller === controller) return;
-    runningReply.current = { controller, conversation, generation, stopAsked: false };
+    if (generation === undefined) return;
+    const running = runningReply.current;
+    if (running?.controller !== controller) {
+      runningReply.current = { controller, conversation, generation, stopAsked: false, answered: true };
+    } else if (running.generation !== generation) {
+      // A server that chose the id itself (one from before sends could choose it): Stop names its.
+      running.generation = generation;
+    }
   };
   const nextKey = useRef(0);
   const newPending = (user: string): Pending => ({ key: (nextKey.current += 1), user, reply: '', state: 'streaming' });
@@ -922,11 +931,16 @@ export function ConversationView({
     let accepted = false;
     let lastEventId: string | null = null;
     markSent(convId, text, untaken.left ? null : (messagesRef.current.at(-1)?.id ?? null));
+    // Chosen here, so that Stop reaches the reply while the model has not answered yet.
+    const running = { controller, conversation: convId, generation: newGenerationId(), stopAsked: false, answered: false };
+    runningReply.current = running;
     try {
       const exchange: Exchange = await api.streamMessage(convId, text, {
         signal: controller.signal,
+        generationId: running.generation,
         onAccepted: () => {
           accepted = true;
+          running.answered = true;
           markTaken(convId, text);
           onReplying(convId);
           if (untakenSend.current === untaken) untakenSend.current = null;
@@ -1034,11 +1048,18 @@ export function ConversationView({
     api.stopReply(running.conversation, running.generation).then(
       (status) => {
         if (status === 'stopping') stopReading();
-        // Ended (or ending) on the server: its stream brings the stored reply at once, unless the
-        // connection died unnoticed, which only stopping reading shows.
+        // Ended (or ending) on the server: its stream (or, before the model answered, the send's
+        // `stopped` answer) comes at once, unless the connection died unnoticed, which only
+        // stopping reading shows.
         else setTimeout(stopReading, STOPPED_STREAM_PATIENCE_MS);
       },
-      stopReading,
+      (err: unknown) => {
+        // Unknown before the send was answered: the stop overtook the message, which the server
+        // answers `stopped` when it arrives.
+        const overtaken = !running.answered && err instanceof ApiError && err.code === 'generation_not_found';
+        if (overtaken) setTimeout(stopReading, STOPPED_STREAM_PATIENCE_MS);
+        else stopReading();
+      },
     );
   };
 
