@@ -476,9 +476,10 @@ describe('App', () => {
   describe('Stop while the model has not answered', () => {
     /** The send waits until a stop answers it `stopped`; the stop answers as `stopAnswer` says. */
     function stoppableSend(stopAnswer: () => Response) {
-      const seen = { generation: undefined as string | undefined, stops: [] as string[] };
+      const seen = { generation: undefined as string | undefined, stops: [] as string[], sends: 0 };
       let answerSend!: (res: Response) => void;
       server.onStream((_id, _content, init) => {
+        seen.sends += 1;
         seen.generation = (JSON.parse(String(init.body)) as { generation_id?: string }).generation_id;
         return new Promise<Response>((resolve) => {
           answerSend = resolve;
@@ -513,6 +514,24 @@ describe('App', () => {
         expect(within(screen.getByRole('log')).queryByText('Never mind')).toBeNull();
       });
     }
+
+    it('a double-click (or a second Enter) on Stop does not send the message given back again', async () => {
+      const seen = stoppableSend(() => json({ status: 'stopped' }));
+      await renderLoaded();
+      fireEvent.change(composer(), { target: { value: 'Never mind' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      fireEvent.click(await screen.findByRole('button', { name: 'Stop' }), { detail: 1 });
+      await screen.findByText(/Stopped before the reply began/);
+      // Send is back where Stop was, with the message in the box.
+      fireEvent.click(screen.getByRole('button', { name: 'Send' }), { detail: 2 });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      expect(seen.sends).toBe(1);
+      expect((composer() as HTMLTextAreaElement).value).toBe('Never mind');
+      // A moment later it is a send of its own.
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await waitFor(() => expect(seen.sends).toBe(2));
+    });
   });
 
   it('a new chat\'s first reply picked up after Stop names the chat', async () => {
@@ -1184,6 +1203,23 @@ async function sendIntoANewChat(text: string) {
 }
 
 describe('a message sent while its new chat is being created', () => {
+  it('stopped meanwhile, is kept as the new chat\'s draft, not as the next new chat\'s', async () => {
+    const creation = slowCreation();
+    vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);
+    history.replaceState(null, '', '/#/new');
+    render(<App />);
+    await screen.findByText('Start a new conversation');
+    fireEvent.change(composer(), { target: { value: 'Stopped while created' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+    await act(async () => creation.release());
+    expect(await screen.findByText(/Stopped before sending/)).toBeTruthy();
+    const created = server.conversations.at(-1)?.id ?? '';
+    await waitFor(() => expect(location.hash).toBe(`#/c/${created}`));
+    expect(loadDraft(created)).toBe('Stopped while created');
+    expect(loadDraft(null)).toBe('');
+  });
+
   it('goes back into the new chat\'s message box after a reload that cut it off, with what was typed since', async () => {
     const creation = slowCreation();
     vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);

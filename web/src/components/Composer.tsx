@@ -16,6 +16,13 @@ interface Props {
 const COUNT_FROM = 0.9;
 
 /**
+ * How long after a Stop a send is not taken unless the text was edited since: Send comes back in
+ * Stop's place, with the stopped message back in the box, so the second click of a double-click
+ * (or a second Enter) on Stop would send it again.
+ */
+const SEND_HELD_AFTER_STOP_MS = 600;
+
+/**
  * The message box: Enter sends, Shift+Enter adds a line; Stop replaces Send while a reply streams.
  * Near the server's limit it counts the characters; over it, it says so and does not send.
  */
@@ -28,6 +35,14 @@ export function Composer({ value, onChange, onSend, onStop, streaming, inputRef,
   const tooLong = count !== null && maxChars !== null && count > maxChars;
   const sendable = !empty && !tooLong;
   const lastFocused = useRef<Element | null>(null);
+  const stoppedAt = useRef(Number.NEGATIVE_INFINITY);
+  const send = () => {
+    if (sendable && !streaming && performance.now() - stoppedAt.current >= SEND_HELD_AFTER_STOP_MS) onSend();
+  };
+  const stop = () => {
+    stoppedAt.current = performance.now();
+    onStop();
+  };
 
   // Send and Stop replace each other: when the one that had focus goes, focus would fall to the
   // page and the next Tab start from its top. It goes to the message box instead.
@@ -38,13 +53,13 @@ export function Composer({ value, onChange, onSend, onStop, streaming, inputRef,
 
   const submit = (e: FormEvent) => {
     e.preventDefault();
-    if (sendable && !streaming) onSend();
+    send();
   };
 
   const onKeyDown = (e: KeyboardEvent<HTMLTextAreaElement>) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.nativeEvent.isComposing) {
       e.preventDefault();
-      if (sendable && !streaming) onSend();
+      send();
     }
   };
 
@@ -61,7 +76,10 @@ export function Composer({ value, onChange, onSend, onStop, streaming, inputRef,
           rows={2}
           placeholder="Write a message…"
           dir="auto"
-          onChange={(e) => onChange(e.target.value)}
+          onChange={(e) => {
+            stoppedAt.current = Number.NEGATIVE_INFINITY;
+            onChange(e.target.value);
+          }}
           onKeyDown={onKeyDown}
           aria-describedby={count === null ? 'composer-hint' : 'composer-hint composer-count'}
           aria-invalid={tooLong || undefined}
@@ -82,7 +100,7 @@ export function Composer({ value, onChange, onSend, onStop, streaming, inputRef,
       {streaming ? (
         // Separate elements (keys): a Send pressed from the keyboard must not leave focus on Stop.
         // Stop takes Send's place: the second click of a double-click on Send is not a Stop.
-        <button key="stop" type="button" className="button stop" onClick={(e) => e.detail < 2 && onStop()}>
+        <button key="stop" type="button" className="button stop" onClick={(e) => e.detail < 2 && stop()}>
           Stop
         </button>
       ) : (

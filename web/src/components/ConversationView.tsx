@@ -922,6 +922,9 @@ export function ConversationView({
       // Stopped while the new chat was being created: nothing was sent.
       if (abortRef.current === controller) abortRef.current = null;
       setPending(null);
+      // The view has taken the new chat, whose address may not show yet: the text is its draft,
+      // not the next new chat's.
+      if (adoptedRef.current === convId) shownId.current = convId;
       setDraft(withUnsent(text));
       setSendError('Stopped before sending; your message is back in the message box.');
       return;
