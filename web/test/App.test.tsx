@@ -500,6 +500,7 @@ describe('App', () => {
     for (const [when, stopAnswer] of [
       ['stops the reply on the server', () => json({ status: 'stopped' })],
       ['stops it even when the stop overtakes the message', () => json({ status: 'error', message: 'No reply of this conversation with this generation id is known.', code: 'generation_not_found' }, 404)],
+      ['stops it when another replica waits for its model', () => json({ status: 'stopping' }, 202)],
     ] as const) {
       it(`${when}: nothing is stored, and the message is back`, async () => {
         const seen = stoppableSend(stopAnswer);

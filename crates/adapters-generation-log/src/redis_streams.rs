@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 /// A generation that never finishes (its replica died mid-reply) is dropped after this long.
 const UNFINISHED_LIFETIME_SECS: u64 = 3600;
+/// How long a stop of a generation that has logged nothing yet lasts.
+const STOP_BEFORE_START_LIFETIME_SECS: u64 = 60;
 /// At most this many of a conversation's running generations are looked at, newest first, to find
 /// one that is still running (the others may have died with their replica).
 const RUNNING_CHECKED: isize = 16;
@@ -626,18 +628,41 @@ impl GenerationLog for RedisGenerationLog {
         Ok(claimed.is_some() && !logged)
     }
 
+    async fn claimant(
+        &self,
+        generation_id: GenerationId,
+    ) -> Result<Option<ConversationId>, GenerationLogError> {
+        let mut commands = self.commands.clone();
+        let claimed_in: Option<String> = commands
+            .get(self.claim_key(generation_id))
+            .await
+            .map_err(unavailable)?;
+        Ok(claimed_in.and_then(|id| id.parse().ok()))
+    }
+
     async fn request_stop(
         &self,
         conversation_id: ConversationId,
         generation_id: GenerationId,
     ) -> Result<(), GenerationLogError> {
         let mut commands = self.commands.clone();
-        // As long as an unfinished generation's stream lives: no reply runs longer unlogged.
+        // A logged generation's stop lives as long as its unfinished stream may: no reply runs
+        // longer. One not logged yet is waiting for its model (its writer asks every 250 ms) or
+        // for its message to arrive: a minute is plenty, and stops of made-up ids cost no more.
+        let logged: bool = commands
+            .exists(self.stream_key(generation_id))
+            .await
+            .map_err(unavailable)?;
+        let lifetime = if logged {
+            UNFINISHED_LIFETIME_SECS
+        } else {
+            STOP_BEFORE_START_LIFETIME_SECS
+        };
         let () = commands
             .set_ex(
                 self.stop_key(generation_id),
                 conversation_id.to_string(),
-                UNFINISHED_LIFETIME_SECS,
+                lifetime,
             )
             .await
             .map_err(unavailable)?;
@@ -973,6 +998,21 @@ mod tests {
             .stop_requested(conversation, elsewhere)
             .await
             .unwrap());
+
+        // A logged generation's stop lasts as long as its stream may; one of an id that logged
+        // nothing (made up, or still waiting for its model) a minute.
+        let logged = GenerationId::generate();
+        writer.begin(conversation, logged).await.unwrap();
+        writer.append(logged, "start", "{}", false).await.unwrap();
+        other_replica
+            .request_stop(conversation, logged)
+            .await
+            .unwrap();
+        let mut commands = writer.commands.clone();
+        let lifetime: i64 = commands.ttl(writer.stop_key(logged)).await.unwrap();
+        assert!(lifetime > 60, "{lifetime}");
+        let lifetime: i64 = commands.ttl(writer.stop_key(elsewhere)).await.unwrap();
+        assert!((1..=60).contains(&lifetime), "{lifetime}");
     }
 
     #[tokio::test]
@@ -995,6 +1035,11 @@ mod tests {
             "exactly one replica claims it"
         );
         assert!(!one.claim(conversation, chosen).await.unwrap());
+        assert_eq!(
+            other_replica.claimant(chosen).await.unwrap(),
+            Some(conversation)
+        );
+        assert_eq!(one.claimant(GenerationId::generate()).await.unwrap(), None);
 
         // An id the server chose claims nothing, but its stream takes the id.
         let logged = GenerationId::generate();

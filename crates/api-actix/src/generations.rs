@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,17 +21,56 @@ pub struct Generations {
     replies: Arc<Mutex<Replies>>,
 }
 
-/// How long a stop asked for a reply that has not started here is remembered: its client chose
-/// its generation id, and the stop may overtake the message on its way in.
-const EARLY_STOP_LIFETIME: Duration = Duration::from_secs(60);
-/// At most this many such stops are remembered at once; beyond it the oldest is forgotten.
-const EARLY_STOPS_KEPT: usize = 4096;
+/// How long a stop is remembered: a reply whose client chose its generation id may start after
+/// its stop (the stop overtook the message, or the message was sent again).
+const STOP_MEMORY: Duration = Duration::from_secs(60);
+/// At most this many stops are remembered at once (about 64 bytes each); beyond it the oldest is
+/// forgotten.
+const STOPS_REMEMBERED: usize = 65_536;
 
 #[derive(Debug, Default)]
 struct Replies {
     running: HashMap<GenerationId, Running>,
-    /// Stops asked for replies not running here, by the time they were asked.
-    stopped_before_start: HashMap<GenerationId, (ConversationId, Instant)>,
+    recent_stops: RecentStops,
+}
+
+/// The stops asked for in the last [`STOP_MEMORY`], each with its conversation.
+#[derive(Debug, Default)]
+struct RecentStops {
+    by_generation: HashMap<GenerationId, (ConversationId, Instant)>,
+    /// In the order asked, which is the order they expire in.
+    asked: VecDeque<(GenerationId, Instant)>,
+}
+
+impl RecentStops {
+    fn remember(&mut self, conversation_id: ConversationId, generation_id: GenerationId) {
+        let now = Instant::now();
+        while let Some(&(id, at)) = self.asked.front() {
+            if now.duration_since(at) < STOP_MEMORY && self.asked.len() < STOPS_REMEMBERED {
+                break;
+            }
+            self.asked.pop_front();
+            // A later stop of the same id has a place of its own in the order.
+            if self
+                .by_generation
+                .get(&id)
+                .is_some_and(|(_, asked)| *asked == at)
+            {
+                self.by_generation.remove(&id);
+            }
+        }
+        self.by_generation
+            .insert(generation_id, (conversation_id, now));
+        self.asked.push_back((generation_id, now));
+    }
+
+    fn stopped(&self, conversation_id: ConversationId, generation_id: GenerationId) -> bool {
+        self.by_generation
+            .get(&generation_id)
+            .is_some_and(|(stopped_in, asked)| {
+                *stopped_in == conversation_id && asked.elapsed() < STOP_MEMORY
+            })
+    }
 }
 
 fn lock(replies: &Mutex<Replies>) -> std::sync::MutexGuard<'_, Replies> {
@@ -82,20 +121,6 @@ impl Drop for RunningReply {
     }
 }
 
-fn stop_running(
-    replies: &Replies,
-    conversation_id: ConversationId,
-    generation_id: GenerationId,
-) -> Option<impl Future<Output = ()> + Send + 'static> {
-    let reply = replies
-        .running
-        .get(&generation_id)
-        .filter(|reply| reply.conversation_id == conversation_id)?;
-    reply.stop.send_replace(true);
-    let mut ended = reply.stop.subscribe();
-    Some(async move { while ended.changed().await.is_ok() {} })
-}
-
 #[derive(Debug, Default)]
 struct InFlight {
     count: AtomicUsize,
@@ -125,7 +150,7 @@ impl Generations {
 
     /// Takes note of a streamed reply starting here, so that [`Self::stop`] can reach it from
     /// before its assistant is asked; `None` when a reply with this id runs here already. A stop
-    /// asked for it before it started (by [`Self::stop_or_remember`]) stops it at once.
+    /// asked for its conversation's reply of this id in the last minute stops it at once.
     pub(crate) fn running_reply(
         &self,
         conversation_id: ConversationId,
@@ -135,12 +160,7 @@ impl Generations {
         if replies.running.contains_key(&generation_id) {
             return None;
         }
-        let stopped_already = replies
-            .stopped_before_start
-            .remove(&generation_id)
-            .is_some_and(|(stopped_in, asked)| {
-                stopped_in == conversation_id && asked.elapsed() < EARLY_STOP_LIFETIME
-            });
+        let stopped_already = replies.recent_stops.stopped(conversation_id, generation_id);
         let (stop, stop_signal) = watch::channel(stopped_already);
         replies.running.insert(
             generation_id,
@@ -157,44 +177,27 @@ impl Generations {
         })
     }
 
-    /// [`Self::stop`]; or, when the reply does not run here, remembers the stop for a minute (its
-    /// message may not have arrived yet): a reply of the conversation that starts with this id
-    /// meanwhile is stopped before its assistant is asked.
-    pub(crate) fn stop_or_remember(
-        &self,
-        conversation_id: ConversationId,
-        generation_id: GenerationId,
-    ) -> Option<impl Future<Output = ()> + Send + 'static> {
-        let mut replies = lock(&self.replies);
-        if let Some(ended) = stop_running(&replies, conversation_id, generation_id) {
-            return Some(ended);
-        }
-        let stops = &mut replies.stopped_before_start;
-        if stops.len() >= EARLY_STOPS_KEPT {
-            stops.retain(|_, (_, asked)| asked.elapsed() < EARLY_STOP_LIFETIME);
-        }
-        if stops.len() >= EARLY_STOPS_KEPT {
-            // The newest stop is the one a user is waiting on.
-            let oldest = stops
-                .iter()
-                .min_by_key(|(_, (_, asked))| *asked)
-                .map(|(id, _)| *id);
-            if let Some(oldest) = oldest {
-                stops.remove(&oldest);
-            }
-        }
-        stops.insert(generation_id, (conversation_id, Instant::now()));
-        None
-    }
-
-    /// Asks the conversation's reply `generation_id` to stop, if it runs here, and returns what
-    /// resolves once it has ended: its text so far stored (or, with none, nothing).
+    /// Asks the conversation's reply `generation_id` to stop, and returns, if it runs here, what
+    /// resolves once it has ended: its text so far stored (or, with none, nothing). The stop is
+    /// remembered for a minute either way: a reply of the conversation that starts with this id
+    /// meanwhile (its client chose it, and its message had not arrived, or came again) is stopped
+    /// before its assistant is asked.
     pub(crate) fn stop(
         &self,
         conversation_id: ConversationId,
         generation_id: GenerationId,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
-        stop_running(&lock(&self.replies), conversation_id, generation_id)
+        let mut replies = lock(&self.replies);
+        replies
+            .recent_stops
+            .remember(conversation_id, generation_id);
+        let reply = replies
+            .running
+            .get(&generation_id)
+            .filter(|reply| reply.conversation_id == conversation_id)?;
+        reply.stop.send_replace(true);
+        let mut ended = reply.stop.subscribe();
+        Some(async move { while ended.changed().await.is_ok() {} })
     }
 
     /// Resolves when the running replies are to be cut short.
@@ -271,7 +274,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stop_before_its_reply_starts_stops_that_reply_of_that_conversation_only() {
+    async fn a_stop_stops_its_conversations_reply_of_that_id_from_before_it_starts_to_a_minute_after(
+    ) {
         let generations = Generations::new(Handle::current());
         let (conversation, other) = (ConversationId::generate(), ConversationId::generate());
         let (early, elsewhere, unasked) = (
@@ -279,8 +283,11 @@ mod tests {
             GenerationId::generate(),
             GenerationId::generate(),
         );
-        assert!(generations.stop_or_remember(conversation, early).is_none());
-        assert!(generations.stop_or_remember(other, elsewhere).is_none());
+        assert!(
+            generations.stop(conversation, early).is_none(),
+            "not running"
+        );
+        assert!(generations.stop(other, elsewhere).is_none());
 
         let stopped = generations.running_reply(conversation, early).unwrap();
         assert!(is_stopped(&stopped));
@@ -290,16 +297,37 @@ mod tests {
         assert!(!is_stopped(
             &generations.running_reply(conversation, unasked).unwrap()
         ));
-        // One reply per id; the early stop was used up by the reply it stopped.
+        // One reply per id; sent again once it ended, it is stopped again.
         assert!(generations.running_reply(conversation, early).is_none());
         drop(stopped);
-        let started = generations.running_reply(conversation, early).unwrap();
-        assert!(!is_stopped(&started));
+        assert!(is_stopped(
+            &generations.running_reply(conversation, early).unwrap()
+        ));
 
         // Asked once the reply has started, it stops it then and there.
-        let ended = generations.stop_or_remember(conversation, early).unwrap();
+        let started = generations.running_reply(conversation, unasked).unwrap();
+        let ended = generations.stop(conversation, unasked).unwrap();
         assert!(is_stopped(&started));
         drop(started);
         ended.await;
+    }
+
+    #[test]
+    fn the_oldest_stops_are_forgotten_beyond_the_limit() {
+        let mut stops = RecentStops::default();
+        let conversation = ConversationId::generate();
+        let first = GenerationId::generate();
+        stops.remember(conversation, first);
+        // Stopped again later: that later stop is the one the limit counts from.
+        let again = GenerationId::generate();
+        stops.remember(conversation, again);
+        stops.remember(conversation, again);
+        for _ in 2..STOPS_REMEMBERED {
+            stops.remember(conversation, GenerationId::generate());
+        }
+        assert!(!stops.stopped(conversation, first), "the oldest went");
+        assert!(stops.stopped(conversation, again));
+        assert_eq!(stops.asked.len(), STOPS_REMEMBERED);
+        assert_eq!(stops.by_generation.len(), STOPS_REMEMBERED - 1);
     }
 }

@@ -30,11 +30,23 @@ fn generation_id(raw: &str) -> Result<GenerationId, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_id", "The generation id must be a UUID."))
 }
 
+/// A generation id a client chose: a UUID, and not the nil one, which every client that sends it
+/// would share.
+fn chosen_generation_id(raw: &str) -> Result<GenerationId, ApiError> {
+    match generation_id(raw)? {
+        id if id.as_uuid().is_nil() => Err(ApiError::bad_request(
+            "invalid_id",
+            "The generation id must be a random UUID, not the nil one.",
+        )),
+        id => Ok(id),
+    }
+}
+
 fn generation_id_in_use() -> ApiError {
     ApiError::new(
         actix_web::http::StatusCode::CONFLICT,
         "generation_id_in_use",
-        "A reply with this generation id exists already; choose a new id for every message.",
+        "This generation id was used already; choose a new id for every message.",
     )
 }
 
@@ -262,7 +274,7 @@ pub(crate) async fn send_message(
     let chosen_id = body
         .generation_id
         .as_deref()
-        .map(generation_id)
+        .map(chosen_generation_id)
         .transpose()?;
     if sse::accepts_event_stream(request.headers()) {
         if state.generations.is_cut() {
@@ -320,12 +332,12 @@ async fn check_chosen_id(
     generation_id: GenerationId,
 ) -> Result<(), ApiError> {
     let asked = async {
-        if !log.claim(conversation_id, generation_id).await? {
-            return Ok(Err(generation_id_in_use()));
-        }
         if log.stop_requested(conversation_id, generation_id).await? {
             tracing::info!("streamed reply stopped before its message came");
             return Ok(Err(ChatError::Stopped.into()));
+        }
+        if !log.claim(conversation_id, generation_id).await? {
+            return Ok(Err(generation_id_in_use()));
         }
         Ok::<_, GenerationLogError>(Ok(()))
     };
@@ -467,9 +479,9 @@ fn generation_not_found() -> ApiError {
     ),
     responses(
         (status = 200, description = "`stopped`: the reply has ended (stopped, or it ended meanwhile); `finished`: it had ended before", body = StopResponse),
-        (status = 202, description = "`stopping`: asked to stop, not ended within 5 s (it may be waiting for room to be stored), or the log of a reply running on another replica could not show its end", body = StopResponse),
+        (status = 202, description = "`stopping`: asked to stop, not ended within 5 s (it may be waiting for room to be stored), or the log of a reply running on another replica could not show its end, or another replica's send of this id waits for its model (it is answered `409 stopped`)", body = StopResponse),
         (status = 400, description = "Malformed conversation or generation id", body = ErrorResponse),
-        (status = 404, description = "No such conversation (`conversation_not_found`), or no reply of it with this id (`generation_not_found`: unknown, expired, or run without the log and ended). A stop of an id not known yet is remembered for at least a minute: a reply of this conversation that starts with that id meanwhile (its client chose the id, and its message had not arrived) is stopped before it begins", body = ErrorResponse),
+        (status = 404, description = "No such conversation (`conversation_not_found`), or no reply of it with this id (`generation_not_found`: unknown, expired, or run without the log and ended). A stop is remembered for a minute: a reply of this conversation that starts with that id meanwhile (its client chose the id, and its message had not arrived) is stopped before it begins", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
         (status = 503, description = "Storage or the generation log unavailable", body = ErrorResponse),
         (status = 500, description = "Internal failure", body = ErrorResponse),
@@ -483,18 +495,13 @@ pub(crate) async fn stop_reply(
     let id = conversation_id(&id)?;
     let generation_id = generation_id(&generation)?;
     // A reply running here is stopped before anything else is asked: storage that is too busy
-    // to answer is when a user most wants a long reply to stop.
+    // to answer is when a user most wants a long reply to stop. Not running here, the stop is
+    // remembered for one that starts here with this id.
     let ended: futures::future::BoxFuture<'static, bool> =
         match state.generations.stop(id, generation_id) {
             Some(ended) => Box::pin(ended.map(|()| true)),
             None => {
                 state.service.get_conversation(id).await?;
-                // Not running here: its client may have chosen the id, and its message be on its
-                // way here. Remembered before the log is asked, which may fail; a message that
-                // came meanwhile is stopped now.
-                if let Some(ended) = state.generations.stop_or_remember(id, generation_id) {
-                    return Ok(stop_answer(Box::pin(ended.map(|()| true))).await);
-                }
                 let log = &state.generation_log;
                 match log.state(generation_id).await.map_err(log_unavailable)? {
                     Some(progress) if progress.conversation_id == id => {
@@ -514,28 +521,32 @@ pub(crate) async fn stop_reply(
                         }
                     }
                     Some(_) => return Err(generation_not_found()),
-                    // Begun nowhere yet: its message may be on its way to another replica.
+                    // Begun nowhere yet: its client may have chosen the id, and its message be
+                    // waiting for its model on another replica, or on its way there.
                     None => {
-                        if let Err(error) = log.request_stop(id, generation_id).await {
-                            tracing::debug!(%error, "cannot tell other replicas of a stop");
-                        }
-                        return Err(generation_not_found());
+                        let told = log.request_stop(id, generation_id).await;
+                        let claimant = log.claimant(generation_id).await;
+                        return match (told, claimant) {
+                            (Ok(()), Ok(Some(claimed_in))) if claimed_in == id => {
+                                Ok(HttpResponse::Accepted().json(StopResponse::STOPPING))
+                            }
+                            (told, claimant) => {
+                                if let Some(error) = told.err().or(claimant.err()) {
+                                    tracing::debug!(%error, "cannot tell other replicas of a stop");
+                                }
+                                Err(generation_not_found())
+                            }
+                        };
                     }
                 }
             }
         };
-    Ok(stop_answer(ended).await)
-}
-
-/// `stopped` once the reply has `ended` (true when its end was seen), `stopping` if that takes
-/// longer than [`STOP_PATIENCE`].
-async fn stop_answer(ended: futures::future::BoxFuture<'static, bool>) -> HttpResponse {
-    match tokio::time::timeout(STOP_PATIENCE, ended).await {
+    Ok(match tokio::time::timeout(STOP_PATIENCE, ended).await {
         Ok(true) => HttpResponse::Ok().json(StopResponse::STOPPED),
         // The log could not show the end (it failed, or the writer stopped keeping the reply
         // alive): the reply may still be on its way to storage.
         Ok(false) | Err(_) => HttpResponse::Accepted().json(StopResponse::STOPPING),
-    }
+    })
 }
 
 /// Whether `events` end with the reply's final event (`done` or `error`); a stream that ends

@@ -220,6 +220,17 @@ pub trait GenerationLog: Send + Sync {
         Ok(self.state(generation_id).await?.is_none())
     }
 
+    /// The conversation whose send claimed the id ([`Self::claim`]), while the claim lasts, on any
+    /// replica; `None` for an id nobody claimed. A log only one process uses may keep the default,
+    /// `None`: the server knows its own claims.
+    async fn claimant(
+        &self,
+        generation_id: GenerationId,
+    ) -> Result<Option<ConversationId>, GenerationLogError> {
+        let _ = generation_id;
+        Ok(None)
+    }
+
     /// Asks the writer of the conversation's generation to stop it, for a replica that does not
     /// run it, also before the generation began (its client chose the id). The writer asks
     /// [`Self::stop_requested`] before the reply begins and while it runs. A log only one process

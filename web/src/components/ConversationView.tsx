@@ -1050,7 +1050,9 @@ export function ConversationView({
     running.stopAsked = true;
     api.stopReply(running.conversation, running.generation).then(
       (status) => {
-        if (status === 'stopping') stopReading();
+        // Unanswered, a send `stopping` waits for its model on another replica, which answers it
+        // `stopped` within a quarter of a second.
+        if (status === 'stopping' && running.answered) stopReading();
         // Ended (or ending) on the server: its stream (or, before the model answered, the send's
         // `stopped` answer) comes at once, unless the connection died unnoticed, which only
         // stopping reading shows.

@@ -279,6 +279,11 @@ async fn a_stop_that_overtakes_its_message_stops_the_reply_before_the_provider_i
     assert_eq!(answer.status(), 409);
     assert_eq!(answer.json::<Value>().await.unwrap()["code"], "stopped");
     assert!(provider.requests().is_empty(), "the provider was asked");
+    // Sent again (a client that lost the answer), it is stopped again.
+    let again = app.post_streamed(&id, &overtaken).await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.json::<Value>().await.unwrap()["code"], "stopped");
+    assert!(provider.requests().is_empty(), "the provider was asked");
 
     let next = json!({
         "content": "and now?",

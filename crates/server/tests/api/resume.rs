@@ -519,11 +519,14 @@ async fn a_chosen_generation_id_is_a_new_uuid_sent_for_a_stream() {
         (409, "generation_id_in_use".to_owned()),
         "once it has ended"
     );
-    let not_a_uuid = json!({ "content": "hi", "generation_id": "reply-1" });
-    assert_eq!(
-        status_and_code(app.post_streamed(&id, &not_a_uuid).await).await,
-        (400, "invalid_id".to_owned())
-    );
+    for not_chosen in ["reply-1", "00000000-0000-0000-0000-000000000000"] {
+        let sent = json!({ "content": "hi", "generation_id": not_chosen });
+        assert_eq!(
+            status_and_code(app.post_streamed(&id, &sent).await).await,
+            (400, "invalid_id".to_owned()),
+            "{not_chosen}"
+        );
+    }
     let unstreamed = json!({
         "content": "hi",
         "generation_id": domain::GenerationId::generate().to_string(),

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use serde_json::{json, Value};
+use testkit::fake_openai::{FakeProvider, Reply};
 use testkit::postgres::TestDatabase;
 use testkit::process::ServerProcess;
 
@@ -128,8 +129,14 @@ struct TwoReplicas {
 
 impl TwoReplicas {
     async fn start() -> Option<Self> {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// With `settings` added to those of [`sharing_redis`].
+    async fn start_with(settings: Vec<(&'static str, String)>) -> Option<Self> {
         let database = TestDatabase::create().await?;
-        let variables = sharing_redis(&database);
+        let mut variables = sharing_redis(&database);
+        variables.extend(settings);
         let directories = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let first = start(directories.0.path(), &variables);
         let second = start(directories.1.path(), &variables);
@@ -327,12 +334,57 @@ async fn a_stop_through_one_replica_overtakes_its_message_to_the_other() {
     let answer = replicas.post_streamed(first, &message).await;
     assert_eq!(answer.status(), 409);
     assert_eq!(answer.json::<Value>().await.unwrap()["code"], "stopped");
-    // The id is that reply's, on every replica: sent again elsewhere, it is refused.
+    // Sent again, elsewhere, it is stopped again.
     let again = replicas.post_streamed(second, &message).await;
     assert_eq!(again.status(), 409);
-    assert_eq!(
-        again.json::<Value>().await.unwrap()["code"],
-        "generation_id_in_use"
-    );
+    assert_eq!(again.json::<Value>().await.unwrap()["code"], "stopped");
     assert_eq!(replicas.messages(first).await["items"], json!([]));
+
+    // The id is that message's on every replica: another message with it is refused.
+    let other = json!({ "content": "another", "generation_id": generation });
+    let refused = replicas.post_streamed(second, &other).await;
+    assert_eq!(refused.status(), 409);
+    let refused: Value = refused.json().await.unwrap();
+    assert!(
+        ["stopped", "generation_id_in_use"].contains(&refused["code"].as_str().unwrap()),
+        "{refused}"
+    );
+}
+
+/// A stop asked through one replica while the other waits for its model to answer a send whose
+/// client chose the id: the stop is answered `202 stopping` (the replica asked cannot see the end
+/// of a reply that logged nothing), the send `409 stopped`, and nothing is stored.
+#[tokio::test]
+async fn a_stop_through_one_replica_reaches_a_send_waiting_for_its_model_on_the_other() {
+    let provider = FakeProvider::start(|_, _| Reply::Hang).await;
+    let Some(replicas) = TwoReplicas::start_with(vec![
+        ("CHAT__ASSISTANT__KIND", "openai".to_owned()),
+        ("CHAT__ASSISTANT__BASE_URL", provider.base_url.clone()),
+        ("CHAT__ASSISTANT__MODEL", "never-answers".to_owned()),
+        ("CHAT__ASSISTANT__API_KEY", "sk-test".to_owned()),
+        ("CHAT__ASSISTANT__MAX_RETRIES", "0".to_owned()),
+        ("CHAT__ASSISTANT__TIMEOUT_SECS", "60".to_owned()),
+    ])
+    .await
+    else {
+        return;
+    };
+    let (first, second) = (&replicas.first, &replicas.second);
+    let generation = domain::GenerationId::generate().to_string();
+    let message = json!({ "content": "never mind", "generation_id": generation });
+
+    let (answer, stopped) = tokio::join!(replicas.post_streamed(first, &message), async {
+        while provider.requests().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        replicas.stop(second, &generation).await
+    });
+    assert_eq!(stopped.status(), 202);
+    assert_eq!(
+        stopped.json::<Value>().await.unwrap(),
+        json!({"status": "stopping"})
+    );
+    assert_eq!(answer.status(), 409);
+    assert_eq!(answer.json::<Value>().await.unwrap()["code"], "stopped");
+    assert_eq!(replicas.messages(second).await["items"], json!([]));
 }
