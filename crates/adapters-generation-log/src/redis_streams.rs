@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use domain::{
-    ConversationId, GenerationEvent, GenerationEvents, GenerationId, GenerationLog,
+    ChosenId, ConversationId, GenerationEvent, GenerationEvents, GenerationId, GenerationLog,
     GenerationLogError, GenerationState,
 };
 use futures::stream::{self, BoxStream, StreamExt};
@@ -17,6 +17,17 @@ use tokio::sync::watch;
 const UNFINISHED_LIFETIME_SECS: u64 = 3600;
 /// How long a stop of a generation that has logged nothing yet lasts.
 const STOP_BEFORE_START_LIFETIME_SECS: u64 = 60;
+
+/// [`GenerationLog::claim`], in one step on the server, so that of two replicas claiming one id
+/// at once one only wins: a logged generation's id is taken; one stopped in this conversation
+/// (KEYS[2] holds the conversation id, ARGV[1]) is stopped; otherwise `SET NX` of the claim key
+/// (for ARGV[2] seconds) decides.
+const CLAIM_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'taken' end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 'stopped' end
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'claimed' end
+return 'taken'
+"#;
 /// At most this many of a conversation's running generations are looked at, newest first, to find
 /// one that is still running (the others may have died with their replica).
 const RUNNING_CHECKED: isize = 16;
@@ -608,24 +619,36 @@ impl GenerationLog for RedisGenerationLog {
         &self,
         conversation_id: ConversationId,
         generation_id: GenerationId,
-    ) -> Result<bool, GenerationLogError> {
+    ) -> Result<ChosenId, GenerationLogError> {
         let mut commands = self.commands.clone();
-        // Only one replica's `SET NX` wins; a stream of the id (a generation whose id the server
-        // chose, which claims nothing) takes it too.
-        let (claimed, logged): (Option<String>, bool) = redis::pipe()
-            .atomic()
-            .set_options(
-                self.claim_key(generation_id),
-                conversation_id.to_string(),
-                SetOptions::default()
-                    .conditional_set(redis::ExistenceCheck::NX)
-                    .with_expiration(SetExpiry::EX(UNFINISHED_LIFETIME_SECS)),
-            )
-            .exists(self.stream_key(generation_id))
+        let found: String = redis::cmd("EVAL")
+            .arg(CLAIM_SCRIPT)
+            .arg(3)
+            .arg(self.stream_key(generation_id))
+            .arg(self.stop_key(generation_id))
+            .arg(self.claim_key(generation_id))
+            .arg(conversation_id.to_string())
+            .arg(UNFINISHED_LIFETIME_SECS)
             .query_async(&mut commands)
             .await
             .map_err(unavailable)?;
-        Ok(claimed.is_some() && !logged)
+        match found.as_str() {
+            "claimed" => Ok(ChosenId::Claimed),
+            "stopped" => Ok(ChosenId::Stopped),
+            "taken" => Ok(ChosenId::Taken),
+            other => Err(GenerationLogError::Unavailable(format!(
+                "the claim script answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn release(&self, generation_id: GenerationId) -> Result<(), GenerationLogError> {
+        let mut commands = self.commands.clone();
+        let () = commands
+            .del(self.claim_key(generation_id))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn claimant(
@@ -1016,7 +1039,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_chosen_id_is_claimed_by_one_replica_only_and_never_when_it_was_logged() {
+    async fn a_chosen_id_is_claimed_by_one_replica_only_until_released() {
         let Some(one) = log_on_test_redis().await else {
             return;
         };
@@ -1030,22 +1053,42 @@ mod tests {
             one.claim(conversation, chosen),
             other_replica.claim(conversation, chosen)
         );
-        assert!(
-            first.unwrap() ^ second.unwrap(),
-            "exactly one replica claims it"
+        let mut outcomes = [first.unwrap(), second.unwrap()];
+        outcomes.sort_by_key(|outcome| *outcome != ChosenId::Claimed);
+        assert_eq!(outcomes, [ChosenId::Claimed, ChosenId::Taken]);
+        assert_eq!(
+            one.claim(conversation, chosen).await.unwrap(),
+            ChosenId::Taken
         );
-        assert!(!one.claim(conversation, chosen).await.unwrap());
         assert_eq!(
             other_replica.claimant(chosen).await.unwrap(),
             Some(conversation)
         );
         assert_eq!(one.claimant(GenerationId::generate()).await.unwrap(), None);
 
-        // An id the server chose claims nothing, but its stream takes the id.
-        let logged = GenerationId::generate();
-        one.begin(conversation, logged).await.unwrap();
-        one.append(logged, "start", "{}", false).await.unwrap();
-        assert!(!other_replica.claim(conversation, logged).await.unwrap());
+        // Given up (its send ended without logging), the id is nobody's.
+        one.release(chosen).await.unwrap();
+        assert_eq!(other_replica.claimant(chosen).await.unwrap(), None);
+        assert_eq!(
+            other_replica.claim(conversation, chosen).await.unwrap(),
+            ChosenId::Claimed
+        );
+
+        // Stopped before its message came, in this conversation only.
+        let stopped = GenerationId::generate();
+        one.request_stop(conversation, stopped).await.unwrap();
+        assert_eq!(
+            other_replica.claim(conversation, stopped).await.unwrap(),
+            ChosenId::Stopped
+        );
+        assert_eq!(other_replica.claimant(stopped).await.unwrap(), None);
+        assert_eq!(
+            other_replica
+                .claim(ConversationId::generate(), stopped)
+                .await
+                .unwrap(),
+            ChosenId::Claimed
+        );
     }
 
     /// A generation begun here, its start logged, and a follower here that has read it.

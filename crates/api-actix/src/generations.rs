@@ -24,7 +24,7 @@ pub struct Generations {
 /// How long a stop is remembered: a reply whose client chose its generation id may start after
 /// its stop (the stop overtook the message, or the message was sent again).
 const STOP_MEMORY: Duration = Duration::from_secs(60);
-/// At most this many stops are remembered at once (about 64 bytes each); beyond it the oldest is
+/// At most this many stops are remembered at once (about 100 bytes each); beyond it the oldest is
 /// forgotten.
 const STOPS_REMEMBERED: usize = 65_536;
 
@@ -34,42 +34,37 @@ struct Replies {
     recent_stops: RecentStops,
 }
 
-/// The stops asked for in the last [`STOP_MEMORY`], each with its conversation.
+/// The stops asked for in the last [`STOP_MEMORY`], by conversation and generation: a stop under
+/// another conversation's id takes no other stop's place.
 #[derive(Debug, Default)]
 struct RecentStops {
-    by_generation: HashMap<GenerationId, (ConversationId, Instant)>,
+    when: HashMap<(ConversationId, GenerationId), Instant>,
     /// In the order asked, which is the order they expire in.
-    asked: VecDeque<(GenerationId, Instant)>,
+    asked: VecDeque<((ConversationId, GenerationId), Instant)>,
 }
 
 impl RecentStops {
     fn remember(&mut self, conversation_id: ConversationId, generation_id: GenerationId) {
         let now = Instant::now();
-        while let Some(&(id, at)) = self.asked.front() {
+        while let Some(&(stop, at)) = self.asked.front() {
             if now.duration_since(at) < STOP_MEMORY && self.asked.len() < STOPS_REMEMBERED {
                 break;
             }
             self.asked.pop_front();
-            // A later stop of the same id has a place of its own in the order.
-            if self
-                .by_generation
-                .get(&id)
-                .is_some_and(|(_, asked)| *asked == at)
-            {
-                self.by_generation.remove(&id);
+            // A later stop of the same reply has a place of its own in the order.
+            if self.when.get(&stop) == Some(&at) {
+                self.when.remove(&stop);
             }
         }
-        self.by_generation
-            .insert(generation_id, (conversation_id, now));
-        self.asked.push_back((generation_id, now));
+        let stop = (conversation_id, generation_id);
+        self.when.insert(stop, now);
+        self.asked.push_back((stop, now));
     }
 
     fn stopped(&self, conversation_id: ConversationId, generation_id: GenerationId) -> bool {
-        self.by_generation
-            .get(&generation_id)
-            .is_some_and(|(stopped_in, asked)| {
-                *stopped_in == conversation_id && asked.elapsed() < STOP_MEMORY
-            })
+        self.when
+            .get(&(conversation_id, generation_id))
+            .is_some_and(|asked| asked.elapsed() < STOP_MEMORY)
     }
 }
 
@@ -102,6 +97,11 @@ impl RunningReply {
 
     pub(crate) fn generation_id(&self) -> GenerationId {
         self.generation_id
+    }
+
+    /// Whether its user asked for it to stop (perhaps before it started).
+    pub(crate) fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
     }
 
     /// Resolves when the reply's user asked for it to stop.
@@ -328,6 +328,6 @@ mod tests {
         assert!(!stops.stopped(conversation, first), "the oldest went");
         assert!(stops.stopped(conversation, again));
         assert_eq!(stops.asked.len(), STOPS_REMEMBERED);
-        assert_eq!(stops.by_generation.len(), STOPS_REMEMBERED - 1);
+        assert_eq!(stops.when.len(), STOPS_REMEMBERED - 1);
     }
 }

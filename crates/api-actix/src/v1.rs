@@ -5,7 +5,8 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
-    ChatError, ConversationId, ConversationTitle, GenerationId, GenerationLogError, Interruption,
+    ChatError, ChosenId, ConversationId, ConversationTitle, GenerationId, GenerationLog,
+    GenerationLogError, Interruption, MessageText, PendingReply,
 };
 use futures::future::{self, Either};
 use futures::{FutureExt, StreamExt};
@@ -17,6 +18,7 @@ use crate::dto::{
     RenameConversationRequest, ResumeQuery, SendMessageRequest, StopResponse,
 };
 use crate::errors::ApiError;
+use crate::generations::RunningReply;
 use crate::sse;
 use crate::state::AppState;
 use crate::stream_limit::HeldStreamSlot;
@@ -248,7 +250,7 @@ pub(crate) async fn list_messages(
     responses(
         (status = 201, description = "The stored exchange", body = ExchangeDto),
         (status = 200, description = "With Accept: text/event-stream: `event: start` (`{\"generation_id\", \"conversation_id\", \"content\"}`), `event: delta` / `data: {\"text\"}` events, then `event: done` with the stored exchange or `event: error` with `{\"message\", \"code\"}`; every event carries `id: <generation_id>:<sequence>`", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Malformed id or body, blank content, or a `generation_id` (`invalid_id`: not a UUID; `invalid_body`: without `Accept: text/event-stream`)", body = ErrorResponse),
+        (status = 400, description = "Malformed id or body, blank content, or a `generation_id` (`invalid_id`: not a UUID, or the nil UUID; `invalid_body`: without `Accept: text/event-stream`)", body = ErrorResponse),
         (status = 404, description = "No such conversation", body = ErrorResponse),
         (status = 409, description = "With a `generation_id`: the reply was stopped before it began, and nothing was stored (`stopped`), or a reply with that id exists already (`generation_id_in_use`)", body = ErrorResponse),
         (status = 413, description = "Body or content too large", body = ErrorResponse),
@@ -277,36 +279,7 @@ pub(crate) async fn send_message(
         .map(chosen_generation_id)
         .transpose()?;
     if sse::accepts_event_stream(request.headers()) {
-        if state.generations.is_cut() {
-            // It would be cut before its first word, after the provider was asked (and paid).
-            return Err(ChatError::CutShort.into());
-        }
-        let generation_id = chosen_id.unwrap_or_else(GenerationId::generate);
-        let running = state
-            .generations
-            .running_reply(id, generation_id)
-            .ok_or_else(generation_id_in_use)?;
-        let log = chosen_id.map(|_| Arc::clone(&state.generation_log));
-        if let Some(log) = &log {
-            check_chosen_id(log.as_ref(), id, generation_id).await?;
-        }
-        let content = text.as_str().to_owned();
-        // The provider may take long to send the first words; a cut, or a stop by a client that
-        // chose the id (here or, through the log, on another replica), ends the wait as it ends
-        // a reply with no text yet. Polled first, so that a stop that came before the message
-        // ends it before the assistant is asked.
-        let interrupted = Box::pin(sse::interruption(&state.generations, &running, log));
-        let started = Box::pin(state.service.start_reply(id, text));
-        let pending = match future::select(interrupted, started).await {
-            Either::Right((started, _)) => started?,
-            Either::Left((Interruption::CutShort, _)) => return Err(ChatError::CutShort.into()),
-            Either::Left((Interruption::Stopped, _)) => {
-                tracing::info!("streamed reply stopped before its assistant answered");
-                return Err(ChatError::Stopped.into());
-            }
-        };
-        let slot = HeldStreamSlot::of(&request);
-        return Ok(sse::stream_reply(&state, id, content, pending, running, slot).await);
+        return send_streamed(&state, &request, id, text, chosen_id).await;
     }
     if chosen_id.is_some() {
         return Err(ApiError::bad_request(
@@ -318,39 +291,149 @@ pub(crate) async fn send_message(
     Ok(HttpResponse::Created().json(ExchangeDto::from(exchange)))
 }
 
+/// A streamed send: its reply enters [`crate::generations::Generations`] before the model is
+/// asked, so that a stop reaches it from the start (a client that chose the id knows it already).
+async fn send_streamed(
+    state: &AppState,
+    request: &HttpRequest,
+    id: ConversationId,
+    text: MessageText,
+    chosen_id: Option<GenerationId>,
+) -> Result<HttpResponse, ApiError> {
+    if state.generations.is_cut() {
+        // It would be cut before its first word, after the provider was asked (and paid).
+        return Err(ChatError::CutShort.into());
+    }
+    let generation_id = chosen_id.unwrap_or_else(GenerationId::generate);
+    let running = state
+        .generations
+        .running_reply(id, generation_id)
+        .ok_or_else(generation_id_in_use)?;
+    if running.is_stopped() {
+        // A stop here overtook the message, or it is sent again: the log need not be asked.
+        return Err(ChatError::Stopped.into());
+    }
+    let log = chosen_id.map(|_| Arc::clone(&state.generation_log));
+    // Held until the reply has logged its start or the send has ended, then given up.
+    let claim = match &log {
+        Some(log) => claim_chosen_id(log, id, generation_id).await?,
+        None => None,
+    };
+    let content = text.as_str().to_owned();
+    let answer = match wait_for_model(state, &running, log, id, text).await {
+        Ok(pending) => {
+            let slot = HeldStreamSlot::of(request);
+            Ok(sse::stream_reply(state, id, content, pending, running, slot).await)
+        }
+        Err(error) => Err(error),
+    };
+    if let Some(claim) = claim {
+        claim.give_up().await;
+    }
+    answer
+}
+
+/// Asks the model for the reply, which may take long to send its first words. A cut, or a stop
+/// by a client that chose the id (here or, through `log`, on another replica), ends the wait as it
+/// ends a reply with no text yet; polled first, so that a stop that came before the message ends
+/// it before the model is asked.
+async fn wait_for_model(
+    state: &AppState,
+    running: &RunningReply,
+    log: Option<Arc<dyn GenerationLog>>,
+    id: ConversationId,
+    text: MessageText,
+) -> Result<PendingReply, ApiError> {
+    let interrupted = Box::pin(sse::interruption(&state.generations, running, log.clone()));
+    let started = Box::pin(state.service.start_reply(id, text));
+    match future::select(interrupted, started).await {
+        Either::Right((started, _)) => Ok(started?),
+        Either::Left((Interruption::CutShort, _)) => Err(ChatError::CutShort.into()),
+        Either::Left((Interruption::Stopped, _)) => {
+            tracing::info!("streamed reply stopped before its assistant answered");
+            if let Some(log) = log {
+                // Stopped here: the same message sent again to another replica is too.
+                let told = log.request_stop(id, running.generation_id());
+                if !matches!(tokio::time::timeout(CLAIM_PATIENCE, told).await, Ok(Ok(()))) {
+                    tracing::debug!("cannot tell other replicas of a stop before the reply");
+                }
+            }
+            Err(ChatError::Stopped.into())
+        }
+    }
+}
+
 /// How long a send waits for the log to claim its chosen id: a log slow to answer must not hold
 /// the reply up for long (it goes on without the claim, as a reply goes on without its log).
 const CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A generation id chosen by the client must be new (another reply's log would take this one's
 /// events as its own), and may have been stopped through another replica before its message came
-/// here. A log out of reach (or slow) answers neither: the reply goes on without it, as when
-/// `begin` fails.
-async fn check_chosen_id(
-    log: &dyn domain::GenerationLog,
+/// here; claimed, the returned claim holds it until dropped. A log out of reach (or slow) answers
+/// neither: the reply goes on without it, as when `begin` fails.
+async fn claim_chosen_id(
+    log: &Arc<dyn GenerationLog>,
     conversation_id: ConversationId,
     generation_id: GenerationId,
-) -> Result<(), ApiError> {
-    let asked = async {
-        if log.stop_requested(conversation_id, generation_id).await? {
+) -> Result<Option<HeldClaim>, ApiError> {
+    match tokio::time::timeout(CLAIM_PATIENCE, log.claim(conversation_id, generation_id)).await {
+        Ok(Ok(ChosenId::Claimed)) => Ok(Some(HeldClaim {
+            log: Arc::clone(log),
+            generation_id,
+            given_up: false,
+        })),
+        Ok(Ok(ChosenId::Stopped)) => {
             tracing::info!("streamed reply stopped before its message came");
-            return Ok(Err(ChatError::Stopped.into()));
+            Err(ChatError::Stopped.into())
         }
-        if !log.claim(conversation_id, generation_id).await? {
-            return Ok(Err(generation_id_in_use()));
-        }
-        Ok::<_, GenerationLogError>(Ok(()))
-    };
-    match tokio::time::timeout(CLAIM_PATIENCE, asked).await {
-        Ok(Ok(checked)) => checked,
+        Ok(Ok(ChosenId::Taken)) => Err(generation_id_in_use()),
         Ok(Err(error)) => {
             tracing::debug!(%error, "cannot ask the log about a chosen generation id");
-            Ok(())
+            Ok(None)
         }
         Err(_) => {
             tracing::debug!("the log did not answer in time about a chosen generation id");
-            Ok(())
+            Ok(None)
         }
+    }
+}
+
+/// A chosen generation id claimed in the log, given up once the reply has logged its start (its
+/// stream holds the id from then on) or the send has ended without it: before the answer, or,
+/// if the send is dropped (its client left), when it is.
+struct HeldClaim {
+    log: Arc<dyn GenerationLog>,
+    generation_id: GenerationId,
+    given_up: bool,
+}
+
+impl HeldClaim {
+    async fn give_up(mut self) {
+        self.given_up = true;
+        let released = self.log.release(self.generation_id);
+        if !matches!(
+            tokio::time::timeout(CLAIM_PATIENCE, released).await,
+            Ok(Ok(()))
+        ) {
+            tracing::debug!("giving up the claim of a generation id failed");
+        }
+    }
+}
+
+impl Drop for HeldClaim {
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.given_up {
+            return;
+        }
+        let (log, generation_id) = (Arc::clone(&self.log), self.generation_id);
+        runtime.spawn(async move {
+            if let Err(error) = log.release(generation_id).await {
+                tracing::debug!(%error, "giving up the claim of a generation id failed");
+            }
+        });
     }
 }
 
@@ -524,18 +607,15 @@ pub(crate) async fn stop_reply(
                     // Begun nowhere yet: its client may have chosen the id, and its message be
                     // waiting for its model on another replica, or on its way there.
                     None => {
-                        let told = log.request_stop(id, generation_id).await;
-                        let claimant = log.claimant(generation_id).await;
-                        return match (told, claimant) {
-                            (Ok(()), Ok(Some(claimed_in))) if claimed_in == id => {
+                        log.request_stop(id, generation_id)
+                            .await
+                            .map_err(log_unavailable)?;
+                        return match log.claimant(generation_id).await {
+                            Ok(Some(claimed_in)) if claimed_in == id => {
                                 Ok(HttpResponse::Accepted().json(StopResponse::STOPPING))
                             }
-                            (told, claimant) => {
-                                if let Some(error) = told.err().or(claimant.err()) {
-                                    tracing::debug!(%error, "cannot tell other replicas of a stop");
-                                }
-                                Err(generation_not_found())
-                            }
+                            Ok(_) => Err(generation_not_found()),
+                            Err(error) => Err(log_unavailable(error)),
                         };
                     }
                 }

@@ -18,8 +18,8 @@ pub use paging::{
     ConversationCursor, CursorError, HistoryCursor, MessageCursor, MessageWindow, Page, PageLimit,
 };
 pub use ports::{
-    Assistant, ChatRepository, DeltaStream, GenerationEvent, GenerationEvents, GenerationLog,
-    GenerationState, ReplyContext, WAIT_FOR_ROOM_LIMIT,
+    Assistant, ChatRepository, ChosenId, DeltaStream, GenerationEvent, GenerationEvents,
+    GenerationLog, GenerationState, ReplyContext, WAIT_FOR_ROOM_LIMIT,
 };
 pub use service::{ChatService, ChatServiceConfig, Interruption, PendingReply, ReplyEvent};
 pub use text::{is_blank_reply, stream_pieces, ConversationTitle, MessageText, TextError};

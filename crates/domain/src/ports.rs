@@ -136,6 +136,18 @@ pub struct GenerationEvent {
     pub data: String,
 }
 
+/// What [`GenerationLog::claim`] found for an id a client chose for its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChosenId {
+    /// New: the send goes on, and the id is its own on every replica until it logs its
+    /// generation or gives the claim up ([`GenerationLog::release`]).
+    Claimed,
+    /// The conversation's reply of this id was asked to stop (the stop overtook the message).
+    Stopped,
+    /// A logged generation, or another send, has it.
+    Taken,
+}
+
 /// Where a generation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GenerationState {
@@ -206,23 +218,39 @@ pub trait GenerationLog: Send + Sync {
         after: u64,
     ) -> Result<GenerationEvents, GenerationLogError>;
 
-    /// Claims an id a client chose for a new generation of the conversation, before the generation
-    /// begins: `false` when the id is taken, claimed before or used by a logged generation, on any
-    /// replica. A log shared by replicas must claim atomically (two replicas sent the same id at
-    /// once must not both get `true`); the default answers from [`Self::state`], enough for a log
-    /// only one process uses (the server refuses an id that runs in it before it asks).
+    /// Claims an id a client chose for a new generation of the conversation, before its model is
+    /// asked: [`ChosenId::Taken`] when a logged generation has it, [`ChosenId::Stopped`] when
+    /// [`Self::request_stop`] was asked for it in this conversation, [`ChosenId::Taken`] when
+    /// another send claimed it, on any replica. A log shared by replicas must claim atomically
+    /// (of two sends of one id at once, on two replicas, one only is `Claimed`); the default
+    /// answers from [`Self::state`] and [`Self::stop_requested`], enough for a log only one process
+    /// uses (the server refuses an id that runs in it before it asks).
     async fn claim(
         &self,
         conversation_id: ConversationId,
         generation_id: GenerationId,
-    ) -> Result<bool, GenerationLogError> {
-        let _ = conversation_id;
-        Ok(self.state(generation_id).await?.is_none())
+    ) -> Result<ChosenId, GenerationLogError> {
+        if self.state(generation_id).await?.is_some() {
+            return Ok(ChosenId::Taken);
+        }
+        if self.stop_requested(conversation_id, generation_id).await? {
+            return Ok(ChosenId::Stopped);
+        }
+        Ok(ChosenId::Claimed)
     }
 
-    /// The conversation whose send claimed the id ([`Self::claim`]), while the claim lasts, on any
-    /// replica; `None` for an id nobody claimed. A log only one process uses may keep the default,
-    /// `None`: the server knows its own claims.
+    /// Gives up a claim whose send ended without logging anything (stopped, failed, or its client
+    /// gone before the model answered): the id is free again, and no replica takes it for a send
+    /// that waits for its model. The default does nothing, as the default [`Self::claim`] holds
+    /// nothing.
+    async fn release(&self, generation_id: GenerationId) -> Result<(), GenerationLogError> {
+        let _ = generation_id;
+        Ok(())
+    }
+
+    /// The conversation whose send holds a claim of the id ([`Self::claim`]), on any replica: a
+    /// send waiting for its model. `None` for an id nobody holds. A log only one process uses may
+    /// keep the default, `None`: the server knows its own sends.
     async fn claimant(
         &self,
         generation_id: GenerationId,

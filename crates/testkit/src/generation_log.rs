@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{ConversationId, GenerationEvent, GenerationId, GenerationLog, GenerationLogError};
+use domain::{
+    ChosenId, ConversationId, GenerationEvent, GenerationId, GenerationLog, GenerationLogError,
+};
 use futures::StreamExt;
 
 async fn collect(log: &dyn GenerationLog, id: GenerationId, after: u64) -> Vec<GenerationEvent> {
@@ -203,15 +205,19 @@ pub async fn unknown_generations_are_not_found(log: Arc<dyn GenerationLog>) {
 /// A client's chosen id is claimed while it is new, and never once a generation logged it.
 pub async fn a_chosen_id_is_claimed_only_while_new(log: Arc<dyn GenerationLog>) {
     let conversation = ConversationId::generate();
-    assert!(log
-        .claim(conversation, GenerationId::generate())
-        .await
-        .unwrap());
+    assert_eq!(
+        log.claim(conversation, GenerationId::generate())
+            .await
+            .unwrap(),
+        ChosenId::Claimed
+    );
     let (conversation, logged) = begun(log.as_ref()).await;
     log.append(logged, "start", "{}", false).await.unwrap();
-    assert!(!log.claim(conversation, logged).await.unwrap(), "running");
+    let taken = log.claim(conversation, logged).await.unwrap();
+    assert_eq!(taken, ChosenId::Taken, "running");
     log.append(logged, "done", "{}", true).await.unwrap();
-    assert!(!log.claim(conversation, logged).await.unwrap(), "finished");
+    let taken = log.claim(conversation, logged).await.unwrap();
+    assert_eq!(taken, ChosenId::Taken, "finished");
 }
 
 /// Runs every contract against logs made by `make`, each on a log of its own.

@@ -387,4 +387,7 @@ async fn a_stop_through_one_replica_reaches_a_send_waiting_for_its_model_on_the_
     assert_eq!(answer.status(), 409);
     assert_eq!(answer.json::<Value>().await.unwrap()["code"], "stopped");
     assert_eq!(replicas.messages(second).await["items"], json!([]));
+    // Its send ended: the id is no waiting send's any more.
+    let again = replicas.stop(second, &generation).await;
+    assert_eq!(again.status(), 404);
 }
