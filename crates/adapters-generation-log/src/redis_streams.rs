@@ -19,12 +19,12 @@ const UNFINISHED_LIFETIME_SECS: u64 = 3600;
 const STOP_BEFORE_START_LIFETIME_SECS: u64 = 60;
 
 /// [`GenerationLog::claim`], in one step on the server, so that of two replicas claiming one id
-/// at once one only wins: a logged generation's id is taken; one stopped in this conversation
-/// (KEYS[2] holds the conversation id, ARGV[1]) is stopped; otherwise `SET NX` of the claim key
-/// (for ARGV[2] seconds) decides.
+/// at once one only wins: a logged generation's id (KEYS[1], its stream) is taken; one stopped in
+/// this conversation (KEYS[2], its stop key) is stopped; otherwise `SET NX` of the claim key to the
+/// conversation's id (ARGV[1]), for ARGV[2] seconds, decides.
 const CLAIM_SCRIPT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'taken' end
-if redis.call('GET', KEYS[2]) == ARGV[1] then return 'stopped' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'stopped' end
 if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'claimed' end
 return 'taken'
 "#;
@@ -347,9 +347,10 @@ impl RedisGenerationLog {
         format!("{}:generation:{id}", self.prefix)
     }
 
-    /// Set, to the conversation's id, when a replica asks the generation's writer to stop it.
-    fn stop_key(&self, id: GenerationId) -> String {
-        format!("{}:generation:{id}:stop", self.prefix)
+    /// Set when a replica asks the writer of the conversation's generation to stop it: one key
+    /// per conversation, so that a stop under another conversation's id takes no stop's place.
+    fn stop_key(&self, conversation: ConversationId, id: GenerationId) -> String {
+        format!("{}:generation:{id}:stop:{conversation}", self.prefix)
     }
 
     /// Set, to the conversation's id, by the replica that claimed an id a client chose.
@@ -625,7 +626,7 @@ impl GenerationLog for RedisGenerationLog {
             .arg(CLAIM_SCRIPT)
             .arg(3)
             .arg(self.stream_key(generation_id))
-            .arg(self.stop_key(generation_id))
+            .arg(self.stop_key(conversation_id, generation_id))
             .arg(self.claim_key(generation_id))
             .arg(conversation_id.to_string())
             .arg(UNFINISHED_LIFETIME_SECS)
@@ -682,11 +683,7 @@ impl GenerationLog for RedisGenerationLog {
             STOP_BEFORE_START_LIFETIME_SECS
         };
         let () = commands
-            .set_ex(
-                self.stop_key(generation_id),
-                conversation_id.to_string(),
-                lifetime,
-            )
+            .set_ex(self.stop_key(conversation_id, generation_id), 1, lifetime)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -698,11 +695,10 @@ impl GenerationLog for RedisGenerationLog {
         generation_id: GenerationId,
     ) -> Result<bool, GenerationLogError> {
         let mut commands = self.commands.clone();
-        let asked_in: Option<String> = commands
-            .get(self.stop_key(generation_id))
+        commands
+            .exists(self.stop_key(conversation_id, generation_id))
             .await
-            .map_err(unavailable)?;
-        Ok(asked_in.is_some_and(|asked_in| asked_in == conversation_id.to_string()))
+            .map_err(unavailable)
     }
 }
 
@@ -1011,12 +1007,21 @@ mod tests {
             .await
             .unwrap());
 
-        // A stop asked under another conversation stops nothing of this one.
-        let elsewhere = GenerationId::generate();
+        // A stop asked under another conversation stops nothing of this one, nor takes the place
+        // of its stop.
+        let (stranger, elsewhere) = (ConversationId::generate(), GenerationId::generate());
         other_replica
-            .request_stop(ConversationId::generate(), elsewhere)
+            .request_stop(stranger, elsewhere)
             .await
             .unwrap();
+        other_replica
+            .request_stop(stranger, overtaken)
+            .await
+            .unwrap();
+        assert!(writer
+            .stop_requested(conversation, overtaken)
+            .await
+            .unwrap());
         assert!(!writer
             .stop_requested(conversation, elsewhere)
             .await
@@ -1032,9 +1037,15 @@ mod tests {
             .await
             .unwrap();
         let mut commands = writer.commands.clone();
-        let lifetime: i64 = commands.ttl(writer.stop_key(logged)).await.unwrap();
+        let lifetime: i64 = commands
+            .ttl(writer.stop_key(conversation, logged))
+            .await
+            .unwrap();
         assert!(lifetime > 60, "{lifetime}");
-        let lifetime: i64 = commands.ttl(writer.stop_key(elsewhere)).await.unwrap();
+        let lifetime: i64 = commands
+            .ttl(writer.stop_key(stranger, elsewhere))
+            .await
+            .unwrap();
         assert!((1..=60).contains(&lifetime), "{lifetime}");
     }
 

@@ -99,11 +99,6 @@ impl RunningReply {
         self.generation_id
     }
 
-    /// Whether its user asked for it to stop (perhaps before it started).
-    pub(crate) fn is_stopped(&self) -> bool {
-        *self.stop.borrow()
-    }
-
     /// Resolves when the reply's user asked for it to stop.
     pub(crate) fn stop_signal(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut stop = self.stop.clone();

@@ -309,10 +309,6 @@ async fn send_streamed(
         .generations
         .running_reply(id, generation_id)
         .ok_or_else(generation_id_in_use)?;
-    if running.is_stopped() {
-        // A stop here overtook the message, or it is sent again: the log need not be asked.
-        return Err(ChatError::Stopped.into());
-    }
     let log = chosen_id.map(|_| Arc::clone(&state.generation_log));
     // Held until the reply has logged its start or the send has ended, then given up.
     let claim = match &log {
@@ -576,7 +572,8 @@ pub(crate) async fn stop_reply(
 ) -> Result<HttpResponse, ApiError> {
     let (id, generation) = path.into_inner();
     let id = conversation_id(&id)?;
-    let generation_id = generation_id(&generation)?;
+    // No reply has the nil id: the server's are v7 UUIDs, and a client's may not be nil.
+    let generation_id = chosen_generation_id(&generation)?;
     // A reply running here is stopped before anything else is asked: storage that is too busy
     // to answer is when a user most wants a long reply to stop. Not running here, the stop is
     // remembered for one that starts here with this id.

@@ -462,6 +462,12 @@ async fn a_stop_names_a_reply_of_this_conversation() {
             "generation_not_found",
         ),
         (id.as_str(), "not-a-uuid", 400, "invalid_id"),
+        (
+            id.as_str(),
+            "00000000-0000-0000-0000-000000000000",
+            400,
+            "invalid_id",
+        ),
         ("not-a-uuid", generation, 400, "invalid_id"),
         (
             "0190d4a2-8f00-7000-8000-000000000000",
@@ -540,4 +546,25 @@ async fn a_chosen_generation_id_is_a_new_uuid_sent_for_a_stream() {
         (400, "invalid_body".to_owned())
     );
     assert_eq!(stored_contents(&app, &id).await.len(), 2, "only the first");
+}
+
+/// A reply stopped once it had text is stored: its message sent again with its id is refused as a
+/// used id, not said to be stopped with nothing stored.
+#[tokio::test]
+async fn a_chosen_id_stopped_after_its_first_words_is_in_use_not_stopped() {
+    let app = slow_app().await;
+    let id = app.new_conversation().await;
+    let chosen = domain::GenerationId::generate().to_string();
+    let sent = json!({ "content": LONG_QUESTION, "generation_id": chosen });
+    let mut reader = SseReader::raw(app.post_streamed(&id, &sent).await);
+    for _ in 0..3 {
+        reader.next_event().await.expect("an event");
+    }
+    assert_eq!(app.stop_reply(&id, &chosen).await.status(), 200);
+    done(&read_to_end(&mut reader).await);
+    assert_eq!(
+        status_and_code(app.post_streamed(&id, &sent).await).await,
+        (409, "generation_id_in_use".to_owned())
+    );
+    assert_eq!(stored_contents(&app, &id).await.len(), 2);
 }
