@@ -925,6 +925,13 @@ mod tests {
         }
     }
 
+    /// A log on the same Redis under the same prefix: another replica.
+    async fn another_replica(of: &RedisGenerationLog) -> RedisGenerationLog {
+        RedisGenerationLog::connect(&testkit::redis_url(), of.prefix.clone(), of.ttl)
+            .await
+            .unwrap()
+    }
+
     /// No Redis answers there: a connection of its own would fail at once.
     fn without_connections_of_its_own(log: &mut RedisGenerationLog) {
         log.client = Client::open("redis://127.0.0.1:1").unwrap();
@@ -965,31 +972,28 @@ mod tests {
         let Some(writer) = log_on_test_redis().await else {
             return;
         };
-        let other_replica =
-            RedisGenerationLog::connect(&testkit::redis_url(), writer.prefix.clone(), writer.ttl)
-                .await
-                .unwrap();
-        let (conversation, generation) = (ConversationId::generate(), GenerationId::generate());
-        let untouched = GenerationId::generate();
+        let other_replica = another_replica(&writer).await;
+        let conversation = ConversationId::generate();
+        let seen = |generation| {
+            let writer = &writer;
+            async move {
+                writer
+                    .stop_requested(conversation, generation)
+                    .await
+                    .unwrap()
+            }
+        };
+        let (generation, untouched) = (GenerationId::generate(), GenerationId::generate());
         writer.begin(conversation, generation).await.unwrap();
         writer.begin(conversation, untouched).await.unwrap();
-        assert!(!writer
-            .stop_requested(conversation, generation)
-            .await
-            .unwrap());
+        assert!(!seen(generation).await);
 
         other_replica
             .request_stop(conversation, generation)
             .await
             .unwrap();
-        assert!(writer
-            .stop_requested(conversation, generation)
-            .await
-            .unwrap());
-        assert!(!writer
-            .stop_requested(conversation, untouched)
-            .await
-            .unwrap());
+        assert!(seen(generation).await);
+        assert!(!seen(untouched).await);
 
         // Asked before the writer began it (its client chose the id): still seen once it begins.
         let overtaken = GenerationId::generate();
@@ -997,35 +1001,21 @@ mod tests {
             .request_stop(conversation, overtaken)
             .await
             .unwrap();
-        assert!(writer
-            .stop_requested(conversation, overtaken)
-            .await
-            .unwrap());
+        assert!(seen(overtaken).await);
         writer.begin(conversation, overtaken).await.unwrap();
-        assert!(writer
-            .stop_requested(conversation, overtaken)
-            .await
-            .unwrap());
+        assert!(seen(overtaken).await);
 
         // A stop asked under another conversation stops nothing of this one, nor takes the place
         // of its stop.
         let (stranger, elsewhere) = (ConversationId::generate(), GenerationId::generate());
-        other_replica
-            .request_stop(stranger, elsewhere)
-            .await
-            .unwrap();
-        other_replica
-            .request_stop(stranger, overtaken)
-            .await
-            .unwrap();
-        assert!(writer
-            .stop_requested(conversation, overtaken)
-            .await
-            .unwrap());
-        assert!(!writer
-            .stop_requested(conversation, elsewhere)
-            .await
-            .unwrap());
+        for generation in [elsewhere, overtaken] {
+            other_replica
+                .request_stop(stranger, generation)
+                .await
+                .unwrap();
+        }
+        assert!(seen(overtaken).await);
+        assert!(!seen(elsewhere).await);
 
         // A logged generation's stop lasts as long as its stream may; one of an id that logged
         // nothing (made up, or still waiting for its model) a minute.
@@ -1054,10 +1044,7 @@ mod tests {
         let Some(one) = log_on_test_redis().await else {
             return;
         };
-        let other_replica =
-            RedisGenerationLog::connect(&testkit::redis_url(), one.prefix.clone(), one.ttl)
-                .await
-                .unwrap();
+        let other_replica = another_replica(&one).await;
         let conversation = ConversationId::generate();
         let chosen = GenerationId::generate();
         let (first, second) = tokio::join!(

@@ -12,8 +12,8 @@ use actix_web::http::header;
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use domain::{
-    ChatError, ConversationId, Exchange, GenerationEvents, GenerationId, GenerationLog,
-    GenerationLogError, Interruption, PendingReply, ReplyEvent,
+    ChatError, Exchange, GenerationEvents, GenerationId, GenerationLog, GenerationLogError,
+    Interruption, PendingReply, ReplyEvent,
 };
 use futures::channel::mpsc;
 use futures::{future, sink, stream, FutureExt, Sink, SinkExt, StreamExt};
@@ -420,14 +420,13 @@ async fn run_logged(
 /// stream `slot` (if the request took one) until it ends.
 pub(crate) async fn stream_reply(
     state: &AppState,
-    conversation_id: ConversationId,
     content: String,
     pending: PendingReply,
     running: RunningReply,
     slot: Option<HeldStreamSlot>,
 ) -> HttpResponse {
     let log = Arc::clone(&state.generation_log);
-    let generation_id = running.generation_id();
+    let (conversation_id, generation_id) = (running.conversation_id(), running.generation_id());
     let start = json(&StreamStartEvent {
         generation_id: generation_id.to_string(),
         conversation_id: conversation_id.to_string(),

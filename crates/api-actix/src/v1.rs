@@ -27,21 +27,19 @@ fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid_id())
 }
 
+/// A generation id: a UUID, and not the nil one, which no reply has (the server's are v7 UUIDs)
+/// and every client that chose it would share.
 fn generation_id(raw: &str) -> Result<GenerationId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::bad_request("invalid_id", "The generation id must be a UUID."))
-}
-
-/// A generation id a client chose: a UUID, and not the nil one, which every client that sends it
-/// would share.
-fn chosen_generation_id(raw: &str) -> Result<GenerationId, ApiError> {
-    match generation_id(raw)? {
-        id if id.as_uuid().is_nil() => Err(ApiError::bad_request(
+    let id: GenerationId = raw
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_id", "The generation id must be a UUID."))?;
+    if id.as_uuid().is_nil() {
+        return Err(ApiError::bad_request(
             "invalid_id",
             "The generation id must be a random UUID, not the nil one.",
-        )),
-        id => Ok(id),
+        ));
     }
+    Ok(id)
 }
 
 fn generation_id_in_use() -> ApiError {
@@ -276,7 +274,7 @@ pub(crate) async fn send_message(
     let chosen_id = body
         .generation_id
         .as_deref()
-        .map(chosen_generation_id)
+        .map(generation_id)
         .transpose()?;
     if sse::accepts_event_stream(request.headers()) {
         return send_streamed(&state, &request, id, text, chosen_id).await;
@@ -319,7 +317,7 @@ async fn send_streamed(
     let answer = match wait_for_model(state, &running, log, id, text).await {
         Ok(pending) => {
             let slot = HeldStreamSlot::of(request);
-            Ok(sse::stream_reply(state, id, content, pending, running, slot).await)
+            Ok(sse::stream_reply(state, content, pending, running, slot).await)
         }
         Err(error) => Err(error),
     };
@@ -374,9 +372,8 @@ async fn claim_chosen_id(
 ) -> Result<Option<HeldClaim>, ApiError> {
     match tokio::time::timeout(CLAIM_PATIENCE, log.claim(conversation_id, generation_id)).await {
         Ok(Ok(ChosenId::Claimed)) => Ok(Some(HeldClaim {
-            log: Arc::clone(log),
+            log: Some(Arc::clone(log)),
             generation_id,
-            given_up: false,
         })),
         Ok(Ok(ChosenId::Stopped)) => {
             tracing::info!("streamed reply stopped before its message came");
@@ -398,20 +395,21 @@ async fn claim_chosen_id(
 /// stream holds the id from then on) or the send has ended without it: before the answer, or,
 /// if the send is dropped (its client left), when it is.
 struct HeldClaim {
-    log: Arc<dyn GenerationLog>,
+    /// Taken when the claim is given up.
+    log: Option<Arc<dyn GenerationLog>>,
     generation_id: GenerationId,
-    given_up: bool,
 }
 
 impl HeldClaim {
     async fn give_up(mut self) {
-        self.given_up = true;
-        let released = self.log.release(self.generation_id);
-        if !matches!(
-            tokio::time::timeout(CLAIM_PATIENCE, released).await,
-            Ok(Ok(()))
-        ) {
-            tracing::debug!("giving up the claim of a generation id failed");
+        if let Some(log) = self.log.take() {
+            let released = release_claim(log, self.generation_id);
+            if tokio::time::timeout(CLAIM_PATIENCE, released)
+                .await
+                .is_err()
+            {
+                tracing::debug!("the log did not answer in time to give a claim up");
+            }
         }
     }
 }
@@ -421,15 +419,15 @@ impl Drop for HeldClaim {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if self.given_up {
-            return;
+        if let Some(log) = self.log.take() {
+            runtime.spawn(release_claim(log, self.generation_id));
         }
-        let (log, generation_id) = (Arc::clone(&self.log), self.generation_id);
-        runtime.spawn(async move {
-            if let Err(error) = log.release(generation_id).await {
-                tracing::debug!(%error, "giving up the claim of a generation id failed");
-            }
-        });
+    }
+}
+
+async fn release_claim(log: Arc<dyn GenerationLog>, generation_id: GenerationId) {
+    if let Err(error) = log.release(generation_id).await {
+        tracing::debug!(%error, "giving up the claim of a generation id failed");
     }
 }
 
@@ -572,8 +570,7 @@ pub(crate) async fn stop_reply(
 ) -> Result<HttpResponse, ApiError> {
     let (id, generation) = path.into_inner();
     let id = conversation_id(&id)?;
-    // No reply has the nil id: the server's are v7 UUIDs, and a client's may not be nil.
-    let generation_id = chosen_generation_id(&generation)?;
+    let generation_id = generation_id(&generation)?;
     // A reply running here is stopped before anything else is asked: storage that is too busy
     // to answer is when a user most wants a long reply to stop. Not running here, the stop is
     // remembered for one that starts here with this id.

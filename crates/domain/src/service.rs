@@ -495,6 +495,15 @@ mod tests {
         assistant
     }
 
+    /// The reply to "hello" in the default conversation, started.
+    async fn pending_reply(service: ChatService) -> PendingReply {
+        let text = service.message_text("hello").unwrap();
+        service
+            .start_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap()
+    }
+
     fn service(repository: MockChatRepository, assistant: MockAssistant) -> ChatService {
         ChatService::new(
             Arc::new(repository),
@@ -827,12 +836,7 @@ mod tests {
             .expect_append_exchange_waiting_for_room()
             .times(1)
             .returning(|exchange| Ok(stored(exchange)));
-        let service = service(repository, assistant_replying("still stored"));
-        let text = service.message_text("hello").unwrap();
-        let pending = service
-            .start_reply(ConversationId::DEFAULT, text)
-            .await
-            .unwrap();
+        let pending = pending_reply(service(repository, assistant_replying("still stored"))).await;
 
         let (sender, receiver) = futures::channel::mpsc::channel(1);
         drop(receiver);
@@ -854,12 +858,7 @@ mod tests {
             ])
             .boxed())
         });
-        let service = service(repository, assistant);
-        let text = service.message_text("hello").unwrap();
-        let pending = service
-            .start_reply(ConversationId::DEFAULT, text)
-            .await
-            .unwrap();
+        let pending = pending_reply(service(repository, assistant)).await;
 
         let (sender, _receiver) = futures::channel::mpsc::channel(16);
         assert!(matches!(
@@ -879,12 +878,7 @@ mod tests {
             let pieces = pieces.iter().map(|piece| Ok((*piece).to_owned()));
             Ok(stream::iter(pieces).chain(stream::pending()).boxed())
         });
-        let service = service(repository, assistant);
-        let text = service.message_text("hello").unwrap();
-        service
-            .start_reply(ConversationId::DEFAULT, text)
-            .await
-            .unwrap()
+        pending_reply(service(repository, assistant)).await
     }
 
     /// A repository that expects exactly one exchange, whose reply is `reply`, stored as a
@@ -1012,12 +1006,7 @@ mod tests {
                 );
                 Ok(stored(exchange))
             });
-        let service = service(repository, assistant);
-        let text = service.message_text("hello").unwrap();
-        let pending = service
-            .start_reply(ConversationId::DEFAULT, text)
-            .await
-            .unwrap();
+        let pending = pending_reply(service(repository, assistant)).await;
 
         let (sender, mut receiver) = futures::channel::mpsc::channel(16);
         let stop_after_the_first_piece = async move {
