@@ -474,8 +474,11 @@ describe('App', () => {
   });
 
   describe('Stop while the model has not answered', () => {
-    /** The send waits until a stop answers it `stopped`; the stop answers as `stopAnswer` says. */
-    function stoppableSend(stopAnswer: () => Response) {
+    /**
+     * The send waits until a stop answers it `stopped`; the stop answers as `stopAnswer` says (given
+     * how many stops came before it), and one answered 503 stops nothing.
+     */
+    function stoppableSend(stopAnswer: (earlier: number) => Response) {
       const seen = { generation: undefined as string | undefined, stops: [] as string[], sends: 0 };
       let answerSend!: (res: Response) => void;
       server.onStream((_id, _content, init) => {
@@ -488,10 +491,13 @@ describe('App', () => {
       const stopRoute: Route = (url, init) => {
         const stop = /^\/api\/v1\/conversations\/c2\/generations\/([^/]+)\/stop$/.exec(url.pathname);
         if (!stop?.[1] || init.method !== 'POST') return undefined;
+        const answer = stopAnswer(seen.stops.length);
         seen.stops.push(stop[1]);
         // As the server does: the waiting send is answered `stopped`, nothing stored.
-        setTimeout(() => answerSend(json({ status: 'error', message: 'The reply was stopped before it began; nothing was stored.', code: 'stopped' }, 409)), 20);
-        return stopAnswer();
+        if (answer.status !== 503) {
+          setTimeout(() => answerSend(json({ status: 'error', message: 'The reply was stopped before it began; nothing was stored.', code: 'stopped' }, 409)), 20);
+        }
+        return answer;
       };
       vi.stubGlobal('fetch', mockFetch([stopRoute, server.route]).fn);
       return seen;
@@ -515,6 +521,28 @@ describe('App', () => {
         expect(within(screen.getByRole('log')).queryByText('Never mind')).toBeNull();
       });
     }
+
+    it('left and come back to, the message shows with Stop, which stops it', async () => {
+      const seen = stoppableSend(() => json({ status: 'stopped' }));
+      await renderLoaded();
+      fireEvent.change(composer(), { target: { value: 'Wait for me' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await screen.findByRole('button', { name: 'Stop' });
+      fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+      await screen.findByText('No messages yet');
+      expect(within(screen.getByRole('log')).queryByText('Wait for me')).toBeNull();
+      fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+      const log = screen.getByRole('log');
+      expect(await within(log).findByText('Wait for me')).toBeTruthy();
+      expect(within(log).getByText(/Thinking/)).toBeTruthy();
+      await within(log).findByText('Earlier answer');
+      fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+      expect(await screen.findByText('Stopped before the reply began. Nothing was stored. Your message is back in the message box.')).toBeTruthy();
+      expect(seen.stops).toEqual([seen.generation]);
+      expect(seen.sends).toBe(1);
+      expect((composer() as HTMLTextAreaElement).value).toBe('Wait for me');
+      expect(within(screen.getByRole('log')).queryByText('Wait for me')).toBeNull();
+    });
 
     it('a double-click (or a second Enter) on Stop does not send the message given back again', async () => {
       const seen = stoppableSend(() => json({ status: 'stopped' }));

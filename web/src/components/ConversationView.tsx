@@ -48,6 +48,13 @@ interface Pending {
   reconnecting?: boolean;
 }
 
+interface UntakenSend {
+  controller: AbortController;
+  left: boolean;
+  conversation: string | null;
+  comeBack?: () => void;
+}
+
 interface Props {
   conversationId: string | null;
   /**
@@ -123,8 +130,9 @@ export function ConversationView({
   /**
    * The send in flight until the server takes its message. Leaving the conversation then must not
    * cut it: a server still reading it, or asking the assistant, would drop it with the connection.
+   * `comeBack` (once its chat exists) shows it again, with Stop, when the user is back in its chat.
    */
-  const untakenSend = useRef<{ controller: AbortController; left: boolean; conversation: string | null } | null>(null);
+  const untakenSend = useRef<UntakenSend | null>(null);
   /** Waits for stopped replies to be stored; ended when the view switches conversation. */
   const waits = useRef(new Set<AbortController>());
   const stoppedRef = useRef(false);
@@ -242,6 +250,9 @@ export function ConversationView({
     setDraft(loadDraft(conversationId));
     if (conversationId === null) setLoad({ kind: 'ready' });
     else loadNewest(conversationId, true);
+    // Back while the model has not answered a message sent here: it shows, "Thinking…", with Stop,
+    // and its reply streams here (a reply logs nothing before its first words, so none is followed).
+    if (untaken?.left && conversationId !== null && untaken.conversation === conversationId) untaken.comeBack?.();
   }, [conversationId, newChatClicks, loadNewest]);
 
   // Another tab stored an exchange here: fetch the newest page and add what is new. While a reply
@@ -855,7 +866,7 @@ export function ConversationView({
     // Leaving before the server takes the message (while its new chat is created, too) does not
     // cut it: it goes on unseen, and waits in the chat's message box only if refused.
     let id = startsNew ? null : conversationId;
-    const untaken = { controller, left: false, conversation: id };
+    const untaken: UntakenSend = { controller, left: false, conversation: id };
     untakenSend.current = untaken;
 
     const fail = (err: unknown) => {
@@ -937,6 +948,17 @@ export function ConversationView({
     // Chosen here, so that Stop reaches the reply while the model has not answered yet.
     const running = { controller, conversation: convId, generation: newGenerationId(), stopAsked: false, answered: false };
     runningReply.current = running;
+    untaken.comeBack = () => {
+      untaken.left = false;
+      abortRef.current = controller;
+      runningReply.current = running;
+      gen = generation.current;
+      stoppedRef.current = false;
+      stickToBottom.current = true;
+      const shown = newPending(text);
+      setPending(shown);
+      pendingRef.current = shown;
+    };
     try {
       const exchange: Exchange = await api.streamMessage(convId, text, {
         signal: controller.signal,
@@ -950,20 +972,9 @@ export function ConversationView({
           // Taken by the server, the first message names its chat now, not once its reply is
           // stored: a user who leaves or closes the tab meanwhile still finds the chat named.
           if (first) onFirstMessage(convId, text);
-          if (!untaken.left) return;
-          if (shownId.current === convId && !pendingRef.current) {
-            // Back in the conversation it was written in: its reply streams here after all (a
-            // check for a reply in progress, made before the server took it, gives way to it).
-            untaken.left = false;
-            abortRef.current?.abort();
-            abortRef.current = controller;
-            gen = generation.current;
-            stickToBottom.current = true;
-            setPending(newPending(text));
-          } else {
-            // Left meanwhile: the server goes on with the reply and stores it; stop reading it here.
-            controller.abort();
-          }
+          // Left meanwhile (and not back): the server goes on with the reply and stores it; stop
+          // reading it here.
+          if (untaken.left) controller.abort();
         },
         onEventId: (eventId) => {
           lastEventId = eventId;
