@@ -544,6 +544,18 @@ describe('App', () => {
       expect(within(screen.getByRole('log')).queryByText('Wait for me')).toBeNull();
     });
 
+    it('a stop the server refuses for the moment is asked again, and stops the reply', async () => {
+      const unavailable = json({ status: 'error', message: 'The generation log is unavailable.', code: 'unavailable' }, 503);
+      const seen = stoppableSend((earlier) => (earlier < 2 ? unavailable.clone() : json({ status: 'stopped' })));
+      await renderLoaded();
+      fireEvent.change(composer(), { target: { value: 'Never mind' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+      expect(await screen.findByText('Stopped before the reply began. Nothing was stored. Your message is back in the message box.', {}, { timeout: 4000 })).toBeTruthy();
+      expect(seen.stops).toEqual([seen.generation, seen.generation, seen.generation]);
+      expect((composer() as HTMLTextAreaElement).value).toBe('Never mind');
+    });
+
     it('a double-click (or a second Enter) on Stop does not send the message given back again', async () => {
       const seen = stoppableSend(() => json({ status: 'stopped' }));
       await renderLoaded();

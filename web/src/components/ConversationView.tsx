@@ -1059,24 +1059,33 @@ export function ConversationView({
     // The server ends the reply where it got to and stores that much; the stream then ends as
     // any reply's does, with the stored exchange, before the next message can be sent.
     running.stopAsked = true;
-    api.stopReply(running.conversation, running.generation).then(
-      (status) => {
-        // Unanswered, a send `stopping` waits for its model on another replica, which answers it
-        // `stopped` within a quarter of a second.
-        if (status === 'stopping' && running.answered) stopReading();
-        // Ended (or ending) on the server: its stream (or, before the model answered, the send's
-        // `stopped` answer) comes at once, unless the connection died unnoticed, which only
-        // stopping reading shows.
-        else setTimeout(stopReading, STOPPED_STREAM_PATIENCE_MS);
-      },
-      (err: unknown) => {
-        // Unknown before the send was answered: the stop overtook the message, which the server
-        // answers `stopped` when it arrives.
-        const overtaken = !running.answered && err instanceof ApiError && err.code === 'generation_not_found';
-        if (overtaken) setTimeout(stopReading, STOPPED_STREAM_PATIENCE_MS);
-        else stopReading();
-      },
-    );
+    const askToStop = (attempt: number) =>
+      api.stopReply(running.conversation, running.generation).then(
+        (status) => {
+          // Unanswered, a send `stopping` waits for its model on another replica, which answers it
+          // `stopped` within a quarter of a second.
+          if (status === 'stopping' && running.answered) stopReading();
+          // Ended (or ending) on the server: its stream (or, before the model answered, the send's
+          // `stopped` answer) comes at once, unless the connection died unnoticed, which only
+          // stopping reading shows.
+          else setTimeout(stopReading, STOPPED_STREAM_PATIENCE_MS);
+        },
+        (err: unknown) => {
+          // Unknown before the send was answered: the stop overtook the message, which the server
+          // answers `stopped` when it arrives.
+          const overtaken = !running.answered && err instanceof ApiError && err.code === 'generation_not_found';
+          if (overtaken) setTimeout(stopReading, STOPPED_STREAM_PATIENCE_MS);
+          // Refused for the moment or out of reach: only reading stopped, the server would store
+          // the whole reply, so ask again a few times while the reply runs (Stop once more stops
+          // reading at once).
+          else if ((isBusy(err) || isUnreachable(err)) && attempt < STOP_ATTEMPTS) {
+            setTimeout(() => {
+              if (abortRef.current === reading) void askToStop(attempt + 1);
+            }, STOP_RETRY_MS);
+          } else stopReading();
+        },
+      );
+    void askToStop(1);
   };
 
 
@@ -1192,6 +1201,9 @@ export function ConversationView({
 
 /** How long a reply the server has stopped may take to end its stream before it is read no more. */
 const STOPPED_STREAM_PATIENCE_MS = 3000;
+/** A stop the server refused for the moment (or that did not reach it) is asked this many times in all, this far apart. */
+const STOP_ATTEMPTS = 4;
+const STOP_RETRY_MS = 500;
 
 /** How far above the newest messages the view must be before a button offers the way back. */
 const JUMP_BUTTON_AFTER_PX = 200;
