@@ -795,9 +795,9 @@ async function main() {
     }
   };
 
-  await test('Stop while the model has not answered: nothing is stored, the message is back, the model is asked no more', async () => {
-    const provider = await silentProvider();
-    const sbase = await startServer({
+  /** chat-server asking `provider` for its replies. */
+  const startServerWith = (provider) =>
+    startServer({
       CHAT__ASSISTANT__KIND: 'openai',
       CHAT__ASSISTANT__BASE_URL: provider.url,
       CHAT__ASSISTANT__MODEL: 'silent',
@@ -805,6 +805,10 @@ async function main() {
       CHAT__ASSISTANT__MAX_RETRIES: '0',
       CHAT__ASSISTANT__TIMEOUT_SECS: '60',
     });
+
+  await test('Stop while the model has not answered: nothing is stored, the message is back, the model is asked no more', async () => {
+    const provider = await silentProvider();
+    const sbase = await startServerWith(provider);
     const page = await fresh();
     await open(page, sbase);
     await newChat(page);
@@ -820,6 +824,30 @@ async function main() {
     const id = new URL(page.url()).hash.replace('#/c/', '');
     const stored = await (await fetch(`${sbase}/api/v1/conversations/${id}/messages`)).json();
     assert(stored.items.length === 0, `nothing is stored (${JSON.stringify(stored.items)})`);
+    assert(provider.requests.length === 1, 'the model was asked once');
+  });
+
+  await test('back in a chat whose message waits for the model: the message shows with Stop, which stops it', async () => {
+    const provider = await silentProvider();
+    const sbase = await startServerWith(provider);
+    const page = await fresh();
+    await open(page, sbase);
+    await newChat(page);
+    await composer(page).fill('Still there?');
+    await composer(page).press('Enter');
+    await eventually('the model is asked', () => provider.requests.length === 1);
+    await log(page).getByText('Thinking', { exact: false }).waitFor();
+    const chat = new URL(page.url()).hash;
+    await nav(page).getByRole('button', { name: 'New chat' }).first().click();
+    await log(page).getByText('Start a new conversation').waitFor();
+    await nav(page).getByRole('listitem').first().getByRole('button').first().click();
+    await log(page).getByText('Still there?').waitFor();
+    await log(page).getByText('Thinking', { exact: false }).waitFor();
+    assert(new URL(page.url()).hash === chat, `back in the chat it was sent in (${page.url()})`);
+    await page.getByRole('button', { name: 'Stop', exact: true }).click();
+    await page.getByText('Stopped before the reply began. Nothing was stored. Your message is back in the message box.').waitFor({ timeout: 5000 });
+    assert((await composer(page).inputValue()) === 'Still there?', 'the message is back in the message box');
+    await eventually('chat-server gives the model request up', () => provider.requests[0].givenUp, 5000);
     assert(provider.requests.length === 1, 'the model was asked once');
   });
 
