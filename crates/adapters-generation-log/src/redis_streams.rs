@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -21,11 +21,12 @@ const STOP_BEFORE_START_LIFETIME_SECS: u64 = 60;
 /// [`GenerationLog::claim`], in one step on the server, so that of two replicas claiming one id
 /// at once one only wins: a logged generation's id (KEYS[1], its stream) is taken; one stopped in
 /// this conversation (KEYS[2], its stop key) is stopped; otherwise `SET NX` of the claim key to the
-/// conversation's id (ARGV[1]), for ARGV[2] seconds, decides.
+/// conversation's id (ARGV[1]), for ARGV[2] milliseconds (renewed by the claiming process while
+/// it holds the claim), decides.
 const CLAIM_SCRIPT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'taken' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'stopped' end
-if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'claimed' end
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'claimed' end
 return 'taken'
 "#;
 /// At most this many of a conversation's running generations are looked at, newest first, to find
@@ -37,13 +38,15 @@ const BLOCK_MILLIS: usize = 2000;
 /// longer before calling Redis unreachable (the library's default of 500 ms would end every
 /// follower at the first pause between two tokens).
 const BLOCKING_READ_MARGIN: Duration = Duration::from_secs(2);
-/// How long a generation's liveness key lives unless its writer renews it. Once it is gone the
-/// generation is abandoned: its replica died (killed, out of memory) or its writer gave up
-/// logging its end, so nothing more will come of it. Redis expires the key by its own clock, so
-/// the replicas' clocks do not matter, and a writer renews it however long its model is silent.
+/// How long a generation's liveness key, or a claim's key, lives unless its process renews it.
+/// Once a liveness key is gone the generation is abandoned: its replica died (killed, out of
+/// memory) or its writer gave up logging its end, so nothing more will come of it. Once a claim's
+/// key is gone the id is free again: its replica died while the send waited for its model. Redis
+/// expires keys by its own clock, so the replicas' clocks do not matter, and a process renews
+/// them however long its model is silent.
 const LIVENESS: Duration = Duration::from_secs(15);
-/// How often a process renews the liveness keys of the generations it writes: three times in a
-/// key's life, so one slow round does not let a key expire.
+/// How often a process renews the liveness keys of the generations it writes and the keys of
+/// the claims it holds: three times in a key's life, so one slow round does not let a key expire.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// The field of every entry whose writer keeps the generation's liveness key. Entries written
 /// before there were liveness keys lack it; theirs is judged by the time they were logged.
@@ -67,6 +70,8 @@ pub struct RedisGenerationLog {
     ttl: Duration,
     /// The generations this process is writing; a generation has one writer.
     writing: Arc<Mutex<HashMap<GenerationId, Writing>>>,
+    /// The chosen ids this process claimed and has not given up.
+    claims: Arc<Mutex<HashSet<GenerationId>>>,
 }
 
 /// A generation this process is writing.
@@ -229,6 +234,11 @@ fn liveness_key(prefix: &str, id: GenerationId) -> String {
     format!("{prefix}:generation:{id}:alive")
 }
 
+/// Set, to the conversation's id, by the replica that claimed an id a client chose.
+fn claim_key(prefix: &str, id: GenerationId) -> String {
+    format!("{prefix}:generation:{id}:claim")
+}
+
 /// Whether generation `id`, whose newest entry is `newest` (not its final one), may still log
 /// more: it runs here, or its liveness key is there. An entry of the older kind, without
 /// [`KEEPS_ALIVE`], has no key: its generation is taken for dead once it logged nothing for
@@ -254,43 +264,66 @@ async fn still_written(
     )
 }
 
-/// Renews, every [`HEARTBEAT`], the liveness keys of the generations this process writes, until
-/// the log is dropped. A failed round is logged and the next one tried: a key lives for three.
+/// Renews, every [`HEARTBEAT`], the liveness keys of the generations this process writes and the
+/// keys of the claims it holds, until the log is dropped. A failed round is logged and the next
+/// one tried: a key lives for three.
 fn keep_alive(
     mut commands: ConnectionManager,
     prefix: String,
     writing: Weak<Mutex<HashMap<GenerationId, Writing>>>,
+    claims: Weak<Mutex<HashSet<GenerationId>>>,
 ) {
     tokio::spawn(async move {
         let mut beats = tokio::time::interval(HEARTBEAT);
         beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             beats.tick().await;
-            let Some(writing) = writing.upgrade() else {
+            let (Some(writing), Some(claims)) = (writing.upgrade(), claims.upgrade()) else {
                 return;
             };
-            let running: Vec<GenerationId> = writing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .filter(|(_, generation)| !generation.finishing)
-                .map(|(id, _)| *id)
-                .collect();
-            drop(writing);
-            if running.is_empty() {
-                continue;
-            }
-            let mut renewals = redis::pipe();
-            for id in running {
-                renewals
-                    .set_options(liveness_key(&prefix, id), 1, alive_for_a_while())
-                    .ignore();
-            }
-            if let Err(error) = renewals.query_async::<()>(&mut commands).await {
-                tracing::warn!(%error, "renewing the liveness of replies in progress failed");
+            if let Err(error) = renew(&mut commands, &prefix, &writing, &claims).await {
+                tracing::warn!(%error, "renewing the keys of running replies and of claims failed");
             }
         }
     });
+}
+
+/// One round of [`keep_alive`]. A claim's key is only given more time, never set again: one
+/// given up meanwhile stays deleted.
+async fn renew(
+    commands: &mut ConnectionManager,
+    prefix: &str,
+    writing: &Mutex<HashMap<GenerationId, Writing>>,
+    claims: &Mutex<HashSet<GenerationId>>,
+) -> Result<(), redis::RedisError> {
+    let running: Vec<GenerationId> = writing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(_, generation)| !generation.finishing)
+        .map(|(id, _)| *id)
+        .collect();
+    let claimed: Vec<GenerationId> = claims
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    if running.is_empty() && claimed.is_empty() {
+        return Ok(());
+    }
+    let mut renewals = redis::pipe();
+    for id in running {
+        renewals
+            .set_options(liveness_key(prefix, id), 1, alive_for_a_while())
+            .ignore();
+    }
+    for id in claimed {
+        renewals
+            .pexpire(claim_key(prefix, id), LIVENESS.as_millis() as i64)
+            .ignore();
+    }
+    renewals.query_async(commands).await
 }
 
 fn alive_for_a_while() -> SetOptions {
@@ -333,13 +366,20 @@ impl RedisGenerationLog {
             .map_err(unavailable)?;
         let prefix = prefix.into();
         let writing = Arc::default();
-        keep_alive(commands.clone(), prefix.clone(), Arc::downgrade(&writing));
+        let claims = Arc::default();
+        keep_alive(
+            commands.clone(),
+            prefix.clone(),
+            Arc::downgrade(&writing),
+            Arc::downgrade(&claims),
+        );
         Ok(Self {
             client,
             commands,
             prefix,
             ttl,
             writing,
+            claims,
         })
     }
 
@@ -353,9 +393,12 @@ impl RedisGenerationLog {
         format!("{}:generation:{id}:stop:{conversation}", self.prefix)
     }
 
-    /// Set, to the conversation's id, by the replica that claimed an id a client chose.
     fn claim_key(&self, id: GenerationId) -> String {
-        format!("{}:generation:{id}:claim", self.prefix)
+        claim_key(&self.prefix, id)
+    }
+
+    fn claimed_here(&self) -> std::sync::MutexGuard<'_, HashSet<GenerationId>> {
+        self.claims.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A sorted set of the conversation's generations still running, scored by their start (ms).
@@ -629,12 +672,15 @@ impl GenerationLog for RedisGenerationLog {
             .arg(self.stop_key(conversation_id, generation_id))
             .arg(self.claim_key(generation_id))
             .arg(conversation_id.to_string())
-            .arg(UNFINISHED_LIFETIME_SECS)
+            .arg(LIVENESS.as_millis() as u64)
             .query_async(&mut commands)
             .await
             .map_err(unavailable)?;
         match found.as_str() {
-            "claimed" => Ok(ChosenId::Claimed),
+            "claimed" => {
+                self.claimed_here().insert(generation_id);
+                Ok(ChosenId::Claimed)
+            }
             "stopped" => Ok(ChosenId::Stopped),
             "taken" => Ok(ChosenId::Taken),
             other => Err(GenerationLogError::Unavailable(format!(
@@ -644,6 +690,8 @@ impl GenerationLog for RedisGenerationLog {
     }
 
     async fn release(&self, generation_id: GenerationId) -> Result<(), GenerationLogError> {
+        // No longer renewed from now on: a key the deletion misses lapses within `LIVENESS`.
+        self.claimed_here().remove(&generation_id);
         let mut commands = self.commands.clone();
         let () = commands
             .del(self.claim_key(generation_id))
@@ -1087,6 +1135,46 @@ mod tests {
                 .unwrap(),
             ChosenId::Claimed
         );
+    }
+
+    /// A claim lives a few seconds unless the process holding it renews it, so that the id of a
+    /// send whose replica died (killed while the send waited for its model) is soon free again;
+    /// the holder renews it for as long as it holds it.
+    #[tokio::test]
+    async fn a_claim_lapses_within_seconds_unless_its_holder_renews_it() {
+        let Some(holder) = log_on_test_redis().await else {
+            return;
+        };
+        let (conversation, held) = (ConversationId::generate(), GenerationId::generate());
+        assert_eq!(
+            holder.claim(conversation, held).await.unwrap(),
+            ChosenId::Claimed
+        );
+        let mut commands = holder.commands.clone();
+        let key = holder.claim_key(held);
+        let left: i64 = commands.pttl(&key).await.unwrap();
+        assert!(
+            (1..=LIVENESS.as_millis() as i64).contains(&left),
+            "{left} ms"
+        );
+
+        // As if most of its life had passed: the next heartbeat gives it a whole one again.
+        let () = commands.pexpire(&key, 1000).await.unwrap();
+        renew(
+            &mut commands,
+            &holder.prefix,
+            &holder.writing,
+            &holder.claims,
+        )
+        .await
+        .unwrap();
+        let left: i64 = commands.pttl(&key).await.unwrap();
+        assert!(left > 10_000, "{left} ms");
+
+        holder.release(held).await.unwrap();
+        assert!(!holder.claimed_here().contains(&held), "no longer renewed");
+        let exists: bool = commands.exists(&key).await.unwrap();
+        assert!(!exists);
     }
 
     /// A generation begun here, its start logged, and a follower here that has read it.

@@ -222,9 +222,10 @@ pub trait GenerationLog: Send + Sync {
     /// asked: [`ChosenId::Taken`] when a logged generation has it, [`ChosenId::Stopped`] when
     /// [`Self::request_stop`] was asked for it in this conversation, [`ChosenId::Taken`] when
     /// another send claimed it, on any replica. A log shared by replicas must claim atomically
-    /// (of two sends of one id at once, on two replicas, one only is `Claimed`); the default
-    /// answers from [`Self::state`] and [`Self::stop_requested`], enough for a log only one process
-    /// uses (the server refuses an id that runs in it before it asks).
+    /// (of two sends of one id at once, on two replicas, one only is `Claimed`), and let a claim
+    /// lapse within seconds once the process holding it died without [`Self::release`]; the
+    /// default answers from [`Self::state`] and [`Self::stop_requested`], enough for a log only
+    /// one process uses (the server refuses an id that runs in it before it asks).
     async fn claim(
         &self,
         conversation_id: ConversationId,

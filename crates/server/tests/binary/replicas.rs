@@ -356,17 +356,7 @@ async fn a_stop_through_one_replica_overtakes_its_message_to_the_other() {
 /// of a reply that logged nothing), the send `409 stopped`, and nothing is stored.
 #[tokio::test]
 async fn a_stop_through_one_replica_reaches_a_send_waiting_for_its_model_on_the_other() {
-    let provider = FakeProvider::start(|_, _| Reply::Hang).await;
-    let Some(replicas) = TwoReplicas::start_with(vec![
-        ("CHAT__ASSISTANT__KIND", "openai".to_owned()),
-        ("CHAT__ASSISTANT__BASE_URL", provider.base_url.clone()),
-        ("CHAT__ASSISTANT__MODEL", "never-answers".to_owned()),
-        ("CHAT__ASSISTANT__API_KEY", "sk-test".to_owned()),
-        ("CHAT__ASSISTANT__MAX_RETRIES", "0".to_owned()),
-        ("CHAT__ASSISTANT__TIMEOUT_SECS", "60".to_owned()),
-    ])
-    .await
-    else {
+    let Some((provider, replicas)) = with_a_model_that_never_answers().await else {
         return;
     };
     let (first, second) = (&replicas.first, &replicas.second);
@@ -390,4 +380,77 @@ async fn a_stop_through_one_replica_reaches_a_send_waiting_for_its_model_on_the_
     // Its send ended: the id is no waiting send's any more.
     let again = replicas.stop(second, &generation).await;
     assert_eq!(again.status(), 404);
+}
+
+/// Two replicas whose model provider holds every request open without answering.
+async fn with_a_model_that_never_answers() -> Option<(FakeProvider, TwoReplicas)> {
+    let provider = FakeProvider::start(|_, _| Reply::Hang).await;
+    let replicas = TwoReplicas::start_with(vec![
+        ("CHAT__ASSISTANT__KIND", "openai".to_owned()),
+        ("CHAT__ASSISTANT__BASE_URL", provider.base_url.clone()),
+        ("CHAT__ASSISTANT__MODEL", "never-answers".to_owned()),
+        ("CHAT__ASSISTANT__API_KEY", "sk-test".to_owned()),
+        ("CHAT__ASSISTANT__MAX_RETRIES", "0".to_owned()),
+        ("CHAT__ASSISTANT__TIMEOUT_SECS", "60".to_owned()),
+    ])
+    .await?;
+    Some((provider, replicas))
+}
+
+/// A replica killed while a send with a chosen id waits for its model leaves no claim behind for
+/// long: within seconds the other replica no longer takes the id for a waiting send (a stop of
+/// it is `404`, not `202 stopping`).
+#[tokio::test]
+async fn the_claim_of_a_send_whose_replica_was_killed_lapses_within_seconds() {
+    let Some((provider, mut replicas)) = with_a_model_that_never_answers().await else {
+        return;
+    };
+    let generation = domain::GenerationId::generate().to_string();
+    let message = json!({ "content": "anyone there?", "generation_id": generation });
+    let id = &replicas.conversation;
+    // Sent without holding on to the replicas, so the first can be killed meanwhile.
+    let waiting = replicas
+        .client
+        .post(
+            replicas
+                .first
+                .url(&format!("/api/v1/conversations/{id}/messages")),
+        )
+        .header("accept", "text/event-stream")
+        .json(&message)
+        .send();
+    let killed = async {
+        while provider.requests().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        replicas.first.kill_hard();
+    };
+    let (cut, ()) = tokio::join!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting),
+        killed
+    );
+    assert!(cut.is_ok(), "the send ends with its replica");
+
+    let second = &replicas.second;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = replicas.stop(second, &generation).await.status();
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 202, "a stop of a send claimed by the dead replica");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead replica's claim outlived 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+
+    // The stops asked meanwhile still hold for the message: sent again, it is stopped before
+    // the model is asked (not refused as another send's).
+    let again = replicas.post_streamed(second, &message).await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.json::<Value>().await.unwrap()["code"], "stopped");
+    assert_eq!(provider.requests().len(), 1);
+    assert_eq!(replicas.messages(second).await["items"], json!([]));
 }
