@@ -544,6 +544,34 @@ describe('App', () => {
       expect(within(screen.getByRole('log')).queryByText('Wait for me')).toBeNull();
     });
 
+    it('two messages waiting in two chats each show again, with Stop, in their own chat', async () => {
+      const sends: string[] = [];
+      server.onStream((_id, content) => {
+        sends.push(content);
+        return new Promise<Response>(() => undefined);
+      });
+      await renderLoaded();
+      fireEvent.change(composer(), { target: { value: 'First waits' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await screen.findByRole('button', { name: 'Stop' });
+      fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+      await screen.findByText('No messages yet');
+      fireEvent.change(composer(), { target: { value: 'Second waits' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await screen.findByRole('button', { name: 'Stop' });
+      fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+      const log = screen.getByRole('log');
+      expect(await within(log).findByText('First waits')).toBeTruthy();
+      await within(log).findByText('Earlier answer');
+      expect(within(log).queryByText('Second waits')).toBeNull();
+      expect(screen.getByRole('button', { name: 'Stop' })).toBeTruthy();
+      fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+      expect(await within(screen.getByRole('log')).findByText('Second waits')).toBeTruthy();
+      expect(within(screen.getByRole('log')).queryByText('First waits')).toBeNull();
+      expect(screen.getByRole('button', { name: 'Stop' })).toBeTruthy();
+      expect(sends).toEqual(['First waits', 'Second waits']);
+    });
+
     it('a stop the server refuses for the moment is asked again, and stops the reply', async () => {
       const unavailable = json({ status: 'error', message: 'The generation log is unavailable.', code: 'unavailable' }, 503);
       const seen = stoppableSend((earlier) => (earlier < 2 ? unavailable.clone() : json({ status: 'stopped' })));

@@ -132,7 +132,9 @@ export function ConversationView({
    * cut it: a server still reading it, or asking the assistant, would drop it with the connection.
    * `comeBack` (once its chat exists) shows it again, with Stop, when the user is back in its chat.
    */
-  const untakenSend = useRef<UntakenSend | null>(null);
+  const untakenSends = useRef(new Set<UntakenSend>());
+  /** The send not taken yet whose request `controller` makes, if it is one. */
+  const untakenWith = (controller: AbortController | null) => [...untakenSends.current].find((u) => u.controller === controller);
   /** Waits for stopped replies to be stored; ended when the view switches conversation. */
   const waits = useRef(new Set<AbortController>());
   const stoppedRef = useRef(false);
@@ -231,8 +233,8 @@ export function ConversationView({
     }
     generation.current += 1;
     shownId.current = conversationId;
-    const untaken = untakenSend.current;
-    if (untaken !== null && untaken.controller === abortRef.current) untaken.left = true;
+    const untaken = untakenWith(abortRef.current);
+    if (untaken) untaken.left = true;
     else abortRef.current?.abort();
     abortRef.current = null;
     for (const waiting of waits.current) waiting.abort();
@@ -252,7 +254,7 @@ export function ConversationView({
     else loadNewest(conversationId, true);
     // Back while the model has not answered a message sent here: it shows, "Thinking…", with Stop,
     // and its reply streams here (a reply logs nothing before its first words, so none is followed).
-    if (untaken?.left && conversationId !== null && untaken.conversation === conversationId) untaken.comeBack?.();
+    if (conversationId !== null) [...untakenSends.current].find((u) => u.left && u.conversation === conversationId)?.comeBack?.();
   }, [conversationId, newChatClicks, loadNewest]);
 
   // Another tab stored an exchange here: fetch the newest page and add what is new. While a reply
@@ -632,7 +634,7 @@ export function ConversationView({
    */
   const recoverSent = (id: string, onOpening: boolean) => {
     // A send to this conversation the server has not taken yet decides for itself.
-    if (sentMarks(id).length === 0 || untakenSend.current?.conversation === id) return;
+    if (sentMarks(id).length === 0 || [...untakenSends.current].some((u) => u.conversation === id)) return;
     const gen = generation.current;
     api.listMessages(id, { limit: PAGE_SIZE }).then(
       (page) => {
@@ -867,7 +869,7 @@ export function ConversationView({
     // cut it: it goes on unseen, and waits in the chat's message box only if refused.
     let id = startsNew ? null : conversationId;
     const untaken: UntakenSend = { controller, left: false, conversation: id };
-    untakenSend.current = untaken;
+    untakenSends.current.add(untaken);
 
     const fail = (err: unknown) => {
       setPending(null);
@@ -912,7 +914,7 @@ export function ConversationView({
         }
       } catch (err) {
         if (abortRef.current === controller) abortRef.current = null;
-        if (untakenSend.current === untaken) untakenSend.current = null;
+        untakenSends.current.delete(untaken);
         if (gen === generation.current) fail(err);
         else keepDraft(writtenIn, text);
         return;
@@ -923,7 +925,7 @@ export function ConversationView({
     }
     const convId = id;
     if (controller.signal.aborted) {
-      if (untakenSend.current === untaken) untakenSend.current = null;
+      untakenSends.current.delete(untaken);
       if (gen !== generation.current) {
         // Stopped, then left (or the view went away), while the new chat was being created: the
         // text waits where it was written.
@@ -948,10 +950,15 @@ export function ConversationView({
     // Chosen here, so that Stop reaches the reply while the model has not answered yet.
     const running = { controller, conversation: convId, generation: newGenerationId(), stopAsked: false, answered: false };
     runningReply.current = running;
+    /** Shown again on coming back: the check for another reply in progress gave way to it. */
+    let cameBack = false;
     untaken.comeBack = () => {
       untaken.left = false;
+      cameBack = true;
       abortRef.current = controller;
       runningReply.current = running;
+      // A Stop pressed before leaving may not have reached the server: this one asks again.
+      running.stopAsked = false;
       gen = generation.current;
       stoppedRef.current = false;
       stickToBottom.current = true;
@@ -968,7 +975,7 @@ export function ConversationView({
           running.answered = true;
           markTaken(convId, text);
           onReplying(convId);
-          if (untakenSend.current === untaken) untakenSend.current = null;
+          untakenSends.current.delete(untaken);
           // Taken by the server, the first message names its chat now, not once its reply is
           // stored: a user who leaves or closes the tab meanwhile still finds the chat named.
           if (first) onFirstMessage(convId, text);
@@ -998,7 +1005,11 @@ export function ConversationView({
       const ids = new Set([exchange.user_message.id, exchange.assistant_message.id]);
       const firstStored =
         first ||
-        (!historyUnknown && waits.current.size === 0 && nextCursorRef.current === null && messagesRef.current.every((m) => ids.has(m.id)));
+        (!historyUnknown &&
+          loadRef.current.kind === 'ready' &&
+          waits.current.size === 0 &&
+          nextCursorRef.current === null &&
+          messagesRef.current.every((m) => ids.has(m.id)));
       addExchange(exchange);
       setPending(null);
       onActivity(convId, exchange.assistant_message.created_at, firstStored ? text : undefined);
@@ -1038,7 +1049,9 @@ export function ConversationView({
       }
     } finally {
       if (abortRef.current === controller) abortRef.current = null;
-      if (untakenSend.current === untaken) untakenSend.current = null;
+      untakenSends.current.delete(untaken);
+      // Another reply may run here too (another tab's), unseen while this one was shown again.
+      if (cameBack && gen === generation.current && abortRef.current === null && waits.current.size === 0) followRef.current(convId, false);
     }
   };
 
@@ -1079,9 +1092,10 @@ export function ConversationView({
           // the whole reply, so ask again a few times while the reply runs (Stop once more stops
           // reading at once).
           else if ((isBusy(err) || isUnreachable(err)) && attempt < STOP_ATTEMPTS) {
+            // Also once the user left, while the send waits for its model there unseen.
             setTimeout(() => {
-              if (abortRef.current === reading) void askToStop(attempt + 1);
-            }, STOP_RETRY_MS);
+              if (abortRef.current === reading || untakenWith(reading)) void askToStop(attempt + 1);
+            }, stopRetryDelayMs(err));
           } else stopReading();
         },
       );
@@ -1201,9 +1215,18 @@ export function ConversationView({
 
 /** How long a reply the server has stopped may take to end its stream before it is read no more. */
 const STOPPED_STREAM_PATIENCE_MS = 3000;
-/** A stop the server refused for the moment (or that did not reach it) is asked this many times in all, this far apart. */
+/**
+ * A stop the server refused for the moment (or that did not reach it) is asked this many times in
+ * all, this far apart, or as `Retry-After` asks, up to a limit: the reply runs meanwhile.
+ */
 const STOP_ATTEMPTS = 4;
 const STOP_RETRY_MS = 500;
+const STOP_RETRY_MAX_MS = 2000;
+
+function stopRetryDelayMs(err: unknown): number {
+  if (!(err instanceof ApiError) || err.retryAfter === undefined) return STOP_RETRY_MS;
+  return Math.min(Math.max(err.retryAfter * 1000, STOP_RETRY_MS), STOP_RETRY_MAX_MS);
+}
 
 /** How far above the newest messages the view must be before a button offers the way back. */
 const JUMP_BUTTON_AFTER_PX = 200;
