@@ -806,37 +806,39 @@ async function main() {
       CHAT__ASSISTANT__TIMEOUT_SECS: '60',
     });
 
-  await test('Stop while the model has not answered: nothing is stored, the message is back, the model is asked no more', async () => {
+  /** A new chat on chat-server whose model never answers, `text` sent there and "Thinking…". */
+  const waitingForTheModel = async (text) => {
     const provider = await silentProvider();
     const sbase = await startServerWith(provider);
     const page = await fresh();
     await open(page, sbase);
     await newChat(page);
-    await composer(page).fill('Never mind');
+    await composer(page).fill(text);
     await composer(page).press('Enter');
     await eventually('the model is asked', () => provider.requests.length === 1);
     await log(page).getByText('Thinking', { exact: false }).waitFor();
+    return { provider, sbase, page };
+  };
+  /** Stop ends the send that waits for the model: its text is back, and the model is asked no more. */
+  const stopBeforeTheReply = async (page, provider, text) => {
     await page.getByRole('button', { name: 'Stop', exact: true }).click();
     // The model would keep it waiting for a minute: only the stop can have ended it this soon.
     await page.getByText('Stopped before the reply began. Nothing was stored. Your message is back in the message box.').waitFor({ timeout: 5000 });
-    assert((await composer(page).inputValue()) === 'Never mind', 'the message is back in the message box');
+    assert((await composer(page).inputValue()) === text, 'the message is back in the message box');
     await eventually('chat-server gives the model request up', () => provider.requests[0].givenUp, 5000);
+    assert(provider.requests.length === 1, 'the model was asked once');
+  };
+
+  await test('Stop while the model has not answered: nothing is stored, the message is back, the model is asked no more', async () => {
+    const { provider, sbase, page } = await waitingForTheModel('Never mind');
+    await stopBeforeTheReply(page, provider, 'Never mind');
     const id = new URL(page.url()).hash.replace('#/c/', '');
     const stored = await (await fetch(`${sbase}/api/v1/conversations/${id}/messages`)).json();
     assert(stored.items.length === 0, `nothing is stored (${JSON.stringify(stored.items)})`);
-    assert(provider.requests.length === 1, 'the model was asked once');
   });
 
   await test('back in a chat whose message waits for the model: the message shows with Stop, which stops it', async () => {
-    const provider = await silentProvider();
-    const sbase = await startServerWith(provider);
-    const page = await fresh();
-    await open(page, sbase);
-    await newChat(page);
-    await composer(page).fill('Still there?');
-    await composer(page).press('Enter');
-    await eventually('the model is asked', () => provider.requests.length === 1);
-    await log(page).getByText('Thinking', { exact: false }).waitFor();
+    const { provider, page } = await waitingForTheModel('Still there?');
     const chat = new URL(page.url()).hash;
     await nav(page).getByRole('button', { name: 'New chat' }).first().click();
     await log(page).getByText('Start a new conversation').waitFor();
@@ -844,11 +846,7 @@ async function main() {
     await log(page).getByText('Still there?').waitFor();
     await log(page).getByText('Thinking', { exact: false }).waitFor();
     assert(new URL(page.url()).hash === chat, `back in the chat it was sent in (${page.url()})`);
-    await page.getByRole('button', { name: 'Stop', exact: true }).click();
-    await page.getByText('Stopped before the reply began. Nothing was stored. Your message is back in the message box.').waitFor({ timeout: 5000 });
-    assert((await composer(page).inputValue()) === 'Still there?', 'the message is back in the message box');
-    await eventually('chat-server gives the model request up', () => provider.requests[0].givenUp, 5000);
-    assert(provider.requests.length === 1, 'the model was asked once');
+    await stopBeforeTheReply(page, provider, 'Still there?');
   });
 
   await test('two tabs: what one stores and names shows in the other without a reload', async () => {
