@@ -223,9 +223,10 @@ pub trait GenerationLog: Send + Sync {
     /// [`Self::request_stop`] was asked for it in this conversation, [`ChosenId::Taken`] when
     /// another send claimed it, on any replica. A log shared by replicas must claim atomically
     /// (of two sends of one id at once, on two replicas, one only is `Claimed`), and let a claim
-    /// lapse within seconds once the process holding it died without [`Self::release`]; the
-    /// default answers from [`Self::state`] and [`Self::stop_requested`], enough for a log only
-    /// one process uses (the server refuses an id that runs in it before it asks).
+    /// hold for as long as the process holding it lives, however long its model is silent, but
+    /// lapse within seconds once that process died without [`Self::release`]. The default
+    /// answers from [`Self::state`] and [`Self::stop_requested`], enough for a log only one
+    /// process uses (the server refuses an id that runs in it before it asks).
     async fn claim(
         &self,
         conversation_id: ConversationId,
@@ -240,10 +241,10 @@ pub trait GenerationLog: Send + Sync {
         Ok(ChosenId::Claimed)
     }
 
-    /// Gives up a claim whose send ended without logging anything (stopped, failed, or its client
-    /// gone before the model answered): the id is free again, and no replica takes it for a send
-    /// that waits for its model. The default does nothing, as the default [`Self::claim`] holds
-    /// nothing.
+    /// Gives up a claim: its reply has logged its start (its stream holds the id from then on), or
+    /// its send ended without it (stopped, failed, or its client gone before the model answered).
+    /// No replica takes the id for a send that waits for its model any more. The default does
+    /// nothing, as the default [`Self::claim`] holds nothing.
     async fn release(&self, generation_id: GenerationId) -> Result<(), GenerationLogError> {
         let _ = generation_id;
         Ok(())

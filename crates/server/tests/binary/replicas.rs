@@ -446,8 +446,8 @@ async fn the_claim_of_a_send_whose_replica_was_killed_lapses_within_seconds() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 
-    // The stops asked meanwhile still hold for the message: sent again, it is stopped before
-    // the model is asked (not refused as another send's).
+    // Sent again there, it is stopped before the model is asked, as the stops asked meanwhile
+    // are remembered (not refused as another send's).
     let again = replicas.post_streamed(second, &message).await;
     assert_eq!(again.status(), 409);
     assert_eq!(again.json::<Value>().await.unwrap()["code"], "stopped");
