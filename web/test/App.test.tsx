@@ -584,6 +584,23 @@ describe('App', () => {
       expect((composer() as HTMLTextAreaElement).value).toBe('Never mind');
     });
 
+    it('a stop refused for the moment is asked again after the user left, and the message waits in its chat', async () => {
+      const unavailable = json({ status: 'error', message: 'The generation log is unavailable.', code: 'unavailable' }, 503);
+      const seen = stoppableSend((earlier) => (earlier < 1 ? unavailable.clone() : json({ status: 'stopped' })));
+      await renderLoaded();
+      fireEvent.change(composer(), { target: { value: 'Never mind' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+      await waitFor(() => expect(seen.stops).toHaveLength(1));
+      fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+      await screen.findByText('No messages yet');
+      await waitFor(() => expect(seen.stops).toEqual([seen.generation, seen.generation]), { timeout: 3000 });
+      fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+      await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Never mind'));
+      expect(within(screen.getByRole('log')).queryByText('Never mind')).toBeNull();
+      expect(seen.sends).toBe(1);
+    });
+
     it('a double-click (or a second Enter) on Stop does not send the message given back again', async () => {
       const seen = stoppableSend(() => json({ status: 'stopped' }));
       await renderLoaded();
