@@ -1,4 +1,4 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -70,8 +70,22 @@ pub struct RedisGenerationLog {
     ttl: Duration,
     /// The generations this process is writing; a generation has one writer.
     writing: Arc<Mutex<HashMap<GenerationId, Writing>>>,
-    /// The chosen ids this process claimed and has not given up.
-    claims: Arc<Mutex<HashSet<GenerationId>>>,
+    claims: Arc<Claims>,
+}
+
+/// The chosen ids this process claimed and has not given up, each with its conversation, and the
+/// lock a renewal round holds: a claim given up during a round is deleted after the round has
+/// set its key again, not before.
+#[derive(Default)]
+struct Claims {
+    held: Mutex<HashMap<GenerationId, ConversationId>>,
+    round: tokio::sync::Mutex<()>,
+}
+
+impl Claims {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<GenerationId, ConversationId>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A generation this process is writing.
@@ -271,7 +285,7 @@ fn keep_alive(
     mut commands: ConnectionManager,
     prefix: String,
     writing: Weak<Mutex<HashMap<GenerationId, Writing>>>,
-    claims: Weak<Mutex<HashSet<GenerationId>>>,
+    claims: Weak<Claims>,
 ) {
     tokio::spawn(async move {
         let mut beats = tokio::time::interval(HEARTBEAT);
@@ -288,14 +302,15 @@ fn keep_alive(
     });
 }
 
-/// One round of [`keep_alive`]. A claim's key is only given more time, never set again: one
-/// given up meanwhile stays deleted.
+/// One round of [`keep_alive`]. A claim's key is set again, not only given more time: one Redis
+/// lost (evicted, or Redis restarted) would otherwise leave the id free while its send waits.
 async fn renew(
     commands: &mut ConnectionManager,
     prefix: &str,
     writing: &Mutex<HashMap<GenerationId, Writing>>,
-    claims: &Mutex<HashSet<GenerationId>>,
+    claims: &Claims,
 ) -> Result<(), redis::RedisError> {
+    let _round = claims.round.lock().await;
     let running: Vec<GenerationId> = writing
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -303,11 +318,10 @@ async fn renew(
         .filter(|(_, generation)| !generation.finishing)
         .map(|(id, _)| *id)
         .collect();
-    let claimed: Vec<GenerationId> = claims
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let claimed: Vec<(GenerationId, ConversationId)> = claims
+        .held()
         .iter()
-        .copied()
+        .map(|(id, conversation)| (*id, *conversation))
         .collect();
     if running.is_empty() && claimed.is_empty() {
         return Ok(());
@@ -318,9 +332,13 @@ async fn renew(
             .set_options(liveness_key(prefix, id), 1, alive_for_a_while())
             .ignore();
     }
-    for id in claimed {
+    for (id, conversation) in claimed {
         renewals
-            .pexpire(claim_key(prefix, id), LIVENESS.as_millis() as i64)
+            .set_options(
+                claim_key(prefix, id),
+                conversation.to_string(),
+                alive_for_a_while(),
+            )
             .ignore();
     }
     renewals.query_async(commands).await
@@ -395,10 +413,6 @@ impl RedisGenerationLog {
 
     fn claim_key(&self, id: GenerationId) -> String {
         claim_key(&self.prefix, id)
-    }
-
-    fn claimed_here(&self) -> std::sync::MutexGuard<'_, HashSet<GenerationId>> {
-        self.claims.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A sorted set of the conversation's generations still running, scored by their start (ms).
@@ -678,7 +692,7 @@ impl GenerationLog for RedisGenerationLog {
             .map_err(unavailable)?;
         match found.as_str() {
             "claimed" => {
-                self.claimed_here().insert(generation_id);
+                self.claims.held().insert(generation_id, conversation_id);
                 Ok(ChosenId::Claimed)
             }
             "stopped" => Ok(ChosenId::Stopped),
@@ -691,7 +705,9 @@ impl GenerationLog for RedisGenerationLog {
 
     async fn release(&self, generation_id: GenerationId) -> Result<(), GenerationLogError> {
         // No longer renewed from now on: a key the deletion misses lapses within `LIVENESS`.
-        self.claimed_here().remove(&generation_id);
+        self.claims.held().remove(&generation_id);
+        // A round in progress may set the key again: delete it after that round.
+        let _round = self.claims.round.lock().await;
         let mut commands = self.commands.clone();
         let () = commands
             .del(self.claim_key(generation_id))
@@ -1139,41 +1155,54 @@ mod tests {
 
     /// A claim lives a few seconds unless the process holding it renews it, so that the id of a
     /// send whose replica died (killed while the send waited for its model) is soon free again;
-    /// the holder's heartbeat renews it for as long as it holds it (one beat: up to 5 s).
+    /// the holder's heartbeat renews it for as long as it holds it (one beat: up to 5 s), and
+    /// sets it again if Redis lost it (evicted, or Redis restarted).
     #[tokio::test]
     async fn a_claim_lapses_within_seconds_unless_its_holder_renews_it() {
         let Some(holder) = log_on_test_redis().await else {
             return;
         };
-        let (conversation, held) = (ConversationId::generate(), GenerationId::generate());
-        assert_eq!(
-            holder.claim(conversation, held).await.unwrap(),
-            ChosenId::Claimed
-        );
+        let conversation = ConversationId::generate();
+        let (aging, lost) = (GenerationId::generate(), GenerationId::generate());
+        for id in [aging, lost] {
+            assert_eq!(
+                holder.claim(conversation, id).await.unwrap(),
+                ChosenId::Claimed
+            );
+        }
         let mut commands = holder.commands.clone();
-        let key = holder.claim_key(held);
-        let left: i64 = commands.pttl(&key).await.unwrap();
+        let left: i64 = commands.pttl(holder.claim_key(aging)).await.unwrap();
         assert!(
             (1..=LIVENESS.as_millis() as i64).contains(&left),
             "{left} ms"
         );
 
-        // As if half its life had passed: the next heartbeat gives it a whole one again.
-        let () = commands.pexpire(&key, 7500).await.unwrap();
+        // As if half its life had passed, and as if Redis had evicted the other: the next
+        // heartbeat gives both a whole life again.
+        let () = commands
+            .pexpire(holder.claim_key(aging), 7500)
+            .await
+            .unwrap();
+        let () = commands.del(holder.claim_key(lost)).await.unwrap();
         let beat = Instant::now() + HEARTBEAT + Duration::from_secs(1);
-        loop {
-            let left: i64 = commands.pttl(&key).await.unwrap();
-            if left > 10_000 {
-                break;
+        for id in [aging, lost] {
+            loop {
+                let left: i64 = commands.pttl(holder.claim_key(id)).await.unwrap();
+                if left > 10_000 {
+                    break;
+                }
+                assert!(Instant::now() < beat, "not renewed: {left} ms left");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            assert!(Instant::now() < beat, "not renewed: {left} ms left");
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        assert_eq!(holder.claimant(lost).await.unwrap(), Some(conversation));
 
-        holder.release(held).await.unwrap();
-        assert!(!holder.claimed_here().contains(&held), "no longer renewed");
-        let exists: bool = commands.exists(&key).await.unwrap();
-        assert!(!exists);
+        for id in [aging, lost] {
+            holder.release(id).await.unwrap();
+            assert!(!holder.claims.held().contains_key(&id), "no longer renewed");
+            let exists: bool = commands.exists(holder.claim_key(id)).await.unwrap();
+            assert!(!exists);
+        }
     }
 
     /// A generation begun here, its start logged, and a follower here that has read it.
