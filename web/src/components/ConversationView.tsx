@@ -50,7 +50,9 @@ interface Pending {
 
 interface UntakenSend {
   controller: AbortController;
+  /** The user left its chat: it goes on unseen. */
   left: boolean;
+  /** Its chat; null while a new chat is created for it. */
   conversation: string | null;
   comeBack?: () => void;
 }
@@ -128,9 +130,10 @@ export function ConversationView({
   const inputRef = useRef<HTMLTextAreaElement>(null);
   const abortRef = useRef<AbortController | null>(null);
   /**
-   * The send in flight until the server takes its message. Leaving the conversation then must not
-   * cut it: a server still reading it, or asking the assistant, would drop it with the connection.
-   * `comeBack` (once its chat exists) shows it again, with Stop, when the user is back in its chat.
+   * Sends in flight until the server takes their message (one per chat at most: a send shown
+   * again holds its chat's Send). Leaving the conversation then must not cut one: a server still
+   * reading it, or asking the assistant, would drop it with the connection. `comeBack` (once its
+   * chat exists) shows it again, with Stop, when the user is back in its chat.
    */
   const untakenSends = useRef(new Set<UntakenSend>());
   /** The send not taken yet whose request `controller` makes, if it is one. */
