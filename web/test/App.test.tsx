@@ -2276,6 +2276,25 @@ describe('following a reply in progress', () => {
     expect(screen.getByRole('alert').textContent).toContain('was not stored');
   });
 
+  it('a send cut by leaving the page is neither given back nor forgotten: the next page looks for it', async () => {
+    let cut!: (error: Error) => void;
+    server.onStream(() => new Promise<Response>((_resolve, reject) => (cut = reject)));
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Cut by a reload' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await waitFor(() => expect(cut).toBeDefined());
+    window.dispatchEvent(new Event('pagehide'));
+    try {
+      // As Chromium does: the request fails like a lost connection, while the page goes.
+      await act(async () => cut(new TypeError('Failed to fetch')));
+      expect(sentHere('c2', 'Cut by a reload')).toBe(true);
+      expect(loadDraft('c2')).toBe('');
+      expect(screen.queryByRole('alert')).toBeNull();
+    } finally {
+      window.dispatchEvent(new Event('pageshow'));
+    }
+  });
+
   it('a message whose request a reload cut, taken by the server late, is shown and not given back', () =>
     inFakeTime(async () => {
       markSent('c2', 'Late but taken', server.messages.c2?.at(-1)?.id ?? null);

@@ -3,6 +3,7 @@ import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConvers
 import type { Conversation, Exchange, Message, Page } from '../api/types';
 import { clearCreating, clearSent, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, withUnsent } from '../drafts';
 import { useRetryWhileOut } from '../hooks/useRetryWhileOut';
+import { pageIsLeaving } from '../pageLeaving';
 import { Composer } from './Composer';
 import { Markdown } from './Markdown';
 import { MessageItem } from './MessageItem';
@@ -918,12 +919,14 @@ export function ConversationView({
       } catch (err) {
         if (abortRef.current === controller) abortRef.current = null;
         untakenSends.current.delete(untaken);
+        // Cut by a reload: the next page finds the text by its mark.
+        if (pageIsLeaving()) return;
         if (gen === generation.current) fail(err);
         else keepDraft(writtenIn, text);
         return;
       } finally {
         // Marked sent in its chat or given back just below, with no wait between.
-        clearCreating(writtenIn, text);
+        if (!pageIsLeaving()) clearCreating(writtenIn, text);
       }
     }
     const convId = id;
@@ -1019,6 +1022,10 @@ export function ConversationView({
       // The server answered, so the messages before this exchange may load now.
       if (historyUnknown) loadNewest(convId);
     } catch (err) {
+      // Cut by a reload (or the tab closing): the server may have the message and store its reply.
+      // The next page looks for it by this send's mark, and gives the text back only if it is
+      // not there in time.
+      if (pageIsLeaving()) return;
       if (gen !== generation.current) {
         // Left before the server took the message, and then it refused it or could not be
         // reached: the text waits in that conversation's message box. One a proxy gave up on
