@@ -522,12 +522,19 @@ describe('App', () => {
       });
     }
 
+    /** Sends `text` in the open chat; gives the Stop that shows while it waits for the model. */
+    const sendWaiting = async (text: string) => {
+      fireEvent.change(composer(), { target: { value: text } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      return screen.findByRole('button', { name: 'Stop' });
+    };
+    /** A stop refused for the moment: the generation log is out of reach. */
+    const unavailable = () => json({ status: 'error', message: 'The generation log is unavailable.', code: 'unavailable' }, 503);
+
     it('left and come back to, the message shows with Stop, which stops it', async () => {
       const seen = stoppableSend(() => json({ status: 'stopped' }));
       await renderLoaded();
-      fireEvent.change(composer(), { target: { value: 'Wait for me' } });
-      fireEvent.keyDown(composer(), { key: 'Enter' });
-      await screen.findByRole('button', { name: 'Stop' });
+      await sendWaiting('Wait for me');
       fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
       await screen.findByText('No messages yet');
       expect(within(screen.getByRole('log')).queryByText('Wait for me')).toBeNull();
@@ -551,14 +558,10 @@ describe('App', () => {
         return new Promise<Response>(() => undefined);
       });
       await renderLoaded();
-      fireEvent.change(composer(), { target: { value: 'First waits' } });
-      fireEvent.keyDown(composer(), { key: 'Enter' });
-      await screen.findByRole('button', { name: 'Stop' });
+      await sendWaiting('First waits');
       fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
       await screen.findByText('No messages yet');
-      fireEvent.change(composer(), { target: { value: 'Second waits' } });
-      fireEvent.keyDown(composer(), { key: 'Enter' });
-      await screen.findByRole('button', { name: 'Stop' });
+      await sendWaiting('Second waits');
       fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
       const log = screen.getByRole('log');
       expect(await within(log).findByText('First waits')).toBeTruthy();
@@ -573,24 +576,18 @@ describe('App', () => {
     });
 
     it('a stop the server refuses for the moment is asked again, and stops the reply', async () => {
-      const unavailable = json({ status: 'error', message: 'The generation log is unavailable.', code: 'unavailable' }, 503);
-      const seen = stoppableSend((earlier) => (earlier < 2 ? unavailable.clone() : json({ status: 'stopped' })));
+      const seen = stoppableSend((earlier) => (earlier < 2 ? unavailable() : json({ status: 'stopped' })));
       await renderLoaded();
-      fireEvent.change(composer(), { target: { value: 'Never mind' } });
-      fireEvent.keyDown(composer(), { key: 'Enter' });
-      fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+      fireEvent.click(await sendWaiting('Never mind'));
       expect(await screen.findByText('Stopped before the reply began. Nothing was stored. Your message is back in the message box.', {}, { timeout: 4000 })).toBeTruthy();
       expect(seen.stops).toEqual([seen.generation, seen.generation, seen.generation]);
       expect((composer() as HTMLTextAreaElement).value).toBe('Never mind');
     });
 
     it('a stop refused for the moment is asked again after the user left, and the message waits in its chat', async () => {
-      const unavailable = json({ status: 'error', message: 'The generation log is unavailable.', code: 'unavailable' }, 503);
-      const seen = stoppableSend((earlier) => (earlier < 1 ? unavailable.clone() : json({ status: 'stopped' })));
+      const seen = stoppableSend((earlier) => (earlier < 1 ? unavailable() : json({ status: 'stopped' })));
       await renderLoaded();
-      fireEvent.change(composer(), { target: { value: 'Never mind' } });
-      fireEvent.keyDown(composer(), { key: 'Enter' });
-      fireEvent.click(await screen.findByRole('button', { name: 'Stop' }));
+      fireEvent.click(await sendWaiting('Never mind'));
       await waitFor(() => expect(seen.stops).toHaveLength(1));
       fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
       await screen.findByText('No messages yet');
