@@ -1471,6 +1471,29 @@ describe('a message sent while its new chat is being created', () => {
     expect(within(log).getAllByText('Taken on return')).toHaveLength(1);
   });
 
+  it('shown again on return, it looks for another reply in progress once it ends', async () => {
+    let follows = 0;
+    server.onFollow((id) => {
+      if (id === 'c2') follows += 1;
+      return new Response(null, { status: 204 });
+    });
+    const sse = sseResponse();
+    const { release } = await sendThenLeaveBeforeItIsTaken('Shown again');
+    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+    const log = screen.getByRole('log');
+    await within(log).findByText('Earlier answer');
+    // The look on return gave way to the message shown again.
+    expect(follows).toBe(1);
+    await act(async () => release(sse.response));
+    const done = { user_message: msg('c2', 'user', 'Shown again'), assistant_message: msg('c2', 'assistant', 'Done here.') };
+    await act(async () => {
+      sse.send(`event: done\ndata: ${JSON.stringify(done)}\n\n`);
+      sse.close();
+    });
+    expect(await within(log).findByText('Done here.')).toBeTruthy();
+    await waitFor(() => expect(follows).toBe(2));
+  });
+
   it('is read no further once the server takes it after the user left', async () => {
     const sse = sseResponse();
     const { release, aborted } = await sendThenLeaveBeforeItIsTaken('Taken while away');

@@ -1209,6 +1209,33 @@ mod tests {
         }
     }
 
+    /// A claim given up while a renewal round may be setting its key again is deleted after that
+    /// round, not before: the round would otherwise bring it back for a whole life.
+    #[tokio::test]
+    async fn a_claim_given_up_during_a_renewal_round_is_deleted_after_it() {
+        let Some(holder) = log_on_test_redis().await else {
+            return;
+        };
+        let (conversation, id) = (ConversationId::generate(), GenerationId::generate());
+        assert_eq!(
+            holder.claim(conversation, id).await.unwrap(),
+            ChosenId::Claimed
+        );
+        let round = holder.claims.round.lock().await;
+        let releasing = tokio::spawn({
+            let holder = holder.clone();
+            async move { holder.release(id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!holder.claims.held().contains_key(&id), "no longer renewed");
+        assert!(!releasing.is_finished(), "waits for the round");
+        drop(round);
+        releasing.await.unwrap().unwrap();
+        let mut commands = holder.commands.clone();
+        let exists: bool = commands.exists(holder.claim_key(id)).await.unwrap();
+        assert!(!exists);
+    }
+
     /// A generation begun here, its start logged, and a follower here that has read it.
     async fn followed_past_its_start(log: &RedisGenerationLog) -> (GenerationId, GenerationEvents) {
         let (conversation, generation) = (ConversationId::generate(), GenerationId::generate());
