@@ -99,6 +99,11 @@ impl RunningReply {
         self.generation_id
     }
 
+    /// Whether the reply's user has asked for it to stop already (also before its message came).
+    pub(crate) fn stop_asked(&self) -> bool {
+        *self.stop.borrow()
+    }
+
     /// Resolves when the reply's user asked for it to stop.
     pub(crate) fn stop_signal(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut stop = self.stop.clone();

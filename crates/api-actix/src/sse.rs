@@ -414,47 +414,98 @@ async fn run_logged(
     drop(running);
 }
 
-/// Starts the reply as a logged background generation and answers with its event stream. The
+/// The `start` event of a reply: its ids and its user's message.
+pub(crate) fn start_event(running: &RunningReply, content: String) -> String {
+    json(&StreamStartEvent {
+        generation_id: running.generation_id().to_string(),
+        conversation_id: running.conversation_id().to_string(),
+        content,
+    })
+}
+
+/// A reply's log, opened with its `start` event before its model is asked: from then on the
+/// reply is in progress for its conversation, so that a reload, another tab or another replica
+/// shows its message waiting for the model, and can stop it, before the model's first words.
+pub(crate) struct LoggedStart {
+    open: OpenGeneration,
+    events: GenerationEvents,
+}
+
+/// Opens the reply's log with `start`; `None` when the log fails, and the reply goes on
+/// without it. Followed before anything is logged: a generation that has logged nothing is not
+/// in progress, so if the log fails here no other client is shown a reply in progress that
+/// would never finish.
+pub(crate) async fn log_start(
+    log: &Arc<dyn GenerationLog>,
+    running: &RunningReply,
+    start: &str,
+) -> Option<LoggedStart> {
+    let (conversation_id, generation_id) = (running.conversation_id(), running.generation_id());
+    let logged = async {
+        log.begin(conversation_id, generation_id).await?;
+        let open = OpenGeneration::new(Arc::clone(log), generation_id);
+        let events = log.follow(generation_id, 0).await?;
+        append_retrying(log.as_ref(), generation_id, "start", start).await?;
+        Ok::<_, GenerationLogError>(LoggedStart { open, events })
+    };
+    match logged.await {
+        Ok(logged) => Some(logged),
+        Err(error) => {
+            // Without a log the reply still streams; it just cannot be resumed.
+            tracing::warn!(%error, "generation log unavailable; streaming without resume");
+            None
+        }
+    }
+}
+
+impl LoggedStart {
+    /// Ends the log of a reply that failed before its model's first words with the error its
+    /// sender is answered with, in the background (a log slow to take it must not hold that
+    /// answer), holding the reply `running` until the log has it: a stop answers once its
+    /// followers can see the end.
+    pub(crate) fn fail(
+        mut self,
+        error: &ApiError,
+        generations: &Generations,
+        running: RunningReply,
+    ) {
+        self.open.ended = true;
+        let data = error_data(error.message(), error.code());
+        let (log, generation_id) = (Arc::clone(&self.open.log), self.open.id);
+        let ending = generations.clone();
+        generations.spawn(async move {
+            let ended = append_final(log.as_ref(), generation_id, "error", &data, &ending).await;
+            if let Err(error) = ended {
+                tracing::warn!(%error, "logging the end of a reply failed");
+            }
+            drop(running);
+        });
+    }
+}
+
+/// Runs the reply as a background generation and answers with its event stream: the log's
+/// (`logged`, which holds its `start` already) or, without a log, one of its own. The
 /// generation does not depend on the response: if the client goes away it still runs to its end
 /// and is stored, and its log lets the client pick the stream up again. It holds the client's
 /// stream `slot` (if the request took one) until it ends.
-pub(crate) async fn stream_reply(
+pub(crate) fn stream_reply(
     state: &AppState,
-    content: String,
+    start: &str,
+    logged: Option<LoggedStart>,
     pending: PendingReply,
     running: RunningReply,
     slot: Option<HeldStreamSlot>,
 ) -> HttpResponse {
-    let log = Arc::clone(&state.generation_log);
-    let (conversation_id, generation_id) = (running.conversation_id(), running.generation_id());
-    let start = json(&StreamStartEvent {
-        generation_id: generation_id.to_string(),
-        conversation_id: conversation_id.to_string(),
-        content,
-    });
-    // Followed before anything is logged: a generation that has logged nothing is not in
-    // progress, so if the log fails here the reply goes on without it and no other client is
-    // shown a reply in progress that would never finish.
-    let logged = async {
-        log.begin(conversation_id, generation_id).await?;
-        let open = OpenGeneration::new(Arc::clone(&log), generation_id);
-        let events = log.follow(generation_id, 0).await?;
-        append_retrying(log.as_ref(), generation_id, "start", &start).await?;
-        Ok::<_, GenerationLogError>((events, open))
-    };
-    match logged.await {
-        Ok((events, open)) => {
+    match logged {
+        Some(LoggedStart { open, events }) => {
+            let generation_id = open.id;
             let generations = state.generations.clone();
             state
                 .generations
                 .spawn(run_logged(open, pending, generations, running, slot));
             follow_response(generation_id, events, state.settings.stream_keep_alive)
         }
-        Err(error) => {
-            // Without a log the reply still streams; it just cannot be resumed.
-            tracing::warn!(%error, "generation log unavailable; streaming without resume");
-            stream_unlogged(state, &start, pending, running, slot)
-        }
+        None => stream_unlogged(state, start, pending, running, slot),
     }
 }
 

@@ -6,7 +6,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
     ChatError, ChosenId, ConversationId, ConversationTitle, GenerationId, GenerationLog,
-    GenerationLogError, Interruption, MessageText, PendingReply,
+    GenerationLogError, Interruption, MessageText, PendingReply, ReplyRequest,
 };
 use futures::future::{self, Either};
 use futures::{FutureExt, StreamExt};
@@ -250,7 +250,7 @@ pub(crate) async fn list_messages(
         (status = 200, description = "With Accept: text/event-stream: `event: start` (`{\"generation_id\", \"conversation_id\", \"content\"}`), `event: delta` / `data: {\"text\"}` events, then `event: done` with the stored exchange or `event: error` with `{\"message\", \"code\"}`; every event carries `id: <generation_id>:<sequence>`", content_type = "text/event-stream", body = String),
         (status = 400, description = "Malformed id or body, blank content, or a `generation_id` (`invalid_id`: not a UUID, or the nil UUID; `invalid_body`: without `Accept: text/event-stream`)", body = ErrorResponse),
         (status = 404, description = "No such conversation", body = ErrorResponse),
-        (status = 409, description = "With a `generation_id`: the reply was stopped before it began, and nothing was stored (`stopped`), or a reply with that id exists already (`generation_id_in_use`)", body = ErrorResponse),
+        (status = 409, description = "The reply was stopped before its model answered, by its chosen `generation_id` or the id a follower's `start` event named, and nothing was stored (`stopped`); or, with a `generation_id`, a reply with that id exists already (`generation_id_in_use`)", body = ErrorResponse),
         (status = 413, description = "Body or content too large", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
         (status = 408, description = "The body did not arrive in time", body = ErrorResponse),
@@ -290,7 +290,8 @@ pub(crate) async fn send_message(
 }
 
 /// A streamed send: its reply enters [`crate::generations::Generations`] before the model is
-/// asked, so that a stop reaches it from the start (a client that chose the id knows it already).
+/// asked, so that a stop reaches it from the start (a client that chose the id knows it already,
+/// others learn it from the log's `start`).
 async fn send_streamed(
     state: &AppState,
     request: &HttpRequest,
@@ -307,39 +308,72 @@ async fn send_streamed(
         .generations
         .running_reply(id, generation_id)
         .ok_or_else(generation_id_in_use)?;
-    let log = chosen_id.map(|_| Arc::clone(&state.generation_log));
-    // Held until the reply has logged its start or the send has ended, then given up.
-    let claim = match &log {
-        Some(log) => claim_chosen_id(log, id, generation_id).await?,
+    let log = &state.generation_log;
+    // Held until the send has ended, then given up.
+    let claim = match chosen_id {
+        Some(_) => claim_chosen_id(log, id, generation_id).await?,
         None => None,
     };
-    let content = text.as_str().to_owned();
-    let answer = match wait_for_model(state, &running, log, id, text).await {
-        Ok(pending) => {
-            let slot = HeldStreamSlot::of(request);
-            Ok(sse::stream_reply(state, content, pending, running, slot).await)
-        }
-        Err(error) => Err(error),
-    };
+    let answer = reply_streamed(state, request, running, text, chosen_id.is_some()).await;
     if let Some(claim) = claim {
         claim.give_up().await;
     }
     answer
 }
 
+/// The reply of a send whose id is its own: logged before its model is asked, so that others
+/// can follow and stop it while it waits, then streamed once the model answers.
+async fn reply_streamed(
+    state: &AppState,
+    request: &HttpRequest,
+    running: RunningReply,
+    text: MessageText,
+    chosen: bool,
+) -> Result<HttpResponse, ApiError> {
+    let start = sse::start_event(&running, text.as_str().to_owned());
+    let reply = state
+        .service
+        .prepare_reply(running.conversation_id(), text)
+        .await?;
+    let log = &state.generation_log;
+    // Stopped before its message came, it logs nothing: sent again, the message is answered
+    // `stopped` again, not taken for a reply that has the id.
+    let logged = if running.stop_asked() {
+        None
+    } else {
+        sse::log_start(log, &running, &start).await
+    };
+    // Another client can stop it once it knows the id: from the log, or having chosen it.
+    let stop_log = (logged.is_some() || chosen).then(|| Arc::clone(log));
+    match wait_for_model(state, &running, stop_log, reply).await {
+        Ok(pending) => {
+            let slot = HeldStreamSlot::of(request);
+            Ok(sse::stream_reply(
+                state, &start, logged, pending, running, slot,
+            ))
+        }
+        Err(error) => {
+            if let Some(logged) = logged {
+                logged.fail(&error, &state.generations, running);
+            }
+            Err(error)
+        }
+    }
+}
+
 /// Asks the model for the reply, which may take long to send its first words. A cut, or a stop
-/// by a client that chose the id (here or, through `log`, on another replica), ends the wait as it
-/// ends a reply with no text yet; polled first, so that a stop that came before the message ends
-/// it before the model is asked.
+/// by a client that knows the id (here or, through `log`, on another replica), ends the wait as
+/// it ends a reply with no text yet; polled first, so that a stop that came before the message
+/// ends it before the model is asked.
 async fn wait_for_model(
     state: &AppState,
     running: &RunningReply,
     log: Option<Arc<dyn GenerationLog>>,
-    id: ConversationId,
-    text: MessageText,
+    reply: ReplyRequest,
 ) -> Result<PendingReply, ApiError> {
+    let id = running.conversation_id();
     let interrupted = Box::pin(sse::interruption(&state.generations, running, log.clone()));
-    let started = Box::pin(state.service.start_reply(id, text));
+    let started = Box::pin(reply.start());
     match future::select(interrupted, started).await {
         Either::Right((started, _)) => Ok(started?),
         Either::Left((Interruption::CutShort, _)) => Err(ChatError::CutShort.into()),
@@ -391,9 +425,8 @@ async fn claim_chosen_id(
     }
 }
 
-/// A chosen generation id claimed in the log, given up once the reply has logged its start (its
-/// stream holds the id from then on) or the send has ended without it: before the answer, or,
-/// if the send is dropped (its client left), when it is.
+/// A chosen generation id claimed in the log, given up once its send has its answer (a reply
+/// logged by then holds the id in the log itself), or, if the send is dropped, when it is.
 struct HeldClaim {
     /// Taken when the claim is given up.
     log: Option<Arc<dyn GenerationLog>>,
@@ -556,7 +589,7 @@ fn generation_not_found() -> ApiError {
     ),
     responses(
         (status = 200, description = "`stopped`: the reply has ended (stopped, or it ended meanwhile); `finished`: it had ended before", body = StopResponse),
-        (status = 202, description = "`stopping`: asked to stop, not ended within 5 s (it may be waiting for room to be stored), or the log of a reply running on another replica could not show its end, or another replica's send of this id waits for its model (it is answered `409 stopped`)", body = StopResponse),
+        (status = 202, description = "`stopping`: asked to stop, not ended within 5 s (it may be waiting for room to be stored), or the log of a reply running on another replica could not show its end, or another replica's send of this id, not in the log, waits for its model (it is answered `409 stopped`)", body = StopResponse),
         (status = 400, description = "Malformed conversation or generation id", body = ErrorResponse),
         (status = 404, description = "No such conversation (`conversation_not_found`), or no reply of it with this id (`generation_not_found`: unknown, expired, or run without the log and ended). A stop is remembered for a minute: a reply of this conversation that starts with that id meanwhile (its client chose the id, and its message had not arrived) is stopped before it begins", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),

@@ -21,6 +21,8 @@ pub use ports::{
     Assistant, ChatRepository, ChosenId, DeltaStream, GenerationEvent, GenerationEvents,
     GenerationLog, GenerationState, ReplyContext, WAIT_FOR_ROOM_LIMIT,
 };
-pub use service::{ChatService, ChatServiceConfig, Interruption, PendingReply, ReplyEvent};
+pub use service::{
+    ChatService, ChatServiceConfig, Interruption, PendingReply, ReplyEvent, ReplyRequest,
+};
 pub use text::{is_blank_reply, stream_pieces, ConversationTitle, MessageText, TextError};
 pub use time::Timestamp;

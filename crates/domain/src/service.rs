@@ -261,19 +261,19 @@ impl ChatService {
         }
     }
 
-    /// Checks the conversation, gathers context and starts the assistant's stream. Failures that
-    /// happen before any text exists come back here; [`PendingReply::complete`] does the rest.
-    pub async fn start_reply(
+    /// Checks the conversation and gathers the context of a streamed reply, before the assistant
+    /// is asked ([`ReplyRequest::start`]), so that a caller can tell others of the reply between
+    /// the two steps only once its conversation is known to exist.
+    pub async fn prepare_reply(
         &self,
         id: ConversationId,
         text: MessageText,
-    ) -> Result<PendingReply, ChatError> {
+    ) -> Result<ReplyRequest, ChatError> {
         let context = self.reply_context(id, text, WhenMissing::NotFound).await?;
-        let deltas = self.assistant.reply_stream(&context).await?;
-        Ok(PendingReply {
+        Ok(ReplyRequest {
             repository: Arc::clone(&self.repository),
+            assistant: Arc::clone(&self.assistant),
             context,
-            deltas,
         })
     }
 
@@ -353,6 +353,35 @@ fn without_nul(text: String) -> String {
 enum WhenMissing {
     NotFound,
     CreateDefault,
+}
+
+/// A streamed reply whose conversation exists, its assistant not asked yet.
+pub struct ReplyRequest {
+    repository: Arc<dyn ChatRepository>,
+    assistant: Arc<dyn Assistant>,
+    context: ReplyContext,
+}
+
+impl std::fmt::Debug for ReplyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyRequest")
+            .field("conversation_id", &self.context.conversation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplyRequest {
+    /// Asks the assistant and waits for its stream to start, which a slow model may take long
+    /// to do. Failures that happen before any text exists come back here;
+    /// [`PendingReply::complete`] does the rest.
+    pub async fn start(self) -> Result<PendingReply, ChatError> {
+        let deltas = self.assistant.reply_stream(&self.context).await?;
+        Ok(PendingReply {
+            repository: self.repository,
+            context: self.context,
+            deltas,
+        })
+    }
 }
 
 /// A reply whose stream has started but is not finished or stored yet.
@@ -499,7 +528,10 @@ mod tests {
     async fn pending_reply(service: ChatService) -> PendingReply {
         let text = service.message_text("hello").unwrap();
         service
-            .start_reply(ConversationId::DEFAULT, text)
+            .prepare_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap()
+            .start()
             .await
             .unwrap()
     }
@@ -629,7 +661,7 @@ mod tests {
             .send_message(ConversationId::DEFAULT, text.clone())
             .await;
         assert!(matches!(sent, Err(ChatError::ConversationNotFound)));
-        let streamed = service.start_reply(ConversationId::DEFAULT, text).await;
+        let streamed = service.prepare_reply(ConversationId::DEFAULT, text).await;
         assert!(matches!(streamed, Err(ChatError::ConversationNotFound)));
     }
 
@@ -745,7 +777,10 @@ mod tests {
             Err(ChatError::Assistant(AssistantError::Provider(_)))
         ));
         let pending = service
-            .start_reply(ConversationId::DEFAULT, text)
+            .prepare_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap()
+            .start()
             .await
             .unwrap();
         let streamed = pending
@@ -780,7 +815,10 @@ mod tests {
             .unwrap();
         assert_eq!(sent.assistant_message.content, "one two");
         let pending = service
-            .start_reply(ConversationId::DEFAULT, text)
+            .prepare_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap()
+            .start()
             .await
             .unwrap();
         let (sender, receiver) = futures::channel::mpsc::channel(16);
@@ -809,7 +847,10 @@ mod tests {
         let service = service(repository, assistant_replying("one two three"));
         let text = service.message_text("count").unwrap();
         let pending = service
-            .start_reply(ConversationId::DEFAULT, text)
+            .prepare_reply(ConversationId::DEFAULT, text)
+            .await
+            .unwrap()
+            .start()
             .await
             .unwrap();
 

@@ -1,11 +1,13 @@
 //! The OpenAI-compatible assistant through the real routes, against a fake provider.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use testkit::fake_openai::{done, event, FakeProvider, Part, Reply};
+use tokio::sync::Notify;
 
-use crate::helpers::{eventually, SseReader, TestApp, TestAppBuilder};
+use crate::helpers::{eventually, SseEvent, SseReader, TestApp, TestAppBuilder};
 
 const KEY: &str = "sk-test-never-shown";
 
@@ -256,6 +258,148 @@ async fn a_reply_stopped_before_its_provider_answers_stores_nothing() {
     });
     assert_eq!(answer.status(), 409);
     assert_eq!(answer.json::<Value>().await.unwrap()["code"], "stopped");
+    assert!(app.all_messages(&id, 50).await.is_empty(), "nothing stored");
+}
+
+/// Follows the conversation's reply in progress, as a reloaded page or another tab does.
+async fn follow(app: &TestApp, conversation: &str) -> SseReader {
+    let response = app
+        .client
+        .get(app.url(&format!("/api/v1/conversations/{conversation}/stream")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "a reply in progress");
+    SseReader::raw(response)
+}
+
+/// A provider that starts its answer only once the test says go, with these parts after it.
+async fn answering_on_cue(parts: Vec<Part>) -> (FakeProvider, Arc<Notify>) {
+    let go = Arc::new(Notify::new());
+    let cue = Arc::clone(&go);
+    let provider = FakeProvider::start(move |_, _| {
+        let mut stream = vec![Part::WaitFor(Arc::clone(&cue))];
+        stream.extend(parts.iter().cloned());
+        Reply::Stream(stream)
+    })
+    .await;
+    (provider, go)
+}
+
+/// A streamed send waiting for its model's first words is its conversation's reply in progress
+/// from the start: another client (a reloaded page, another tab) follows it from its message,
+/// then its words as they come, to the stored exchange.
+#[tokio::test]
+async fn a_send_waiting_for_its_model_is_followed_from_its_message_to_its_stored_reply() {
+    let (provider, go) = answering_on_cue(vec![
+        Part::Data(event("Worth ")),
+        Part::Data(event("the wait.")),
+        Part::Data(done()),
+    ])
+    .await;
+    let app = with_provider(&provider)
+        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
+        .spawn()
+        .await;
+    let id = app.new_conversation().await;
+    let body = json!({"content": "take your time"});
+    let (answer, followed) = tokio::join!(app.post_streamed(&id, &body), async {
+        let provider = &provider;
+        eventually("the provider is asked", || async move {
+            provider.requests().len() == 1
+        })
+        .await;
+        let mut follower = follow(&app, &id).await;
+        let start = follower.next_event().await.expect("the start event");
+        go.notify_one();
+        let mut events = vec![start];
+        while let Some(event) = follower.next_event().await {
+            events.push(event);
+        }
+        events
+    });
+    assert_eq!(answer.status(), 200);
+    let names: Vec<&str> = followed.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["start", "delta", "delta", "done"]);
+    assert_eq!(followed[0].data["content"], "take your time");
+    let sent: Vec<SseEvent> = {
+        let mut reader = SseReader::raw(answer);
+        let mut events = Vec::new();
+        while let Some(event) = reader.next_event().await {
+            events.push(event);
+        }
+        events
+    };
+    assert_eq!(sent, followed, "the sender and the follower see one reply");
+    let stored = app.all_messages(&id, 50).await;
+    assert_eq!(stored[1]["content"], "Worth the wait.");
+    assert_eq!(followed[3].data["assistant_message"], stored[1]);
+}
+
+/// A send waiting for its model is stopped by another client, with the id its `start` event
+/// names: the send is answered `409 stopped`, the follower's stream ends with that, and nothing
+/// is stored.
+#[tokio::test]
+async fn a_send_waiting_for_its_model_is_stopped_by_a_client_that_follows_it() {
+    let provider = FakeProvider::start(|_, _| Reply::Hang).await;
+    let app = with_provider(&provider)
+        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
+        .spawn()
+        .await;
+    let id = app.new_conversation().await;
+    let body = json!({"content": "still thinking?"});
+    let (answer, ()) = tokio::join!(app.post_streamed(&id, &body), async {
+        let provider = &provider;
+        eventually("the provider is asked", || async move {
+            provider.requests().len() == 1
+        })
+        .await;
+        let mut follower = follow(&app, &id).await;
+        let start = follower.next_event().await.expect("the start event");
+        assert_eq!(start.data["content"], "still thinking?");
+        let generation = start.data["generation_id"].as_str().unwrap();
+        let stopped = app.stop_reply(&id, generation).await;
+        assert_eq!(stopped.json::<Value>().await.unwrap()["status"], "stopped");
+        let end = follower.next_event().await.expect("the final event");
+        assert_eq!(end.event, "error");
+        assert_eq!(end.data["code"], "stopped");
+        assert!(follower.next_event().await.is_none());
+    });
+    assert_eq!(answer.status(), 409);
+    assert_eq!(answer.json::<Value>().await.unwrap()["code"], "stopped");
+    assert!(app.all_messages(&id, 50).await.is_empty(), "nothing stored");
+}
+
+/// A model that fails before its first words: its sender is answered with a plain error, and
+/// a client that followed the send while it waited sees its stream end with that error.
+#[tokio::test]
+async fn a_model_failing_before_its_first_words_ends_its_followers_stream_with_the_senders_error() {
+    let (provider, go) = answering_on_cue(vec![Part::Cut]).await;
+    let app = with_provider(&provider)
+        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
+        .spawn()
+        .await;
+    let id = app.new_conversation().await;
+    let body = json!({"content": "will this work?"});
+    let (answer, end) = tokio::join!(app.post_streamed(&id, &body), async {
+        let provider = &provider;
+        eventually("the provider is asked", || async move {
+            provider.requests().len() == 1
+        })
+        .await;
+        let mut follower = follow(&app, &id).await;
+        assert_eq!(follower.next_event().await.unwrap().event, "start");
+        go.notify_one();
+        let end = follower.next_event().await.expect("the final event");
+        assert!(follower.next_event().await.is_none());
+        end
+    });
+    assert_eq!(answer.status(), 502);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(end.event, "error");
+    assert_eq!(end.data["code"], error["code"]);
+    assert_eq!(end.data["message"], error["message"]);
     assert!(app.all_messages(&id, 50).await.is_empty(), "nothing stored");
 }
 

@@ -178,6 +178,20 @@ impl TwoReplicas {
             .unwrap()
     }
 
+    /// Follows the conversation's reply in progress through `replica`.
+    async fn follow(&self, replica: &ServerProcess) -> reqwest::Response {
+        let id = &self.conversation;
+        let following = self
+            .client
+            .get(replica.url(&format!("/api/v1/conversations/{id}/stream")))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(following.status(), 200, "a reply in progress");
+        following
+    }
+
     /// The newest page of the conversation's messages, read through `replica`.
     async fn messages(&self, replica: &ServerProcess) -> Value {
         let id = &self.conversation;
@@ -351,35 +365,71 @@ async fn a_stop_through_one_replica_overtakes_its_message_to_the_other() {
     );
 }
 
-/// A stop asked through one replica while the other waits for its model to answer a send whose
-/// client chose the id: the stop is answered `202 stopping` (the replica asked cannot see the end
-/// of a reply that logged nothing), the send `409 stopped`, and nothing is stored.
+/// A send waiting for its model on one replica is the conversation's reply in progress on the
+/// other too, from its message on: followed there, and stopped there by the id its `start` names
+/// (answered `200 stopped` once the log shows its end); the send is answered `409 stopped`, and
+/// nothing is stored.
 #[tokio::test]
-async fn a_stop_through_one_replica_reaches_a_send_waiting_for_its_model_on_the_other() {
+async fn a_send_waiting_for_its_model_on_one_replica_is_followed_and_stopped_through_the_other() {
     let Some((provider, replicas)) = with_a_model_that_never_answers().await else {
         return;
     };
     let (first, second) = (&replicas.first, &replicas.second);
-    let generation = domain::GenerationId::generate().to_string();
-    let message = json!({ "content": "never mind", "generation_id": generation });
+    let message = json!({ "content": "never mind" });
 
-    let (answer, stopped) = tokio::join!(replicas.post_streamed(first, &message), async {
-        while provider.requests().is_empty() {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        replicas.stop(second, &generation).await
-    });
-    assert_eq!(stopped.status(), 202);
+    let (answer, (stopped, followed)) =
+        tokio::join!(replicas.post_streamed(first, &message), async {
+            while provider.requests().is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let mut following = replicas.follow(second).await;
+            let start = next_event(&mut following, "start").await;
+            assert_eq!(start["content"], "never mind");
+            let generation = start["generation_id"].as_str().unwrap().to_owned();
+            let stopped = replicas.stop(second, &generation).await;
+            (
+                stopped,
+                (generation, next_event(&mut following, "error").await),
+            )
+        });
+    let (generation, end) = followed;
+    assert_eq!(end["code"], "stopped");
+    assert_eq!(stopped.status(), 200);
     assert_eq!(
         stopped.json::<Value>().await.unwrap(),
-        json!({"status": "stopping"})
+        json!({"status": "stopped"})
     );
     assert_eq!(answer.status(), 409);
     assert_eq!(answer.json::<Value>().await.unwrap()["code"], "stopped");
     assert_eq!(replicas.messages(second).await["items"], json!([]));
-    // Its send ended: the id is no waiting send's any more.
     let again = replicas.stop(second, &generation).await;
-    assert_eq!(again.status(), 404);
+    assert_eq!(
+        again.json::<Value>().await.unwrap(),
+        json!({"status": "finished"})
+    );
+}
+
+/// Reads `following` up to the end of its next event named `name`, and returns its data.
+async fn next_event(following: &mut reqwest::Response, name: &str) -> Value {
+    let mut received = String::new();
+    loop {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), following.chunk())
+            .await
+            .expect("the stream keeps moving")
+            .unwrap()
+            .expect("an event before the end of the stream");
+        received.push_str(std::str::from_utf8(&chunk).unwrap());
+        let header = format!("event: {name}\n");
+        if let Some(at) = received.find(&header) {
+            if let Some(end) = received[at..].find("\n\n") {
+                let data = received[at..at + end]
+                    .lines()
+                    .find_map(|line| line.strip_prefix("data: "))
+                    .unwrap();
+                return serde_json::from_str(data).unwrap();
+            }
+        }
+    }
 }
 
 /// Two replicas whose model provider holds every request open without answering.
@@ -397,11 +447,11 @@ async fn with_a_model_that_never_answers() -> Option<(FakeProvider, TwoReplicas)
     Some((provider, replicas))
 }
 
-/// A replica killed while a send with a chosen id waits for its model leaves no claim behind for
-/// long: within seconds the other replica no longer takes the id for a waiting send (a stop of
-/// it is `404`, not `202 stopping`).
+/// A replica killed while a send waits for its model leaves no reply in progress behind for
+/// long: within seconds the other replica takes it for dead (a stop of it says `finished`, not
+/// `202 stopping`, and nothing is in progress), and its id stays taken.
 #[tokio::test]
-async fn the_claim_of_a_send_whose_replica_was_killed_lapses_within_seconds() {
+async fn a_send_whose_replica_was_killed_while_it_waited_is_taken_for_dead_within_seconds() {
     let Some((provider, mut replicas)) = with_a_model_that_never_answers().await else {
         return;
     };
@@ -434,23 +484,35 @@ async fn the_claim_of_a_send_whose_replica_was_killed_lapses_within_seconds() {
     let second = &replicas.second;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let status = replicas.stop(second, &generation).await.status();
-        if status == 404 {
+        let stopped = replicas.stop(second, &generation).await;
+        if stopped.status() == 200 {
+            assert_eq!(
+                stopped.json::<Value>().await.unwrap(),
+                json!({"status": "finished"})
+            );
             break;
         }
-        assert_eq!(status, 202, "a stop of a send claimed by the dead replica");
+        assert_eq!(stopped.status(), 202, "a stop of the dead replica's send");
         assert!(
             std::time::Instant::now() < deadline,
-            "the dead replica's claim outlived 30 s"
+            "the dead replica's send outlived 30 s"
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
+    let following = replicas
+        .client
+        .get(second.url(&format!("/api/v1/conversations/{id}/stream")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(following.status(), 204, "nothing in progress");
 
-    // Sent again there, it is stopped before the model is asked, as the stops asked meanwhile
-    // are remembered (not refused as another send's).
     let again = replicas.post_streamed(second, &message).await;
     assert_eq!(again.status(), 409);
-    assert_eq!(again.json::<Value>().await.unwrap()["code"], "stopped");
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["code"],
+        "generation_id_in_use"
+    );
     assert_eq!(provider.requests().len(), 1);
     assert_eq!(replicas.messages(second).await["items"], json!([]));
 }
