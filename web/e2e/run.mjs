@@ -822,6 +822,10 @@ async function main() {
   /** Stop ends the send that waits for the model: its text is back, and the model is asked no more. */
   const stopBeforeTheReply = async (page, provider, text) => {
     await page.getByRole('button', { name: 'Stop', exact: true }).click();
+    await stoppedBeforeTheReply(page, provider, text);
+  };
+  /** The send that waits for the model was stopped (here or elsewhere): `page`, which sent it, has its text back. */
+  const stoppedBeforeTheReply = async (page, provider, text) => {
     // The model would keep it waiting for a minute: only the stop can have ended it this soon.
     await page.getByText('Stopped before the reply began. Nothing was stored. Your message is back in the message box.').waitFor({ timeout: 5000 });
     assert((await composer(page).inputValue()) === text, 'the message is back in the message box');
@@ -847,6 +851,38 @@ async function main() {
     await log(page).getByText('Thinking', { exact: false }).waitFor();
     assert(new URL(page.url()).hash === chat, `back in the chat it was sent in (${page.url()})`);
     await stopBeforeTheReply(page, provider, 'Still there?');
+  });
+
+  await test('reloaded while the model has not answered: the message shows waiting, with Stop, which stops it', async () => {
+    const { provider, page } = await waitingForTheModel('Anyone home?');
+    await page.reload();
+    await log(page).getByText('Anyone home?').waitFor();
+    await log(page).getByText('Thinking', { exact: false }).waitFor();
+    await stopBeforeTheReply(page, provider, 'Anyone home?');
+  });
+
+  await test('another tab showing the chat shows a message waiting for the model, and can stop it', async () => {
+    const provider = await silentProvider();
+    const sbase = await startServerWith(provider);
+    const created = await fetch(`${sbase}/api/v1/conversations`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ title: 'Watched from two tabs' }),
+    });
+    const { id } = await created.json();
+    const page = await fresh();
+    await open(page, sbase, `#/c/${id}`);
+    const other = watch(await context.newPage());
+    await other.setViewportSize(DESKTOP);
+    await open(other, sbase, `#/c/${id}`);
+    await composer(page).fill('Seen from the other tab?');
+    await composer(page).press('Enter');
+    await log(other).getByText('Seen from the other tab?').waitFor();
+    await log(other).getByText('Thinking', { exact: false }).waitFor();
+    await other.getByRole('button', { name: 'Stop', exact: true }).click();
+    await stoppedBeforeTheReply(page, provider, 'Seen from the other tab?');
+    await log(other).getByText('Seen from the other tab?').waitFor({ state: 'detached' });
+    await other.close();
   });
 
   await test('two tabs: what one stores and names shows in the other without a reload', async () => {

@@ -279,7 +279,11 @@ export function App() {
       }
     });
     tabs.current = sync;
-    return sync.close;
+    return () => {
+      // A send's timer may still post once this is gone.
+      tabs.current = null;
+      sync.close();
+    };
   }, []);
 
   // Back to this tab after a while, or back online: the list and the open conversation catch up

@@ -3211,6 +3211,16 @@ describe('other tabs of the same browser', () => {
     await waitFor(() => expect(heard.some((e) => (e as { kind: string }).kind === 'upserted')).toBe(true));
   });
 
+  it('tell the other tabs of a send the model has not answered yet, which the server shows them waiting', async () => {
+    server.onStream(() => new Promise<Response>(() => undefined));
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Slow to answer' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await within(screen.getByRole('log')).findByText('Thinking…');
+    expect(heard).not.toContainEqual({ kind: 'replying', id: 'c2' });
+    await waitFor(() => expect(heard).toContainEqual({ kind: 'replying', id: 'c2' }), { timeout: 2000 });
+  });
+
   it('follow a reply another tab began in the conversation shown here, as it streams', async () => {
     await renderLoaded();
     const G = 'ffffffff-0000-4000-8000-000000000006';

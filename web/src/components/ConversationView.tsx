@@ -17,7 +17,8 @@ const UNREACHABLE_RETRY_MS = 5000;
 /**
  * After a send the server never answered (Stop before its answer, a proxy's 504), how long its
  * reply is looked for, and how often once the first polls are done: the server shows a reply in
- * progress only from the model's first words, which a slow or retrying model may take this long.
+ * progress from the moment it takes the message, but only once stored when its log could not be
+ * written then, and a slow or retrying model may take this long to answer.
  */
 const UNANSWERED_PATIENCE_MS = 45_000;
 const UNANSWERED_RECHECK_MS = 3000;
@@ -28,6 +29,8 @@ const UNANSWERED_RECHECK_MS = 3000;
  */
 const LATE_ARRIVAL_MS = 10_000;
 const LATE_ARRIVAL_RECHECK_MS = 2000;
+/** How long after a send other tabs are told of it, if the model has not answered by then. */
+const ANNOUNCE_WAITING_AFTER_MS = 500;
 /** How the alerts about a reply lost from view begin; they go once the stored reply shows. */
 const LOST_PREFIX = 'Lost the';
 /** Said in a conversation deleted elsewhere while it was open here. */
@@ -257,7 +260,8 @@ export function ConversationView({
     if (conversationId === null) setLoad({ kind: 'ready' });
     else loadNewest(conversationId, true);
     // Back while the model has not answered a message sent here: it shows, "Thinking…", with Stop,
-    // and its reply streams here (a reply logs nothing before its first words, so none is followed).
+    // and its reply streams here through the send itself (the follow the load asks for then finds
+    // a reply shown already, and gives way).
     if (conversationId !== null) [...untakenSends.current].find((u) => u.left && u.conversation === conversationId)?.comeBack?.();
   }, [conversationId, newChatClicks, loadNewest]);
 
@@ -958,6 +962,11 @@ export function ConversationView({
     runningReply.current = running;
     /** Shown again on coming back: the check for another reply in progress gave way to it. */
     let cameBack = false;
+    // The server shows a reply in progress from the moment it takes its message: other tabs
+    // showing this chat are told once it has had time to, and show it waiting for the model.
+    const announceWaiting = setTimeout(() => {
+      if (!accepted && !controller.signal.aborted) onReplying(convId);
+    }, ANNOUNCE_WAITING_AFTER_MS);
     untaken.comeBack = () => {
       untaken.left = false;
       cameBack = true;
@@ -1058,6 +1067,7 @@ export function ConversationView({
         fail(err);
       }
     } finally {
+      clearTimeout(announceWaiting);
       if (abortRef.current === controller) abortRef.current = null;
       untakenSends.current.delete(untaken);
       // Another reply may run here too (another tab's), unseen while this one was shown again.
