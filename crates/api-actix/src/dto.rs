@@ -269,7 +269,7 @@ pub(crate) struct StreamStartEvent {
 }
 
 /// Data of an SSE `error` event.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct StreamErrorEvent {
     pub message: String,
     pub code: String,

@@ -88,6 +88,23 @@ thread_local! {
         RefCell::default();
 }
 
+/// A request counted in `http_requests_in_flight` until dropped: one whose connection was reset
+/// is dropped part way, never reaching the line after its handler.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        IN_FLIGHT.with(|gauge| gauge.increment(1.0));
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let _ = IN_FLIGHT.try_with(|gauge| gauge.decrement(1.0));
+    }
+}
+
 fn record_request(method: &'static str, route: String, status: StatusCode, seconds: f64) {
     SERIES.with_borrow_mut(|series| {
         let series = series
@@ -129,9 +146,9 @@ pub(crate) async fn observe(
         traceparent = traceparent(&request),
     );
     let started = Instant::now();
-    IN_FLIGHT.with(|gauge| gauge.increment(1.0));
+    let in_flight = InFlight::enter();
     let result = next.call(request).instrument(span.clone()).await;
-    IN_FLIGHT.with(|gauge| gauge.decrement(1.0));
+    drop(in_flight);
     let status = match &result {
         Ok(response) => response.status(),
         Err(error) => error.as_response_error().status_code(),

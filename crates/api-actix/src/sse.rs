@@ -73,6 +73,13 @@ fn error_data(message: &str, code: &str) -> String {
     })
 }
 
+/// The `code` of an `error` event's data.
+pub(crate) fn error_code(data: &str) -> Option<String> {
+    serde_json::from_str::<StreamErrorEvent>(data)
+        .ok()
+        .map(|error| error.code)
+}
+
 fn final_event(outcome: Result<Exchange, ChatError>) -> (&'static str, String) {
     match outcome {
         Ok(exchange) => ("done", json(&ExchangeDto::from(exchange))),
@@ -303,6 +310,8 @@ struct OpenGeneration {
     log: Arc<dyn GenerationLog>,
     id: GenerationId,
     ended: bool,
+    /// Its model has answered: the reply runs in the background from then on.
+    answered: bool,
 }
 
 impl OpenGeneration {
@@ -311,6 +320,7 @@ impl OpenGeneration {
             log,
             id,
             ended: false,
+            answered: false,
         }
     }
 }
@@ -324,11 +334,14 @@ impl Drop for OpenGeneration {
             return;
         };
         let (log, id) = (Arc::clone(&self.log), self.id);
+        // Dropped before its model answered, the send took the model's request with it.
+        let message = if self.answered {
+            "The reply went on without its log; it shows in the messages once stored."
+        } else {
+            "The message was dropped before the model answered; nothing was stored."
+        };
         runtime.spawn(async move {
-            let data = error_data(
-                "The reply went on without its log; it shows in the messages once stored.",
-                "interrupted",
-            );
+            let data = error_data(message, "interrupted");
             if let Err(error) = log.append(id, "error", &data, true).await {
                 tracing::debug!(%error, "ending a generation left open failed");
             }
@@ -497,7 +510,8 @@ pub(crate) fn stream_reply(
     slot: Option<HeldStreamSlot>,
 ) -> HttpResponse {
     match logged {
-        Some(LoggedStart { open, events }) => {
+        Some(LoggedStart { mut open, events }) => {
+            open.answered = true;
             let generation_id = open.id;
             let generations = state.generations.clone();
             state

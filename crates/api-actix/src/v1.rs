@@ -309,26 +309,28 @@ async fn send_streamed(
         .running_reply(id, generation_id)
         .ok_or_else(generation_id_in_use)?;
     let log = &state.generation_log;
-    // Held until the send has ended, then given up.
+    // Held until the send has ended: it keeps the id this send's between the claim and the
+    // log's `start`, and for the whole send when the log could not take the `start`.
     let claim = match chosen_id {
         Some(_) => claim_chosen_id(log, id, generation_id).await?,
         None => None,
     };
-    let answer = reply_streamed(state, request, running, text, chosen_id.is_some()).await;
+    let answer = log_and_stream_reply(state, request, running, text, chosen_id.is_some()).await;
     if let Some(claim) = claim {
         claim.give_up().await;
     }
     answer
 }
 
-/// The reply of a send whose id is its own: logged before its model is asked, so that others
-/// can follow and stop it while it waits, then streamed once the model answers.
-async fn reply_streamed(
+/// The rest of a streamed send, once its id is its own: its reply is logged before its model is
+/// asked, so that others can follow and stop it while it waits, then streamed once the model
+/// answers.
+async fn log_and_stream_reply(
     state: &AppState,
     request: &HttpRequest,
     running: RunningReply,
     text: MessageText,
-    chosen: bool,
+    id_chosen_by_client: bool,
 ) -> Result<HttpResponse, ApiError> {
     let start = sse::start_event(&running, text.as_str().to_owned());
     let reply = state
@@ -344,7 +346,7 @@ async fn reply_streamed(
         sse::log_start(log, &running, &start).await
     };
     // Another client can stop it once it knows the id: from the log, or having chosen it.
-    let stop_log = (logged.is_some() || chosen).then(|| Arc::clone(log));
+    let stop_log = (logged.is_some() || id_chosen_by_client).then(|| Arc::clone(log));
     match wait_for_model(state, &running, stop_log, reply).await {
         Ok(pending) => {
             let slot = HeldStreamSlot::of(request);
@@ -353,6 +355,18 @@ async fn reply_streamed(
             ))
         }
         Err(error) => {
+            if matches!(error, ChatError::Stopped) {
+                tracing::info!("streamed reply stopped before its assistant answered");
+                // Not in the log, the stop must be there for the same message sent again to
+                // another replica (a logged reply's own end says it was stopped).
+                if logged.is_none() && id_chosen_by_client {
+                    let told = log.request_stop(running.conversation_id(), running.generation_id());
+                    if !matches!(tokio::time::timeout(CLAIM_PATIENCE, told).await, Ok(Ok(()))) {
+                        tracing::debug!("cannot tell other replicas of a stop before the reply");
+                    }
+                }
+            }
+            let error = ApiError::from(error);
             if let Some(logged) = logged {
                 logged.fail(&error, &state.generations, running);
             }
@@ -370,24 +384,13 @@ async fn wait_for_model(
     running: &RunningReply,
     log: Option<Arc<dyn GenerationLog>>,
     reply: ReplyRequest,
-) -> Result<PendingReply, ApiError> {
-    let id = running.conversation_id();
-    let interrupted = Box::pin(sse::interruption(&state.generations, running, log.clone()));
+) -> Result<PendingReply, ChatError> {
+    let interrupted = Box::pin(sse::interruption(&state.generations, running, log));
     let started = Box::pin(reply.start());
     match future::select(interrupted, started).await {
-        Either::Right((started, _)) => Ok(started?),
-        Either::Left((Interruption::CutShort, _)) => Err(ChatError::CutShort.into()),
-        Either::Left((Interruption::Stopped, _)) => {
-            tracing::info!("streamed reply stopped before its assistant answered");
-            if let Some(log) = log {
-                // Stopped here: the same message sent again to another replica is too.
-                let told = log.request_stop(id, running.generation_id());
-                if !matches!(tokio::time::timeout(CLAIM_PATIENCE, told).await, Ok(Ok(()))) {
-                    tracing::debug!("cannot tell other replicas of a stop before the reply");
-                }
-            }
-            Err(ChatError::Stopped.into())
-        }
+        Either::Right((started, _)) => started,
+        Either::Left((Interruption::CutShort, _)) => Err(ChatError::CutShort),
+        Either::Left((Interruption::Stopped, _)) => Err(ChatError::Stopped),
     }
 }
 
@@ -413,7 +416,13 @@ async fn claim_chosen_id(
             tracing::info!("streamed reply stopped before its message came");
             Err(ChatError::Stopped.into())
         }
-        Ok(Ok(ChosenId::Taken)) => Err(generation_id_in_use()),
+        Ok(Ok(ChosenId::Taken)) => {
+            let ended_stopped = ended_stopped(log.as_ref(), generation_id);
+            match tokio::time::timeout(CLAIM_PATIENCE, ended_stopped).await {
+                Ok(true) => Err(ChatError::Stopped.into()),
+                Ok(false) | Err(_) => Err(generation_id_in_use()),
+            }
+        }
         Ok(Err(error)) => {
             tracing::debug!(%error, "cannot ask the log about a chosen generation id");
             Ok(None)
@@ -423,6 +432,23 @@ async fn claim_chosen_id(
             Ok(None)
         }
     }
+}
+
+/// Whether the reply logged under this id was stopped before it had any text: the same message
+/// sent again (its client lost the answer) is answered `stopped`, as the first send was.
+async fn ended_stopped(log: &dyn GenerationLog, generation_id: GenerationId) -> bool {
+    let Ok(Some(progress)) = log.state(generation_id).await else {
+        return false;
+    };
+    if !progress.finished || progress.last_sequence == 0 {
+        return false;
+    }
+    let Ok(mut events) = log.follow(generation_id, progress.last_sequence - 1).await else {
+        return false;
+    };
+    let stopped = ApiError::from(ChatError::Stopped);
+    matches!(events.next().await, Some(Ok(event))
+        if event.name == "error" && sse::error_code(&event.data).as_deref() == Some(stopped.code()))
 }
 
 /// A chosen generation id claimed in the log, given up once its send has its answer (a reply

@@ -139,8 +139,8 @@ pub struct GenerationEvent {
 /// What [`GenerationLog::claim`] found for an id a client chose for its reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChosenId {
-    /// New: the send goes on, and the id is its own on every replica until it logs its
-    /// generation or gives the claim up ([`GenerationLog::release`]).
+    /// New: the send goes on, and the id is its own on every replica until it gives the claim
+    /// up ([`GenerationLog::release`]); a generation it logged meanwhile holds the id from then on.
     Claimed,
     /// The conversation's reply of this id was asked to stop (the stop overtook the message).
     Stopped,
@@ -241,9 +241,9 @@ pub trait GenerationLog: Send + Sync {
         Ok(ChosenId::Claimed)
     }
 
-    /// Gives up a claim: its reply has logged its start (its stream holds the id from then on), or
-    /// its send ended without it (stopped, failed, or its client gone before the model answered).
-    /// No replica takes the id for a send that waits for its model any more. The default does
+    /// Gives up a claim once its send has ended (answered, stopped, failed, or dropped before the
+    /// model answered); a generation it logged holds the id from then on. No replica takes the id
+    /// for a send that waits for its model any more. The default does
     /// nothing, as the default [`Self::claim`] holds nothing.
     async fn release(&self, generation_id: GenerationId) -> Result<(), GenerationLogError> {
         let _ = generation_id;

@@ -259,6 +259,11 @@ async fn a_reply_stopped_before_its_provider_answers_stores_nothing() {
     assert_eq!(answer.status(), 409);
     assert_eq!(answer.json::<Value>().await.unwrap()["code"], "stopped");
     assert!(app.all_messages(&id, 50).await.is_empty(), "nothing stored");
+    // Sent again (a client that lost the answer), it is answered as the first send was.
+    let again = app.post_streamed(&id, &body).await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.json::<Value>().await.unwrap()["code"], "stopped");
+    assert_eq!(provider.requests().len(), 1, "the provider was asked again");
 }
 
 /// Follows the conversation's reply in progress, as a reloaded page or another tab does.
@@ -381,7 +386,8 @@ async fn a_model_failing_before_its_first_words_ends_its_followers_stream_with_t
         .spawn()
         .await;
     let id = app.new_conversation().await;
-    let body = json!({"content": "will this work?"});
+    let generation = domain::GenerationId::generate().to_string();
+    let body = json!({"content": "will this work?", "generation_id": generation});
     let (answer, end) = tokio::join!(app.post_streamed(&id, &body), async {
         let provider = &provider;
         eventually("the provider is asked", || async move {
@@ -400,6 +406,85 @@ async fn a_model_failing_before_its_first_words_ends_its_followers_stream_with_t
     assert_eq!(end.event, "error");
     assert_eq!(end.data["code"], error["code"]);
     assert_eq!(end.data["message"], error["message"]);
+    assert!(app.all_messages(&id, 50).await.is_empty(), "nothing stored");
+
+    // Sent again with its id, it is refused, not answered twice; read from its start by that id,
+    // the log says how it ended.
+    let again = app.post_streamed(&id, &body).await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["code"],
+        "generation_id_in_use"
+    );
+    let replayed = app
+        .client
+        .get(app.url(&format!("/api/v1/conversations/{id}/stream")))
+        .header("last-event-id", format!("{generation}:0"))
+        .send()
+        .await
+        .unwrap();
+    let mut replayed = SseReader::raw(replayed);
+    assert_eq!(replayed.next_event().await.unwrap().event, "start");
+    assert_eq!(replayed.next_event().await.unwrap(), end);
+    assert!(replayed.next_event().await.is_none());
+}
+
+/// A send whose connection is reset while its model has not answered is dropped with it (the
+/// model's request too, so nothing is stored): a client that follows it is told so, and the
+/// request leaves `http_requests_in_flight`.
+#[tokio::test]
+async fn a_send_reset_while_its_model_has_not_answered_ends_its_followers_stream_and_its_count() {
+    let provider = FakeProvider::start(|_, _| Reply::Hang).await;
+    let app = with_provider(&provider)
+        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
+        .spawn()
+        .await;
+    let id = app.new_conversation().await;
+    let address = app
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut sender = tokio::net::TcpStream::connect(address).await.unwrap();
+    let body = json!({"content": "cut me off"}).to_string();
+    let head = format!(
+        "POST /api/v1/conversations/{id}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Accept: text/event-stream\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut sender, head.as_bytes())
+        .await
+        .unwrap();
+    let provider = &provider;
+    eventually("the provider is asked", || async move {
+        provider.requests().len() == 1
+    })
+    .await;
+    let mut follower = follow(&app, &id).await;
+    assert_eq!(follower.next_event().await.unwrap().event, "start");
+    // Closed with a reset (not a FIN, after which a send goes on to its end).
+    sender.set_zero_linger().unwrap();
+    drop(sender);
+
+    let end = follower.next_event().await.expect("the final event");
+    assert_eq!(end.event, "error");
+    assert_eq!(end.data["code"], "interrupted");
+    assert!(
+        end.data["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was stored"),
+        "{end:?}"
+    );
+    let app = &app;
+    eventually("only the metrics request is in flight", || async move {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        metrics
+            .lines()
+            .any(|line| line == "http_requests_in_flight 1")
+    })
+    .await;
     assert!(app.all_messages(&id, 50).await.is_empty(), "nothing stored");
 }
 
