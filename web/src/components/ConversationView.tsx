@@ -965,7 +965,7 @@ export function ConversationView({
     // The server shows a reply in progress from the moment it takes its message: other tabs
     // showing this chat are told once it has had time to, and show it waiting for the model.
     const announceWaiting = setTimeout(() => {
-      if (!accepted && !controller.signal.aborted) onReplying(convId);
+      if (!accepted && !controller.signal.aborted && !running.stopAsked) onReplying(convId);
     }, ANNOUNCE_WAITING_AFTER_MS);
     untaken.comeBack = () => {
       untaken.left = false;
