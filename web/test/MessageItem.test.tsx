@@ -34,6 +34,13 @@ describe('MessageItem', () => {
     expect(markdownRenders.count).toBe(first);
   });
 
+  it('says a reply stopped with no text yet may not come, and one stopped part way will', () => {
+    const { rerender } = render(<MessageItem role="assistant" content="" state="stopped" />);
+    expect(screen.getByText('Stopped before the reply began. If the server goes on with it, the reply will appear once stored.')).toBeTruthy();
+    rerender(<MessageItem role="assistant" content="Half a" state="stopped" />);
+    expect(screen.getByText('Stopped. The full reply will appear once the server has stored it.')).toBeTruthy();
+  });
+
   it('copies a stored message as written and says so for a moment', async () => {
     const writeText = vi.fn().mockResolvedValue(undefined);
     vi.stubGlobal('navigator', { ...navigator, clipboard: { writeText } });

@@ -19,6 +19,7 @@ interface Props {
 
 const AWAITED = 'The full reply will appear once the server has stored it.';
 const IF_TAKEN = 'If it took the message, its reply will appear once stored.';
+const STOPPED_BEFORE_ANY_TEXT = 'Stopped before the reply began. If the server goes on with it, the reply will appear once stored.';
 const CUT_SHORT: Partial<Record<NonNullable<Props['state']>, string>> = {
   stopped: `Stopped. ${AWAITED}`,
   // Not a promise: a server that restarted mid-reply has lost it.
@@ -32,7 +33,8 @@ const CUT_SHORT: Partial<Record<NonNullable<Props['state']>, string>> = {
  * composer and every streamed piece, which would otherwise parse every loaded message again.
  */
 export const MessageItem = memo(function MessageItem({ role, content, state, reconnecting = false }: Props) {
-  const cutShort = state && CUT_SHORT[state];
+  // Stopped with no text yet, there may be no reply to wait for (the stop ended it on the server).
+  const cutShort = state === 'stopped' && content === '' ? STOPPED_BEFORE_ANY_TEXT : state && CUT_SHORT[state];
   return (
     <article className={`message ${role}`} aria-label={role === 'user' ? 'You' : 'Assistant'} data-state={state}>
       <div className="message-author" aria-hidden="true">
