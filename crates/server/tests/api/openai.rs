@@ -198,10 +198,7 @@ async fn a_reply_stopped_before_its_first_words_stores_nothing() {
         ])
     })
     .await;
-    let app = with_provider(&provider)
-        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
-        .spawn()
-        .await;
+    let app = patient_with(&provider).await;
     let id = app.new_conversation().await;
     let response = app
         .client
@@ -236,19 +233,12 @@ async fn a_reply_stopped_before_its_first_words_stores_nothing() {
 #[tokio::test]
 async fn a_reply_stopped_before_its_provider_answers_stores_nothing() {
     let provider = FakeProvider::start(|_, _| Reply::Hang).await;
-    let app = with_provider(&provider)
-        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
-        .spawn()
-        .await;
+    let app = patient_with(&provider).await;
     let id = app.new_conversation().await;
     let generation = domain::GenerationId::generate().to_string();
     let body = json!({"content": "never mind", "generation_id": generation});
     let (answer, ()) = tokio::join!(app.post_streamed(&id, &body), async {
-        let provider = &provider;
-        eventually("the provider is asked", || async move {
-            provider.requests().len() == 1
-        })
-        .await;
+        asked_once(&provider).await;
         let stopped = app.stop_reply(&id, &generation).await;
         assert_eq!(stopped.status(), 200);
         assert_eq!(
@@ -264,6 +254,22 @@ async fn a_reply_stopped_before_its_provider_answers_stores_nothing() {
     assert_eq!(again.status(), 409);
     assert_eq!(again.json::<Value>().await.unwrap()["code"], "stopped");
     assert_eq!(provider.requests().len(), 1, "the provider was asked again");
+}
+
+/// The app asking `provider`, whose answer it waits a minute for.
+async fn patient_with(provider: &FakeProvider) -> TestApp {
+    with_provider(provider)
+        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
+        .spawn()
+        .await
+}
+
+/// Returns once `provider` has been asked for a reply.
+async fn asked_once(provider: &FakeProvider) {
+    eventually("the provider is asked", || async move {
+        provider.requests().len() == 1
+    })
+    .await;
 }
 
 /// Follows the conversation's reply in progress, as a reloaded page or another tab does.
@@ -303,18 +309,11 @@ async fn a_send_waiting_for_its_model_is_followed_from_its_message_to_its_stored
         Part::Data(done()),
     ])
     .await;
-    let app = with_provider(&provider)
-        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
-        .spawn()
-        .await;
+    let app = patient_with(&provider).await;
     let id = app.new_conversation().await;
     let body = json!({"content": "take your time"});
     let (answer, followed) = tokio::join!(app.post_streamed(&id, &body), async {
-        let provider = &provider;
-        eventually("the provider is asked", || async move {
-            provider.requests().len() == 1
-        })
-        .await;
+        asked_once(&provider).await;
         let mut follower = follow(&app, &id).await;
         let start = follower.next_event().await.expect("the start event");
         go.notify_one();
@@ -348,18 +347,11 @@ async fn a_send_waiting_for_its_model_is_followed_from_its_message_to_its_stored
 #[tokio::test]
 async fn a_send_waiting_for_its_model_is_stopped_by_a_client_that_follows_it() {
     let provider = FakeProvider::start(|_, _| Reply::Hang).await;
-    let app = with_provider(&provider)
-        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
-        .spawn()
-        .await;
+    let app = patient_with(&provider).await;
     let id = app.new_conversation().await;
     let body = json!({"content": "still thinking?"});
     let (answer, ()) = tokio::join!(app.post_streamed(&id, &body), async {
-        let provider = &provider;
-        eventually("the provider is asked", || async move {
-            provider.requests().len() == 1
-        })
-        .await;
+        asked_once(&provider).await;
         let mut follower = follow(&app, &id).await;
         let start = follower.next_event().await.expect("the start event");
         assert_eq!(start.data["content"], "still thinking?");
@@ -381,19 +373,12 @@ async fn a_send_waiting_for_its_model_is_stopped_by_a_client_that_follows_it() {
 #[tokio::test]
 async fn a_model_failing_before_its_first_words_ends_its_followers_stream_with_the_senders_error() {
     let (provider, go) = answering_on_cue(vec![Part::Cut]).await;
-    let app = with_provider(&provider)
-        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
-        .spawn()
-        .await;
+    let app = patient_with(&provider).await;
     let id = app.new_conversation().await;
     let generation = domain::GenerationId::generate().to_string();
     let body = json!({"content": "will this work?", "generation_id": generation});
     let (answer, end) = tokio::join!(app.post_streamed(&id, &body), async {
-        let provider = &provider;
-        eventually("the provider is asked", || async move {
-            provider.requests().len() == 1
-        })
-        .await;
+        asked_once(&provider).await;
         let mut follower = follow(&app, &id).await;
         assert_eq!(follower.next_event().await.unwrap().event, "start");
         go.notify_one();
@@ -435,10 +420,7 @@ async fn a_model_failing_before_its_first_words_ends_its_followers_stream_with_t
 #[tokio::test]
 async fn a_send_reset_while_its_model_has_not_answered_ends_its_followers_stream_and_its_count() {
     let provider = FakeProvider::start(|_, _| Reply::Hang).await;
-    let app = with_provider(&provider)
-        .with("CHAT__ASSISTANT__TIMEOUT_SECS", 60)
-        .spawn()
-        .await;
+    let app = patient_with(&provider).await;
     let id = app.new_conversation().await;
     let address = app
         .url("")
@@ -456,11 +438,7 @@ async fn a_send_reset_while_its_model_has_not_answered_ends_its_followers_stream
     tokio::io::AsyncWriteExt::write_all(&mut sender, head.as_bytes())
         .await
         .unwrap();
-    let provider = &provider;
-    eventually("the provider is asked", || async move {
-        provider.requests().len() == 1
-    })
-    .await;
+    asked_once(&provider).await;
     let mut follower = follow(&app, &id).await;
     assert_eq!(follower.next_event().await.unwrap().event, "start");
     // Closed with a reset (not a FIN, after which a send goes on to its end).
