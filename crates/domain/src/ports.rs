@@ -243,8 +243,8 @@ pub trait GenerationLog: Send + Sync {
 
     /// Gives up a claim once its send has ended (answered, stopped, failed, or dropped before the
     /// model answered); a generation it logged holds the id from then on. No replica takes the id
-    /// for a send that waits for its model any more. The default does
-    /// nothing, as the default [`Self::claim`] holds nothing.
+    /// for a send that waits for its model any more. The default does nothing, as the default
+    /// [`Self::claim`] holds nothing.
     async fn release(&self, generation_id: GenerationId) -> Result<(), GenerationLogError> {
         let _ = generation_id;
         Ok(())
