@@ -5,9 +5,10 @@ import type { Conversation, Page } from './api/types';
 import { ConversationView } from './components/ConversationView';
 import { Sidebar } from './components/Sidebar';
 import { ThemeToggle } from './components/ThemeToggle';
-import { loadDraft, saveDraft } from './drafts';
+import { forgetChatCreatedHere, loadDraft, noteChatCreatedHere, saveDraft, takeChatCreatedAsPageWasLeft } from './drafts';
 import { useRetryWhileOut } from './hooks/useRetryWhileOut';
 import { useTheme } from './hooks/useTheme';
+import { pageIsLeaving } from './pageLeaving';
 import { MAX_TITLE_CODE_POINTS, characters, codePoints, cutToCodePoints } from './text';
 
 const LIST_PAGE = 50;
@@ -20,6 +21,16 @@ const CATCH_UP_BURST_MS = 1_000;
 const DEFAULT_TITLE = 'New chat';
 /** The address of a new chat not sent from yet, so a reload or a link comes back to it. */
 const NEW_CHAT_HASH = '#/new';
+
+/**
+ * For the page's start: a reload begun as a first send created its chat, before the address named
+ * it, opens that chat rather than the empty new chat it was reloaded from.
+ */
+export function openChatCreatedAsPageWasLeft() {
+  const id = takeChatCreatedAsPageWasLeft();
+  if (id === null || (window.location.hash !== '' && window.location.hash !== NEW_CHAT_HASH)) return;
+  history.replaceState(null, '', `${window.location.pathname}${window.location.search}#/c/${encodeURIComponent(id)}`);
+}
 
 function idFromHash(): string | null {
   const m = /^#\/c\/([^/?#]+)$/.exec(window.location.hash);
@@ -132,6 +143,8 @@ export function App() {
       else history.replaceState(null, '', url);
     }
     openedByUser.current = false;
+    // A reload already begun goes to the address it began with: the next page needs the note.
+    if (!pageIsLeaving()) forgetChatCreatedHere();
   }, [selectedId, choseNewChat]);
 
   useEffect(() => {
@@ -375,6 +388,7 @@ export function App() {
 
   /** The conversation a first send created takes the new chat's place, in the history too. */
   const adoptCreated = useCallback((id: string) => {
+    noteChatCreatedHere(id);
     setSelectedId(id);
     setChoseNewChat(false);
   }, []);
@@ -433,6 +447,9 @@ export function App() {
   /** The first messages this tab named conversations after, by conversation. */
   const namedAfter = useRef(new Map<string, string>());
 
+  /** First messages of conversations not in the list yet, by conversation. */
+  const firstMessagesBeforeList = useRef(new Map<string, string>());
+
   /** A fresh "New chat" takes its name from its first message. */
   const onFirstMessage = useCallback((id: string, firstUserText: string) => {
     const title = () => conversationsRef.current.find((c) => c.id === id)?.title;
@@ -441,6 +458,11 @@ export function App() {
     // failed) when another is the first it holds: the old name shows words the chat does not.
     const misnamed = () => givenFrom !== undefined && givenFrom !== firstUserText && title() === titleFrom(givenFrom);
     const untitled = () => title() === DEFAULT_TITLE || misnamed();
+    if (title() === undefined) {
+      // Its messages loaded before the list that names it (opened by a reload, say): named once it has.
+      firstMessagesBeforeList.current.set(id, firstUserText);
+      return;
+    }
     // Named (or being named) already, unless after another text than this one.
     if (!untitled() || (naming.current.has(id) && !misnamed())) return;
     naming.current.add(id);
@@ -451,6 +473,14 @@ export function App() {
     };
     nameConversation(id, titleFrom(firstUserText), untitled, named, () => naming.current.delete(id));
   }, []);
+
+  useEffect(() => {
+    for (const [id, firstUserText] of firstMessagesBeforeList.current) {
+      if (!conversations.some((c) => c.id === id)) continue;
+      firstMessagesBeforeList.current.delete(id);
+      onFirstMessage(id, firstUserText);
+    }
+  }, [conversations, onFirstMessage]);
 
   /** A reply to a message sent here began: the other tabs showing its conversation follow it. */
   const onReplying = useCallback((id: string) => tabs.current?.post({ kind: 'replying', id }), []);

@@ -168,6 +168,31 @@ export function restoreFirstSendsCutOff() {
   }
 }
 
+/** Where the page keeps what must outlive a reload beyond messages: the chat a first send created. */
+const page = tabStore('chat:page:');
+const CREATED_CHAT = 'created-chat';
+
+/**
+ * The chat a first send just created in the new chat on view, until the page's address names it.
+ * A reload begun in between (the address it reloads is the new chat's) comes back to this chat,
+ * where the send is looked for, rather than to an empty new chat.
+ */
+export function noteChatCreatedHere(id: string) {
+  page.set(CREATED_CHAT, id);
+}
+
+/** The address names the chat now: a reload comes back to it on its own. */
+export function forgetChatCreatedHere() {
+  page.remove(CREATED_CHAT);
+}
+
+/** For the page's start: the chat a first send created as the previous page was left, if any. */
+export function takeChatCreatedAsPageWasLeft(): string | null {
+  const id = page.get(CREATED_CHAT);
+  page.remove(CREATED_CHAT);
+  return id;
+}
+
 /** A draft with text that was not sent put back in front of whatever was typed since. */
 export function withUnsent(text: string): (draft: string) => string {
   return (draft) => (draft.trim() === '' ? text : `${text}\n${draft}`);

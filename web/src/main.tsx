@@ -1,12 +1,13 @@
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
-import { App } from './App';
+import { App, openChatCreatedAsPageWasLeft } from './App';
 import { restoreFirstSendsCutOff } from './drafts';
 import { applyStoredTheme } from './hooks/useTheme';
 import './styles.css';
 
 applyStoredTheme();
 restoreFirstSendsCutOff();
+openChatCreatedAsPageWasLeft();
 
 const root = document.getElementById('root');
 if (!root) throw new Error('index.html has no #root element');

@@ -1,6 +1,6 @@
 import { act, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { App } from '../src/App';
+import { App, openChatCreatedAsPageWasLeft } from '../src/App';
 import { api } from '../src/api/client';
 import { loadDraft, markSent, markTaken, restoreFirstSendsCutOff, saveDraft, sentHere } from '../src/drafts';
 import type { Conversation, Message } from '../src/api/types';
@@ -1320,6 +1320,62 @@ describe('a message sent while its new chat is being created', () => {
     await screen.findByText('Start a new conversation');
     expect((composer() as HTMLTextAreaElement).value).toBe('First words of a new chat\ntyped meanwhile');
     expect(server.conversations.some((c) => c.title === 'First words of a new chat')).toBe(false);
+  });
+
+  it('reloaded as its chat is created, comes back to that chat, where the message is looked for, and is not offered again', async () => {
+    const creation = slowCreation();
+    let cut: ((error: Error) => void) | undefined;
+    server.onStream(() => new Promise<Response>((_resolve, reject) => (cut = reject)));
+    vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);
+    history.replaceState(null, '', '/#/new');
+    const page = render(<App />);
+    await screen.findByText('Start a new conversation');
+    fireEvent.change(composer(), { target: { value: 'Sent as the page reloads' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await screen.findByRole('button', { name: 'Stop' });
+    window.dispatchEvent(new Event('beforeunload'));
+    let id = '';
+    try {
+      // The old page lives on until the next one arrives: the chat is created and the message goes.
+      await act(async () => creation.release());
+      id = server.conversations.at(-1)?.id ?? '';
+      await waitFor(() => expect(cut).toBeDefined());
+      // As Chromium does once the next page arrives: the request fails like a lost connection.
+      await act(async () => cut?.(new TypeError('Failed to fetch')));
+      page.unmount();
+    } finally {
+      window.dispatchEvent(new Event('pageshow'));
+    }
+    // The reload goes to the address it began with; the server had the message and stored its reply.
+    history.replaceState(null, '', '/#/new');
+    server.messages[id]?.push(msg(id, 'user', 'Sent as the page reloads'), msg(id, 'assistant', 'Noted.'));
+    restoreFirstSendsCutOff();
+    openChatCreatedAsPageWasLeft();
+    render(<App />);
+    expect(await within(screen.getByRole('log')).findByText('Noted.')).toBeTruthy();
+    expect(location.hash).toBe(`#/c/${id}`);
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
+    expect(loadDraft(null)).toBe('');
+    await waitFor(() => expect(server.conversations.find((c) => c.id === id)?.title).toBe('Sent as the page reloads'));
+    expect(sentHere(id, 'Sent as the page reloads')).toBe(false);
+  });
+
+  it('a reload once the address names the new chat does not open it again from the new chat', async () => {
+    history.replaceState(null, '', '/#/new');
+    const page = render(<App />);
+    await screen.findByText('Start a new conversation');
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    fireEvent.change(composer(), { target: { value: 'Sent before the reload' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await finishInNewestChat(done, 'Sent before the reload');
+    page.unmount();
+    history.replaceState(null, '', '/#/new');
+    restoreFirstSendsCutOff();
+    openChatCreatedAsPageWasLeft();
+    render(<App />);
+    await screen.findByText('Start a new conversation');
+    expect(location.hash).toBe('#/new');
   });
 
   it('leaves nothing to restore once its chat holds it', async () => {

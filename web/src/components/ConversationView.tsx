@@ -923,15 +923,17 @@ export function ConversationView({
       } catch (err) {
         if (abortRef.current === controller) abortRef.current = null;
         untakenSends.current.delete(untaken);
-        // Cut by a reload: the next page finds the text by its mark.
+        // Cut by a reload: the next page puts the text back by its mark.
         if (pageIsLeaving()) return;
+        clearCreating(writtenIn, text);
         if (gen === generation.current) fail(err);
         else keepDraft(writtenIn, text);
         return;
-      } finally {
-        // Marked sent in its chat or given back just below, with no wait between.
-        if (!pageIsLeaving()) clearCreating(writtenIn, text);
       }
+      // The chat holds the text from here, while the page is being left too: it is marked sent
+      // there (or kept as a draft) just below, with no wait between. Were the mark left, the next
+      // page would offer the text again while this one may still send it.
+      clearCreating(writtenIn, text);
     }
     const convId = id;
     if (controller.signal.aborted) {
