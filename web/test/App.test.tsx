@@ -1247,6 +1247,29 @@ describe('drafts', () => {
     expect((composer() as HTMLTextAreaElement).value).toBe('Half a thought');
   });
 
+  it('a send refused after the user left for another chat says why once they are back', async () => {
+    let refuse: ((response: Response) => void) | undefined;
+    server.onStream(() => new Promise<Response>((resolve) => (refuse = resolve)));
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Refused while away' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await waitFor(() => expect(refuse).toBeDefined());
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    await screen.findByText('No messages yet');
+    await act(async () => refuse?.(json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503)));
+    expect(screen.queryByRole('alert')).toBeNull();
+    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+    await screen.findByText('Earlier answer');
+    expect((composer() as HTMLTextAreaElement).value).toBe('Refused while away');
+    expect(screen.getByRole('alert').textContent).toBe('Sending failed: Storage is unavailable. Your message is back in the message box.');
+    // Said once: the next visit finds only the text.
+    fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+    await screen.findByText('No messages yet');
+    fireEvent.click(screen.getByRole('button', { name: 'Recent chat' }));
+    await screen.findByText('Earlier answer');
+    expect(screen.queryByRole('alert')).toBeNull();
+  });
+
   it('keeps unsent text per conversation when switching away and back', async () => {
     await renderLoaded();
     fireEvent.change(composer(), { target: { value: 'half-written thought' } });

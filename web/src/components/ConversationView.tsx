@@ -252,7 +252,8 @@ export function ConversationView({
     setStopped([]);
     claimed.current.clear();
     setAnnounced(null);
-    setSendError(null);
+    setSendError(noticesOnReturn.current.get(conversationId) ?? null);
+    noticesOnReturn.current.delete(conversationId);
     setGone(false);
     setOlderError(null);
     setOlderLoading(false);
@@ -585,10 +586,21 @@ export function ConversationView({
     later(() => check(false), RELOAD_DELAY_MS);
   };
 
-  /** Puts text that was not sent back where it was written: the composer if that conversation is shown, else its saved draft. */
-  const keepDraft = (convId: string | null, text: string) => {
-    if (shownId.current === convId) setDraft(withUnsent(text));
-    else saveDraft(convId, withUnsent(text)(loadDraft(convId)));
+  /** Why text is back in the message box of a chat not shown when it came back: said on opening it. */
+  const noticesOnReturn = useRef(new Map<string | null, string>());
+
+  /**
+   * Puts text that was not sent back where it was written, saying why: the composer if that
+   * conversation is shown, else its saved draft, and the notice once it is opened again.
+   */
+  const keepDraft = (convId: string | null, text: string, notice: string) => {
+    if (shownId.current === convId) {
+      setDraft(withUnsent(text));
+      setSendError(notice);
+    } else {
+      saveDraft(convId, withUnsent(text)(loadDraft(convId)));
+      noticesOnReturn.current.set(convId, notice);
+    }
   };
 
   /** Adds what the newest page has that is not shown yet; older pages already loaded stay. */
@@ -883,20 +895,11 @@ export function ConversationView({
       setPending(null);
       // Nothing the user wrote is lost: the text goes back into the composer.
       setDraft(withUnsent(text));
-      const deleted = isConversationGone(err);
-      if (deleted && id !== null) {
+      if (isConversationGone(err) && id !== null) {
         setGone(true);
         onGone(id);
       }
-      setSendError(
-        isUnreachable(err)
-          ? 'Cannot reach the server. Your message was not sent; it is back in the message box.'
-          : isStoppedEarly(err)
-            ? `${whyNothingStored(err)} Your message is back in the message box.`
-            : deleted
-            ? 'This conversation was deleted, perhaps in another tab. Your message is back in the message box: send it again to start a new chat with it.'
-            : `Sending failed: ${sentence(errorMessage(err))}${retryHint(err)} Your message is back in the message box.`,
-      );
+      setSendError(whySendFailed(err));
       inputRef.current?.focus();
     };
 
@@ -927,7 +930,7 @@ export function ConversationView({
         if (pageIsLeaving()) return;
         clearCreating(writtenIn, text);
         if (gen === generation.current) fail(err);
-        else keepDraft(writtenIn, text);
+        else keepDraft(writtenIn, text, whySendFailed(err));
         return;
       }
       // The chat holds the text from here, while the page is being left too: it is marked sent
@@ -941,7 +944,7 @@ export function ConversationView({
       if (gen !== generation.current) {
         // Stopped, then left (or the view went away), while the new chat was being created: the
         // text waits where it was written.
-        keepDraft(writtenIn, text);
+        keepDraft(writtenIn, text, STOPPED_BEFORE_SENDING);
         return;
       }
       // Stopped while the new chat was being created: nothing was sent.
@@ -951,7 +954,7 @@ export function ConversationView({
       // not the next new chat's.
       if (adoptedRef.current === convId) shownId.current = convId;
       setDraft(withUnsent(text));
-      setSendError('Stopped before sending; your message is back in the message box.');
+      setSendError(STOPPED_BEFORE_SENDING);
       return;
     }
     const known = new Set(messagesRef.current.map((m) => m.id));
@@ -1043,7 +1046,7 @@ export function ConversationView({
         // keeps its mark, for that conversation to look for when it is opened again.
         if (!accepted && !isAbort(err) && !(err instanceof GatewayTimeout)) {
           clearSent(convId, text);
-          keepDraft(convId, text);
+          keepDraft(convId, text, whySendFailed(err));
         }
         return;
       }
@@ -1291,6 +1294,18 @@ function connectedAgain(p: Pending | null): Pending | null {
 }
 
 /** The reply ended with `error` `stopped`: a Stop came before its first words. */
+const STOPPED_BEFORE_SENDING = 'Stopped before sending; your message is back in the message box.';
+
+/** What the user is told of a send that failed, its text back in the message box. */
+function whySendFailed(err: unknown): string {
+  if (isUnreachable(err)) return 'Cannot reach the server. Your message was not sent; it is back in the message box.';
+  if (isStoppedEarly(err)) return `${whyNothingStored(err)} Your message is back in the message box.`;
+  if (isConversationGone(err)) {
+    return 'This conversation was deleted, perhaps in another tab. Your message is back in the message box: send it again to start a new chat with it.';
+  }
+  return `Sending failed: ${sentence(errorMessage(err))}${retryHint(err)} Your message is back in the message box.`;
+}
+
 function isStoppedEarly(err: unknown): boolean {
   return err instanceof ApiError && err.code === 'stopped';
 }
