@@ -861,6 +861,46 @@ async function main() {
     await stopBeforeTheReply(page, provider, 'Anyone home?');
   });
 
+  await test('reloaded as its new chat is created: back in that chat, the message stored once and not offered again', async () => {
+    const sbase = await slow();
+    const page = await fresh();
+    await open(page, sbase);
+    await newChat(page);
+    // The window is a round trip: the reload begins before the page learns the new chat's id and
+    // changes its address, and the old page lives on until the next one arrives.
+    let created;
+    const createdOnServer = new Promise((resolve) => (created = resolve));
+    let answerCreation;
+    const creationAnswered = new Promise((resolve) => (answerCreation = resolve));
+    await page.route(`${sbase}/api/v1/conversations`, async (route) => {
+      if (route.request().method() !== 'POST') return route.fallback();
+      const response = await route.fetch();
+      created(await response.json());
+      await creationAnswered;
+      await route.fulfill({ response }).catch(() => undefined);
+    });
+    await page.route(`${sbase}/`, async (route) => {
+      await sleep(1500);
+      await route.fallback();
+    });
+    const text = 'Sent as the page reloads';
+    await composer(page).fill(text);
+    await composer(page).press('Enter');
+    const { id } = await createdOnServer;
+    const reloading = page.reload();
+    await sleep(300);
+    answerCreation();
+    await reloading;
+    await page.unrouteAll();
+    await log(page).locator('article[aria-label="You"]').getByText(text).waitFor({ timeout: 15_000 });
+    assert(new URL(page.url()).hash === `#/c/${id}`, `the reloaded page shows the chat the send created (${page.url()})`);
+    await expectStoredExchange(page, sbase, id, text);
+    assert((await composer(page).inputValue()) === '', 'the message is not offered again');
+    await nav(page).getByRole('button', { name: text, exact: true }).waitFor();
+    await newChat(page);
+    assert((await composer(page).inputValue()) === '', 'nor in the new chat\'s message box');
+  });
+
   await test('another tab showing the chat shows a message waiting for the model, and can stop it', async () => {
     const provider = await silentProvider();
     const sbase = await startServerWith(provider);

@@ -1383,16 +1383,21 @@ describe('a message sent while its new chat is being created', () => {
     expect(sentHere(id, 'Sent as the page reloads')).toBe(false);
   });
 
-  it('a reload once the address names the new chat does not open it again from the new chat', async () => {
+  /** Sends `text` from a new chat and sees its reply stored, then leaves the page as a reload does. */
+  async function sendFromANewChatThenReload(text: string) {
     history.replaceState(null, '', '/#/new');
     const page = render(<App />);
     await screen.findByText('Start a new conversation');
     const done = sseResponse();
     server.onStream(() => done.response);
-    fireEvent.change(composer(), { target: { value: 'Sent before the reload' } });
+    fireEvent.change(composer(), { target: { value: text } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
-    await finishInNewestChat(done, 'Sent before the reload');
+    await finishInNewestChat(done, text);
     page.unmount();
+  }
+
+  it('a reload once the address names the new chat does not open it again from the new chat', async () => {
+    await sendFromANewChatThenReload('Sent before the reload');
     history.replaceState(null, '', '/#/new');
     restoreFirstSendsCutOff();
     openChatCreatedAsPageWasLeft();
@@ -1402,15 +1407,7 @@ describe('a message sent while its new chat is being created', () => {
   });
 
   it('leaves nothing to restore once its chat holds it', async () => {
-    history.replaceState(null, '', '/#/new');
-    const page = render(<App />);
-    await screen.findByText('Start a new conversation');
-    const done = sseResponse();
-    server.onStream(() => done.response);
-    fireEvent.change(composer(), { target: { value: 'Sent in full' } });
-    fireEvent.keyDown(composer(), { key: 'Enter' });
-    await finishInNewestChat(done, 'Sent in full');
-    page.unmount();
+    await sendFromANewChatThenReload('Sent in full');
     restoreFirstSendsCutOff();
     render(<App />);
     await screen.findByText('Noted.');
