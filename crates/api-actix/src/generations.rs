@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use domain::{ConversationId, GenerationId};
+use domain::{ConversationId, GenerationId, Interruption};
 use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
@@ -76,8 +76,9 @@ fn lock(replies: &Mutex<Replies>) -> std::sync::MutexGuard<'_, Replies> {
 #[derive(Debug)]
 struct Running {
     conversation_id: ConversationId,
-    /// `true` once a stop is asked for; dropped when the reply has ended.
-    stop: watch::Sender<bool>,
+    /// What stops it, once something does: its user, or its conversation deleted. Dropped when
+    /// the reply has ended.
+    stop: watch::Sender<Option<Interruption>>,
 }
 
 /// A streamed reply's place among those running here, from its start until it has ended (its
@@ -87,7 +88,7 @@ pub(crate) struct RunningReply {
     replies: Arc<Mutex<Replies>>,
     conversation_id: ConversationId,
     generation_id: GenerationId,
-    stop: watch::Receiver<bool>,
+    stop: watch::Receiver<Option<Interruption>>,
 }
 
 impl RunningReply {
@@ -99,17 +100,19 @@ impl RunningReply {
         self.generation_id
     }
 
-    /// Whether the reply's user has asked for it to stop already (also before its message came).
+    /// Whether the reply is to stop already (also before its message came).
     pub(crate) fn stop_asked(&self) -> bool {
-        *self.stop.borrow()
+        self.stop.borrow().is_some()
     }
 
-    /// Resolves when the reply's user asked for it to stop.
-    pub(crate) fn stop_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+    /// Resolves when the reply is to stop: its user asked, or its conversation was deleted.
+    pub(crate) fn stop_signal(&self) -> impl Future<Output = Interruption> + Send + 'static {
         let mut stop = self.stop.clone();
         async move {
-            if stop.wait_for(|stop| *stop).await.is_err() {
-                std::future::pending::<()>().await;
+            let asked = stop.wait_for(Option::is_some).await.map(|stop| *stop);
+            match asked {
+                Ok(stop) => stop.unwrap_or(Interruption::Stopped),
+                Err(_) => std::future::pending().await,
             }
         }
     }
@@ -161,7 +164,7 @@ impl Generations {
             return None;
         }
         let stopped_already = replies.recent_stops.stopped(conversation_id, generation_id);
-        let (stop, stop_signal) = watch::channel(stopped_already);
+        let (stop, stop_signal) = watch::channel(stopped_already.then_some(Interruption::Stopped));
         replies.running.insert(
             generation_id,
             Running {
@@ -195,9 +198,27 @@ impl Generations {
             .running
             .get(&generation_id)
             .filter(|reply| reply.conversation_id == conversation_id)?;
-        reply.stop.send_replace(true);
+        // Its conversation deleted already, the reply ends as that says.
+        reply.stop.send_if_modified(|stop| {
+            let asked_first = stop.is_none();
+            stop.get_or_insert(Interruption::Stopped);
+            asked_first
+        });
         let mut ended = reply.stop.subscribe();
         Some(async move { while ended.changed().await.is_ok() {} })
+    }
+
+    /// Stops the replies of a deleted conversation that run here, also those waiting for their
+    /// model: nothing of them is stored, and the model is asked no more.
+    pub(crate) fn stop_conversation(&self, conversation_id: ConversationId) {
+        let replies = lock(&self.replies);
+        for reply in replies.running.values() {
+            if reply.conversation_id == conversation_id {
+                reply
+                    .stop
+                    .send_replace(Some(Interruption::ConversationDeleted));
+            }
+        }
     }
 
     /// Resolves when the running replies are to be cut short.
@@ -310,6 +331,30 @@ mod tests {
         assert!(is_stopped(&started));
         drop(started);
         ended.await;
+    }
+
+    #[tokio::test]
+    async fn deleting_a_conversation_stops_its_replies_here_and_no_other() {
+        let generations = Generations::new(Handle::current());
+        let (deleted, kept) = (ConversationId::generate(), ConversationId::generate());
+        let waiting = generations
+            .running_reply(deleted, GenerationId::generate())
+            .unwrap();
+        let stopped_id = GenerationId::generate();
+        let stopped_first = generations.running_reply(deleted, stopped_id).unwrap();
+        let other = generations
+            .running_reply(kept, GenerationId::generate())
+            .unwrap();
+        let _ended = generations.stop(deleted, stopped_id).unwrap();
+
+        generations.stop_conversation(deleted);
+        let deleted_stop = Some(Interruption::ConversationDeleted);
+        assert_eq!(waiting.stop_signal().now_or_never(), deleted_stop);
+        assert_eq!(stopped_first.stop_signal().now_or_never(), deleted_stop);
+        assert!(!is_stopped(&other));
+        // A stop asked afterwards does not hide that the conversation is gone.
+        assert!(generations.stop(deleted, stopped_id).is_some());
+        assert_eq!(stopped_first.stop_signal().now_or_never(), deleted_stop);
     }
 
     #[test]

@@ -84,11 +84,15 @@ fn final_event(outcome: Result<Exchange, ChatError>) -> (&'static str, String) {
     match outcome {
         Ok(exchange) => ("done", json(&ExchangeDto::from(exchange))),
         Err(error) => {
-            // A user's stop is no failure.
-            if matches!(error, ChatError::Stopped) {
-                tracing::info!("streamed reply stopped before its first words");
-            } else {
-                tracing::warn!(%error, "streamed reply failed");
+            // A user's stop, or their deleting the conversation, is no failure.
+            match error {
+                ChatError::Stopped => {
+                    tracing::info!("streamed reply stopped before its first words")
+                }
+                ChatError::ConversationNotFound => {
+                    tracing::info!("streamed reply ended: its conversation was deleted");
+                }
+                _ => tracing::warn!(%error, "streamed reply failed"),
             }
             let error = ApiError::from(error);
             ("error", error_data(error.message(), error.code()))
@@ -349,8 +353,9 @@ impl Drop for OpenGeneration {
     }
 }
 
-/// What ends a reply before its assistant is done: the server stopping, or its user, through
-/// this replica or (`log`, asked every [`STOP_POLL_INTERVAL`]) another one.
+/// What ends a reply before its assistant is done: the server stopping, its conversation deleted
+/// here, or its user, through this replica or (`log`, asked every [`STOP_POLL_INTERVAL`]) another
+/// one.
 pub(crate) fn interruption(
     generations: &Generations,
     running: &RunningReply,
@@ -365,14 +370,14 @@ pub(crate) fn interruption(
         loop {
             tokio::time::sleep(STOP_POLL_INTERVAL).await;
             match log.stop_requested(conversation_id, generation_id).await {
-                Ok(true) => return,
+                Ok(true) => return Interruption::Stopped,
                 Ok(false) => {}
                 Err(error) => tracing::debug!(%error, "cannot ask the log for a stop"),
             }
         }
     };
     let stopped = future::select(Box::pin(running.stop_signal()), Box::pin(stopped_elsewhere))
-        .map(|_| Interruption::Stopped);
+        .map(|either| either.factor_first().0);
     future::select(Box::pin(cut), Box::pin(stopped)).map(|either| either.factor_first().0)
 }
 

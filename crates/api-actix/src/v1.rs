@@ -185,7 +185,7 @@ pub(crate) async fn rename_conversation(
     tag = "conversations",
     params(("id" = uuid::Uuid, Path, description = "Conversation id")),
     responses(
-        (status = 204, description = "Deleted with all its messages"),
+        (status = 204, description = "Deleted with all its messages; its replies running on this replica stop (waiting for their model too), store nothing, and end with `conversation_not_found`"),
         (status = 400, description = "Malformed id", body = ErrorResponse),
         (status = 404, description = "No such conversation", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
@@ -197,10 +197,10 @@ pub(crate) async fn delete_conversation(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .service
-        .delete_conversation(conversation_id(&id)?)
-        .await?;
+    let id = conversation_id(&id)?;
+    state.service.delete_conversation(id).await?;
+    // Its replies running here would only be refused by storage once their model was done.
+    state.generations.stop_conversation(id);
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -391,6 +391,9 @@ async fn wait_for_model(
         Either::Right((started, _)) => started,
         Either::Left((Interruption::CutShort, _)) => Err(ChatError::CutShort),
         Either::Left((Interruption::Stopped, _)) => Err(ChatError::Stopped),
+        Either::Left((Interruption::ConversationDeleted, _)) => {
+            Err(ChatError::ConversationNotFound)
+        }
     }
 }
 

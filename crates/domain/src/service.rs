@@ -408,6 +408,8 @@ pub enum Interruption {
     /// The server is stopping and cannot wait any longer: that much is stored too, but a full
     /// write queue refuses it at once.
     CutShort,
+    /// Its conversation was deleted: nothing of it is stored, however much it had.
+    ConversationDeleted,
 }
 
 impl PendingReply {
@@ -419,7 +421,9 @@ impl PendingReply {
     /// When `interrupted` resolves first, the reply ends where it got to (the assistant is asked
     /// for no more) and that much is stored; a reply with no text yet stores nothing and fails with
     /// [`ChatError::Stopped`] or [`ChatError::CutShort`]. Only an [`Interruption::CutShort`] makes
-    /// the exchange refused at once by a full write queue.
+    /// the exchange refused at once by a full write queue. After
+    /// [`Interruption::ConversationDeleted`] nothing is stored: the reply fails with
+    /// [`ChatError::ConversationNotFound`].
     pub async fn complete<S, I>(self, mut events: S, interrupted: I) -> Result<Exchange, ChatError>
     where
         S: Sink<ReplyEvent> + Unpin,
@@ -454,11 +458,14 @@ impl PendingReply {
         // The provider's call (and its slot of the provider's concurrency) goes now, not once the
         // exchange is stored, which may wait for room in the write queue.
         drop(deltas);
+        if interruption == Some(Interruption::ConversationDeleted) {
+            return Err(ChatError::ConversationNotFound);
+        }
         if is_blank_reply(&reply) {
             return Err(match interruption {
                 Some(Interruption::Stopped) => ChatError::Stopped,
                 Some(Interruption::CutShort) => ChatError::CutShort,
-                None => empty_reply().into(),
+                Some(Interruption::ConversationDeleted) | None => empty_reply().into(),
             });
         }
         let exchange = NewExchange::new(context.conversation_id, context.user_text, reply);
@@ -1058,6 +1065,27 @@ mod tests {
             .complete(sender, stop_after_the_first_piece)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reply_whose_conversation_was_deleted_stores_nothing_of_what_it_had() {
+        let mut repository = MockChatRepository::new();
+        existing_conversations(&mut repository);
+        repository.expect_append_exchange().never();
+        repository.expect_append_exchange_waiting_for_room().never();
+        let pending = reply_sending_then_waiting(repository, &["the first words "]).await;
+
+        let (sender, mut receiver) = futures::channel::mpsc::channel(16);
+        let deleted_after_the_first_piece = async move {
+            receiver.next().await;
+            Interruption::ConversationDeleted
+        };
+        assert!(matches!(
+            pending
+                .complete(sender, deleted_after_the_first_piece)
+                .await,
+            Err(ChatError::ConversationNotFound)
+        ));
     }
 
     #[tokio::test]

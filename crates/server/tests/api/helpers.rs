@@ -200,6 +200,14 @@ impl TestApp {
             .expect("request sent")
     }
 
+    pub async fn delete_conversation(&self, conversation_id: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(&format!("/api/v1/conversations/{conversation_id}")))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// Every message of a conversation, oldest first, walking the pages with `before`.
     pub async fn all_messages(&self, conversation_id: &str, limit: u32) -> Vec<serde_json::Value> {
         let mut pages = Vec::new();

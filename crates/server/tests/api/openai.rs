@@ -510,6 +510,62 @@ async fn a_stop_that_overtakes_its_message_stops_the_reply_before_the_provider_i
     assert_eq!(contents, ["and now?", "Asked once."]);
 }
 
+/// Deleting a conversation whose send waits for its model ends the send then, not at the model's
+/// timeout: it is answered `404 conversation_not_found`, as a send to a deleted conversation is,
+/// and so is a client that followed it.
+#[tokio::test]
+async fn deleting_a_conversation_ends_its_send_that_waits_for_the_model() {
+    let provider = FakeProvider::start(|_, _| Reply::Hang).await;
+    let app = patient_with(&provider).await;
+    let id = app.new_conversation().await;
+    let body = json!({"content": "are you there?"});
+    let (answer, ()) = tokio::join!(app.post_streamed(&id, &body), async {
+        asked_once(&provider).await;
+        let mut follower = follow(&app, &id).await;
+        follower.next_event().await.expect("the start event");
+        assert_eq!(app.delete_conversation(&id).await.status(), 204);
+        let end = follower.next_event().await.expect("the final event");
+        assert_eq!(end.event, "error");
+        assert_eq!(end.data["code"], "conversation_not_found");
+        assert!(follower.next_event().await.is_none());
+    });
+    assert_eq!(answer.status(), 404);
+    assert_eq!(
+        answer.json::<Value>().await.unwrap()["code"],
+        "conversation_not_found"
+    );
+}
+
+/// Deleting a conversation in the middle of its reply ends the reply there: the model is read no
+/// more, and the stream ends with `conversation_not_found` rather than a `done` nothing holds.
+#[tokio::test]
+async fn deleting_a_conversation_ends_its_reply_in_the_middle() {
+    let go = Arc::new(Notify::new());
+    let cue = Arc::clone(&go);
+    let provider = FakeProvider::start(move |_, _| {
+        Reply::Stream(vec![
+            Part::Data(event("The first words ")),
+            Part::WaitFor(Arc::clone(&cue)),
+            Part::Data(event("and the rest.")),
+            Part::Data(done()),
+        ])
+    })
+    .await;
+    let app = patient_with(&provider).await;
+    let id = app.new_conversation().await;
+    let answer = app.post_streamed(&id, &json!({"content": "go on"})).await;
+    assert_eq!(answer.status(), 200);
+    let mut reader = SseReader::new(answer);
+    let first = reader.next_event().await.expect("the first words");
+    assert_eq!(first.event, "delta");
+    assert_eq!(app.delete_conversation(&id).await.status(), 204);
+    let end = reader.next_event().await.expect("the final event");
+    assert_eq!(end.event, "error");
+    assert_eq!(end.data["code"], "conversation_not_found");
+    go.notify_one();
+    assert!(reader.next_event().await.is_none());
+}
+
 #[tokio::test]
 async fn a_stream_cut_in_the_middle_ends_with_an_error_event_and_stores_nothing() {
     let provider =

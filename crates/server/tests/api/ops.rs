@@ -422,14 +422,7 @@ async fn every_response_has_a_request_id_and_security_headers() {
             app.post_raw("/chat/message", Some("text/plain"), b"hi".to_vec())
                 .await,
         ),
-        (
-            "delete",
-            app.client
-                .delete(app.url(&format!("/api/v1/conversations/{id}")))
-                .send()
-                .await
-                .unwrap(),
-        ),
+        ("delete", app.delete_conversation(&id).await),
     ];
     for (what, response) in &responses {
         let request_id = assert_common_headers(response, what);

@@ -527,11 +527,7 @@ async fn message_page_cursor(app: &TestApp) -> String {
         .as_str()
         .expect("an older message exists")
         .to_owned();
-    app.client
-        .delete(app.url(&format!("/api/v1/conversations/{id}")))
-        .send()
-        .await
-        .unwrap();
+    app.delete_conversation(id).await;
     cursor
 }
 
