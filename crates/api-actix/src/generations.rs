@@ -109,11 +109,11 @@ impl RunningReply {
     pub(crate) fn stop_signal(&self) -> impl Future<Output = Interruption> + Send + 'static {
         let mut stop = self.stop.clone();
         async move {
-            let asked = stop.wait_for(Option::is_some).await.map(|stop| *stop);
-            match asked {
-                Ok(stop) => stop.unwrap_or(Interruption::Stopped),
-                Err(_) => std::future::pending().await,
+            if let Ok(Some(interruption)) = stop.wait_for(Option::is_some).await.map(|stop| *stop) {
+                return interruption;
             }
+            // The reply has ended: nothing will stop it any more.
+            std::future::pending().await
         }
     }
 }

@@ -185,7 +185,7 @@ pub(crate) async fn rename_conversation(
     tag = "conversations",
     params(("id" = uuid::Uuid, Path, description = "Conversation id")),
     responses(
-        (status = 204, description = "Deleted with all its messages; its replies running on this replica stop (waiting for their model too), store nothing, and end with `conversation_not_found`"),
+        (status = 204, description = "Deleted with all its messages; its streamed replies running on this replica stop (waiting for their model too), store nothing, and end with `conversation_not_found`"),
         (status = 400, description = "Malformed id", body = ErrorResponse),
         (status = 404, description = "No such conversation", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
@@ -198,9 +198,13 @@ pub(crate) async fn delete_conversation(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = conversation_id(&id)?;
-    state.service.delete_conversation(id).await?;
-    // Its replies running here would only be refused by storage once their model was done.
-    state.generations.stop_conversation(id);
+    let deleted = state.service.delete_conversation(id).await;
+    // Its replies running here would only be refused by storage once their model was done; also
+    // when another replica deleted it first, or this delete is a retry of one whose answer was lost.
+    if matches!(deleted, Ok(()) | Err(ChatError::ConversationNotFound)) {
+        state.generations.stop_conversation(id);
+    }
+    deleted?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -355,6 +359,11 @@ async fn log_and_stream_reply(
             ))
         }
         Err(error) => {
+            if matches!(error, ChatError::ConversationNotFound) {
+                tracing::info!(
+                    "streamed reply's conversation deleted before its assistant answered"
+                );
+            }
             if matches!(error, ChatError::Stopped) {
                 tracing::info!("streamed reply stopped before its assistant answered");
                 // Not in the log, the stop must be there for the same message sent again to

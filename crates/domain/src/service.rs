@@ -458,14 +458,12 @@ impl PendingReply {
         // The provider's call (and its slot of the provider's concurrency) goes now, not once the
         // exchange is stored, which may wait for room in the write queue.
         drop(deltas);
-        if interruption == Some(Interruption::ConversationDeleted) {
-            return Err(ChatError::ConversationNotFound);
-        }
-        if is_blank_reply(&reply) {
+        if is_blank_reply(&reply) || interruption == Some(Interruption::ConversationDeleted) {
             return Err(match interruption {
                 Some(Interruption::Stopped) => ChatError::Stopped,
                 Some(Interruption::CutShort) => ChatError::CutShort,
-                Some(Interruption::ConversationDeleted) | None => empty_reply().into(),
+                Some(Interruption::ConversationDeleted) => ChatError::ConversationNotFound,
+                None => empty_reply().into(),
             });
         }
         let exchange = NewExchange::new(context.conversation_id, context.user_text, reply);

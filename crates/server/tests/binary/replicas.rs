@@ -178,6 +178,15 @@ impl TwoReplicas {
             .unwrap()
     }
 
+    async fn delete(&self, replica: &ServerProcess) -> reqwest::Response {
+        let id = &self.conversation;
+        self.client
+            .delete(replica.url(&format!("/api/v1/conversations/{id}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Follows the conversation's reply in progress through `replica`.
     async fn follow(&self, replica: &ServerProcess) -> reqwest::Response {
         let id = &self.conversation;
@@ -406,6 +415,31 @@ async fn a_send_waiting_for_its_model_on_one_replica_is_followed_and_stopped_thr
     assert_eq!(
         again.json::<Value>().await.unwrap(),
         json!({"status": "finished"})
+    );
+}
+
+/// A conversation deleted through one replica while its send waits for its model on the other:
+/// that send goes on (only its own replica can stop it), until the delete is asked again there,
+/// as a client does that lost the first answer: `404`, and the send ends then.
+#[tokio::test]
+async fn a_delete_asked_again_on_the_replica_running_its_send_stops_it() {
+    let Some((provider, replicas)) = with_a_model_that_never_answers().await else {
+        return;
+    };
+    let (first, second) = (&replicas.first, &replicas.second);
+    let message = json!({ "content": "anyone?" });
+
+    let (answer, ()) = tokio::join!(replicas.post_streamed(first, &message), async {
+        while provider.requests().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(replicas.delete(second).await.status(), 204);
+        assert_eq!(replicas.delete(first).await.status(), 404);
+    });
+    assert_eq!(answer.status(), 404);
+    assert_eq!(
+        answer.json::<Value>().await.unwrap()["code"],
+        "conversation_not_found"
     );
 }
 
