@@ -5,10 +5,10 @@ import type { Conversation, Page } from './api/types';
 import { ConversationView } from './components/ConversationView';
 import { Sidebar } from './components/Sidebar';
 import { ThemeToggle } from './components/ThemeToggle';
-import { forgetChatCreatedHere, loadDraft, noteChatCreatedHere, saveDraft, takeChatCreatedAsPageWasLeft } from './drafts';
+import { NEW_CHAT_HASH, conversationHash, idFromHash } from './address';
+import { forgetChatCreatedHereUnlessShown, loadDraft, noteChatCreatedHere, saveDraft } from './drafts';
 import { useRetryWhileOut } from './hooks/useRetryWhileOut';
 import { useTheme } from './hooks/useTheme';
-import { pageIsLeaving } from './pageLeaving';
 import { MAX_TITLE_CODE_POINTS, characters, codePoints, cutToCodePoints } from './text';
 
 const LIST_PAGE = 50;
@@ -19,30 +19,6 @@ const CATCH_UP_PATIENCE_MS = 15_000;
 /** Catch-ups this close together are one burst (a flapping network): one read of the open conversation. */
 const CATCH_UP_BURST_MS = 1_000;
 const DEFAULT_TITLE = 'New chat';
-/** The address of a new chat not sent from yet, so a reload or a link comes back to it. */
-const NEW_CHAT_HASH = '#/new';
-
-/**
- * For the page's start: a reload begun as a first send created its chat, before the address named
- * it, opens that chat rather than the empty new chat it was reloaded from.
- */
-export function openChatCreatedAsPageWasLeft() {
-  const id = takeChatCreatedAsPageWasLeft();
-  if (id === null || (window.location.hash !== '' && window.location.hash !== NEW_CHAT_HASH)) return;
-  history.replaceState(null, '', `${window.location.pathname}${window.location.search}#/c/${encodeURIComponent(id)}`);
-}
-
-function idFromHash(): string | null {
-  const m = /^#\/c\/([^/?#]+)$/.exec(window.location.hash);
-  if (!m?.[1]) return null;
-  try {
-    return decodeURIComponent(m[1]);
-  } catch {
-    // A mangled link (`%E0`) names no conversation; throwing here would blank the whole app.
-    return null;
-  }
-}
-
 /** RFC 3339 strings may differ in fractional digits or offset, so compare instants, not text. */
 const instant = (t: string) => Date.parse(t) || 0;
 
@@ -136,15 +112,16 @@ export function App() {
   // effect: a passive one pending from the app's own choice would take the user's for it.
   const openedByUser = useRef(false);
   useLayoutEffect(() => {
-    const hash = selectedId ? `#/c/${encodeURIComponent(selectedId)}` : choseNewChat ? NEW_CHAT_HASH : '';
+    const hash = selectedId ? conversationHash(selectedId) : choseNewChat ? NEW_CHAT_HASH : '';
     const url = `${window.location.pathname}${window.location.search}${hash}`;
     if (window.location.hash !== hash) {
       if (openedByUser.current && window.location.hash !== '') history.pushState(null, '', url);
       else history.replaceState(null, '', url);
     }
     openedByUser.current = false;
-    // A reload already begun goes to the address it began with: the next page needs the note.
-    if (!pageIsLeaving()) forgetChatCreatedHere();
+    // Kept while its chat is shown: a reload begun before the address named it goes to the
+    // address it began with, and the next page needs the note (the page may live on for seconds).
+    forgetChatCreatedHereUnlessShown(selectedId);
   }, [selectedId, choseNewChat]);
 
   useEffect(() => {

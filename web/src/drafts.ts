@@ -173,17 +173,17 @@ const page = tabStore('chat:page:');
 const CREATED_CHAT = 'created-chat';
 
 /**
- * The chat a first send just created in the new chat on view, until the page's address names it.
- * A reload begun in between (the address it reloads is the new chat's) comes back to this chat,
- * where the send is looked for, rather than to an empty new chat.
+ * The chat a first send just created in the new chat on view, for as long as it is shown. A
+ * reload begun before the page's address named it (the address it reloads is the new chat's)
+ * comes back to this chat, where the send is looked for, rather than to an empty new chat.
  */
 export function noteChatCreatedHere(id: string) {
   page.set(CREATED_CHAT, id);
 }
 
-/** The address names the chat now: a reload comes back to it on its own. */
-export function forgetChatCreatedHere() {
-  page.remove(CREATED_CHAT);
+/** Another chat (or a new one) is shown: a reload from there goes where its address says. */
+export function forgetChatCreatedHereUnlessShown(shown: string | null) {
+  if (page.get(CREATED_CHAT) !== shown) page.remove(CREATED_CHAT);
 }
 
 /** For the page's start: the chat a first send created as the previous page was left, if any. */

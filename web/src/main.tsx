@@ -1,6 +1,7 @@
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
-import { App, openChatCreatedAsPageWasLeft } from './App';
+import { openChatCreatedAsPageWasLeft } from './address';
+import { App } from './App';
 import { restoreFirstSendsCutOff } from './drafts';
 import { applyStoredTheme } from './hooks/useTheme';
 import './styles.css';

@@ -1,6 +1,7 @@
 import { act, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { App, openChatCreatedAsPageWasLeft } from '../src/App';
+import { openChatCreatedAsPageWasLeft } from '../src/address';
+import { App } from '../src/App';
 import { api } from '../src/api/client';
 import { loadDraft, markSent, markTaken, restoreFirstSendsCutOff, saveDraft, sentHere } from '../src/drafts';
 import type { Conversation, Message } from '../src/api/types';
@@ -1345,46 +1346,64 @@ describe('a message sent while its new chat is being created', () => {
     expect(server.conversations.some((c) => c.title === 'First words of a new chat')).toBe(false);
   });
 
-  it('reloaded as its chat is created, comes back to that chat, where the message is looked for, and is not offered again', async () => {
-    const creation = slowCreation();
-    let cut: ((error: Error) => void) | undefined;
-    server.onStream(() => new Promise<Response>((_resolve, reject) => (cut = reject)));
-    vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);
-    history.replaceState(null, '', '/#/new');
-    const page = render(<App />);
-    await screen.findByText('Start a new conversation');
-    fireEvent.change(composer(), { target: { value: 'Sent as the page reloads' } });
-    fireEvent.keyDown(composer(), { key: 'Enter' });
-    await screen.findByRole('button', { name: 'Stop' });
-    window.dispatchEvent(new Event('beforeunload'));
-    let id = '';
-    try {
-      // The old page lives on until the next one arrives: the chat is created and the message goes.
-      await act(async () => creation.release());
-      id = server.conversations.at(-1)?.id ?? '';
-      await waitFor(() => expect(cut).toBeDefined());
-      // As Chromium does once the next page arrives: the request fails like a lost connection.
-      await act(async () => cut?.(new TypeError('Failed to fetch')));
-      page.unmount();
-    } finally {
-      window.dispatchEvent(new Event('pageshow'));
-    }
-    // The reload goes to the address it began with; the server had the message and stored its reply.
-    history.replaceState(null, '', '/#/new');
-    server.messages[id]?.push(msg(id, 'user', 'Sent as the page reloads'), msg(id, 'assistant', 'Noted.'));
-    restoreFirstSendsCutOff();
-    openChatCreatedAsPageWasLeft();
+  it('reloaded as its chat is created, comes back to that chat, where the message is looked for, and is not offered again', () =>
+    inFakeTime(async () => {
+      const creation = slowCreation();
+      let cut: ((error: Error) => void) | undefined;
+      server.onStream(() => new Promise<Response>((_resolve, reject) => (cut = reject)));
+      vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);
+      history.replaceState(null, '', '/#/new');
+      const page = render(<App />);
+      await screen.findByText('Start a new conversation');
+      fireEvent.change(composer(), { target: { value: 'Sent as the page reloads' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await screen.findByRole('button', { name: 'Stop' });
+      window.dispatchEvent(new Event('beforeunload'));
+      let id = '';
+      try {
+        // The old page lives on until the next one arrives, on a slow network longer than the page
+        // takes itself to be leaving: the chat is created and the message goes.
+        await passTime(1_500);
+        await act(async () => creation.release());
+        id = server.conversations.at(-1)?.id ?? '';
+        await waitFor(() => expect(cut).toBeDefined());
+        // As Chromium does once the next page arrives: the request fails like a lost connection.
+        window.dispatchEvent(new Event('pagehide'));
+        await act(async () => cut?.(new TypeError('Failed to fetch')));
+        page.unmount();
+      } finally {
+        window.dispatchEvent(new Event('pageshow'));
+      }
+      // The reload goes to the address it began with; the server had the message and stored its reply.
+      history.replaceState(null, '', '/#/new');
+      server.messages[id]?.push(msg(id, 'user', 'Sent as the page reloads'), msg(id, 'assistant', 'Noted.'));
+      restoreFirstSendsCutOff();
+      openChatCreatedAsPageWasLeft();
+      render(<App />);
+      expect(await within(screen.getByRole('log')).findByText('Noted.')).toBeTruthy();
+      expect(location.hash).toBe(`#/c/${id}`);
+      expect((composer() as HTMLTextAreaElement).value).toBe('');
+      expect(loadDraft(null)).toBe('');
+      await waitFor(() => expect(server.conversations.find((c) => c.id === id)?.title).toBe('Sent as the page reloads'));
+      expect(sentHere(id, 'Sent as the page reloads')).toBe(false);
+    }));
+
+  it('comes back in the message box when its chat was deleted before the reload came back to it', async () => {
+    // Created, then deleted in another tab before the reloaded page opened it.
+    markSent('deleted-meanwhile', 'Sent into a chat deleted since');
+    history.replaceState(null, '', '/#/c/deleted-meanwhile');
     render(<App />);
-    expect(await within(screen.getByRole('log')).findByText('Noted.')).toBeTruthy();
-    expect(location.hash).toBe(`#/c/${id}`);
-    expect((composer() as HTMLTextAreaElement).value).toBe('');
-    expect(loadDraft(null)).toBe('');
-    await waitFor(() => expect(server.conversations.find((c) => c.id === id)?.title).toBe('Sent as the page reloads'));
-    expect(sentHere(id, 'Sent as the page reloads')).toBe(false);
+    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Sent into a chat deleted since'));
+    expect(screen.getAllByRole('alert').map((a) => a.textContent)).toEqual([
+      'This conversation does not exist (any more). Pick another one or start a new chat.',
+      'The message you sent here before it was deleted is back in the message box: sending it starts a new chat.',
+    ]);
+    expect(sentHere('deleted-meanwhile', 'Sent into a chat deleted since')).toBe(false);
+    history.replaceState(null, '', '/#/new');
   });
 
-  /** Sends `text` from a new chat and sees its reply stored, then leaves the page as a reload does. */
-  async function sendFromANewChatThenReload(text: string) {
+  /** Sends `text` from a new chat and sees its reply stored; returns the page, to be left. */
+  async function sendFromANewChat(text: string) {
     history.replaceState(null, '', '/#/new');
     const page = render(<App />);
     await screen.findByText('Start a new conversation');
@@ -1393,12 +1412,14 @@ describe('a message sent while its new chat is being created', () => {
     fireEvent.change(composer(), { target: { value: text } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
     await finishInNewestChat(done, text);
-    page.unmount();
+    return page;
   }
 
-  it('a reload once the address names the new chat does not open it again from the new chat', async () => {
-    await sendFromANewChatThenReload('Sent before the reload');
-    history.replaceState(null, '', '/#/new');
+  it('a reload from a new chat opened after the first send goes to the new chat, not back to the first', async () => {
+    const page = await sendFromANewChat('Sent before the reload');
+    await openNewChat();
+    page.unmount();
+    expect(location.hash).toBe('#/new');
     restoreFirstSendsCutOff();
     openChatCreatedAsPageWasLeft();
     render(<App />);
@@ -1407,7 +1428,7 @@ describe('a message sent while its new chat is being created', () => {
   });
 
   it('leaves nothing to restore once its chat holds it', async () => {
-    await sendFromANewChatThenReload('Sent in full');
+    (await sendFromANewChat('Sent in full')).unmount();
     restoreFirstSendsCutOff();
     render(<App />);
     await screen.findByText('Noted.');
@@ -2361,6 +2382,24 @@ describe('following a reply in progress', () => {
     await followAFailingReply('Tell me a story');
     expect((composer() as HTMLTextAreaElement).value).toBe('Tell me a story');
     expect(sentHere('c2', 'Tell me a story')).toBe(false);
+  });
+
+  it('a followed reply whose conversation was deleted says so, and the message goes back to the tab that sent it', async () => {
+    markSent('c2', 'Deleted under me');
+    const sse = sseResponse();
+    server.onFollow((id) => (id === 'c2' ? sse.response : new Response(null, { status: 204 })));
+    await renderLoaded();
+    await act(async () => sse.send(start('Deleted under me') + ev(2, 'delta', { text: 'Half' })));
+    expect(await screen.findByText('Half')).toBeTruthy();
+    await act(async () => {
+      sse.send('event: error\ndata: {"message":"Conversation not found.","code":"conversation_not_found"}\n\n');
+      sse.close();
+    });
+    expect((await screen.findByRole('alert')).textContent).toContain('This conversation was deleted');
+    expect((composer() as HTMLTextAreaElement).value).toBe('Deleted under me');
+    expect(screen.queryByText('Half')).toBeNull();
+    // Gone from the list, as a deletion seen any other way.
+    expect(within(screen.getByRole('navigation', { name: 'Conversations' })).queryByRole('button', { name: 'Recent chat' })).toBeNull();
   });
 
   it('a message sent again with an earlier one\'s text is given back when its own reply was not stored', async () => {

@@ -221,6 +221,18 @@ export function ConversationView({
         if (doesNotExist(error)) {
           setGone(true);
           onGone(id);
+          // Sent here before a reload (or while the user was away) and deleted before its reply
+          // was seen: the text comes back, where a send starts a new chat with it.
+          const unseen = sentMarks(id);
+          if (unseen.length > 0) {
+            for (const { text } of unseen) clearSent(id, text);
+            setDraft(unseen.reduceRight((draft, { text }) => withUnsent(text)(draft), loadDraft(id)));
+            setSendError(
+              unseen.length === 1
+                ? 'The message you sent here before it was deleted is back in the message box: sending it starts a new chat.'
+                : `The ${unseen.length} messages you sent here before it was deleted are back in the message box: sending them starts a new chat.`,
+            );
+          }
         }
       },
     );
@@ -512,6 +524,14 @@ export function ConversationView({
       if (ours) {
         clearSent(id, text);
         setDraft(withUnsent(text));
+      }
+      if (ended !== null && isConversationGone(ended)) {
+        // Deleted (in another tab, say) while the reply was awaited: nothing was stored.
+        setGone(true);
+        onGone(id);
+        setSendError(ours ? whySendFailed(ended) : DELETED_HERE);
+        next();
+        return;
       }
       const why =
         ended === null
@@ -821,16 +841,22 @@ export function ConversationView({
             return;
           }
           if (replyFailed(err)) {
-            // The assistant failed: nothing was stored, so the message goes back where it was
-            // written (this tab, if it sent it before a reload), as when it fails while sent here.
+            // Nothing was stored (the assistant failed, or the conversation was deleted), so the
+            // message goes back where it was written (this tab, if it sent it before a reload),
+            // as when it fails while sent here.
             setPending(null);
-            const why = whyNothingStored(err);
-            if (sentHere(convId, userText)) {
+            const ours = sentHere(convId, userText);
+            if (ours) {
               clearSent(convId, userText);
               setDraft(withUnsent(userText));
-              setSendError(`${why} Your message is back in the message box.`);
+            }
+            if (isConversationGone(err)) {
+              setGone(true);
+              onGone(convId);
+              setSendError(ours ? whySendFailed(err) : DELETED_HERE);
             } else {
-              setSendError(why);
+              const why = whyNothingStored(err);
+              setSendError(ours ? `${why} Your message is back in the message box.` : why);
             }
             followNextAfter = 0;
             return;
@@ -1293,7 +1319,7 @@ function connectedAgain(p: Pending | null): Pending | null {
   return p?.reconnecting ? { ...p, reconnecting: false } : p;
 }
 
-/** The reply ended with `error` `stopped`: a Stop came before its first words. */
+/** A Stop while the new chat of a first send was being created: nothing was sent. */
 const STOPPED_BEFORE_SENDING = 'Stopped before sending; your message is back in the message box.';
 
 /** What the user is told of a send that failed, its text back in the message box. */
@@ -1306,6 +1332,7 @@ function whySendFailed(err: unknown): string {
   return `Sending failed: ${sentence(errorMessage(err))}${retryHint(err)} Your message is back in the message box.`;
 }
 
+/** The reply ended with `error` `stopped`: a Stop came before its first words. */
 function isStoppedEarly(err: unknown): boolean {
   return err instanceof ApiError && err.code === 'stopped';
 }
