@@ -6,7 +6,7 @@ import { ConversationView } from './components/ConversationView';
 import { Sidebar } from './components/Sidebar';
 import { ThemeToggle } from './components/ThemeToggle';
 import { NEW_CHAT_HASH, conversationHash, idFromHash } from './address';
-import { forgetChatCreatedHereUnlessShown, loadDraft, noteChatCreatedHere, saveDraft } from './drafts';
+import { forgetChatCreatedHereUnlessShown, forgetConversation, loadDraft, noteChatCreatedHere } from './drafts';
 import { useRetryWhileOut } from './hooks/useRetryWhileOut';
 import { useTheme } from './hooks/useTheme';
 import { MAX_TITLE_CODE_POINTS, characters, codePoints, cutToCodePoints } from './text';
@@ -182,7 +182,7 @@ export function App() {
   const forget = (id: string) => {
     setDeleted((ids) => new Set(ids).add(id));
     setConversations((cs) => cs.filter((c) => c.id !== id));
-    if (id !== selectedRef.current) saveDraft(id, '');
+    if (id !== selectedRef.current) forgetConversation(id);
   };
 
   /**
@@ -399,7 +399,7 @@ export function App() {
         // Deleted already (on another device): what the user asked for is done.
         if (!isConversationGone(err)) throw err;
       });
-      saveDraft(id, '');
+      forgetConversation(id);
       tabs.current?.post({ kind: 'deleted', id });
       setDeleted((ids) => new Set(ids).add(id));
       setSidebarError(null);

@@ -127,6 +127,12 @@ export function clearSent(conversationId: string, text: string) {
   if (at >= 0) saveMarks(conversationId, [...marks.slice(0, at), ...marks.slice(at + 1)]);
 }
 
+/** A conversation deleted: what this tab kept for it (its draft, its sent marks) goes with it. */
+export function forgetConversation(conversationId: string) {
+  saveDraft(conversationId, '');
+  saveMarks(conversationId, []);
+}
+
 /** Where a first send waits while its chat is being created, under the sent marks. */
 const CREATING = 'creating:';
 const creatingKey = (writtenIn: string | null) => CREATING + draftKey(writtenIn);

@@ -1441,6 +1441,7 @@ describe('a message sent while its new chat is being created', () => {
     const fetched = mockFetch([creation.route, server.route]);
     vi.stubGlobal('fetch', fetched.fn);
     await sendIntoANewChat('sent while leaving');
+    server.onStream(() => json({ status: 'error', message: 'Storage is unavailable.', code: 'storage_unavailable' }, 503));
     fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
     await screen.findByText('No messages yet');
     await act(async () => creation.release());
@@ -3200,6 +3201,24 @@ describe('navigation', () => {
     expect(within(log).queryByText('Earlier answer')).toBeNull();
     expect(await within(nav).findByRole('button', { name: 'Are you still there?' })).toBeTruthy();
     expect(screen.queryByRole('alert')).toBeNull();
+  });
+
+  it('a chat deleted while its message waits for the model keeps nothing of it, to be found by its link', async () => {
+    let answer: ((response: Response) => void) | undefined;
+    server.onStream(() => new Promise<Response>((resolve) => (answer = resolve)));
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Gone with its chat' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await waitFor(() => expect(answer).toBeDefined());
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: 'Delete Recent chat' }));
+    fireEvent.click(within(screen.getByRole('alertdialog')).getByRole('button', { name: 'Delete' }));
+    await screen.findByText('No messages yet');
+    // The server ends the deleted chat's replies.
+    await act(async () => answer?.(json({ status: 'error', message: 'Conversation not found.', code: 'conversation_not_found' }, 404)));
+    expect(loadDraft('c2')).toBe('');
+    expect(sentHere('c2', 'Gone with its chat')).toBe(false);
+    expect((composer() as HTMLTextAreaElement).value).toBe('');
   });
 
   it('choosing the conversation already open adds no history entry, nor does the app choosing the next', async () => {

@@ -1068,9 +1068,11 @@ export function ConversationView({
       if (pageIsLeaving()) return;
       if (gen !== generation.current) {
         // Left before the server took the message, and then it refused it or could not be
-        // reached: the text waits in that conversation's message box. One a proxy gave up on
-        // keeps its mark, for that conversation to look for when it is opened again.
-        if (!accepted && !isAbort(err) && !(err instanceof GatewayTimeout)) {
+        // reached: the text waits in that conversation's message box, unless the conversation
+        // is gone (deleted, which ends its replies), box and all. One a proxy gave up on keeps
+        // its mark, for that conversation to look for when it is opened again.
+        if (isConversationGone(err)) clearSent(convId, text);
+        else if (!accepted && !isAbort(err) && !(err instanceof GatewayTimeout)) {
           clearSent(convId, text);
           keepDraft(convId, text, whySendFailed(err));
         }
