@@ -359,21 +359,25 @@ async fn log_and_stream_reply(
             ))
         }
         Err(error) => {
-            if matches!(error, ChatError::ConversationNotFound) {
-                tracing::info!(
+            match error {
+                ChatError::ConversationNotFound => tracing::info!(
                     "streamed reply's conversation deleted before its assistant answered"
-                );
-            }
-            if matches!(error, ChatError::Stopped) {
-                tracing::info!("streamed reply stopped before its assistant answered");
-                // Not in the log, the stop must be there for the same message sent again to
-                // another replica (a logged reply's own end says it was stopped).
-                if logged.is_none() && id_chosen_by_client {
-                    let told = log.request_stop(running.conversation_id(), running.generation_id());
-                    if !matches!(tokio::time::timeout(CLAIM_PATIENCE, told).await, Ok(Ok(()))) {
-                        tracing::debug!("cannot tell other replicas of a stop before the reply");
+                ),
+                ChatError::Stopped => {
+                    tracing::info!("streamed reply stopped before its assistant answered");
+                    // Not in the log, the stop must be there for the same message sent again to
+                    // another replica (a logged reply's own end says it was stopped).
+                    if logged.is_none() && id_chosen_by_client {
+                        let told =
+                            log.request_stop(running.conversation_id(), running.generation_id());
+                        if !matches!(tokio::time::timeout(CLAIM_PATIENCE, told).await, Ok(Ok(()))) {
+                            tracing::debug!(
+                                "cannot tell other replicas of a stop before the reply"
+                            );
+                        }
                     }
                 }
+                _ => {}
             }
             let error = ApiError::from(error);
             if let Some(logged) = logged {

@@ -536,8 +536,8 @@ async fn deleting_a_conversation_ends_its_send_that_waits_for_the_model() {
     );
 }
 
-/// Deleting a conversation in the middle of its reply ends the reply there: the model is read no
-/// more, and the stream ends with `conversation_not_found` rather than a `done` nothing holds.
+/// Deleting a conversation in the middle of its reply ends the reply there, before the rest of its
+/// model's answer: the stream ends with `conversation_not_found` rather than a `done` nothing holds.
 #[tokio::test]
 async fn deleting_a_conversation_ends_its_reply_in_the_middle() {
     let go = Arc::new(Notify::new());

@@ -388,9 +388,7 @@ async fn a_send_waiting_for_its_model_on_one_replica_is_followed_and_stopped_thr
 
     let (answer, (stopped, followed)) =
         tokio::join!(replicas.post_streamed(first, &message), async {
-            while provider.requests().is_empty() {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+            until_asked(&provider).await;
             let mut following = replicas.follow(second).await;
             let start = next_event(&mut following, "start").await;
             assert_eq!(start["content"], "never mind");
@@ -430,9 +428,7 @@ async fn a_delete_asked_again_on_the_replica_running_its_send_stops_it() {
     let message = json!({ "content": "anyone?" });
 
     let (answer, ()) = tokio::join!(replicas.post_streamed(first, &message), async {
-        while provider.requests().is_empty() {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        until_asked(&provider).await;
         assert_eq!(replicas.delete(second).await.status(), 204);
         assert_eq!(replicas.delete(first).await.status(), 404);
     });
@@ -441,6 +437,13 @@ async fn a_delete_asked_again_on_the_replica_running_its_send_stops_it() {
         answer.json::<Value>().await.unwrap()["code"],
         "conversation_not_found"
     );
+}
+
+/// Returns once `provider` has been asked for a reply.
+async fn until_asked(provider: &FakeProvider) {
+    while provider.requests().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Reads `following` up to the end of its next event named `name`, and returns its data.
@@ -504,9 +507,7 @@ async fn a_send_whose_replica_was_killed_while_it_waited_is_taken_for_dead_withi
         .json(&message)
         .send();
     let killed = async {
-        while provider.requests().is_empty() {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        until_asked(&provider).await;
         replicas.first.kill_hard();
     };
     let (cut, ()) = tokio::join!(
