@@ -166,12 +166,14 @@ export function restoreFirstSendsCutOff() {
     // Storage refuses everything: nothing outlived the reload.
     return;
   }
-  for (const box of boxes) {
-    const marks = sentMarks(CREATING + box);
-    saveMarks(CREATING + box, []);
-    const draft = marks.reduceRight((text, mark) => withUnsent(mark.text)(text), drafts.get(box) ?? '');
-    drafts.set(box, draft);
-  }
+  for (const box of boxes) drafts.set(box, withUnsentMarks(takeSentMarks(CREATING + box))(drafts.get(box) ?? ''));
+}
+
+/** This tab's marks for the conversation, oldest first, forgotten as they are returned. */
+export function takeSentMarks(conversationId: string): SentMark[] {
+  const marks = sentMarks(conversationId);
+  saveMarks(conversationId, []);
+  return marks;
 }
 
 /** Where the page keeps what must outlive a reload beyond messages: the chat a first send created. */
@@ -202,4 +204,9 @@ export function takeChatCreatedAsPageWasLeft(): string | null {
 /** A draft with text that was not sent put back in front of whatever was typed since. */
 export function withUnsent(text: string): (draft: string) => string {
   return (draft) => (draft.trim() === '' ? text : `${text}\n${draft}`);
+}
+
+/** A draft with the texts of these marks put back in front of it, in the order they were sent. */
+export function withUnsentMarks(marks: SentMark[]): (draft: string) => string {
+  return (draft) => marks.reduceRight((text, mark) => withUnsent(mark.text)(text), draft);
 }

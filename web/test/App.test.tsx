@@ -474,6 +474,26 @@ describe('App', () => {
     expect(screen.getByTestId('reply-announcer').textContent).toBe('Assistant: Once upon a time, the end.');
   });
 
+  it('a stopped reply whose chat is deleted before it is stored says so, and gives the message back', () =>
+    inFakeTime(async () => {
+      const sse = sseResponse();
+      server.onStream(() => sse.response);
+      await renderLoaded();
+      fireEvent.change(composer(), { target: { value: 'Deleted after Stop' } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await act(async () => sse.send('event: delta\ndata: {"text":"Once upon"}\n\n'));
+      expect(await screen.findByText('Once upon')).toBeTruthy();
+      // Deleted in another tab: the server ends the reply and stores nothing.
+      server.conversations.splice(server.conversations.findIndex((c) => c.id === 'c2'), 1);
+      fireEvent.click(screen.getByRole('button', { name: 'Stop' }));
+      await passTime(10_000);
+      expect(screen.getAllByRole('alert').map((a) => a.textContent)).toContain(
+        'This conversation was deleted, perhaps in another tab. Your message is back in the message box: send it again to start a new chat with it.',
+      );
+      expect((composer() as HTMLTextAreaElement).value).toBe('Deleted after Stop');
+      expect(within(screen.getByRole('navigation', { name: 'Conversations' })).queryByRole('button', { name: 'Recent chat' })).toBeNull();
+    }));
+
   describe('Stop while the model has not answered', () => {
     /**
      * The send waits until a stop answers it `stopped`; the stop answers as `stopAnswer` says (given

@@ -1,7 +1,7 @@
 import { Fragment, type MouseEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, newGenerationId, parseEventId, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
-import { clearCreating, clearSent, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, withUnsent } from '../drafts';
+import { clearCreating, clearSent, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, takeSentMarks, withUnsent, withUnsentMarks } from '../drafts';
 import { useRetryWhileOut } from '../hooks/useRetryWhileOut';
 import { pageIsLeaving } from '../pageLeaving';
 import { Composer } from './Composer';
@@ -197,6 +197,15 @@ export function ConversationView({
   // Saved as typed, so switching away and back, or reloading the page, loses nothing.
   useEffect(() => saveDraft(shownId.current, draft), [draft]);
 
+  /** The conversation turned out deleted: the next send starts a new chat, and the list drops it. */
+  const markGone = useCallback(
+    (id: string) => {
+      setGone(true);
+      onGone(id);
+    },
+    [onGone],
+  );
+
   const loadNewest = useCallback((id: string, follow = false) => {
     const gen = generation.current;
     setLoad({ kind: 'loading' });
@@ -219,14 +228,12 @@ export function ConversationView({
         // No such conversation (a link to a deleted one, or deleted on another device): a message
         // sent here starts a new chat, and the list no longer offers it.
         if (doesNotExist(error)) {
-          setGone(true);
-          onGone(id);
+          markGone(id);
           // Sent here before a reload (or while the user was away) and deleted before its reply
           // was seen: the text comes back, where a send starts a new chat with it.
-          const unseen = sentMarks(id);
+          const unseen = takeSentMarks(id);
           if (unseen.length > 0) {
-            for (const { text } of unseen) clearSent(id, text);
-            setDraft(unseen.reduceRight((draft, { text }) => withUnsent(text)(draft), loadDraft(id)));
+            setDraft(withUnsentMarks(unseen)(loadDraft(id)));
             setSendError(
               unseen.length === 1
                 ? 'The message you sent here before it was deleted is back in the message box: sending it starts a new chat.'
@@ -236,7 +243,7 @@ export function ConversationView({
         }
       },
     );
-  }, [onFirstMessage, onGone]);
+  }, [onFirstMessage, markGone]);
   const loadAgain = useCallback(() => {
     if (conversationId !== null) loadNewest(conversationId, true);
   }, [conversationId, loadNewest]);
@@ -527,8 +534,7 @@ export function ConversationView({
       }
       if (ended !== null && isConversationGone(ended)) {
         // Deleted (in another tab, say) while the reply was awaited: nothing was stored.
-        setGone(true);
-        onGone(id);
+        markGone(id);
         setSendError(ours ? whySendFailed(ended) : DELETED_HERE);
         next();
         return;
@@ -657,8 +663,7 @@ export function ConversationView({
       (error: unknown) => {
         // Deleted on another device while open here: say so, as a deletion in another tab does.
         if (gen !== generation.current || !doesNotExist(error)) return;
-        setGone(true);
-        onGone(id);
+        markGone(id);
         setSendError(DELETED_HERE);
       },
     );
@@ -851,8 +856,7 @@ export function ConversationView({
               setDraft(withUnsent(userText));
             }
             if (isConversationGone(err)) {
-              setGone(true);
-              onGone(convId);
+              markGone(convId);
               setSendError(ours ? whySendFailed(err) : DELETED_HERE);
             } else {
               const why = whyNothingStored(err);
@@ -921,10 +925,7 @@ export function ConversationView({
       setPending(null);
       // Nothing the user wrote is lost: the text goes back into the composer.
       setDraft(withUnsent(text));
-      if (isConversationGone(err) && id !== null) {
-        setGone(true);
-        onGone(id);
-      }
+      if (isConversationGone(err) && id !== null) markGone(id);
       setSendError(whySendFailed(err));
       inputRef.current?.focus();
     };
