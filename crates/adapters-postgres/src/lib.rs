@@ -447,13 +447,24 @@ fn delete_conversation_or_oldest_messages(
     if more_than_a_chunk {
         return Ok(false);
     }
-    let deleted = diesel::delete(conversations::table.find(id.as_uuid()))
-        .execute(connection)
-        .map_err(map_error)?;
-    if deleted == 0 {
-        return Err(RepositoryError::NotFound);
-    }
-    Ok(true)
+    connection
+        .transaction(|connection| {
+            let deleted =
+                diesel::delete(conversations::table.find(id.as_uuid())).execute(connection)?;
+            if deleted == 0 {
+                return Err(DieselError::NotFound);
+            }
+            if id != ConversationId::DEFAULT {
+                diesel::sql_query(
+                    "INSERT INTO deleted_conversations (id, deleted_at) VALUES ($1, $2)",
+                )
+                .bind::<SqlUuid, _>(id.as_uuid())
+                .bind::<BigInt, _>(Timestamp::now().unix_micros())
+                .execute(connection)?;
+            }
+            Ok(true)
+        })
+        .map_err(map_error)
 }
 
 fn checkout(
@@ -801,15 +812,34 @@ impl ChatRepository for PostgresChatRepository {
     ) -> Result<(), RepositoryError> {
         let conversation = conversation.clone();
         self.run("create_conversation", move |connection| {
-            diesel::insert_into(conversations::table)
-                .values(NewConversationRow {
-                    id: conversation.id.as_uuid(),
-                    title: &conversation.title,
-                    created_at: conversation.created_at.unix_micros(),
-                    updated_at: conversation.updated_at.unix_micros(),
+            connection
+                .transaction(|connection| {
+                    diesel::insert_into(conversations::table)
+                        .values(NewConversationRow {
+                            id: conversation.id.as_uuid(),
+                            title: &conversation.title,
+                            created_at: conversation.created_at.unix_micros(),
+                            updated_at: conversation.updated_at.unix_micros(),
+                        })
+                        .execute(connection)?;
+                    // Asked after the insert, in a statement of its own: an insert that waited for
+                    // a deletion of the same id to commit sees that deletion's row here.
+                    let deleted_before = diesel::select(
+                        diesel::dsl::sql::<Bool>(
+                            "EXISTS (SELECT 1 FROM deleted_conversations WHERE id = ",
+                        )
+                        .bind::<SqlUuid, _>(conversation.id.as_uuid())
+                        .sql(")"),
+                    )
+                    .get_result::<bool>(connection)?;
+                    if deleted_before {
+                        return Err(DieselError::DatabaseError(
+                            DatabaseErrorKind::UniqueViolation,
+                            Box::new("the id of a deleted conversation".to_owned()),
+                        ));
+                    }
+                    Ok(())
                 })
-                .execute(connection)
-                .map(|_| ())
                 .map_err(map_error)
         })
         .await

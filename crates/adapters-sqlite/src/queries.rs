@@ -1,9 +1,11 @@
-//! The SQL of the adapter. Every query is served by an index of the migration: conversations by
-//! primary key or `conversations_by_recency`, messages by `messages_by_position`.
+//! The SQL of the adapter. Every query is served by an index of the migrations: conversations by
+//! primary key or `conversations_by_recency`, messages by `messages_by_position`, deleted
+//! conversations' ids by primary key.
 
 use std::marker::PhantomData;
 
 use diesel::prelude::*;
+use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
 use domain::{
@@ -79,18 +81,29 @@ impl TryFrom<MessageRow> for Message {
 
 const CONVERSATION_COLUMNS: &str = "id, title, created_at, updated_at";
 
+/// Stores the conversation unless its id is taken: by a conversation (the primary key's unique
+/// violation), or by one deleted (its row in `deleted_conversations`).
 pub(crate) fn insert_conversation(
     conn: &mut SqliteConnection,
     conversation: &Conversation,
 ) -> QueryResult<()> {
-    diesel::sql_query(
-        "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
+    let id = conversation.id.to_string();
+    let inserted = diesel::sql_query(
+        "INSERT INTO conversations (id, title, created_at, updated_at) SELECT ?, ?, ?, ? \
+         WHERE NOT EXISTS (SELECT 1 FROM deleted_conversations WHERE id = ?)",
     )
-    .bind::<Text, _>(conversation.id.to_string())
+    .bind::<Text, _>(&id)
     .bind::<Text, _>(&conversation.title)
     .bind::<BigInt, _>(conversation.created_at.unix_micros())
     .bind::<BigInt, _>(conversation.updated_at.unix_micros())
+    .bind::<Text, _>(&id)
     .execute(conn)?;
+    if inserted == 0 {
+        return Err(diesel::result::Error::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            Box::new("the id of a deleted conversation".to_owned()),
+        ));
+    }
     Ok(())
 }
 
@@ -206,6 +219,12 @@ pub(crate) fn delete_conversation(
         .execute(conn)?;
     if deleted == 0 {
         return Err(diesel::result::Error::NotFound);
+    }
+    if id != ConversationId::DEFAULT {
+        diesel::sql_query("INSERT INTO deleted_conversations (id, deleted_at) VALUES (?, ?)")
+            .bind::<Text, _>(id.to_string())
+            .bind::<BigInt, _>(Timestamp::now().unix_micros())
+            .execute(conn)?;
     }
     Ok(())
 }

@@ -231,6 +231,11 @@ pub(crate) struct CreateConversationRequest {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 200)]
     pub title: Option<String>,
+    /// The id the conversation is to have, chosen by the client (a random UUID, new for every
+    /// conversation) so that a create retried after its answer was lost finds the conversation
+    /// the first try made instead of making a second. Without it the server chooses one.
+    #[schema(format = Uuid)]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

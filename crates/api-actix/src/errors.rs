@@ -254,6 +254,11 @@ impl From<ChatError> for ApiError {
                 ApiError::bad_request("invalid_limit", limit.to_string())
             }
             ChatError::ConversationNotFound => ApiError::conversation_not_found(),
+            ChatError::DeletedConversationId => ApiError::new(
+                StatusCode::CONFLICT,
+                "conversation_deleted",
+                "A conversation with this id was deleted, and ids are not used again; choose a new id.",
+            ),
             ChatError::Storage(storage) => storage.into(),
             ChatError::Assistant(assistant) => assistant.into(),
             ChatError::CutShort => ApiError::new(

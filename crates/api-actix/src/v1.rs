@@ -5,11 +5,12 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::{
-    ChatError, ChosenId, ConversationId, ConversationTitle, GenerationId, GenerationLog,
+    ChatError, ChosenId, ConversationId, ConversationTitle, Creation, GenerationId, GenerationLog,
     GenerationLogError, Interruption, MessageText, PendingReply, ReplyRequest,
 };
 use futures::future::{self, Either};
 use futures::{FutureExt, StreamExt};
+use uuid::Uuid;
 
 use crate::body::{read_json, read_optional_json};
 use crate::dto::{
@@ -27,19 +28,23 @@ fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid_id())
 }
 
-/// A generation id: a UUID, and not the nil one, which no reply has (the server's are v7 UUIDs)
-/// and every client that chose it would share.
-fn generation_id(raw: &str) -> Result<GenerationId, ApiError> {
-    let id: GenerationId = raw
+/// An id a client chose for what it creates: a UUID, and not the nil one, which nothing the
+/// server makes has (its ids are v7 UUIDs) and every client that chose it would share.
+fn chosen_uuid(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+    let id: Uuid = raw
         .parse()
-        .map_err(|_| ApiError::bad_request("invalid_id", "The generation id must be a UUID."))?;
-    if id.as_uuid().is_nil() {
+        .map_err(|_| ApiError::bad_request("invalid_id", format!("The {what} must be a UUID.")))?;
+    if id.is_nil() {
         return Err(ApiError::bad_request(
             "invalid_id",
-            "The generation id must be a random UUID, not the nil one.",
+            format!("The {what} must be a random UUID, not the nil one."),
         ));
     }
     Ok(id)
+}
+
+fn generation_id(raw: &str) -> Result<GenerationId, ApiError> {
+    chosen_uuid(raw, "generation id").map(GenerationId::from_uuid)
 }
 
 fn generation_id_in_use() -> ApiError {
@@ -54,10 +59,12 @@ fn generation_id_in_use() -> ApiError {
     post,
     path = "/api/v1/conversations",
     tag = "conversations",
-    request_body(content = Option<CreateConversationRequest>, description = "Optional; so is the title in it", content_type = "application/json"),
+    request_body(content = Option<CreateConversationRequest>, description = "Optional; so are `title` and `id` in it", content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = ConversationDto),
-        (status = 400, description = "Malformed body, blank title or title over 200 characters", body = ErrorResponse),
+        (status = 200, description = "A conversation with the chosen `id` exists already (an earlier try of this create made it, say): it is returned as stored, whatever `title` this request gave", body = ConversationDto),
+        (status = 400, description = "Malformed body, blank title or title over 200 characters, or an `id` that is not a UUID or is the nil one (`invalid_id`)", body = ErrorResponse),
+        (status = 409, description = "The chosen `id` was a conversation's that is deleted: ids are not used again (`conversation_deleted`); nothing was created", body = ErrorResponse),
         (status = 413, description = "Body too large", body = ErrorResponse),
         (status = 403, description = "A write from another origin's page (Sec-Fetch-Site), from an origin not allowed", body = ErrorResponse),
         (status = 408, description = "The body did not arrive in time", body = ErrorResponse),
@@ -73,12 +80,25 @@ pub(crate) async fn create_conversation(
 ) -> Result<HttpResponse, ApiError> {
     let body: CreateConversationRequest =
         read_optional_json(&request, payload, &state.settings).await?;
-    let conversation = state
-        .service
-        .create_conversation(body.title.as_deref())
-        .await
-        .map_err(ApiError::for_title)?;
-    Ok(HttpResponse::Created()
+    let chosen_id = body
+        .id
+        .as_deref()
+        .map(|raw| chosen_uuid(raw, "conversation id").map(ConversationId::from_uuid))
+        .transpose()?;
+    let title = body.title.as_deref();
+    let creation = match chosen_id {
+        Some(id) => state.service.create_conversation_with_id(id, title).await,
+        None => state
+            .service
+            .create_conversation(title)
+            .await
+            .map(Creation::Created),
+    };
+    let (mut response, conversation) = match creation.map_err(ApiError::for_title)? {
+        Creation::Created(conversation) => (HttpResponse::Created(), conversation),
+        Creation::Existing(conversation) => (HttpResponse::Ok(), conversation),
+    };
+    Ok(response
         .insert_header((
             header::LOCATION,
             format!("/api/v1/conversations/{}", conversation.id),

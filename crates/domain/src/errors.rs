@@ -82,6 +82,10 @@ pub enum ChatError {
     InvalidPage(#[from] CursorError),
     #[error("conversation not found")]
     ConversationNotFound,
+    /// A create under an id chosen by its client: a conversation had the id and was deleted, and
+    /// ids are not used again. Nothing was stored.
+    #[error("a conversation with this id was deleted")]
+    DeletedConversationId,
     #[error(transparent)]
     Storage(RepositoryError),
     #[error(transparent)]

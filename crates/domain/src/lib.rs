@@ -22,7 +22,7 @@ pub use ports::{
     GenerationLog, GenerationState, ReplyContext, WAIT_FOR_ROOM_LIMIT,
 };
 pub use service::{
-    ChatService, ChatServiceConfig, Interruption, PendingReply, ReplyEvent, ReplyRequest,
+    ChatService, ChatServiceConfig, Creation, Interruption, PendingReply, ReplyEvent, ReplyRequest,
 };
 pub use text::{is_blank_reply, stream_pieces, ConversationTitle, MessageText, TextError};
 pub use time::Timestamp;

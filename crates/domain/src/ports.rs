@@ -20,7 +20,8 @@ pub const WAIT_FOR_ROOM_LIMIT: std::time::Duration = std::time::Duration::from_s
 #[async_trait]
 pub trait ChatRepository: Send + Sync {
     /// Stores a new conversation with no messages.
-    /// MUST return `Conflict` if a conversation with this id exists.
+    /// MUST return `Conflict` if a conversation with this id exists, or existed and was deleted
+    /// (see [`Self::delete_conversation`]), and then store nothing.
     async fn create_conversation(&self, conversation: &Conversation)
         -> Result<(), RepositoryError>;
 
@@ -51,6 +52,10 @@ pub trait ChatRepository: Send + Sync {
     /// A large conversation MAY go in several steps, its oldest messages first, so that one
     /// deletion cannot hold the storage for long; a failure part way MAY leave it without some
     /// of its oldest messages, and deleting it again finishes.
+    /// An id names one conversation, ever: once deleted, its id MUST stay taken, so that a create
+    /// retried late under a client's chosen id, or a reply that finishes after the deletion, never
+    /// lands in a new conversation of the same id. The one exception is
+    /// [`ConversationId::DEFAULT`], which the seed API creates again.
     /// MUST return `NotFound` if the conversation does not exist.
     async fn delete_conversation(&self, id: ConversationId) -> Result<(), RepositoryError>;
 

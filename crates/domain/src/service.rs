@@ -28,6 +28,14 @@ impl Default for ChatServiceConfig {
     }
 }
 
+/// What creating a conversation under an id its client chose did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Creation {
+    Created(Conversation),
+    /// A conversation had the id already: most likely made by an earlier try of the same create.
+    Existing(Conversation),
+}
+
 /// What a streamed reply reports while it is produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplyEvent {
@@ -94,13 +102,32 @@ impl ChatService {
         &self,
         title: Option<&str>,
     ) -> Result<Conversation, ChatError> {
-        let title = match title {
-            Some(title) => ConversationTitle::new(title)?,
-            None => ConversationTitle::default_title(),
-        };
-        let conversation = Conversation::new(ConversationId::generate(), title, Timestamp::now());
+        let conversation = new_conversation(ConversationId::generate(), title)?;
         self.repository.create_conversation(&conversation).await?;
         Ok(conversation)
+    }
+
+    /// Creates the conversation under the id its client chose, unless one has it already: a
+    /// create retried after its answer was lost (or cut off by a reload) finds the conversation
+    /// the first one made instead of making a second. One that exists is returned as stored,
+    /// whatever title this call gave. A deleted conversation's id is not used again.
+    pub async fn create_conversation_with_id(
+        &self,
+        id: ConversationId,
+        title: Option<&str>,
+    ) -> Result<Creation, ChatError> {
+        let conversation = new_conversation(id, title)?;
+        match self.repository.create_conversation(&conversation).await {
+            Ok(()) => return Ok(Creation::Created(conversation)),
+            Err(RepositoryError::Conflict) => {}
+            Err(other) => return Err(other.into()),
+        }
+        match self.repository.get_conversation(id).await {
+            Ok(existing) => Ok(Creation::Existing(existing)),
+            // Taken, yet not there: deleted, before this create or since it found the id taken.
+            Err(RepositoryError::NotFound) => Err(ChatError::DeletedConversationId),
+            Err(other) => Err(other.into()),
+        }
     }
 
     pub async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, ChatError> {
@@ -312,6 +339,14 @@ impl ChatService {
             user_text,
         })
     }
+}
+
+fn new_conversation(id: ConversationId, title: Option<&str>) -> Result<Conversation, ChatError> {
+    let title = match title {
+        Some(title) => ConversationTitle::new(title)?,
+        None => ConversationTitle::default_title(),
+    };
+    Ok(Conversation::new(id, title, Timestamp::now()))
 }
 
 /// The seed API's conversation; a concurrent creator winning the race is as good as creating it.
@@ -648,6 +683,92 @@ mod tests {
         assert_eq!(
             creations.load(std::sync::atomic::Ordering::SeqCst),
             DEFAULT_CONVERSATION_CREATIONS as usize
+        );
+    }
+
+    fn chosen_id() -> ConversationId {
+        "0190b5e0-3c2a-7d4e-9f10-2b3c4d5e6f70".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_conversation_is_created_under_the_id_its_client_chose() {
+        let mut repository = MockChatRepository::new();
+        repository
+            .expect_create_conversation()
+            .withf(|conversation| {
+                conversation.id == chosen_id() && conversation.title.as_str() == "Lisbon"
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        repository.expect_get_conversation().never();
+        let service = service(repository, assistant_replying("ok"));
+
+        let created = service
+            .create_conversation_with_id(chosen_id(), Some("Lisbon"))
+            .await
+            .unwrap();
+        assert!(matches!(created, Creation::Created(c) if c.id == chosen_id()));
+    }
+
+    #[tokio::test]
+    async fn creating_under_an_id_in_use_gives_the_stored_conversation_unchanged() {
+        let stored = Conversation::new(
+            chosen_id(),
+            ConversationTitle::new("Renamed since").unwrap(),
+            Timestamp::from_unix_micros(1_000_000),
+        );
+        let mut repository = MockChatRepository::new();
+        repository
+            .expect_create_conversation()
+            .times(1)
+            .returning(|_| Err(RepositoryError::Conflict));
+        let found = stored.clone();
+        repository
+            .expect_get_conversation()
+            .withf(|id| *id == chosen_id())
+            .times(1)
+            .returning(move |_| Ok(found.clone()));
+        repository.expect_rename_conversation().never();
+        let service = service(repository, assistant_replying("ok"));
+
+        let again = service
+            .create_conversation_with_id(chosen_id(), Some("Lisbon"))
+            .await
+            .unwrap();
+        assert_eq!(again, Creation::Existing(stored));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_conversations_id_is_refused_as_such() {
+        let mut repository = MockChatRepository::new();
+        repository
+            .expect_create_conversation()
+            .times(1)
+            .returning(|_| Err(RepositoryError::Conflict));
+        repository
+            .expect_get_conversation()
+            .times(1)
+            .returning(|_| Err(RepositoryError::NotFound));
+        let service = service(repository, assistant_replying("ok"));
+
+        let created = service.create_conversation_with_id(chosen_id(), None).await;
+        assert!(
+            matches!(created, Err(ChatError::DeletedConversationId)),
+            "{created:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_title_with_a_chosen_id_stores_nothing() {
+        let mut repository = MockChatRepository::new();
+        repository.expect_create_conversation().never();
+        let service = service(repository, assistant_replying("ok"));
+        let created = service
+            .create_conversation_with_id(chosen_id(), Some("  "))
+            .await;
+        assert!(
+            matches!(created, Err(ChatError::InvalidText(_))),
+            "{created:?}"
         );
     }
 

@@ -134,6 +134,7 @@ macro_rules! chat_repository_conformance {
             repository;
             create_then_get_returns_the_conversation,
             create_with_an_existing_id_conflicts,
+            a_deleted_conversations_id_is_not_used_again,
             get_missing_conversation_is_not_found,
             rename_missing_conversation_is_not_found,
             delete_missing_conversation_is_not_found,

@@ -170,6 +170,48 @@ pub async fn create_with_an_existing_id_conflicts<R: ChatRepository + ?Sized>(re
     );
 }
 
+pub async fn a_deleted_conversations_id_is_not_used_again<R: ChatRepository + ?Sized>(
+    repo: Arc<R>,
+) {
+    let deleted = conversation("Deleted", at(0));
+    create(&*repo, &deleted).await;
+    repo.delete_conversation(deleted.id)
+        .await
+        .expect("delete_conversation of a stored conversation succeeds");
+    let mut again = conversation("Same id, later", at(100));
+    again.id = deleted.id;
+    assert_conflict(
+        repo.create_conversation(&again).await,
+        "create_conversation with a deleted conversation's id",
+    );
+    assert_not_found(
+        repo.get_conversation(deleted.id).await,
+        "get_conversation after a create refused for a deleted id",
+    );
+    assert_not_found(
+        repo.append_exchange(&new_exchange(deleted.id, "late", "reply", at(200)))
+            .await,
+        "append_exchange to a deleted conversation",
+    );
+
+    // The seed API's conversation is the exception: it is created again after a deletion.
+    let mut default = conversation("Chat", at(300));
+    default.id = ConversationId::DEFAULT;
+    create(&*repo, &default).await;
+    repo.delete_conversation(ConversationId::DEFAULT)
+        .await
+        .expect("the default conversation can be deleted");
+    default.created_at = at(400);
+    default.updated_at = at(400);
+    create(&*repo, &default).await;
+    assert_eq!(
+        repo.get_conversation(ConversationId::DEFAULT)
+            .await
+            .unwrap(),
+        default
+    );
+}
+
 pub async fn get_missing_conversation_is_not_found<R: ChatRepository + ?Sized>(repo: Arc<R>) {
     assert_not_found(
         repo.get_conversation(ConversationId::generate()).await,
@@ -325,15 +367,18 @@ pub async fn delete_cascades_to_messages_and_nothing_else<R: ChatRepository + ?S
     assert_eq!(repo.get_conversation(kept.id).await.unwrap(), kept_now);
     assert_eq!(all_messages(&*repo, kept.id).await, kept_messages);
 
-    // The messages are really gone: a conversation with the same id starts empty, at position 1,
-    // and the old message ids are free again.
-    create(&*repo, &doomed).await;
-    assert!(all_messages(&*repo, doomed.id).await.is_empty());
-    let again = repo
-        .append_exchange(&doomed_exchange)
+    // The messages are really gone: their ids are free again, in another conversation.
+    let successor = conversation("Successor", at(20));
+    create(&*repo, &successor).await;
+    let again = NewExchange {
+        conversation_id: successor.id,
+        ..doomed_exchange
+    };
+    let stored = repo
+        .append_exchange(&again)
         .await
         .expect("message ids of a deleted conversation are free");
-    assert_eq!(again, expected_exchange(&doomed_exchange, 1));
+    assert_eq!(stored, expected_exchange(&again, 1));
 }
 
 /// For an adapter that deletes a large conversation in steps (the port allows it), with a step of
@@ -361,7 +406,7 @@ pub async fn deleting_in_steps_goes_oldest_first_and_leaves_nothing<
     for conversation in [&doomed, &kept, &cut] {
         create(&*repo, conversation).await;
     }
-    append_many(&*repo, doomed.id, 5).await;
+    let doomed_messages = append_many(&*repo, doomed.id, 5).await;
     let kept_messages = append_many(&*repo, kept.id, 5).await;
     append_many(&*repo, cut.id, 5).await;
 
@@ -375,9 +420,18 @@ pub async fn deleting_in_steps_goes_oldest_first_and_leaves_nothing<
     );
     assert_not_found(delete_in_steps(doomed.id).await, "a second delete");
     assert_eq!(all_messages(&*repo, kept.id).await, kept_messages);
-    // A conversation with the same id starts empty: no message of it is left.
-    create(&*repo, &doomed).await;
-    assert!(all_messages(&*repo, doomed.id).await.is_empty());
+    // No message of it is left: the ids of its first and last are free again.
+    let successor = conversation("Successor", at(1));
+    create(&*repo, &successor).await;
+    let [first, .., last] = doomed_messages.as_slice() else {
+        panic!("ten messages were appended");
+    };
+    let mut reused = new_exchange(successor.id, "again", "again", at(2));
+    reused.user.id = first.id;
+    reused.assistant.id = last.id;
+    repo.append_exchange(&reused)
+        .await
+        .expect("message ids of a deleted conversation are free");
 
     let gone = one_step(cut.id).await.expect("one step of a deletion");
     assert!(!gone, "ten messages are more than a step");

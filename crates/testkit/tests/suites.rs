@@ -1,7 +1,7 @@
 //! The suites checked against themselves: a straightforward in-memory repository and a canned
 //! assistant must pass, and repositories with a planted defect must fail the contract they break.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -28,6 +28,7 @@ type Store = HashMap<ConversationId, (Conversation, Vec<Message>)>;
 struct MemoryRepository {
     defect: Defect,
     state: Mutex<Store>,
+    deleted_ids: Mutex<HashSet<ConversationId>>,
 }
 
 fn message(exchange: &NewExchange, new: &NewMessage, role: Role, position: i64) -> Message {
@@ -48,7 +49,9 @@ impl ChatRepository for MemoryRepository {
         conversation: &Conversation,
     ) -> Result<(), RepositoryError> {
         let mut state = self.state.lock().unwrap();
-        if state.contains_key(&conversation.id) {
+        if state.contains_key(&conversation.id)
+            || self.deleted_ids.lock().unwrap().contains(&conversation.id)
+        {
             return Err(RepositoryError::Conflict);
         }
         state.insert(conversation.id, (conversation.clone(), Vec::new()));
@@ -100,10 +103,11 @@ impl ChatRepository for MemoryRepository {
 
     async fn delete_conversation(&self, id: ConversationId) -> Result<(), RepositoryError> {
         let mut state = self.state.lock().unwrap();
-        state
-            .remove(&id)
-            .map(|_| ())
-            .ok_or(RepositoryError::NotFound)
+        state.remove(&id).ok_or(RepositoryError::NotFound)?;
+        if id != ConversationId::DEFAULT {
+            self.deleted_ids.lock().unwrap().insert(id);
+        }
+        Ok(())
     }
 
     async fn list_messages(

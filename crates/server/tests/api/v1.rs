@@ -392,6 +392,149 @@ async fn creating_with_a_bad_body_is_rejected() {
 }
 
 #[tokio::test]
+async fn a_create_retried_under_its_chosen_id_finds_the_conversation_it_made() {
+    let app = TestApp::spawn().await;
+    let chosen = "0190b5e0-3c2a-4d4e-9f10-2b3c4d5e6f70";
+    let first = app
+        .post_json(
+            "/api/v1/conversations",
+            &json!({"id": chosen, "title": "Lisbon"}),
+        )
+        .await;
+    assert_eq!(first.status(), 201);
+    assert_eq!(
+        first.headers()["location"],
+        format!("/api/v1/conversations/{chosen}").as_str()
+    );
+    let first: Value = first.json().await.unwrap();
+    assert_conversation_shape(&first);
+    assert_eq!(first["id"], chosen);
+    app.send(chosen, "hello").await;
+    let stored: Value = app
+        .get(&format!("/api/v1/conversations/{chosen}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let retried = app
+        .post_json(
+            "/api/v1/conversations",
+            &json!({"id": chosen, "title": "Another title"}),
+        )
+        .await;
+    assert_eq!(retried.status(), 200);
+    assert_eq!(
+        retried.headers()["location"],
+        format!("/api/v1/conversations/{chosen}").as_str()
+    );
+    assert_eq!(retried.json::<Value>().await.unwrap(), stored);
+    assert_eq!(all_conversation_ids(&app, 200).await, [chosen, DEFAULT_ID]);
+    assert_eq!(app.all_messages(chosen, 100).await.len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_creates_under_one_chosen_id_make_one_conversation() {
+    let app = TestApp::spawn().await;
+    let chosen = "0190b5e0-3c2a-7d4e-9f10-2b3c4d5e6f71";
+    let bodies: Vec<Value> = (0..16)
+        .map(|i| json!({"id": chosen, "title": format!("try {i}")}))
+        .collect();
+    let creates = bodies
+        .iter()
+        .map(|body| app.post_json("/api/v1/conversations", body));
+    let mut statuses = Vec::new();
+    let mut titles = std::collections::BTreeSet::new();
+    for response in futures::future::join_all(creates).await {
+        statuses.push(response.status().as_u16());
+        let conversation: Value = response.json().await.unwrap();
+        titles.insert(conversation["title"].as_str().unwrap().to_owned());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [[200; 15].as_slice(), &[201]].concat());
+    assert_eq!(
+        titles.len(),
+        1,
+        "every answer is the one conversation: {titles:?}"
+    );
+    assert_eq!(all_conversation_ids(&app, 200).await, [chosen, DEFAULT_ID]);
+}
+
+#[tokio::test]
+async fn a_deleted_conversations_id_is_not_used_again() {
+    let app = TestApp::spawn().await;
+    let chosen = "0190b5e0-3c2a-7d4e-9f10-2b3c4d5e6f72";
+    let body = json!({"id": chosen});
+    assert_eq!(
+        app.post_json("/api/v1/conversations", &body).await.status(),
+        201
+    );
+    app.send(chosen, "gone with it").await;
+    assert_eq!(app.delete_conversation(chosen).await.status(), 204);
+
+    // A create retried late does not bring it back, nor give a late reply somewhere to land.
+    assert_error(
+        app.post_json("/api/v1/conversations", &body).await,
+        409,
+        "conversation_deleted",
+    )
+    .await;
+    assert_error(
+        app.get(&format!("/api/v1/conversations/{chosen}")).await,
+        404,
+        "conversation_not_found",
+    )
+    .await;
+    assert_eq!(all_conversation_ids(&app, 200).await, [DEFAULT_ID]);
+
+    // A server-chosen id is no different.
+    let made = app.new_conversation().await;
+    assert_eq!(app.delete_conversation(&made).await.status(), 204);
+    assert_error(
+        app.post_json("/api/v1/conversations", &json!({ "id": made }))
+            .await,
+        409,
+        "conversation_deleted",
+    )
+    .await;
+
+    // The seed routes' conversation is made again after a deletion, as `POST /chat/message` does.
+    assert_eq!(app.delete_conversation(DEFAULT_ID).await.status(), 204);
+    let default = app
+        .post_json("/api/v1/conversations", &json!({ "id": DEFAULT_ID }))
+        .await;
+    assert_eq!(default.status(), 201);
+}
+
+#[tokio::test]
+async fn a_chosen_id_that_is_no_uuid_or_nil_creates_nothing() {
+    let app = TestApp::spawn().await;
+    for (id, code) in [
+        (json!("not-a-uuid"), "invalid_id"),
+        (json!("00000000-0000-0000-0000-000000000000"), "invalid_id"),
+        (json!(""), "invalid_id"),
+        (json!(42), "invalid_body"),
+        (
+            json!({"uuid": "0190b5e0-3c2a-7d4e-9f10-2b3c4d5e6f73"}),
+            "invalid_body",
+        ),
+    ] {
+        let refused = app
+            .post_json("/api/v1/conversations", &json!({ "id": id }))
+            .await;
+        assert_error(refused, 400, code).await;
+    }
+    let bad_title = app
+        .post_json(
+            "/api/v1/conversations",
+            &json!({"id": "0190b5e0-3c2a-7d4e-9f10-2b3c4d5e6f74", "title": " "}),
+        )
+        .await;
+    assert_error(bad_title, 400, "invalid_text").await;
+    assert_eq!(all_conversation_ids(&app, 200).await, [DEFAULT_ID]);
+}
+
+#[tokio::test]
 async fn conversations_are_listed_most_recently_updated_first() {
     let app = TestApp::spawn().await;
     let first = app.create_conversation(Some("first")).await;

@@ -40,6 +40,26 @@ async fn two_replicas_on_one_database_see_each_others_writes_in_one_order() {
         .unwrap();
     assert_eq!(seen["title"], "shared");
 
+    // Creates under one chosen id (a client retrying), through both replicas at once, make one
+    // conversation.
+    let chosen = "0190b5e0-3c2a-7d4e-9f10-2b3c4d5e6f80";
+    let creates = (0..8).map(|i| {
+        let client = client.clone();
+        let url = replicas[i % 2].url("/api/v1/conversations");
+        async move {
+            let response = client
+                .post(url)
+                .json(&json!({ "id": chosen }))
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }
+    });
+    let mut statuses = futures::future::join_all(creates).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 201]);
+
     // Concurrent writes split across both replicas, to the seed route and to one v1 conversation.
     let sends = (0..120).map(|i| {
         let client = client.clone();
