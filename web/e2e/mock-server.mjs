@@ -39,9 +39,11 @@ const messages = new Map();
 let clock = Date.now();
 const now = () => new Date((clock = Math.max(clock + 1, Date.now()))).toISOString();
 
-function createConversation(title = 'New chat') {
+const deletedIds = new Set();
+
+function createConversation(title = 'New chat', id = randomUUID()) {
   const t = now();
-  const c = { id: randomUUID(), title, created_at: t, updated_at: t };
+  const c = { id, title, created_at: t, updated_at: t };
   conversations.set(c.id, c);
   messages.set(c.id, []);
   return c;
@@ -125,7 +127,11 @@ const server = createServer(async (req, res) => {
     if (req.method === 'POST') {
       const body = await readBody(req);
       if (!body) return fail(res, 400, 'Invalid JSON body.', 'invalid_json');
-      return send(res, 201, createConversation(body.title));
+      // As chat-server: a create under an id in use answers that conversation, as stored; a
+      // deleted conversation's id is not used again.
+      if (typeof body.id === 'string' && conversations.has(body.id)) return send(res, 200, conversations.get(body.id));
+      if (deletedIds.has(body.id)) return fail(res, 409, 'A conversation with this id was deleted.', 'conversation_deleted');
+      return send(res, 201, createConversation(body.title, body.id));
     }
   }
   const sm = /^\/api\/v1\/conversations\/([^/]+)\/stream$/.exec(p);
@@ -161,6 +167,7 @@ const server = createServer(async (req, res) => {
       }
       if (req.method === 'DELETE') {
         conversations.delete(c.id);
+        deletedIds.add(c.id);
         messages.delete(c.id);
         res.writeHead(204).end();
         return;

@@ -901,6 +901,32 @@ async function main() {
     assert((await composer(page).inputValue()) === '', 'nor in the new chat\'s message box');
   });
 
+  await test('a new chat whose creation got no answer: sent again, the message goes into the chat it made, no other', async () => {
+    const page = await fresh();
+    await open(page, base);
+    await newChat(page);
+    const since = new Date(Date.now() - 1000).toISOString();
+    const madeSince = async () => (await (await fetch(`${base}/api/v1/conversations?limit=100`)).json()).items.filter((c) => c.created_at >= since);
+    let made;
+    await page.route(`${base}/api/v1/conversations`, async (route) => {
+      if (route.request().method() !== 'POST' || made) return route.fallback();
+      // The server makes the chat; its answer is lost on the way back.
+      made = await (await route.fetch()).json();
+      await route.abort('connectionreset');
+    });
+    const text = 'Made once, answered on the second try';
+    await composer(page).fill(text);
+    await composer(page).press('Enter');
+    await page.getByRole('alert').getByText('Cannot reach the server', { exact: false }).waitFor();
+    assert((await composer(page).inputValue()) === text, 'the text is back in the message box');
+    await page.unrouteAll();
+    await sendAndWait(page, text);
+    assert(new URL(page.url()).hash === `#/c/${made.id}`, `the chat shown is the one the first try made (${page.url()}, ${made.id})`);
+    await expectStoredExchange(page, base, made.id, text);
+    const chats = (await madeSince()).map((c) => `${c.id} ${c.title}`);
+    assert(chats.length === 1, `one chat made, not an empty one besides (${chats.join(', ')})`);
+  });
+
   await test('another tab showing the chat shows a message waiting for the model, and can stop it', async () => {
     const provider = await silentProvider();
     const sbase = await startServerWith(provider);

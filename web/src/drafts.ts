@@ -1,3 +1,5 @@
+import { newConversationId } from './api/client';
+
 /**
  * Text kept per conversation in the tab's sessionStorage, so that reloading the page loses none
  * of it: unsent drafts, and the message this tab sent whose reply has not ended. A value storage
@@ -73,6 +75,8 @@ export interface SentMark {
    * reload may still reach the server for a while. Marks of earlier versions have none.
    */
   untakenSince?: number;
+  /** A first send's: the id of the chat it is creating. Marks of earlier versions have none. */
+  chat?: string;
 }
 
 function isMark(value: unknown): value is SentMark {
@@ -80,7 +84,8 @@ function isMark(value: unknown): value is SentMark {
   return (
     typeof mark?.text === 'string' &&
     (mark.after === null || typeof mark.after === 'string') &&
-    (mark.untakenSince === undefined || typeof mark.untakenSince === 'number')
+    (mark.untakenSince === undefined || typeof mark.untakenSince === 'number') &&
+    (mark.chat === undefined || typeof mark.chat === 'string')
   );
 }
 
@@ -104,8 +109,9 @@ function saveMarks(conversationId: string, marks: SentMark[]) {
   else sent.set(conversationId, JSON.stringify(marks.slice(-MAX_MARKS)));
 }
 
-export function markSent(conversationId: string, text: string, after: string | null = null) {
-  saveMarks(conversationId, [...sentMarks(conversationId), { text, after, untakenSince: Date.now() }]);
+export function markSent(conversationId: string, text: string, after: string | null = null, chat?: string) {
+  const mark: SentMark = chat === undefined ? { text, after, untakenSince: Date.now() } : { text, after, untakenSince: Date.now(), chat };
+  saveMarks(conversationId, [...sentMarks(conversationId), mark]);
 }
 
 /** The server took the oldest message of `text` not known to be taken: it cannot arrive late. */
@@ -133,26 +139,54 @@ export function forgetConversation(conversationId: string) {
   saveMarks(conversationId, []);
 }
 
+/**
+ * What must outlive a reload besides texts: the chat a first send created, and the one a first
+ * send could not be sure it created.
+ */
+const page = tabStore('chat:page:');
+
 /** Where a first send waits while its chat is being created, under the sent marks. */
 const CREATING = 'creating:';
 const creatingKey = (writtenIn: string | null) => CREATING + draftKey(writtenIn);
 
 /**
- * A first send whose chat is being created: its text has left the message box it was written in
- * (a new chat's, or a deleted conversation's), and no chat holds it yet. Cleared once the chat
- * exists and the text is marked sent there, or back in the box.
+ * A first send creating chat `chat`: its text has left the message box it was written in (a new
+ * chat's, or a deleted conversation's), and no chat holds it yet. Cleared once the chat exists and
+ * the text is marked sent there, or back in the box.
  */
-export function markCreating(writtenIn: string | null, text: string) {
-  markSent(creatingKey(writtenIn), text);
+export function markCreating(writtenIn: string | null, text: string, chat: string) {
+  markSent(creatingKey(writtenIn), text, null, chat);
 }
 
 export function clearCreating(writtenIn: string | null, text: string) {
   clearSent(creatingKey(writtenIn), text);
 }
 
+/** Where a box keeps the id of the chat its first send could not be sure it created. */
+const CHAT_TO_CREATE = 'chat-to-create:';
+
+/**
+ * The id the next first send from this box gives the chat it creates: the one a send from there
+ * tried last, if its create got no answer (the connection dropped, the page was reloaded), so that
+ * the chat that create may have made is found again rather than left behind, empty; a new one
+ * otherwise. Taken, so that a second send from the box while this one creates makes a chat of its own.
+ */
+export function takeChatToCreate(writtenIn: string | null): string {
+  const key = CHAT_TO_CREATE + draftKey(writtenIn);
+  const kept = page.get(key);
+  page.remove(key);
+  return kept ?? newConversationId();
+}
+
+/** A first send from this box did not learn whether it created chat `id`: the next one asks again. */
+export function keepChatToCreate(writtenIn: string | null, id: string) {
+  page.set(CHAT_TO_CREATE + draftKey(writtenIn), id);
+}
+
 /**
  * For the page's start: a reload while a first send's chat was being created ended that send
- * before the chat held its text, so the text goes back into the message box it was written in.
+ * before the chat held its text, so the text goes back into the message box it was written in,
+ * and the next first send from there asks for the same chat.
  */
 export function restoreFirstSendsCutOff() {
   const prefix = SENT_PREFIX + CREATING;
@@ -166,7 +200,12 @@ export function restoreFirstSendsCutOff() {
     // Storage refuses everything: nothing outlived the reload.
     return;
   }
-  for (const box of boxes) drafts.set(box, withUnsentMarks(takeSentMarks(CREATING + box))(drafts.get(box) ?? ''));
+  for (const box of boxes) {
+    const marks = takeSentMarks(CREATING + box);
+    drafts.set(box, withUnsentMarks(marks)(drafts.get(box) ?? ''));
+    const chat = marks.filter((mark) => mark.chat !== undefined).at(-1)?.chat;
+    if (chat !== undefined) page.set(CHAT_TO_CREATE + box, chat);
+  }
 }
 
 /** This tab's marks for the conversation, oldest first, forgotten as they are returned. */
@@ -176,8 +215,6 @@ export function takeSentMarks(conversationId: string): SentMark[] {
   return marks;
 }
 
-/** Where the page keeps what must outlive a reload beyond messages: the chat a first send created. */
-const page = tabStore('chat:page:');
 const CREATED_CHAT = 'created-chat';
 
 /**

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openChatCreatedAsPageWasLeft } from '../src/address';
 import { App } from '../src/App';
 import { api } from '../src/api/client';
-import { loadDraft, markSent, markTaken, restoreFirstSendsCutOff, saveDraft, sentHere } from '../src/drafts';
+import { keepChatToCreate, loadDraft, markSent, markTaken, restoreFirstSendsCutOff, saveDraft, sentHere } from '../src/drafts';
 import type { Conversation, Message } from '../src/api/types';
 import { conv, json, mockFetch, msg, sseResponse, type Route } from './helpers';
 
@@ -12,6 +12,8 @@ function fakeServer() {
   const conversations: Conversation[] = [conv('c1', 'Older chat', '2026-01-01T00:00:00Z'), conv('c2', 'Recent chat', '2026-01-03T00:00:00Z')];
   const messages: Record<string, Message[]> = { c1: [], c2: [msg('c2', 'user', 'Earlier question'), msg('c2', 'assistant', 'Earlier answer')] };
   let streamHandler: ((id: string, content: string, init: RequestInit) => Response | Promise<Response>) | null = null;
+  /** As the server: a deleted conversation's id is not used again. */
+  const deletedIds = new Set<string>();
   /** Answers GET .../stream; by default nothing is in progress (204). */
   let followHandler: (id: string, lastEventId: string | null, init: RequestInit) => Response | Promise<Response> = () => new Response(null, { status: 204 });
   const route: Route = (url, init) => {
@@ -23,8 +25,13 @@ function fakeServer() {
       return json({ items: [...conversations].sort((a, b) => b.updated_at.localeCompare(a.updated_at)), next_cursor: null });
     }
     if (path === '/api/v1/conversations' && method === 'POST') {
-      const body = JSON.parse(String(init.body)) as { title?: string };
-      const c = conv(`n${conversations.length + 1}`, body.title ?? 'New chat', '2026-02-01T00:00:00Z');
+      const body = JSON.parse(String(init.body)) as { id?: string; title?: string };
+      const existing = conversations.find((x) => x.id === body.id);
+      if (existing) return json(existing, 200);
+      if (body.id !== undefined && deletedIds.has(body.id)) {
+        return json({ status: 'error', message: 'A conversation with this id was deleted.', code: 'conversation_deleted' }, 409);
+      }
+      const c = conv(body.id ?? `n${conversations.length + 1}`, body.title ?? 'New chat', '2026-02-01T00:00:00Z');
       conversations.push(c);
       messages[c.id] = [];
       return json(c, 201);
@@ -49,6 +56,7 @@ function fakeServer() {
     }
     if (method === 'DELETE') {
       conversations.splice(conversations.indexOf(c), 1);
+      deletedIds.add(id);
       return new Response(null, { status: 204 });
     }
     return undefined;
@@ -1364,6 +1372,117 @@ describe('a message sent while its new chat is being created', () => {
     await screen.findByText('Start a new conversation');
     expect((composer() as HTMLTextAreaElement).value).toBe('First words of a new chat\ntyped meanwhile');
     expect(server.conversations.some((c) => c.title === 'First words of a new chat')).toBe(false);
+  });
+
+  it('cut off by a reload after the server made its chat, sent again from the next page, goes into that chat and makes no other', async () => {
+    // The create reaches the server, which makes the chat; the page that sent it never hears.
+    let made = '';
+    const answerLost: Route = async (url, init) => {
+      if (url.pathname !== '/api/v1/conversations' || init.method !== 'POST') return undefined;
+      const answer = (await server.route(url, init)) as Response;
+      made = ((await answer.json()) as Conversation).id;
+      return new Promise<Response>(() => undefined);
+    };
+    vi.stubGlobal('fetch', mockFetch([answerLost, server.route]).fn);
+    history.replaceState(null, '', '/#/new');
+    const page = render(<App />);
+    await screen.findByText('Start a new conversation');
+    fireEvent.change(composer(), { target: { value: 'Made before the reload' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await waitFor(() => expect(made).not.toBe(''));
+    page.unmount();
+    restoreFirstSendsCutOff();
+    vi.stubGlobal('fetch', mockFetch([server.route]).fn);
+    const chats = server.conversations.length;
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    render(<App />);
+    await screen.findByText('Start a new conversation');
+    expect((composer() as HTMLTextAreaElement).value).toBe('Made before the reload');
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await finishInNewestChat(done, 'Made before the reload');
+    expect(location.hash).toBe(`#/c/${made}`);
+    expect(server.conversations).toHaveLength(chats);
+    expect(server.messages[made]?.map((m) => m.content)).toContain('Made before the reload');
+  });
+
+  it('whose create got no answer is sent again into the chat that create made, leaving no empty one', async () => {
+    let answersLost = 1;
+    const fetched = mockFetch([
+      async (url, init) => {
+        if (url.pathname !== '/api/v1/conversations' || init.method !== 'POST' || answersLost === 0) return undefined;
+        answersLost -= 1;
+        await server.route(url, init);
+        throw new TypeError('Failed to fetch');
+      },
+      server.route,
+    ]);
+    vi.stubGlobal('fetch', fetched.fn);
+    history.replaceState(null, '', '/#/new');
+    render(<App />);
+    await screen.findByText('Start a new conversation');
+    const chats = server.conversations.length;
+    fireEvent.change(composer(), { target: { value: 'Lost on the way back' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    expect((await screen.findByRole('alert')).textContent).toContain('Cannot reach the server');
+    expect((composer() as HTMLTextAreaElement).value).toBe('Lost on the way back');
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await finishInNewestChat(done, 'Lost on the way back');
+    const creates = fetched.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations');
+    expect(creates).toHaveLength(2);
+    expect(new Set(creates.map((c) => (c.body as { id: string }).id)).size).toBe(1);
+    expect(server.conversations).toHaveLength(chats + 1);
+  });
+
+  it('asking again for a chat that was deleted since makes a new one', async () => {
+    const fetched = mockFetch([server.route]);
+    vi.stubGlobal('fetch', fetched.fn);
+    // A create that got no answer had made this chat, which was then deleted in another tab.
+    keepChatToCreate(null, 'c1');
+    await fetch('/api/v1/conversations/c1', { method: 'DELETE' });
+    history.replaceState(null, '', '/#/new');
+    render(<App />);
+    await screen.findByText('Start a new conversation');
+    const chats = server.conversations.length;
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    fireEvent.change(composer(), { target: { value: 'Into a chat of its own' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await finishInNewestChat(done, 'Into a chat of its own');
+    const creates = fetched.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations');
+    expect(creates.map((c) => (c.body as { id: string }).id)[0]).toBe('c1');
+    expect(creates).toHaveLength(2);
+    expect(server.conversations).toHaveLength(chats + 1);
+    expect(screen.queryByRole('alert')).toBeNull();
+  });
+
+  it('and a second first send from the new chat while it is created make two chats', async () => {
+    const held: (() => void)[] = [];
+    const fetched = mockFetch([
+      (url, init) => {
+        if (url.pathname !== '/api/v1/conversations' || init.method !== 'POST') return undefined;
+        return new Promise<Response | undefined>((resolve) => held.push(() => resolve(server.route(url, init) as Response)));
+      },
+      server.route,
+    ]);
+    vi.stubGlobal('fetch', fetched.fn);
+    server.onStream(() => sseResponse().response);
+    await renderLoaded();
+    const chats = server.conversations.length;
+    for (const text of ['One new chat', 'Another new chat']) {
+      await openNewChat();
+      fireEvent.change(composer(), { target: { value: text } });
+      fireEvent.keyDown(composer(), { key: 'Enter' });
+      await screen.findByRole('button', { name: 'Stop' });
+      fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
+      await screen.findByText('No messages yet');
+    }
+    await act(async () => held.forEach((release) => release()));
+    const creates = fetched.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations');
+    expect(new Set(creates.map((c) => (c.body as { id: string }).id)).size).toBe(2);
+    expect(server.conversations).toHaveLength(chats + 2);
   });
 
   it('reloaded as its chat is created, comes back to that chat, where the message is looked for, and is not offered again', () =>
@@ -2995,7 +3114,8 @@ describe('navigation', () => {
     const alert = await screen.findByRole('alert');
     expect(alert.textContent).toBe('Sending failed: content must be at most 10 characters, got 24. Your message is back in the message box.');
     const created = fetchMock.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations');
-    expect(created.map((c) => c.body)).toEqual([{}]);
+    // Its id only: no title.
+    expect(created.map((c) => Object.keys(c.body as object))).toEqual([['id']]);
     expect((composer() as HTMLTextAreaElement).value).toBe('This is far too long....');
   });
 

@@ -1,6 +1,29 @@
 import { describe, expect, it } from 'vitest';
-import { ApiClient, ApiError, GatewayTimeout, NetworkError, NotFromServer, isUnreachable } from '../src/api/client';
+import { ApiClient, ApiError, GatewayTimeout, NetworkError, NotFromServer, isUnreachable, newConversationId, newGenerationId } from '../src/api/client';
 import { json, mockFetch, msg, sseResponse } from './helpers';
+
+describe('ids chosen here', () => {
+  const uuid = (version: number) => new RegExp(`^[0-9a-f]{8}-[0-9a-f]{4}-${version}[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`);
+
+  it('are random version 4 UUIDs for replies', () => {
+    const ids = Array.from({ length: 50 }, newGenerationId);
+    for (const id of ids) expect(id).toMatch(uuid(4));
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it('are version 7 UUIDs for conversations, led by the time in ms, so they sort as made', () => {
+    const before = Date.now();
+    const ids = Array.from({ length: 50 }, newConversationId);
+    const after = Date.now();
+    for (const id of ids) {
+      expect(id).toMatch(uuid(7));
+      const ms = parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+      expect(ms).toBeGreaterThanOrEqual(before);
+      expect(ms).toBeLessThanOrEqual(after);
+    }
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+});
 
 describe('ApiClient', () => {
   it('builds URLs from the base URL and query parameters', async () => {

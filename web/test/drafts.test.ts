@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { clearSent, loadDraft, markSent, markTaken, saveDraft, sentHere, sentMarks } from '../src/drafts';
+import { clearSent, keepChatToCreate, loadDraft, markCreating, markSent, markTaken, restoreFirstSendsCutOff, saveDraft, sentHere, sentMarks, takeChatToCreate } from '../src/drafts';
 
 describe('drafts', () => {
   afterEach(() => {
@@ -16,6 +16,30 @@ describe('drafts', () => {
     saveDraft('c1', '');
     expect(loadDraft('c1')).toBe('');
     expect(sessionStorage.length).toBe(1);
+  });
+
+  it('gives each first send a new chat id, unless one from its box got no answer, whose id it asks for again once', () => {
+    const first = takeChatToCreate(null);
+    const second = takeChatToCreate(null);
+    expect(first).not.toBe(second);
+    keepChatToCreate(null, first);
+    keepChatToCreate('deleted-chat', second);
+    expect(takeChatToCreate('c1')).not.toBe(first);
+    expect(takeChatToCreate(null)).toBe(first);
+    expect(takeChatToCreate(null)).not.toBe(first);
+    expect(takeChatToCreate('deleted-chat')).toBe(second);
+  });
+
+  it('after a reload that cut a first send off, puts its text back and asks for the chat it was creating', () => {
+    markCreating(null, 'cut off', 'chat-being-made');
+    restoreFirstSendsCutOff();
+    expect(loadDraft(null)).toBe('cut off');
+    expect(takeChatToCreate(null)).toBe('chat-being-made');
+    // A mark from before chats were chosen here brings its text back alone.
+    markSent('creating:new', 'older client');
+    restoreFirstSendsCutOff();
+    expect(loadDraft(null)).toBe('older client\ncut off');
+    expect(takeChatToCreate(null)).not.toBe('chat-being-made');
   });
 
   it('knows which text this tab sent until its reply ends, over a reload and where storage refuses; the end of an earlier send keeps the mark of a later one', () => {

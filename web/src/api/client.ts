@@ -129,16 +129,33 @@ interface Cursor {
 }
 
 /**
- * A random (version 4) UUID for a reply's generation id. Built from `crypto.getRandomValues`, which
- * pages served over plain HTTP from another host than localhost have too (`crypto.randomUUID` is
- * for secure contexts only).
+ * A UUID of `version` over random bytes, `fill` setting any of them first. Built from
+ * `crypto.getRandomValues`, which pages served over plain HTTP from another host than localhost
+ * have too (`crypto.randomUUID` is for secure contexts only).
  */
-export function newGenerationId(): string {
+function newUuid(version: number, fill: (bytes: Uint8Array) => void = () => undefined): string {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  fill(bytes);
+  bytes[6] = (bytes[6] & 0x0f) | (version << 4);
   bytes[8] = (bytes[8] & 0x3f) | 0x80;
   const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** A random (version 4) UUID for a reply's generation id. */
+export function newGenerationId(): string {
+  return newUuid(4);
+}
+
+/**
+ * A version 7 UUID (the time in ms, then random bits) for a conversation this client creates, so
+ * that it sorts by creation time like the ids the server makes.
+ */
+export function newConversationId(): string {
+  return newUuid(7, (bytes) => {
+    const ms = Date.now();
+    for (let i = 0; i < 6; i += 1) bytes[i] = Math.floor(ms / 2 ** (8 * (5 - i))) % 256;
+  });
 }
 
 /** `<generation_id>:<sequence>`, or null for anything else. */
@@ -169,8 +186,12 @@ export class ApiClient {
     return this.json('GET', `/api/v1/conversations${query({ limit: opts.limit, cursor: opts.cursor })}`);
   }
 
-  createConversation(title?: string): Promise<Conversation> {
-    return this.json('POST', '/api/v1/conversations', title === undefined ? {} : { title });
+  /**
+   * With `id` (from `newConversationId`) the create may be sent again after its answer was lost:
+   * the server answers a conversation that has the id already as it is, making no second one.
+   */
+  createConversation(options: { id?: string; title?: string } = {}): Promise<Conversation> {
+    return this.json('POST', '/api/v1/conversations', options);
   }
 
   getConversation(id: string): Promise<Conversation> {

@@ -1,7 +1,7 @@
 import { Fragment, type MouseEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, newGenerationId, parseEventId, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
-import { clearCreating, clearSent, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, takeSentMarks, withUnsent, withUnsentMarks } from '../drafts';
+import { clearCreating, clearSent, keepChatToCreate, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, takeChatToCreate, takeSentMarks, withUnsent, withUnsentMarks } from '../drafts';
 import { useRetryWhileOut } from '../hooks/useRetryWhileOut';
 import { pageIsLeaving } from '../pageLeaving';
 import { Composer } from './Composer';
@@ -73,9 +73,10 @@ interface Props {
    * "New chat" and takes its title from the first message once the server takes it, so a message
    * the server refuses does not leave a conversation named after it (one whose reply then fails
    * keeps the name until another message is the first the chat holds: its text goes back to the
-   * box, most likely to be sent again).
+   * box, most likely to be sent again). With the id given, which finds the conversation an
+   * earlier try made if there is one.
    */
-  onCreate: () => Promise<Conversation>;
+  onCreate: (id: string) => Promise<Conversation>;
   /** The conversation `onCreate` made for a send from here is taken by it: open it in place of the new chat. */
   onCreated: (id: string) => void;
   /** Something was stored in the conversation: move it to the top, maybe give it a title. */
@@ -932,9 +933,10 @@ export function ConversationView({
 
     if (id === null) {
       // Until the chat exists and holds the text, a reload would lose it: the box is empty.
-      markCreating(writtenIn, text);
+      const chat = takeChatToCreate(writtenIn);
+      markCreating(writtenIn, text, chat);
       try {
-        const created = await onCreate();
+        const created = await onCreate(chat);
         id = created.id;
         untaken.conversation = id;
         // Left meanwhile, the user stays where they went; the message goes on into its chat, unseen.
@@ -956,6 +958,8 @@ export function ConversationView({
         // Cut by a reload: the next page puts the text back by its mark.
         if (pageIsLeaving()) return;
         clearCreating(writtenIn, text);
+        // The server may have made the chat and its answer been lost: the next try asks for it again.
+        keepChatToCreate(writtenIn, chat);
         if (gen === generation.current) fail(err);
         else keepDraft(writtenIn, text, whySendFailed(err));
         return;
