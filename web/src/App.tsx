@@ -1,5 +1,5 @@
 import { type KeyboardEvent, type MouseEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { ApiError, api, errorMessage, isConversationGone, isUnreachable, newConversationId } from './api/client';
+import { ApiError, api, errorMessage, isConversationGone, isUnreachable } from './api/client';
 import { joinTabs, type TabSync } from './api/sync';
 import type { Conversation, Page } from './api/types';
 import { ConversationView } from './components/ConversationView';
@@ -341,17 +341,9 @@ export function App() {
 
   const createConversation = useCallback(async (id: string) => {
     creating.current += 1;
-    const c = await api
-      .createConversation({ id })
-      .catch((err: unknown) => {
-        // An id kept from a create that got no answer, whose chat was deleted since: the server
-        // uses no id twice, so the send makes its chat anew.
-        if (err instanceof ApiError && err.code === 'conversation_deleted') return api.createConversation({ id: newConversationId() });
-        throw err;
-      })
-      .finally(() => {
-        creating.current -= 1;
-      });
+    const c = await api.createConversation({ id }).finally(() => {
+      creating.current -= 1;
+    });
     learn(c);
     tabs.current?.post({ kind: 'upserted', conversation: c });
     setSidebarError(null);

@@ -109,9 +109,8 @@ function saveMarks(conversationId: string, marks: SentMark[]) {
   else sent.set(conversationId, JSON.stringify(marks.slice(-MAX_MARKS)));
 }
 
-export function markSent(conversationId: string, text: string, after: string | null = null, chat?: string) {
-  const mark: SentMark = chat === undefined ? { text, after, untakenSince: Date.now() } : { text, after, untakenSince: Date.now(), chat };
-  saveMarks(conversationId, [...sentMarks(conversationId), mark]);
+export function markSent(conversationId: string, text: string, after: string | null = null) {
+  saveMarks(conversationId, [...sentMarks(conversationId), { text, after, untakenSince: Date.now() }]);
 }
 
 /** The server took the oldest message of `text` not known to be taken: it cannot arrive late. */
@@ -137,6 +136,7 @@ export function clearSent(conversationId: string, text: string) {
 export function forgetConversation(conversationId: string) {
   saveDraft(conversationId, '');
   saveMarks(conversationId, []);
+  page.remove(CHAT_TO_CREATE + draftKey(conversationId));
 }
 
 /**
@@ -155,7 +155,8 @@ const creatingKey = (writtenIn: string | null) => CREATING + draftKey(writtenIn)
  * the text is marked sent there, or back in the box.
  */
 export function markCreating(writtenIn: string | null, text: string, chat: string) {
-  markSent(creatingKey(writtenIn), text, null, chat);
+  const key = creatingKey(writtenIn);
+  saveMarks(key, [...sentMarks(key), { text, after: null, chat }]);
 }
 
 export function clearCreating(writtenIn: string | null, text: string) {

@@ -31,7 +31,8 @@ function fakeServer() {
       if (body.id !== undefined && deletedIds.has(body.id)) {
         return json({ status: 'error', message: 'A conversation with this id was deleted.', code: 'conversation_deleted' }, 409);
       }
-      const c = conv(body.id ?? `n${conversations.length + 1}`, body.title ?? 'New chat', '2026-02-01T00:00:00Z');
+      // As the server makes it: created and updated at the same moment.
+      const c = { ...conv(body.id ?? `n${conversations.length + 1}`, body.title ?? 'New chat', '2026-02-01T00:00:00Z'), created_at: '2026-02-01T00:00:00Z' };
       conversations.push(c);
       messages[c.id] = [];
       return json(c, 201);
@@ -1458,6 +1459,28 @@ describe('a message sent while its new chat is being created', () => {
     expect(screen.queryByRole('alert')).toBeNull();
   });
 
+  it('asking again for a chat that was written in since makes a new one', async () => {
+    const fetched = mockFetch([server.route]);
+    vi.stubGlobal('fetch', fetched.fn);
+    // A create that got no answer had made c2, which was then opened from the list and written in.
+    keepChatToCreate(null, 'c2');
+    history.replaceState(null, '', '/#/new');
+    render(<App />);
+    await screen.findByText('Start a new conversation');
+    const chats = server.conversations.length;
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    fireEvent.change(composer(), { target: { value: 'Not into an old chat' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await waitFor(() => expect(server.conversations).toHaveLength(chats + 1));
+    await finishInNewestChat(done, 'Not into an old chat');
+    const creates = fetched.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations');
+    expect(creates.map((c) => (c.body as { id: string }).id)[0]).toBe('c2');
+    expect(creates).toHaveLength(2);
+    expect(server.conversations).toHaveLength(chats + 1);
+    expect(server.messages.c2?.map((m) => m.content)).not.toContain('Not into an old chat');
+  });
+
   it('and a second first send from the new chat while it is created make two chats', async () => {
     const held: (() => void)[] = [];
     const fetched = mockFetch([
@@ -1469,6 +1492,9 @@ describe('a message sent while its new chat is being created', () => {
     ]);
     vi.stubGlobal('fetch', fetched.fn);
     server.onStream(() => sseResponse().response);
+    // The first send asks for the chat a create that got no answer may have made; the second, sent
+    // while the first still creates, for a chat of its own.
+    keepChatToCreate(null, 'kept');
     await renderLoaded();
     const chats = server.conversations.length;
     for (const text of ['One new chat', 'Another new chat']) {
@@ -1481,7 +1507,9 @@ describe('a message sent while its new chat is being created', () => {
     }
     await act(async () => held.forEach((release) => release()));
     const creates = fetched.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations');
-    expect(new Set(creates.map((c) => (c.body as { id: string }).id)).size).toBe(2);
+    const ids = creates.map((c) => (c.body as { id: string }).id);
+    expect(ids[0]).toBe('kept');
+    expect(new Set(ids).size).toBe(2);
     expect(server.conversations).toHaveLength(chats + 2);
   });
 
@@ -1592,7 +1620,7 @@ describe('a message sent while its new chat is being created', () => {
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('sent while leaving'));
   });
 
-  it('stopped and then left while its chat is created, goes back where it was written', async () => {
+  it('stopped and then left while its chat is created, goes back where it was written, and is sent again into that chat', async () => {
     const creation = slowCreation();
     vi.stubGlobal('fetch', mockFetch([creation.route, server.route]).fn);
     await renderLoaded();
@@ -1603,8 +1631,19 @@ describe('a message sent while its new chat is being created', () => {
     fireEvent.click(screen.getByRole('button', { name: 'Older chat' }));
     await screen.findByText('No messages yet');
     await act(async () => creation.release());
+    const made = server.conversations.at(-1)?.id ?? '';
+    const chats = server.conversations.length;
     await openNewChat();
     await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Stopped, then left'));
+    vi.stubGlobal('fetch', mockFetch([server.route]).fn);
+    const done = sseResponse();
+    server.onStream(() => done.response);
+    // Enter so soon after Stop is held back, as the second press of a double press.
+    await act(() => new Promise((resolve) => setTimeout(resolve, 650)));
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await finishInNewestChat(done, 'Stopped, then left');
+    await waitFor(() => expect(location.hash).toBe(`#/c/${made}`));
+    expect(server.conversations).toHaveLength(chats);
   });
 
   it.each([

@@ -144,6 +144,47 @@ async fn an_append_that_waited_for_another_writer_succeeds_whatever_the_database
     assert_eq!(stored.assistant_message.position, 2);
 }
 
+/// A create under the id of a conversation whose deletion is being committed waits for the
+/// deletion, then finds the id taken: a check made in the insert's own snapshot, from before the
+/// deletion committed, would bring the conversation back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_racing_the_deletion_of_its_id_is_refused() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let repository = Arc::new(connect(&database).await);
+    let doomed = created_conversation(&repository, "Doomed").await;
+    let mut deleting = diesel::PgConnection::establish(database.url()).unwrap();
+    deleting
+        .batch_execute(&format!(
+            "BEGIN; DELETE FROM conversations WHERE id = '{id}'; \
+             INSERT INTO deleted_conversations (id, deleted_at) VALUES ('{id}', 0)",
+            id = doomed.id
+        ))
+        .unwrap();
+    let create = {
+        let repository = Arc::clone(&repository);
+        let again = doomed.clone();
+        tokio::spawn(async move { repository.create_conversation(&again).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!create.is_finished(), "the create waits for the deletion");
+    deleting.batch_execute("COMMIT").unwrap();
+
+    let created = create.await.unwrap();
+    assert!(
+        matches!(created, Err(RepositoryError::Conflict)),
+        "{created:?}"
+    );
+    assert!(matches!(
+        repository.get_conversation(doomed.id).await,
+        Err(RepositoryError::NotFound)
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_appending_to_one_conversation_keep_positions_gap_free() {
     let Some(database) = TestDatabase::create().await else {

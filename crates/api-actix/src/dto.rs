@@ -234,6 +234,7 @@ pub(crate) struct CreateConversationRequest {
     /// The id the conversation is to have, chosen by the client (a random UUID, new for every
     /// conversation) so that a create retried after its answer was lost finds the conversation
     /// the first try made instead of making a second. Without it the server chooses one.
+    #[serde(default)]
     #[schema(format = Uuid)]
     pub id: Option<String>,
 }

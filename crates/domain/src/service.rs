@@ -31,6 +31,7 @@ impl Default for ChatServiceConfig {
 /// What creating a conversation under an id its client chose did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Creation {
+    /// Stored by this call.
     Created(Conversation),
     /// A conversation had the id already: most likely made by an earlier try of the same create.
     Existing(Conversation),
@@ -117,17 +118,32 @@ impl ChatService {
         title: Option<&str>,
     ) -> Result<Creation, ChatError> {
         let conversation = new_conversation(id, title)?;
-        match self.repository.create_conversation(&conversation).await {
-            Ok(()) => return Ok(Creation::Created(conversation)),
-            Err(RepositoryError::Conflict) => {}
-            Err(other) => return Err(other.into()),
+        // Found taken, then not there: deleted, before this create or since it found the id
+        // taken; for good, except the default conversation, which is made again.
+        let attempts = if id == ConversationId::DEFAULT {
+            DEFAULT_CONVERSATION_CREATIONS
+        } else {
+            1
+        };
+        for _ in 0..attempts {
+            match self.repository.create_conversation(&conversation).await {
+                Ok(()) => return Ok(Creation::Created(conversation)),
+                Err(RepositoryError::Conflict) => {}
+                Err(other) => return Err(other.into()),
+            }
+            match self.repository.get_conversation(id).await {
+                Ok(existing) => return Ok(Creation::Existing(existing)),
+                Err(RepositoryError::NotFound) => {}
+                Err(other) => return Err(other.into()),
+            }
         }
-        match self.repository.get_conversation(id).await {
-            Ok(existing) => Ok(Creation::Existing(existing)),
-            // Taken, yet not there: deleted, before this create or since it found the id taken.
-            Err(RepositoryError::NotFound) => Err(ChatError::DeletedConversationId),
-            Err(other) => Err(other.into()),
+        if id == ConversationId::DEFAULT {
+            return Err(RepositoryError::Unavailable(
+                "the default conversation was deleted each time it was found to exist".to_owned(),
+            )
+            .into());
         }
+        Err(ChatError::DeletedConversationId)
     }
 
     pub async fn get_conversation(&self, id: ConversationId) -> Result<Conversation, ChatError> {
@@ -756,6 +772,33 @@ mod tests {
             matches!(created, Err(ChatError::DeletedConversationId)),
             "{created:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_default_conversation_deleted_as_a_create_finds_it_is_made_again() {
+        let mut repository = MockChatRepository::new();
+        let mut seq = mockall::Sequence::new();
+        repository
+            .expect_create_conversation()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Err(RepositoryError::Conflict));
+        repository
+            .expect_get_conversation()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Err(RepositoryError::NotFound));
+        repository
+            .expect_create_conversation()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(()));
+        let service = service(repository, assistant_replying("ok"));
+
+        let created = service
+            .create_conversation_with_id(ConversationId::DEFAULT, None)
+            .await;
+        assert!(matches!(created, Ok(Creation::Created(_))), "{created:?}");
     }
 
     #[tokio::test]

@@ -20,6 +20,8 @@ enum Defect {
     CursorOnFullLastPage,
     /// Stores the user message even when the reply's id conflicts.
     HalfExchangeOnConflict,
+    /// Lets a deleted conversation's id be used again.
+    ForgetsDeletedIds,
 }
 
 type Store = HashMap<ConversationId, (Conversation, Vec<Message>)>;
@@ -104,7 +106,7 @@ impl ChatRepository for MemoryRepository {
     async fn delete_conversation(&self, id: ConversationId) -> Result<(), RepositoryError> {
         let mut state = self.state.lock().unwrap();
         state.remove(&id).ok_or(RepositoryError::NotFound)?;
-        if id != ConversationId::DEFAULT {
+        if id != ConversationId::DEFAULT && !matches!(self.defect, Defect::ForgetsDeletedIds) {
             self.deleted_ids.lock().unwrap().insert(id);
         }
         Ok(())
@@ -283,6 +285,14 @@ async fn planted_defects_fail_the_contract_they_break() {
         fails(
             Defect::HalfExchangeOnConflict,
             append_with_duplicate_message_id_conflicts_and_stores_nothing
+        )
+        .await
+    );
+    assert!(!fails(Defect::None, a_deleted_conversations_id_is_not_used_again).await);
+    assert!(
+        fails(
+            Defect::ForgetsDeletedIds,
+            a_deleted_conversations_id_is_not_used_again
         )
         .await
     );

@@ -69,6 +69,11 @@ export function isConversationGone(err: unknown): boolean {
   return err instanceof ApiError && err.code === 'conversation_not_found';
 }
 
+/** A create under the id of a conversation deleted since: the server uses no id twice. */
+export function isDeletedConversationId(err: unknown): boolean {
+  return err instanceof ApiError && err.code === 'conversation_deleted';
+}
+
 /** A refusal of the moment (429, 503, both with Retry-After): the same request may succeed soon. */
 export function isBusy(err: unknown): boolean {
   return err instanceof ApiError && (err.status === 429 || err.status === 503);

@@ -1,5 +1,5 @@
 import { Fragment, type MouseEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isUnreachable, newGenerationId, parseEventId, replyFailed } from '../api/client';
+import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isDeletedConversationId, isUnreachable, newConversationId, newGenerationId, parseEventId, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
 import { clearCreating, clearSent, keepChatToCreate, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, takeChatToCreate, takeSentMarks, withUnsent, withUnsentMarks } from '../drafts';
 import { useRetryWhileOut } from '../hooks/useRetryWhileOut';
@@ -933,10 +933,22 @@ export function ConversationView({
 
     if (id === null) {
       // Until the chat exists and holds the text, a reload would lose it: the box is empty.
-      const chat = takeChatToCreate(writtenIn);
+      let chat = takeChatToCreate(writtenIn);
       markCreating(writtenIn, text, chat);
       try {
-        const created = await onCreate(chat);
+        let created = await onCreate(chat).catch((err: unknown) => {
+          if (isDeletedConversationId(err)) return null;
+          throw err;
+        });
+        // An id kept from a create that got no answer names a chat that is not this send's once
+        // it was deleted (ids are used once) or written in since (opened from the list, or in a
+        // duplicated tab, which shares the kept id): the send makes a chat of its own.
+        if (created === null || created.updated_at !== created.created_at) {
+          clearCreating(writtenIn, text);
+          chat = newConversationId();
+          markCreating(writtenIn, text, chat);
+          created = await onCreate(chat);
+        }
         id = created.id;
         untaken.conversation = id;
         // Left meanwhile, the user stays where they went; the message goes on into its chat, unseen.
@@ -974,8 +986,9 @@ export function ConversationView({
       untakenSends.current.delete(untaken);
       if (gen !== generation.current) {
         // Stopped, then left (or the view went away), while the new chat was being created: the
-        // text waits where it was written.
+        // text waits where it was written, and the next send from there goes into that chat.
         keepDraft(writtenIn, text, STOPPED_BEFORE_SENDING);
+        keepChatToCreate(writtenIn, convId);
         return;
       }
       // Stopped while the new chat was being created: nothing was sent.
