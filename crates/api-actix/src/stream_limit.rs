@@ -3,11 +3,17 @@
 //! its limit); the slot is held by the response body and, for a new reply, by its generation too,
 //! and given back once both are done. A client that hangs up does not get it back while its reply
 //! still runs: otherwise hanging up at once would start any number of replies.
+//!
+//! The server learns that a client went away (a tab reloaded or closed) only when a write to it
+//! fails, and while a model thinks nothing is written for seconds: a client at its limit would be
+//! refused for its own dead streams. So before refusing, its open streams are asked to write a
+//! comment twice, a moment apart; the second write to a closed connection fails and frees its slot.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +23,7 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage, HttpRequest};
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 
 use crate::client_ip::client_key;
 use crate::rate_limit::too_many;
@@ -27,8 +34,29 @@ use crate::state::AppState;
 #[derive(Debug)]
 pub(crate) struct StreamSlots {
     max_per_client: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<IpAddr, ClientStreams>>,
 }
+
+#[derive(Debug, Default)]
+struct ClientStreams {
+    slots: usize,
+    /// The response bodies among them, which can be asked to write.
+    bodies: Vec<Weak<WriteRequest>>,
+}
+
+/// A response body's flag: write a comment at the next chance.
+#[derive(Debug, Default)]
+struct WriteRequest {
+    asked: AtomicBool,
+    waker: AtomicWaker,
+}
+
+/// What a probed stream writes; SSE clients skip comments.
+const PROBE_COMMENT: &[u8] = b": are you there\n\n";
+
+/// Between the two writes of a probe: the closed connection's reset must have come back by the
+/// second (well under a millisecond on a LAN, a round trip across the internet).
+const PROBE_PAUSE: Duration = Duration::from_millis(100);
 
 /// One open stream of one client; dropping it frees the slot.
 #[derive(Debug)]
@@ -63,11 +91,11 @@ impl StreamSlots {
     /// A slot for `client`, or `None` when it has `max_per_client` streams open already.
     pub(crate) fn try_acquire(self: &Arc<Self>, client: IpAddr) -> Option<StreamSlot> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(client).or_insert(0);
-        if *count >= self.max_per_client {
+        let streams = open.entry(client).or_default();
+        if streams.slots >= self.max_per_client {
             return None;
         }
-        *count += 1;
+        streams.slots += 1;
         metrics::gauge!("http_streams_open").increment(1.0);
         Some(StreamSlot {
             slots: Arc::clone(self),
@@ -75,9 +103,49 @@ impl StreamSlots {
         })
     }
 
+    /// [`Self::try_acquire`], after the client's open streams have each written twice, so that
+    /// those whose connection is closed have given their slots back.
+    async fn acquire_after_probing(self: &Arc<Self>, client: IpAddr) -> Option<StreamSlot> {
+        for _ in 0..2 {
+            self.ask_bodies_to_write(client);
+            tokio::time::sleep(PROBE_PAUSE).await;
+        }
+        self.try_acquire(client)
+    }
+
+    fn ask_bodies_to_write(&self, client: IpAddr) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(streams) = open.get_mut(&client) else {
+            return;
+        };
+        streams.bodies.retain(|body| match body.upgrade() {
+            Some(body) => {
+                body.asked.store(true, Ordering::Release);
+                body.waker.wake();
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// The flag by which the body of `slot`'s stream is asked to write.
+    fn write_request(&self, slot: &StreamSlot) -> Arc<WriteRequest> {
+        let request = Arc::new(WriteRequest::default());
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(streams) = open.get_mut(&slot.client) {
+            streams.bodies.retain(|body| body.strong_count() > 0);
+            streams.bodies.push(Arc::downgrade(&request));
+        }
+        request
+    }
+
     #[cfg(test)]
     fn open_for(&self, client: IpAddr) -> usize {
-        self.open.lock().unwrap().get(&client).copied().unwrap_or(0)
+        self.open
+            .lock()
+            .unwrap()
+            .get(&client)
+            .map_or(0, |streams| streams.slots)
     }
 }
 
@@ -88,9 +156,9 @@ impl Drop for StreamSlot {
             .open
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(streams) = open.get_mut(&self.client) {
+            streams.slots -= 1;
+            if streams.slots == 0 {
                 open.remove(&self.client);
             }
         }
@@ -98,9 +166,11 @@ impl Drop for StreamSlot {
     }
 }
 
-/// A response body that holds its client's stream slot until it is dropped.
+/// A response body that holds its client's stream slot until it is dropped, and writes a
+/// comment between its events when asked to (when comments may be sent).
 struct SlotBody {
     body: BoxBody,
+    write_request: Option<Arc<WriteRequest>>,
     _slot: HeldStreamSlot,
 }
 
@@ -115,7 +185,15 @@ impl MessageBody for SlotBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_next(cx)
+        let this = self.get_mut();
+        if let Some(request) = &this.write_request {
+            request.waker.register(cx.waker());
+            // Each item of the stream is a whole event, so a comment here falls between two.
+            if request.asked.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(Some(Ok(Bytes::from_static(PROBE_COMMENT))));
+            }
+        }
+        Pin::new(&mut this.body).poll_next(cx)
     }
 }
 
@@ -156,15 +234,21 @@ async fn limit(
         .filter(|state| streams && state.limits.streams.max_per_client > 0)
         .and_then(|state| {
             let client = client_key(&request, &state.settings.trusted_proxies)?;
-            Some((Arc::clone(&state.limits.streams), client))
+            // Comments are written only to clients that take them (as keep-alives).
+            let probe = state.settings.stream_keep_alive.is_some();
+            Some((Arc::clone(&state.limits.streams), client, probe))
         });
-    let Some((slots, client)) = wanted else {
+    let Some((slots, client, probe)) = wanted else {
         return next
             .call(request)
             .await
             .map(ServiceResponse::map_into_boxed_body);
     };
-    let Some(slot) = slots.try_acquire(client) else {
+    let slot = match slots.try_acquire(client) {
+        None if probe => slots.acquire_after_probing(client).await,
+        acquired => acquired,
+    };
+    let Some(slot) = slot else {
         metrics::counter!("http_streams_rejected_total").increment(1);
         let response = too_many(
             &request,
@@ -174,6 +258,7 @@ async fn limit(
         );
         return Ok(request.into_response(response));
     };
+    let write_request = probe.then(|| slots.write_request(&slot));
     let slot = HeldStreamSlot {
         _slot: Arc::new(slot),
     };
@@ -186,6 +271,7 @@ async fn limit(
     Ok(response.map_body(|_, body| {
         BoxBody::new(SlotBody {
             body: body.boxed(),
+            write_request,
             _slot: slot,
         })
     }))
@@ -206,5 +292,44 @@ mod tests {
         drop(first);
         assert_eq!(slots.open_for(client), 1);
         assert!(slots.try_acquire(client).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_body_asked_to_write_sends_a_comment_between_its_events() {
+        use futures::{FutureExt, StreamExt};
+
+        let slots = Arc::new(StreamSlots::new(1));
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let slot = slots.try_acquire(client).unwrap();
+        let write_request = slots.write_request(&slot);
+        let (events, received) = futures::channel::mpsc::unbounded::<Bytes>();
+        let mut body = SlotBody {
+            body: BoxBody::new(actix_web::body::BodyStream::new(
+                received.map(Ok::<_, std::convert::Infallible>),
+            )),
+            write_request: Some(write_request),
+            _slot: HeldStreamSlot {
+                _slot: Arc::new(slot),
+            },
+        };
+        let next = |body: &mut SlotBody| {
+            futures::future::poll_fn(|cx| Pin::new(&mut *body).poll_next(cx)).now_or_never()
+        };
+
+        assert!(next(&mut body).is_none(), "nothing to write yet");
+        events
+            .unbounded_send(Bytes::from_static(b"event: delta\n\n"))
+            .unwrap();
+        slots.ask_bodies_to_write(client);
+        let written: Vec<Bytes> = [next(&mut body), next(&mut body)]
+            .into_iter()
+            .map(|item| item.flatten().unwrap().unwrap())
+            .collect();
+        assert_eq!(written, [PROBE_COMMENT, b"event: delta\n\n"]);
+        assert!(next(&mut body).is_none(), "one comment per request");
+
+        drop(body);
+        assert_eq!(slots.open_for(client), 0);
+        slots.ask_bodies_to_write(client);
     }
 }

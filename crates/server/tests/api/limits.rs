@@ -365,6 +365,49 @@ async fn a_client_that_hangs_up_gets_its_slot_back_when_its_reply_ends() {
     assert!(text.contains("event: done"), "{text}");
 }
 
+/// A tab reloaded or closed while the model thinks leaves a stream the server cannot tell is gone,
+/// as nothing is written to it. At its limit, a client's streams are made to write before it is
+/// refused, and those whose connection is closed give their slots back.
+#[tokio::test]
+async fn streams_gone_while_nothing_is_written_give_their_slots_back_before_a_refusal() {
+    let app = TestApp::builder()
+        .with("CHAT__LIMITS__MAX_STREAMS_PER_CLIENT", 3)
+        .with("CHAT__ASSISTANT__DUMMY__WORD_DELAY_MS", 60_000)
+        .spawn()
+        .await;
+    let id = app.new_conversation().await;
+    let reply = open_stream_of(&app, &id, None, 3).await;
+    assert_eq!(reply.status(), 200);
+    let path = format!("/api/v1/conversations/{id}/stream");
+    let follow = || {
+        app.client
+            .get(app.url(&path))
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    let reloaded = [follow().await.unwrap(), follow().await.unwrap()];
+    assert!(reloaded.iter().all(|tab| tab.status() == 200));
+    drop(reloaded);
+
+    let asked = Instant::now();
+    let followed = follow().await.unwrap();
+    assert_eq!(
+        followed.status(),
+        200,
+        "refused for streams whose client is gone"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    let another = follow().await.unwrap();
+    assert_eq!(another.status(), 200);
+    // Streams whose client is still there keep their slots.
+    assert_eq!(follow().await.unwrap().status(), 429);
+    drop((reply, followed, another));
+}
+
 #[tokio::test]
 async fn a_head_of_a_reply_being_followed_holds_no_stream_slot() {
     let app = slowly_streaming(2).spawn().await;
@@ -605,15 +648,11 @@ async fn a_follower_gone_while_the_reply_is_silent_frees_its_slot_at_a_keep_aliv
     let follower = follow().await.unwrap();
     assert_eq!(follower.status(), 200);
     drop(follower);
-    assert_eq!(follow().await.unwrap().status(), 429, "both slots taken");
 
-    // The reply's next word is 8 s away; keep-alives come every second.
+    // The reply's next word is 8 s away; keep-alives come every second. Watched on the gauge: a
+    // stream asked for now would have the client's streams probed at once.
     let started = Instant::now();
-    loop {
-        let again = follow().await.unwrap();
-        if again.status() == 200 {
-            break;
-        }
+    while streams_open(&app).await != 1 {
         assert!(
             started.elapsed() < Duration::from_secs(6),
             "the slot was still taken after {:?}",
@@ -622,4 +661,13 @@ async fn a_follower_gone_while_the_reply_is_silent_frees_its_slot_at_a_keep_aliv
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     drop(sender);
+}
+
+async fn streams_open(app: &TestApp) -> u64 {
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("http_streams_open "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the open streams gauge")
 }
