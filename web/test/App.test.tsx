@@ -1060,6 +1060,41 @@ describe('App', () => {
       expect(screen.queryByRole('button', { name: 'Retry' })).toBeNull();
     });
 
+    it('follows no reply while hidden, and follows it again from its start once shown', async () => {
+      const G = 'eeeeeeee-0000-4000-8000-000000000006';
+      const ev = (seq: number, event: string, data: unknown) => `id: ${G}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+      const follows: { signal: AbortSignal | null | undefined; sse: ReturnType<typeof sseResponse> }[] = [];
+      server.onFollow((_id, _last, init) => {
+        const sse = sseResponse();
+        follows.push({ signal: init.signal, sse });
+        return sse.response;
+      });
+      await renderLoaded();
+      await waitFor(() => expect(follows).toHaveLength(1));
+      const first = follows[0]!;
+      await act(async () => first.sse.send(ev(1, 'start', { generation_id: G, conversation_id: 'c2', content: 'Asked elsewhere' }) + ev(2, 'delta', { text: 'Answering' })));
+      expect(await within(screen.getByRole('log')).findByText('Answering')).toBeTruthy();
+
+      act(() => {
+        hidden = true;
+        document.dispatchEvent(new Event('visibilitychange'));
+      });
+      expect(first.signal?.aborted).toBe(true);
+      await waitFor(() => expect(within(screen.getByRole('log')).queryByText('Answering')).toBeNull());
+      // Another tab's reply beginning here is not followed while hidden either.
+      act(() => new BroadcastChannel('chat-tabs').postMessage({ kind: 'replying', id: 'c2' }));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(follows).toHaveLength(1);
+
+      act(() => {
+        hidden = false;
+        document.dispatchEvent(new Event('visibilitychange'));
+      });
+      await waitFor(() => expect(follows).toHaveLength(2));
+      await act(async () => follows[1]!.sse.send(ev(1, 'start', { generation_id: G, conversation_id: 'c2', content: 'Asked elsewhere' }) + ev(2, 'delta', { text: 'Answering, shown again' })));
+      expect(await within(screen.getByRole('log')).findByText('Answering, shown again')).toBeTruthy();
+    });
+
     it('shows a reply another device is getting when the tab comes back', async () => {
       const G = 'eeeeeeee-0000-4000-8000-000000000005';
       const ev = (seq: number, event: string, data: unknown) => `id: ${G}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;

@@ -194,6 +194,10 @@ export function ConversationView({
   loadRef.current = load;
   /** Set by the first load of a conversation: follow a reply in progress once the messages are in. */
   const followRef = useRef<(id: string, opening: boolean) => void>(() => undefined);
+  /** The follow of a reply in flight (never a send's own stream), which hiding the tab ends. */
+  const followingRef = useRef<AbortController | null>(null);
+  /** A follow not made, or ended, while the tab was hidden: made once it is shown. */
+  const followWhenShown = useRef(false);
   const shownId = useRef<string | null>(conversationId);
   // Saved as typed, so switching away and back, or reloading the page, loses nothing.
   useEffect(() => saveDraft(shownId.current, draft), [draft]);
@@ -308,6 +312,30 @@ export function ConversationView({
     followedElsewhere.current = replyingElsewhere;
     if (idle && load.kind === 'ready') followRef.current(id, false);
   }, [replyingElsewhere, idle, load.kind]);
+
+  // A tab in the background follows no reply. Browsers give a site six connections over HTTP/1.1,
+  // shared by all its tabs: replies followed in several tabs would take them all (a Stop or a
+  // reload would then wait for a reply to end), and each counts against the server's streams per
+  // client. Shown again, the tab reads what it missed and follows a reply still running from its
+  // start.
+  useEffect(() => {
+    const onVisibility = () => {
+      const id = shownId.current;
+      if (document.hidden) {
+        const following = followingRef.current;
+        if (following === null) return;
+        followWhenShown.current = true;
+        following.abort();
+        setPending(null);
+      } else if (followWhenShown.current && id !== null) {
+        followWhenShown.current = false;
+        // refreshNewest reads only refs and setters: no dependency of its own.
+        refreshNewest(id);
+      }
+    };
+    document.addEventListener('visibilitychange', onVisibility);
+    return () => document.removeEventListener('visibilitychange', onVisibility);
+  }, []);
 
   // Deleted while open here (in another tab), or opened again with Back after its deletion: say
   // so, and let the next send start a new chat.
@@ -761,8 +789,13 @@ export function ConversationView({
     // A reply being waited for after Stop or a lost connection is shown, or given back, by that
     // wait; a second way to it would give the text back twice.
     if (abortRef.current || waits.current.size > 0) return;
+    if (document.hidden) {
+      followWhenShown.current = true;
+      return;
+    }
     const controller = new AbortController();
     abortRef.current = controller;
+    followingRef.current = controller;
     stoppedRef.current = false;
     const gen = generation.current;
     let shown = false;
@@ -874,6 +907,7 @@ export function ConversationView({
       )
       .finally(() => {
         if (abortRef.current === controller) abortRef.current = null;
+        if (followingRef.current === controller) followingRef.current = null;
         const after = followNextAfter;
         if (after === null) return;
         setTimeout(() => {
