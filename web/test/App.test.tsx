@@ -1060,6 +1060,22 @@ describe('App', () => {
       expect(screen.queryByRole('button', { name: 'Retry' })).toBeNull();
     });
 
+    it('refused a follow while another device\'s reply ran and was stored, shows it once let in', () =>
+      inFakeTime(async () => {
+        let follows = 0;
+        server.onFollow(() => {
+          follows += 1;
+          if (follows > 1) return new Response(null, { status: 204 });
+          // Meanwhile the other device's exchange is stored.
+          server.messages.c2?.push(msg('c2', 'user', 'Asked on my laptop'), msg('c2', 'assistant', 'Answered while refused'));
+          return json({ status: 'error', message: 'Too many replies are streaming to this client.', code: 'too_many_streams' }, 429, { 'Retry-After': '1' });
+        });
+        await renderLoaded();
+        await passTime(1_100);
+        expect(follows).toBeGreaterThanOrEqual(2);
+        expect(await within(screen.getByRole('log')).findByText('Answered while refused')).toBeTruthy();
+      }));
+
     it('follows no reply while hidden, and follows it again from its start once shown', async () => {
       const G = 'eeeeeeee-0000-4000-8000-000000000006';
       const ev = (seq: number, event: string, data: unknown) => `id: ${G}:${seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;

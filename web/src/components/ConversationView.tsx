@@ -784,8 +784,10 @@ export function ConversationView({
    * Follows a reply in progress in the conversation just opened (`GET .../stream`), e.g. after a
    * reload or on coming back to it: shows the user's message from the `start` event and the reply
    * so far, then streams the rest with Stop, exactly like a reply to a message sent here.
+   * `afterRefusal`: asked again after a refusal (429, 503, out of reach), during which a reply
+   * may have come and been stored without this tab hearing of it.
    */
-  const followReply = (convId: string, opening: boolean) => {
+  const followReply = (convId: string, opening: boolean, afterRefusal = false) => {
     // A reply being waited for after Stop or a lost connection is shown, or given back, by that
     // wait; a second way to it would give the text back twice.
     if (abortRef.current || waits.current.size > 0) return;
@@ -855,6 +857,9 @@ export function ConversationView({
             // Not at once: behind replicas with logs of their own, the next ask may find the
             // reply again on the replica running it.
             followNextAfter = RELOAD_DELAY_MS;
+          } else if (afterRefusal) {
+            // Reads what came while refused (from another device, say), and asks once more.
+            refreshNewest(convId);
           } else {
             recoverSent(convId, opening);
           }
@@ -874,7 +879,7 @@ export function ConversationView({
             // server without the route) means nothing to follow.
             if (isBusy(err) || isUnreachable(err)) {
               setTimeout(() => {
-                if (gen === generation.current) followReply(convId, opening);
+                if (gen === generation.current) followReply(convId, opening, true);
               }, retryDelayMs(err));
             }
             return;
