@@ -1488,12 +1488,16 @@ describe('a message sent while its new chat is being created', () => {
     expect(server.conversations).toHaveLength(chats + 1);
   });
 
-  it('asking again for a chat that was deleted since makes a new one', async () => {
+  it.each([
+    // A create that got no answer had made the chat, which was then deleted in another tab.
+    ['deleted since', 'c1', () => fetch('/api/v1/conversations/c1', { method: 'DELETE' })],
+    // A create that got no answer had made the chat, which was then opened from the list and written in.
+    ['written in since', 'c2', () => Promise.resolve()],
+  ])('asking again for a chat %s makes a new one', async (_, kept, meanwhile) => {
     const fetched = mockFetch([server.route]);
     vi.stubGlobal('fetch', fetched.fn);
-    // A create that got no answer had made this chat, which was then deleted in another tab.
-    keepChatToCreate(null, 'c1');
-    await fetch('/api/v1/conversations/c1', { method: 'DELETE' });
+    keepChatToCreate(null, kept);
+    await meanwhile();
     history.replaceState(null, '', '/#/new');
     render(<App />);
     await screen.findByText('Start a new conversation');
@@ -1502,34 +1506,15 @@ describe('a message sent while its new chat is being created', () => {
     server.onStream(() => done.response);
     fireEvent.change(composer(), { target: { value: 'Into a chat of its own' } });
     fireEvent.keyDown(composer(), { key: 'Enter' });
+    await waitFor(() => expect(server.conversations).toHaveLength(chats + 1));
     await finishInNewestChat(done, 'Into a chat of its own');
     const creates = fetched.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations');
-    expect(creates.map((c) => (c.body as { id: string }).id)[0]).toBe('c1');
-    expect(creates).toHaveLength(2);
-    expect(server.conversations).toHaveLength(chats + 1);
+    const ids = creates.map((c) => (c.body as { id: string }).id);
+    expect(ids).toHaveLength(2);
+    expect(ids[0]).toBe(kept);
+    expect(ids[1]).not.toBe(kept);
+    expect(server.messages[kept]?.map((m) => m.content) ?? []).not.toContain('Into a chat of its own');
     expect(screen.queryByRole('alert')).toBeNull();
-  });
-
-  it('asking again for a chat that was written in since makes a new one', async () => {
-    const fetched = mockFetch([server.route]);
-    vi.stubGlobal('fetch', fetched.fn);
-    // A create that got no answer had made c2, which was then opened from the list and written in.
-    keepChatToCreate(null, 'c2');
-    history.replaceState(null, '', '/#/new');
-    render(<App />);
-    await screen.findByText('Start a new conversation');
-    const chats = server.conversations.length;
-    const done = sseResponse();
-    server.onStream(() => done.response);
-    fireEvent.change(composer(), { target: { value: 'Not into an old chat' } });
-    fireEvent.keyDown(composer(), { key: 'Enter' });
-    await waitFor(() => expect(server.conversations).toHaveLength(chats + 1));
-    await finishInNewestChat(done, 'Not into an old chat');
-    const creates = fetched.calls.filter((c) => c.method === 'POST' && c.url === '/api/v1/conversations');
-    expect(creates.map((c) => (c.body as { id: string }).id)[0]).toBe('c2');
-    expect(creates).toHaveLength(2);
-    expect(server.conversations).toHaveLength(chats + 1);
-    expect(server.messages.c2?.map((m) => m.content)).not.toContain('Not into an old chat');
   });
 
   it('and a second first send from the new chat while it is created make two chats', async () => {
