@@ -1071,9 +1071,12 @@ describe('App', () => {
           return json({ status: 'error', message: 'Too many replies are streaming to this client.', code: 'too_many_streams' }, 429, { 'Retry-After': '1' });
         });
         await renderLoaded();
+        // Said while refused, rather than looking idle.
+        expect(await within(screen.getByRole('log')).findByText(/Live updates are paused/)).toBeTruthy();
         await passTime(1_100);
         expect(follows).toBeGreaterThanOrEqual(2);
         expect(await within(screen.getByRole('log')).findByText('Answered while refused')).toBeTruthy();
+        expect(within(screen.getByRole('log')).queryByText(/Live updates are paused/)).toBeNull();
       }));
 
     it('follows no reply while hidden, and follows it again from its start once shown', async () => {

@@ -69,6 +69,11 @@ export function isConversationGone(err: unknown): boolean {
   return err instanceof ApiError && err.code === 'conversation_not_found';
 }
 
+/** Refused an event stream: the client has as many open as the server allows it. */
+export function isTooManyStreams(err: unknown): boolean {
+  return err instanceof ApiError && err.code === 'too_many_streams';
+}
+
 /** A create under the id of a conversation deleted since: the server uses no id twice. */
 export function isDeletedConversationId(err: unknown): boolean {
   return err instanceof ApiError && err.code === 'conversation_deleted';

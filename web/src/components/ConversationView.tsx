@@ -1,5 +1,5 @@
 import { Fragment, type MouseEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
-import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isDeletedConversationId, isUnreachable, newConversationId, newGenerationId, parseEventId, replyFailed } from '../api/client';
+import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isDeletedConversationId, isTooManyStreams, isUnreachable, newConversationId, newGenerationId, parseEventId, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
 import { clearCreating, clearSent, keepChatToCreate, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, takeChatToCreate, takeSentMarks, withUnsent, withUnsentMarks } from '../drafts';
 import { useRetryWhileOut } from '../hooks/useRetryWhileOut';
@@ -120,6 +120,12 @@ export function ConversationView({
   const [nextCursor, setNextCursor] = useState<string | null>(null);
   const [load, setLoad] = useState<LoadState>({ kind: 'idle' });
   const [olderLoading, setOlderLoading] = useState(false);
+  /**
+   * Following the replies of this chat is refused for now: this browser (or the network it shares
+   * an address with) has as many event streams open as the server allows. Said, so that a chat
+   * whose reply runs elsewhere does not just look idle while the follow is asked again.
+   */
+  const [followRefused, setFollowRefused] = useState(false);
   const [olderError, setOlderError] = useState<string | null>(null);
   const [draft, setDraft] = useState(() => loadDraft(conversationId));
   const [pending, setPending] = useState<Pending | null>(null);
@@ -281,6 +287,7 @@ export function ConversationView({
     setGone(false);
     setOlderError(null);
     setOlderLoading(false);
+    setFollowRefused(false);
     setDraft(loadDraft(conversationId));
     if (conversationId === null) setLoad({ kind: 'ready' });
     else loadNewest(conversationId, true);
@@ -815,7 +822,10 @@ export function ConversationView({
         onEventId: (eventId) => {
           lastEventId = eventId;
           noteRunning(controller, convId, eventId);
-          if (gen === generation.current) setPending(connectedAgain);
+          if (gen === generation.current) {
+            setPending(connectedAgain);
+            setFollowRefused(false);
+          }
         },
         onReconnect: () => {
           if (gen === generation.current) setPending(reconnecting);
@@ -837,6 +847,7 @@ export function ConversationView({
       .then(
         (exchange) => {
           if (gen !== generation.current) return;
+          setFollowRefused(false);
           if (exchange) {
             // The first exchange of a fresh "New chat" names it, as when sent from here.
             const ids = new Set([exchange.user_message.id, exchange.assistant_message.id]);
@@ -877,6 +888,7 @@ export function ConversationView({
             // Refused for the moment (429, 503) or out of reach: whether a reply is in progress
             // is not known, so ask again while the conversation stays open. Anything else (a
             // server without the route) means nothing to follow.
+            setFollowRefused(isTooManyStreams(err));
             if (isBusy(err) || isUnreachable(err)) {
               setTimeout(() => {
                 if (gen === generation.current) followReply(convId, opening, true);
@@ -1282,6 +1294,11 @@ export function ConversationView({
             <MessageItem role="assistant" content={p.reply} state={p.state} />
           </Fragment>
         ))}
+        {followRefused && (
+          <p className="state" role="status">
+            Live updates are paused: this browser, or its network, already follows as many replies as the server allows. Trying again by itself.
+          </p>
+        )}
         {pending && (
           <>
             <MessageItem role="user" content={pending.user} state="sending" />
