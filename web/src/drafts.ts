@@ -136,7 +136,7 @@ export function clearSent(conversationId: string, text: string) {
 export function forgetConversation(conversationId: string) {
   saveDraft(conversationId, '');
   saveMarks(conversationId, []);
-  page.remove(CHAT_TO_CREATE + draftKey(conversationId));
+  page.remove(chatToCreateKey(conversationId));
 }
 
 /**
@@ -165,6 +165,7 @@ export function clearCreating(writtenIn: string | null, text: string) {
 
 /** Where a box keeps the id of the chat its first send could not be sure it created. */
 const CHAT_TO_CREATE = 'chat-to-create:';
+const chatToCreateKey = (writtenIn: string | null) => CHAT_TO_CREATE + draftKey(writtenIn);
 
 /**
  * The id the next first send from this box gives the chat it creates: the one a send from there
@@ -173,7 +174,7 @@ const CHAT_TO_CREATE = 'chat-to-create:';
  * otherwise. Taken, so that a second send from the box while this one creates makes a chat of its own.
  */
 export function takeChatToCreate(writtenIn: string | null): string {
-  const key = CHAT_TO_CREATE + draftKey(writtenIn);
+  const key = chatToCreateKey(writtenIn);
   const kept = page.get(key);
   page.remove(key);
   return kept ?? newConversationId();
@@ -181,7 +182,7 @@ export function takeChatToCreate(writtenIn: string | null): string {
 
 /** A first send from this box did not learn whether it created chat `id`: the next one asks again. */
 export function keepChatToCreate(writtenIn: string | null, id: string) {
-  page.set(CHAT_TO_CREATE + draftKey(writtenIn), id);
+  page.set(chatToCreateKey(writtenIn), id);
 }
 
 /**
@@ -205,7 +206,7 @@ export function restoreFirstSendsCutOff() {
     const marks = takeSentMarks(CREATING + box);
     drafts.set(box, withUnsentMarks(marks)(drafts.get(box) ?? ''));
     const chat = marks.filter((mark) => mark.chat !== undefined).at(-1)?.chat;
-    if (chat !== undefined) page.set(CHAT_TO_CREATE + box, chat);
+    if (chat !== undefined) page.set(chatToCreateKey(box), chat);
   }
 }
 
