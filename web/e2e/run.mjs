@@ -6,6 +6,7 @@
 //   CHROMIUM_PATH     default /usr/bin/chromium (see scripts/ensure-chromium.sh)
 //   E2E_SCREENSHOTS   where screenshots go (default: e2e/screenshots, ignored by git; set it to
 //                     ../docs/screenshots to refresh the README's pictures)
+//   E2E_ONLY          run only the tests whose name contains this text
 //
 // `npm run e2e` builds web/dist first; run directly, this builds it only if it is missing. Ends with "e2e: N passed, M failed"; exits 1 on failure.
 import { spawn, spawnSync } from 'node:child_process';
@@ -130,10 +131,12 @@ async function stopServer(proc = serverProc) {
 // Test harness: each test gets a fresh page; any JS dialog or page error fails it.
 
 const results = [];
+const only = process.env.E2E_ONLY;
 const dialogs = [];
 const pageErrors = [];
 
 async function test(name, fn) {
+  if (only && !name.includes(only)) return;
   const dialogsBefore = dialogs.length;
   const errorsBefore = pageErrors.length;
   const started = Date.now();
@@ -704,6 +707,39 @@ async function main() {
     assert(left > 200, `the view stayed where the reader left it while the reply grew (${left} px above the newest)`);
   });
 
+  await test('a reply that grows by a whole code block or table at once keeps its newest words in view', async () => {
+    const sbase = await slow();
+    const id = await createConversationVia(sbase, 'Blocks at once');
+    const page = await fresh();
+    await open(page, sbase, `#/c/${id}`);
+    // Each fence, table row and long word comes as one piece and adds more height in one render
+    // (a code block's header and its first line) than a line of prose does.
+    const text = [
+      'Blocks at once:',
+      '```js\nconst first = 1;\nconst second = 2;\n```',
+      '| a | b |\n| --- | --- |\n| one | two |\n| three | four |',
+      '```\nplain\nblock\n```',
+      `https://example.com/${'a-long-path-'.repeat(12)}`,
+      '```sh\necho done\n```',
+      'The end.',
+    ].join('\n\n');
+    await composer(page).fill(text);
+    await composer(page).press('Enter');
+    await replyLongerThan(page, 10);
+    await log(page).locator('article[aria-label="Assistant"]:not([data-state])').waitFor({ timeout: 30_000 });
+    const left = await page.evaluate(() => {
+      const logEl = document.querySelector('[role=log]');
+      return logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight;
+    });
+    const overflow = await page.evaluate(() => {
+      const logEl = document.querySelector('[role=log]');
+      return logEl.scrollHeight - logEl.clientHeight;
+    });
+    assert(overflow > 200, `the exchange is taller than the view (${overflow} px more)`);
+    assert(left < 2, `the view followed the reply to its end (${left} px of it below the view)`);
+    assert((await page.getByRole('button', { name: 'Jump to latest' }).count()) === 0, 'no Jump to latest button');
+  });
+
   await test('switch away and back during a reply', async () => {
     const sbase = await slow();
     await createConversationVia(sbase, 'Switch target');
@@ -1008,4 +1044,5 @@ if (failed > 0 && serverLog.length > 0) {
   console.log(serverLog.join('').split('\n').slice(-40).join('\n'));
 }
 console.log(`e2e: ${passed} passed, ${failed} failed`);
-process.exit(failed > 0 ? 1 : 0);
+// A filter that matches nothing tested nothing: not a pass.
+process.exit(failed > 0 || results.length === 0 ? 1 : 0);

@@ -1906,6 +1906,7 @@ describe('scrolling', () => {
           resized.push(callback);
         }
         observe() {}
+        unobserve() {}
         disconnect() {}
       },
     );
@@ -1923,6 +1924,54 @@ describe('scrolling', () => {
       fireEvent.scroll(log);
       act(() => resized.forEach((callback) => callback()));
       expect(log.scrollTop).toBe(0);
+    });
+  });
+
+  it('follows a message drawn taller below the view, also when the scroll event comes after it grew', async () => {
+    const resized: (() => void)[] = [];
+    const observed = new Set<Element>();
+    vi.stubGlobal(
+      'ResizeObserver',
+      class {
+        constructor(callback: () => void) {
+          resized.push(callback);
+        }
+        observe(target: Element) {
+          observed.add(target);
+        }
+        unobserve(target: Element) {
+          observed.delete(target);
+        }
+        disconnect() {
+          observed.clear();
+        }
+      },
+    );
+    await withLogLayout(async () => {
+      await renderLoaded();
+      const answer = (await screen.findByText('Earlier answer')).closest('article');
+      // The messages are watched for their size, not only the view.
+      expect(answer).not.toBeNull();
+      expect(observed.has(answer as Element)).toBe(true);
+      const log = screen.getByRole('log');
+      log.scrollTop = 50;
+      fireEvent.scroll(log);
+      // At the bottom of 200px seen through 150px, the answer is drawn 100px taller (a whole code
+      // block at once) before the event of the last scroll to the bottom comes.
+      let grown = 100;
+      vi.spyOn(HTMLElement.prototype, 'scrollHeight', 'get').mockImplementation(function (this: HTMLElement) {
+        return this.querySelectorAll('article').length * 100 + grown;
+      });
+      fireEvent.scroll(log);
+      act(() => resized.forEach((callback) => callback()));
+      expect(log.scrollTop).toBe(300);
+
+      // Scrolled up by the reader: what grows below is left there.
+      log.scrollTop = 100;
+      fireEvent.scroll(log);
+      grown = 200;
+      act(() => resized.forEach((callback) => callback()));
+      expect(log.scrollTop).toBe(100);
     });
   });
 });

@@ -180,6 +180,12 @@ export function ConversationView({
   /** A conversation this view just created itself: selecting it must not reset the send in flight. */
   const adoptedRef = useRef<string | null>(null);
   const stickToBottom = useRef(true);
+  /** Where the view was last scrolled to, by the reader or here: leaving the bottom scrolls up from it. */
+  const lastScrollTop = useRef(0);
+  const scrollLogTo = useCallback((el: HTMLElement, top: number) => {
+    el.scrollTop = top;
+    lastScrollTop.current = el.scrollTop;
+  }, []);
   /** Read far enough up that the newest messages are out of sight: a button takes the reader there. */
   const [awayFromLatest, setAwayFromLatest] = useState(false);
   const awayFromLatestRef = useRef(false);
@@ -407,13 +413,13 @@ export function ConversationView({
     const anchor = prependAnchor.current;
     if (anchor) {
       prependAnchor.current = null;
-      el.scrollTop = anchor.top + (el.scrollHeight - anchor.height);
+      scrollLogTo(el, anchor.top + (el.scrollHeight - anchor.height));
     } else if (stickToBottom.current) {
-      el.scrollTop = el.scrollHeight;
+      scrollLogTo(el, el.scrollHeight);
     }
     // A reply growing below the view moves the newest words away without a scroll.
     showJumpToLatest(isAwayFromLatest(el));
-  }, [messages, pending, showJumpToLatest]);
+  }, [messages, pending, showJumpToLatest, scrollLogTo]);
 
   // The button gives way to Retry, or goes with the oldest page: the focus goes to what took its
   // place, or to the messages, instead of falling back to the page. A layout effect, after the one
@@ -426,18 +432,30 @@ export function ConversationView({
     (log?.querySelector<HTMLElement>('.older button') ?? log)?.focus();
   }, [messages, olderError]);
 
-  // The view getting shorter (a smaller window, a phone's keyboard opening) keeps the newest
-  // message in sight when the bottom was: nothing else scrolls while no message changes.
+  // The view getting shorter (a smaller window, a phone's keyboard opening), or a message taller
+  // with no change of its own here (a reply's markdown is drawn in a deferred render, a whole
+  // code block or table at once), keeps the newest message in sight when the bottom was.
   useEffect(() => {
     const el = logRef.current;
     if (!el || typeof ResizeObserver === 'undefined') return;
     const observer = new ResizeObserver(() => {
-      if (stickToBottom.current) el.scrollTop = el.scrollHeight;
+      if (stickToBottom.current) scrollLogTo(el, el.scrollHeight);
       showJumpToLatest(isAwayFromLatest(el));
     });
     observer.observe(el);
-    return () => observer.disconnect();
-  }, [showJumpToLatest]);
+    for (const child of el.children) observer.observe(child);
+    const children = new MutationObserver((changes) => {
+      for (const change of changes) {
+        for (const node of change.addedNodes) if (node instanceof Element) observer.observe(node);
+        for (const node of change.removedNodes) if (node instanceof Element) observer.unobserve(node);
+      }
+    });
+    children.observe(el, { childList: true });
+    return () => {
+      children.disconnect();
+      observer.disconnect();
+    };
+  }, [showJumpToLatest, scrollLogTo]);
 
   // A first page too short to scroll cannot be scrolled up: fetch the next older page right away.
   useEffect(() => {
@@ -448,7 +466,13 @@ export function ConversationView({
   const onScroll = () => {
     const el = logRef.current;
     if (!el) return;
-    stickToBottom.current = distanceFromLatest(el) < 48;
+    // Only a scroll up leaves the bottom. The messages growing below the view also move the bottom
+    // away, when a render lands between a scroll to the bottom and its event: that is no reader
+    // scrolling away, and the observer above brings the bottom back.
+    const movedUp = el.scrollTop < lastScrollTop.current;
+    lastScrollTop.current = el.scrollTop;
+    if (distanceFromLatest(el) < 48) stickToBottom.current = true;
+    else if (movedUp) stickToBottom.current = false;
     showJumpToLatest(isAwayFromLatest(el));
     if (el.scrollTop < 120) loadOlder();
   };
@@ -457,7 +481,7 @@ export function ConversationView({
     const el = logRef.current;
     if (!el) return;
     const focused = document.activeElement === event.currentTarget;
-    el.scrollTop = el.scrollHeight;
+    scrollLogTo(el, el.scrollHeight);
     stickToBottom.current = true;
     showJumpToLatest(false);
     // The button goes: a focus it had goes to the message box, next to the newest message (in the
