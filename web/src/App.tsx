@@ -19,6 +19,8 @@ const CATCH_UP_PATIENCE_MS = 15_000;
 /** Catch-ups this close together are one burst (a flapping network): one read of the open conversation. */
 const CATCH_UP_BURST_MS = 1_000;
 const DEFAULT_TITLE = 'New chat';
+/** The screens on which the conversations sit behind a menu (as in styles.css). */
+const PHONE_SCREEN = '(max-width: 767px)';
 /** RFC 3339 strings may differ in fractional digits or offset, so compare instants, not text. */
 const instant = (t: string) => Date.parse(t) || 0;
 
@@ -36,6 +38,8 @@ export function App() {
   const [sidebarError, setSidebarError] = useState<string | null>(null);
   const [selectedId, setSelectedId] = useState<string | null>(idFromHash);
   const [menuOpen, setMenuOpen] = useState(false);
+  const menuOpenRef = useRef(menuOpen);
+  menuOpenRef.current = menuOpen;
   const menuButtonRef = useRef<HTMLButtonElement>(null);
   /** Conversations this tab learned of on its own (created here, or told by another tab). */
   const learnedOf = useRef(new Set<string>());
@@ -128,6 +132,8 @@ export function App() {
     const onHash = () => {
       setSelectedId(idFromHash());
       setChoseNewChat(window.location.hash === NEW_CHAT_HASH);
+      // Back on a phone with the menu open shows the chat it goes back to, not the menu over it.
+      if (menuOpenRef.current) closeMenu();
     };
     window.addEventListener('hashchange', onHash);
     return () => window.removeEventListener('hashchange', onHash);
@@ -328,14 +334,18 @@ export function App() {
     };
   }, [loadList]);
 
-  const select = (id: string) => {
+  const select = (id: string, byPointer: boolean) => {
     // Choosing the conversation already open (to close the phone menu) adds no history entry.
     if (id !== selectedId) openedByUser.current = true;
     setSelectedId(id);
     setChoseNewChat(false);
     if (menuOpen) {
       setMenuOpen(false);
-      setTimeout(() => document.getElementById('composer-input')?.focus());
+      setTimeout(focusComposer);
+    } else if (byPointer) {
+      // What is typed next goes to the chat clicked, not to the list, where Enter would only choose
+      // it again. Chosen with the keyboard, the focus stays in the list, to go on through it.
+      focusComposer();
     }
   };
 
@@ -360,7 +370,7 @@ export function App() {
     setNewChatClicks((n) => n + 1);
     setSelectedId(null);
     setMenuOpen(false);
-    setTimeout(() => document.getElementById('composer-input')?.focus());
+    setTimeout(focusComposer);
   };
 
   /** The conversation a first send created takes the new chat's place, in the history too. */
@@ -515,12 +525,19 @@ export function App() {
   // phone turned sideways) would leave the page behind it inert with no menu button to close it.
   useEffect(() => {
     if (typeof matchMedia !== 'function') return;
-    const phone = matchMedia('(max-width: 767px)');
+    const phone = matchMedia(PHONE_SCREEN);
     const onChange = () => {
       if (!phone.matches) setMenuOpen(false);
     };
     phone.addEventListener('change', onChange);
     return () => phone.removeEventListener('change', onChange);
+  }, []);
+
+  // On a wide screen the keys typed first go to the message box, as the empty chat invites; not on
+  // a phone, where focusing it would open the keyboard over the page.
+  useEffect(() => {
+    if (typeof matchMedia !== 'function' || matchMedia(PHONE_SCREEN).matches) return;
+    if (document.activeElement === document.body) focusComposer();
   }, []);
 
   // On a phone the sidebar opens over the page: move focus into it. Back to the menu button once
@@ -678,6 +695,10 @@ function focusNewChat() {
 /** Focuses the message box without following the link, whose hash would close the conversation. */
 function skipToComposer(event: MouseEvent<HTMLAnchorElement>) {
   event.preventDefault();
+  focusComposer();
+}
+
+function focusComposer() {
   document.getElementById('composer-input')?.focus();
 }
 

@@ -1311,6 +1311,47 @@ describe('App', () => {
     expect(document.activeElement).toBe(first);
   });
 
+  it('Back with the phone menu open shows the chat it goes back to, and the focus goes to the menu button', async () => {
+    const { container } = render(<App />);
+    await screen.findByText('Earlier answer');
+    const menuButton = screen.getByRole('button', { name: 'Conversations menu' });
+    fireEvent.click(menuButton);
+    const app = container.querySelector('.app');
+    expect(app?.classList.contains('menu-open')).toBe(true);
+    window.location.hash = '#/c/c1';
+    fireEvent(window, new HashChangeEvent('hashchange'));
+    await screen.findByRole('heading', { name: 'Older chat' });
+    expect(app?.classList.contains('menu-open')).toBe(false);
+    await waitFor(() => expect(document.activeElement).toBe(menuButton));
+  });
+
+  it('a chat clicked in the list takes the keys typed next; chosen with the keyboard, the focus stays in the list', async () => {
+    await renderLoaded();
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    const older = within(nav).getByRole('button', { name: 'Older chat' });
+    older.focus();
+    fireEvent.click(older, { detail: 0 });
+    await screen.findByRole('heading', { name: 'Older chat' });
+    expect(document.activeElement).toBe(older);
+    fireEvent.click(within(nav).getByRole('button', { name: 'Recent chat' }), { detail: 1 });
+    await screen.findByRole('heading', { name: 'Recent chat' });
+    expect(document.activeElement).toBe(composer());
+  });
+
+  it('on a wide screen the message box has the focus from the start; not on a phone, where it would open the keyboard', async () => {
+    const screenIsPhone = (phone: boolean) =>
+      vi.stubGlobal('matchMedia', (query: string) => ({ matches: phone, media: query, addEventListener: () => undefined, removeEventListener: () => undefined }));
+    screenIsPhone(false);
+    const wide = render(<App />);
+    await screen.findByText('Earlier answer');
+    expect(document.activeElement).toBe(composer());
+    wide.unmount();
+    screenIsPhone(true);
+    render(<App />);
+    await screen.findByText('Earlier answer');
+    expect(document.activeElement).toBe(document.body);
+  });
+
   it('toggles the theme and remembers the choice', async () => {
     await renderLoaded();
     fireEvent.click(screen.getByRole('button', { name: 'Switch to dark theme' }));

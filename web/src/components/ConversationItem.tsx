@@ -5,7 +5,8 @@ import { MAX_TITLE_CODE_POINTS, codePoints, cutToCodePoints } from '../text';
 interface Props {
   conversation: Conversation;
   selected: boolean;
-  onSelect: () => void;
+  /** `byPointer`: clicked or tapped, not chosen with the keyboard. */
+  onSelect: (byPointer: boolean) => void;
   onRename: (title: string) => Promise<void>;
   onDelete: () => void;
 }
@@ -88,7 +89,7 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
 
   return (
     <li className={`conversation-item${selected ? ' selected' : ''}`} data-id={conversation.id}>
-      <button type="button" className="conversation-link" aria-current={selected ? 'page' : undefined} onClick={onSelect}>
+      <button type="button" className="conversation-link" aria-current={selected ? 'page' : undefined} onClick={(event) => onSelect(event.detail > 0)}>
         {/* The list cuts a long title short; hovering shows all of it. */}
         <span className="conversation-title" dir="auto" title={conversation.title}>
           {conversation.title}
