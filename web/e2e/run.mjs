@@ -303,6 +303,8 @@ async function main() {
 
     await current.getByRole('button', { name: 'Rename Rename me' }).click();
     const input = nav(page).getByRole('textbox', { name: 'Conversation title' });
+    const widths = await input.evaluate((el) => ({ field: el.getBoundingClientRect().width, list: el.closest('ul').getBoundingClientRect().width }));
+    assert(widths.field > widths.list * 0.8, `the title field takes the list's width, its buttons below it (${widths.field} of ${widths.list} px)`);
     await input.fill('Renamed by e2e');
     await input.press('Enter');
     await nav(page).getByRole('button', { name: 'Renamed by e2e', exact: true }).waitFor();
