@@ -19,6 +19,11 @@ const CATCH_UP_PATIENCE_MS = 15_000;
 /** Catch-ups this close together are one burst (a flapping network): one read of the open conversation. */
 const CATCH_UP_BURST_MS = 1_000;
 const DEFAULT_TITLE = 'New chat';
+/**
+ * The seed routes' conversation (docs/api.md), which the server creates as "Chat": most users'
+ * first, named after its first message as a new chat is.
+ */
+const DEFAULT_CONVERSATION = { id: '00000000-0000-7000-8000-000000000000', title: 'Chat' };
 /** The screens on which the conversations sit behind a menu (as in styles.css). */
 const PHONE_SCREEN = '(max-width: 767px)';
 /** RFC 3339 strings may differ in fractional digits or offset, so compare instants, not text. */
@@ -444,7 +449,8 @@ export function App() {
     // Named here after a first message that was never stored (lost in a restart, or its reply
     // failed) when another is the first it holds: the old name shows words the chat does not.
     const misnamed = () => givenFrom !== undefined && givenFrom !== firstUserText && title() === titleFrom(givenFrom);
-    const untitled = () => title() === DEFAULT_TITLE || misnamed();
+    const untitled = () =>
+      title() === DEFAULT_TITLE || (id === DEFAULT_CONVERSATION.id && title() === DEFAULT_CONVERSATION.title) || misnamed();
     if (title() === undefined) {
       // Its messages loaded before the list that names it (opened by a reload, say): named once it has.
       firstMessagesBeforeList.current.set(id, firstUserText);

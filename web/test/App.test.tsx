@@ -3363,6 +3363,24 @@ describe('navigation', () => {
     expect(history.length).toBe(entries + 1);
   });
 
+  it('the default conversation, created as "Chat", is named after its first message; another "Chat" is not', async () => {
+    const seed = '00000000-0000-7000-8000-000000000000';
+    server.conversations.push(conv(seed, 'Chat', '2025-12-01T00:00:00Z'), conv('c3', 'Chat', '2025-11-01T00:00:00Z'));
+    server.messages[seed] = [msg(seed, 'user', 'Hello from the original app'), msg(seed, 'assistant', 'Hello.')];
+    server.messages.c3 = [msg('c3', 'user', 'Named Chat by hand')];
+    render(<App />);
+    await screen.findByText('Earlier answer');
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getAllByRole('button', { name: 'Chat' })[0]);
+    await screen.findByText('Hello.');
+    expect(await within(nav).findByRole('button', { name: 'Hello from the original app' })).toBeTruthy();
+    fireEvent.click(within(nav).getByRole('button', { name: 'Chat' }));
+    await screen.findByText('Named Chat by hand');
+    expect(fetchMock.calls.filter((c) => c.method === 'PATCH').map((c) => [c.url, c.body])).toEqual([
+      [expect.stringContaining(seed), { title: 'Hello from the original app' }],
+    ]);
+  });
+
   it('opening a chat named by hand renames nothing', async () => {
     server.messages.c1 = [msg('c1', 'user', 'Not a title')];
     render(<App />);
