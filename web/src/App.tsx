@@ -339,7 +339,7 @@ export function App() {
     };
   }, [loadList]);
 
-  const select = (id: string, byPointer: boolean) => {
+  const select = (id: string, byMouse: boolean) => {
     // Choosing the conversation already open (to close the phone menu) adds no history entry.
     if (id !== selectedId) openedByUser.current = true;
     setSelectedId(id);
@@ -347,9 +347,10 @@ export function App() {
     if (menuOpen) {
       setMenuOpen(false);
       setTimeout(focusComposer);
-    } else if (byPointer) {
+    } else if (byMouse) {
       // What is typed next goes to the chat clicked, not to the list, where Enter would only choose
-      // it again. Chosen with the keyboard, the focus stays in the list, to go on through it.
+      // it again. Chosen with the keyboard, the focus stays in the list, to go on through it; tapped,
+      // the chat is shown without an on-screen keyboard opening over it.
       focusComposer();
     }
   };

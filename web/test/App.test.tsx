@@ -1325,7 +1325,7 @@ describe('App', () => {
     await waitFor(() => expect(document.activeElement).toBe(menuButton));
   });
 
-  it('a chat clicked in the list takes the keys typed next; chosen with the keyboard, the focus stays in the list', async () => {
+  it('a chat clicked in the list takes the keys typed next; chosen with the keyboard or tapped, the focus stays in the list', async () => {
     await renderLoaded();
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
     const older = within(nav).getByRole('button', { name: 'Older chat' });
@@ -1333,8 +1333,18 @@ describe('App', () => {
     fireEvent.click(older, { detail: 0 });
     await screen.findByRole('heading', { name: 'Older chat' });
     expect(document.activeElement).toBe(older);
-    fireEvent.click(within(nav).getByRole('button', { name: 'Recent chat' }), { detail: 1 });
+
+    const recent = within(nav).getByRole('button', { name: 'Recent chat' });
+    recent.focus();
+    fireEvent.pointerDown(recent, { pointerType: 'touch' });
+    fireEvent.click(recent, { detail: 1 });
     await screen.findByRole('heading', { name: 'Recent chat' });
+    // No on-screen keyboard opens over the chat just tapped.
+    expect(document.activeElement).toBe(recent);
+
+    fireEvent.pointerDown(older, { pointerType: 'mouse' });
+    fireEvent.click(older, { detail: 1 });
+    await screen.findByRole('heading', { name: 'Older chat' });
     expect(document.activeElement).toBe(composer());
   });
 

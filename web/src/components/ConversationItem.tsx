@@ -5,8 +5,8 @@ import { MAX_TITLE_CODE_POINTS, codePoints, cutToCodePoints } from '../text';
 interface Props {
   conversation: Conversation;
   selected: boolean;
-  /** `byPointer`: clicked or tapped, not chosen with the keyboard. */
-  onSelect: (byPointer: boolean) => void;
+  /** `byMouse`: clicked with a mouse (or pen), not tapped or chosen with the keyboard. */
+  onSelect: (byMouse: boolean) => void;
   onRename: (title: string) => Promise<void>;
   onDelete: () => void;
 }
@@ -17,6 +17,8 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
   const [saving, setSaving] = useState(false);
   const inputRef = useRef<HTMLInputElement>(null);
   const renameRef = useRef<HTMLButtonElement>(null);
+  /** What pressed the title last: a click made by touch is a tap. */
+  const pressedBy = useRef<string | null>(null);
 
   useEffect(() => {
     if (editing) inputRef.current?.select();
@@ -89,7 +91,16 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
 
   return (
     <li className={`conversation-item${selected ? ' selected' : ''}`} data-id={conversation.id}>
-      <button type="button" className="conversation-link" aria-current={selected ? 'page' : undefined} onClick={(event) => onSelect(event.detail > 0)}>
+      <button
+        type="button"
+        className="conversation-link"
+        aria-current={selected ? 'page' : undefined}
+        onPointerDown={(event) => {
+          pressedBy.current = event.pointerType;
+        }}
+        // A click of detail 0 was made with the keyboard.
+        onClick={(event) => onSelect(event.detail > 0 && pressedBy.current !== 'touch')}
+      >
         {/* The list cuts a long title short; hovering shows all of it. */}
         <span className="conversation-title" dir="auto" title={conversation.title}>
           {conversation.title}

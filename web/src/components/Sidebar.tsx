@@ -14,7 +14,7 @@ interface Props {
   onRetryList: () => void;
   hasMore: boolean;
   error: string | null;
-  onSelect: (id: string, byPointer: boolean) => void;
+  onSelect: (id: string, byMouse: boolean) => void;
   onNew: () => void;
   onRename: (id: string, title: string) => Promise<void>;
   /** Resolves whether the conversation is gone. */
@@ -79,7 +79,7 @@ export function Sidebar(props: Props) {
               key={c.id}
               conversation={c}
               selected={c.id === selectedId}
-              onSelect={(byPointer) => props.onSelect(c.id, byPointer)}
+              onSelect={(byMouse) => props.onSelect(c.id, byMouse)}
               onRename={(title) => props.onRename(c.id, title)}
               onDelete={() => setConfirming(c)}
             />
