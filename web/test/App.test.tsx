@@ -688,6 +688,27 @@ describe('App', () => {
     expect(within(nav).queryByRole('button', { name: 'Secret project plan' })).toBeNull();
   });
 
+  it('a reply that fails after its first words says it broke off, not that sending failed', async () => {
+    const stream = sseResponse();
+    server.onStream(() => stream.response);
+    await renderLoaded();
+    fireEvent.change(composer(), { target: { value: 'Tell me everything' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await act(async () => {
+      stream.send('event: delta\ndata: {"text":"Here is the first half"}\n\n');
+    });
+    expect(await within(screen.getByRole('log')).findByText('Here is the first half')).toBeTruthy();
+    await act(async () => {
+      stream.send('event: error\ndata: {"message":"The assistant could not produce a reply.","code":"assistant_failed"}\n\n');
+      stream.close();
+    });
+    await waitFor(() => expect((composer() as HTMLTextAreaElement).value).toBe('Tell me everything'));
+    expect(screen.getByRole('alert').textContent).toBe(
+      'The reply broke off, and nothing of it was stored: The assistant could not produce a reply. Your message is back in the message box.',
+    );
+    expect(within(screen.getByRole('log')).queryByText('Here is the first half')).toBeNull();
+  });
+
   it('keeps the focus in the message box when Send, and then Stop, give way to each other', async () => {
     const sse = sseResponse();
     server.onStream(() => sse.response);

@@ -997,12 +997,12 @@ export function ConversationView({
     const untaken: UntakenSend = { controller, left: false, conversation: id };
     untakenSends.current.add(untaken);
 
-    const fail = (err: unknown) => {
+    const fail = (err: unknown, why = whySendFailed(err)) => {
       setPending(null);
       // Nothing the user wrote is lost: the text goes back into the composer.
       setDraft(withUnsent(text));
       if (isConversationGone(err) && id !== null) markGone(id);
-      setSendError(whySendFailed(err));
+      setSendError(why);
       inputRef.current?.focus();
     };
 
@@ -1079,6 +1079,8 @@ export function ConversationView({
     const known = new Set(messagesRef.current.map((m) => m.id));
     /** Once the server answered with a stream the message is taken: a failure must not offer it again. */
     let accepted = false;
+    /** Words of the reply were shown: a failure now takes them away, which the alert says. */
+    let replyShown = false;
     let lastEventId: string | null = null;
     markSent(convId, text, untaken.left ? null : (messagesRef.current.at(-1)?.id ?? null));
     // Chosen here, so that Stop reaches the reply while the model has not answered yet.
@@ -1132,6 +1134,7 @@ export function ConversationView({
         },
         onDelta: (delta) => {
           if (gen !== generation.current) return;
+          replyShown = true;
           setPending((p) => (p ? { ...p, reply: p.reply + delta } : p));
         },
       });
@@ -1190,7 +1193,7 @@ export function ConversationView({
         reloadAfterStop(convId, known, lastEventId);
       } else {
         clearSent(convId, text);
-        fail(err);
+        fail(err, replyShown && !isConversationGone(err) ? whyReplyBrokeOff(err) : undefined);
       }
     } finally {
       clearTimeout(announceWaiting);
@@ -1430,6 +1433,11 @@ function whySendFailed(err: unknown): string {
     return 'This conversation was deleted, perhaps in another tab. Your message is back in the message box: send it again to start a new chat with it.';
   }
   return `Sending failed: ${sentence(errorMessage(err))}${retryHint(err)} Your message is back in the message box.`;
+}
+
+/** Why the words of a reply being read went away: the message was sent, its reply failed. */
+function whyReplyBrokeOff(err: unknown): string {
+  return `The reply broke off, and nothing of it was stored: ${sentence(errorMessage(err))}${retryHint(err)} Your message is back in the message box.`;
 }
 
 /** The reply ended with `error` `stopped`: a Stop came before its first words. */
