@@ -403,6 +403,11 @@ async function main() {
     assert(table.lines.join() === '1,1,1', `"Name", "Address" and "bold" each stay whole, on one line (${table.lines.join()})`);
     assert(table.content > table.width, `the table scrolls inside itself (${table.content} <= ${table.width})`);
     assert(table.page <= PHONE.width, `the page does not scroll sideways (${table.page})`);
+    const cue = await page.evaluate(() => {
+      const style = getComputedStyle([...document.querySelectorAll('article[aria-label="You"] table')].at(-1));
+      return { shadows: style.backgroundImage.match(/radial-gradient/g)?.length ?? 0, attachment: style.backgroundAttachment };
+    });
+    assert(cue.shadows === 2 && cue.attachment === 'local, local, scroll, scroll', `shadows at its edges show the table scrolls (${cue.shadows}, ${cue.attachment})`);
   });
 
   await test('HTML in a message stays visible text and never runs', async () => {
