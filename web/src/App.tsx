@@ -21,7 +21,7 @@ const CATCH_UP_BURST_MS = 1_000;
 const DEFAULT_TITLE = 'New chat';
 /**
  * The seed routes' conversation (docs/api.md), which the server creates as "Chat": most users'
- * first, named after its first message as a new chat is.
+ * first, named after a first message sent into it here, as a new chat is.
  */
 const DEFAULT_CONVERSATION = { id: '00000000-0000-7000-8000-000000000000', title: 'Chat' };
 /** The screens on which the conversations sit behind a menu (as in styles.css). */
@@ -444,14 +444,16 @@ export function App() {
   const firstMessagesBeforeList = useRef(new Map<string, string>());
 
   /** A fresh "New chat" takes its name from its first message. */
-  const onFirstMessage = useCallback((id: string, firstUserText: string) => {
+  const onFirstMessage = useCallback((id: string, firstUserText: string, sentHere = false) => {
     const title = () => conversationsRef.current.find((c) => c.id === id)?.title;
     const givenFrom = namedAfter.current.get(id);
     // Named here after a first message that was never stored (lost in a restart, or its reply
     // failed) when another is the first it holds: the old name shows words the chat does not.
     const misnamed = () => givenFrom !== undefined && givenFrom !== firstUserText && title() === titleFrom(givenFrom);
-    const untitled = () =>
-      title() === DEFAULT_TITLE || (id === DEFAULT_CONVERSATION.id && title() === DEFAULT_CONVERSATION.title) || misnamed();
+    // The default conversation is "Chat" by the server's choice only while it is empty: once it
+    // holds messages, the name may be its user's.
+    const unnamedDefault = () => sentHere && id === DEFAULT_CONVERSATION.id && title() === DEFAULT_CONVERSATION.title;
+    const untitled = () => title() === DEFAULT_TITLE || unnamedDefault() || misnamed();
     if (title() === undefined) {
       // Its messages loaded before the list that names it (opened by a reload, say): named once it has.
       firstMessagesBeforeList.current.set(id, firstUserText);

@@ -3394,22 +3394,42 @@ describe('navigation', () => {
     expect(history.length).toBe(entries + 1);
   });
 
-  it('the default conversation, created as "Chat", is named after its first message; another "Chat" is not', async () => {
+  it('the default conversation, created as "Chat", is named after the first message sent into it; another "Chat" is not', async () => {
     const seed = '00000000-0000-7000-8000-000000000000';
     server.conversations.push(conv(seed, 'Chat', '2025-12-01T00:00:00Z'), conv('c3', 'Chat', '2025-11-01T00:00:00Z'));
-    server.messages[seed] = [msg(seed, 'user', 'Hello from the original app'), msg(seed, 'assistant', 'Hello.')];
-    server.messages.c3 = [msg('c3', 'user', 'Named Chat by hand')];
+    let stream = sseResponse();
+    server.onStream(() => stream.response);
     render(<App />);
     await screen.findByText('Earlier answer');
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
     fireEvent.click(within(nav).getAllByRole('button', { name: 'Chat' })[0]);
-    await screen.findByText('Hello.');
-    expect(await within(nav).findByRole('button', { name: 'Hello from the original app' })).toBeTruthy();
+    await screen.findByText('No messages yet');
+    fireEvent.change(composer(), { target: { value: 'Hello from a new user' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    expect(await within(nav).findByRole('button', { name: 'Hello from a new user' })).toBeTruthy();
+    await storeAndFinishIn(seed, stream, 'Hello from a new user', 'Hello.');
+
+    stream = sseResponse();
     fireEvent.click(within(nav).getByRole('button', { name: 'Chat' }));
-    await screen.findByText('Named Chat by hand');
+    await screen.findByText('No messages yet');
+    fireEvent.change(composer(), { target: { value: 'Named Chat by hand' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await storeAndFinishIn('c3', stream, 'Named Chat by hand', 'Fine.');
     expect(fetchMock.calls.filter((c) => c.method === 'PATCH').map((c) => [c.url, c.body])).toEqual([
-      [expect.stringContaining(seed), { title: 'Hello from the original app' }],
+      [expect.stringContaining(seed), { title: 'Hello from a new user' }],
     ]);
+  });
+
+  it('the default conversation with messages keeps the name "Chat" on opening: it may be its user\'s', async () => {
+    const seed = '00000000-0000-7000-8000-000000000000';
+    server.conversations.push(conv(seed, 'Chat', '2025-12-01T00:00:00Z'));
+    server.messages[seed] = [msg(seed, 'user', 'Hello from the original app'), msg(seed, 'assistant', 'Hello.')];
+    render(<App />);
+    await screen.findByText('Earlier answer');
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    fireEvent.click(within(nav).getByRole('button', { name: 'Chat' }));
+    await screen.findByText('Hello.');
+    expect(fetchMock.calls.filter((c) => c.method === 'PATCH')).toEqual([]);
   });
 
   it('opening a chat named by hand renames nothing', async () => {

@@ -82,10 +82,11 @@ interface Props {
   /** Something was stored in the conversation: move it to the top, maybe give it a title. */
   onActivity: (id: string, updatedAt: string, firstUserText?: string) => void;
   /**
-   * The conversation's first message was loaded: a chat still called "New chat" takes its title
-   * from it, also when its first reply ended while the user was elsewhere (or the tab was closed).
+   * The conversation's first message was loaded, or sent here (`sentHere`) and taken: a chat still
+   * called "New chat" takes its title from it, also when its first reply ended while the user was
+   * elsewhere (or the tab was closed).
    */
-  onFirstMessage: (id: string, firstUserText: string) => void;
+  onFirstMessage: (id: string, firstUserText: string, sentHere?: boolean) => void;
   /** The server no longer has the conversation (deleted in another tab): drop it from the list. */
   onGone: (id: string) => void;
   /** Counts exchanges another tab stored in the open conversation: each change fetches them. */
@@ -1119,7 +1120,7 @@ export function ConversationView({
           untakenSends.current.delete(untaken);
           // Taken by the server, the first message names its chat now, not once its reply is
           // stored: a user who leaves or closes the tab meanwhile still finds the chat named.
-          if (first) onFirstMessage(convId, text);
+          if (first) onFirstMessage(convId, text, true);
           // Left meanwhile (and not back): the server goes on with the reply and stores it; stop
           // reading it here.
           if (untaken.left) controller.abort();
