@@ -712,6 +712,12 @@ async function main() {
       return logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight;
     });
     assert(left > 200, `the view stayed where the reader left it while the reply grew (${left} px above the newest)`);
+    // The button is not in the messages, but the wheel over it scrolls them as it does around it.
+    const button = await jump.boundingBox();
+    await page.mouse.move(button.x + button.width / 2, button.y + button.height / 2);
+    const top = await page.evaluate(() => document.querySelector('[role=log]').scrollTop);
+    await page.mouse.wheel(0, -200);
+    await page.waitForFunction((before) => document.querySelector('[role=log]').scrollTop < before - 50, top, { timeout: 5_000 });
   });
 
   await test('a reply that grows by a whole code block or table at once keeps its newest words in view', async () => {

@@ -1,4 +1,4 @@
-import { Fragment, type MouseEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
+import { Fragment, type MouseEvent, type WheelEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { ApiError, GatewayTimeout, api, errorMessage, isAbort, isBusy, isConversationGone, isDeletedConversationId, isTooManyStreams, isUnreachable, newConversationId, newGenerationId, parseEventId, replyFailed } from '../api/client';
 import type { Conversation, Exchange, Message, Page } from '../api/types';
 import { clearCreating, clearSent, keepChatToCreate, loadDraft, markCreating, markSent, markTaken, saveDraft, sentHere, sentMarks, takeChatToCreate, takeSentMarks, withUnsent, withUnsentMarks } from '../drafts';
@@ -489,6 +489,14 @@ export function ConversationView({
     // messages, the next Tab would go to their top, "Load older messages"). A tap that did not
     // focus it (Safari) leaves the focus where it was.
     if (focused) inputRef.current?.focus();
+  };
+
+  /** The wheel over the button (which is not in the messages) scrolls them, as it does around it. */
+  const scrollLogBy = (event: WheelEvent) => {
+    const el = logRef.current;
+    if (!el) return;
+    const unit = event.deltaMode === 1 ? WHEEL_LINE_PX : event.deltaMode === 2 ? el.clientHeight : 1;
+    el.scrollBy({ top: event.deltaY * unit, left: event.deltaX * unit });
   };
 
   /** Takes a stopped reply out of view: it is stored and shown, or given back. */
@@ -1337,7 +1345,7 @@ export function ConversationView({
       {/* Outside the log: not hidden with it while it is busy, and not scrolled by the arrow keys,
           which would take it away from under its own focus. */}
       {awayFromLatest && (
-        <div className="jump-to-latest">
+        <div className="jump-to-latest" onWheel={scrollLogBy}>
           <button type="button" className="button small" onClick={jumpToLatest}>
             <span aria-hidden="true">↓</span> Jump to latest
           </button>
@@ -1382,6 +1390,9 @@ function stopRetryDelayMs(err: unknown): number {
   if (!(err instanceof ApiError) || err.retryAfter === undefined) return STOP_RETRY_MS;
   return Math.min(Math.max(err.retryAfter * 1000, STOP_RETRY_MS), STOP_RETRY_MAX_MS);
 }
+
+/** A wheel's line, for wheels that count in lines (Firefox's), as browsers scroll one. */
+const WHEEL_LINE_PX = 40;
 
 /** How far above the newest messages the view must be before a button offers the way back. */
 const JUMP_BUTTON_AFTER_PX = 200;
