@@ -65,6 +65,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // Server lifecycle
 
 const cleanups = [];
+/** Each server's working directory, with its database. */
+const serverDirs = [];
 let serverProc = null;
 const serverProcs = [];
 const serverLog = [];
@@ -75,7 +77,7 @@ async function startServer(env = {}) {
   if (!existsSync(bin)) throw new Error(`chat-server not found at ${bin} (build it with \`cargo build -p server\` or set CHAT_SERVER_BIN)`);
   const port = await freePort();
   const work = mkdtempSync(path.join(tmpdir(), 'chat-e2e-server-'));
-  cleanups.push(() => rmSync(work, { recursive: true, force: true }));
+  serverDirs.push(work);
   const proc = spawn(bin, [], {
     cwd: work,
     env: {
@@ -1048,6 +1050,9 @@ try {
     }
   }
   for (const proc of serverProcs) await stopServer(proc);
+  // Only once the servers are gone: a database removed under a running server fails its next sync,
+  // which it logs as an error, and that log is what a failed run prints.
+  for (const dir of serverDirs) rmSync(dir, { recursive: true, force: true });
 }
 
 const failed = results.filter((r) => !r.ok).length + (fatal ? 1 : 0);
