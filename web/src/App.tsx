@@ -2,6 +2,7 @@ import { type KeyboardEvent, type MouseEvent, useCallback, useEffect, useLayoutE
 import { ApiError, api, errorMessage, isConversationGone, isUnreachable } from './api/client';
 import { joinTabs, type TabSync } from './api/sync';
 import type { Conversation, Page } from './api/types';
+import type { ChosenBy } from './components/ConversationItem';
 import { ConversationView } from './components/ConversationView';
 import { Sidebar } from './components/Sidebar';
 import { ThemeToggle } from './components/ThemeToggle';
@@ -339,18 +340,20 @@ export function App() {
     };
   }, [loadList]);
 
-  const select = (id: string, byMouse: boolean) => {
+  const select = (id: string, chosenBy: ChosenBy) => {
     // Choosing the conversation already open (to close the phone menu) adds no history entry.
     if (id !== selectedId) openedByUser.current = true;
     setSelectedId(id);
     setChoseNewChat(false);
-    if (menuOpen) {
+    // Tapped, the chat is shown without an on-screen keyboard opening over it: from the phone menu
+    // the focus goes back to the menu button, as when the menu is closed.
+    if (menuOpen && chosenBy === 'touch') closeMenu();
+    else if (menuOpen) {
       setMenuOpen(false);
       setTimeout(focusComposer);
-    } else if (byMouse) {
+    } else if (chosenBy === 'mouse') {
       // What is typed next goes to the chat clicked, not to the list, where Enter would only choose
-      // it again. Chosen with the keyboard, the focus stays in the list, to go on through it; tapped,
-      // the chat is shown without an on-screen keyboard opening over it.
+      // it again. Chosen with the keyboard, the focus stays in the list, to go on through it.
       focusComposer();
     }
   };
@@ -440,11 +443,11 @@ export function App() {
   /** The first messages this tab named conversations after, by conversation. */
   const namedAfter = useRef(new Map<string, string>());
 
-  /** First messages of conversations not in the list yet, by conversation. */
-  const firstMessagesBeforeList = useRef(new Map<string, string>());
+  /** First messages of conversations not in the list yet, by conversation, and whether seen taken. */
+  const firstMessagesBeforeList = useRef(new Map<string, { text: string; seenTaken: boolean }>());
 
   /** A fresh "New chat" takes its name from its first message. */
-  const onFirstMessage = useCallback((id: string, firstUserText: string, sentHere = false) => {
+  const onFirstMessage = useCallback((id: string, firstUserText: string, seenTaken = false) => {
     const title = () => conversationsRef.current.find((c) => c.id === id)?.title;
     const givenFrom = namedAfter.current.get(id);
     // Named here after a first message that was never stored (lost in a restart, or its reply
@@ -452,11 +455,13 @@ export function App() {
     const misnamed = () => givenFrom !== undefined && givenFrom !== firstUserText && title() === titleFrom(givenFrom);
     // The default conversation is "Chat" by the server's choice only while it is empty: once it
     // holds messages, the name may be its user's.
-    const unnamedDefault = () => sentHere && id === DEFAULT_CONVERSATION.id && title() === DEFAULT_CONVERSATION.title;
+    const unnamedDefault = () => seenTaken && id === DEFAULT_CONVERSATION.id && title() === DEFAULT_CONVERSATION.title;
     const untitled = () => title() === DEFAULT_TITLE || unnamedDefault() || misnamed();
     if (title() === undefined) {
       // Its messages loaded before the list that names it (opened by a reload, say): named once it has.
-      firstMessagesBeforeList.current.set(id, firstUserText);
+      const earlier = firstMessagesBeforeList.current.get(id);
+      const seen = seenTaken || (earlier?.text === firstUserText && earlier.seenTaken);
+      firstMessagesBeforeList.current.set(id, { text: firstUserText, seenTaken: seen });
       return;
     }
     // Named (or being named) already, unless after another text than this one.
@@ -471,10 +476,10 @@ export function App() {
   }, []);
 
   useEffect(() => {
-    for (const [id, firstUserText] of firstMessagesBeforeList.current) {
+    for (const [id, { text, seenTaken }] of firstMessagesBeforeList.current) {
       if (!conversations.some((c) => c.id === id)) continue;
       firstMessagesBeforeList.current.delete(id);
-      onFirstMessage(id, firstUserText);
+      onFirstMessage(id, text, seenTaken);
     }
   }, [conversations, onFirstMessage]);
 
@@ -487,7 +492,8 @@ export function App() {
       setSidebarError(null);
       touch(id, updatedAt);
       tabs.current?.post({ kind: 'stored', id, updatedAt });
-      if (firstUserText !== undefined) onFirstMessage(id, firstUserText);
+      // A first exchange just stored, sent or followed here: its message was seen taken.
+      if (firstUserText !== undefined) onFirstMessage(id, firstUserText, true);
     },
     [onFirstMessage],
   );

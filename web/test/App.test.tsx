@@ -1346,6 +1346,20 @@ describe('App', () => {
     await waitFor(() => expect(document.activeElement).toBe(menuButton));
   });
 
+  it('a chat tapped in the phone menu is shown with the focus on the menu button: no on-screen keyboard opens over it', async () => {
+    await renderLoaded();
+    const menuButton = screen.getByRole('button', { name: 'Conversations menu' });
+    fireEvent.click(menuButton);
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    const older = within(nav).getByRole('button', { name: 'Older chat' });
+    fireEvent.pointerDown(older, { pointerType: 'touch' });
+    fireEvent.click(older, { detail: 1 });
+    await screen.findByRole('heading', { name: 'Older chat' });
+    await waitFor(() => expect(document.activeElement).toBe(menuButton));
+    await act(() => new Promise((resolve) => setTimeout(resolve, 10)));
+    expect(document.activeElement).toBe(menuButton);
+  });
+
   it('a chat clicked in the list takes the keys typed next; chosen with the keyboard or tapped, the focus stays in the list', async () => {
     await renderLoaded();
     const nav = screen.getByRole('navigation', { name: 'Conversations' });
@@ -3418,6 +3432,38 @@ describe('navigation', () => {
     expect(fetchMock.calls.filter((c) => c.method === 'PATCH').map((c) => [c.url, c.body])).toEqual([
       [expect.stringContaining(seed), { title: 'Hello from a new user' }],
     ]);
+  });
+
+  it('the default conversation is named after a first message sent into it also when the list comes after the reply', async () => {
+    const seed = '00000000-0000-7000-8000-000000000000';
+    server.conversations.push(conv(seed, 'Chat', '2025-12-01T00:00:00Z'));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    vi.stubGlobal(
+      'fetch',
+      mockFetch([
+        async (url, init) => {
+          if (url.pathname === '/api/v1/conversations' && (init.method ?? 'GET') === 'GET') {
+            const res = await server.route(url, init);
+            await gate;
+            return res;
+          }
+          return undefined;
+        },
+        server.route,
+      ]).fn,
+    );
+    const stream = sseResponse();
+    server.onStream(() => stream.response);
+    history.replaceState(null, '', `/#/c/${seed}`);
+    render(<App />);
+    await screen.findByText('No messages yet');
+    fireEvent.change(composer(), { target: { value: 'Sent before the list' } });
+    fireEvent.keyDown(composer(), { key: 'Enter' });
+    await storeAndFinishIn(seed, stream, 'Sent before the list', 'Hello.');
+    await act(async () => release());
+    const nav = screen.getByRole('navigation', { name: 'Conversations' });
+    expect(await within(nav).findByRole('button', { name: 'Sent before the list' })).toBeTruthy();
   });
 
   it('the default conversation with messages keeps the name "Chat" on opening: it may be its user\'s', async () => {

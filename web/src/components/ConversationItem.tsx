@@ -1,12 +1,17 @@
-import { useEffect, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
+import { useEffect, useRef, useState, type FormEvent, type KeyboardEvent, type MouseEvent } from 'react';
 import type { Conversation } from '../api/types';
 import { MAX_TITLE_CODE_POINTS, codePoints, cutToCodePoints } from '../text';
+
+/**
+ * How a chat was chosen in the list. `keyboard` also stands for assistive technology, whose
+ * activations come with no pointer; a pen counts as touch, as it is used on tablets.
+ */
+export type ChosenBy = 'mouse' | 'touch' | 'keyboard';
 
 interface Props {
   conversation: Conversation;
   selected: boolean;
-  /** `byMouse`: clicked with a mouse (or pen), not tapped or chosen with the keyboard. */
-  onSelect: (byMouse: boolean) => void;
+  onSelect: (chosenBy: ChosenBy) => void;
   onRename: (title: string) => Promise<void>;
   onDelete: () => void;
 }
@@ -17,8 +22,16 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
   const [saving, setSaving] = useState(false);
   const inputRef = useRef<HTMLInputElement>(null);
   const renameRef = useRef<HTMLButtonElement>(null);
-  /** What pressed the title last: a click made by touch is a tap. */
+  /** What pressed the title last, for browsers whose clicks do not say (they are no PointerEvent). */
   const pressedBy = useRef<string | null>(null);
+  const chosenBy = (event: MouseEvent): ChosenBy => {
+    // A click of detail 0 was made with the keyboard.
+    if (event.detail === 0) return 'keyboard';
+    const pointer = (event.nativeEvent as Partial<PointerEvent>).pointerType || pressedBy.current;
+    pressedBy.current = null;
+    if (pointer === 'mouse') return 'mouse';
+    return pointer === 'touch' || pointer === 'pen' ? 'touch' : 'keyboard';
+  };
 
   useEffect(() => {
     if (editing) inputRef.current?.select();
@@ -98,8 +111,7 @@ export function ConversationItem({ conversation, selected, onSelect, onRename, o
         onPointerDown={(event) => {
           pressedBy.current = event.pointerType;
         }}
-        // A click of detail 0 was made with the keyboard.
-        onClick={(event) => onSelect(event.detail > 0 && pressedBy.current !== 'touch')}
+        onClick={(event) => onSelect(chosenBy(event))}
       >
         {/* The list cuts a long title short; hovering shows all of it. */}
         <span className="conversation-title" dir="auto" title={conversation.title}>

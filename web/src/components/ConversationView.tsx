@@ -82,11 +82,11 @@ interface Props {
   /** Something was stored in the conversation: move it to the top, maybe give it a title. */
   onActivity: (id: string, updatedAt: string, firstUserText?: string) => void;
   /**
-   * The conversation's first message was loaded, or sent here (`sentHere`) and taken: a chat still
-   * called "New chat" takes its title from it, also when its first reply ended while the user was
-   * elsewhere (or the tab was closed).
+   * The conversation's first message was loaded, or seen taken by the server (`seenTaken`: sent
+   * here): a chat still called "New chat" takes its title from it, also when its first reply ended
+   * while the user was elsewhere (or the tab was closed).
    */
-  onFirstMessage: (id: string, firstUserText: string, sentHere?: boolean) => void;
+  onFirstMessage: (id: string, firstUserText: string, seenTaken?: boolean) => void;
   /** The server no longer has the conversation (deleted in another tab): drop it from the list. */
   onGone: (id: string) => void;
   /** Counts exchanges another tab stored in the open conversation: each change fetches them. */
@@ -470,7 +470,8 @@ export function ConversationView({
     // Only a scroll up leaves the bottom. The messages growing below the view also move the bottom
     // away, when a render lands between a scroll to the bottom and its event: that is no reader
     // scrolling away, and the observer above brings the bottom back.
-    const movedUp = el.scrollTop < lastScrollTop.current;
+    // A pixel's slack: positions are fractional at some zoom levels.
+    const movedUp = el.scrollTop < lastScrollTop.current - 1;
     lastScrollTop.current = el.scrollTop;
     if (distanceFromLatest(el) < 48) stickToBottom.current = true;
     else if (movedUp) stickToBottom.current = false;
@@ -494,7 +495,8 @@ export function ConversationView({
   /** The wheel over the button (which is not in the messages) scrolls them, as it does around it. */
   const scrollLogBy = (event: WheelEvent) => {
     const el = logRef.current;
-    if (!el) return;
+    // With Ctrl (a trackpad's pinch, too) the wheel zooms the page.
+    if (!el || event.ctrlKey) return;
     const unit = event.deltaMode === 1 ? WHEEL_LINE_PX : event.deltaMode === 2 ? el.clientHeight : 1;
     el.scrollBy({ top: event.deltaY * unit, left: event.deltaX * unit });
   };

@@ -1,7 +1,7 @@
 import { useLayoutEffect, useRef, useState } from 'react';
 import type { Conversation } from '../api/types';
 import { ConfirmDialog } from './ConfirmDialog';
-import { ConversationItem } from './ConversationItem';
+import { type ChosenBy, ConversationItem } from './ConversationItem';
 
 interface Props {
   id: string;
@@ -14,7 +14,7 @@ interface Props {
   onRetryList: () => void;
   hasMore: boolean;
   error: string | null;
-  onSelect: (id: string, byMouse: boolean) => void;
+  onSelect: (id: string, chosenBy: ChosenBy) => void;
   onNew: () => void;
   onRename: (id: string, title: string) => Promise<void>;
   /** Resolves whether the conversation is gone. */
@@ -79,7 +79,7 @@ export function Sidebar(props: Props) {
               key={c.id}
               conversation={c}
               selected={c.id === selectedId}
-              onSelect={(byMouse) => props.onSelect(c.id, byMouse)}
+              onSelect={(chosenBy) => props.onSelect(c.id, chosenBy)}
               onRename={(title) => props.onRename(c.id, title)}
               onDelete={() => setConfirming(c)}
             />
