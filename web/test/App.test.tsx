@@ -139,6 +139,27 @@ function failingFirstPageOfRecentChat() {
   ]);
 }
 
+/** The conversation list is read as the request comes and answered only when the returned function is called. */
+function holdConversationList(): () => void {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  vi.stubGlobal(
+    'fetch',
+    mockFetch([
+      async (url, init) => {
+        if (url.pathname === '/api/v1/conversations' && (init.method ?? 'GET') === 'GET') {
+          const res = await server.route(url, init);
+          await gate;
+          return res;
+        }
+        return undefined;
+      },
+      server.route,
+    ]).fn,
+  );
+  return release;
+}
+
 async function renderLoaded() {
   render(<App />);
   await screen.findByText('Earlier answer');
@@ -2249,22 +2270,7 @@ describe('a send while the messages load', () => {
 
 describe('new chat during the first load', () => {
   it('keeps open a new chat chosen before the list arrived', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    vi.stubGlobal(
-      'fetch',
-      mockFetch([
-        async (url, init) => {
-          if (url.pathname === '/api/v1/conversations' && (init.method ?? 'GET') === 'GET') {
-            const res = await server.route(url, init);
-            await gate;
-            return res;
-          }
-          return undefined;
-        },
-        server.route,
-      ]).fn,
-    );
+    const release = holdConversationList();
     render(<App />);
     await openNewChat();
     await act(async () => release());
@@ -3437,22 +3443,7 @@ describe('navigation', () => {
   it('the default conversation is named after a first message sent into it also when the list comes after the reply', async () => {
     const seed = '00000000-0000-7000-8000-000000000000';
     server.conversations.push(conv(seed, 'Chat', '2025-12-01T00:00:00Z'));
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    vi.stubGlobal(
-      'fetch',
-      mockFetch([
-        async (url, init) => {
-          if (url.pathname === '/api/v1/conversations' && (init.method ?? 'GET') === 'GET') {
-            const res = await server.route(url, init);
-            await gate;
-            return res;
-          }
-          return undefined;
-        },
-        server.route,
-      ]).fn,
-    );
+    const release = holdConversationList();
     const stream = sseResponse();
     server.onStream(() => stream.response);
     history.replaceState(null, '', `/#/c/${seed}`);
